@@ -1,0 +1,31 @@
+//! personaflow operators: record types, window features, embeddings, segment profiles and
+//! resonance, first as plain functions and then as differential-dataflow operators over them.
+//!
+//! Every stage of the dataflow is one file in [`ops`], an extension trait named for its verb;
+//! the math it uses lives in the plain modules at the top level and is tested directly.
+
+pub mod event;
+pub mod window;
+
+pub use event::{Context, Event};
+pub use window::WindowSpec;
+
+/// Errors of the operators crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// An embedder failed on a batch.
+    #[error("embedder {embedder} failed: {reason}")]
+    Embedder {
+        /// The embedder's name.
+        embedder: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Result type of the operators crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
