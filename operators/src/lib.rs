@@ -29,3 +29,11 @@ pub enum Error {
 
 /// Result type of the operators crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub mod embed;
+pub mod features;
+pub mod ops;
+pub mod resonance;
+pub mod segments;
+pub mod sequence;
+pub mod vector;

@@ -1,0 +1,129 @@
+//! The `Embedder` boundary: turns sequences into latent profiles (DESIGN.md step 4).
+//!
+//! The RNN-VAE encoder of the models crate implements [`Embedder`]; this crate ships the
+//! [`StandardisedEmbedder`] baseline, which needs no model.
+
+use crate::features::{FEATURES, NUM_FEATURES};
+use crate::sequence::Sequence;
+use crate::Result;
+
+/// The embedding of one sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embedding {
+    /// The latent profile.
+    pub vector: Vec<f32>,
+    /// Anomaly score (e.g. reconstruction error), when the embedder has one.
+    pub anomaly_score: Option<f32>,
+}
+
+/// Turns batches of sequences into profiles. Called once per window with every active user's
+/// sequence on a worker, so implementations can batch inference.
+pub trait Embedder {
+    /// A short name recorded in outputs (e.g. `standardised-v1`).
+    fn name(&self) -> &str;
+    /// Dimensions of the embeddings it returns.
+    fn dims(&self) -> usize;
+    /// Embeds a batch; returns one embedding per sequence, in order.
+    fn embed_batch(&mut self, batch: &[&Sequence]) -> Result<Vec<Embedding>>;
+}
+
+/// Baseline embedder: each feature standardised with the reference statistics of the feature
+/// schema, averaged over the sequence's active windows (calendar features left out), plus the
+/// standardised share of active windows. No training, deterministic, cheap.
+///
+/// ```
+/// use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
+/// use personaflow_operators::{Event, WindowSpec};
+/// use personaflow_operators::features::{WindowAgg, WindowSummary};
+/// use personaflow_operators::sequence::build_sequence;
+/// let s = WindowSummary::new(&WindowAgg::of(&Event::new(0, "u", "a")), 0, &WindowSpec::default());
+/// let seq = build_sequence(0, 16, &[(0, &s)]).unwrap();
+/// let mut e = StandardisedEmbedder::default();
+/// let out = e.embed_batch(&[&seq]).unwrap();
+/// assert_eq!(out[0].vector.len(), e.dims());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct StandardisedEmbedder {
+    _private: (),
+}
+
+/// Name of the baseline embedder in outputs.
+pub const STANDARDISED_EMBEDDER_NAME: &str = "standardised-v1";
+/// Reference centre of the active-window share.
+const ACTIVITY_MEAN: f32 = 0.5;
+/// Reference scale of the active-window share.
+const ACTIVITY_SCALE: f32 = 0.25;
+
+impl StandardisedEmbedder {
+    fn behavioural() -> impl Iterator<Item = usize> {
+        (0..NUM_FEATURES).filter(|i| !FEATURES[*i].calendar)
+    }
+
+    /// Embeds one sequence.
+    pub fn embed_one(&self, seq: &Sequence) -> Vec<f32> {
+        let dims: Vec<usize> = Self::behavioural().collect();
+        let mut acc = vec![0f64; dims.len()];
+        let mut active = 0usize;
+        for step in seq.steps.iter().flatten() {
+            active += 1;
+            for (slot, &i) in acc.iter_mut().zip(&dims) {
+                let def = &FEATURES[i];
+                *slot += f64::from((step.0[i] - def.reference_mean) / def.reference_scale);
+            }
+        }
+        let n = active.max(1) as f64;
+        let mut out: Vec<f32> = acc.into_iter().map(|v| (v / n) as f32).collect();
+        let share = active as f32 / seq.steps.len().max(1) as f32;
+        out.push((share - ACTIVITY_MEAN) / ACTIVITY_SCALE);
+        out
+    }
+}
+
+impl Embedder for StandardisedEmbedder {
+    fn name(&self) -> &str {
+        STANDARDISED_EMBEDDER_NAME
+    }
+
+    fn dims(&self) -> usize {
+        Self::behavioural().count() + 1
+    }
+
+    fn embed_batch(&mut self, batch: &[&Sequence]) -> Result<Vec<Embedding>> {
+        Ok(batch
+            .iter()
+            .map(|s| Embedding {
+                vector: self.embed_one(s),
+                anomaly_score: None,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{WindowAgg, WindowSummary};
+    use crate::sequence::build_sequence;
+    use crate::{Event, WindowSpec};
+
+    #[test]
+    fn embedding_averages_active_windows() {
+        let spec = WindowSpec::default();
+        let one = WindowSummary::new(&WindowAgg::of(&Event::new(0, "u", "a")), 0, &spec);
+        let mut agg = WindowAgg::empty();
+        for i in 0..9 {
+            agg.add(&Event::new(60_000 + i, "u", "a"));
+        }
+        let nine = WindowSummary::new(&agg, 1, &spec);
+        let e = StandardisedEmbedder::default();
+        let solo = e.embed_one(&build_sequence(1, 4, &[(1, &nine)]).unwrap());
+        let both = e.embed_one(&build_sequence(1, 4, &[(0, &one), (1, &nine)]).unwrap());
+        // Feature 0 is ln(1+events): (ln 2 + ln 10) / 2 standardised.
+        let expect = ((2f32.ln() + 10f32.ln()) / 2.0 - FEATURES[0].reference_mean)
+            / FEATURES[0].reference_scale;
+        assert!((both[0] - expect).abs() < 1e-5);
+        assert!(solo[0] > both[0]);
+        assert!(both[both.len() - 1] > solo[solo.len() - 1], "more active windows");
+        assert_eq!(solo.len(), e.dims());
+    }
+}

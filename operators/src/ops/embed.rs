@@ -1,0 +1,140 @@
+//! `embed_profiles`: sequences to latent profiles through an [`Embedder`], batched per window
+//! (DESIGN.md step 4).
+
+use crate::embed::Embedder;
+use crate::event::Context;
+use crate::ops::UserWindow;
+use crate::sequence::Sequence;
+use crate::vector::{Score, Vector};
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+
+/// Default largest batch handed to an embedder at once.
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+
+/// Where an operator that cannot return errors leaves the first one for the runtime to report.
+pub type ErrorSlot = Rc<RefCell<Option<crate::Error>>>;
+
+/// A user's latent profile in one window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Profile {
+    /// The embedding.
+    pub embedding: Vector,
+    /// Anomaly score, when the embedder provides one.
+    pub anomaly_score: Option<Score>,
+    /// Active windows of history before this one.
+    pub history_windows: u32,
+    /// Events in the window.
+    pub events: u64,
+    /// Authenticated in the window.
+    pub authenticated: bool,
+    /// Known segment (authenticated users only).
+    pub segment: Option<String>,
+    /// Device, os, country.
+    pub context: Context,
+}
+
+/// Embeds sequences.
+pub trait EmbedProfiles<'scope> {
+    /// For each sequence inserted at window `w` (retractions are ignored), one fact
+    /// `((user, w), Profile)` at `w`. All sequences of a window on this worker are embedded
+    /// together, in batches of at most `max_batch`, once the window is complete. If the
+    /// embedder fails, the error goes to `errors` and that batch yields no profiles; the
+    /// runtime reports it and stops.
+    ///
+    /// ```
+    /// use personaflow_operators::{Event, WindowSpec};
+    /// use personaflow_operators::embed::StandardisedEmbedder;
+    /// use personaflow_operators::ops::{EmbedProfiles, ErrorSlot, Sequences, WindowAggregate};
+    /// use timely::dataflow::operators::ToStream;
+    /// timely::example(|scope| {
+    ///     vec![Event::new(1_000, "u", "a")]
+    ///         .to_stream(scope)
+    ///         .container::<Vec<_>>()
+    ///         .window_aggregate(WindowSpec::default())
+    ///         .sequences(16)
+    ///         .embed_profiles(Box::new(StandardisedEmbedder::default()), 64, ErrorSlot::default())
+    ///         .inspect(|(((u, w), p), t, r)| assert!(u == "u" && *w == 0 && *t == 0 && *r == 1 && p.history_windows == 0));
+    /// });
+    /// ```
+    fn embed_profiles(
+        self,
+        embedder: Box<dyn Embedder>,
+        max_batch: usize,
+        errors: ErrorSlot,
+    ) -> VecCollection<'scope, u64, (UserWindow, Profile), isize>;
+}
+
+impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, Sequence), isize> {
+    fn embed_profiles(
+        self,
+        mut embedder: Box<dyn Embedder>,
+        max_batch: usize,
+        errors: ErrorSlot,
+    ) -> VecCollection<'scope, u64, (UserWindow, Profile), isize> {
+        let max_batch = max_batch.max(1);
+        self.inner
+            .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
+                Pipeline,
+                "EmbedProfiles",
+                move |_cap, _info| {
+                    type Pending = BTreeMap<u64, (Capability<u64>, Vec<(UserWindow, Sequence)>)>;
+                    let mut pending: Pending = BTreeMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each_time(|cap, data| {
+                            for batch in data {
+                                for (record, time, diff) in batch.drain(..) {
+                                    if diff > 0 {
+                                        pending
+                                            .entry(time)
+                                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                                            .1
+                                            .push(record);
+                                    }
+                                }
+                            }
+                        });
+                        while let Some(entry) = pending.first_entry() {
+                            let time = *entry.key();
+                            if frontier.less_equal(&time) {
+                                break;
+                            }
+                            let (cap, mut records) = entry.remove();
+                            records.sort_by(|a, b| a.0.cmp(&b.0));
+                            let mut session = output.session(&cap);
+                            for chunk in records.chunks(max_batch) {
+                                let seqs: Vec<&Sequence> = chunk.iter().map(|(_, s)| s).collect();
+                                match embedder.embed_batch(&seqs) {
+                                    Ok(embeddings) => {
+                                        for ((key, seq), emb) in chunk.iter().zip(embeddings) {
+                                            let profile = Profile {
+                                                embedding: Vector(emb.vector),
+                                                anomaly_score: emb.anomaly_score.map(Score),
+                                                history_windows: seq.history_windows,
+                                                events: seq.events,
+                                                authenticated: seq.authenticated,
+                                                segment: seq.segment.clone(),
+                                                context: seq.context.clone(),
+                                            };
+                                            session.give(((key.clone(), profile), time, 1isize));
+                                        }
+                                    }
+                                    Err(e) => {
+                                        errors.borrow_mut().get_or_insert(e);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                },
+            )
+            .as_collection()
+    }
+}

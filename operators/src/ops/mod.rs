@@ -1,0 +1,24 @@
+//! The differential-dataflow operators, one per file, each an extension trait named for its
+//! verb. Timestamps are window indexes (`u64`).
+//!
+//! Most collections here are *facts*: a record is inserted at the window it describes and is
+//! never retracted by its producer. [`hold::Hold::hold_for`] gives facts a lifetime (inserted
+//! at `w`, retracted at `w + n`), which is how every piece of state stays windowed: arrangements
+//! only ever hold the last `max(L, W)` windows, so memory does not grow with history.
+
+pub mod embed;
+pub mod hold;
+pub mod resonance;
+pub mod segment_profiles;
+pub mod sequences;
+pub mod window_aggregate;
+
+pub use embed::{EmbedProfiles, ErrorSlot, Profile};
+pub use hold::Hold;
+pub use resonance::Resonate;
+pub use segment_profiles::SegmentProfiles;
+pub use sequences::Sequences;
+pub use window_aggregate::WindowAggregate;
+
+/// A user and a window index: the key of per-user, per-window records.
+pub type UserWindow = (String, u64);

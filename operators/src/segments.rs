@@ -1,0 +1,295 @@
+//! Segment profiles: the mean latent profile of each known segment's authenticated users over
+//! a rolling window (DESIGN.md step 5), kept as an exact (count, sum) so that inserting or
+//! retracting a profile costs O(dims).
+//!
+//! [`SegmentSum`] is a differential-dataflow difference type: fixed-point integers, so sums and
+//! retractions are exact and a segment whose profiles all expired consolidates to nothing.
+
+use crate::event::Context;
+use crate::vector::Vector;
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use serde::{Deserialize, Serialize};
+
+/// Default rolling window `W` of segment profiles, in windows.
+pub const DEFAULT_SEGMENT_WINDOW: u64 = 60;
+/// Fixed-point scale of embedding sums (2^20: about 1e-6 resolution, room for 2^43 in sums).
+pub const FIXED_POINT_SCALE: f64 = 1_048_576.0;
+/// Segments with fewer profiles than this in the rolling window are left out of resonance.
+pub const DEFAULT_MIN_SEGMENT_PROFILES: i64 = 1;
+
+/// Which context field a context count is about.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum ContextField {
+    /// Device class.
+    Device,
+    /// Operating system.
+    Os,
+    /// Country.
+    Country,
+}
+
+/// All context fields, in order.
+pub const CONTEXT_FIELDS: [ContextField; 3] =
+    [ContextField::Device, ContextField::Os, ContextField::Country];
+
+impl ContextField {
+    /// The field's value in a context.
+    pub fn of(self, c: &Context) -> Option<&str> {
+        match self {
+            ContextField::Device => c.device.as_deref(),
+            ContextField::Os => c.os.as_deref(),
+            ContextField::Country => c.country.as_deref(),
+        }
+    }
+}
+
+/// Exact running sum of profiles of one segment: the number of profiles, the fixed-point sum
+/// of their embeddings and counts of their context values.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct SegmentSum {
+    /// Number of profiles.
+    pub profiles: i64,
+    /// Fixed-point sum of embeddings ([`FIXED_POINT_SCALE`]).
+    pub sum: Vec<i64>,
+    /// Counts per (field, value), sorted, without zero entries.
+    pub context: Vec<((ContextField, String), i64)>,
+}
+
+/// Converts an embedding value to fixed point.
+pub fn to_fixed(x: f32) -> i64 {
+    (f64::from(x) * FIXED_POINT_SCALE).round() as i64
+}
+
+impl SegmentSum {
+    /// The sum of a single profile.
+    pub fn of_profile(embedding: &[f32], context: &Context) -> Self {
+        let mut ctx: Vec<((ContextField, String), i64)> = CONTEXT_FIELDS
+            .iter()
+            .filter_map(|f| f.of(context).map(|v| ((*f, v.to_string()), 1)))
+            .collect();
+        ctx.sort();
+        SegmentSum {
+            profiles: 1,
+            sum: embedding.iter().map(|x| to_fixed(*x)).collect(),
+            context: ctx,
+        }
+    }
+
+    /// The mean embedding (empty when there are no profiles).
+    pub fn mean(&self) -> Vec<f32> {
+        if self.profiles <= 0 {
+            return Vec::new();
+        }
+        let n = self.profiles as f64 * FIXED_POINT_SCALE;
+        self.sum.iter().map(|s| (*s as f64 / n) as f32).collect()
+    }
+
+    fn scale(&mut self, by: i64) {
+        self.profiles *= by;
+        self.sum.iter_mut().for_each(|s| *s *= by);
+        self.context.iter_mut().for_each(|(_, c)| *c *= by);
+        self.context.retain(|(_, c)| *c != 0);
+    }
+}
+
+impl IsZero for SegmentSum {
+    fn is_zero(&self) -> bool {
+        self.profiles == 0 && self.sum.iter().all(|s| *s == 0) && self.context.is_empty()
+    }
+}
+
+impl Semigroup for SegmentSum {
+    fn plus_equals(&mut self, rhs: &Self) {
+        self.profiles += rhs.profiles;
+        if self.sum.len() < rhs.sum.len() {
+            self.sum.resize(rhs.sum.len(), 0);
+        }
+        for (a, b) in self.sum.iter_mut().zip(&rhs.sum) {
+            *a += *b;
+        }
+        if self.sum.iter().all(|s| *s == 0) {
+            self.sum.clear();
+        }
+        if !rhs.context.is_empty() {
+            let mut merged = Vec::with_capacity(self.context.len() + rhs.context.len());
+            let (mut i, mut j) = (0, 0);
+            let (a, b) = (&self.context, &rhs.context);
+            while i < a.len() || j < b.len() {
+                let take = if j == b.len() {
+                    std::cmp::Ordering::Less
+                } else if i == a.len() {
+                    std::cmp::Ordering::Greater
+                } else {
+                    a[i].0.cmp(&b[j].0)
+                };
+                match take {
+                    std::cmp::Ordering::Less => {
+                        merged.push(a[i].clone());
+                        i += 1;
+                    }
+                    std::cmp::Ordering::Greater => {
+                        merged.push(b[j].clone());
+                        j += 1;
+                    }
+                    std::cmp::Ordering::Equal => {
+                        let c = a[i].1 + b[j].1;
+                        if c != 0 {
+                            merged.push((a[i].0.clone(), c));
+                        }
+                        i += 1;
+                        j += 1;
+                    }
+                }
+            }
+            self.context = merged;
+        }
+    }
+}
+
+impl Monoid for SegmentSum {
+    fn zero() -> Self {
+        SegmentSum::default()
+    }
+}
+
+impl Abelian for SegmentSum {
+    fn negate(&mut self) {
+        self.scale(-1);
+    }
+}
+
+impl Multiply<isize> for SegmentSum {
+    type Output = SegmentSum;
+    fn multiply(mut self, rhs: &isize) -> SegmentSum {
+        self.scale(*rhs as i64);
+        self
+    }
+}
+
+/// One segment's profile at a point in time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    /// Segment name.
+    pub name: String,
+    /// Profiles in the rolling window.
+    pub profiles: i64,
+    /// Mean embedding.
+    pub mean: Vector,
+    /// Context counts (see [`SegmentSum::context`]).
+    pub context: Vec<((ContextField, String), i64)>,
+}
+
+/// Every segment's profile at a point in time, sorted by name, with the profile-weighted
+/// global mean used to centre embeddings before cosine similarity.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct SegmentTable {
+    /// Segments, sorted by name.
+    pub segments: Vec<SegmentEntry>,
+    /// Mean of all profiles of the listed segments.
+    pub global_mean: Vector,
+}
+
+impl SegmentTable {
+    /// Builds the table from per-segment sums, leaving out segments with fewer than
+    /// `min_profiles` profiles.
+    ///
+    /// ```
+    /// use personaflow_operators::Context;
+    /// use personaflow_operators::segments::{SegmentSum, SegmentTable};
+    /// let a = SegmentSum::of_profile(&[1.0, 0.0], &Context::default());
+    /// let b = SegmentSum::of_profile(&[0.0, 1.0], &Context::default());
+    /// let t = SegmentTable::from_sums([("a", &a), ("b", &b)], 1);
+    /// assert_eq!(t.segments.len(), 2);
+    /// assert_eq!(t.global_mean.0, vec![0.5, 0.5]);
+    /// ```
+    pub fn from_sums<'a>(
+        sums: impl IntoIterator<Item = (&'a str, &'a SegmentSum)>,
+        min_profiles: i64,
+    ) -> Self {
+        let mut segments = Vec::new();
+        let mut total = SegmentSum::default();
+        for (name, sum) in sums {
+            if sum.profiles < min_profiles.max(1) {
+                continue;
+            }
+            total.profiles += sum.profiles;
+            if total.sum.len() < sum.sum.len() {
+                total.sum.resize(sum.sum.len(), 0);
+            }
+            for (t, s) in total.sum.iter_mut().zip(&sum.sum) {
+                *t += *s;
+            }
+            segments.push(SegmentEntry {
+                name: name.to_string(),
+                profiles: sum.profiles,
+                mean: Vector(sum.mean()),
+                context: sum.context.clone(),
+            });
+        }
+        segments.sort();
+        SegmentTable {
+            segments,
+            global_mean: Vector(total.mean()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(d: &str) -> Context {
+        Context {
+            device: Some(d.into()),
+            os: None,
+            country: Some("DE".into()),
+        }
+    }
+
+    #[test]
+    fn insert_then_retract_is_exactly_zero() {
+        let a = SegmentSum::of_profile(&[0.1, -2.7, 3.3333], &ctx("tv"));
+        let b = SegmentSum::of_profile(&[1e-3, 5.5, -0.25], &ctx("mobile"));
+        let mut acc = SegmentSum::zero();
+        acc.plus_equals(&a);
+        acc.plus_equals(&b);
+        let mut neg_a = a.clone();
+        neg_a.negate();
+        acc.plus_equals(&neg_a);
+        assert_eq!(acc, b, "retracting a leaves exactly b");
+        let mut neg_b = b.clone();
+        neg_b.negate();
+        acc.plus_equals(&neg_b);
+        assert!(acc.is_zero());
+    }
+
+    #[test]
+    fn mean_and_context_counts() {
+        let mut acc = SegmentSum::of_profile(&[1.0, 3.0], &ctx("tv"));
+        acc.plus_equals(&SegmentSum::of_profile(&[3.0, 5.0], &ctx("tv")));
+        assert_eq!(acc.mean(), vec![2.0, 4.0]);
+        assert!(acc
+            .context
+            .contains(&((ContextField::Device, "tv".into()), 2)));
+        let twice = SegmentSum::of_profile(&[1.0, 3.0], &ctx("tv")).multiply(&2);
+        assert_eq!(twice.profiles, 2);
+    }
+
+    #[test]
+    fn table_skips_small_segments_and_sorts() {
+        let big = SegmentSum::of_profile(&[2.0], &Context::default()).multiply(&3);
+        let small = SegmentSum::of_profile(&[4.0], &Context::default());
+        let t = SegmentTable::from_sums([("z", &big), ("a", &small)], 2);
+        assert_eq!(t.segments.len(), 1);
+        assert_eq!(t.segments[0].name, "z");
+        let t = SegmentTable::from_sums([("z", &big), ("a", &small)], 1);
+        assert_eq!(t.segments[0].name, "a");
+        assert_eq!(t.global_mean.0, vec![2.5]);
+    }
+}

@@ -1,0 +1,140 @@
+//! Sequences: a user's last `L` windows of features, built for each window the user is
+//! active in (DESIGN.md step 3).
+
+use crate::event::Context;
+use crate::features::{WindowSummary, NUM_FEATURES, VELOCITY_BYTES, VELOCITY_EVENTS};
+use crate::vector::Vector;
+use serde::{Deserialize, Serialize};
+
+/// Default sequence length `L`, in windows.
+pub const DEFAULT_SEQUENCE_LEN: usize = 16;
+
+/// A user's last `L` windows ending at `window`, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Sequence {
+    /// The window the sequence ends at (the user is active in it).
+    pub window: u64,
+    /// `L` steps; step `i` is window `window - L + 1 + i`; `None` where the user was inactive.
+    /// Each present step holds all [`NUM_FEATURES`] features.
+    pub steps: Vec<Option<Vector>>,
+    /// Active windows before the current one (0 for a user with no history).
+    pub history_windows: u32,
+    /// Events in the current window.
+    pub events: u64,
+    /// Authenticated in the current window.
+    pub authenticated: bool,
+    /// Known segment (authenticated users only).
+    pub segment: Option<String>,
+    /// Context seen in the current window.
+    pub context: Context,
+}
+
+impl Sequence {
+    /// The current window's features (the last step).
+    pub fn current(&self) -> &Vector {
+        self.steps
+            .last()
+            .and_then(|s| s.as_ref())
+            .expect("a sequence's last step is its active window")
+    }
+}
+
+/// Builds the sequence of length `len` ending at `window` from the user's window summaries
+/// `history` (any order; windows outside `(window - len, window]` are ignored). Returns `None`
+/// if the user is not active in `window`.
+///
+/// Velocity features compare each step with the previous active step inside the sequence.
+///
+/// ```
+/// use personaflow_operators::{Event, WindowSpec};
+/// use personaflow_operators::features::{WindowAgg, WindowSummary};
+/// use personaflow_operators::sequence::build_sequence;
+/// let spec = WindowSpec::default();
+/// let s = |w: u64| WindowSummary::new(&WindowAgg::of(&Event::new(w as i64 * 60_000, "u", "a")), w, &spec);
+/// let seq = build_sequence(10, 4, &[(7, &s(7)), (10, &s(10)), (3, &s(3))]).unwrap();
+/// assert_eq!(seq.history_windows, 1); // window 3 is outside (6, 10]
+/// assert!(seq.steps[0].is_some() && seq.steps[1].is_none() && seq.steps[3].is_some()); // windows 7..=10
+/// assert!(build_sequence(11, 4, &[(10, &s(10))]).is_none());
+/// ```
+pub fn build_sequence(
+    window: u64,
+    len: usize,
+    history: &[(u64, &WindowSummary)],
+) -> Option<Sequence> {
+    let len = len.max(1);
+    let mut slots: Vec<Option<&WindowSummary>> = vec![None; len];
+    for (w, s) in history {
+        if *w <= window && window - *w < len as u64 {
+            slots[len - 1 - (window - *w) as usize] = Some(*s);
+        }
+    }
+    let current = slots[len - 1]?;
+    let mut steps = Vec::with_capacity(len);
+    let mut prev: Option<&WindowSummary> = None;
+    for slot in &slots {
+        steps.push(slot.map(|s| {
+            let mut x = Vec::with_capacity(NUM_FEATURES);
+            x.extend_from_slice(s.base.as_slice());
+            x.resize(NUM_FEATURES, 0.0);
+            if let Some(p) = prev {
+                x[VELOCITY_EVENTS] = ln1p(s.events) - ln1p(p.events);
+                x[VELOCITY_BYTES] = ln1p(s.bytes) - ln1p(p.bytes);
+            }
+            Vector(x)
+        }));
+        if slot.is_some() {
+            prev = *slot;
+        }
+    }
+    let history_windows = slots.iter().filter(|s| s.is_some()).count() as u32 - 1;
+    Some(Sequence {
+        window,
+        steps,
+        history_windows,
+        events: current.events,
+        authenticated: current.authenticated,
+        segment: current.segment.clone(),
+        context: current.context.clone(),
+    })
+}
+
+fn ln1p(v: u64) -> f32 {
+    (v as f64).ln_1p() as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{WindowAgg, NUM_BASE_FEATURES};
+    use crate::{Event, WindowSpec};
+
+    fn summary(w: u64, events: usize) -> WindowSummary {
+        let mut agg = WindowAgg::empty();
+        for i in 0..events {
+            agg.add(&Event::new(w as i64 * 60_000 + i as i64, "u", "a"));
+        }
+        WindowSummary::new(&agg, w, &WindowSpec::default())
+    }
+
+    #[test]
+    fn velocity_compares_with_previous_active_step() {
+        let (a, b) = (summary(5, 1), summary(8, 7));
+        let seq = build_sequence(8, 16, &[(8, &b), (5, &a)]).unwrap();
+        let cur = seq.current();
+        assert_eq!(cur.len(), NUM_FEATURES);
+        assert!((cur.0[VELOCITY_EVENTS] - (8f32.ln() - 2f32.ln())).abs() < 1e-6);
+        let first = seq.steps[16 - 4].as_ref().unwrap();
+        assert_eq!(first.0[VELOCITY_EVENTS], 0.0, "no earlier active step");
+        assert_eq!(&cur.0[..NUM_BASE_FEATURES], b.base.as_slice());
+        assert_eq!(seq.history_windows, 1);
+        assert_eq!(seq.events, 7);
+    }
+
+    #[test]
+    fn early_windows_do_not_underflow() {
+        let s = summary(1, 2);
+        let seq = build_sequence(1, 16, &[(1, &s)]).unwrap();
+        assert_eq!(seq.steps.len(), 16);
+        assert_eq!(seq.history_windows, 0);
+    }
+}
