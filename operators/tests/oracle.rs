@@ -1,0 +1,328 @@
+//! Oracle tests: the incremental dataflow, fed seeded random events that arrive out of order
+//! (within a bound) on two workers, must equal a from-scratch recomputation from the raw events
+//! at every window, for window features, sequences, profiles, segment profiles and resonance.
+
+use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
+use personaflow_operators::features::{WindowAgg, WindowSummary};
+use personaflow_operators::ops::*;
+use personaflow_operators::resonance::{resonance, Resonance, ResonanceConfig};
+use personaflow_operators::segments::{SegmentSum, SegmentTable};
+use personaflow_operators::sequence::{build_sequence, Sequence};
+use personaflow_operators::{Event, WindowSpec};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use timely::dataflow::operators::Input;
+
+const SEGMENTS: [&str; 3] = ["gamer", "video_streamer", "iot_device"];
+const ACTIONS: [&str; 6] = ["game_move", "stream_chunk", "heartbeat", "page_view", "chat", "search"];
+
+struct Params {
+    seed: u64,
+    users: usize,
+    windows: u64,
+    events: usize,
+    disorder: u64,
+    seq_len: usize,
+    segment_window: u64,
+}
+
+fn random_events(p: &Params, spec: &WindowSpec) -> Vec<Event> {
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+    let users: Vec<(String, Option<&str>, &str)> = (0..p.users)
+        .map(|i| {
+            let seg = SEGMENTS[i % SEGMENTS.len()];
+            let auth = rng.random_bool(0.6);
+            let device = ["tv", "pc", "phone"][rng.random_range(0..3)];
+            (format!("user-{i:03}"), auth.then_some(seg), device)
+        })
+        .collect();
+    (0..p.events)
+        .map(|_| {
+            let u = rng.random_range(0..users.len());
+            let (name, seg, device) = &users[u];
+            let w = rng.random_range(0..p.windows);
+            let ts = spec.start_ms(w) + rng.random_range(0..spec.len_ms());
+            // Each segment prefers its own action, so profiles differ between segments.
+            let action = if rng.random_bool(0.6) {
+                ACTIONS[u % SEGMENTS.len()]
+            } else {
+                ACTIONS[rng.random_range(0..ACTIONS.len())]
+            };
+            let mut e = Event::new(ts, name.clone(), action);
+            e.authenticated = seg.is_some();
+            e.segment = seg.map(str::to_string);
+            e.bytes_in = Some(rng.random_range(0..100_000));
+            e.bytes_out = rng.random_bool(0.8).then(|| rng.random_range(0..5_000));
+            e.latency_ms = rng.random_bool(0.7).then(|| rng.random_range(1.0..500.0));
+            e.status = Some(if rng.random_bool(0.05) { 503 } else { 200 });
+            e.session_id = Some(format!("{name}-s{}", w / 5));
+            e.device = Some(device.to_string());
+            e.country = Some(["DE", "US"][u % 2].to_string());
+            e
+        })
+        .collect()
+}
+
+/// Orders events so that each arrives at most `disorder` windows after events of later windows.
+fn arrival_order(mut events: Vec<Event>, p: &Params, spec: &WindowSpec) -> Vec<Event> {
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed ^ 0x5eed);
+    let mut keyed: Vec<(u64, u64, Event)> = events
+        .drain(..)
+        .map(|e| {
+            let w = spec.index(e.ts_ms).unwrap();
+            (w + rng.random_range(0..=p.disorder), rng.random(), e)
+        })
+        .collect();
+    keyed.sort_by_key(|(k, tie, _)| (*k, *tie));
+    keyed.into_iter().map(|(_, _, e)| e).collect()
+}
+
+type Updates<D> = Arc<Mutex<Vec<(D, u64, isize)>>>;
+
+struct Captured {
+    summaries: Updates<(UserWindow, WindowSummary)>,
+    sequences: Updates<(UserWindow, Sequence)>,
+    profiles: Updates<(UserWindow, Profile)>,
+    segments: Updates<(String, SegmentSum)>,
+    resonance: Updates<(UserWindow, Resonance)>,
+}
+
+fn run_dataflow(p: &Params, spec: WindowSpec, arrival: Vec<Event>, cfg: ResonanceConfig) -> Captured {
+    let cap = Captured {
+        summaries: Default::default(),
+        sequences: Default::default(),
+        profiles: Default::default(),
+        segments: Default::default(),
+        resonance: Default::default(),
+    };
+    let (sum_c, seq_c, prof_c, seg_c, res_c) = (
+        cap.summaries.clone(),
+        cap.sequences.clone(),
+        cap.profiles.clone(),
+        cap.segments.clone(),
+        cap.resonance.clone(),
+    );
+    let (seq_len, segment_window, disorder) = (p.seq_len, p.segment_window, p.disorder);
+    timely::execute(timely::Config::process(2), move |worker| {
+        fn tap<D: Clone + 'static>(c: &Updates<D>) -> impl FnMut(&(D, u64, isize)) + 'static {
+            let c = c.clone();
+            move |u| c.lock().unwrap().push(u.clone())
+        }
+        let (sum_c, seq_c, prof_c, seg_c, res_c) =
+            (sum_c.clone(), seq_c.clone(), prof_c.clone(), seg_c.clone(), res_c.clone());
+        let cfg = cfg.clone();
+        let mut input = worker.dataflow::<u64, _, _>(move |scope| {
+            let (input, events) = scope.new_input::<Vec<Event>>();
+            let summaries = events.window_aggregate(spec).inspect(tap(&sum_c));
+            let sequences = summaries.sequences(seq_len).inspect(tap(&seq_c));
+            let profiles = sequences
+                .embed_profiles(Box::new(StandardisedEmbedder::default()), 7, ErrorSlot::default())
+                .inspect(tap(&prof_c));
+            let segments = profiles.clone().segment_profiles(segment_window).inspect(tap(&seg_c));
+            profiles.resonance(segments, cfg, 4).inspect(tap(&res_c));
+            input
+        });
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut max_seen = 0u64;
+        for (i, e) in arrival.iter().enumerate() {
+            let w = spec.index(e.ts_ms).unwrap();
+            max_seen = max_seen.max(w);
+            let epoch = max_seen.saturating_sub(disorder);
+            assert!(w >= epoch, "arrival order respects the disorder bound");
+            if epoch > *input.time() {
+                input.advance_to(epoch);
+                worker.step();
+            }
+            if i % peers == index {
+                input.send(e.clone());
+            }
+        }
+    })
+    .unwrap();
+    cap
+}
+
+/// The collection's contents at each time `0..=until`, from its updates.
+fn states<D: Ord + Clone>(updates: &Updates<D>, until: u64) -> Vec<BTreeSet<D>> {
+    let mut by_time: BTreeMap<u64, Vec<(D, isize)>> = BTreeMap::new();
+    for (d, t, r) in updates.lock().unwrap().iter() {
+        by_time.entry(*t).or_default().push((d.clone(), *r));
+    }
+    let mut acc: BTreeMap<D, isize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for t in 0..=until {
+        for (d, r) in by_time.remove(&t).unwrap_or_default() {
+            *acc.entry(d).or_default() += r;
+        }
+        acc.retain(|_, r| *r != 0);
+        assert!(acc.values().all(|r| *r == 1), "every record is present once at time {t}");
+        out.push(acc.keys().cloned().collect());
+    }
+    assert!(by_time.keys().all(|t| *t > until));
+    out
+}
+
+struct Oracle {
+    summaries: Vec<BTreeSet<(UserWindow, WindowSummary)>>,
+    sequences: Vec<BTreeSet<(UserWindow, Sequence)>>,
+    profiles: Vec<BTreeSet<(UserWindow, Profile)>>,
+    segments: Vec<BTreeSet<(String, SegmentSum)>>,
+    resonance: Vec<BTreeSet<(UserWindow, Resonance)>>,
+}
+
+/// Recomputes everything from scratch at every time, from the raw events.
+fn oracle(events: &[Event], p: &Params, spec: &WindowSpec, cfg: &ResonanceConfig, until: u64) -> Oracle {
+    let mut aggs: BTreeMap<UserWindow, WindowAgg> = BTreeMap::new();
+    for e in events {
+        let key = (e.user_id.clone(), spec.index(e.ts_ms).unwrap());
+        aggs.entry(key).or_insert_with(WindowAgg::empty).add(e);
+    }
+    let all: BTreeMap<UserWindow, WindowSummary> = aggs
+        .iter()
+        .map(|(k, a)| (k.clone(), WindowSummary::new(a, k.1, spec)))
+        .collect();
+    let mut embedder = StandardisedEmbedder::default();
+    let mut o = Oracle {
+        summaries: vec![],
+        sequences: vec![],
+        profiles: vec![],
+        segments: vec![],
+        resonance: vec![],
+    };
+    let mut profiles_by_window: BTreeMap<u64, Vec<(UserWindow, Profile)>> = BTreeMap::new();
+    for t in 0..=until {
+        o.summaries
+            .push(all.iter().filter(|(k, _)| k.1 <= t).map(|(k, v)| (k.clone(), v.clone())).collect());
+        let mut seqs = BTreeSet::new();
+        for ((user, w), _) in all.iter().filter(|(k, _)| k.1 == t) {
+            let history: Vec<(u64, &WindowSummary)> = all
+                .iter()
+                .filter(|(k, _)| &k.0 == user && k.1 <= t)
+                .map(|(k, s)| (k.1, s))
+                .collect();
+            seqs.insert(((user.clone(), *w), build_sequence(t, p.seq_len, &history).unwrap()));
+        }
+        let mut profiles = Vec::new();
+        for (key, seq) in &seqs {
+            let e = embedder.embed_batch(&[seq]).unwrap().remove(0);
+            profiles.push((
+                key.clone(),
+                Profile {
+                    embedding: e.vector.into(),
+                    anomaly_score: None,
+                    history_windows: seq.history_windows,
+                    events: seq.events,
+                    authenticated: seq.authenticated,
+                    segment: seq.segment.clone(),
+                    context: seq.context.clone(),
+                },
+            ));
+        }
+        profiles_by_window.insert(t, profiles.clone());
+        o.sequences.push(seqs);
+        o.profiles.push(
+            profiles_by_window
+                .range(..=t)
+                .flat_map(|(_, v)| v.iter().cloned())
+                .collect(),
+        );
+        let mut sums: BTreeMap<String, SegmentSum> = BTreeMap::new();
+        let from = (t + 1).saturating_sub(p.segment_window);
+        for (_, prof) in profiles_by_window.range(from..=t).flat_map(|(_, v)| v.iter()) {
+            if let (true, Some(seg)) = (prof.authenticated, &prof.segment) {
+                let one = SegmentSum::of_profile(prof.embedding.as_slice(), &prof.context);
+                use differential_dataflow::difference::Semigroup;
+                sums.entry(seg.clone()).or_default().plus_equals(&one);
+            }
+        }
+        let table = SegmentTable::from_sums(
+            sums.iter().map(|(s, v)| (s.as_str(), v)),
+            cfg.min_segment_profiles,
+        );
+        o.resonance.push(
+            profiles
+                .iter()
+                .filter_map(|(key, prof)| {
+                    resonance(
+                        t,
+                        prof.embedding.as_slice(),
+                        prof.history_windows,
+                        &prof.context,
+                        &table,
+                        cfg,
+                    )
+                    .map(|r| (key.clone(), r))
+                })
+                .collect(),
+        );
+        o.segments.push(sums.into_iter().collect());
+    }
+    o
+}
+
+fn check(p: Params) {
+    let spec = WindowSpec::default();
+    let cfg = ResonanceConfig::default();
+    let events = random_events(&p, &spec);
+    let arrival = arrival_order(events.clone(), &p, &spec);
+    assert_ne!(
+        arrival.iter().map(|e| e.ts_ms).collect::<Vec<_>>(),
+        {
+            let mut v: Vec<i64> = events.iter().map(|e| e.ts_ms).collect();
+            v.sort();
+            v
+        },
+        "the input really arrives out of order"
+    );
+    let until = p.windows + p.segment_window.max(p.seq_len as u64) + 2;
+    let got = run_dataflow(&p, spec, arrival, cfg.clone());
+    let want = oracle(&events, &p, &spec, &cfg, until);
+    let got_sum = states(&got.summaries, until);
+    let got_seq = states(&got.sequences, until);
+    let got_prof = states(&got.profiles, until);
+    let got_seg = states(&got.segments, until);
+    let got_res = states(&got.resonance, until);
+    let mut resonated = 0;
+    for t in 0..=until as usize {
+        assert_eq!(got_sum[t], want.summaries[t], "window features differ at window {t}");
+        assert_eq!(got_seq[t], want.sequences[t], "sequences differ at window {t}");
+        assert_eq!(got_prof[t], want.profiles[t], "profiles differ at window {t}");
+        assert_eq!(got_seg[t], want.segments[t], "segment profiles differ at window {t}");
+        assert_eq!(got_res[t], want.resonance[t], "resonance differs at window {t}");
+        resonated += got_res[t].len();
+    }
+    // The test is only meaningful if every stage produced something and state expired.
+    assert!(want.summaries[p.windows as usize].len() > p.users);
+    assert!(resonated > p.users, "resonance was computed for many user-windows");
+    assert!(want.segments.iter().any(|s| s.len() == SEGMENTS.len()));
+    assert!(got_seg[until as usize].is_empty(), "segment profiles expire after W windows");
+    assert!(got_seq[until as usize].is_empty());
+}
+
+#[test]
+fn incremental_equals_recomputation_at_every_window() {
+    check(Params {
+        seed: 7,
+        users: 24,
+        windows: 40,
+        events: 1_500,
+        disorder: 3,
+        seq_len: 4,
+        segment_window: 10,
+    });
+}
+
+#[test]
+fn incremental_equals_recomputation_with_long_windows_and_sparse_users() {
+    check(Params {
+        seed: 1234,
+        users: 60,
+        windows: 30,
+        events: 600,
+        disorder: 5,
+        seq_len: 16,
+        segment_window: 60,
+    });
+}
