@@ -2,9 +2,14 @@
 //! mappings), sinks (Parquet tables), configuration, the scenario simulator, and the
 //! assembly and running of the backfill dataflow.
 
+pub mod backfill;
+pub mod config;
+pub mod dataflow;
 pub mod error;
+pub mod evaluate;
 pub mod schema;
 pub mod simulate;
+pub mod sink;
 pub mod source;
 
 pub use error::{Error, Result};

@@ -1,0 +1,536 @@
+//! The backfill job: reads event files in event-time order, runs the dataflow, and writes the
+//! output tables atomically.
+//!
+//! 1. Every input is resolved and checked (schemas, required columns, Parquet footers) before
+//!    anything is written.
+//! 2. A reader thread decodes the files in path order (inputs are usually time-partitioned),
+//!    rejects bad rows and events that arrive later than `ingest.max_out_of_order` behind the
+//!    newest event seen, and hands chunks to worker 0, which advances the input frontier to
+//!    the newest window minus that bound, so arrangements compact as it goes.
+//! 3. Outputs are written into a staging directory next to the output directory, which is
+//!    renamed into place only when the whole run succeeded.
+
+use crate::config::Config;
+use crate::dataflow::{self, DataflowHandles};
+use crate::sink::{rejects_batch, PartitionedWriter, RejectRow, Table};
+use crate::source::{check_input, open_reader, resolve_inputs, IngestMapping, InputFile, Reject};
+use crate::{Error, Result};
+use personaflow_operators::features::{feature_schema_hash, FEATURE_SCHEMA_VERSION};
+use personaflow_operators::Event;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Chunks buffered between the reader thread and the dataflow.
+const READ_AHEAD_CHUNKS: usize = 4;
+/// Windows the input may run ahead of the outputs before the feeder waits for them.
+const FLOW_CONTROL_WINDOWS: u64 = 2;
+
+/// Receives progress of a long backfill (the binary shows a progress bar).
+pub trait Progress: Send + Sync {
+    /// Called once with the total input size.
+    fn start(&self, total_bytes: u64, files: usize);
+    /// Called as input is read.
+    fn update(&self, update: &ProgressUpdate);
+    /// Called at the end of reading.
+    fn finish(&self);
+}
+
+/// A progress report.
+#[derive(Clone, Debug, Default)]
+pub struct ProgressUpdate {
+    /// Bytes of input files completely read, plus an estimate within the current file.
+    pub bytes_done: u64,
+    /// Events accepted so far.
+    pub events: u64,
+    /// Rows rejected so far.
+    pub rejects: u64,
+    /// End of the newest window seen, ms.
+    pub newest_window_end_ms: Option<i64>,
+}
+
+/// Progress that goes nowhere.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: u64, _: usize) {}
+    fn update(&self, _: &ProgressUpdate) {}
+    fn finish(&self) {}
+}
+
+/// A backfill job.
+#[derive(Clone, Debug)]
+pub struct Backfill {
+    /// Files, directories or globs.
+    pub inputs: Vec<String>,
+    /// Output directory (must not exist, or be empty, unless `overwrite`).
+    pub output: PathBuf,
+    /// The job configuration.
+    pub config: Config,
+    /// Replace an existing non-empty output directory.
+    pub overwrite: bool,
+}
+
+/// What a run did: written to `run.json` in the output directory.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    /// personaflow version.
+    pub version: String,
+    /// Feature schema version.
+    pub feature_schema_version: u32,
+    /// Feature schema hash (hex).
+    pub feature_schema_hash: String,
+    /// Embedder used.
+    pub embedder: String,
+    /// Input files.
+    pub inputs: Vec<String>,
+    /// Input bytes.
+    pub input_bytes: u64,
+    /// Rows read (accepted + rejected).
+    pub rows_read: u64,
+    /// Events that entered the dataflow.
+    pub events: u64,
+    /// Rows rejected (bad rows and late events).
+    pub rejects: u64,
+    /// Of the rejects, events later than `ingest.max_out_of_order`.
+    pub late_events: u64,
+    /// Rejects per reason category (text before the first ':').
+    pub rejects_by_reason: BTreeMap<String, u64>,
+    /// First window end, RFC 3339.
+    pub first_window_end: Option<String>,
+    /// Last window end, RFC 3339.
+    pub last_window_end: Option<String>,
+    /// Windows spanned.
+    pub windows: u64,
+    /// Rows written per table.
+    pub rows_written: BTreeMap<String, u64>,
+    /// Wall-clock seconds of the whole run.
+    pub elapsed_secs: f64,
+    /// Events per second over the whole run.
+    pub events_per_sec: f64,
+    /// Worker threads.
+    pub workers: usize,
+    /// The effective configuration.
+    pub config: Config,
+}
+
+enum Msg {
+    Chunk { events: Vec<Event>, epoch: u64 },
+    Failed(Error),
+}
+
+#[derive(Debug, Default)]
+struct ReadStats {
+    rows_read: u64,
+    events: u64,
+    rejects: u64,
+    late: u64,
+    by_reason: BTreeMap<String, u64>,
+    first_window: Option<u64>,
+    last_window: Option<u64>,
+}
+
+/// Runs a backfill.
+pub fn run(job: &Backfill, progress: Arc<dyn Progress>) -> Result<RunSummary> {
+    let started = Instant::now();
+    let config = &job.config;
+    config.validate().map_err(|reason| Error::Config {
+        path: "<config>".into(),
+        reason,
+    })?;
+    let mapping = match &config.ingest.mapping {
+        Some(path) => IngestMapping::from_toml_file(path)?,
+        None => IngestMapping::identity(),
+    };
+    let files = resolve_inputs(&job.inputs, &mapping)?;
+    for file in &files {
+        check_input(file, &mapping)?;
+    }
+    check_output(&job.output, job.overwrite)?;
+    let staging = staging_dir(&job.output)?;
+    let result = run_in(job, &files, &mapping, &staging, progress);
+    match result {
+        Ok(mut summary) => {
+            summary.elapsed_secs = started.elapsed().as_secs_f64();
+            summary.events_per_sec = summary.events as f64 / summary.elapsed_secs.max(1e-9);
+            let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+            let path = staging.join("run.json");
+            std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
+            commit_output(&staging, &job.output, job.overwrite)?;
+            Ok(summary)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+fn run_in(
+    job: &Backfill,
+    files: &[InputFile],
+    mapping: &IngestMapping,
+    staging: &Path,
+    progress: Arc<dyn Progress>,
+) -> Result<RunSummary> {
+    let config = job.config.clone();
+    let (tx, rx) = sync_channel::<Msg>(READ_AHEAD_CHUNKS);
+    let abort = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Mutex::new(ReadStats::default()));
+    let reader = {
+        let (files, mapping, config, staging_dir) = (
+            files.to_vec(),
+            mapping.clone(),
+            config.clone(),
+            staging.to_path_buf(),
+        );
+        let (stats, abort, progress) = (stats.clone(), abort.clone(), progress.clone());
+        std::thread::Builder::new()
+            .name("personaflow-reader".into())
+            .spawn(move || {
+                let result = read_all(
+                    &files,
+                    &mapping,
+                    &config,
+                    &staging_dir,
+                    &tx,
+                    &stats,
+                    &abort,
+                    &*progress,
+                );
+                progress.finish();
+                if let Err(e) = result {
+                    let _ = tx.send(Msg::Failed(e));
+                }
+            })
+            .map_err(|e| Error::io(staging, e))?
+    };
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let workers = config.runtime.workers;
+    let staging_root = staging.to_path_buf();
+    let worker_config = config.clone();
+    let worker_abort = abort.clone();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let handles = dataflow::build(worker, &worker_config, &staging_root)?;
+        let receiver = if worker.index() == 0 {
+            rx.lock().expect("receiver lock").take()
+        } else {
+            None
+        };
+        drive(worker, handles, receiver, &worker_abort)
+    })
+    .map_err(Error::Dataflow)?;
+    let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+    let mut first_error = None;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(worker_rows)) => {
+                for (t, n) in worker_rows {
+                    *rows.entry(t.name().to_string()).or_default() += n;
+                }
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(panic) => {
+                first_error.get_or_insert(Error::Dataflow(format!("worker panicked: {panic}")));
+            }
+        }
+    }
+    abort.store(true, Ordering::SeqCst);
+    let _ = reader.join();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let stats = std::mem::take(&mut *stats.lock().expect("stats lock"));
+    rows.insert(Table::Rejects.name().to_string(), stats.rejects);
+    let spec = config.window_spec();
+    let rfc = |w: Option<u64>| {
+        w.and_then(|w| chrono::DateTime::from_timestamp_millis(spec.end_ms(w)))
+            .map(|d| d.to_rfc3339())
+    };
+    Ok(RunSummary {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        feature_schema_version: FEATURE_SCHEMA_VERSION,
+        feature_schema_hash: format!("{:016x}", feature_schema_hash()),
+        embedder: dataflow::make_embedder(&config)?.name().to_string(),
+        inputs: files.iter().map(|f| f.path.display().to_string()).collect(),
+        input_bytes: files.iter().map(|f| f.size_bytes).sum(),
+        rows_read: stats.rows_read,
+        events: stats.events,
+        rejects: stats.rejects,
+        late_events: stats.late,
+        rejects_by_reason: stats.by_reason,
+        first_window_end: rfc(stats.first_window),
+        last_window_end: rfc(stats.last_window),
+        windows: match (stats.first_window, stats.last_window) {
+            (Some(a), Some(b)) => b - a + 1,
+            _ => 0,
+        },
+        rows_written: rows,
+        elapsed_secs: 0.0,
+        events_per_sec: 0.0,
+        workers,
+        config,
+    })
+}
+
+/// Runs one worker: worker 0 feeds the input from the reader; every worker then drains the
+/// dataflow and reports its sinks.
+fn drive(
+    worker: &mut timely::worker::Worker,
+    handles: DataflowHandles,
+    receiver: Option<Receiver<Msg>>,
+    abort: &AtomicBool,
+) -> Result<BTreeMap<Table, u64>> {
+    let DataflowHandles {
+        mut input,
+        probe,
+        report,
+        embed_errors,
+    } = handles;
+    let mut failure = None;
+    if let Some(rx) = receiver {
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Msg::Chunk { events, epoch } => {
+                    for e in events {
+                        input.send(e);
+                    }
+                    if epoch > *input.time() {
+                        input.advance_to(epoch);
+                    }
+                    let target = input.time().saturating_sub(FLOW_CONTROL_WINDOWS);
+                    while probe.less_than(&target) && !abort.load(Ordering::Relaxed) {
+                        worker.step();
+                    }
+                    worker.step();
+                }
+                Msg::Failed(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            if report.borrow().error.is_some() || embed_errors.borrow().is_some() {
+                abort.store(true, Ordering::SeqCst);
+            }
+            if abort.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+    }
+    drop(input);
+    while worker.step_or_park(None) {
+        if report.borrow().error.is_some() || embed_errors.borrow().is_some() {
+            abort.store(true, Ordering::SeqCst);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let Some(e) = embed_errors.borrow_mut().take() {
+        return Err(Error::Operator(e));
+    }
+    let mut report = report.borrow_mut();
+    if let Some(e) = report.error.take() {
+        return Err(e);
+    }
+    Ok(std::mem::take(&mut report.rows))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_all(
+    files: &[InputFile],
+    mapping: &IngestMapping,
+    config: &Config,
+    staging: &Path,
+    tx: &SyncSender<Msg>,
+    stats: &Mutex<ReadStats>,
+    abort: &AtomicBool,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let spec = config.window_spec();
+    let disorder = config.disorder_windows();
+    let total_bytes: u64 = files.iter().map(|f| f.size_bytes).sum();
+    progress.start(total_bytes, files.len());
+    let mut rejects_writer =
+        PartitionedWriter::new(staging, Table::Rejects, 0, config.output.row_group_rows);
+    let mut newest: Option<u64> = None;
+    let (mut events, mut rejects) = (Vec::new(), Vec::new());
+    let mut bytes_before = 0u64;
+    let mut update = ProgressUpdate::default();
+    for file in files {
+        let name = file.path.display().to_string();
+        let mut reader = open_reader(file, mapping, config.ingest.chunk_rows)?;
+        loop {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let rows_before = reader.rows_read();
+            events.clear();
+            rejects.clear();
+            let more = reader.next_chunk(&mut events, &mut rejects)?;
+            let rows_after = reader.rows_read();
+            // Events and rejects come in record order, so each event's row number is the next
+            // row not rejected: late events are reported with it.
+            let rejected_rows: HashSet<u64> = rejects.iter().map(|r| r.row).collect();
+            let mut row = rows_before;
+            let mut accepted = Vec::with_capacity(events.len());
+            let mut late: Vec<Reject> = Vec::new();
+            for e in events.drain(..) {
+                row += 1;
+                while rejected_rows.contains(&row) {
+                    row += 1;
+                }
+                let Some(window) = spec.index(e.ts_ms) else {
+                    late.push(Reject {
+                        file: name.clone(),
+                        row,
+                        field: Some("ts".into()),
+                        reason: "invalid: event time before 1970".into(),
+                    });
+                    continue;
+                };
+                let epoch = newest.map(|n| n.saturating_sub(disorder)).unwrap_or(0);
+                if window < epoch {
+                    late.push(Reject {
+                        file: name.clone(),
+                        row,
+                        field: Some("ts".into()),
+                        reason: format!(
+                            "late: {} windows behind the newest event seen, more than \
+                             ingest.max_out_of_order allows ({} windows)",
+                            newest.unwrap_or(0) - window,
+                            disorder
+                        ),
+                    });
+                    continue;
+                }
+                newest = Some(newest.map_or(window, |n| n.max(window)));
+                accepted.push(e);
+            }
+            let late_count = late.len() as u64;
+            rejects.extend(late);
+            if !rejects.is_empty() {
+                let rows: Vec<RejectRow> = rejects
+                    .iter()
+                    .map(|r| RejectRow {
+                        file: r.file.clone(),
+                        row: r.row,
+                        field: r.field.clone(),
+                        reason: r.reason.clone(),
+                    })
+                    .collect();
+                rejects_writer.write(None, &rejects_batch(&rows))?;
+            }
+            {
+                let mut s = stats.lock().expect("stats lock");
+                s.rows_read += rows_after - rows_before;
+                s.events += accepted.len() as u64;
+                s.rejects += rejects.len() as u64;
+                s.late += late_count;
+                for r in &rejects {
+                    let key = r.reason.split(':').next().unwrap_or("").trim().to_string();
+                    *s.by_reason.entry(key).or_default() += 1;
+                }
+                for e in &accepted {
+                    let w = spec.index(e.ts_ms).unwrap_or(0);
+                    s.first_window = Some(s.first_window.map_or(w, |f| f.min(w)));
+                    s.last_window = Some(s.last_window.map_or(w, |l| l.max(w)));
+                }
+                update.events = s.events;
+                update.rejects = s.rejects;
+            }
+            update.newest_window_end_ms = newest.map(|n| spec.end_ms(n));
+            update.bytes_done = bytes_before;
+            progress.update(&update);
+            let epoch = newest.map(|n| n.saturating_sub(disorder)).unwrap_or(0);
+            if tx
+                .send(Msg::Chunk {
+                    events: accepted,
+                    epoch,
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+            if !more {
+                break;
+            }
+        }
+        bytes_before += file.size_bytes;
+        update.bytes_done = bytes_before;
+        progress.update(&update);
+    }
+    rejects_writer.finish()?;
+    Ok(())
+}
+
+/// Refuses an output directory that exists and is not empty, unless `overwrite`.
+fn check_output(output: &Path, overwrite: bool) -> Result<()> {
+    match std::fs::read_dir(output) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !overwrite {
+                return Err(Error::Output {
+                    path: output.to_path_buf(),
+                    reason: "exists and is not empty; pass --overwrite to replace it".into(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::Output {
+            path: output.to_path_buf(),
+            reason: "exists and is not a directory".into(),
+        }),
+        Err(e) => Err(Error::io(output, e)),
+    }
+}
+
+fn staging_dir(output: &Path) -> Result<PathBuf> {
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "output".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let staging = parent.join(format!(".{name}.staging-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    Ok(staging)
+}
+
+/// Moves the staging directory into place (replacing an existing output when allowed).
+fn commit_output(staging: &Path, output: &Path, overwrite: bool) -> Result<()> {
+    if output.exists() {
+        let empty = std::fs::read_dir(output)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty && !overwrite {
+            return Err(Error::Output {
+                path: output.to_path_buf(),
+                reason: "appeared while the job ran; the finished output is left in the staging \
+                         directory"
+                    .into(),
+            });
+        }
+        let old = staging.with_extension("old");
+        std::fs::rename(output, &old).map_err(|e| Error::io(output, e))?;
+        std::fs::rename(staging, output).map_err(|e| Error::io(output, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    } else {
+        std::fs::rename(staging, output).map_err(|e| Error::io(output, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,459 @@
+//! Job configuration: named defaults < TOML file < `PERSONAFLOW__SECTION__KEY` environment
+//! variables < command-line flags (applied by the binary).
+//!
+//! ```toml
+//! [window]
+//! length = "1m"            # tumbling window: "500ms", "30s", "1m", "1h", "1d" or milliseconds
+//!
+//! [sequence]
+//! length = 16              # L: windows per sequence
+//!
+//! [segments]
+//! window = 60              # W: rolling window of segment profiles, in windows
+//!
+//! [resonance]
+//! temperature = 0.1
+//! threshold = 0.5
+//! center = true
+//! cold_start_windows = 1
+//! prior_smoothing = 1.0
+//! min_segment_profiles = 1
+//!
+//! [ingest]
+//! # mapping = "data/mappings/zeek_conn.toml"
+//! max_out_of_order = "5m"  # events older than this behind the newest seen are rejected as late
+//! chunk_rows = 65536
+//!
+//! [embedder]
+//! kind = "standardised"
+//! max_batch = 1024
+//!
+//! [runtime]
+//! workers = 2
+//! ```
+
+use crate::{Error, Result};
+use personaflow_operators::resonance::ResonanceConfig;
+use personaflow_operators::window::DEFAULT_WINDOW_MS;
+use personaflow_operators::WindowSpec;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub use personaflow_operators::ops::embed::DEFAULT_MAX_BATCH;
+pub use personaflow_operators::ops::resonance::DEFAULT_RESONANCE_BUCKETS;
+pub use personaflow_operators::segments::DEFAULT_SEGMENT_WINDOW;
+pub use personaflow_operators::sequence::DEFAULT_SEQUENCE_LEN;
+
+/// Prefix of configuration environment variables (`PERSONAFLOW__RESONANCE__TEMPERATURE=0.2`).
+pub const ENV_PREFIX: &str = "PERSONAFLOW__";
+/// Default bound on how far out of event-time order input may arrive.
+pub const DEFAULT_MAX_OUT_OF_ORDER_MS: i64 = 5 * 60_000;
+/// Default rows per read chunk.
+pub const DEFAULT_CHUNK_ROWS: usize = 65_536;
+/// Default number of timely worker threads.
+pub const DEFAULT_WORKERS: usize = 2;
+/// Default rows per Parquet row group in outputs.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// A duration written as `"500ms"`, `"30s"`, `"1m"`, `"2h"`, `"1d"` or plain milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DurationRepr", into = "String")]
+pub struct Millis(pub i64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationRepr {
+    Number(i64),
+    Text(String),
+}
+
+impl TryFrom<DurationRepr> for Millis {
+    type Error = String;
+    fn try_from(r: DurationRepr) -> std::result::Result<Self, String> {
+        match r {
+            DurationRepr::Number(n) => Ok(Millis(n)),
+            DurationRepr::Text(s) => parse_duration_ms(&s).map(Millis),
+        }
+    }
+}
+
+impl From<Millis> for String {
+    fn from(m: Millis) -> String {
+        format_duration_ms(m.0)
+    }
+}
+
+/// Parses `"500ms"`, `"30s"`, `"1m"`, `"2h"`, `"1d"` or a plain number of milliseconds.
+pub fn parse_duration_ms(s: &str) -> std::result::Result<i64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. \"30s\", \"1m\", \"1h\""))?;
+    let factor = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {s:?} (ms, s, m, h, d)"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+/// Formats milliseconds with the largest exact unit.
+pub fn format_duration_ms(ms: i64) -> String {
+    for (unit, f) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms != 0 && ms % f == 0 {
+            return format!("{}{unit}", ms / f);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// `[window]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    /// Tumbling window length.
+    pub length: Millis,
+}
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            length: Millis(DEFAULT_WINDOW_MS),
+        }
+    }
+}
+
+/// `[sequence]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SequenceConfig {
+    /// `L`, windows per sequence.
+    pub length: usize,
+}
+impl Default for SequenceConfig {
+    fn default() -> Self {
+        SequenceConfig {
+            length: DEFAULT_SEQUENCE_LEN,
+        }
+    }
+}
+
+/// `[segments]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsConfig {
+    /// `W`, rolling window of segment profiles, in windows.
+    pub window: u64,
+}
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        SegmentsConfig {
+            window: DEFAULT_SEGMENT_WINDOW,
+        }
+    }
+}
+
+/// `[ingest]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Ingest mapping file (relative paths are relative to the config file).
+    pub mapping: Option<PathBuf>,
+    /// How far behind the newest event seen an event may arrive; older ones are rejected.
+    pub max_out_of_order: Millis,
+    /// Rows per read chunk.
+    pub chunk_rows: usize,
+}
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            mapping: None,
+            max_out_of_order: Millis(DEFAULT_MAX_OUT_OF_ORDER_MS),
+            chunk_rows: DEFAULT_CHUNK_ROWS,
+        }
+    }
+}
+
+/// Which embedder turns sequences into profiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedderKind {
+    /// Standardised features averaged over the sequence (no model needed).
+    Standardised,
+}
+
+/// `[embedder]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedderConfig {
+    /// The embedder.
+    pub kind: EmbedderKind,
+    /// Largest inference batch.
+    pub max_batch: usize,
+}
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        EmbedderConfig {
+            kind: EmbedderKind::Standardised,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Buckets of the profile x segment-table join.
+    pub resonance_buckets: u64,
+}
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: DEFAULT_WORKERS,
+            resonance_buckets: DEFAULT_RESONANCE_BUCKETS,
+        }
+    }
+}
+
+/// `[output]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+        }
+    }
+}
+
+/// The whole job configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[window]`.
+    pub window: WindowConfig,
+    /// `[sequence]`.
+    pub sequence: SequenceConfig,
+    /// `[segments]`.
+    pub segments: SegmentsConfig,
+    /// `[resonance]`.
+    pub resonance: ResonanceConfig,
+    /// `[ingest]`.
+    pub ingest: IngestConfig,
+    /// `[embedder]`.
+    pub embedder: EmbedderConfig,
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
+    /// `[output]`.
+    pub output: OutputConfig,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if any), then `PERSONAFLOW__*`
+    /// variables from `env`. Validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let origin = file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| "<defaults>".into());
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                text.parse::<toml::Table>().map_err(|e| Error::Config {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut table, &path, parse_env_value(&value)).map_err(|reason| {
+                Error::Config {
+                    path: key.clone().into(),
+                    reason,
+                }
+            })?;
+        }
+        let mut config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Config {
+                    path: origin.clone(),
+                    reason: e.message().to_string(),
+                })?;
+        if let (Some(mapping), Some(dir)) = (&config.ingest.mapping, file.and_then(Path::parent)) {
+            if mapping.is_relative() && !mapping.exists() {
+                config.ingest.mapping = Some(dir.join(mapping));
+            }
+        }
+        config.validate().map_err(|reason| Error::Config {
+            path: origin,
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks every value's range; the message names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.window.length.0 <= 0 {
+            return Err(format!(
+                "window.length must be positive, got {}ms",
+                self.window.length.0
+            ));
+        }
+        if self.sequence.length == 0 {
+            return Err("sequence.length must be at least 1".into());
+        }
+        if self.segments.window == 0 {
+            return Err("segments.window must be at least 1".into());
+        }
+        if self.ingest.max_out_of_order.0 < 0 {
+            return Err("ingest.max_out_of_order must not be negative".into());
+        }
+        if self.ingest.chunk_rows == 0 || self.embedder.max_batch == 0 {
+            return Err("ingest.chunk_rows and embedder.max_batch must be at least 1".into());
+        }
+        if self.runtime.workers == 0 {
+            return Err("runtime.workers must be at least 1".into());
+        }
+        if self.output.row_group_rows == 0 {
+            return Err("output.row_group_rows must be at least 1".into());
+        }
+        self.resonance.validate().map_err(|e| e.to_string())
+    }
+
+    /// The window specification.
+    pub fn window_spec(&self) -> WindowSpec {
+        WindowSpec::try_new(self.window.length.0).expect("validated")
+    }
+
+    /// How many windows of disorder the input may have.
+    pub fn disorder_windows(&self) -> u64 {
+        let len = self.window.length.0.max(1);
+        ((self.ingest.max_out_of_order.0 + len - 1) / len) as u64
+    }
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    // A bare TOML value ("0.2", "true", "[1, 2]") or, failing that, a string.
+    format!("v = {v}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(v.to_string()))
+}
+
+fn set_path(
+    table: &mut toml::Table,
+    path: &[String],
+    value: toml::Value,
+) -> std::result::Result<(), String> {
+    match path {
+        [] => Err("empty configuration key".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err(format!("`{first}` is not a section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_named_and_valid() {
+        let c = Config::load(None, []).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.window.length.0, DEFAULT_WINDOW_MS);
+        assert_eq!(c.sequence.length, DEFAULT_SEQUENCE_LEN);
+        assert_eq!(c.disorder_windows(), 5);
+    }
+
+    #[test]
+    fn file_then_env_layering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            "[window]\nlength = \"30s\"\n[resonance]\ntemperature = 0.5\n[ingest]\nmapping = \"m.toml\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "PERSONAFLOW__RESONANCE__TEMPERATURE".to_string(),
+                "0.25".to_string(),
+            ),
+            ("PERSONAFLOW__SEQUENCE__LENGTH".to_string(), "8".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&path), env).unwrap();
+        assert_eq!(c.window.length, Millis(30_000));
+        assert_eq!(c.resonance.temperature, 0.25, "env overrides the file");
+        assert_eq!(c.sequence.length, 8);
+        assert_eq!(c.ingest.mapping, Some(dir.path().join("m.toml")));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[resonance]\ntemperature = -1.0\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.toml") && err.contains("temperature"),
+            "{err}"
+        );
+        std::fs::write(&path, "[window]\nlenght = \"1m\"\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(err.contains("lenght"), "unknown keys are refused: {err}");
+        std::fs::write(&path, "[window]\nlength = \"1 fortnight\"\n").unwrap();
+        assert!(Config::load(Some(&path), []).is_err());
+    }
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("1d"), Ok(86_400_000));
+        assert_eq!(parse_duration_ms("250"), Ok(250));
+        assert!(parse_duration_ms("m").is_err());
+        assert_eq!(format_duration_ms(3_600_000), "1h");
+        assert_eq!(format_duration_ms(1_500), "1500ms");
+    }
+}

@@ -1,0 +1,592 @@
+//! Parquet table sinks: the output tables' schemas, row types, and a writer that lays files
+//! out in Hive-style date partitions (`resonance/date=2026-01-05/part-000-00000.parquet`)
+//! readable as they are by DuckDB, Polars and pyarrow.
+//!
+//! Writers only ever write inside the run's staging directory; the backfill renames the whole
+//! directory into place when the run succeeds, so a failed run leaves no partial output.
+
+use crate::{Error, Result};
+use arrow_array::builder::{
+    BooleanBuilder, Float32Builder, Int64Builder, ListBuilder, StringBuilder,
+    TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use personaflow_operators::features::{FEATURES, NUM_FEATURES};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The output tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Per user and window features.
+    Features,
+    /// Per user and window latent profiles.
+    Profiles,
+    /// Per segment and window profiles.
+    SegmentProfiles,
+    /// Per user, window and segment resonance (long format).
+    Resonance,
+    /// Rejected input rows.
+    Rejects,
+}
+
+impl Table {
+    /// Every table, in output order.
+    pub const ALL: [Table; 5] = [
+        Table::Features,
+        Table::Profiles,
+        Table::SegmentProfiles,
+        Table::Resonance,
+        Table::Rejects,
+    ];
+
+    /// The table's directory name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Features => "features",
+            Table::Profiles => "profiles",
+            Table::SegmentProfiles => "segment_profiles",
+            Table::Resonance => "resonance",
+            Table::Rejects => "rejects",
+        }
+    }
+
+    /// The table's Arrow schema.
+    pub fn schema(self) -> SchemaRef {
+        let window_end = || {
+            Field::new(
+                "window_end",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            )
+        };
+        let embedding = || {
+            Field::new(
+                "embedding",
+                DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
+                false,
+            )
+        };
+        let fields = match self {
+            Table::Features => {
+                let mut f = vec![
+                    window_end(),
+                    Field::new("user_id", DataType::Utf8, false),
+                    Field::new("events", DataType::UInt64, false),
+                    Field::new("authenticated", DataType::Boolean, false),
+                    Field::new("segment", DataType::Utf8, true),
+                    Field::new("history_windows", DataType::UInt32, false),
+                ];
+                f.extend(
+                    FEATURES
+                        .iter()
+                        .map(|d| Field::new(d.name, DataType::Float32, false)),
+                );
+                f
+            }
+            Table::Profiles => vec![
+                window_end(),
+                Field::new("user_id", DataType::Utf8, false),
+                Field::new("embedder", DataType::Utf8, false),
+                embedding(),
+                Field::new("anomaly_score", DataType::Float32, true),
+                Field::new("history_windows", DataType::UInt32, false),
+                Field::new("events", DataType::UInt64, false),
+                Field::new("authenticated", DataType::Boolean, false),
+                Field::new("segment", DataType::Utf8, true),
+                Field::new("device", DataType::Utf8, true),
+                Field::new("os", DataType::Utf8, true),
+                Field::new("country", DataType::Utf8, true),
+            ],
+            Table::SegmentProfiles => vec![
+                window_end(),
+                Field::new("segment", DataType::Utf8, false),
+                Field::new("profiles", DataType::Int64, false),
+                embedding(),
+            ],
+            Table::Resonance => vec![
+                window_end(),
+                Field::new("user_id", DataType::Utf8, false),
+                Field::new("segment", DataType::Utf8, false),
+                Field::new("cosine", DataType::Float32, false),
+                Field::new("probability", DataType::Float32, false),
+                Field::new("resonating", DataType::Boolean, false),
+                Field::new("top", DataType::Boolean, false),
+                Field::new("cold_start", DataType::Boolean, false),
+            ],
+            Table::Rejects => vec![
+                Field::new("file", DataType::Utf8, false),
+                Field::new("row", DataType::UInt64, false),
+                Field::new("field", DataType::Utf8, true),
+                Field::new("reason", DataType::Utf8, false),
+            ],
+        };
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// A row of `features`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureRow {
+    /// Window end, ms.
+    pub window_end: i64,
+    /// User.
+    pub user_id: String,
+    /// Events in the window.
+    pub events: u64,
+    /// Authenticated in the window.
+    pub authenticated: bool,
+    /// Known segment.
+    pub segment: Option<String>,
+    /// Active windows of history before this one (within `L`).
+    pub history_windows: u32,
+    /// The [`NUM_FEATURES`] feature values.
+    pub values: Vec<f32>,
+}
+
+/// A row of `profiles`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileRow {
+    /// Window end, ms.
+    pub window_end: i64,
+    /// User.
+    pub user_id: String,
+    /// Embedder name.
+    pub embedder: String,
+    /// Embedding.
+    pub embedding: Vec<f32>,
+    /// Anomaly score.
+    pub anomaly_score: Option<f32>,
+    /// History windows.
+    pub history_windows: u32,
+    /// Events in the window.
+    pub events: u64,
+    /// Authenticated.
+    pub authenticated: bool,
+    /// Known segment.
+    pub segment: Option<String>,
+    /// Device.
+    pub device: Option<String>,
+    /// Os.
+    pub os: Option<String>,
+    /// Country.
+    pub country: Option<String>,
+}
+
+/// A row of `segment_profiles`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentProfileRow {
+    /// Window end, ms.
+    pub window_end: i64,
+    /// Segment.
+    pub segment: String,
+    /// Profiles in the rolling window.
+    pub profiles: i64,
+    /// Mean embedding.
+    pub embedding: Vec<f32>,
+}
+
+/// A row of `resonance`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResonanceRow {
+    /// Window end, ms.
+    pub window_end: i64,
+    /// User.
+    pub user_id: String,
+    /// Segment.
+    pub segment: String,
+    /// Centred cosine similarity.
+    pub cosine: f32,
+    /// Probability of the segment.
+    pub probability: f32,
+    /// Probability >= threshold.
+    pub resonating: bool,
+    /// The user's most probable segment.
+    pub top: bool,
+    /// The context prior was applied.
+    pub cold_start: bool,
+}
+
+/// A row of `rejects`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RejectRow {
+    /// Input file.
+    pub file: String,
+    /// 1-based record number in the file.
+    pub row: u64,
+    /// Offending field, when one.
+    pub field: Option<String>,
+    /// Why the row was rejected.
+    pub reason: String,
+}
+
+fn finish(table: Table, columns: Vec<ArrayRef>) -> RecordBatch {
+    RecordBatch::try_new(table.schema(), columns).expect("columns match the table schema")
+}
+
+fn ts_builder(n: usize) -> TimestampMillisecondBuilder {
+    TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC")
+}
+
+fn list_builder(n: usize) -> ListBuilder<Float32Builder> {
+    ListBuilder::with_capacity(Float32Builder::new(), n).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Float32,
+        true,
+    )))
+}
+
+/// Rows of `features` as a record batch.
+pub fn features_batch(rows: &[FeatureRow]) -> RecordBatch {
+    let n = rows.len();
+    let mut we = ts_builder(n);
+    let mut user = StringBuilder::new();
+    let mut events = UInt64Builder::with_capacity(n);
+    let mut auth = BooleanBuilder::with_capacity(n);
+    let mut seg = StringBuilder::new();
+    let mut hist = UInt32Builder::with_capacity(n);
+    let mut feats: Vec<Float32Builder> = (0..NUM_FEATURES)
+        .map(|_| Float32Builder::with_capacity(n))
+        .collect();
+    for r in rows {
+        we.append_value(r.window_end);
+        user.append_value(&r.user_id);
+        events.append_value(r.events);
+        auth.append_value(r.authenticated);
+        seg.append_option(r.segment.as_deref());
+        hist.append_value(r.history_windows);
+        for (b, v) in feats
+            .iter_mut()
+            .zip(r.values.iter().chain(std::iter::repeat(&0.0)))
+        {
+            b.append_value(*v);
+        }
+    }
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(we.finish()),
+        Arc::new(user.finish()),
+        Arc::new(events.finish()),
+        Arc::new(auth.finish()),
+        Arc::new(seg.finish()),
+        Arc::new(hist.finish()),
+    ];
+    cols.extend(
+        feats
+            .into_iter()
+            .map(|mut b| Arc::new(b.finish()) as ArrayRef),
+    );
+    finish(Table::Features, cols)
+}
+
+/// Rows of `profiles` as a record batch.
+pub fn profiles_batch(rows: &[ProfileRow]) -> RecordBatch {
+    let n = rows.len();
+    let mut we = ts_builder(n);
+    let mut user = StringBuilder::new();
+    let mut embedder = StringBuilder::new();
+    let mut emb = list_builder(n);
+    let mut anomaly = Float32Builder::with_capacity(n);
+    let mut hist = UInt32Builder::with_capacity(n);
+    let mut events = UInt64Builder::with_capacity(n);
+    let mut auth = BooleanBuilder::with_capacity(n);
+    let mut seg = StringBuilder::new();
+    let mut device = StringBuilder::new();
+    let mut os = StringBuilder::new();
+    let mut country = StringBuilder::new();
+    for r in rows {
+        we.append_value(r.window_end);
+        user.append_value(&r.user_id);
+        embedder.append_value(&r.embedder);
+        emb.values().append_slice(&r.embedding);
+        emb.append(true);
+        anomaly.append_option(r.anomaly_score);
+        hist.append_value(r.history_windows);
+        events.append_value(r.events);
+        auth.append_value(r.authenticated);
+        seg.append_option(r.segment.as_deref());
+        device.append_option(r.device.as_deref());
+        os.append_option(r.os.as_deref());
+        country.append_option(r.country.as_deref());
+    }
+    finish(
+        Table::Profiles,
+        vec![
+            Arc::new(we.finish()),
+            Arc::new(user.finish()),
+            Arc::new(embedder.finish()),
+            Arc::new(emb.finish()),
+            Arc::new(anomaly.finish()),
+            Arc::new(hist.finish()),
+            Arc::new(events.finish()),
+            Arc::new(auth.finish()),
+            Arc::new(seg.finish()),
+            Arc::new(device.finish()),
+            Arc::new(os.finish()),
+            Arc::new(country.finish()),
+        ],
+    )
+}
+
+/// Rows of `segment_profiles` as a record batch.
+pub fn segment_profiles_batch(rows: &[SegmentProfileRow]) -> RecordBatch {
+    let n = rows.len();
+    let mut we = ts_builder(n);
+    let mut seg = StringBuilder::new();
+    let mut profiles = Int64Builder::with_capacity(n);
+    let mut emb = list_builder(n);
+    for r in rows {
+        we.append_value(r.window_end);
+        seg.append_value(&r.segment);
+        profiles.append_value(r.profiles);
+        emb.values().append_slice(&r.embedding);
+        emb.append(true);
+    }
+    finish(
+        Table::SegmentProfiles,
+        vec![
+            Arc::new(we.finish()),
+            Arc::new(seg.finish()),
+            Arc::new(profiles.finish()),
+            Arc::new(emb.finish()),
+        ],
+    )
+}
+
+/// Rows of `resonance` as a record batch.
+pub fn resonance_batch(rows: &[ResonanceRow]) -> RecordBatch {
+    let n = rows.len();
+    let mut we = ts_builder(n);
+    let mut user = StringBuilder::new();
+    let mut seg = StringBuilder::new();
+    let mut cos = Float32Builder::with_capacity(n);
+    let mut prob = Float32Builder::with_capacity(n);
+    let mut res = BooleanBuilder::with_capacity(n);
+    let mut top = BooleanBuilder::with_capacity(n);
+    let mut cold = BooleanBuilder::with_capacity(n);
+    for r in rows {
+        we.append_value(r.window_end);
+        user.append_value(&r.user_id);
+        seg.append_value(&r.segment);
+        cos.append_value(r.cosine);
+        prob.append_value(r.probability);
+        res.append_value(r.resonating);
+        top.append_value(r.top);
+        cold.append_value(r.cold_start);
+    }
+    finish(
+        Table::Resonance,
+        vec![
+            Arc::new(we.finish()),
+            Arc::new(user.finish()),
+            Arc::new(seg.finish()),
+            Arc::new(cos.finish()),
+            Arc::new(prob.finish()),
+            Arc::new(res.finish()),
+            Arc::new(top.finish()),
+            Arc::new(cold.finish()),
+        ],
+    )
+}
+
+/// Rows of `rejects` as a record batch.
+pub fn rejects_batch(rows: &[RejectRow]) -> RecordBatch {
+    let mut file = StringBuilder::new();
+    let mut row = UInt64Builder::with_capacity(rows.len());
+    let mut field = StringBuilder::new();
+    let mut reason = StringBuilder::new();
+    for r in rows {
+        file.append_value(&r.file);
+        row.append_value(r.row);
+        field.append_option(r.field.as_deref());
+        reason.append_value(&r.reason);
+    }
+    finish(
+        Table::Rejects,
+        vec![
+            Arc::new(file.finish()),
+            Arc::new(row.finish()),
+            Arc::new(field.finish()),
+            Arc::new(reason.finish()),
+        ],
+    )
+}
+
+/// The `date=YYYY-MM-DD` partition of a window, by the window's start (UTC).
+pub fn date_partition(window_start_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(window_start_ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Writes one table of one worker: one Parquet file per date partition it sees, named
+/// `part-{worker:03}-{seq:05}.parquet`, zstd-compressed.
+#[derive(Debug)]
+pub struct PartitionedWriter {
+    dir: PathBuf,
+    table: Table,
+    worker: usize,
+    props: WriterProperties,
+    current: Option<(String, PathBuf, ArrowWriter<File>)>,
+    seq: usize,
+    rows: u64,
+    files: Vec<PathBuf>,
+}
+
+impl PartitionedWriter {
+    /// A writer for `table` under `root/<table>/`.
+    pub fn new(root: &Path, table: Table, worker: usize, row_group_rows: usize) -> Self {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+            .build();
+        PartitionedWriter {
+            dir: root.join(table.name()),
+            table,
+            worker,
+            props,
+            current: None,
+            seq: 0,
+            rows: 0,
+            files: Vec::new(),
+        }
+    }
+
+    /// Appends a batch to partition `partition` (`None`: the table is not partitioned).
+    pub fn write(&mut self, partition: Option<&str>, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let key = partition.unwrap_or("");
+        if self.current.as_ref().map(|c| c.0.as_str()) != Some(key) {
+            self.close_current()?;
+            let dir = match partition {
+                Some(p) => self.dir.join(format!("date={p}")),
+                None => self.dir.clone(),
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let path = dir.join(format!("part-{:03}-{:05}.parquet", self.worker, self.seq));
+            self.seq += 1;
+            let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+            let writer = ArrowWriter::try_new(file, self.table.schema(), Some(self.props.clone()))
+                .map_err(|e| Error::parquet(&path, e))?;
+            self.current = Some((key.to_string(), path, writer));
+        }
+        let (_, path, writer) = self.current.as_mut().expect("opened above");
+        writer
+            .write(batch)
+            .map_err(|e| Error::parquet(path.as_path(), e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some((_, path, writer)) = self.current.take() {
+            writer.close().map_err(|e| Error::parquet(&path, e))?;
+            self.files.push(path);
+        }
+        Ok(())
+    }
+
+    /// Closes the open file; returns rows written.
+    pub fn finish(&mut self) -> Result<u64> {
+        self.close_current()?;
+        Ok(self.rows)
+    }
+
+    /// The table written.
+    pub fn table(&self) -> Table {
+        self.table
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Files completed so far.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[test]
+    fn every_batch_matches_its_schema() {
+        let f = features_batch(&[FeatureRow {
+            window_end: 60_000,
+            user_id: "u".into(),
+            events: 3,
+            authenticated: false,
+            segment: None,
+            history_windows: 0,
+            values: vec![1.0; NUM_FEATURES],
+        }]);
+        assert_eq!(f.num_columns(), 6 + NUM_FEATURES);
+        let p = profiles_batch(&[ProfileRow {
+            window_end: 60_000,
+            user_id: "u".into(),
+            embedder: "e".into(),
+            embedding: vec![0.5, 0.25],
+            anomaly_score: None,
+            history_windows: 2,
+            events: 1,
+            authenticated: true,
+            segment: Some("gamer".into()),
+            device: None,
+            os: None,
+            country: Some("DE".into()),
+        }]);
+        assert_eq!(p.num_rows(), 1);
+        assert_eq!(segment_profiles_batch(&[]).num_rows(), 0);
+        assert_eq!(resonance_batch(&[]).schema(), Table::Resonance.schema());
+        assert_eq!(rejects_batch(&[]).schema(), Table::Rejects.schema());
+    }
+
+    #[test]
+    fn partitioned_writer_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PartitionedWriter::new(dir.path(), Table::Resonance, 1, 1024);
+        let row = |we: i64| ResonanceRow {
+            window_end: we,
+            user_id: "u".into(),
+            segment: "gamer".into(),
+            cosine: 0.5,
+            probability: 0.9,
+            resonating: true,
+            top: true,
+            cold_start: false,
+        };
+        w.write(Some("2026-01-05"), &resonance_batch(&[row(1), row(2)]))
+            .unwrap();
+        w.write(Some("2026-01-06"), &resonance_batch(&[row(3)]))
+            .unwrap();
+        assert_eq!(w.finish().unwrap(), 3);
+        let files = w.files().to_vec();
+        assert_eq!(files.len(), 2);
+        assert!(files[0].ends_with("resonance/date=2026-01-05/part-001-00000.parquet"));
+        let f = File::open(&files[0]).unwrap();
+        let rows: usize = ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
+        assert_eq!(rows, 2);
+    }
+
+    #[test]
+    fn partitions_follow_the_window_start_date() {
+        assert_eq!(date_partition(0), "1970-01-01");
+        assert_eq!(date_partition(86_400_000 - 1), "1970-01-01");
+        assert_eq!(date_partition(86_400_000), "1970-01-02");
+    }
+}
