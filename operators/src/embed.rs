@@ -123,7 +123,10 @@ mod tests {
             / FEATURES[0].reference_scale;
         assert!((both[0] - expect).abs() < 1e-5);
         assert!(solo[0] > both[0]);
-        assert!(both[both.len() - 1] > solo[solo.len() - 1], "more active windows");
+        assert!(
+            both[both.len() - 1] > solo[solo.len() - 1],
+            "more active windows"
+        );
         assert_eq!(solo.len(), e.dims());
     }
 }

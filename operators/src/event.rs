@@ -40,9 +40,7 @@ pub struct Event {
 }
 
 /// The context of a user that does not depend on behaviour: used for cold-start priors.
-#[derive(
-    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Context {
     /// Device class.
     pub device: Option<String>,

@@ -84,35 +84,156 @@ pub const NUM_FEATURES: usize = NUM_BASE_FEATURES + 2;
 pub const FEATURES: [FeatureDef; NUM_FEATURES] = [
     f("events", "ln(1 + events in the window)", 1.5, 1.0),
     f("request_rate", "events per second", 0.1, 0.2),
-    f("bytes_in_rate", "ln(1 + bytes received per second)", 6.0, 4.0),
+    f(
+        "bytes_in_rate",
+        "ln(1 + bytes received per second)",
+        6.0,
+        4.0,
+    ),
     f("bytes_out_rate", "ln(1 + bytes sent per second)", 4.0, 3.0),
-    f("latency_mean", "ln(1 + mean latency ms); 0 without latencies", 3.5, 1.5),
-    f("latency_max", "ln(1 + max latency ms); 0 without latencies", 4.0, 1.5),
-    f("error_rate", "share of events with status >= 400", 0.03, 0.1),
-    f("session_span", "(last - first event time) / window length", 0.4, 0.35),
-    f("mean_gap", "ln(1 + mean seconds between events); 0 for one event", 2.0, 1.5),
+    f(
+        "latency_mean",
+        "ln(1 + mean latency ms); 0 without latencies",
+        3.5,
+        1.5,
+    ),
+    f(
+        "latency_max",
+        "ln(1 + max latency ms); 0 without latencies",
+        4.0,
+        1.5,
+    ),
+    f(
+        "error_rate",
+        "share of events with status >= 400",
+        0.03,
+        0.1,
+    ),
+    f(
+        "session_span",
+        "(last - first event time) / window length",
+        0.4,
+        0.35,
+    ),
+    f(
+        "mean_gap",
+        "ln(1 + mean seconds between events); 0 for one event",
+        2.0,
+        1.5,
+    ),
     f("sessions", "ln(1 + distinct session ids)", 0.7, 0.4),
-    f("bytes_per_event", "ln(1 + (bytes in + out) / events)", 8.0, 4.0),
-    f("action_mix_0", "share of actions hashing to bucket 0", MIX_MEAN, MIX_SCALE),
-    f("action_mix_1", "share of actions hashing to bucket 1", MIX_MEAN, MIX_SCALE),
-    f("action_mix_2", "share of actions hashing to bucket 2", MIX_MEAN, MIX_SCALE),
-    f("action_mix_3", "share of actions hashing to bucket 3", MIX_MEAN, MIX_SCALE),
-    f("action_mix_4", "share of actions hashing to bucket 4", MIX_MEAN, MIX_SCALE),
-    f("action_mix_5", "share of actions hashing to bucket 5", MIX_MEAN, MIX_SCALE),
-    f("action_mix_6", "share of actions hashing to bucket 6", MIX_MEAN, MIX_SCALE),
-    f("action_mix_7", "share of actions hashing to bucket 7", MIX_MEAN, MIX_SCALE),
-    f("category_mix_0", "share of categories hashing to bucket 0", MIX_MEAN, MIX_SCALE),
-    f("category_mix_1", "share of categories hashing to bucket 1", MIX_MEAN, MIX_SCALE),
-    f("category_mix_2", "share of categories hashing to bucket 2", MIX_MEAN, MIX_SCALE),
-    f("category_mix_3", "share of categories hashing to bucket 3", MIX_MEAN, MIX_SCALE),
-    f("category_mix_4", "share of categories hashing to bucket 4", MIX_MEAN, MIX_SCALE),
-    f("category_mix_5", "share of categories hashing to bucket 5", MIX_MEAN, MIX_SCALE),
-    f("category_mix_6", "share of categories hashing to bucket 6", MIX_MEAN, MIX_SCALE),
-    f("category_mix_7", "share of categories hashing to bucket 7", MIX_MEAN, MIX_SCALE),
+    f(
+        "bytes_per_event",
+        "ln(1 + (bytes in + out) / events)",
+        8.0,
+        4.0,
+    ),
+    f(
+        "action_mix_0",
+        "share of actions hashing to bucket 0",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "action_mix_1",
+        "share of actions hashing to bucket 1",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "action_mix_2",
+        "share of actions hashing to bucket 2",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "action_mix_3",
+        "share of actions hashing to bucket 3",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "action_mix_4",
+        "share of actions hashing to bucket 4",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "action_mix_5",
+        "share of actions hashing to bucket 5",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "action_mix_6",
+        "share of actions hashing to bucket 6",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "action_mix_7",
+        "share of actions hashing to bucket 7",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "category_mix_0",
+        "share of categories hashing to bucket 0",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "category_mix_1",
+        "share of categories hashing to bucket 1",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "category_mix_2",
+        "share of categories hashing to bucket 2",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "category_mix_3",
+        "share of categories hashing to bucket 3",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "category_mix_4",
+        "share of categories hashing to bucket 4",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "category_mix_5",
+        "share of categories hashing to bucket 5",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "category_mix_6",
+        "share of categories hashing to bucket 6",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
+    f(
+        "category_mix_7",
+        "share of categories hashing to bucket 7",
+        MIX_MEAN,
+        MIX_SCALE,
+    ),
     cal("hour_sin", "sin of the window start's time of day (UTC)"),
     cal("hour_cos", "cos of the window start's time of day (UTC)"),
-    cal("weekday_sin", "sin of the window start's day of week (UTC, Monday = 0)"),
-    cal("weekday_cos", "cos of the window start's day of week (UTC, Monday = 0)"),
+    cal(
+        "weekday_sin",
+        "sin of the window start's day of week (UTC, Monday = 0)",
+    ),
+    cal(
+        "weekday_cos",
+        "cos of the window start's day of week (UTC, Monday = 0)",
+    ),
     f(
         "velocity_events",
         "ln(1+events) minus that of the previous active window among the preceding L-1",
@@ -193,9 +314,7 @@ fn merge_latest<T: Ord + Clone>(into: &mut Latest<T>, other: &Latest<T>) {
 
 /// The partial aggregate of one user's events in one window: a commutative monoid of
 /// integers (so merging is exact and independent of arrival order).
-#[derive(
-    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WindowAgg {
     /// Events.
     pub events: u64,
@@ -376,7 +495,11 @@ const EPOCH_WEEKDAY_OFFSET: i64 = 3;
 /// assert_eq!(FEATURES[0].name, "events");
 /// assert!((x[0] - 2f32.ln()).abs() < 1e-6); // ln(1 + 1 event)
 /// ```
-pub fn window_features(agg: &WindowAgg, window: u64, spec: &WindowSpec) -> [f32; NUM_BASE_FEATURES] {
+pub fn window_features(
+    agg: &WindowAgg,
+    window: u64,
+    spec: &WindowSpec,
+) -> [f32; NUM_BASE_FEATURES] {
     let mut x = [0f32; NUM_BASE_FEATURES];
     let n = agg.events.max(1) as f64;
     let secs = spec.len_secs();
@@ -463,7 +586,11 @@ mod tests {
         assert_eq!(fwd, merged);
         assert_eq!(fwd.errors, 1);
         assert_eq!(fwd.sessions.len(), 2);
-        assert_eq!(fwd.context().device.as_deref(), Some("tv"), "latest device wins");
+        assert_eq!(
+            fwd.context().device.as_deref(),
+            Some("tv"),
+            "latest device wins"
+        );
     }
 
     #[test]
@@ -487,7 +614,9 @@ mod tests {
         assert!((x[6] - 0.5).abs() < 1e-6);
         assert!((x[7] - 0.5).abs() < 1e-6);
         assert!((x[8] - 31f32.ln()).abs() < 1e-5);
-        let mix: f32 = x[ACTION_MIX_START..ACTION_MIX_START + MIX_BUCKETS].iter().sum();
+        let mix: f32 = x[ACTION_MIX_START..ACTION_MIX_START + MIX_BUCKETS]
+            .iter()
+            .sum();
         assert!((mix - 1.0).abs() < 1e-6);
         // Window 0 starts at midnight on a Thursday (1970-01-01): weekday index 3.
         assert!(x[CALENDAR_START].abs() < 1e-6 && (x[CALENDAR_START + 1] - 1.0).abs() < 1e-6);

@@ -206,7 +206,11 @@ pub fn context_prior(context: &Context, table: &SegmentTable, smoothing: f32) ->
     let mut logp: Vec<f64> = table
         .segments
         .iter()
-        .map(|s| (s.profiles as f64 / total.max(1) as f64).max(f64::MIN_POSITIVE).ln())
+        .map(|s| {
+            (s.profiles as f64 / total.max(1) as f64)
+                .max(f64::MIN_POSITIVE)
+                .ln()
+        })
         .collect();
     let alpha = f64::from(smoothing);
     for field in CONTEXT_FIELDS {
@@ -293,15 +297,32 @@ mod tests {
             country: Some("US".into()),
         };
         // A profile equally far from every segment: only the prior can decide.
-        let r = resonance(1, &[1.0, 1.0, 1.0], 0, &tv, &table(), &ResonanceConfig::default())
-            .unwrap();
+        let r = resonance(
+            1,
+            &[1.0, 1.0, 1.0],
+            0,
+            &tv,
+            &table(),
+            &ResonanceConfig::default(),
+        )
+        .unwrap();
         assert!(r.cold_start);
         assert_eq!(r.top_segment(), "video");
-        let warm = resonance(1, &[1.0, 1.0, 1.0], 3, &tv, &table(), &ResonanceConfig::default())
-            .unwrap();
+        let warm = resonance(
+            1,
+            &[1.0, 1.0, 1.0],
+            3,
+            &tv,
+            &table(),
+            &ResonanceConfig::default(),
+        )
+        .unwrap();
         assert!(!warm.cold_start);
         let p: Vec<f32> = warm.scores.iter().map(|s| s.probability.0).collect();
-        assert!((p[0] - p[1]).abs() < 1e-5, "without the prior the tie stays");
+        assert!(
+            (p[0] - p[1]).abs() < 1e-5,
+            "without the prior the tie stays"
+        );
     }
 
     #[test]
@@ -330,6 +351,9 @@ mod tests {
             ..ResonanceConfig::default()
         };
         let r = resonance(1, &[0.0, 1.0, 0.0], 5, &Context::default(), &table(), &hot).unwrap();
-        assert!(r.scores.iter().all(|s| !s.resonating), "a flat distribution");
+        assert!(
+            r.scores.iter().all(|s| !s.resonating),
+            "a flat distribution"
+        );
     }
 }

@@ -18,9 +18,7 @@ pub const FIXED_POINT_SCALE: f64 = 1_048_576.0;
 pub const DEFAULT_MIN_SEGMENT_PROFILES: i64 = 1;
 
 /// Which context field a context count is about.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ContextField {
     /// Device class.
     Device,
@@ -31,8 +29,11 @@ pub enum ContextField {
 }
 
 /// All context fields, in order.
-pub const CONTEXT_FIELDS: [ContextField; 3] =
-    [ContextField::Device, ContextField::Os, ContextField::Country];
+pub const CONTEXT_FIELDS: [ContextField; 3] = [
+    ContextField::Device,
+    ContextField::Os,
+    ContextField::Country,
+];
 
 impl ContextField {
     /// The field's value in a context.
@@ -47,9 +48,7 @@ impl ContextField {
 
 /// Exact running sum of profiles of one segment: the number of profiles, the fixed-point sum
 /// of their embeddings and counts of their context values.
-#[derive(
-    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SegmentSum {
     /// Number of profiles.
     pub profiles: i64,
@@ -185,9 +184,7 @@ pub struct SegmentEntry {
 
 /// Every segment's profile at a point in time, sorted by name, with the profile-weighted
 /// global mean used to centre embeddings before cosine similarity.
-#[derive(
-    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SegmentTable {
     /// Segments, sorted by name.
     pub segments: Vec<SegmentEntry>,

@@ -16,7 +16,14 @@ use std::sync::{Arc, Mutex};
 use timely::dataflow::operators::Input;
 
 const SEGMENTS: [&str; 3] = ["gamer", "video_streamer", "iot_device"];
-const ACTIONS: [&str; 6] = ["game_move", "stream_chunk", "heartbeat", "page_view", "chat", "search"];
+const ACTIONS: [&str; 6] = [
+    "game_move",
+    "stream_chunk",
+    "heartbeat",
+    "page_view",
+    "chat",
+    "search",
+];
 
 struct Params {
     seed: u64,
@@ -89,7 +96,12 @@ struct Captured {
     resonance: Updates<(UserWindow, Resonance)>,
 }
 
-fn run_dataflow(p: &Params, spec: WindowSpec, arrival: Vec<Event>, cfg: ResonanceConfig) -> Captured {
+fn run_dataflow(
+    p: &Params,
+    spec: WindowSpec,
+    arrival: Vec<Event>,
+    cfg: ResonanceConfig,
+) -> Captured {
     let cap = Captured {
         summaries: Default::default(),
         sequences: Default::default(),
@@ -110,17 +122,29 @@ fn run_dataflow(p: &Params, spec: WindowSpec, arrival: Vec<Event>, cfg: Resonanc
             let c = c.clone();
             move |u| c.lock().unwrap().push(u.clone())
         }
-        let (sum_c, seq_c, prof_c, seg_c, res_c) =
-            (sum_c.clone(), seq_c.clone(), prof_c.clone(), seg_c.clone(), res_c.clone());
+        let (sum_c, seq_c, prof_c, seg_c, res_c) = (
+            sum_c.clone(),
+            seq_c.clone(),
+            prof_c.clone(),
+            seg_c.clone(),
+            res_c.clone(),
+        );
         let cfg = cfg.clone();
         let mut input = worker.dataflow::<u64, _, _>(move |scope| {
             let (input, events) = scope.new_input::<Vec<Event>>();
             let summaries = events.window_aggregate(spec).inspect(tap(&sum_c));
             let sequences = summaries.sequences(seq_len).inspect(tap(&seq_c));
             let profiles = sequences
-                .embed_profiles(Box::new(StandardisedEmbedder::default()), 7, ErrorSlot::default())
+                .embed_profiles(
+                    Box::new(StandardisedEmbedder::default()),
+                    7,
+                    ErrorSlot::default(),
+                )
                 .inspect(tap(&prof_c));
-            let segments = profiles.clone().segment_profiles(segment_window).inspect(tap(&seg_c));
+            let segments = profiles
+                .clone()
+                .segment_profiles(segment_window)
+                .inspect(tap(&seg_c));
             profiles.resonance(segments, cfg, 4).inspect(tap(&res_c));
             input
         });
@@ -157,7 +181,10 @@ fn states<D: Ord + Clone>(updates: &Updates<D>, until: u64) -> Vec<BTreeSet<D>> 
             *acc.entry(d).or_default() += r;
         }
         acc.retain(|_, r| *r != 0);
-        assert!(acc.values().all(|r| *r == 1), "every record is present once at time {t}");
+        assert!(
+            acc.values().all(|r| *r == 1),
+            "every record is present once at time {t}"
+        );
         out.push(acc.keys().cloned().collect());
     }
     assert!(by_time.keys().all(|t| *t > until));
@@ -173,7 +200,13 @@ struct Oracle {
 }
 
 /// Recomputes everything from scratch at every time, from the raw events.
-fn oracle(events: &[Event], p: &Params, spec: &WindowSpec, cfg: &ResonanceConfig, until: u64) -> Oracle {
+fn oracle(
+    events: &[Event],
+    p: &Params,
+    spec: &WindowSpec,
+    cfg: &ResonanceConfig,
+    until: u64,
+) -> Oracle {
     let mut aggs: BTreeMap<UserWindow, WindowAgg> = BTreeMap::new();
     for e in events {
         let key = (e.user_id.clone(), spec.index(e.ts_ms).unwrap());
@@ -193,8 +226,12 @@ fn oracle(events: &[Event], p: &Params, spec: &WindowSpec, cfg: &ResonanceConfig
     };
     let mut profiles_by_window: BTreeMap<u64, Vec<(UserWindow, Profile)>> = BTreeMap::new();
     for t in 0..=until {
-        o.summaries
-            .push(all.iter().filter(|(k, _)| k.1 <= t).map(|(k, v)| (k.clone(), v.clone())).collect());
+        o.summaries.push(
+            all.iter()
+                .filter(|(k, _)| k.1 <= t)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
         let mut seqs = BTreeSet::new();
         for ((user, w), _) in all.iter().filter(|(k, _)| k.1 == t) {
             let history: Vec<(u64, &WindowSummary)> = all
@@ -202,7 +239,10 @@ fn oracle(events: &[Event], p: &Params, spec: &WindowSpec, cfg: &ResonanceConfig
                 .filter(|(k, _)| &k.0 == user && k.1 <= t)
                 .map(|(k, s)| (k.1, s))
                 .collect();
-            seqs.insert(((user.clone(), *w), build_sequence(t, p.seq_len, &history).unwrap()));
+            seqs.insert((
+                (user.clone(), *w),
+                build_sequence(t, p.seq_len, &history).unwrap(),
+            ));
         }
         let mut profiles = Vec::new();
         for (key, seq) in &seqs {
@@ -230,7 +270,10 @@ fn oracle(events: &[Event], p: &Params, spec: &WindowSpec, cfg: &ResonanceConfig
         );
         let mut sums: BTreeMap<String, SegmentSum> = BTreeMap::new();
         let from = (t + 1).saturating_sub(p.segment_window);
-        for (_, prof) in profiles_by_window.range(from..=t).flat_map(|(_, v)| v.iter()) {
+        for (_, prof) in profiles_by_window
+            .range(from..=t)
+            .flat_map(|(_, v)| v.iter())
+        {
             if let (true, Some(seg)) = (prof.authenticated, &prof.segment) {
                 let one = SegmentSum::of_profile(prof.embedding.as_slice(), &prof.context);
                 use differential_dataflow::difference::Semigroup;
@@ -286,18 +329,39 @@ fn check(p: Params) {
     let got_res = states(&got.resonance, until);
     let mut resonated = 0;
     for t in 0..=until as usize {
-        assert_eq!(got_sum[t], want.summaries[t], "window features differ at window {t}");
-        assert_eq!(got_seq[t], want.sequences[t], "sequences differ at window {t}");
-        assert_eq!(got_prof[t], want.profiles[t], "profiles differ at window {t}");
-        assert_eq!(got_seg[t], want.segments[t], "segment profiles differ at window {t}");
-        assert_eq!(got_res[t], want.resonance[t], "resonance differs at window {t}");
+        assert_eq!(
+            got_sum[t], want.summaries[t],
+            "window features differ at window {t}"
+        );
+        assert_eq!(
+            got_seq[t], want.sequences[t],
+            "sequences differ at window {t}"
+        );
+        assert_eq!(
+            got_prof[t], want.profiles[t],
+            "profiles differ at window {t}"
+        );
+        assert_eq!(
+            got_seg[t], want.segments[t],
+            "segment profiles differ at window {t}"
+        );
+        assert_eq!(
+            got_res[t], want.resonance[t],
+            "resonance differs at window {t}"
+        );
         resonated += got_res[t].len();
     }
     // The test is only meaningful if every stage produced something and state expired.
     assert!(want.summaries[p.windows as usize].len() > p.users);
-    assert!(resonated > p.users, "resonance was computed for many user-windows");
+    assert!(
+        resonated > p.users,
+        "resonance was computed for many user-windows"
+    );
     assert!(want.segments.iter().any(|s| s.len() == SEGMENTS.len()));
-    assert!(got_seg[until as usize].is_empty(), "segment profiles expire after W windows");
+    assert!(
+        got_seg[until as usize].is_empty(),
+        "segment profiles expire after W windows"
+    );
     assert!(got_seq[until as usize].is_empty());
 }
 

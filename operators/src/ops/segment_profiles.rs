@@ -32,16 +32,25 @@ pub trait SegmentProfiles<'scope> {
     ///         .inspect(|((s, sum), t, r)| assert!(s == "gamer" && sum.profiles == 1 && (*t == 0 && *r == 1 || *t == 60 && *r == -1)));
     /// });
     /// ```
-    fn segment_profiles(self, window: u64) -> VecCollection<'scope, u64, (String, SegmentSum), isize>;
+    fn segment_profiles(
+        self,
+        window: u64,
+    ) -> VecCollection<'scope, u64, (String, SegmentSum), isize>;
 }
 
 impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, Profile), isize> {
-    fn segment_profiles(self, window: u64) -> VecCollection<'scope, u64, (String, SegmentSum), isize> {
+    fn segment_profiles(
+        self,
+        window: u64,
+    ) -> VecCollection<'scope, u64, (String, SegmentSum), isize> {
         self.filter(|(_, p)| p.authenticated && p.segment.is_some())
             .hold_for(window.max(1))
             .explode(|(_, p)| {
                 let segment = p.segment.clone().unwrap_or_default();
-                Some((segment, SegmentSum::of_profile(p.embedding.as_slice(), &p.context)))
+                Some((
+                    segment,
+                    SegmentSum::of_profile(p.embedding.as_slice(), &p.context),
+                ))
             })
             .count_total()
     }
