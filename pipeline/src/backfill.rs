@@ -29,6 +29,8 @@ use std::time::Instant;
 const READ_AHEAD_CHUNKS: usize = 4;
 /// Windows the input may run ahead of the outputs before the feeder waits for them.
 const FLOW_CONTROL_WINDOWS: u64 = 2;
+/// Window timings in `run.json` are reported per block of this many windows.
+pub const TIMING_BLOCK_WINDOWS: u64 = 60;
 
 /// Receives progress of a long backfill (the binary shows a progress bar).
 pub trait Progress: Send + Sync {
@@ -115,8 +117,34 @@ pub struct RunSummary {
     pub events_per_sec: f64,
     /// Worker threads.
     pub workers: usize,
+    /// Peak resident memory of the process, bytes (Linux `VmHWM`; absent elsewhere).
+    pub peak_rss_bytes: Option<u64>,
+    /// Wall time to process each block of [`TIMING_BLOCK_WINDOWS`] windows, in input order:
+    /// shows whether the cost of a window grows with history.
+    pub window_blocks: Vec<WindowBlock>,
     /// The effective configuration.
     pub config: Config,
+}
+
+/// Processing time of one block of windows.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WindowBlock {
+    /// First window of the block (index since the first window of the run).
+    pub first_window: u64,
+    /// Windows in the block.
+    pub windows: u64,
+    /// Events fed in the block.
+    pub events: u64,
+    /// Seconds from the block's first input to its outputs being complete.
+    pub secs: f64,
+}
+
+/// Peak resident set size of this process, from `/proc/self/status` (Linux only).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 enum Msg {
@@ -157,6 +185,7 @@ pub fn run(job: &Backfill, progress: Arc<dyn Progress>) -> Result<RunSummary> {
     match result {
         Ok(mut summary) => {
             summary.elapsed_secs = started.elapsed().as_secs_f64();
+            summary.peak_rss_bytes = peak_rss_bytes();
             summary.events_per_sec = summary.events as f64 / summary.elapsed_secs.max(1e-9);
             let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
             let path = staging.join("run.json");
@@ -226,13 +255,15 @@ fn run_in(
     })
     .map_err(Error::Dataflow)?;
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+    let mut window_blocks = Vec::new();
     let mut first_error = None;
     for result in guards.join() {
         match result {
-            Ok(Ok(worker_rows)) => {
+            Ok(Ok((worker_rows, blocks))) => {
                 for (t, n) in worker_rows {
                     *rows.entry(t.name().to_string()).or_default() += n;
                 }
+                window_blocks.extend(blocks);
             }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
@@ -276,6 +307,8 @@ fn run_in(
         elapsed_secs: 0.0,
         events_per_sec: 0.0,
         workers,
+        peak_rss_bytes: None,
+        window_blocks,
         config,
     })
 }
@@ -287,7 +320,7 @@ fn drive(
     handles: DataflowHandles,
     receiver: Option<Receiver<Msg>>,
     abort: &AtomicBool,
-) -> Result<BTreeMap<Table, u64>> {
+) -> Result<(BTreeMap<Table, u64>, Vec<WindowBlock>)> {
     let DataflowHandles {
         mut input,
         probe,
@@ -295,10 +328,24 @@ fn drive(
         embed_errors,
     } = handles;
     let mut failure = None;
+    let mut blocks: Vec<WindowBlock> = Vec::new();
+    let mut block_start: Option<(u64, Instant, u64)> = None;
     if let Some(rx) = receiver {
         while let Ok(msg) = rx.recv() {
             match msg {
                 Msg::Chunk { events, epoch } => {
+                    let n = events.len() as u64;
+                    let (first, start, fed) = block_start.get_or_insert((epoch, Instant::now(), 0));
+                    *fed += n;
+                    if epoch >= *first + TIMING_BLOCK_WINDOWS {
+                        blocks.push(WindowBlock {
+                            first_window: *first,
+                            windows: epoch - *first,
+                            events: *fed,
+                            secs: start.elapsed().as_secs_f64(),
+                        });
+                        block_start = Some((epoch, Instant::now(), 0));
+                    }
                     for e in events {
                         input.send(e);
                     }
@@ -340,7 +387,10 @@ fn drive(
     if let Some(e) = report.error.take() {
         return Err(e);
     }
-    Ok(std::mem::take(&mut report.rows))
+    if let Some(origin) = blocks.first().map(|b| b.first_window) {
+        blocks.iter_mut().for_each(|b| b.first_window -= origin);
+    }
+    Ok((std::mem::take(&mut report.rows), blocks))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -467,7 +517,7 @@ fn read_all(
         update.bytes_done = bytes_before;
         progress.update(&update);
     }
-    rejects_writer.finish()?;
+    rejects_writer.finish_unpartitioned()?;
     Ok(())
 }
 

@@ -1,0 +1,2 @@
+//! End-to-end backfill benchmark (being written).
+fn main() {}

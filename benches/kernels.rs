@@ -1,0 +1,2 @@
+//! Criterion benches of the feature and resonance kernels (being written).
+fn main() {}
