@@ -1,1 +1,13 @@
-//! CLI integration tests (being written).
+//! Integration tests of the `personaflow` binary: the real executable on real files in
+//! temporary directories.
+//!
+//! - `simulated`: `simulate`, `backfill`, `evaluate` and `demo` on simulator output;
+//! - `real_data`: the shipped Zeek and CDNOW mappings on `../shared/data` (skipped if absent);
+//! - `validation`: one test per input validation rule, through the CLI;
+//! - `basics`: help, error messages, configuration layers.
+
+mod basics;
+mod real_data;
+mod simulated;
+mod support;
+mod validation;
