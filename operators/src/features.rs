@@ -82,7 +82,7 @@ pub const NUM_FEATURES: usize = NUM_BASE_FEATURES + 2;
 
 /// The feature schema, version [`FEATURE_SCHEMA_VERSION`].
 pub const FEATURES: [FeatureDef; NUM_FEATURES] = [
-    f("events", "ln(1 + events in the window)", 1.5, 1.0),
+    f("log_events", "ln(1 + events in the window)", 1.5, 1.0),
     f("request_rate", "events per second", 0.1, 0.2),
     f(
         "bytes_in_rate",
@@ -492,7 +492,7 @@ const EPOCH_WEEKDAY_OFFSET: i64 = 3;
 /// let mut e = Event::new(30_000, "u1", "page_view");
 /// e.bytes_in = Some(6_000);
 /// let x = window_features(&WindowAgg::of(&e), 0, &WindowSpec::default());
-/// assert_eq!(FEATURES[0].name, "events");
+/// assert_eq!(FEATURES[0].name, "log_events");
 /// assert!((x[0] - 2f32.ln()).abs() < 1e-6); // ln(1 + 1 event)
 /// ```
 pub fn window_features(

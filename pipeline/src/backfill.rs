@@ -251,7 +251,7 @@ fn run_in(
         } else {
             None
         };
-        drive(worker, handles, receiver, &worker_abort)
+        drive(worker, handles, receiver, &worker_config, &worker_abort)
     })
     .map_err(Error::Dataflow)?;
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
@@ -319,8 +319,12 @@ fn drive(
     worker: &mut timely::worker::Worker,
     handles: DataflowHandles,
     receiver: Option<Receiver<Msg>>,
+    config: &Config,
     abort: &AtomicBool,
 ) -> Result<(BTreeMap<Table, u64>, Vec<WindowBlock>)> {
+    let spec = config.window_spec();
+    let disorder = config.disorder_windows();
+    let mut newest: Option<u64> = None;
     let DataflowHandles {
         mut input,
         probe,
@@ -346,15 +350,27 @@ fn drive(
                         });
                         block_start = Some((epoch, Instant::now(), 0));
                     }
+                    // Advance the frontier as the newest window moves, not once per chunk: a
+                    // chunk can span many windows, and only about `disorder` windows should be
+                    // open at a time. The reader accepted each event against the same rule, so
+                    // no event is ever behind the frontier.
                     for e in events {
+                        let window = spec.index(e.ts_ms).unwrap_or(0);
+                        if newest.is_none_or(|n| window > n) {
+                            newest = Some(window);
+                            let target = window.saturating_sub(disorder);
+                            if target > *input.time() {
+                                input.advance_to(target);
+                                let settled = target.saturating_sub(FLOW_CONTROL_WINDOWS);
+                                while probe.less_than(&settled) && !abort.load(Ordering::Relaxed) {
+                                    worker.step();
+                                }
+                            }
+                        }
                         input.send(e);
                     }
                     if epoch > *input.time() {
                         input.advance_to(epoch);
-                    }
-                    let target = input.time().saturating_sub(FLOW_CONTROL_WINDOWS);
-                    while probe.less_than(&target) && !abort.load(Ordering::Relaxed) {
-                        worker.step();
                     }
                     worker.step();
                 }

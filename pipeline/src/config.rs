@@ -49,7 +49,7 @@ pub const ENV_PREFIX: &str = "PERSONAFLOW__";
 /// Default bound on how far out of event-time order input may arrive.
 pub const DEFAULT_MAX_OUT_OF_ORDER_MS: i64 = 5 * 60_000;
 /// Default rows per read chunk.
-pub const DEFAULT_CHUNK_ROWS: usize = 65_536;
+pub const DEFAULT_CHUNK_ROWS: usize = 16_384;
 /// Default number of timely worker threads.
 pub const DEFAULT_WORKERS: usize = 2;
 /// Default rows per Parquet row group in outputs.

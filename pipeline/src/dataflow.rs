@@ -15,6 +15,7 @@ use crate::sink::{
 };
 use crate::{Error, Result};
 use arrow_array::RecordBatch;
+use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::VecCollection;
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
@@ -96,7 +97,7 @@ pub fn build(worker: &mut Worker, config: &Config, out_root: &Path) -> Result<Da
             writer(Table::Features),
             spec,
             report.clone(),
-            move |w, seqs: &mut Vec<(UserWindow, Sequence)>| features_rows(w, &spec, seqs),
+            move |seqs: &mut Vec<(UserWindow, Sequence)>| features_rows(&spec, seqs),
         );
         let name = embedder_name.clone();
         sink_facts(
@@ -105,9 +106,7 @@ pub fn build(worker: &mut Worker, config: &Config, out_root: &Path) -> Result<Da
             writer(Table::Profiles),
             spec,
             report.clone(),
-            move |w, profiles: &mut Vec<(UserWindow, Profile)>| {
-                profile_rows(w, &spec, &name, profiles)
-            },
+            move |profiles: &mut Vec<(UserWindow, Profile)>| profile_rows(&spec, &name, profiles),
         );
         sink_facts(
             resonance.probe_with(&probe),
@@ -115,7 +114,7 @@ pub fn build(worker: &mut Worker, config: &Config, out_root: &Path) -> Result<Da
             writer(Table::Resonance),
             spec,
             report.clone(),
-            move |w, rs: &mut Vec<(UserWindow, Resonance)>| resonance_rows(w, &spec, rs),
+            move |rs: &mut Vec<(UserWindow, Resonance)>| resonance_rows(&spec, rs),
         );
         sink_segments(
             segments.probe_with(&probe),
@@ -134,15 +133,14 @@ pub fn build(worker: &mut Worker, config: &Config, out_root: &Path) -> Result<Da
 }
 
 fn features_rows(
-    window: u64,
     spec: &WindowSpec,
     seqs: &mut [(UserWindow, Sequence)],
 ) -> RecordBatch {
     seqs.sort_by(|a, b| a.0.cmp(&b.0));
     let rows: Vec<FeatureRow> = seqs
         .iter()
-        .map(|((user, _), seq)| FeatureRow {
-            window_end: spec.end_ms(window),
+        .map(|((user, w), seq)| FeatureRow {
+            window_end: spec.end_ms(*w),
             user_id: user.clone(),
             events: seq.events,
             authenticated: seq.authenticated,
@@ -155,7 +153,6 @@ fn features_rows(
 }
 
 fn profile_rows(
-    window: u64,
     spec: &WindowSpec,
     embedder: &str,
     profiles: &mut [(UserWindow, Profile)],
@@ -163,8 +160,8 @@ fn profile_rows(
     profiles.sort_by(|a, b| a.0.cmp(&b.0));
     let rows: Vec<ProfileRow> = profiles
         .iter()
-        .map(|((user, _), p)| ProfileRow {
-            window_end: spec.end_ms(window),
+        .map(|((user, w), p)| ProfileRow {
+            window_end: spec.end_ms(*w),
             user_id: user.clone(),
             embedder: embedder.to_string(),
             embedding: p.embedding.0.clone(),
@@ -182,16 +179,15 @@ fn profile_rows(
 }
 
 fn resonance_rows(
-    window: u64,
     spec: &WindowSpec,
     rs: &mut [(UserWindow, Resonance)],
 ) -> RecordBatch {
     rs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut rows = Vec::with_capacity(rs.len() * 8);
-    for ((user, _), r) in rs.iter() {
+    for ((user, w), r) in rs.iter() {
         for (i, s) in r.scores.iter().enumerate() {
             rows.push(ResonanceRow {
-                window_end: spec.end_ms(window),
+                window_end: spec.end_ms(*w),
                 user_id: user.clone(),
                 segment: s.segment.clone(),
                 cosine: s.cosine.0,
@@ -205,8 +201,10 @@ fn resonance_rows(
     resonance_batch(&rows)
 }
 
-/// Sinks a collection of facts or pulses: the insertions at each window, once the window is
-/// complete, become one batch of rows in the window's date partition.
+/// Sinks a collection of facts or pulses: once a window is complete, its updates are
+/// consolidated (operators such as `join` may emit transient corrections within a window) and
+/// the records with a positive net count become one batch of rows in the window's date
+/// partition.
 fn sink_facts<'scope, D, F>(
     collection: VecCollection<'scope, u64, D, isize>,
     name: &str,
@@ -215,39 +213,44 @@ fn sink_facts<'scope, D, F>(
     report: Rc<RefCell<SinkReport>>,
     mut to_batch: F,
 ) where
-    D: Clone + 'static,
-    F: FnMut(u64, &mut Vec<D>) -> RecordBatch + 'static,
+    D: Ord + Clone + 'static,
+    F: FnMut(&mut Vec<D>) -> RecordBatch + 'static,
 {
-    let table = writer_table(&writer);
-    let mut pending: BTreeMap<u64, Vec<D>> = BTreeMap::new();
+    let table = writer.table();
+    let mut pending: BTreeMap<u64, Vec<(D, isize)>> = BTreeMap::new();
     let mut finished = false;
-    collection
-        .inner
-        .sink(Pipeline, name, move |(input, frontier)| {
-            input.for_each_time(|_cap, data| {
-                for batch in data {
-                    for (d, t, r) in batch.drain(..) {
-                        if r > 0 {
-                            pending.entry(t).or_default().push(d);
-                        }
-                    }
+    collection.inner.sink(Pipeline, name, move |(input, frontier)| {
+        input.for_each_time(|_cap, data| {
+            for batch in data {
+                for (d, t, r) in batch.drain(..) {
+                    pending.entry(t).or_default().push((d, r));
                 }
-            });
-            while let Some(entry) = pending.first_entry() {
-                let window = *entry.key();
-                if frontier.less_equal(&window) {
-                    break;
-                }
-                let mut records = entry.remove();
-                let batch = to_batch(window, &mut records);
-                let result = writer.write(Some(&date_partition(spec.start_ms(window))), &batch);
-                record(&report, table, result.map(|_| batch.num_rows() as u64));
-            }
-            if frontier.is_empty() && !finished {
-                finished = true;
-                record(&report, table, writer.finish().map(|_| 0));
             }
         });
+        while let Some(entry) = pending.first_entry() {
+            let window = *entry.key();
+            if frontier.less_equal(&window) {
+                break;
+            }
+            let mut updates = entry.remove();
+            consolidate(&mut updates);
+            let mut records: Vec<D> = updates
+                .into_iter()
+                .filter(|(_, r)| *r > 0)
+                .map(|(d, _)| d)
+                .collect();
+            if records.is_empty() {
+                continue;
+            }
+            let batch = to_batch(&mut records);
+            let result = writer.write(Some(&date_partition(spec.start_ms(window))), &batch);
+            record(&report, table, result.map(|_| batch.num_rows() as u64));
+        }
+        if frontier.is_empty() && !finished {
+            finished = true;
+            record(&report, table, writer.finish().map(|_| 0));
+        }
+    });
 }
 
 /// Sinks segment profiles: the collection is the current state of every segment, so at each
@@ -258,7 +261,8 @@ fn sink_segments<'scope>(
     spec: WindowSpec,
     report: Rc<RefCell<SinkReport>>,
 ) {
-    let mut pending: BTreeMap<u64, Vec<((String, SegmentSum), isize)>> = BTreeMap::new();
+    type Update = ((String, SegmentSum), isize);
+    let mut pending: BTreeMap<u64, Vec<Update>> = BTreeMap::new();
     let mut state: BTreeMap<(String, SegmentSum), isize> = BTreeMap::new();
     let mut finished = false;
     collection
@@ -307,10 +311,6 @@ fn sink_segments<'scope>(
                 record(&report, Table::SegmentProfiles, writer.finish().map(|_| 0));
             }
         });
-}
-
-fn writer_table(w: &PartitionedWriter) -> Table {
-    w.table()
 }
 
 fn record(report: &Rc<RefCell<SinkReport>>, table: Table, result: Result<u64>) {

@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 
 /// Errors of the pipeline crate. Every variant names the file (and where known the row and
-/// column) it is about, so a user can find and fix the input.
+/// column) it is about, so a user can find and fix the input. Variants that wrap another error
+/// expose it as their `source()` and leave it out of their own message (print the chain, e.g.
+/// with `anyhow`'s `{:#}`, to see both).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An I/O error on a file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -16,7 +18,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A Parquet file could not be read or written (corrupt, truncated, unsupported).
-    #[error("{}: parquet: {source}", path.display())]
+    #[error("{}: parquet", path.display())]
     Parquet {
         /// The file.
         path: PathBuf,
@@ -24,7 +26,7 @@ pub enum Error {
         source: parquet::errors::ParquetError,
     },
     /// An Arrow error while reading or building record batches.
-    #[error("{}: arrow: {source}", path.display())]
+    #[error("{}: arrow", path.display())]
     Arrow {
         /// The file.
         path: PathBuf,

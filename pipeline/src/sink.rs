@@ -567,6 +567,21 @@ mod tests {
     }
 
     #[test]
+    fn column_names_are_unique_in_every_table() {
+        // Regression: `features` once had both the `events` count and an `events` feature,
+        // which pyarrow and DuckDB refuse to read.
+        for table in Table::ALL {
+            let schema = table.schema();
+            let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let n = names.len();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), n, "duplicate column in {}", table.name());
+            assert!(!names.contains(&"date"), "`date` is the partition column");
+        }
+    }
+
+    #[test]
     fn partitioned_writer_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = PartitionedWriter::new(dir.path(), Table::Resonance, 1, 1024);

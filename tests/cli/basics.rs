@@ -206,10 +206,6 @@ fn repeated_parts(line: &str) -> Vec<&str> {
 }
 
 #[test]
-#[ignore = "bug: pipeline/src/error.rs: Error::Io/Parquet/Arrow put `{source}` in their \
-            message and also return it from source(), so the binary's `{:#}` prints the cause \
-            twice (`x.parquet: No such file or directory (os error 2): No such file or \
-            directory (os error 2)`)"]
 fn errors_state_their_cause_once() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("missing.parquet");

@@ -6,6 +6,7 @@ use crate::event::Context;
 use crate::ops::UserWindow;
 use crate::sequence::Sequence;
 use crate::vector::{Score, Vector};
+use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -43,7 +44,7 @@ pub struct Profile {
 
 /// Embeds sequences.
 pub trait EmbedProfiles<'scope> {
-    /// For each sequence inserted at window `w` (retractions are ignored), one fact
+    /// For each sequence whose net update at window `w` is an insertion, one fact
     /// `((user, w), Profile)` at `w`. All sequences of a window on this worker are embedded
     /// together, in batches of at most `max_batch`, once the window is complete. If the
     /// embedder fails, the error goes to `errors` and that batch yields no profiles; the
@@ -85,19 +86,18 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
                 Pipeline,
                 "EmbedProfiles",
                 move |_cap, _info| {
-                    type Pending = BTreeMap<u64, (Capability<u64>, Vec<(UserWindow, Sequence)>)>;
+                    type Pending =
+                        BTreeMap<u64, (Capability<u64>, Vec<((UserWindow, Sequence), isize)>)>;
                     let mut pending: Pending = BTreeMap::new();
                     move |(input, frontier), output| {
                         input.for_each_time(|cap, data| {
                             for batch in data {
                                 for (record, time, diff) in batch.drain(..) {
-                                    if diff > 0 {
-                                        pending
-                                            .entry(time)
-                                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                                            .1
-                                            .push(record);
-                                    }
+                                    pending
+                                        .entry(time)
+                                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                                        .1
+                                        .push((record, diff));
                                 }
                             }
                         });
@@ -106,8 +106,15 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
                             if frontier.less_equal(&time) {
                                 break;
                             }
-                            let (cap, mut records) = entry.remove();
-                            records.sort_by(|a, b| a.0.cmp(&b.0));
+                            let (cap, mut updates) = entry.remove();
+                            // Net the window's updates: only sequences inserted at this window
+                            // (and not retracted within it) are embedded.
+                            consolidate(&mut updates);
+                            let records: Vec<(UserWindow, Sequence)> = updates
+                                .into_iter()
+                                .filter(|(_, r)| *r > 0)
+                                .map(|(d, _)| d)
+                                .collect();
                             let mut session = output.session(&cap);
                             for chunk in records.chunks(max_batch) {
                                 let seqs: Vec<&Sequence> = chunk.iter().map(|(_, s)| s).collect();
