@@ -4,9 +4,11 @@
 //! - `simulated`: `simulate`, `backfill`, `evaluate` and `demo` on simulator output;
 //! - `real_data`: the shipped Zeek and CDNOW mappings on `../shared/data` (skipped if absent);
 //! - `validation`: one test per input validation rule, through the CLI;
-//! - `basics`: help, error messages, configuration layers.
+//! - `basics`: help, error messages, configuration layers;
+//! - `interop`: DuckDB, Polars and pyarrow read the outputs as they are.
 
 mod basics;
+mod interop;
 mod real_data;
 mod simulated;
 mod support;

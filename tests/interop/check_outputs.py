@@ -23,7 +23,7 @@ def main(out: Path) -> None:
         assert "date" in arrow.column_names, f"{table}: pyarrow sees no hive partition column"
         n_duck = duckdb.sql(
             f"SELECT count(*) FROM read_parquet('{out}/{table}/*/*.parquet', hive_partitioning = true)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         n_polars = (
             pl.scan_parquet(f"{out}/{table}/**/*.parquet", hive_partitioning=True)
             .select(pl.len())
@@ -39,7 +39,7 @@ def main(out: Path) -> None:
               SELECT sum(probability) AS s
               FROM read_parquet('{out}/resonance/*/*.parquet', hive_partitioning = true)
               GROUP BY window_end, user_id)"""
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     assert worst < 1e-4, f"probabilities do not sum to 1 (off by {worst})"
     rejects = pl.read_parquet(f"{out}/rejects/*.parquet")
     assert rejects.height == run["rejects"], (rejects.height, run["rejects"])
