@@ -132,10 +132,7 @@ pub fn build(worker: &mut Worker, config: &Config, out_root: &Path) -> Result<Da
     })
 }
 
-fn features_rows(
-    spec: &WindowSpec,
-    seqs: &mut [(UserWindow, Sequence)],
-) -> RecordBatch {
+fn features_rows(spec: &WindowSpec, seqs: &mut [(UserWindow, Sequence)]) -> RecordBatch {
     seqs.sort_by(|a, b| a.0.cmp(&b.0));
     let rows: Vec<FeatureRow> = seqs
         .iter()
@@ -178,10 +175,7 @@ fn profile_rows(
     profiles_batch(&rows)
 }
 
-fn resonance_rows(
-    spec: &WindowSpec,
-    rs: &mut [(UserWindow, Resonance)],
-) -> RecordBatch {
+fn resonance_rows(spec: &WindowSpec, rs: &mut [(UserWindow, Resonance)]) -> RecordBatch {
     rs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut rows = Vec::with_capacity(rs.len() * 8);
     for ((user, w), r) in rs.iter() {
@@ -201,11 +195,10 @@ fn resonance_rows(
     resonance_batch(&rows)
 }
 
-/// Sinks a collection of facts or pulses: once a window is complete, its updates are
-/// consolidated (operators such as `join` may emit transient corrections within a window) and
-/// the records with a positive net count become one batch of rows in the window's date
-/// partition.
-fn sink_facts<'scope, D, F>(
+/// Sinks a collection window by window: updates are buffered per window and, once the input
+/// frontier has passed a window, `to_batch` turns that window's updates into rows (or nothing),
+/// which go to the window's date partition. The writer is finished when the input ends.
+fn sink_windows<'scope, D, F>(
     collection: VecCollection<'scope, u64, D, isize>,
     name: &str,
     mut writer: PartitionedWriter,
@@ -213,61 +206,15 @@ fn sink_facts<'scope, D, F>(
     report: Rc<RefCell<SinkReport>>,
     mut to_batch: F,
 ) where
-    D: Ord + Clone + 'static,
-    F: FnMut(&mut Vec<D>) -> RecordBatch + 'static,
+    D: Clone + 'static,
+    F: FnMut(u64, Vec<(D, isize)>) -> Option<RecordBatch> + 'static,
 {
     let table = writer.table();
     let mut pending: BTreeMap<u64, Vec<(D, isize)>> = BTreeMap::new();
     let mut finished = false;
-    collection.inner.sink(Pipeline, name, move |(input, frontier)| {
-        input.for_each_time(|_cap, data| {
-            for batch in data {
-                for (d, t, r) in batch.drain(..) {
-                    pending.entry(t).or_default().push((d, r));
-                }
-            }
-        });
-        while let Some(entry) = pending.first_entry() {
-            let window = *entry.key();
-            if frontier.less_equal(&window) {
-                break;
-            }
-            let mut updates = entry.remove();
-            consolidate(&mut updates);
-            let mut records: Vec<D> = updates
-                .into_iter()
-                .filter(|(_, r)| *r > 0)
-                .map(|(d, _)| d)
-                .collect();
-            if records.is_empty() {
-                continue;
-            }
-            let batch = to_batch(&mut records);
-            let result = writer.write(Some(&date_partition(spec.start_ms(window))), &batch);
-            record(&report, table, result.map(|_| batch.num_rows() as u64));
-        }
-        if frontier.is_empty() && !finished {
-            finished = true;
-            record(&report, table, writer.finish().map(|_| 0));
-        }
-    });
-}
-
-/// Sinks segment profiles: the collection is the current state of every segment, so at each
-/// window in which any segment changed, every segment's profile is written.
-fn sink_segments<'scope>(
-    collection: VecCollection<'scope, u64, (String, SegmentSum), isize>,
-    mut writer: PartitionedWriter,
-    spec: WindowSpec,
-    report: Rc<RefCell<SinkReport>>,
-) {
-    type Update = ((String, SegmentSum), isize);
-    let mut pending: BTreeMap<u64, Vec<Update>> = BTreeMap::new();
-    let mut state: BTreeMap<(String, SegmentSum), isize> = BTreeMap::new();
-    let mut finished = false;
     collection
         .inner
-        .sink(Pipeline, "SinkSegmentProfiles", move |(input, frontier)| {
+        .sink(Pipeline, name, move |(input, frontier)| {
             input.for_each_time(|_cap, data| {
                 for batch in data {
                     for (d, t, r) in batch.drain(..) {
@@ -280,37 +227,88 @@ fn sink_segments<'scope>(
                 if frontier.less_equal(&window) {
                     break;
                 }
-                for (d, r) in entry.remove() {
-                    let count = state.entry(d.clone()).or_default();
-                    count.plus_equals(&r);
-                    if *count == 0 {
-                        state.remove(&d);
-                    }
+                if let Some(batch) = to_batch(window, entry.remove()) {
+                    let result = writer.write(Some(&date_partition(spec.start_ms(window))), &batch);
+                    record(&report, table, result.map(|_| batch.num_rows() as u64));
                 }
-                let mut seen = HashSet::new();
-                let rows: Vec<SegmentProfileRow> = state
-                    .keys()
-                    .filter(|(s, _)| seen.insert(s.clone()))
-                    .map(|(segment, sum)| SegmentProfileRow {
-                        window_end: spec.end_ms(window),
-                        segment: segment.clone(),
-                        profiles: sum.profiles,
-                        embedding: sum.mean(),
-                    })
-                    .collect();
-                let batch = segment_profiles_batch(&rows);
-                let result = writer.write(Some(&date_partition(spec.start_ms(window))), &batch);
-                record(
-                    &report,
-                    Table::SegmentProfiles,
-                    result.map(|_| batch.num_rows() as u64),
-                );
             }
             if frontier.is_empty() && !finished {
                 finished = true;
-                record(&report, Table::SegmentProfiles, writer.finish().map(|_| 0));
+                record(&report, table, writer.finish().map(|_| 0));
             }
         });
+}
+
+/// Sinks a collection of facts or pulses: a window's updates are consolidated (operators such
+/// as `join` may emit transient corrections within a window) and the records with a positive
+/// net count become that window's rows.
+fn sink_facts<'scope, D, F>(
+    collection: VecCollection<'scope, u64, D, isize>,
+    name: &str,
+    writer: PartitionedWriter,
+    spec: WindowSpec,
+    report: Rc<RefCell<SinkReport>>,
+    mut to_batch: F,
+) where
+    D: Ord + Clone + 'static,
+    F: FnMut(&mut Vec<D>) -> RecordBatch + 'static,
+{
+    sink_windows(
+        collection,
+        name,
+        writer,
+        spec,
+        report,
+        move |_window, mut updates| {
+            consolidate(&mut updates);
+            let mut records: Vec<D> = updates
+                .into_iter()
+                .filter(|(_, r)| *r > 0)
+                .map(|(d, _)| d)
+                .collect();
+            (!records.is_empty()).then(|| to_batch(&mut records))
+        },
+    );
+}
+
+/// Sinks segment profiles: the collection is the current state of every segment, so at each
+/// window in which any segment changed, every segment's profile is written.
+fn sink_segments<'scope>(
+    collection: VecCollection<'scope, u64, (String, SegmentSum), isize>,
+    writer: PartitionedWriter,
+    spec: WindowSpec,
+    report: Rc<RefCell<SinkReport>>,
+) {
+    let mut state: BTreeMap<(String, SegmentSum), isize> = BTreeMap::new();
+    let name = "SinkSegmentProfiles";
+    sink_windows(
+        collection,
+        name,
+        writer,
+        spec,
+        report,
+        move |window, updates| {
+            for (d, r) in updates {
+                let count = state.entry(d.clone()).or_default();
+                count.plus_equals(&r);
+                if *count == 0 {
+                    state.remove(&d);
+                }
+            }
+            let mut seen = HashSet::new();
+            let rows: Vec<SegmentProfileRow> = state
+                .keys()
+                .filter(|(s, _)| seen.insert(s.clone()))
+                .map(|(segment, sum)| SegmentProfileRow {
+                    window_end: spec.end_ms(window),
+                    segment: segment.clone(),
+                    profiles: sum.profiles,
+                    embedding: sum.mean(),
+                })
+                .collect();
+            Some(segment_profiles_batch(&rows))
+        },
+    );
 }
 
 fn record(report: &Rc<RefCell<SinkReport>>, table: Table, result: Result<u64>) {
