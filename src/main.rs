@@ -181,7 +181,11 @@ fn progress(quiet: bool) -> Arc<dyn Progress> {
     Arc::new(Bar(bar))
 }
 
-fn load_config(file: Option<&Path>, mapping: Option<PathBuf>, workers: Option<usize>) -> Result<Config> {
+fn load_config(
+    file: Option<&Path>,
+    mapping: Option<PathBuf>,
+    workers: Option<usize>,
+) -> Result<Config> {
     let mut config = Config::load(file, std::env::vars())?;
     if let Some(m) = mapping {
         config.ingest.mapping = Some(m);
@@ -301,7 +305,11 @@ fn cmd_demo(args: DemoArgs, quiet: bool) -> Result<()> {
     println!("resonance by true segment (held out = unauthenticated users, scored on their last window):");
     print!("{}", report.to_table());
     if args.out.is_some() {
-        println!("scenario: {}\noutputs:  {}", scenario.display(), output.display());
+        println!(
+            "scenario: {}\noutputs:  {}",
+            scenario.display(),
+            output.display()
+        );
     } else {
         std::fs::remove_dir_all(&root).ok();
     }
@@ -330,9 +338,7 @@ fn main() -> ExitCode {
     let quiet = cli.quiet;
     let result = match cli.command {
         Command::Backfill(a) => cmd_backfill(a, quiet),
-        Command::Simulate(a) => {
-            simulation_config(&a).and_then(|c| simulate(&c, &a.out, quiet))
-        }
+        Command::Simulate(a) => simulation_config(&a).and_then(|c| simulate(&c, &a.out, quiet)),
         Command::Demo(a) => cmd_demo(a, quiet),
         Command::Evaluate(a) => cmd_evaluate(a),
     };

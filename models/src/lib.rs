@@ -106,7 +106,10 @@ mod tests {
         let mut m = FeatureSchemaRef::current();
         m.hash = "0000000000000001".into();
         let err = m.check("enc.onnx").unwrap_err().to_string();
-        assert!(err.contains("enc.onnx") && err.contains("0000000000000001"), "{err}");
+        assert!(
+            err.contains("enc.onnx") && err.contains("0000000000000001"),
+            "{err}"
+        );
         m.hash = "zz".into();
         assert!(matches!(m.check("x"), Err(Error::BadMetadata { .. })));
         let json = serde_json::to_string(&FeatureSchemaRef::current()).unwrap();

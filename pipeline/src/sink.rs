@@ -503,7 +503,9 @@ impl PartitionedWriter {
     pub fn finish_unpartitioned(&mut self) -> Result<u64> {
         if self.rows == 0 && self.current.is_none() && self.files.is_empty() {
             std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-            let path = self.dir.join(format!("part-{:03}-{:05}.parquet", self.worker, self.seq));
+            let path = self
+                .dir
+                .join(format!("part-{:03}-{:05}.parquet", self.worker, self.seq));
             let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
             let writer = ArrowWriter::try_new(file, self.table.schema(), Some(self.props.clone()))
                 .map_err(|e| Error::parquet(&path, e))?;

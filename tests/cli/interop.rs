@@ -16,7 +16,9 @@ fn duckdb_polars_and_pyarrow_read_the_outputs() {
             std::env::var("CI").is_err(),
             "PERSONAFLOW_PYTHON must be set in CI (run scripts/test.sh)"
         );
-        eprintln!("skipped: set PERSONAFLOW_PYTHON (scripts/test.sh does) to check DuckDB/Polars/pyarrow");
+        eprintln!(
+            "skipped: set PERSONAFLOW_PYTHON (scripts/test.sh does) to check DuckDB/Polars/pyarrow"
+        );
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -31,5 +33,8 @@ fn duckdb_polars_and_pyarrow_read_the_outputs() {
         "interop check failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&result.stderr)
     );
-    assert!(stdout.contains("resonance") && stdout.contains("agree"), "{stdout}");
+    assert!(
+        stdout.contains("resonance") && stdout.contains("agree"),
+        "{stdout}"
+    );
 }
