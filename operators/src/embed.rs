@@ -64,16 +64,16 @@ impl StandardisedEmbedder {
         let dims: Vec<usize> = Self::behavioural().collect();
         let mut acc = vec![0f64; dims.len()];
         let mut active = 0usize;
-        for step in seq.steps.iter().flatten() {
+        for step in seq.active_steps() {
             active += 1;
             for (slot, &i) in acc.iter_mut().zip(&dims) {
                 let def = &FEATURES[i];
-                *slot += f64::from((step.0[i] - def.reference_mean) / def.reference_scale);
+                *slot += f64::from((step[i] - def.reference_mean) / def.reference_scale);
             }
         }
         let n = active.max(1) as f64;
         let mut out: Vec<f32> = acc.into_iter().map(|v| (v / n) as f32).collect();
-        let share = active as f32 / seq.steps.len().max(1) as f32;
+        let share = active as f32 / seq.len().max(1) as f32;
         out.push((share - ACTIVITY_MEAN) / ACTIVITY_SCALE);
         out
     }

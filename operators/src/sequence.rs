@@ -9,14 +9,17 @@ use serde::{Deserialize, Serialize};
 /// Default sequence length `L`, in windows.
 pub const DEFAULT_SEQUENCE_LEN: usize = 16;
 
-/// A user's last `L` windows ending at `window`, oldest first.
+/// A user's last `L` windows ending at `window`, oldest first, as one contiguous `L x F`
+/// matrix (`F` = [`NUM_FEATURES`]) with a mask of the windows the user was active in.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Sequence {
     /// The window the sequence ends at (the user is active in it).
     pub window: u64,
-    /// `L` steps; step `i` is window `window - L + 1 + i`; `None` where the user was inactive.
-    /// Each present step holds all [`NUM_FEATURES`] features.
-    pub steps: Vec<Option<Vector>>,
+    /// Row-major `L x F` features; step `i` is window `window - L + 1 + i`; all zeros where
+    /// the user was inactive.
+    pub features: Vector,
+    /// `active[i]`: the user had events in step `i`'s window.
+    pub active: Vec<bool>,
     /// Active windows before the current one (0 for a user with no history).
     pub history_windows: u32,
     /// Events in the current window.
@@ -30,11 +33,33 @@ pub struct Sequence {
 }
 
 impl Sequence {
+    /// Number of steps, `L`.
+    pub fn len(&self) -> usize {
+        self.active.len()
+    }
+
+    /// True for a sequence of no steps (never built by [`build_sequence`]).
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// Step `i`'s features, `None` where the user was inactive.
+    pub fn step(&self, i: usize) -> Option<&[f32]> {
+        self.active
+            .get(i)
+            .copied()
+            .unwrap_or(false)
+            .then(|| &self.features.0[i * NUM_FEATURES..(i + 1) * NUM_FEATURES])
+    }
+
+    /// The features of the active steps, oldest first.
+    pub fn active_steps(&self) -> impl Iterator<Item = &[f32]> + '_ {
+        (0..self.len()).filter_map(|i| self.step(i))
+    }
+
     /// The current window's features (the last step).
-    pub fn current(&self) -> &Vector {
-        self.steps
-            .last()
-            .and_then(|s| s.as_ref())
+    pub fn current(&self) -> &[f32] {
+        self.step(self.len() - 1)
             .expect("a sequence's last step is its active window")
     }
 }
@@ -53,7 +78,7 @@ impl Sequence {
 /// let s = |w: u64| WindowSummary::new(&WindowAgg::of(&Event::new(w as i64 * 60_000, "u", "a")), w, &spec);
 /// let seq = build_sequence(10, 4, &[(7, &s(7)), (10, &s(10)), (3, &s(3))]).unwrap();
 /// assert_eq!(seq.history_windows, 1); // window 3 is outside (6, 10]
-/// assert!(seq.steps[0].is_some() && seq.steps[1].is_none() && seq.steps[3].is_some()); // windows 7..=10
+/// assert!(seq.step(0).is_some() && seq.step(1).is_none() && seq.step(3).is_some()); // windows 7..=10
 /// assert!(build_sequence(11, 4, &[(10, &s(10))]).is_none());
 /// ```
 pub fn build_sequence(
@@ -69,27 +94,25 @@ pub fn build_sequence(
         }
     }
     let current = slots[len - 1]?;
-    let mut steps = Vec::with_capacity(len);
+    let mut features = vec![0f32; len * NUM_FEATURES];
     let mut prev: Option<&WindowSummary> = None;
-    for slot in &slots {
-        steps.push(slot.map(|s| {
-            let mut x = Vec::with_capacity(NUM_FEATURES);
-            x.extend_from_slice(s.base.as_slice());
-            x.resize(NUM_FEATURES, 0.0);
+    for (slot, x) in slots.iter().zip(features.chunks_exact_mut(NUM_FEATURES)) {
+        if let Some(s) = slot {
+            let base = s.base.as_slice();
+            x[..base.len()].copy_from_slice(base);
             if let Some(p) = prev {
                 x[VELOCITY_EVENTS] = ln1p(s.events) - ln1p(p.events);
                 x[VELOCITY_BYTES] = ln1p(s.bytes) - ln1p(p.bytes);
             }
-            Vector(x)
-        }));
-        if slot.is_some() {
-            prev = *slot;
+            prev = Some(s);
         }
     }
-    let history_windows = slots.iter().filter(|s| s.is_some()).count() as u32 - 1;
+    let active: Vec<bool> = slots.iter().map(Option::is_some).collect();
+    let history_windows = active.iter().filter(|a| **a).count() as u32 - 1;
     Some(Sequence {
         window,
-        steps,
+        features: Vector(features),
+        active,
         history_windows,
         events: current.events,
         authenticated: current.authenticated,
@@ -122,10 +145,12 @@ mod tests {
         let seq = build_sequence(8, 16, &[(8, &b), (5, &a)]).unwrap();
         let cur = seq.current();
         assert_eq!(cur.len(), NUM_FEATURES);
-        assert!((cur.0[VELOCITY_EVENTS] - (8f32.ln() - 2f32.ln())).abs() < 1e-6);
-        let first = seq.steps[16 - 4].as_ref().unwrap();
-        assert_eq!(first.0[VELOCITY_EVENTS], 0.0, "no earlier active step");
-        assert_eq!(&cur.0[..NUM_BASE_FEATURES], b.base.as_slice());
+        assert!((cur[VELOCITY_EVENTS] - (8f32.ln() - 2f32.ln())).abs() < 1e-6);
+        let first = seq.step(16 - 4).unwrap();
+        assert_eq!(first[VELOCITY_EVENTS], 0.0, "no earlier active step");
+        assert_eq!(&cur[..NUM_BASE_FEATURES], b.base.as_slice());
+        assert_eq!(seq.active_steps().count(), 2);
+        assert!(seq.step(16 - 3).is_none());
         assert_eq!(seq.history_windows, 1);
         assert_eq!(seq.events, 7);
     }
@@ -134,7 +159,8 @@ mod tests {
     fn early_windows_do_not_underflow() {
         let s = summary(1, 2);
         let seq = build_sequence(1, 16, &[(1, &s)]).unwrap();
-        assert_eq!(seq.steps.len(), 16);
+        assert_eq!(seq.len(), 16);
+        assert_eq!(seq.features.len(), 16 * NUM_FEATURES);
         assert_eq!(seq.history_windows, 0);
     }
 }

@@ -145,7 +145,7 @@ fn run_dataflow(
                 .clone()
                 .segment_profiles(segment_window)
                 .inspect(tap(&seg_c));
-            profiles.resonance(segments, cfg, 4).inspect(tap(&res_c));
+            profiles.resonance(segments, cfg).inspect(tap(&res_c));
             input
         });
         let (index, peers) = (worker.index(), worker.peers());
@@ -284,22 +284,19 @@ fn oracle(
             sums.iter().map(|(s, v)| (s.as_str(), v)),
             cfg.min_segment_profiles,
         );
-        o.resonance.push(
-            profiles
-                .iter()
-                .filter_map(|(key, prof)| {
-                    resonance(
-                        t,
-                        prof.embedding.as_slice(),
-                        prof.history_windows,
-                        &prof.context,
-                        &table,
-                        cfg,
-                    )
-                    .map(|r| (key.clone(), r))
-                })
-                .collect(),
-        );
+        let mut scored = o.resonance.last().cloned().unwrap_or_default();
+        scored.extend(profiles.iter().filter_map(|(key, prof)| {
+            resonance(
+                t,
+                prof.embedding.as_slice(),
+                prof.history_windows,
+                &prof.context,
+                &table,
+                cfg,
+            )
+            .map(|r| (key.clone(), r))
+        }));
+        o.resonance.push(scored);
         o.segments.push(sums.into_iter().collect());
     }
     o
@@ -326,6 +323,20 @@ fn check(p: Params) {
     let got_seq = states(&got.sequences, until);
     let got_prof = states(&got.profiles, until);
     let got_seg = states(&got.segments, until);
+    // Profiles and resonance are facts: every update is a single insertion, never a transient
+    // correction that a consumer reading one window at a time would have to net out.
+    for (name, ok) in [
+        (
+            "profiles",
+            got.profiles.lock().unwrap().iter().all(|u| u.2 == 1),
+        ),
+        (
+            "resonance",
+            got.resonance.lock().unwrap().iter().all(|u| u.2 == 1),
+        ),
+    ] {
+        assert!(ok, "{name} had updates other than single insertions");
+    }
     let got_res = states(&got.resonance, until);
     let mut resonated = 0;
     for t in 0..=until as usize {
@@ -349,7 +360,7 @@ fn check(p: Params) {
             got_res[t], want.resonance[t],
             "resonance differs at window {t}"
         );
-        resonated += got_res[t].len();
+        resonated = got_res[t].len();
     }
     // The test is only meaningful if every stage produced something and state expired.
     assert!(want.summaries[p.windows as usize].len() > p.users);

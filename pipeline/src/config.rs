@@ -40,7 +40,6 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub use personaflow_operators::ops::embed::DEFAULT_MAX_BATCH;
-pub use personaflow_operators::ops::resonance::DEFAULT_RESONANCE_BUCKETS;
 pub use personaflow_operators::segments::DEFAULT_SEGMENT_WINDOW;
 pub use personaflow_operators::sequence::DEFAULT_SEQUENCE_LEN;
 
@@ -220,14 +219,11 @@ impl Default for EmbedderConfig {
 pub struct RuntimeConfig {
     /// Timely worker threads.
     pub workers: usize,
-    /// Buckets of the profile x segment-table join.
-    pub resonance_buckets: u64,
 }
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             workers: DEFAULT_WORKERS,
-            resonance_buckets: DEFAULT_RESONANCE_BUCKETS,
         }
     }
 }

@@ -85,11 +85,9 @@ pub fn build(worker: &mut Worker, config: &Config, out_root: &Path) -> Result<Da
             embed_errors.clone(),
         );
         let segments = profiles.clone().segment_profiles(config.segments.window);
-        let resonance = profiles.clone().resonance(
-            segments.clone(),
-            config.resonance.clone(),
-            config.runtime.resonance_buckets,
-        );
+        let resonance = profiles
+            .clone()
+            .resonance(segments.clone(), config.resonance.clone());
 
         sink_facts(
             sequences.probe_with(&probe),
@@ -143,7 +141,7 @@ fn features_rows(spec: &WindowSpec, seqs: &mut [(UserWindow, Sequence)]) -> Reco
             authenticated: seq.authenticated,
             segment: seq.segment.clone(),
             history_windows: seq.history_windows,
-            values: seq.current().0.clone(),
+            values: seq.current().to_vec(),
         })
         .collect();
     features_batch(&rows)

@@ -1,20 +1,28 @@
 //! `resonance`: each active user's probability distribution over segments (DESIGN.md step 6).
 
-use crate::features::Fnv;
-use crate::ops::{Hold, Profile, UserWindow};
+use crate::ops::{Profile, UserWindow};
 use crate::resonance::{resonance, Resonance, ResonanceConfig};
 use crate::segments::{SegmentSum, SegmentTable};
-use differential_dataflow::VecCollection;
-
-/// Default number of buckets users are spread over for the profile × segment-table join, so
-/// the join is shared by all workers instead of landing on one.
-pub const DEFAULT_RESONANCE_BUCKETS: u64 = 32;
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::{AsCollection, VecCollection};
+use std::collections::BTreeMap;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::Capability;
 
 /// Computes resonance.
 pub trait Resonate<'scope> {
     /// For each profile fact at window `w`, the user's [`Resonance`] against the segment
-    /// profiles as they are at `w`, present during `w` only. Work per window is proportional to
-    /// the users active in it times the number of segments.
+    /// profiles as they are at `w`, as a fact at `w`.
+    ///
+    /// The segment collection changes by a few records per window; its updates are broadcast
+    /// to every worker, which keeps the current segment table and scores its own profiles of a
+    /// window once that window is complete on both inputs. Work per window is proportional to
+    /// the users active in it times the number of segments; nothing is recomputed when a window
+    /// passes.
     ///
     /// ```
     /// use personaflow_operators::{Event, WindowSpec};
@@ -35,50 +43,107 @@ pub trait Resonate<'scope> {
     ///         .embed_profiles(Box::new(StandardisedEmbedder::default()), 64, ErrorSlot::default());
     ///     let segments = profiles.clone().segment_profiles(60);
     ///     profiles
-    ///         .resonance(segments, ResonanceConfig::default(), 4)
-    ///         .inspect(|(((_, w), r), t, d)| assert!(*w == 0 && r.top_segment() == "video" && (*t == 0 && *d == 1 || *t == 1 && *d == -1)));
+    ///         .resonance(segments, ResonanceConfig::default())
+    ///         .inspect(|(((_, w), r), t, d)| assert!(*w == 0 && r.top_segment() == "video" && *t == 0 && *d == 1));
     /// });
     /// ```
     fn resonance(
         self,
         segments: VecCollection<'scope, u64, (String, SegmentSum), isize>,
         config: ResonanceConfig,
-        buckets: u64,
     ) -> VecCollection<'scope, u64, (UserWindow, Resonance), isize>;
 }
+
+type Pending<D> = BTreeMap<u64, (Capability<u64>, Vec<(D, isize)>)>;
 
 impl<'scope> Resonate<'scope> for VecCollection<'scope, u64, (UserWindow, Profile), isize> {
     fn resonance(
         self,
         segments: VecCollection<'scope, u64, (String, SegmentSum), isize>,
         config: ResonanceConfig,
-        buckets: u64,
     ) -> VecCollection<'scope, u64, (UserWindow, Resonance), isize> {
-        let buckets = buckets.max(1);
-        let min_profiles = config.min_segment_profiles;
-        let table = segments
-            .map(|(name, sum)| ((), (name, sum)))
-            .reduce_named("SegmentTable", move |_unit, values, output| {
-                let sums = values
-                    .iter()
-                    .filter(|(_, r)| *r > 0)
-                    .map(|((name, sum), _)| (name.as_str(), sum));
-                output.push((SegmentTable::from_sums(sums, min_profiles), 1isize));
-            })
-            .flat_map(move |((), table)| (0..buckets).map(move |b| (b, table.clone())));
-        self.hold_for(1)
-            .map(move |(key, profile)| (Fnv::hash_str(&key.0) % buckets, (key, profile)))
-            .join_map(table, move |_bucket, (key, profile), table| {
-                let r = resonance(
-                    key.1,
-                    profile.embedding.as_slice(),
-                    profile.history_windows,
-                    &profile.context,
-                    table,
-                    &config,
-                );
-                (key.clone(), r)
-            })
-            .flat_map(|(key, r)| r.map(|r| (key, r)))
+        let table_updates = segments.inner.broadcast();
+        self.inner
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
+                table_updates,
+                Pipeline,
+                Pipeline,
+                "Resonance",
+                move |_cap, _info| {
+                    let mut profiles: Pending<(UserWindow, Profile)> = BTreeMap::new();
+                    let mut table_pending: BTreeMap<u64, Vec<((String, SegmentSum), isize)>> =
+                        BTreeMap::new();
+                    // The segment collection as of the last window scored: record -> count.
+                    let mut state: BTreeMap<(String, SegmentSum), isize> = BTreeMap::new();
+                    move |(profile_input, profile_frontier),
+                          (table_input, table_frontier),
+                          output| {
+                        profile_input.for_each_time(|cap, data| {
+                            for batch in data {
+                                for (d, t, r) in batch.drain(..) {
+                                    profiles
+                                        .entry(t)
+                                        .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                                        .1
+                                        .push((d, r));
+                                }
+                            }
+                        });
+                        table_input.for_each_time(|_cap, data| {
+                            for batch in data {
+                                for (d, t, r) in batch.drain(..) {
+                                    table_pending.entry(t).or_default().push((d, r));
+                                }
+                            }
+                        });
+                        while let Some(entry) = profiles.first_entry() {
+                            let window = *entry.key();
+                            if profile_frontier.less_equal(&window)
+                                || table_frontier.less_equal(&window)
+                            {
+                                break;
+                            }
+                            while let Some(updates) = table_pending.first_entry() {
+                                if *updates.key() > window {
+                                    break;
+                                }
+                                for (d, r) in updates.remove() {
+                                    let count = state.entry(d.clone()).or_default();
+                                    count.plus_equals(&r);
+                                    if *count == 0 {
+                                        state.remove(&d);
+                                    }
+                                }
+                            }
+                            let table = SegmentTable::from_sums(
+                                state
+                                    .iter()
+                                    .filter(|(_, c)| **c > 0)
+                                    .map(|((name, sum), _)| (name.as_str(), sum)),
+                                config.min_segment_profiles,
+                            );
+                            let (cap, mut updates) = entry.remove();
+                            consolidate(&mut updates);
+                            let mut session = output.session(&cap);
+                            for ((key, profile), r) in updates {
+                                if r <= 0 {
+                                    continue;
+                                }
+                                if let Some(res) = resonance(
+                                    key.1,
+                                    profile.embedding.as_slice(),
+                                    profile.history_windows,
+                                    &profile.context,
+                                    &table,
+                                    &config,
+                                ) {
+                                    session.give(((key, res), window, 1isize));
+                                }
+                            }
+                        }
+                    }
+                },
+            )
+            .as_collection()
     }
 }

@@ -30,7 +30,7 @@ pub trait Sequences<'scope> {
     ///         .container::<Vec<_>>()
     ///         .window_aggregate(WindowSpec::default())
     ///         .sequences(4)
-    ///         .inspect(|((_, seq), t, r)| assert!(seq.steps.len() == 4 && (*t == 0 && *r == 1 || *t == 1 && *r == -1)));
+    ///         .inspect(|((_, seq), t, r)| assert!(seq.len() == 4 && (*t == 0 && *r == 1 || *t == 1 && *r == -1)));
     /// });
     /// ```
     fn sequences(self, len: usize) -> VecCollection<'scope, u64, (UserWindow, Sequence), isize>;
