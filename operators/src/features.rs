@@ -567,7 +567,7 @@ mod tests {
 
     #[test]
     fn merge_is_order_independent() {
-        let mut events = vec![ev(1_000, "a"), ev(5_000, "b"), ev(3_000, "c")];
+        let mut events = [ev(1_000, "a"), ev(5_000, "b"), ev(3_000, "c")];
         events[0].session_id = Some("s1".into());
         events[1].session_id = Some("s2".into());
         events[1].status = Some(503);

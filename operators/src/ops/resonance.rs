@@ -55,6 +55,7 @@ pub trait Resonate<'scope> {
 }
 
 type Pending<D> = BTreeMap<u64, (Capability<u64>, Vec<(D, isize)>)>;
+type TableUpdates = BTreeMap<u64, Vec<((String, SegmentSum), isize)>>;
 
 impl<'scope> Resonate<'scope> for VecCollection<'scope, u64, (UserWindow, Profile), isize> {
     fn resonance(
@@ -71,8 +72,7 @@ impl<'scope> Resonate<'scope> for VecCollection<'scope, u64, (UserWindow, Profil
                 "Resonance",
                 move |_cap, _info| {
                     let mut profiles: Pending<(UserWindow, Profile)> = BTreeMap::new();
-                    let mut table_pending: BTreeMap<u64, Vec<((String, SegmentSum), isize)>> =
-                        BTreeMap::new();
+                    let mut table_pending: TableUpdates = BTreeMap::new();
                     // The segment collection as of the last window scored: record -> count.
                     let mut state: BTreeMap<(String, SegmentSum), isize> = BTreeMap::new();
                     move |(profile_input, profile_frontier),
