@@ -15,6 +15,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use personaflow_operators::features::{FEATURES, NUM_FEATURES};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -440,10 +441,19 @@ pub struct PartitionedWriter {
 impl PartitionedWriter {
     /// A writer for `table` under `root/<table>/`.
     pub fn new(root: &Path, table: Table, worker: usize, row_group_rows: usize) -> Self {
-        let props = WriterProperties::builder()
+        // Dictionary encoding pays off for the repetitive string columns (users, segments,
+        // context, reasons), not for floats, where it only costs time.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-            .build();
+            .set_dictionary_enabled(false);
+        for field in table.schema().fields() {
+            if field.data_type() == &DataType::Utf8 {
+                props = props
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+            }
+        }
+        let props = props.build();
         PartitionedWriter {
             dir: root.join(table.name()),
             table,
