@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Users simulated by `personaflow demo` unless told otherwise.
-const DEMO_USERS: usize = 400;
+const DEMO_USERS: usize = 1_000;
 /// Days simulated by `personaflow demo` unless told otherwise.
-const DEMO_DAYS: f64 = 0.5;
+const DEMO_DAYS: f64 = 1.0;
 /// Seed of `personaflow demo` unless told otherwise.
 const DEMO_SEED: u64 = 42;
 
