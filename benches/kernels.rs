@@ -1,2 +1,411 @@
-//! Criterion benches of the feature and resonance kernels (being written).
-fn main() {}
+//! Criterion benches of the per-event and per-profile kernels of the dataflow: window feature
+//! aggregation, sequences and the baseline embedder, segment sums and resonance.
+//!
+//! Run with `cargo bench --bench kernels` (add a filter, e.g. `-- resonance`, to run a part).
+//! Every input is drawn from a seeded [`ChaCha8Rng`], so runs compare like with like. Each
+//! bench sets its throughput unit: events, user-windows, sequences, profiles or users.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use differential_dataflow::difference::{Abelian, Semigroup};
+use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
+use personaflow_operators::features::{window_features, WindowAgg, WindowSummary};
+use personaflow_operators::resonance::{context_prior, resonance, ResonanceConfig};
+use personaflow_operators::segments::{SegmentSum, SegmentTable};
+use personaflow_operators::sequence::{build_sequence, DEFAULT_SEQUENCE_LEN};
+use personaflow_operators::{Context, Event, WindowSpec};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::hint::black_box;
+
+/// Seed of every input.
+const SEED: u64 = 0x5eed_f10e;
+/// User-windows in the feature benches.
+const USER_WINDOWS: usize = 2_000;
+/// Largest number of events of one user in one window (sizes are uniform in 1..=this).
+const MAX_EVENTS_PER_WINDOW: usize = 32;
+/// Sequences built and embedded per iteration.
+const SEQUENCES: usize = 1_000;
+/// Share of a sequence's windows in which the user is active.
+const ACTIVE_SHARE: f64 = 0.6;
+/// Profiles per iteration in the segment-sum benches.
+const PROFILES: usize = 1_000;
+/// Users scored per iteration in the resonance benches.
+const USERS: usize = 1_000;
+/// Segment table sizes of the resonance benches.
+const SEGMENT_COUNTS: [usize; 2] = [5, 50];
+/// Profiles summed into each segment of a resonance table.
+const PROFILES_PER_SEGMENT: usize = 40;
+
+const ACTIONS: [&str; 12] = [
+    "page_view",
+    "click",
+    "search",
+    "purchase",
+    "login",
+    "stream_chunk",
+    "play",
+    "game_move",
+    "chat",
+    "api_call",
+    "heartbeat",
+    "telemetry",
+];
+const CATEGORIES: [&str; 6] = ["web", "video", "game", "work", "iot", "commerce"];
+const DEVICES: [&str; 6] = ["mobile", "desktop", "tv", "tablet", "console", "sensor"];
+const OSES: [&str; 5] = ["android", "ios", "windows", "linux", "tizen"];
+const COUNTRIES: [&str; 8] = ["US", "DE", "FR", "BR", "IN", "JP", "GB", "NG"];
+const SEGMENT_NAMES: [&str; 5] = [
+    "gamer",
+    "video_streamer",
+    "remote_worker",
+    "iot_device",
+    "casual_browser",
+];
+
+fn pick<'a>(rng: &mut ChaCha8Rng, from: &[&'a str]) -> &'a str {
+    from[rng.random_range(0..from.len())]
+}
+
+fn random_context(rng: &mut ChaCha8Rng) -> Context {
+    Context {
+        device: Some(pick(rng, &DEVICES).to_string()),
+        os: Some(pick(rng, &OSES).to_string()),
+        country: Some(pick(rng, &COUNTRIES).to_string()),
+    }
+}
+
+/// One random event of `user` in window `window`, with every optional field set the way the
+/// simulator sets them (some left empty).
+fn random_event(rng: &mut ChaCha8Rng, user: &str, window: u64, spec: &WindowSpec) -> Event {
+    let ts = spec.start_ms(window) + rng.random_range(0..spec.len_ms());
+    let mut e = Event::new(ts, user, pick(rng, &ACTIONS));
+    e.session_id = Some(format!("{user}-s{}", rng.random_range(0..4u32)));
+    e.authenticated = rng.random_bool(0.5);
+    e.segment = Some(pick(rng, &SEGMENT_NAMES).to_string());
+    e.category = rng
+        .random_bool(0.9)
+        .then(|| pick(rng, &CATEGORIES).to_string());
+    e.bytes_in = Some(rng.random_range(100..2_000_000));
+    e.bytes_out = Some(rng.random_range(50..20_000));
+    e.latency_ms = rng.random_bool(0.8).then(|| rng.random_range(1.0..900.0));
+    e.status = Some(if rng.random_bool(0.05) { 503 } else { 200 });
+    let ctx = random_context(rng);
+    (e.device, e.os, e.country) = (ctx.device, ctx.os, ctx.country);
+    e
+}
+
+/// `USER_WINDOWS` groups of events, each of one user in one window.
+fn event_groups(rng: &mut ChaCha8Rng, spec: &WindowSpec) -> Vec<(u64, Vec<Event>)> {
+    (0..USER_WINDOWS)
+        .map(|i| {
+            let user = format!("u{:06}", i % 500);
+            let window = 29_462_400 + (i / 500) as u64;
+            let n = rng.random_range(1..=MAX_EVENTS_PER_WINDOW);
+            let events = (0..n)
+                .map(|_| random_event(rng, &user, window, spec))
+                .collect();
+            (window, events)
+        })
+        .collect()
+}
+
+fn bench_features(c: &mut Criterion) {
+    let spec = WindowSpec::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let groups = event_groups(&mut rng, &spec);
+    let events: usize = groups.iter().map(|(_, g)| g.len()).sum();
+    let aggs: Vec<(u64, WindowAgg)> = groups
+        .iter()
+        .map(|(w, g)| {
+            let mut agg = WindowAgg::empty();
+            g.iter().for_each(|e| agg.add(e));
+            (*w, agg)
+        })
+        .collect();
+    let singletons: Vec<Vec<WindowAgg>> = groups
+        .iter()
+        .map(|(_, g)| g.iter().map(WindowAgg::of).collect())
+        .collect();
+
+    let mut group = c.benchmark_group("features");
+    group.throughput(Throughput::Elements(events as u64));
+    group.bench_function("window_agg_add/per_event", |b| {
+        b.iter(|| {
+            for (_, g) in &groups {
+                let mut agg = WindowAgg::empty();
+                for e in g {
+                    agg.add(black_box(e));
+                }
+                black_box(&agg);
+            }
+        })
+    });
+    group.bench_function("window_agg_merge/per_event", |b| {
+        b.iter(|| {
+            for s in &singletons {
+                let mut agg = WindowAgg::empty();
+                for one in s {
+                    agg.merge(black_box(one));
+                }
+                black_box(&agg);
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(aggs.len() as u64));
+    group.bench_function("window_features/per_user_window", |b| {
+        b.iter(|| {
+            for (w, agg) in &aggs {
+                black_box(window_features(black_box(agg), *w, &spec));
+            }
+        })
+    });
+    group.bench_function("window_summary/per_user_window", |b| {
+        b.iter(|| {
+            for (w, agg) in &aggs {
+                black_box(WindowSummary::new(black_box(agg), *w, &spec));
+            }
+        })
+    });
+    group.finish();
+}
+
+/// `SEQUENCES` users' histories: window summaries in about `ACTIVE_SHARE` of the last `L`
+/// windows, always including the current one.
+fn histories(rng: &mut ChaCha8Rng, spec: &WindowSpec) -> Vec<Vec<(u64, WindowSummary)>> {
+    let len = DEFAULT_SEQUENCE_LEN as u64;
+    let current = 29_462_400 + len;
+    (0..SEQUENCES)
+        .map(|i| {
+            let user = format!("u{i:06}");
+            let mut history = Vec::new();
+            for w in current + 1 - len..=current {
+                if w != current && !rng.random_bool(ACTIVE_SHARE) {
+                    continue;
+                }
+                let mut agg = WindowAgg::empty();
+                for _ in 0..rng.random_range(1..=MAX_EVENTS_PER_WINDOW) {
+                    agg.add(&random_event(rng, &user, w, spec));
+                }
+                history.push((w, WindowSummary::new(&agg, w, spec)));
+            }
+            history
+        })
+        .collect()
+}
+
+fn bench_sequences(c: &mut Criterion) {
+    let spec = WindowSpec::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ 1);
+    let histories = histories(&mut rng, &spec);
+    let refs: Vec<Vec<(u64, &WindowSummary)>> = histories
+        .iter()
+        .map(|h| h.iter().map(|(w, s)| (*w, s)).collect())
+        .collect();
+    let current = refs[0].last().map(|(w, _)| *w).expect("non-empty history");
+    let sequences: Vec<_> = refs
+        .iter()
+        .map(|h| build_sequence(current, DEFAULT_SEQUENCE_LEN, h).expect("active in current"))
+        .collect();
+    let embedder = StandardisedEmbedder::default();
+
+    let mut group = c.benchmark_group("sequences");
+    group.throughput(Throughput::Elements(SEQUENCES as u64));
+    group.bench_function("build_sequence/per_sequence", |b| {
+        b.iter(|| {
+            for h in &refs {
+                black_box(build_sequence(current, DEFAULT_SEQUENCE_LEN, black_box(h)));
+            }
+        })
+    });
+    group.bench_function("embed_one/per_sequence", |b| {
+        b.iter(|| {
+            for s in &sequences {
+                black_box(embedder.embed_one(black_box(s)));
+            }
+        })
+    });
+    group.bench_function("build_sequence+embed_one/per_sequence", |b| {
+        b.iter(|| {
+            for h in &refs {
+                let seq = build_sequence(current, DEFAULT_SEQUENCE_LEN, black_box(h))
+                    .expect("active in current");
+                black_box(embedder.embed_one(&seq));
+            }
+        })
+    });
+    group.finish();
+}
+
+/// A random profile of the baseline embedder's dimensionality.
+fn random_profile(rng: &mut ChaCha8Rng, dims: usize) -> Vec<f32> {
+    (0..dims).map(|_| rng.random_range(-3.0f32..3.0)).collect()
+}
+
+fn bench_segment_sums(c: &mut Criterion) {
+    let dims = StandardisedEmbedder::default().dims();
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ 2);
+    let sums: Vec<SegmentSum> = (0..PROFILES)
+        .map(|_| {
+            let p = random_profile(&mut rng, dims);
+            SegmentSum::of_profile(&p, &random_context(&mut rng))
+        })
+        .collect();
+
+    let mut group = c.benchmark_group(format!("segment_sum/dims={dims}"));
+    group.throughput(Throughput::Elements(PROFILES as u64));
+    group.bench_function("of_profile/per_profile", |b| {
+        let profiles: Vec<(Vec<f32>, Context)> = (0..PROFILES)
+            .map(|_| (random_profile(&mut rng, dims), random_context(&mut rng)))
+            .collect();
+        b.iter(|| {
+            for (p, ctx) in &profiles {
+                black_box(SegmentSum::of_profile(black_box(p), ctx));
+            }
+        })
+    });
+    group.bench_function("plus_equals/per_profile", |b| {
+        b.iter(|| {
+            let mut acc = SegmentSum::default();
+            for s in &sums {
+                acc.plus_equals(black_box(s));
+            }
+            black_box(acc)
+        })
+    });
+    group.bench_function("plus_equals_retract/per_profile", |b| {
+        // The rolling window: insert each profile, retract the one W = 60 profiles back.
+        let negated: Vec<SegmentSum> = sums
+            .iter()
+            .map(|s| {
+                let mut n = s.clone();
+                n.negate();
+                n
+            })
+            .collect();
+        b.iter(|| {
+            let mut acc = SegmentSum::default();
+            for (i, s) in sums.iter().enumerate() {
+                acc.plus_equals(black_box(s));
+                if i >= 60 {
+                    acc.plus_equals(black_box(&negated[i - 60]));
+                }
+            }
+            black_box(acc)
+        })
+    });
+    group.bench_function("negate/per_profile", |b| {
+        let mut work = sums.clone();
+        b.iter(|| {
+            for s in work.iter_mut() {
+                s.negate();
+            }
+            black_box(&work);
+        })
+    });
+    group.finish();
+}
+
+/// A table of `segments` segments, each the sum of `PROFILES_PER_SEGMENT` random profiles
+/// around its own centre, with their contexts.
+fn segment_table(rng: &mut ChaCha8Rng, segments: usize, dims: usize) -> SegmentTable {
+    let names: Vec<String> = (0..segments).map(|i| format!("segment_{i:03}")).collect();
+    let sums: Vec<SegmentSum> = (0..segments)
+        .map(|_| {
+            let centre = random_profile(rng, dims);
+            let mut acc = SegmentSum::default();
+            for _ in 0..PROFILES_PER_SEGMENT {
+                let p: Vec<f32> = centre
+                    .iter()
+                    .map(|c| c + rng.random_range(-0.5f32..0.5))
+                    .collect();
+                acc.plus_equals(&SegmentSum::of_profile(&p, &random_context(rng)));
+            }
+            acc
+        })
+        .collect();
+    SegmentTable::from_sums(names.iter().map(String::as_str).zip(&sums), 1)
+}
+
+fn bench_resonance(c: &mut Criterion) {
+    let dims = StandardisedEmbedder::default().dims();
+    let cfg = ResonanceConfig::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED ^ 3);
+    let users: Vec<(Vec<f32>, Context)> = (0..USERS)
+        .map(|_| (random_profile(&mut rng, dims), random_context(&mut rng)))
+        .collect();
+
+    let mut group = c.benchmark_group(format!("resonance/dims={dims}"));
+    group.throughput(Throughput::Elements(USERS as u64));
+    for segments in SEGMENT_COUNTS {
+        let table = segment_table(&mut rng, segments, dims);
+        assert_eq!(table.segments.len(), segments);
+        group.bench_with_input(
+            BenchmarkId::new("warm/per_user", format!("segments={segments}")),
+            &table,
+            |b, table| {
+                b.iter(|| {
+                    for (p, ctx) in &users {
+                        black_box(resonance(7, black_box(p), 5, ctx, table, &cfg));
+                    }
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("cold_start/per_user", format!("segments={segments}")),
+            &table,
+            |b, table| {
+                b.iter(|| {
+                    for (p, ctx) in &users {
+                        black_box(resonance(7, black_box(p), 0, ctx, table, &cfg));
+                    }
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("context_prior/per_user", format!("segments={segments}")),
+            &table,
+            |b, table| {
+                b.iter(|| {
+                    for (_, ctx) in &users {
+                        black_box(context_prior(black_box(ctx), table, cfg.prior_smoothing));
+                    }
+                })
+            },
+        );
+    }
+    group.throughput(Throughput::Elements(1));
+    for segments in SEGMENT_COUNTS {
+        let names: Vec<String> = (0..segments).map(|i| format!("segment_{i:03}")).collect();
+        let sums: Vec<SegmentSum> = (0..segments)
+            .map(|_| {
+                let mut acc = SegmentSum::default();
+                for _ in 0..PROFILES_PER_SEGMENT {
+                    let p = random_profile(&mut rng, dims);
+                    acc.plus_equals(&SegmentSum::of_profile(&p, &random_context(&mut rng)));
+                }
+                acc
+            })
+            .collect();
+        group.bench_function(
+            BenchmarkId::new("table_from_sums/per_table", format!("segments={segments}")),
+            |b| {
+                b.iter(|| {
+                    black_box(SegmentTable::from_sums(
+                        names.iter().map(String::as_str).zip(black_box(&sums)),
+                        1,
+                    ))
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_features,
+    bench_sequences,
+    bench_segment_sums,
+    bench_resonance
+);
+criterion_main!(benches);
