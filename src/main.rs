@@ -144,27 +144,17 @@ impl Progress for Bar {
         self.0.set_position(u.bytes_done);
         let newest = u
             .newest_window_end_ms
-            .and_then(chrono_like)
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
             .unwrap_or_default();
         self.0.set_message(format!(
-            "{} events, {} rejected, at {newest}",
+            "{} events, {} rejected, event time {newest}",
             u.events, u.rejects
         ));
     }
     fn finish(&self) {
         self.0.finish_and_clear();
     }
-}
-
-fn chrono_like(ms: i64) -> Option<String> {
-    let secs = ms / 1000;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    Some(format!(
-        "day {} {:02}:{:02}",
-        days,
-        rem / 3600,
-        (rem % 3600) / 60
-    ))
 }
 
 fn progress(quiet: bool) -> Arc<dyn Progress> {

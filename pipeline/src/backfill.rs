@@ -432,6 +432,7 @@ fn read_all(
     let mut update = ProgressUpdate::default();
     for file in files {
         let name = file.path.display().to_string();
+        let file_rows = parquet_row_count(file);
         let mut reader = open_reader(file, mapping, config.ingest.chunk_rows)?;
         loop {
             if abort.load(Ordering::Relaxed) {
@@ -513,7 +514,12 @@ fn read_all(
                 update.rejects = s.rejects;
             }
             update.newest_window_end_ms = newest.map(|n| spec.end_ms(n));
-            update.bytes_done = bytes_before;
+            // Within a Parquet file the footer's row count tells how far along it is; other
+            // formats advance a file at a time.
+            update.bytes_done = bytes_before
+                + file_rows.map_or(0, |total| {
+                    (file.size_bytes as f64 * rows_after as f64 / total.max(1) as f64) as u64
+                });
             progress.update(&update);
             let epoch = newest.map(|n| n.saturating_sub(disorder)).unwrap_or(0);
             if tx
@@ -535,6 +541,18 @@ fn read_all(
     }
     rejects_writer.finish_unpartitioned()?;
     Ok(())
+}
+
+/// Rows in a Parquet file according to its footer (`None` for other formats or on error; the
+/// file was already checked, and reading reports errors properly).
+fn parquet_row_count(file: &InputFile) -> Option<u64> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    if file.format != crate::source::Format::Parquet {
+        return None;
+    }
+    let f = std::fs::File::open(&file.path).ok()?;
+    let reader = SerializedFileReader::new(f).ok()?;
+    u64::try_from(reader.metadata().file_metadata().num_rows()).ok()
 }
 
 /// Refuses an output directory that exists and is not empty, unless `overwrite`.
