@@ -135,21 +135,22 @@ pub fn resonance(
     if table.segments.is_empty() {
         return None;
     }
-    let centre = |v: &[f32]| -> Vec<f32> {
-        if cfg.center {
-            v.iter()
-                .zip(table.global_mean.0.iter().chain(std::iter::repeat(&0.0)))
-                .map(|(x, m)| x - m)
-                .collect()
-        } else {
-            v.to_vec()
-        }
+    let user: Vec<f32> = if cfg.center {
+        profile
+            .iter()
+            .zip(table.global_mean.0.iter().chain(std::iter::repeat(&0.0)))
+            .map(|(x, m)| x - m)
+            .collect()
+    } else {
+        profile.to_vec()
     };
-    let user = centre(profile);
     let cosines: Vec<f32> = table
         .segments
         .iter()
-        .map(|s| cosine(&user, &centre(s.mean.as_slice())))
+        .map(|s| {
+            let mean = if cfg.center { &s.centred_mean } else { &s.mean };
+            cosine(&user, mean.as_slice())
+        })
         .collect();
     let mut probs = softmax(&cosines, cfg.temperature);
     let cold_start = history_windows < cfg.cold_start_windows;
@@ -213,34 +214,14 @@ pub fn context_prior(context: &Context, table: &SegmentTable, smoothing: f32) ->
         })
         .collect();
     let alpha = f64::from(smoothing);
-    for field in CONTEXT_FIELDS {
+    for (i, field) in CONTEXT_FIELDS.iter().enumerate() {
         let Some(value) = field.of(context) else {
             continue;
         };
-        let mut values: Vec<&str> = table
-            .segments
-            .iter()
-            .flat_map(|s| s.context.iter())
-            .filter(|((f, _), _)| *f == field)
-            .map(|((_, v), _)| v.as_str())
-            .collect();
-        values.sort_unstable();
-        values.dedup();
-        let vocab = (values.len() + 1) as f64;
+        let vocab = (table.context_vocabulary[i] + 1) as f64;
         for (lp, s) in logp.iter_mut().zip(&table.segments) {
-            let seen: i64 = s
-                .context
-                .iter()
-                .filter(|((f, v), _)| *f == field && v == value)
-                .map(|(_, c)| *c)
-                .sum();
-            let field_total: i64 = s
-                .context
-                .iter()
-                .filter(|((f, _), _)| *f == field)
-                .map(|(_, c)| *c)
-                .sum();
-            *lp += ((seen as f64 + alpha) / (field_total as f64 + alpha * vocab)).ln();
+            let seen = s.context_count(*field, value) as f64;
+            *lp += ((seen + alpha) / (s.context_totals[i] as f64 + alpha * vocab)).ln();
         }
     }
     let logp: Vec<f32> = logp.into_iter().map(|v| v as f32).collect();
@@ -251,6 +232,7 @@ pub fn context_prior(context: &Context, table: &SegmentTable, smoothing: f32) ->
 mod tests {
     use super::*;
     use crate::segments::SegmentSum;
+    use crate::vector::softmax;
     use differential_dataflow::difference::Multiply;
 
     fn table() -> SegmentTable {
@@ -342,6 +324,90 @@ mod tests {
         };
         assert!(bad.validate().is_err());
         assert!(ResonanceConfig::default().validate().is_ok());
+    }
+
+    /// The prior straight from its definition: counts and vocabularies recomputed by scanning.
+    fn direct_prior(context: &Context, table: &SegmentTable, alpha: f64) -> Vec<f32> {
+        let total: i64 = table.segments.iter().map(|s| s.profiles).sum();
+        let mut logp: Vec<f64> = table
+            .segments
+            .iter()
+            .map(|s| (s.profiles as f64 / total as f64).ln())
+            .collect();
+        for field in CONTEXT_FIELDS {
+            let Some(value) = field.of(context) else {
+                continue;
+            };
+            let mut vocab: Vec<&str> = table
+                .segments
+                .iter()
+                .flat_map(|s| &s.context)
+                .filter(|((f, _), _)| *f == field)
+                .map(|((_, v), _)| v.as_str())
+                .collect();
+            vocab.sort_unstable();
+            vocab.dedup();
+            for (lp, s) in logp.iter_mut().zip(&table.segments) {
+                let count = |pred: &dyn Fn(&str) -> bool| -> f64 {
+                    s.context
+                        .iter()
+                        .filter(|((f, v), _)| *f == field && pred(v))
+                        .map(|(_, c)| *c as f64)
+                        .sum()
+                };
+                let seen = count(&|v| v == value);
+                let field_total = count(&|_| true);
+                *lp += ((seen + alpha) / (field_total + alpha * (vocab.len() + 1) as f64)).ln();
+            }
+        }
+        softmax(&logp.iter().map(|v| *v as f32).collect::<Vec<_>>(), 1.0)
+    }
+
+    #[test]
+    fn context_prior_matches_its_definition() {
+        let devices = ["tv", "pc", "phone", "console"];
+        let countries = ["DE", "US", "BR"];
+        let mut sums = Vec::new();
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            let mut acc = SegmentSum::default();
+            use differential_dataflow::difference::Semigroup;
+            for j in 0..(5 + 3 * i) {
+                let ctx = Context {
+                    device: Some(devices[(i * j + j) % devices.len()].into()),
+                    os: (j % 3 != 0).then(|| format!("os{}", (i + j) % 2)),
+                    country: Some(countries[(i + 2 * j) % countries.len()].into()),
+                };
+                acc.plus_equals(&SegmentSum::of_profile(&[i as f32, j as f32], &ctx));
+            }
+            sums.push((*name, acc));
+        }
+        let table = SegmentTable::from_sums(sums.iter().map(|(n, s)| (*n, s)), 1);
+        for device in ["tv", "console", "unseen"] {
+            for os in [None, Some("os1")] {
+                let ctx = Context {
+                    device: Some(device.into()),
+                    os: os.map(str::to_string),
+                    country: Some("BR".into()),
+                };
+                let fast = context_prior(&ctx, &table, 0.5);
+                let direct = direct_prior(&ctx, &table, 0.5);
+                for (f, d) in fast.iter().zip(&direct) {
+                    assert!((f - d).abs() < 1e-6, "{ctx:?}: {fast:?} vs {direct:?}");
+                }
+            }
+        }
+        // Centred means are the means minus the global mean.
+        for s in &table.segments {
+            for ((c, m), g) in s
+                .centred_mean
+                .0
+                .iter()
+                .zip(&s.mean.0)
+                .zip(&table.global_mean.0)
+            {
+                assert!((c - (m - g)).abs() < 1e-6);
+            }
+        }
     }
 
     #[test]

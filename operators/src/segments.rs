@@ -35,6 +35,15 @@ pub const CONTEXT_FIELDS: [ContextField; 3] = [
     ContextField::Country,
 ];
 
+/// The position of a field in [`CONTEXT_FIELDS`].
+pub fn field_index(field: ContextField) -> usize {
+    match field {
+        ContextField::Device => 0,
+        ContextField::Os => 1,
+        ContextField::Country => 2,
+    }
+}
+
 impl ContextField {
     /// The field's value in a context.
     pub fn of(self, c: &Context) -> Option<&str> {
@@ -178,8 +187,22 @@ pub struct SegmentEntry {
     pub profiles: i64,
     /// Mean embedding.
     pub mean: Vector,
+    /// Mean embedding minus the table's global mean (what centred resonance compares).
+    pub centred_mean: Vector,
     /// Context counts (see [`SegmentSum::context`]).
     pub context: Vec<((ContextField, String), i64)>,
+    /// Per field of [`CONTEXT_FIELDS`], the total of this segment's context counts.
+    pub context_totals: [i64; 3],
+}
+
+impl SegmentEntry {
+    /// How many of this segment's profiles had `value` for `field`.
+    pub fn context_count(&self, field: ContextField, value: &str) -> i64 {
+        self.context
+            .binary_search_by(|((f, v), _)| (*f, v.as_str()).cmp(&(field, value)))
+            .map(|i| self.context[i].1)
+            .unwrap_or(0)
+    }
 }
 
 /// Every segment's profile at a point in time, sorted by name, with the profile-weighted
@@ -190,6 +213,8 @@ pub struct SegmentTable {
     pub segments: Vec<SegmentEntry>,
     /// Mean of all profiles of the listed segments.
     pub global_mean: Vector,
+    /// Per field of [`CONTEXT_FIELDS`], the number of distinct values over all segments.
+    pub context_vocabulary: [usize; 3],
 }
 
 impl SegmentTable {
@@ -222,17 +247,46 @@ impl SegmentTable {
             for (t, s) in total.sum.iter_mut().zip(&sum.sum) {
                 *t += *s;
             }
+            let mut context_totals = [0i64; 3];
+            for ((field, _), count) in &sum.context {
+                context_totals[field_index(*field)] += count;
+            }
             segments.push(SegmentEntry {
                 name: name.to_string(),
                 profiles: sum.profiles,
                 mean: Vector(sum.mean()),
+                centred_mean: Vector::default(),
                 context: sum.context.clone(),
+                context_totals,
             });
         }
         segments.sort();
+        let global_mean = Vector(total.mean());
+        for s in &mut segments {
+            s.centred_mean = Vector(
+                s.mean
+                    .0
+                    .iter()
+                    .zip(global_mean.0.iter().chain(std::iter::repeat(&0.0)))
+                    .map(|(x, m)| x - m)
+                    .collect(),
+            );
+        }
+        let mut vocabulary: [Vec<&str>; 3] = Default::default();
+        for s in &segments {
+            for ((field, value), _) in &s.context {
+                vocabulary[field_index(*field)].push(value);
+            }
+        }
+        let context_vocabulary = vocabulary.map(|mut values| {
+            values.sort_unstable();
+            values.dedup();
+            values.len()
+        });
         SegmentTable {
             segments,
-            global_mean: Vector(total.mean()),
+            global_mean,
+            context_vocabulary,
         }
     }
 }
