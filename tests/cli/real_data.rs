@@ -2,6 +2,7 @@
 
 use crate::support::*;
 use std::collections::BTreeSet;
+use std::path::Path;
 
 /// Data rows of a Zeek log with the value of `field` in each, in file order.
 fn zeek_column(log: &str, field: &str) -> Vec<String> {
@@ -90,6 +91,22 @@ fn zeek_conn_log_through_the_shipped_mapping() {
 
 /// CDNOW is ordered by customer, not by time: it spans 546 days, so a backfill needs
 /// `ingest.max_out_of_order` of at least that to accept every purchase.
+/// Backfills the CDNOW log through the shipped mapping with a job config.
+fn backfill_cdnow(input: &Path, out: &Path, config: &Path) {
+    let cdnow_mapping = mapping("cdnow.toml");
+    backfill(
+        input,
+        out,
+        &[
+            "--mapping",
+            cdnow_mapping.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .ok();
+}
+
 #[test]
 fn cdnow_through_the_shipped_mapping_with_daily_windows() {
     let Some(data) = shared_data("cdnow_through_the_shipped_mapping_with_daily_windows") else {
@@ -104,18 +121,7 @@ fn cdnow_through_the_shipped_mapping_with_daily_windows() {
     )
     .unwrap();
     let out = tmp.path().join("cdnow");
-    let cdnow_mapping = mapping("cdnow.toml");
-    backfill(
-        &input,
-        &out,
-        &[
-            "--mapping",
-            cdnow_mapping.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    backfill_cdnow(&input, &out, &config);
 
     let json = run_json(&out);
     assert_eq!(json_u64(&json, "/rows_read"), 69_659);
@@ -170,18 +176,7 @@ fn cdnow_out_of_order_purchases_are_rejected_as_late_not_lost() {
     let config = tmp.path().join("daily.toml");
     std::fs::write(&config, "[window]\nlength = \"1d\"\n").unwrap();
     let out = tmp.path().join("cdnow");
-    let cdnow_mapping = mapping("cdnow.toml");
-    backfill(
-        &input,
-        &out,
-        &[
-            "--mapping",
-            cdnow_mapping.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    backfill_cdnow(&input, &out, &config);
     let json = run_json(&out);
     let (events, late) = (json_u64(&json, "/events"), json_u64(&json, "/late_events"));
     assert_eq!(json_u64(&json, "/rows_read"), 69_659);

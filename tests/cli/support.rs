@@ -17,12 +17,13 @@ use std::process::{Command, Output};
 /// Worker threads every backfill in these tests runs with.
 pub const WORKERS: &str = "2";
 /// The simulator's default start, 2026-01-05T00:00:00Z (a Monday), in ms.
-pub const SIM_START_MS: i64 = 1_767_571_200_000;
+pub const SIM_START_MS: i64 = personaflow_pipeline::simulate::DEFAULT_START_MS;
 /// Window length of the default configuration, ms.
-pub const DEFAULT_WINDOW_MS: i64 = 60_000;
+pub const DEFAULT_WINDOW_MS: i64 = personaflow_operators::window::DEFAULT_WINDOW_MS;
 /// The output tables written by `backfill`.
 pub const PARTITIONED_TABLES: [&str; 4] = ["features", "profiles", "segment_profiles", "resonance"];
-/// The simulator's segments.
+/// The segments the issue requires of the simulator, written out independently of
+/// `simulate::SEGMENTS` on purpose: a segment dropped from the simulator fails the tests.
 pub const SEGMENTS: [&str; 5] = [
     "gamer",
     "video_streamer",
