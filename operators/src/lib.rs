@@ -1,5 +1,6 @@
-//! personaflow operators: record types, window features, embeddings, segment profiles and
-//! resonance, first as plain functions and then as differential-dataflow operators over them.
+//! personaflow operators: record types, window features, embeddings, segment profiles,
+//! resonance and demand forecasts, first as plain functions and then as differential-dataflow
+//! operators over them.
 //!
 //! Every stage of the dataflow is one file in [`ops`], an extension trait named for its verb;
 //! the math it uses lives in the plain modules at the top level and is tested directly.
@@ -25,6 +26,17 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A forecaster failed on a batch, or returned forecasts that do not fit it.
+    #[error("forecaster {forecaster} failed: {reason}")]
+    Forecaster {
+        /// The forecaster's name.
+        forecaster: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A forecast's predictions do not line up.
+    #[error("invalid forecast: {0}")]
+    InvalidForecast(String),
 }
 
 /// Result type of the operators crate.
@@ -32,6 +44,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub mod embed;
 pub mod features;
+pub mod forecast;
 pub mod ops;
 pub mod resonance;
 pub mod segments;

@@ -24,6 +24,8 @@ pub struct Sequence {
     pub history_windows: u32,
     /// Events in the current window.
     pub events: u64,
+    /// Bytes in + out in the current window.
+    pub bytes: u64,
     /// Authenticated in the current window.
     pub authenticated: bool,
     /// Known segment (authenticated users only).
@@ -115,6 +117,7 @@ pub fn build_sequence(
         active,
         history_windows,
         events: current.events,
+        bytes: current.bytes,
         authenticated: current.authenticated,
         segment: current.segment.clone(),
         context: current.context.clone(),

@@ -1,13 +1,16 @@
 //! Oracle tests: the incremental dataflow, fed seeded random events that arrive out of order
 //! (within a bound) on two workers, must equal a from-scratch recomputation from the raw events
-//! at every window, for window features, sequences, profiles, segment profiles and resonance.
+//! at every window, for window features, sequences, profiles, segment profiles, resonance,
+//! demand forecasts and forecast errors.
 
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::features::{WindowAgg, WindowSummary};
+use personaflow_operators::forecast::{Forecast, ForecastError, PersistenceForecaster};
 use personaflow_operators::ops::*;
 use personaflow_operators::resonance::{resonance, Resonance, ResonanceConfig};
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
 use personaflow_operators::sequence::{build_sequence, Sequence};
+use personaflow_operators::vector::Score;
 use personaflow_operators::{Event, WindowSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,6 +36,7 @@ struct Params {
     disorder: u64,
     seq_len: usize,
     segment_window: u64,
+    horizon: usize,
 }
 
 fn random_events(p: &Params, spec: &WindowSpec) -> Vec<Event> {
@@ -94,6 +98,8 @@ struct Captured {
     profiles: Updates<(UserWindow, Profile)>,
     segments: Updates<(String, SegmentSum)>,
     resonance: Updates<(UserWindow, Resonance)>,
+    forecasts: Updates<(UserWindow, Forecast)>,
+    forecast_errors: Updates<(UserWindow, ForecastError)>,
 }
 
 fn run_dataflow(
@@ -108,32 +114,46 @@ fn run_dataflow(
         profiles: Default::default(),
         segments: Default::default(),
         resonance: Default::default(),
+        forecasts: Default::default(),
+        forecast_errors: Default::default(),
     };
-    let (sum_c, seq_c, prof_c, seg_c, res_c) = (
+    let (sum_c, seq_c, prof_c, seg_c, res_c, fc_c, fe_c) = (
         cap.summaries.clone(),
         cap.sequences.clone(),
         cap.profiles.clone(),
         cap.segments.clone(),
         cap.resonance.clone(),
+        cap.forecasts.clone(),
+        cap.forecast_errors.clone(),
     );
-    let (seq_len, segment_window, disorder) = (p.seq_len, p.segment_window, p.disorder);
+    let (seq_len, segment_window, disorder, horizon) =
+        (p.seq_len, p.segment_window, p.disorder, p.horizon);
     timely::execute(timely::Config::process(2), move |worker| {
         fn tap<D: Clone + 'static>(c: &Updates<D>) -> impl FnMut(&(D, u64, isize)) + 'static {
             let c = c.clone();
             move |u| c.lock().unwrap().push(u.clone())
         }
-        let (sum_c, seq_c, prof_c, seg_c, res_c) = (
+        let (sum_c, seq_c, prof_c, seg_c, res_c, fc_c, fe_c) = (
             sum_c.clone(),
             seq_c.clone(),
             prof_c.clone(),
             seg_c.clone(),
             res_c.clone(),
+            fc_c.clone(),
+            fe_c.clone(),
         );
         let cfg = cfg.clone();
         let mut input = worker.dataflow::<u64, _, _>(move |scope| {
             let (input, events) = scope.new_input::<Vec<Event>>();
             let summaries = events.window_aggregate(spec).inspect(tap(&sum_c));
             let sequences = summaries.sequences(seq_len).inspect(tap(&seq_c));
+            let forecaster = PersistenceForecaster::try_new(horizon).unwrap();
+            sequences
+                .clone()
+                .forecast_demand(Box::new(forecaster), 5, ErrorSlot::default())
+                .inspect(tap(&fc_c))
+                .forecast_error(sequences.clone())
+                .inspect(tap(&fe_c));
             let profiles = sequences
                 .embed_profiles(
                     Box::new(StandardisedEmbedder::default()),
@@ -197,6 +217,10 @@ struct Oracle {
     profiles: Vec<BTreeSet<(UserWindow, Profile)>>,
     segments: Vec<BTreeSet<(String, SegmentSum)>>,
     resonance: Vec<BTreeSet<(UserWindow, Resonance)>>,
+    /// All updates, sorted.
+    forecasts: Vec<((UserWindow, Forecast), u64, isize)>,
+    /// All updates, sorted.
+    forecast_errors: Vec<((UserWindow, ForecastError), u64, isize)>,
 }
 
 /// Recomputes everything from scratch at every time, from the raw events.
@@ -223,7 +247,40 @@ fn oracle(
         profiles: vec![],
         segments: vec![],
         resonance: vec![],
+        forecasts: vec![],
+        forecast_errors: vec![],
     };
+    // Persistence: every window of a user's forecast repeats the user's demand in its window;
+    // each forecast is scored against every window it covers, up to the last window with data.
+    let last_window = all.keys().map(|(_, w)| *w).max().unwrap();
+    let demand = |key: &UserWindow| all.get(key).map_or((0, 0), |s| (s.events, s.bytes));
+    for ((user, w), s) in &all {
+        let (requests, bytes) = (Score(s.events as f32), Score(s.bytes as f32));
+        let forecast = Forecast {
+            requests: vec![requests; p.horizon],
+            bytes: vec![bytes; p.horizon],
+        };
+        o.forecasts.push((((user.clone(), *w), forecast), *w, 1));
+        for h in 1..=p.horizon as u64 {
+            let target = w + h;
+            if target > last_window {
+                break;
+            }
+            let (actual_requests, actual_bytes) = demand(&(user.clone(), target));
+            let error = ForecastError {
+                made_at: *w,
+                horizon: h as u32,
+                predicted_requests: requests,
+                actual_requests,
+                predicted_bytes: bytes,
+                actual_bytes,
+            };
+            o.forecast_errors
+                .push((((user.clone(), target), error), target, 1));
+        }
+    }
+    o.forecasts.sort();
+    o.forecast_errors.sort();
     let mut profiles_by_window: BTreeMap<u64, Vec<(UserWindow, Profile)>> = BTreeMap::new();
     for t in 0..=until {
         o.summaries.push(
@@ -374,6 +431,38 @@ fn check(p: Params) {
         "segment profiles expire after W windows"
     );
     assert!(got_seq[until as usize].is_empty());
+    check_updates("forecasts", &got.forecasts, &want.forecasts);
+    check_updates(
+        "forecast errors",
+        &got.forecast_errors,
+        &want.forecast_errors,
+    );
+    // Meaningful only if forecasts were scored against both active and inactive windows, and
+    // some targets fell after the last window with data.
+    let errors = &want.forecast_errors;
+    assert!(errors.iter().any(|((_, e), _, _)| e.actual_requests == 0));
+    assert!(errors.iter().any(|((_, e), _, _)| e.actual_requests > 0));
+    assert!(errors.len() < want.forecasts.len() * p.horizon);
+}
+
+/// The captured updates equal `want` (sorted) as multisets of (record, time, diff), window by
+/// window.
+fn check_updates<D: Ord + Clone + std::fmt::Debug>(
+    name: &str,
+    got: &Updates<D>,
+    want: &[(D, u64, isize)],
+) {
+    let mut got = got.lock().unwrap().clone();
+    got.sort();
+    let at = |updates: &[(D, u64, isize)], t: u64| -> Vec<(D, u64, isize)> {
+        updates.iter().filter(|u| u.1 == t).cloned().collect()
+    };
+    let last = got.iter().chain(want).map(|u| u.1).max().unwrap_or(0);
+    for t in 0..=last {
+        assert_eq!(at(&got, t), at(want, t), "{name} differ at window {t}");
+    }
+    assert_eq!(got, want, "{name} differ");
+    assert!(!want.is_empty(), "{name}: nothing to compare");
 }
 
 #[test]
@@ -386,6 +475,7 @@ fn incremental_equals_recomputation_at_every_window() {
         disorder: 3,
         seq_len: 4,
         segment_window: 10,
+        horizon: personaflow_operators::forecast::DEFAULT_HORIZON,
     });
 }
 
@@ -399,5 +489,20 @@ fn incremental_equals_recomputation_with_long_windows_and_sparse_users() {
         disorder: 5,
         seq_len: 16,
         segment_window: 60,
+        horizon: 7,
+    });
+}
+
+#[test]
+fn forecasts_and_errors_equal_recomputation_with_horizon_past_the_end() {
+    check(Params {
+        seed: 99,
+        users: 18,
+        windows: 14,
+        events: 400,
+        disorder: 4,
+        seq_len: 4,
+        segment_window: 8,
+        horizon: 20,
     });
 }

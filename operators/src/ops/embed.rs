@@ -3,19 +3,14 @@
 
 use crate::embed::Embedder;
 use crate::event::Context;
+use crate::ops::batch::BatchByWindow;
 use crate::ops::UserWindow;
 use crate::sequence::Sequence;
 use crate::vector::{Score, Vector};
-use differential_dataflow::consolidation::consolidate;
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
 
 /// Default largest batch handed to an embedder at once.
 pub const DEFAULT_MAX_BATCH: usize = 1024;
@@ -81,67 +76,29 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
         errors: ErrorSlot,
     ) -> VecCollection<'scope, u64, (UserWindow, Profile), isize> {
         let max_batch = max_batch.max(1);
-        self.inner
-            .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
-                Pipeline,
-                "EmbedProfiles",
-                move |_cap, _info| {
-                    type Pending =
-                        BTreeMap<u64, (Capability<u64>, Vec<((UserWindow, Sequence), isize)>)>;
-                    let mut pending: Pending = BTreeMap::new();
-                    move |(input, frontier), output| {
-                        input.for_each_time(|cap, data| {
-                            for batch in data {
-                                for (record, time, diff) in batch.drain(..) {
-                                    pending
-                                        .entry(time)
-                                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                                        .1
-                                        .push((record, diff));
-                                }
-                            }
-                        });
-                        while let Some(entry) = pending.first_entry() {
-                            let time = *entry.key();
-                            if frontier.less_equal(&time) {
-                                break;
-                            }
-                            let (cap, mut updates) = entry.remove();
-                            // Net the window's updates: only sequences inserted at this window
-                            // (and not retracted within it) are embedded.
-                            consolidate(&mut updates);
-                            let records: Vec<(UserWindow, Sequence)> = updates
-                                .into_iter()
-                                .filter(|(_, r)| *r > 0)
-                                .map(|(d, _)| d)
-                                .collect();
-                            let mut session = output.session(&cap);
-                            for chunk in records.chunks(max_batch) {
-                                let seqs: Vec<&Sequence> = chunk.iter().map(|(_, s)| s).collect();
-                                match embedder.embed_batch(&seqs) {
-                                    Ok(embeddings) => {
-                                        for ((key, seq), emb) in chunk.iter().zip(embeddings) {
-                                            let profile = Profile {
-                                                embedding: Vector(emb.vector),
-                                                anomaly_score: emb.anomaly_score.map(Score),
-                                                history_windows: seq.history_windows,
-                                                events: seq.events,
-                                                authenticated: seq.authenticated,
-                                                segment: seq.segment.clone(),
-                                                context: seq.context.clone(),
-                                            };
-                                            session.give(((key.clone(), profile), time, 1isize));
-                                        }
-                                    }
-                                    Err(e) => {
-                                        errors.borrow_mut().get_or_insert(e);
-                                    }
-                                }
-                            }
+        self.batch_by_window("EmbedProfiles", move |records, profiles| {
+            for chunk in records.chunks(max_batch) {
+                let seqs: Vec<&Sequence> = chunk.iter().map(|(_, s)| s).collect();
+                match embedder.embed_batch(&seqs) {
+                    Ok(embeddings) => {
+                        for ((key, seq), emb) in chunk.iter().zip(embeddings) {
+                            let profile = Profile {
+                                embedding: Vector(emb.vector),
+                                anomaly_score: emb.anomaly_score.map(Score),
+                                history_windows: seq.history_windows,
+                                events: seq.events,
+                                authenticated: seq.authenticated,
+                                segment: seq.segment.clone(),
+                                context: seq.context.clone(),
+                            };
+                            profiles.push((key.clone(), profile));
                         }
                     }
-                },
-            )
-            .as_collection()
+                    Err(e) => {
+                        errors.borrow_mut().get_or_insert(e);
+                    }
+                }
+            }
+        })
     }
 }

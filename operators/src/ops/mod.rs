@@ -6,7 +6,10 @@
 //! at `w`, retracted at `w + n`), which is how every piece of state stays windowed: arrangements
 //! only ever hold the last `max(L, W)` windows, so memory does not grow with history.
 
+mod batch;
 pub mod embed;
+pub mod forecast_demand;
+pub mod forecast_error;
 pub mod hold;
 pub mod resonance;
 pub mod segment_profiles;
@@ -14,6 +17,8 @@ pub mod sequences;
 pub mod window_aggregate;
 
 pub use embed::{EmbedProfiles, ErrorSlot, Profile};
+pub use forecast_demand::ForecastDemand;
+pub use forecast_error::ForecastErrors;
 pub use hold::Hold;
 pub use resonance::Resonate;
 pub use segment_profiles::SegmentProfiles;

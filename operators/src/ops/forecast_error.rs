@@ -1,0 +1,300 @@
+//! `forecast_error`: every demand forecast against what the user then did, window by window.
+
+use crate::forecast::{forecast_error, Forecast, ForecastError};
+use crate::ops::UserWindow;
+use crate::sequence::Sequence;
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::Capability;
+
+/// What the error operator sees of the sequences.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Observed {
+    /// A user's demand in a window, from their sequence there (this worker's users only).
+    Demand {
+        user: String,
+        window: u64,
+        events: u64,
+        bytes: u64,
+    },
+    /// Some worker has a sequence at this window (broadcast to every worker).
+    Window(u64),
+}
+
+/// Scores forecasts against what happened.
+pub trait ForecastErrors<'scope> {
+    /// For each forecast fact `((user, w), forecast)` at `w` and each `h` in `1..=H` (`H` the
+    /// forecast's [`horizon`](Forecast::horizon)), one fact `((user, w + h), ForecastError)` at
+    /// window `w + h`, once `w + h` is complete on both inputs: the prediction `h` windows
+    /// ahead against the user's events and bytes in their sequence at `w + h`, or `(0, 0)` if
+    /// the user has no sequence there.
+    ///
+    /// A target window is scored only once some worker has a sequence at it or at a later
+    /// window: windows after the last one that has any data are never scored with made-up zero
+    /// actuals, so when the inputs end, forecasts for windows after the largest window with a
+    /// sequence anywhere yield nothing. (A window in which nobody at all was active is scored,
+    /// with zero actuals, once a later window has data.) Each worker learns which windows have
+    /// data from a broadcast of one record per window per worker.
+    ///
+    /// Forecasts and sequences of a user must be on the same worker (as when the forecasts are
+    /// [`forecast_demand`](crate::ops::ForecastDemand::forecast_demand) of these sequences),
+    /// and forecasts must be facts at their window (others are ignored). State is bounded: a
+    /// forecast is kept (with a capability at its next target window) until its last target
+    /// is scored, and a window's actuals until the window is complete.
+    ///
+    /// ```
+    /// use personaflow_operators::{Event, WindowSpec};
+    /// use personaflow_operators::forecast::PersistenceForecaster;
+    /// use personaflow_operators::ops::*;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use timely::dataflow::operators::ToStream;
+    /// // "u" is active in windows 0, 1 and 2; "v" only in window 3, the last window with data.
+    /// let events = vec![
+    ///     Event::new(1_000, "u", "a"),
+    ///     Event::new(61_000, "u", "a"),
+    ///     Event::new(121_000, "u", "a"),
+    ///     Event::new(181_000, "v", "a"),
+    /// ];
+    /// let scored = Arc::new(AtomicUsize::new(0));
+    /// let count = scored.clone();
+    /// timely::example(move |scope| {
+    ///     let sequences = events
+    ///         .to_stream(scope)
+    ///         .container::<Vec<_>>()
+    ///         .window_aggregate(WindowSpec::default())
+    ///         .sequences(16);
+    ///     sequences
+    ///         .clone()
+    ///         .forecast_demand(Box::new(PersistenceForecaster::try_new(2).unwrap()), 64, ErrorSlot::default())
+    ///         .forecast_error(sequences)
+    ///         .inspect(move |(((u, w), e), t, r)| {
+    ///             assert!(u == "u" && *w == e.target() && t == w && *r == 1 && *w <= 3);
+    ///             assert_eq!(e.actual_requests, if *w < 3 { 1 } else { 0 });
+    ///             count.fetch_add(1, Ordering::SeqCst);
+    ///         });
+    /// });
+    /// // Made at 0: windows 1, 2; at 1: windows 2, 3; at 2: window 3 only (4 has no data).
+    /// assert_eq!(scored.load(Ordering::SeqCst), 5);
+    /// ```
+    fn forecast_error(
+        self,
+        sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
+    ) -> VecCollection<'scope, u64, (UserWindow, ForecastError), isize>;
+}
+
+/// The forecasts made at one window, waiting for their targets.
+struct Made {
+    /// Capability at `next`.
+    cap: Capability<u64>,
+    /// The window the forecasts were made at.
+    made_at: u64,
+    /// The next target window to score.
+    next: u64,
+    /// The last target window of any of the forecasts.
+    last: u64,
+    /// User and forecast.
+    forecasts: Vec<(String, Forecast)>,
+}
+
+type Pending<D> = BTreeMap<u64, (Capability<u64>, Vec<(D, isize)>)>;
+/// Per window: (user, events, bytes) updates.
+type DemandUpdates = BTreeMap<u64, Vec<((String, u64, u64), isize)>>;
+
+impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, Forecast), isize> {
+    fn forecast_error(
+        self,
+        sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
+    ) -> VecCollection<'scope, u64, (UserWindow, ForecastError), isize> {
+        let windows = seen_windows(sequences.clone()).inner.broadcast();
+        let observed = sequences
+            .map(|((user, window), s)| Observed::Demand {
+                user,
+                window,
+                events: s.events,
+                bytes: s.bytes,
+            })
+            .concat(windows.as_collection());
+        self.inner
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
+                observed.inner,
+                Pipeline,
+                Pipeline,
+                "ForecastError",
+                move |_cap, _info| {
+                    let mut pending: Pending<(UserWindow, Forecast)> = BTreeMap::new();
+                    let mut made: BTreeMap<u64, Made> = BTreeMap::new();
+                    let mut demand: DemandUpdates = BTreeMap::new();
+                    // The largest window that has a sequence on some worker.
+                    let mut last_window: Option<u64> = None;
+                    move |(forecast_input, forecast_frontier),
+                          (observed_input, observed_frontier),
+                          output| {
+                        forecast_input.for_each_time(|cap, data| {
+                            for batch in data {
+                                for (d, t, r) in batch.drain(..) {
+                                    pending
+                                        .entry(t)
+                                        .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                                        .1
+                                        .push((d, r));
+                                }
+                            }
+                        });
+                        observed_input.for_each_time(|_cap, data| {
+                            for batch in data {
+                                for (d, t, r) in batch.drain(..) {
+                                    match d {
+                                        Observed::Window(w) if r > 0 => {
+                                            last_window = last_window.max(Some(w));
+                                        }
+                                        Observed::Window(_) => {}
+                                        // A sequence is retracted the window after its own:
+                                        // only its own window's updates count.
+                                        Observed::Demand {
+                                            user,
+                                            window,
+                                            events,
+                                            bytes,
+                                        } if window == t => {
+                                            demand
+                                                .entry(t)
+                                                .or_default()
+                                                .push(((user, events, bytes), r));
+                                        }
+                                        Observed::Demand { .. } => {}
+                                    }
+                                }
+                            }
+                        });
+                        let complete = |t: u64| {
+                            !forecast_frontier.less_equal(&t) && !observed_frontier.less_equal(&t)
+                        };
+                        // Forecasts of a complete window are final: wait for their targets.
+                        while let Some(entry) = pending.first_entry() {
+                            let window = *entry.key();
+                            if forecast_frontier.less_equal(&window) {
+                                break;
+                            }
+                            let (mut cap, mut updates) = entry.remove();
+                            consolidate(&mut updates);
+                            let forecasts: Vec<(String, Forecast)> = updates
+                                .into_iter()
+                                .filter(|(((_, w), _), r)| *r > 0 && *w == window)
+                                .map(|(((user, _), f), _)| (user, f))
+                                .collect();
+                            let horizon = forecasts.iter().map(|(_, f)| f.horizon()).max();
+                            if let Some(h @ 1..) = horizon {
+                                let next = window + 1;
+                                cap.downgrade(&next);
+                                made.insert(
+                                    window,
+                                    Made {
+                                        cap,
+                                        made_at: window,
+                                        next,
+                                        last: window + h as u64,
+                                        forecasts,
+                                    },
+                                );
+                            }
+                        }
+                        // Score targets in window order, while their window is complete and
+                        // known to exist.
+                        while let Some(target) = made.values().map(|m| m.next).min() {
+                            if !complete(target) || last_window.is_none_or(|l| l < target) {
+                                break;
+                            }
+                            let actuals = net_demand(demand.remove(&target).unwrap_or_default());
+                            for m in made.values_mut().filter(|m| m.next == target) {
+                                let mut session = output.session(&m.cap);
+                                for (user, f) in &m.forecasts {
+                                    let actual = actuals.get(user).copied().unwrap_or((0, 0));
+                                    if let Some(e) = forecast_error(m.made_at, f, target, actual) {
+                                        session.give((((user.clone(), target), e), target, 1isize));
+                                    }
+                                }
+                                drop(session);
+                                m.next += 1;
+                                if m.next <= m.last {
+                                    m.cap.downgrade(&m.next);
+                                }
+                            }
+                            made.retain(|_, m| m.next <= m.last);
+                        }
+                        // The actuals of a complete window left over are not needed: nothing
+                        // targets the window, or nothing anywhere has a sequence there (the
+                        // broadcast of that window would have been received).
+                        while let Some(entry) = demand.first_entry() {
+                            if !complete(*entry.key()) {
+                                break;
+                            }
+                            entry.remove();
+                        }
+                        // End of input: the targets left are after the last window with data.
+                        if forecast_frontier.is_empty() && observed_frontier.is_empty() {
+                            made.clear();
+                        }
+                    }
+                },
+            )
+            .as_collection()
+    }
+}
+
+/// Each user's (events, bytes) in a window, from the window's updates.
+fn net_demand(mut updates: Vec<((String, u64, u64), isize)>) -> HashMap<String, (u64, u64)> {
+    consolidate(&mut updates);
+    updates
+        .into_iter()
+        .filter(|(_, r)| *r > 0)
+        .map(|((user, events, bytes), _)| (user, (events, bytes)))
+        .collect()
+}
+
+/// One `Window(w)` fact at `w` for each window `w` in which this worker has a sequence (net
+/// count of sequences of window `w` at time `w` positive), once `w` is complete.
+fn seen_windows<'scope>(
+    sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
+) -> VecCollection<'scope, u64, Observed, isize> {
+    sequences
+        .inner
+        .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
+            Pipeline,
+            "SeenWindows",
+            move |_cap, _info| {
+                let mut counts: BTreeMap<u64, (Capability<u64>, isize)> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_time(|cap, data| {
+                        for batch in data {
+                            for (((_, w), _), t, r) in batch.drain(..) {
+                                if w == t {
+                                    counts.entry(t).or_insert_with(|| (cap.delayed(&t, 0), 0)).1 +=
+                                        r;
+                                }
+                            }
+                        }
+                    });
+                    while let Some(entry) = counts.first_entry() {
+                        let window = *entry.key();
+                        if frontier.less_equal(&window) {
+                            break;
+                        }
+                        let (cap, count) = entry.remove();
+                        if count > 0 {
+                            output
+                                .session(&cap)
+                                .give((Observed::Window(window), window, 1isize));
+                        }
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
