@@ -1,9 +1,28 @@
-//! personaflow models: model metadata and its compatibility checks.
+//! personaflow models: ONNX inference through onnxruntime (`ort`), and the metadata checks
+//! every model must pass before it is used.
 //!
-//! ONNX inference (the RNN-VAE encoder as an [`Embedder`](personaflow_operators::embed::Embedder),
-//! the decoder and the demand forecaster, through onnxruntime) lands here with the models
-//! issue. What exists today is the check every model must pass before it is used: a model
-//! trained on another feature schema is refused with a clear error.
+//! - [`encoder::VaeEncoder`]: the RNN-VAE encoder as an
+//!   [`Embedder`](personaflow_operators::embed::Embedder): profile = `mu`, anomaly score =
+//!   reconstruction error.
+//! - [`decoder::VaeDecoder`]: latent points back to feature sequences (synthetic users).
+//! - [`forecaster::OnnxForecaster`]: the LSTM demand forecaster as a
+//!   [`Forecaster`](personaflow_operators::forecast::Forecaster).
+//! - [`runtime`]: finding `libonnxruntime` (the `onnxruntime==1.31.1` wheel in `.venv/`, or
+//!   `ORT_DYLIB_PATH`), sessions, and the `cpu | cuda | auto` execution-provider choice.
+//!
+//! A model trained on another feature schema is refused with a clear error
+//! ([`FeatureSchemaRef::check`]). The artifacts live in `models/onnx/`; `models/training/`
+//! reproduces them.
+
+pub mod decoder;
+pub mod encoder;
+pub mod forecaster;
+pub mod metadata;
+pub mod runtime;
+pub mod stats;
+mod tensors;
+
+pub use runtime::{Provider, SessionOptions};
 
 use personaflow_operators::features::{feature_schema_hash, FEATURE_SCHEMA_VERSION, NUM_FEATURES};
 use serde::{Deserialize, Serialize};
@@ -42,6 +61,67 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The onnxruntime library was not found.
+    #[error(
+        "onnxruntime library not found: {hint} (searched: {})",
+        display_paths(searched)
+    )]
+    LibraryNotFound {
+        /// Where it was looked for.
+        searched: Vec<std::path::PathBuf>,
+        /// What to do about it.
+        hint: String,
+    },
+    /// onnxruntime could not be loaded or started.
+    #[error("{0}")]
+    Runtime(String),
+    /// A model file does not exist.
+    #[error("model file {path} not found (the committed models are in models/onnx/)")]
+    ModelNotFound {
+        /// The path.
+        path: String,
+    },
+    /// The requested execution provider cannot be used.
+    #[error("execution provider {provider} unavailable: {reason}")]
+    ProviderUnavailable {
+        /// The provider asked for.
+        provider: Provider,
+        /// Why not.
+        reason: String,
+    },
+    /// onnxruntime failed on a model.
+    #[error("model {model}: {reason}")]
+    Ort {
+        /// The model's path.
+        model: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Inputs that do not fit the model.
+    #[error("model {model}: {reason}")]
+    Shape {
+        /// The model's path.
+        model: String,
+        /// What does not fit.
+        reason: String,
+    },
+    /// An option is out of range.
+    #[error("invalid option: {0}")]
+    BadOption(String),
+}
+
+fn display_paths(paths: &[std::path::PathBuf]) -> String {
+    let shown: Vec<String> = paths
+        .iter()
+        .take(6)
+        .map(|p| p.display().to_string())
+        .collect();
+    let more = paths.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
 }
 
 /// Result type of the models crate.

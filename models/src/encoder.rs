@@ -1,0 +1,167 @@
+//! The RNN-VAE encoder (`models/onnx/rnn_vae_encoder.onnx`) as the pipeline's embedder.
+//!
+//! Inputs `features [B, L, F]` (the pipeline's raw features, zeros where inactive), `mask
+//! [B, L]` and `context [B, C]`; outputs `mu [B, D]`, `logvar [B, D]` and `recon_error [B]`,
+//! the mean squared error (normalised units, active windows only) of the decoder's
+//! reconstruction from `mu`. The profile is `mu`; the reconstruction error is the anomaly score.
+
+use crate::metadata::ModelInfo;
+use crate::runtime::{open_session, SessionOptions};
+use crate::stats::InferenceStats;
+use crate::tensors::{run, SequenceBatch};
+use crate::{Error, Result};
+use ort::session::Session;
+use personaflow_operators::embed::{Embedder, Embedding};
+use personaflow_operators::features::NUM_FEATURES;
+use personaflow_operators::sequence::Sequence;
+use std::path::Path;
+
+/// File name of the encoder in `models/onnx/`.
+pub const ENCODER_FILE: &str = "rnn_vae_encoder.onnx";
+/// Model kind in the encoder's metadata.
+pub const ENCODER_KIND: &str = "rnn_vae_encoder";
+/// Name of the VAE embedder in outputs.
+pub const VAE_EMBEDDER_NAME: &str = "rnn-vae-v1";
+
+/// The encoder's outputs for a batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EncoderOutput {
+    /// `[B, D]` latent means.
+    pub mu: Vec<f32>,
+    /// `[B, D]` latent log-variances.
+    pub logvar: Vec<f32>,
+    /// `[B]` reconstruction errors.
+    pub recon_error: Vec<f32>,
+}
+
+/// The encoder session, reused for every batch.
+#[derive(Debug)]
+pub struct VaeEncoder {
+    session: Session,
+    info: ModelInfo,
+    model: String,
+    provider: &'static str,
+    stats: InferenceStats,
+}
+
+impl VaeEncoder {
+    /// Opens the encoder at `path`; refuses a model trained on another feature schema.
+    pub fn open(path: &Path, options: &SessionOptions) -> Result<Self> {
+        let opened = open_session(path, options)?;
+        let model = path.display().to_string();
+        let info = ModelInfo::of_session(&opened.session, &model, ENCODER_KIND)?;
+        Ok(VaeEncoder {
+            session: opened.session,
+            info,
+            model,
+            provider: opened.provider,
+            stats: InferenceStats::default(),
+        })
+    }
+
+    /// The model's metadata.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The execution provider the session runs on.
+    pub fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    /// Records inference time into `stats` (shared with other sessions) from now on.
+    pub fn with_stats(mut self, stats: InferenceStats) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// Runs the encoder on raw tensors: `features` `[batch, steps, F]`, `mask`
+    /// `[batch, steps]`, `context` `[batch, C]`.
+    pub fn run(
+        &mut self,
+        batch: usize,
+        steps: usize,
+        features: &[f32],
+        mask: &[f32],
+        context: &[f32],
+    ) -> Result<EncoderOutput> {
+        if batch == 0 {
+            return Ok(EncoderOutput::default());
+        }
+        let c = self.info.context_dims;
+        let started = std::time::Instant::now();
+        let mut out = run(
+            &mut self.session,
+            &self.model,
+            &[
+                ("features", vec![batch, steps, NUM_FEATURES], features),
+                ("mask", vec![batch, steps], mask),
+                ("context", vec![batch, c], context),
+            ],
+            &["mu", "logvar", "recon_error"],
+        )?
+        .into_iter()
+        .map(|(_, v)| v);
+        self.stats.record(batch, started.elapsed());
+        let (mu, logvar, recon_error) = (
+            out.next().unwrap_or_default(),
+            out.next().unwrap_or_default(),
+            out.next().unwrap_or_default(),
+        );
+        let d = self.info.latent_dims;
+        if mu.len() != batch * d || logvar.len() != batch * d || recon_error.len() != batch {
+            return Err(Error::Shape {
+                model: self.model.clone(),
+                reason: format!(
+                    "outputs of {}, {} and {} values for a batch of {batch} with D = {d}",
+                    mu.len(),
+                    logvar.len(),
+                    recon_error.len()
+                ),
+            });
+        }
+        Ok(EncoderOutput {
+            mu,
+            logvar,
+            recon_error,
+        })
+    }
+
+    /// Encodes sequences.
+    pub fn encode(&mut self, seqs: &[&Sequence]) -> Result<EncoderOutput> {
+        let b = SequenceBatch::pack(&self.model, seqs, Some(&self.info.context_vocabulary))?;
+        self.run(b.batch, b.steps, &b.features, &b.mask, &b.context)
+    }
+}
+
+impl Embedder for VaeEncoder {
+    fn name(&self) -> &str {
+        VAE_EMBEDDER_NAME
+    }
+
+    fn dims(&self) -> usize {
+        self.info.latent_dims
+    }
+
+    fn embed_batch(
+        &mut self,
+        batch: &[&Sequence],
+    ) -> personaflow_operators::Result<Vec<Embedding>> {
+        let out = self
+            .encode(batch)
+            .map_err(|e| personaflow_operators::Error::Embedder {
+                embedder: VAE_EMBEDDER_NAME.to_string(),
+                reason: e.to_string(),
+            })?;
+        let d = self.info.latent_dims;
+        Ok(out
+            .mu
+            .chunks_exact(d)
+            .zip(out.recon_error)
+            .map(|(mu, err)| Embedding {
+                vector: mu.to_vec(),
+                anomaly_score: Some(err),
+            })
+            .collect())
+    }
+}
