@@ -155,6 +155,22 @@ impl Progress for Bar {
     fn finish(&self) {
         self.0.finish_and_clear();
     }
+    fn models(&self, m: &personaflow_pipeline::dataflow::ModelsReport) {
+        // Not `println`: a hidden bar (stderr not a terminal) would drop the line.
+        self.0.suspend(|| eprintln!("{}", models_line(m)));
+    }
+}
+
+/// One line saying which models run, and on which execution provider.
+fn models_line(m: &personaflow_pipeline::dataflow::ModelsReport) -> String {
+    let forecaster = m.forecaster.as_deref().unwrap_or("off");
+    match (&m.execution_provider, &m.onnxruntime) {
+        (Some(provider), Some(lib)) => format!(
+            "models: embedder {}, forecaster {forecaster}; onnxruntime on {provider} ({lib})",
+            m.embedder
+        ),
+        _ => format!("models: embedder {}, forecaster {forecaster}", m.embedder),
+    }
 }
 
 fn progress(quiet: bool) -> Arc<dyn Progress> {

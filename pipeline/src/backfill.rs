@@ -40,6 +40,9 @@ pub trait Progress: Send + Sync {
     fn update(&self, update: &ProgressUpdate);
     /// Called at the end of reading.
     fn finish(&self);
+    /// Called once before reading, with the models that will run and where (e.g. the
+    /// execution provider); the default does nothing.
+    fn models(&self, _models: &dataflow::ModelsReport) {}
 }
 
 /// A progress report.
@@ -89,6 +92,13 @@ pub struct RunSummary {
     pub feature_schema_hash: String,
     /// Embedder used.
     pub embedder: String,
+    /// The models that ran: embedder, forecaster, execution provider, onnxruntime library.
+    pub models: dataflow::ModelsReport,
+    /// Time spent in the models (filled in at the end of the run).
+    pub inference: dataflow::InferenceReport,
+    /// Forecast errors per horizon (1-based) over the forecasts whose windows passed in the
+    /// run (details in the `forecast_error` table): when they grow, retrain the forecaster.
+    pub forecast_errors: BTreeMap<u32, dataflow::HorizonError>,
     /// Input files.
     pub inputs: Vec<String>,
     /// Input bytes.
@@ -180,10 +190,14 @@ pub fn run(job: &Backfill, progress: Arc<dyn Progress>) -> Result<RunSummary> {
         check_input(file, &mapping)?;
     }
     check_output(&job.output, job.overwrite)?;
+    let models = dataflow::check_models(config)?;
+    progress.models(&models);
     let staging = staging_dir(&job.output)?;
     let result = run_in(job, &files, &mapping, &staging, progress);
     match result {
         Ok(mut summary) => {
+            summary.embedder = models.embedder.clone();
+            summary.models = models;
             summary.elapsed_secs = started.elapsed().as_secs_f64();
             summary.peak_rss_bytes = peak_rss_bytes();
             summary.events_per_sec = summary.events as f64 / summary.elapsed_secs.max(1e-9);
@@ -207,6 +221,7 @@ fn run_in(
     staging: &Path,
     progress: Arc<dyn Progress>,
 ) -> Result<RunSummary> {
+    let started = Instant::now();
     let config = job.config.clone();
     let (tx, rx) = sync_channel::<Msg>(READ_AHEAD_CHUNKS);
     let abort = Arc::new(AtomicBool::new(false));
@@ -244,8 +259,10 @@ fn run_in(
     let staging_root = staging.to_path_buf();
     let worker_config = config.clone();
     let worker_abort = abort.clone();
+    let model_stats = dataflow::ModelStats::default();
+    let worker_stats = model_stats.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let handles = dataflow::build(worker, &worker_config, &staging_root)?;
+        let handles = dataflow::build(worker, &worker_config, &staging_root, &worker_stats)?;
         let receiver = if worker.index() == 0 {
             rx.lock().expect("receiver lock").take()
         } else {
@@ -256,14 +273,18 @@ fn run_in(
     .map_err(Error::Dataflow)?;
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
     let mut window_blocks = Vec::new();
+    let mut forecast_errors: BTreeMap<u32, dataflow::HorizonError> = BTreeMap::new();
     let mut first_error = None;
     for result in guards.join() {
         match result {
-            Ok(Ok((worker_rows, blocks))) => {
-                for (t, n) in worker_rows {
+            Ok(Ok(report)) => {
+                for (t, n) in report.rows {
                     *rows.entry(t.name().to_string()).or_default() += n;
                 }
-                window_blocks.extend(blocks);
+                for (h, e) in &report.forecast_errors {
+                    forecast_errors.entry(*h).or_default().merge(e);
+                }
+                window_blocks.extend(report.blocks);
             }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
@@ -289,7 +310,10 @@ fn run_in(
         version: env!("CARGO_PKG_VERSION").to_string(),
         feature_schema_version: FEATURE_SCHEMA_VERSION,
         feature_schema_hash: format!("{:016x}", feature_schema_hash()),
-        embedder: dataflow::make_embedder(&config)?.name().to_string(),
+        embedder: String::new(),
+        models: dataflow::ModelsReport::default(),
+        forecast_errors,
+        inference: model_stats.report(&config, started.elapsed().as_secs_f64()),
         inputs: files.iter().map(|f| f.path.display().to_string()).collect(),
         input_bytes: files.iter().map(|f| f.size_bytes).sum(),
         rows_read: stats.rows_read,
@@ -321,7 +345,7 @@ fn drive(
     receiver: Option<Receiver<Msg>>,
     config: &Config,
     abort: &AtomicBool,
-) -> Result<(BTreeMap<Table, u64>, Vec<WindowBlock>)> {
+) -> Result<WorkerReport> {
     let spec = config.window_spec();
     let disorder = config.disorder_windows();
     let mut newest: Option<u64> = None;
@@ -406,7 +430,18 @@ fn drive(
     if let Some(origin) = blocks.first().map(|b| b.first_window) {
         blocks.iter_mut().for_each(|b| b.first_window -= origin);
     }
-    Ok((std::mem::take(&mut report.rows), blocks))
+    Ok(WorkerReport {
+        rows: std::mem::take(&mut report.rows),
+        forecast_errors: std::mem::take(&mut report.forecast_errors),
+        blocks,
+    })
+}
+
+/// What one worker did.
+struct WorkerReport {
+    rows: BTreeMap<Table, u64>,
+    forecast_errors: BTreeMap<u32, dataflow::HorizonError>,
+    blocks: Vec<WindowBlock>,
 }
 
 #[allow(clippy::too_many_arguments)]

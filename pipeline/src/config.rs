@@ -25,14 +25,25 @@
 //! chunk_rows = 65536
 //!
 //! [embedder]
-//! kind = "standardised"
+//! kind = "vae"             # "vae" (the RNN-VAE encoder) or "standardised" (no model)
 //! max_batch = 1024
+//!
+//! [forecaster]
+//! kind = "lstm"            # "lstm" (the demand forecaster), "persistence" or "none"
+//! max_batch = 1024
+//!
+//! [models]
+//! dir = "models/onnx"      # relative: to the working directory, else the executable's
+//! provider = "auto"        # "cpu", "cuda" or "auto" (CUDA when it registers)
+//! intra_threads = 1        # onnxruntime threads per worker
 //!
 //! [runtime]
 //! workers = 2
 //! ```
 
 use crate::{Error, Result};
+use personaflow_models::runtime::DEFAULT_INTRA_THREADS;
+use personaflow_models::{Provider, SessionOptions};
 use personaflow_operators::resonance::ResonanceConfig;
 use personaflow_operators::window::DEFAULT_WINDOW_MS;
 use personaflow_operators::WindowSpec;
@@ -191,6 +202,9 @@ impl Default for IngestConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EmbedderKind {
+    /// The RNN-VAE encoder (`models/onnx/rnn_vae_encoder.onnx`): profile = `mu`, anomaly
+    /// score = reconstruction error.
+    Vae,
     /// Standardised features averaged over the sequence (no model needed).
     Standardised,
 }
@@ -207,8 +221,87 @@ pub struct EmbedderConfig {
 impl Default for EmbedderConfig {
     fn default() -> Self {
         EmbedderConfig {
-            kind: EmbedderKind::Standardised,
+            kind: EmbedderKind::Vae,
             max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// Which forecaster predicts each active user's demand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForecasterKind {
+    /// The LSTM demand forecaster (`models/onnx/demand_forecaster.onnx`).
+    Lstm,
+    /// The current window's demand, repeated (no model needed).
+    Persistence,
+    /// No forecasts (and no `forecasts` / `forecast_error` tables).
+    None,
+}
+
+/// `[forecaster]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecasterConfig {
+    /// The forecaster.
+    pub kind: ForecasterKind,
+    /// Largest inference batch.
+    pub max_batch: usize,
+}
+impl Default for ForecasterConfig {
+    fn default() -> Self {
+        ForecasterConfig {
+            kind: ForecasterKind::Lstm,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// Default directory of the ONNX models.
+pub const DEFAULT_MODELS_DIR: &str = "models/onnx";
+
+/// `[models]`: where the ONNX models are and how onnxruntime runs them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Directory of the ONNX models; a relative path is looked up under the working directory,
+    /// then under the executable's directory and its ancestors.
+    pub dir: PathBuf,
+    /// Execution provider: `cpu`, `cuda` or `auto`.
+    pub provider: Provider,
+    /// onnxruntime intra-op threads per session (one session per worker and model).
+    pub intra_threads: usize,
+}
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            dir: PathBuf::from(DEFAULT_MODELS_DIR),
+            provider: Provider::default(),
+            intra_threads: DEFAULT_INTRA_THREADS,
+        }
+    }
+}
+
+impl ModelsConfig {
+    /// The models directory, resolved as documented on [`ModelsConfig::dir`]; the configured
+    /// path itself if it is found nowhere (opening a model then names it).
+    pub fn resolved_dir(&self) -> PathBuf {
+        if self.dir.is_absolute() || self.dir.is_dir() {
+            return self.dir.clone();
+        }
+        let exe = std::env::current_exe().ok();
+        exe.iter()
+            .flat_map(|e| e.ancestors().skip(1))
+            .map(|a| a.join(&self.dir))
+            .find(|p| p.is_dir())
+            .unwrap_or_else(|| self.dir.clone())
+    }
+
+    /// Session options for onnxruntime.
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            intra_threads: self.intra_threads,
+            provider: self.provider,
         }
     }
 }
@@ -259,6 +352,10 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// `[embedder]`.
     pub embedder: EmbedderConfig,
+    /// `[forecaster]`.
+    pub forecaster: ForecasterConfig,
+    /// `[models]`.
+    pub models: ModelsConfig,
     /// `[runtime]`.
     pub runtime: RuntimeConfig,
     /// `[output]`.
@@ -333,8 +430,17 @@ impl Config {
         if self.ingest.max_out_of_order.0 < 0 {
             return Err("ingest.max_out_of_order must not be negative".into());
         }
-        if self.ingest.chunk_rows == 0 || self.embedder.max_batch == 0 {
-            return Err("ingest.chunk_rows and embedder.max_batch must be at least 1".into());
+        if self.ingest.chunk_rows == 0
+            || self.embedder.max_batch == 0
+            || self.forecaster.max_batch == 0
+        {
+            return Err(
+                "ingest.chunk_rows, embedder.max_batch and forecaster.max_batch must be at least 1"
+                    .into(),
+            );
+        }
+        if self.models.intra_threads == 0 {
+            return Err("models.intra_threads must be at least 1".into());
         }
         if self.runtime.workers == 0 {
             return Err("runtime.workers must be at least 1".into());

@@ -3,27 +3,37 @@
 //!
 //! ```text
 //! events ─> window_aggregate ─> sequences ─┬─> features sink
-//!                                          └─> embed_profiles ─┬─> profiles sink
-//!                                                              ├─> segment_profiles ─┬─> segment_profiles sink
-//!                                                              └─> resonance <───────┘─> resonance sink
+//!                                          ├─> embed_profiles ─┬─> profiles sink
+//!                                          │                   ├─> segment_profiles ─┬─> segment_profiles sink
+//!                                          │                   └─> resonance <───────┘─> resonance sink
+//!                                          └─> forecast_demand ─┬─> forecasts sink
+//!                                               (+ sequences) ──┴─> forecast_error ─> forecast_error sink
 //! ```
 
-use crate::config::{Config, EmbedderKind};
+use crate::config::{Config, EmbedderKind, ForecasterKind};
 use crate::sink::{
-    date_partition, features_batch, profiles_batch, resonance_batch, segment_profiles_batch,
-    FeatureRow, PartitionedWriter, ProfileRow, ResonanceRow, SegmentProfileRow, Table,
+    date_partition, features_batch, forecast_errors_batch, forecasts_batch, profiles_batch,
+    resonance_batch, segment_profiles_batch, FeatureRow, ForecastErrorRow, ForecastRow,
+    PartitionedWriter, ProfileRow, ResonanceRow, SegmentProfileRow, Table,
 };
 use crate::{Error, Result};
 use arrow_array::RecordBatch;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::VecCollection;
+use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
+use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
+use personaflow_models::stats::{InferenceStats, InferenceSummary};
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
+use personaflow_operators::forecast::{
+    Forecast, ForecastError, Forecaster, PersistenceForecaster, DEFAULT_HORIZON,
+};
 use personaflow_operators::ops::*;
 use personaflow_operators::resonance::Resonance;
 use personaflow_operators::segments::SegmentSum;
 use personaflow_operators::sequence::Sequence;
 use personaflow_operators::{Event, WindowSpec};
+use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -34,11 +44,42 @@ use timely::dataflow::operators::Input;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
+/// Absolute forecast errors at one horizon, over the forecasts whose windows have passed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HorizonError {
+    /// Forecasts scored.
+    pub forecasts: u64,
+    /// Mean absolute error of predicted events.
+    pub mae_requests: f64,
+    /// Mean absolute error of predicted bytes.
+    pub mae_bytes: f64,
+}
+
+impl HorizonError {
+    fn add(&mut self, requests_abs_error: f64, bytes_abs_error: f64) {
+        self.forecasts += 1;
+        let n = self.forecasts as f64;
+        self.mae_requests += (requests_abs_error - self.mae_requests) / n;
+        self.mae_bytes += (bytes_abs_error - self.mae_bytes) / n;
+    }
+
+    /// Combines two workers' errors.
+    pub fn merge(&mut self, other: &HorizonError) {
+        let n = (self.forecasts + other.forecasts).max(1) as f64;
+        let (a, b) = (self.forecasts as f64 / n, other.forecasts as f64 / n);
+        self.mae_requests = self.mae_requests * a + other.mae_requests * b;
+        self.mae_bytes = self.mae_bytes * a + other.mae_bytes * b;
+        self.forecasts += other.forecasts;
+    }
+}
+
 /// What the sinks of one worker report.
 #[derive(Debug, Default)]
 pub struct SinkReport {
     /// Rows written per table.
     pub rows: BTreeMap<Table, u64>,
+    /// Forecast errors per horizon (1-based): the signal that says when to retrain.
+    pub forecast_errors: BTreeMap<u32, HorizonError>,
     /// The first write error.
     pub error: Option<Error>,
 }
@@ -56,19 +97,136 @@ pub struct DataflowHandles {
     pub embed_errors: ErrorSlot,
 }
 
-/// Creates the configured embedder.
-pub fn make_embedder(config: &Config) -> Result<Box<dyn Embedder>> {
-    match config.embedder.kind {
-        EmbedderKind::Standardised => Ok(Box::new(StandardisedEmbedder::default())),
+/// The models a job runs, as recorded in `run.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ModelsReport {
+    /// The embedder's name.
+    pub embedder: String,
+    /// The forecaster's name (`None`: forecasting is off).
+    pub forecaster: Option<String>,
+    /// The onnxruntime execution provider the ONNX models run on (`None`: no ONNX model).
+    pub execution_provider: Option<String>,
+    /// The onnxruntime library loaded.
+    pub onnxruntime: Option<String>,
+}
+
+/// Inference time of the job's models, shared by the sessions of every worker.
+#[derive(Clone, Debug, Default)]
+pub struct ModelStats {
+    /// The encoder's.
+    pub encoder: InferenceStats,
+    /// The forecaster's.
+    pub forecaster: InferenceStats,
+}
+
+/// Inference time as reported in `run.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct InferenceReport {
+    /// The encoder (absent with a model-free embedder).
+    pub encoder: Option<InferenceSummary>,
+    /// The forecaster (absent with a model-free forecaster).
+    pub forecaster: Option<InferenceSummary>,
+    /// Inference seconds over worker seconds (elapsed x workers): the share of the job's
+    /// compute spent in the models.
+    pub share_of_worker_time: f64,
+}
+
+impl ModelStats {
+    /// The report of a job of `config` that ran `elapsed_secs`.
+    pub fn report(&self, config: &Config, elapsed_secs: f64) -> InferenceReport {
+        let encoder = (config.embedder.kind == EmbedderKind::Vae).then(|| self.encoder.summary());
+        let forecaster =
+            (config.forecaster.kind == ForecasterKind::Lstm).then(|| self.forecaster.summary());
+        let secs =
+            encoder.as_ref().map_or(0.0, |s| s.secs) + forecaster.as_ref().map_or(0.0, |s| s.secs);
+        let worker_secs = elapsed_secs * config.runtime.workers as f64;
+        InferenceReport {
+            encoder,
+            forecaster,
+            share_of_worker_time: if worker_secs > 0.0 {
+                secs / worker_secs
+            } else {
+                0.0
+            },
+        }
     }
 }
 
+/// Creates the configured embedder.
+pub fn make_embedder(config: &Config, stats: &ModelStats) -> Result<Box<dyn Embedder>> {
+    Ok(open_embedder(config, stats)?.0)
+}
+
+fn open_embedder(
+    config: &Config,
+    stats: &ModelStats,
+) -> Result<(Box<dyn Embedder>, Option<&'static str>)> {
+    match config.embedder.kind {
+        EmbedderKind::Standardised => Ok((Box::new(StandardisedEmbedder::default()), None)),
+        EmbedderKind::Vae => {
+            let path = config.models.resolved_dir().join(ENCODER_FILE);
+            let encoder = VaeEncoder::open(&path, &config.models.session_options())?
+                .with_stats(stats.encoder.clone());
+            let provider = encoder.provider();
+            Ok((Box::new(encoder), Some(provider)))
+        }
+    }
+}
+
+/// Creates the configured forecaster (`None` when forecasting is off).
+pub fn make_forecaster(config: &Config, stats: &ModelStats) -> Result<Option<Box<dyn Forecaster>>> {
+    Ok(open_forecaster(config, stats)?.0)
+}
+
+type OpenedForecaster = (Option<Box<dyn Forecaster>>, Option<&'static str>);
+
+fn open_forecaster(config: &Config, stats: &ModelStats) -> Result<OpenedForecaster> {
+    match config.forecaster.kind {
+        ForecasterKind::None => Ok((None, None)),
+        ForecasterKind::Persistence => Ok((
+            Some(Box::new(PersistenceForecaster::try_new(DEFAULT_HORIZON)?)),
+            None,
+        )),
+        ForecasterKind::Lstm => {
+            let path = config.models.resolved_dir().join(FORECASTER_FILE);
+            let forecaster = OnnxForecaster::open(&path, &config.models.session_options())?
+                .with_stats(stats.forecaster.clone());
+            let provider = forecaster.provider();
+            Ok((Some(Box::new(forecaster)), Some(provider)))
+        }
+    }
+}
+
+/// Opens the configured models once, so that a missing library, a missing model, a model of
+/// another feature schema or an unavailable execution provider fails the job before it
+/// writes anything; reports what will run, and where.
+pub fn check_models(config: &Config) -> Result<ModelsReport> {
+    let stats = ModelStats::default();
+    let (embedder, p1) = open_embedder(config, &stats)?;
+    let (forecaster, p2) = open_forecaster(config, &stats)?;
+    let onnx = p1.or(p2);
+    Ok(ModelsReport {
+        embedder: embedder.name().to_string(),
+        forecaster: forecaster.map(|f| f.name().to_string()),
+        execution_provider: onnx.map(str::to_string),
+        onnxruntime: onnx
+            .and(personaflow_models::runtime::library_path())
+            .map(|p| p.display().to_string()),
+    })
+}
+
 /// Builds the dataflow on `worker`, writing tables under `out_root`.
-pub fn build(worker: &mut Worker, config: &Config, out_root: &Path) -> Result<DataflowHandles> {
+pub fn build(
+    worker: &mut Worker,
+    config: &Config,
+    out_root: &Path,
+    stats: &ModelStats,
+) -> Result<DataflowHandles> {
     let index = worker.index();
     let spec = config.window_spec();
-    let embedder = make_embedder(config)?;
+    let embedder = make_embedder(config, stats)?;
     let embedder_name = embedder.name().to_string();
+    let forecaster = make_forecaster(config, stats)?;
     let report = Rc::new(RefCell::new(SinkReport::default()));
     let embed_errors = ErrorSlot::default();
     let probe = ProbeHandle::new();
@@ -84,6 +242,42 @@ pub fn build(worker: &mut Worker, config: &Config, out_root: &Path) -> Result<Da
             config.embedder.max_batch,
             embed_errors.clone(),
         );
+        if let Some(forecaster) = forecaster {
+            let name = forecaster.name().to_string();
+            let forecasts = sequences.clone().forecast_demand(
+                forecaster,
+                config.forecaster.max_batch,
+                embed_errors.clone(),
+            );
+            let errors = forecasts.clone().forecast_error(sequences.clone());
+            let n = name.clone();
+            let accuracy = report.clone();
+            sink_facts(
+                forecasts.probe_with(&probe),
+                "SinkForecasts",
+                writer(Table::Forecasts),
+                spec,
+                report.clone(),
+                move |fs: &mut Vec<(UserWindow, Forecast)>| forecast_rows(&spec, &n, fs),
+            );
+            sink_facts(
+                errors.probe_with(&probe),
+                "SinkForecastErrors",
+                writer(Table::ForecastErrors),
+                spec,
+                report.clone(),
+                move |es: &mut Vec<(UserWindow, ForecastError)>| {
+                    let mut acc = accuracy.borrow_mut();
+                    for (_, e) in es.iter() {
+                        acc.forecast_errors
+                            .entry(e.horizon)
+                            .or_default()
+                            .add(e.requests_abs_error(), e.bytes_abs_error());
+                    }
+                    forecast_error_rows(&spec, &name, es)
+                },
+            );
+        }
         let segments = profiles.clone().segment_profiles(config.segments.window);
         let resonance = profiles
             .clone()
@@ -138,6 +332,7 @@ fn features_rows(spec: &WindowSpec, seqs: &mut [(UserWindow, Sequence)]) -> Reco
             window_end: spec.end_ms(*w),
             user_id: user.clone(),
             events: seq.events,
+            bytes: seq.bytes,
             authenticated: seq.authenticated,
             segment: seq.segment.clone(),
             history_windows: seq.history_windows,
@@ -145,6 +340,53 @@ fn features_rows(spec: &WindowSpec, seqs: &mut [(UserWindow, Sequence)]) -> Reco
         })
         .collect();
     features_batch(&rows)
+}
+
+fn forecast_rows(
+    spec: &WindowSpec,
+    forecaster: &str,
+    forecasts: &mut [(UserWindow, Forecast)],
+) -> RecordBatch {
+    forecasts.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut rows = Vec::with_capacity(forecasts.len() * DEFAULT_HORIZON);
+    for ((user, w), f) in forecasts.iter() {
+        for h in 1..=f.horizon() {
+            let (requests, bytes) = f.at(h).expect("h is within the horizon");
+            rows.push(ForecastRow {
+                window_end: spec.end_ms(*w),
+                user_id: user.clone(),
+                forecaster: forecaster.to_string(),
+                horizon: h as u32,
+                target_window_end: spec.end_ms(*w + h as u64),
+                predicted_requests: requests,
+                predicted_bytes: bytes,
+            });
+        }
+    }
+    forecasts_batch(&rows)
+}
+
+fn forecast_error_rows(
+    spec: &WindowSpec,
+    forecaster: &str,
+    errors: &mut [(UserWindow, ForecastError)],
+) -> RecordBatch {
+    errors.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.made_at.cmp(&b.1.made_at)));
+    let rows: Vec<ForecastErrorRow> = errors
+        .iter()
+        .map(|((user, w), e)| ForecastErrorRow {
+            window_end: spec.end_ms(*w),
+            user_id: user.clone(),
+            forecaster: forecaster.to_string(),
+            made_at_window_end: spec.end_ms(e.made_at),
+            horizon: e.horizon,
+            predicted_requests: e.predicted_requests.0,
+            actual_requests: e.actual_requests,
+            predicted_bytes: e.predicted_bytes.0,
+            actual_bytes: e.actual_bytes,
+        })
+        .collect();
+    forecast_errors_batch(&rows)
 }
 
 fn profile_rows(

@@ -73,6 +73,9 @@ pub enum Error {
     /// An operator failed (for example an embedder).
     #[error(transparent)]
     Operator(#[from] personaflow_operators::Error),
+    /// A model could not be loaded or run.
+    #[error(transparent)]
+    Model(#[from] personaflow_models::Error),
     /// The dataflow failed to run.
     #[error("dataflow: {0}")]
     Dataflow(String),

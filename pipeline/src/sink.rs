@@ -7,7 +7,7 @@
 
 use crate::{Error, Result};
 use arrow_array::builder::{
-    BooleanBuilder, Float32Builder, Int64Builder, ListBuilder, StringBuilder,
+    BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
     TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
@@ -32,17 +32,23 @@ pub enum Table {
     SegmentProfiles,
     /// Per user, window and segment resonance (long format).
     Resonance,
+    /// Per user, window and horizon demand forecasts (long format).
+    Forecasts,
+    /// Per user and target window: a forecast's error once its window has passed.
+    ForecastErrors,
     /// Rejected input rows.
     Rejects,
 }
 
 impl Table {
     /// Every table, in output order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 7] = [
         Table::Features,
         Table::Profiles,
         Table::SegmentProfiles,
         Table::Resonance,
+        Table::Forecasts,
+        Table::ForecastErrors,
         Table::Rejects,
     ];
 
@@ -53,6 +59,8 @@ impl Table {
             Table::Profiles => "profiles",
             Table::SegmentProfiles => "segment_profiles",
             Table::Resonance => "resonance",
+            Table::Forecasts => "forecasts",
+            Table::ForecastErrors => "forecast_error",
             Table::Rejects => "rejects",
         }
     }
@@ -79,6 +87,7 @@ impl Table {
                     window_end(),
                     Field::new("user_id", DataType::Utf8, false),
                     Field::new("events", DataType::UInt64, false),
+                    Field::new("bytes", DataType::UInt64, false),
                     Field::new("authenticated", DataType::Boolean, false),
                     Field::new("segment", DataType::Utf8, true),
                     Field::new("history_windows", DataType::UInt32, false),
@@ -120,6 +129,28 @@ impl Table {
                 Field::new("top", DataType::Boolean, false),
                 Field::new("cold_start", DataType::Boolean, false),
             ],
+            Table::Forecasts => vec![
+                window_end(),
+                Field::new("user_id", DataType::Utf8, false),
+                Field::new("forecaster", DataType::Utf8, false),
+                Field::new("horizon", DataType::UInt32, false),
+                ts_field("target_window_end"),
+                Field::new("predicted_requests", DataType::Float32, false),
+                Field::new("predicted_bytes", DataType::Float32, false),
+            ],
+            Table::ForecastErrors => vec![
+                window_end(),
+                Field::new("user_id", DataType::Utf8, false),
+                Field::new("forecaster", DataType::Utf8, false),
+                ts_field("made_at_window_end"),
+                Field::new("horizon", DataType::UInt32, false),
+                Field::new("predicted_requests", DataType::Float32, false),
+                Field::new("actual_requests", DataType::UInt64, false),
+                Field::new("predicted_bytes", DataType::Float32, false),
+                Field::new("actual_bytes", DataType::UInt64, false),
+                Field::new("abs_error_requests", DataType::Float64, false),
+                Field::new("abs_error_bytes", DataType::Float64, false),
+            ],
             Table::Rejects => vec![
                 Field::new("file", DataType::Utf8, false),
                 Field::new("row", DataType::UInt64, false),
@@ -140,6 +171,8 @@ pub struct FeatureRow {
     pub user_id: String,
     /// Events in the window.
     pub events: u64,
+    /// Bytes in + out in the window.
+    pub bytes: u64,
     /// Authenticated in the window.
     pub authenticated: bool,
     /// Known segment.
@@ -226,6 +259,14 @@ pub struct RejectRow {
     pub reason: String,
 }
 
+fn ts_field(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        false,
+    )
+}
+
 fn finish(table: Table, columns: Vec<ArrayRef>) -> RecordBatch {
     RecordBatch::try_new(table.schema(), columns).expect("columns match the table schema")
 }
@@ -248,6 +289,7 @@ pub fn features_batch(rows: &[FeatureRow]) -> RecordBatch {
     let mut we = ts_builder(n);
     let mut user = StringBuilder::new();
     let mut events = UInt64Builder::with_capacity(n);
+    let mut bytes = UInt64Builder::with_capacity(n);
     let mut auth = BooleanBuilder::with_capacity(n);
     let mut seg = StringBuilder::new();
     let mut hist = UInt32Builder::with_capacity(n);
@@ -258,6 +300,7 @@ pub fn features_batch(rows: &[FeatureRow]) -> RecordBatch {
         we.append_value(r.window_end);
         user.append_value(&r.user_id);
         events.append_value(r.events);
+        bytes.append_value(r.bytes);
         auth.append_value(r.authenticated);
         seg.append_option(r.segment.as_deref());
         hist.append_value(r.history_windows);
@@ -272,6 +315,7 @@ pub fn features_batch(rows: &[FeatureRow]) -> RecordBatch {
         Arc::new(we.finish()),
         Arc::new(user.finish()),
         Arc::new(events.finish()),
+        Arc::new(bytes.finish()),
         Arc::new(auth.finish()),
         Arc::new(seg.finish()),
         Arc::new(hist.finish()),
@@ -390,6 +434,131 @@ pub fn resonance_batch(rows: &[ResonanceRow]) -> RecordBatch {
             Arc::new(res.finish()),
             Arc::new(top.finish()),
             Arc::new(cold.finish()),
+        ],
+    )
+}
+
+/// A row of `forecasts`: the demand predicted at `window_end` for the window `horizon`
+/// windows later.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForecastRow {
+    /// End of the window the forecast was made at, ms.
+    pub window_end: i64,
+    /// User.
+    pub user_id: String,
+    /// Forecaster name.
+    pub forecaster: String,
+    /// Windows ahead, 1-based.
+    pub horizon: u32,
+    /// End of the window predicted, ms.
+    pub target_window_end: i64,
+    /// Predicted events.
+    pub predicted_requests: f32,
+    /// Predicted bytes in + out.
+    pub predicted_bytes: f32,
+}
+
+/// Rows of `forecasts` as a record batch.
+pub fn forecasts_batch(rows: &[ForecastRow]) -> RecordBatch {
+    let n = rows.len();
+    let (mut we, mut target) = (ts_builder(n), ts_builder(n));
+    let (mut user, mut name) = (StringBuilder::new(), StringBuilder::new());
+    let mut horizon = UInt32Builder::with_capacity(n);
+    let (mut req, mut bytes) = (
+        Float32Builder::with_capacity(n),
+        Float32Builder::with_capacity(n),
+    );
+    for r in rows {
+        we.append_value(r.window_end);
+        user.append_value(&r.user_id);
+        name.append_value(&r.forecaster);
+        horizon.append_value(r.horizon);
+        target.append_value(r.target_window_end);
+        req.append_value(r.predicted_requests);
+        bytes.append_value(r.predicted_bytes);
+    }
+    finish(
+        Table::Forecasts,
+        vec![
+            Arc::new(we.finish()),
+            Arc::new(user.finish()),
+            Arc::new(name.finish()),
+            Arc::new(horizon.finish()),
+            Arc::new(target.finish()),
+            Arc::new(req.finish()),
+            Arc::new(bytes.finish()),
+        ],
+    )
+}
+
+/// A row of `forecast_error`: a forecast against what happened in its target window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForecastErrorRow {
+    /// End of the target window, ms.
+    pub window_end: i64,
+    /// User.
+    pub user_id: String,
+    /// Forecaster name.
+    pub forecaster: String,
+    /// End of the window the forecast was made at, ms.
+    pub made_at_window_end: i64,
+    /// Windows ahead, 1-based.
+    pub horizon: u32,
+    /// Predicted events.
+    pub predicted_requests: f32,
+    /// Events that happened (0 if the user was inactive).
+    pub actual_requests: u64,
+    /// Predicted bytes.
+    pub predicted_bytes: f32,
+    /// Bytes that happened.
+    pub actual_bytes: u64,
+}
+
+/// Rows of `forecast_error` as a record batch.
+pub fn forecast_errors_batch(rows: &[ForecastErrorRow]) -> RecordBatch {
+    let n = rows.len();
+    let (mut we, mut made) = (ts_builder(n), ts_builder(n));
+    let (mut user, mut name) = (StringBuilder::new(), StringBuilder::new());
+    let mut horizon = UInt32Builder::with_capacity(n);
+    let (mut preq, mut pbytes) = (
+        Float32Builder::with_capacity(n),
+        Float32Builder::with_capacity(n),
+    );
+    let (mut areq, mut abytes) = (
+        UInt64Builder::with_capacity(n),
+        UInt64Builder::with_capacity(n),
+    );
+    let (mut ereq, mut ebytes) = (
+        Float64Builder::with_capacity(n),
+        Float64Builder::with_capacity(n),
+    );
+    for r in rows {
+        we.append_value(r.window_end);
+        user.append_value(&r.user_id);
+        name.append_value(&r.forecaster);
+        made.append_value(r.made_at_window_end);
+        horizon.append_value(r.horizon);
+        preq.append_value(r.predicted_requests);
+        areq.append_value(r.actual_requests);
+        pbytes.append_value(r.predicted_bytes);
+        abytes.append_value(r.actual_bytes);
+        ereq.append_value((f64::from(r.predicted_requests) - r.actual_requests as f64).abs());
+        ebytes.append_value((f64::from(r.predicted_bytes) - r.actual_bytes as f64).abs());
+    }
+    finish(
+        Table::ForecastErrors,
+        vec![
+            Arc::new(we.finish()),
+            Arc::new(user.finish()),
+            Arc::new(name.finish()),
+            Arc::new(made.finish()),
+            Arc::new(horizon.finish()),
+            Arc::new(preq.finish()),
+            Arc::new(areq.finish()),
+            Arc::new(pbytes.finish()),
+            Arc::new(abytes.finish()),
+            Arc::new(ereq.finish()),
+            Arc::new(ebytes.finish()),
         ],
     )
 }
@@ -552,12 +721,13 @@ mod tests {
             window_end: 60_000,
             user_id: "u".into(),
             events: 3,
+            bytes: 300,
             authenticated: false,
             segment: None,
             history_windows: 0,
             values: vec![1.0; NUM_FEATURES],
         }]);
-        assert_eq!(f.num_columns(), 6 + NUM_FEATURES);
+        assert_eq!(f.num_columns(), 7 + NUM_FEATURES);
         let p = profiles_batch(&[ProfileRow {
             window_end: 60_000,
             user_id: "u".into(),
@@ -576,6 +746,40 @@ mod tests {
         assert_eq!(segment_profiles_batch(&[]).num_rows(), 0);
         assert_eq!(resonance_batch(&[]).schema(), Table::Resonance.schema());
         assert_eq!(rejects_batch(&[]).schema(), Table::Rejects.schema());
+        let fc = forecasts_batch(&[ForecastRow {
+            window_end: 60_000,
+            user_id: "u".into(),
+            forecaster: "lstm-v1".into(),
+            horizon: 2,
+            target_window_end: 180_000,
+            predicted_requests: 1.5,
+            predicted_bytes: 900.0,
+        }]);
+        assert_eq!(fc.schema(), Table::Forecasts.schema());
+        let e = forecast_errors_batch(&[ForecastErrorRow {
+            window_end: 180_000,
+            user_id: "u".into(),
+            forecaster: "lstm-v1".into(),
+            made_at_window_end: 60_000,
+            horizon: 2,
+            predicted_requests: 1.5,
+            actual_requests: 3,
+            predicted_bytes: 900.0,
+            actual_bytes: 1000,
+        }]);
+        let col = |name: &str| e.column(e.schema().index_of(name).unwrap()).clone();
+        let abs = col("abs_error_bytes");
+        let abs = abs
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .unwrap();
+        assert_eq!(abs.value(0), 100.0);
+        let abs = col("abs_error_requests");
+        let abs = abs
+            .as_any()
+            .downcast_ref::<arrow_array::Float64Array>()
+            .unwrap();
+        assert_eq!(abs.value(0), 1.5);
     }
 
     #[test]
