@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The whole test suite: sets up .venv (Python packages for the interop checks, once), then
-# runs every Rust test (unit, doc, oracle, CLI integration, interop).
+# The whole test suite: sets up .venv (onnxruntime for the models, and the Python packages of
+# the interop checks; once), then runs every Rust test (unit, doc, oracle, parity, CLI
+# integration, interop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=".venv"
 stamp="$venv/.requirements-dev.txt"
-if [ ! -x "$venv/bin/python" ] || ! cmp -s requirements-dev.txt "$stamp"; then
+if [ ! -x "$venv/bin/python" ] || ! cmp -s requirements-dev.txt "$stamp" \
+    || ! cmp -s requirements-runtime.txt "$venv/.requirements-runtime.txt"; then
     echo "== setting up $venv (requirements-dev.txt)"
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
     cp requirements-dev.txt "$stamp"
+    cp requirements-runtime.txt "$venv/.requirements-runtime.txt"
 fi
 export PERSONAFLOW_PYTHON="$PWD/$venv/bin/python"
 

@@ -1,5 +1,7 @@
-//! The RNN-VAE decoder (`models/onnx/rnn_vae_decoder.onnx`): latent points (and a context)
-//! back to feature sequences `[B, L, F]` in the pipeline's units, for synthetic users.
+//! The RNN-VAE decoder (`models/onnx/rnn_vae_decoder.onnx`): latent points `z [B, D]` back to
+//! feature sequences `features [B, L, F]` in the pipeline's units, for synthetic users. The VAE
+//! does not model the calendar features (the same for every user in a window): they come out
+//! at their training mean.
 
 use crate::encoder::ENCODER_KIND;
 use crate::metadata::ModelInfo;
@@ -57,20 +59,17 @@ impl VaeDecoder {
         self
     }
 
-    /// Decodes `z` `[batch, D]` with `context` `[batch, C]` into `[batch, L, F]` features.
-    pub fn decode(&mut self, batch: usize, z: &[f32], context: &[f32]) -> Result<Vec<f32>> {
+    /// Decodes `z` `[batch, D]` into `[batch, L, F]` features.
+    pub fn decode(&mut self, batch: usize, z: &[f32]) -> Result<Vec<f32>> {
         if batch == 0 {
             return Ok(Vec::new());
         }
-        let (d, c) = (self.info.latent_dims, self.info.context_dims);
+        let d = self.info.latent_dims;
         let started = std::time::Instant::now();
         let (_, features) = run(
             &mut self.session,
             &self.model,
-            &[
-                ("z", vec![batch, d], z),
-                ("context", vec![batch, c], context),
-            ],
+            &[("z", vec![batch, d], z)],
             &["features"],
         )?
         .pop()

@@ -5,10 +5,12 @@
 //! - `real_data`: the shipped Zeek and CDNOW mappings on `../shared/data` (skipped if absent);
 //! - `validation`: one test per input validation rule, through the CLI;
 //! - `basics`: help, error messages, configuration layers;
-//! - `interop`: DuckDB, Polars and pyarrow read the outputs as they are.
+//! - `interop`: DuckDB, Polars and pyarrow read the outputs as they are;
+//! - `models`: the VAE embedder and LSTM forecaster through onnxruntime, and their errors.
 
 mod basics;
 mod interop;
+mod models;
 mod real_data;
 mod simulated;
 mod support;

@@ -21,7 +21,14 @@ pub const SIM_START_MS: i64 = personaflow_pipeline::simulate::DEFAULT_START_MS;
 /// Window length of the default configuration, ms.
 pub const DEFAULT_WINDOW_MS: i64 = personaflow_operators::window::DEFAULT_WINDOW_MS;
 /// The output tables written by `backfill`.
-pub const PARTITIONED_TABLES: [&str; 4] = ["features", "profiles", "segment_profiles", "resonance"];
+pub const PARTITIONED_TABLES: [&str; 6] = [
+    "features",
+    "profiles",
+    "segment_profiles",
+    "resonance",
+    "forecasts",
+    "forecast_error",
+];
 /// The segments the issue requires of the simulator, written out independently of
 /// `simulate::SEGMENTS` on purpose: a segment dropped from the simulator fails the tests.
 pub const SEGMENTS: [&str; 5] = [
@@ -82,9 +89,12 @@ impl Run {
     }
 }
 
-/// The `personaflow` binary with no `PERSONAFLOW__*` variables inherited from the caller.
+/// The `personaflow` binary with no `PERSONAFLOW__*` variables inherited from the caller, run
+/// from the repository root (where it finds `models/onnx` and the `.venv` with onnxruntime, as
+/// a user running it from a checkout does).
 pub fn personaflow() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_personaflow"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PERSONAFLOW__") {
             cmd.env_remove(key);

@@ -12,7 +12,8 @@ import duckdb
 import polars as pl
 import pyarrow.dataset as ds
 
-TABLES = ["features", "profiles", "segment_profiles", "resonance"]
+TABLES = [
+    "features", "profiles", "segment_profiles", "resonance", "forecasts", "forecast_error"]
 
 
 def main(out: Path) -> None:

@@ -1,0 +1,186 @@
+//! Inference throughput of the committed ONNX models through onnxruntime.
+//!
+//! Run with `cargo bench --bench inference` (it does nothing under `cargo test`). For each batch
+//! size in [`BATCH_SIZES`] it runs the RNN-VAE encoder and the LSTM demand forecaster on
+//! sequences of the default length (`L` = 16, `F` = 33) until at least [`MIN_SEQUENCES`]
+//! sequences and [`MIN_SECS`] seconds, after one warm-up run, and prints sequences per second.
+//! The inputs are the parity fixtures' held-out sequences (real simulator features), cycled and
+//! scaled slightly so that rows differ; the models' cost does not depend on the values.
+//!
+//! Environment variables (defaults in brackets): `PF_BENCH_PROVIDER` [`cpu`] (`cpu`, `cuda` or
+//! `auto`; the provider that really ran is printed), `PF_BENCH_THREADS` [1] onnxruntime
+//! intra-op threads. Writes the results as JSON to `<target>/bench-data/inference-<provider>-
+//! t<threads>.json`. The onnxruntime library is found as by the binary (`.venv` or
+//! `ORT_DYLIB_PATH`).
+
+use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
+use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
+use personaflow_models::{Provider, SessionOptions};
+use personaflow_operators::features::NUM_FEATURES;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Batch sizes measured.
+const BATCH_SIZES: [usize; 7] = [1, 4, 16, 64, 256, 1024, 4096];
+/// Sequences inferred per batch size at least.
+const MIN_SEQUENCES: usize = 8192;
+/// Seconds spent per batch size at least.
+const MIN_SECS: f64 = 1.0;
+
+struct Inputs {
+    steps: usize,
+    context_width: usize,
+    features: Vec<f32>,
+    mask: Vec<f32>,
+    context: Vec<f32>,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// `n` sequences built from the parity fixtures.
+fn inputs(n: usize) -> Inputs {
+    let text = std::fs::read_to_string(root().join("models/tests/fixtures/parity.json"))
+        .expect("models/tests/fixtures/parity.json (run models/training/train.sh)");
+    let v: Value = serde_json::from_str(&text).expect("fixtures are JSON");
+    let array = |k: &str| -> (Vec<usize>, Vec<f32>) {
+        let shape = v[k]["shape"]
+            .as_array()
+            .expect("shape")
+            .iter()
+            .map(|d| d.as_u64().expect("dim") as usize)
+            .collect();
+        let data = v[k]["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|x| x.as_f64().expect("number") as f32)
+            .collect();
+        (shape, data)
+    };
+    let (fs, fd) = array("features");
+    let (_, md) = array("mask");
+    let (cs, cd) = array("context");
+    let (rows, steps, c) = (fs[0], fs[1], cs[1]);
+    let step = steps * NUM_FEATURES;
+    let mut out = Inputs {
+        steps,
+        context_width: c,
+        features: Vec::with_capacity(n * step),
+        mask: Vec::with_capacity(n * steps),
+        context: Vec::with_capacity(n * c),
+    };
+    for i in 0..n {
+        let r = i % rows;
+        let scale = 1.0 + (i / rows) as f32 * 1e-4;
+        out.features
+            .extend(fd[r * step..(r + 1) * step].iter().map(|x| x * scale));
+        out.mask.extend_from_slice(&md[r * steps..(r + 1) * steps]);
+        out.context.extend_from_slice(&cd[r * c..(r + 1) * c]);
+    }
+    out
+}
+
+/// Runs `f(batch_start, batch)` over batches of `batch` until enough work is done; returns
+/// sequences per second.
+fn measure(batch: usize, total: usize, mut f: impl FnMut(usize, usize)) -> (f64, usize) {
+    f(0, batch); // warm-up
+    let started = Instant::now();
+    let mut done = 0;
+    let mut start = 0;
+    while done < MIN_SEQUENCES || started.elapsed().as_secs_f64() < MIN_SECS {
+        if start + batch > total {
+            start = 0;
+        }
+        f(start, batch);
+        start += batch;
+        done += batch;
+    }
+    (done as f64 / started.elapsed().as_secs_f64(), done)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test` builds and runs benches without --bench: nothing to do.
+    }
+    let provider: Provider = std::env::var("PF_BENCH_PROVIDER")
+        .unwrap_or_else(|_| "cpu".into())
+        .parse()
+        .expect("PF_BENCH_PROVIDER");
+    let threads: usize = std::env::var("PF_BENCH_THREADS")
+        .ok()
+        .map(|t| t.parse().expect("PF_BENCH_THREADS"))
+        .unwrap_or(1);
+    let options = SessionOptions {
+        provider,
+        intra_threads: threads,
+    };
+    let onnx = root().join("models/onnx");
+    let mut enc = VaeEncoder::open(&onnx.join(ENCODER_FILE), &options).expect("encoder");
+    let mut fc = OnnxForecaster::open(&onnx.join(FORECASTER_FILE), &options).expect("forecaster");
+    let total = *BATCH_SIZES.iter().max().expect("sizes") * 2;
+    let x = inputs(total);
+    let (l, c) = (x.steps, x.context_width);
+    let step = l * NUM_FEATURES;
+    println!(
+        "inference on {} (requested {provider}), {threads} intra-op thread(s), L = {l}, F = {NUM_FEATURES}",
+        enc.provider()
+    );
+    println!(
+        "{:>6} {:>16} {:>16}",
+        "batch", "encoder seq/s", "forecaster seq/s"
+    );
+    let mut rows = Vec::new();
+    for &b in &BATCH_SIZES {
+        let (enc_rate, enc_n) = measure(b, total, |s, b| {
+            enc.run(
+                b,
+                l,
+                &x.features[s * step..(s + b) * step],
+                &x.mask[s * l..(s + b) * l],
+                &x.context[s * c..(s + b) * c],
+            )
+            .expect("encoder run");
+        });
+        let (fc_rate, fc_n) = measure(b, total, |s, b| {
+            fc.run(
+                b,
+                l,
+                &x.features[s * step..(s + b) * step],
+                &x.mask[s * l..(s + b) * l],
+            )
+            .expect("forecaster run");
+        });
+        println!("{b:>6} {enc_rate:>16.0} {fc_rate:>16.0}");
+        rows.push(json!({
+            "batch": b,
+            "encoder_sequences_per_sec": enc_rate,
+            "encoder_sequences": enc_n,
+            "forecaster_sequences_per_sec": fc_rate,
+            "forecaster_sequences": fc_n,
+        }));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let dir = target.join("bench-data");
+    std::fs::create_dir_all(&dir).expect("bench-data dir");
+    let path = dir.join(format!("inference-{}-t{threads}.json", enc.provider()));
+    let report = json!({
+        "provider": enc.provider(),
+        "requested_provider": provider.to_string(),
+        "intra_threads": threads,
+        "onnxruntime": personaflow_models::runtime::library_path().map(|p| p.display().to_string()),
+        "sequence_len": l,
+        "features": NUM_FEATURES,
+        "results": rows,
+    });
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&report).expect("serialises"),
+    )
+    .expect("write report");
+    println!("wrote {}", path.display());
+}

@@ -1,0 +1,216 @@
+//! The committed ONNX models through onnxruntime: parity with PyTorch on the fixtures the
+//! training script exported, batch-size invariance, and the refusals (feature-schema mismatch,
+//! wrong kind). The onnxruntime library comes from `.venv` (scripts/test.sh installs it).
+
+use personaflow_models::decoder::{VaeDecoder, DECODER_FILE};
+use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
+use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
+use personaflow_models::{Error, Provider, SessionOptions};
+use personaflow_operators::embed::Embedder;
+use personaflow_operators::features::NUM_FEATURES;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The parity bound of the models issue.
+const PARITY_TOLERANCE: f32 = 1e-4;
+
+#[derive(Deserialize)]
+struct Array {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct Fixtures {
+    features: Array,
+    mask: Array,
+    context: Array,
+    mu: Array,
+    logvar: Array,
+    recon_error: Array,
+    z: Array,
+    decoded: Array,
+    forecast: Array,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn model(file: &str) -> PathBuf {
+    root().join("onnx").join(file)
+}
+
+fn fixtures() -> Fixtures {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/parity.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn cpu() -> SessionOptions {
+    SessionOptions {
+        provider: Provider::Cpu,
+        ..SessionOptions::default()
+    }
+}
+
+/// Max |a - b| / max(1, |b|) when `relative`, else max |a - b|.
+fn max_diff(a: &[f32], b: &[f32], relative: bool) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = (x - y).abs();
+            if relative {
+                d / y.abs().max(1.0)
+            } else {
+                d
+            }
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn encoder_matches_pytorch() {
+    let f = fixtures();
+    let mut enc = VaeEncoder::open(&model(ENCODER_FILE), &cpu()).unwrap();
+    assert_eq!(enc.provider(), "CPUExecutionProvider");
+    let (b, l) = (f.features.shape[0], f.features.shape[1]);
+    assert_eq!(f.features.shape[2], NUM_FEATURES);
+    let out = enc
+        .run(b, l, &f.features.data, &f.mask.data, &f.context.data)
+        .unwrap();
+    for (name, got, want) in [
+        ("mu", &out.mu, &f.mu.data),
+        ("logvar", &out.logvar, &f.logvar.data),
+        ("recon_error", &out.recon_error, &f.recon_error.data),
+    ] {
+        let d = max_diff(got, want, false);
+        assert!(d <= PARITY_TOLERANCE, "{name}: max |ort - torch| = {d}");
+    }
+    assert_eq!(enc.dims(), f.mu.shape[1]);
+}
+
+#[test]
+fn decoder_matches_pytorch() {
+    let f = fixtures();
+    let mut dec = VaeDecoder::open(&model(DECODER_FILE), &cpu()).unwrap();
+    let out = dec.decode(f.z.shape[0], &f.z.data).unwrap();
+    let d = max_diff(&out, &f.decoded.data, false);
+    assert!(d <= PARITY_TOLERANCE, "decoded: max |ort - torch| = {d}");
+    let enc = VaeEncoder::open(&model(ENCODER_FILE), &cpu()).unwrap();
+    assert!(
+        dec.matches(enc.info()),
+        "the decoder shares the encoder's latent space"
+    );
+}
+
+#[test]
+fn forecaster_matches_pytorch() {
+    // Forecasts are in requests and bytes (up to ~1e6), so the bound is relative to
+    // max(1, |value|): 1e-4 absolute below 1, 1e-4 of the value above.
+    let f = fixtures();
+    let mut fc = OnnxForecaster::open(&model(FORECASTER_FILE), &cpu()).unwrap();
+    let (b, l) = (f.features.shape[0], f.features.shape[1]);
+    let out = fc.run(b, l, &f.features.data, &f.mask.data).unwrap();
+    let d = max_diff(&out, &f.forecast.data, true);
+    assert!(
+        d <= PARITY_TOLERANCE,
+        "forecast: max relative |ort - torch| = {d}"
+    );
+    assert!(out.iter().all(|v| *v >= 0.0), "demand is never negative");
+}
+
+/// Outputs of `rows` inputs run one at a time and as part of a batch of 512.
+#[test]
+fn batch_of_one_and_of_512_give_the_same_outputs() {
+    const BIG: usize = 512;
+    let f = fixtures();
+    let (n, l) = (f.features.shape[0], f.features.shape[1]);
+    let c = f.context.shape[1];
+    let step = l * NUM_FEATURES;
+    // 512 rows cycling through the fixtures, each slightly perturbed so rows differ.
+    let mut feats = Vec::with_capacity(BIG * step);
+    let (mut mask, mut ctx) = (Vec::new(), Vec::new());
+    for i in 0..BIG {
+        let r = i % n;
+        let scale = 1.0 + (i / n) as f32 * 1e-3;
+        feats.extend(
+            f.features.data[r * step..(r + 1) * step]
+                .iter()
+                .map(|v| v * scale),
+        );
+        mask.extend_from_slice(&f.mask.data[r * l..(r + 1) * l]);
+        ctx.extend_from_slice(&f.context.data[r * c..(r + 1) * c]);
+    }
+    let mut enc = VaeEncoder::open(&model(ENCODER_FILE), &cpu()).unwrap();
+    let mut fc = OnnxForecaster::open(&model(FORECASTER_FILE), &cpu()).unwrap();
+    let big = enc.run(BIG, l, &feats, &mask, &ctx).unwrap();
+    let big_fc = fc.run(BIG, l, &feats, &mask).unwrap();
+    let d = enc.info().latent_dims;
+    let h2 = fc.info().horizon * 2;
+    let (mut worst_enc, mut worst_fc) = (0f32, 0f32);
+    for i in (0..BIG).step_by(37).chain([BIG - 1]) {
+        let one = enc
+            .run(
+                1,
+                l,
+                &feats[i * step..(i + 1) * step],
+                &mask[i * l..(i + 1) * l],
+                &ctx[i * c..(i + 1) * c],
+            )
+            .unwrap();
+        worst_enc = worst_enc
+            .max(max_diff(&one.mu, &big.mu[i * d..(i + 1) * d], false))
+            .max(max_diff(
+                &one.recon_error,
+                &big.recon_error[i..i + 1],
+                false,
+            ));
+        let one_fc = fc
+            .run(
+                1,
+                l,
+                &feats[i * step..(i + 1) * step],
+                &mask[i * l..(i + 1) * l],
+            )
+            .unwrap();
+        worst_fc = worst_fc.max(max_diff(&one_fc, &big_fc[i * h2..(i + 1) * h2], true));
+    }
+    eprintln!("batch 1 vs 512: encoder {worst_enc:e}, forecaster (relative) {worst_fc:e}");
+    assert!(worst_enc <= 1e-5, "encoder batch 1 vs 512: {worst_enc}");
+    assert!(worst_fc <= 1e-5, "forecaster batch 1 vs 512: {worst_fc}");
+}
+
+#[test]
+fn a_model_of_another_feature_schema_is_refused() {
+    let stale = root().join("tests/fixtures/schema_mismatch.onnx");
+    let err = VaeDecoder::open(&stale, &cpu()).unwrap_err();
+    assert!(matches!(err, Error::SchemaMismatch { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("schema_mismatch.onnx") && msg.contains("retrain"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_model_of_another_kind_is_refused() {
+    let err = VaeEncoder::open(&model(DECODER_FILE), &cpu()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rnn_vae_decoder model, expected rnn_vae_encoder"),
+        "{err}"
+    );
+    let err = VaeEncoder::open(&root().join("onnx/missing.onnx"), &cpu()).unwrap_err();
+    assert!(matches!(err, Error::ModelNotFound { .. }), "{err}");
+}
+
+#[test]
+fn auto_provider_runs_somewhere_and_says_where() {
+    let opts = SessionOptions {
+        provider: Provider::Auto,
+        ..SessionOptions::default()
+    };
+    let enc = VaeEncoder::open(&model(ENCODER_FILE), &opts).unwrap();
+    assert!(["CPUExecutionProvider", "CUDAExecutionProvider"].contains(&enc.provider()));
+}
