@@ -310,6 +310,23 @@ fn cmd_demo(args: DemoArgs, quiet: bool) -> Result<()> {
     );
     println!("resonance by true segment (held out = unauthenticated users, scored on their last window):");
     print!("{}", report.to_table());
+    if let Some(forecaster) = &summary.models.forecaster {
+        let by_h = &summary.forecast_errors;
+        let cells = |f: fn(&personaflow_pipeline::dataflow::HorizonError) -> f64| {
+            by_h.values()
+                .map(|e| format!("{:.2}", f(e)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "demand forecasts ({forecaster}): {} scored; mean absolute error at h = 1..{}: \
+             requests {}, kilobytes {}",
+            by_h.values().map(|e| e.forecasts).sum::<u64>(),
+            by_h.len(),
+            cells(|e| e.mae_requests),
+            cells(|e| e.mae_bytes / 1000.0)
+        );
+    }
     if args.out.is_some() {
         println!(
             "scenario: {}\noutputs:  {}",

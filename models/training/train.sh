@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Retrains and re-exports every personaflow model (one command):
+#   models/training/train.sh [--epochs N]
+# Sets up .venv-train from models/training/requirements.txt (PyTorch from PyPI, ~3 GB, once),
+# builds the release binary (the training data comes from `personaflow simulate` and
+# `personaflow backfill`), then runs train.py, which writes models/onnx/*.onnx,
+# models/onnx/training_report.json and models/tests/fixtures/. Seeded: a rerun on the same
+# machine reproduces the same models. About 20 minutes on 2 cores, no GPU needed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+venv=".venv-train"
+stamp="$venv/.requirements.txt"
+if [ ! -x "$venv/bin/python" ] || ! cmp -s models/training/requirements.txt "$stamp"; then
+    echo "== setting up $venv (models/training/requirements.txt)"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r models/training/requirements.txt
+    cp models/training/requirements.txt "$stamp"
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/personaflow/target}"
+cargo build --release --quiet
+exec "$venv/bin/python" models/training/train.py \
+    --work "$HOME/.cache/personaflow/model-training" "$@"
