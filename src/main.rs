@@ -156,8 +156,9 @@ impl Progress for Bar {
         self.0.finish_and_clear();
     }
     fn models(&self, m: &personaflow_pipeline::dataflow::ModelsReport) {
-        // Not `println`: a hidden bar (stderr not a terminal) would drop the line.
-        self.0.suspend(|| eprintln!("{}", models_line(m)));
+        // Above the bar on a terminal; elsewhere (a hidden bar prints nothing) the line comes
+        // with the summary at the end, so that a failed run still prints one line only.
+        self.0.println(models_line(m));
     }
 }
 
@@ -215,6 +216,7 @@ fn cmd_backfill(args: BackfillArgs, quiet: bool) -> Result<()> {
     };
     let summary = backfill::run(&job, progress(quiet))?;
     if !quiet {
+        eprintln!("{}", models_line(&summary.models));
         eprintln!(
             "backfill: {} events ({} rejected, {} late) over {} windows in {:.1}s ({:.0} events/s) -> {}",
             summary.events,

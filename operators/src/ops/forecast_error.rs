@@ -35,11 +35,12 @@ pub trait ForecastErrors<'scope> {
     /// ahead against the user's events and bytes in their sequence at `w + h`, or `(0, 0)` if
     /// the user has no sequence there.
     ///
-    /// A target window is scored only once some worker has a sequence at it or at a later
-    /// window: windows after the last one that has any data are never scored with made-up zero
-    /// actuals, so when the inputs end, forecasts for windows after the largest window with a
-    /// sequence anywhere yield nothing. (A window in which nobody at all was active is scored,
-    /// with zero actuals, once a later window has data.) Each worker learns which windows have
+    /// While the inputs are open, a target window is scored as soon as it is complete: the
+    /// source has moved past it in event time, so it happened, even if nobody was active in it
+    /// (zero actuals). Waiting for data at a later window instead would stall a source that
+    /// waits for the outputs to catch up before it sends more (the backfill's flow control
+    /// does). When the inputs end, windows after the last one that has a sequence on any worker
+    /// never happened: forecasts for them yield nothing. Each worker learns which windows have
     /// data from a broadcast of one record per window per worker.
     ///
     /// Forecasts and sequences of a user must be on the same worker (as when the forecasts are
@@ -207,8 +208,16 @@ impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, 
                         }
                         // Score targets in window order, while their window is complete and
                         // known to exist.
+                        let ended = forecast_frontier.is_empty() && observed_frontier.is_empty();
                         while let Some(target) = made.values().map(|m| m.next).min() {
-                            if !complete(target) || last_window.is_none_or(|l| l < target) {
+                            // While the input is open, a complete window has passed in event
+                            // time (the source moved beyond it), data or not; waiting for a
+                            // later sequence there would stall a source that waits for the
+                            // outputs before it sends more. At the end, the windows after the
+                            // last one with data never happened.
+                            if !complete(target)
+                                || (ended && last_window.is_none_or(|l| l < target))
+                            {
                                 break;
                             }
                             let actuals = net_demand(demand.remove(&target).unwrap_or_default());
@@ -297,4 +306,47 @@ fn seen_windows<'scope>(
             },
         )
         .as_collection()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::forecast::PersistenceForecaster;
+    use crate::ops::{ErrorSlot, ForecastDemand, ForecastErrors, Sequences, WindowAggregate};
+    use crate::{Event, WindowSpec};
+    use timely::dataflow::operators::{Input, Probe};
+    use timely::dataflow::ProbeHandle;
+
+    /// Regression: with a gap in the data, the operator waited for a sequence at or after a
+    /// target window before scoring it, while the backfill's feeder waited for the outputs to
+    /// pass that window before sending the data after the gap: the job spun forever (CDNOW with
+    /// 1-day windows, where most days have no accepted purchase).
+    #[test]
+    fn a_gap_in_the_data_does_not_hold_the_outputs_back() {
+        timely::execute_directly(|worker| {
+            let probe = ProbeHandle::new();
+            let mut input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, events) = scope.new_input::<Vec<Event>>();
+                let sequences = events.window_aggregate(WindowSpec::default()).sequences(16);
+                let forecaster = PersistenceForecaster::try_new(4).unwrap();
+                sequences
+                    .clone()
+                    .forecast_demand(Box::new(forecaster), 64, ErrorSlot::default())
+                    .forecast_error(sequences)
+                    .inner
+                    .probe_with(&probe);
+                input
+            });
+            input.send(Event::new(1_000, "u", "a")); // window 0
+            input.advance_to(10); // the source has seen event time at window 10 or later
+            let mut steps = 0;
+            while probe.less_than(&10) && steps < 1_000 {
+                worker.step();
+                steps += 1;
+            }
+            assert!(
+                !probe.less_than(&10),
+                "forecast errors of windows 1..=4 held the frontier back"
+            );
+        });
+    }
 }
