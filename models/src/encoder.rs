@@ -5,12 +5,9 @@
 //! the mean squared error (normalised units, active windows only) of the decoder's
 //! reconstruction from `mu`. The profile is `mu`; the reconstruction error is the anomaly score.
 
-use crate::metadata::ModelInfo;
-use crate::runtime::{open_session, SessionOptions};
-use crate::stats::InferenceStats;
-use crate::tensors::{run, SequenceBatch};
-use crate::{Error, Result};
-use ort::session::Session;
+use crate::runtime::SessionOptions;
+use crate::tensors::{model_accessors, Model, SequenceBatch};
+use crate::Result;
 use personaflow_operators::embed::{Embedder, Embedding};
 use personaflow_operators::features::NUM_FEATURES;
 use personaflow_operators::sequence::Sequence;
@@ -37,43 +34,18 @@ pub struct EncoderOutput {
 /// The encoder session, reused for every batch.
 #[derive(Debug)]
 pub struct VaeEncoder {
-    session: Session,
-    info: ModelInfo,
-    model: String,
-    provider: &'static str,
-    stats: InferenceStats,
+    model: Model,
 }
 
 impl VaeEncoder {
     /// Opens the encoder at `path`; refuses a model trained on another feature schema.
     pub fn open(path: &Path, options: &SessionOptions) -> Result<Self> {
-        let opened = open_session(path, options)?;
-        let model = path.display().to_string();
-        let info = ModelInfo::of_session(&opened.session, &model, ENCODER_KIND)?;
         Ok(VaeEncoder {
-            session: opened.session,
-            info,
-            model,
-            provider: opened.provider,
-            stats: InferenceStats::default(),
+            model: Model::open(path, options, ENCODER_KIND)?,
         })
     }
 
-    /// The model's metadata.
-    pub fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    /// The execution provider the session runs on.
-    pub fn provider(&self) -> &'static str {
-        self.provider
-    }
-
-    /// Records inference time into `stats` (shared with other sessions) from now on.
-    pub fn with_stats(mut self, stats: InferenceStats) -> Self {
-        self.stats = stats;
-        self
-    }
+    model_accessors!();
 
     /// Runs the encoder on raw tensors: `features` `[batch, steps, F]`, `mask`
     /// `[batch, steps]`, `context` `[batch, C]`.
@@ -88,48 +60,31 @@ impl VaeEncoder {
         if batch == 0 {
             return Ok(EncoderOutput::default());
         }
-        let c = self.info.context_dims;
-        let started = std::time::Instant::now();
-        let mut out = run(
-            &mut self.session,
-            &self.model,
-            &[
-                ("features", vec![batch, steps, NUM_FEATURES], features),
-                ("mask", vec![batch, steps], mask),
-                ("context", vec![batch, c], context),
-            ],
-            &["mu", "logvar", "recon_error"],
-        )?
-        .into_iter()
-        .map(|(_, v)| v);
-        self.stats.record(batch, started.elapsed());
-        let (mu, logvar, recon_error) = (
-            out.next().unwrap_or_default(),
-            out.next().unwrap_or_default(),
-            out.next().unwrap_or_default(),
-        );
-        let d = self.info.latent_dims;
-        if mu.len() != batch * d || logvar.len() != batch * d || recon_error.len() != batch {
-            return Err(Error::Shape {
-                model: self.model.clone(),
-                reason: format!(
-                    "outputs of {}, {} and {} values for a batch of {batch} with D = {d}",
-                    mu.len(),
-                    logvar.len(),
-                    recon_error.len()
-                ),
-            });
-        }
+        let (c, d) = (self.model.info.context_dims, self.model.info.latent_dims);
+        let mut out = self
+            .model
+            .run(
+                batch,
+                &[
+                    ("features", vec![batch, steps, NUM_FEATURES], features),
+                    ("mask", vec![batch, steps], mask),
+                    ("context", vec![batch, c], context),
+                ],
+                &[("mu", d), ("logvar", d), ("recon_error", 1)],
+            )?
+            .into_iter();
+        let mut next = || out.next().unwrap_or_default();
         Ok(EncoderOutput {
-            mu,
-            logvar,
-            recon_error,
+            mu: next(),
+            logvar: next(),
+            recon_error: next(),
         })
     }
 
     /// Encodes sequences.
     pub fn encode(&mut self, seqs: &[&Sequence]) -> Result<EncoderOutput> {
-        let b = SequenceBatch::pack(&self.model, seqs, Some(&self.info.context_vocabulary))?;
+        let vocab = &self.model.info.context_vocabulary;
+        let b = SequenceBatch::pack(&self.model.path, seqs, Some(vocab))?;
         self.run(b.batch, b.steps, &b.features, &b.mask, &b.context)
     }
 }
@@ -140,7 +95,7 @@ impl Embedder for VaeEncoder {
     }
 
     fn dims(&self) -> usize {
-        self.info.latent_dims
+        self.model.info.latent_dims
     }
 
     fn embed_batch(
@@ -153,7 +108,7 @@ impl Embedder for VaeEncoder {
                 embedder: VAE_EMBEDDER_NAME.to_string(),
                 reason: e.to_string(),
             })?;
-        let d = self.info.latent_dims;
+        let d = self.model.info.latent_dims;
         Ok(out
             .mu
             .chunks_exact(d)

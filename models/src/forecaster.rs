@@ -4,12 +4,9 @@
 //! Inputs `features [B, L, F]` and `mask [B, L]`; output `forecast [B, H, 2]`: predicted
 //! requests (events) and bytes for each of the next `H` windows.
 
-use crate::metadata::ModelInfo;
-use crate::runtime::{open_session, SessionOptions};
-use crate::stats::InferenceStats;
-use crate::tensors::{run, SequenceBatch};
-use crate::{Error, Result};
-use ort::session::Session;
+use crate::runtime::SessionOptions;
+use crate::tensors::{model_accessors, Model, SequenceBatch};
+use crate::Result;
 use personaflow_operators::features::NUM_FEATURES;
 use personaflow_operators::forecast::{Forecast, Forecaster};
 use personaflow_operators::sequence::Sequence;
@@ -25,43 +22,18 @@ pub const LSTM_FORECASTER_NAME: &str = "lstm-v1";
 /// The forecaster session, reused for every batch.
 #[derive(Debug)]
 pub struct OnnxForecaster {
-    session: Session,
-    info: ModelInfo,
-    model: String,
-    provider: &'static str,
-    stats: InferenceStats,
+    model: Model,
 }
 
 impl OnnxForecaster {
     /// Opens the forecaster at `path`; refuses a model trained on another feature schema.
     pub fn open(path: &Path, options: &SessionOptions) -> Result<Self> {
-        let opened = open_session(path, options)?;
-        let model = path.display().to_string();
-        let info = ModelInfo::of_session(&opened.session, &model, FORECASTER_KIND)?;
         Ok(OnnxForecaster {
-            session: opened.session,
-            info,
-            model,
-            provider: opened.provider,
-            stats: InferenceStats::default(),
+            model: Model::open(path, options, FORECASTER_KIND)?,
         })
     }
 
-    /// The model's metadata.
-    pub fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    /// The execution provider the session runs on.
-    pub fn provider(&self) -> &'static str {
-        self.provider
-    }
-
-    /// Records inference time into `stats` (shared with other sessions) from now on.
-    pub fn with_stats(mut self, stats: InferenceStats) -> Self {
-        self.stats = stats;
-        self
-    }
+    model_accessors!();
 
     /// Runs the forecaster on raw tensors: `features` `[batch, steps, F]` and `mask`
     /// `[batch, steps]`; returns `[batch, H, 2]`.
@@ -75,42 +47,32 @@ impl OnnxForecaster {
         if batch == 0 {
             return Ok(Vec::new());
         }
-        let started = std::time::Instant::now();
-        let (_, out) = run(
-            &mut self.session,
-            &self.model,
-            &[
-                ("features", vec![batch, steps, NUM_FEATURES], features),
-                ("mask", vec![batch, steps], mask),
-            ],
-            &["forecast"],
-        )?
-        .pop()
-        .unwrap_or_default();
-        self.stats.record(batch, started.elapsed());
-        let expected = batch * self.info.horizon * 2;
-        if out.len() != expected {
-            return Err(Error::Shape {
-                model: self.model.clone(),
-                reason: format!("{} output values, expected {expected}", out.len()),
-            });
-        }
-        Ok(out)
+        let width = self.model.info.horizon * 2;
+        Ok(self
+            .model
+            .run(
+                batch,
+                &[
+                    ("features", vec![batch, steps, NUM_FEATURES], features),
+                    ("mask", vec![batch, steps], mask),
+                ],
+                &[("forecast", width)],
+            )?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// Forecasts sequences.
     pub fn forecast(&mut self, seqs: &[&Sequence]) -> Result<Vec<Forecast>> {
-        let b = SequenceBatch::pack(&self.model, seqs, None)?;
+        let b = SequenceBatch::pack(&self.model.path, seqs, None)?;
         let out = self.run(b.batch, b.steps, &b.features, &b.mask)?;
-        let h = self.info.horizon;
+        let h = self.model.info.horizon;
         out.chunks_exact(2 * h)
             .map(|row| {
                 let requests = row.iter().step_by(2).copied().collect();
                 let bytes = row.iter().skip(1).step_by(2).copied().collect();
-                Forecast::try_new(requests, bytes).map_err(|e| Error::Shape {
-                    model: self.model.clone(),
-                    reason: e.to_string(),
-                })
+                Forecast::try_new(requests, bytes)
+                    .map_err(|e| self.model.shape_error(e.to_string()))
             })
             .collect()
     }
@@ -122,7 +84,7 @@ impl Forecaster for OnnxForecaster {
     }
 
     fn horizon(&self) -> usize {
-        self.info.horizon
+        self.model.info.horizon
     }
 
     fn forecast_batch(

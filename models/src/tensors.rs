@@ -1,12 +1,16 @@
-//! Sequences to the models' input tensors, and running a session on them.
+//! An open model (session, metadata, provider, timing), sequences to its input tensors, and
+//! running it.
 
-use crate::metadata::ContextVocabulary;
+use crate::metadata::{ContextVocabulary, ModelInfo};
+use crate::runtime::{open_session, SessionOptions};
+use crate::stats::InferenceStats;
 use crate::{Error, Result};
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 use personaflow_operators::features::NUM_FEATURES;
 use personaflow_operators::sequence::Sequence;
 use std::borrow::Cow;
+use std::path::Path;
 
 /// A batch of sequences as row-major tensors: features `[B, L, F]`, mask `[B, L]` (1 where the
 /// user was active) and context `[B, C]` (one-hot).
@@ -95,3 +99,89 @@ pub(crate) fn run(
         })
         .collect()
 }
+
+/// An open model: the session (reused for every batch), its checked metadata, the execution
+/// provider it runs on and where its inference time goes. Each model type wraps one.
+#[derive(Debug)]
+pub(crate) struct Model {
+    session: Session,
+    pub info: ModelInfo,
+    pub path: String,
+    pub provider: &'static str,
+    pub stats: InferenceStats,
+}
+
+impl Model {
+    /// Opens the model at `path`, refusing it unless its metadata says `kind` and the
+    /// pipeline's feature schema.
+    pub fn open(path: &Path, options: &SessionOptions, kind: &str) -> Result<Self> {
+        let opened = open_session(path, options)?;
+        let model = path.display().to_string();
+        let info = ModelInfo::of_session(&opened.session, &model, kind)?;
+        Ok(Model {
+            session: opened.session,
+            info,
+            path: model,
+            provider: opened.provider,
+            stats: InferenceStats::default(),
+        })
+    }
+
+    /// Runs a batch of `rows` rows (timed into the stats); returns the named outputs' values,
+    /// each checked to hold `rows * width` values.
+    pub fn run(
+        &mut self,
+        rows: usize,
+        inputs: &[(&str, Vec<usize>, &[f32])],
+        outputs: &[(&str, usize)],
+    ) -> Result<Vec<Vec<f32>>> {
+        let started = std::time::Instant::now();
+        let names: Vec<&str> = outputs.iter().map(|(n, _)| *n).collect();
+        let values = run(&mut self.session, &self.path, inputs, &names)?;
+        self.stats.record(rows, started.elapsed());
+        values
+            .into_iter()
+            .zip(outputs)
+            .map(|((_, v), (name, width))| {
+                if v.len() == rows * width {
+                    Ok(v)
+                } else {
+                    Err(self.shape_error(format!(
+                        "output {name}: {} values for {rows} rows of {width}",
+                        v.len()
+                    )))
+                }
+            })
+            .collect()
+    }
+
+    /// An error about shapes, naming the model.
+    pub fn shape_error(&self, reason: String) -> Error {
+        Error::Shape {
+            model: self.path.clone(),
+            reason,
+        }
+    }
+}
+
+/// The accessors every model type has, delegated to its [`Model`] field `model`.
+macro_rules! model_accessors {
+    () => {
+        /// The model's metadata.
+        pub fn info(&self) -> &crate::metadata::ModelInfo {
+            &self.model.info
+        }
+
+        /// The execution provider the session runs on.
+        pub fn provider(&self) -> &'static str {
+            self.model.provider
+        }
+
+        /// Records inference time into `stats` (shared with other sessions) from now on.
+        pub fn with_stats(mut self, stats: crate::stats::InferenceStats) -> Self {
+            self.model.stats = stats;
+            self
+        }
+    };
+}
+pub(crate) use model_accessors;
