@@ -4,8 +4,9 @@
 # Sets up .venv-train from models/training/requirements.txt (PyTorch from PyPI, ~3 GB, once),
 # builds the release binary (the training data comes from `personaflow simulate` and
 # `personaflow backfill`), then runs train.py, which writes models/onnx/*.onnx,
-# models/onnx/training_report.json and models/tests/fixtures/. Seeded: a rerun on the same
-# machine reproduces the same models. About 20 minutes on 2 cores, no GPU needed.
+# models/onnx/training_report.json and models/tests/fixtures/. Seeded (data, splits,
+# initialisation, batches); bit-for-bit equality across machines or thread counts is not
+# promised. About 10 minutes on 2 cores once the venv exists, no GPU needed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=".venv-train"
