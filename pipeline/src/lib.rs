@@ -11,5 +11,6 @@ pub mod schema;
 pub mod simulate;
 pub mod sink;
 pub mod source;
+pub mod stream;
 
 pub use error::{Error, Result};

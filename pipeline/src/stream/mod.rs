@@ -1,0 +1,5 @@
+//! The continuous job's building blocks (the Kafka job of issue 4, in progress): so far the
+//! event-time watermarks of a partitioned stream. The Kafka transport, the `run` command,
+//! durable per-window outputs and offset commits are not built yet.
+
+pub mod watermark;
