@@ -52,12 +52,14 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 mod convert;
+mod json_record;
 mod mapping;
 mod ndjson_reader;
 mod parquet_reader;
 mod resolve;
 mod text_reader;
 
+pub use json_record::{JsonRecordDecoder, RecordError};
 pub use mapping::{
     IngestMapping, Literal, TextOptions, TimestampSpec, TsUnit, BUILT_IN_ORIGIN,
     DEFAULT_NULL_MARKERS, DEFAULT_TS_UNIT,

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::convert::{Cell, Cells};
 use super::mapping::Compiled;
-use super::{missing_column, null_cells, push_row, record_error, EventReader, Reject};
+use super::{missing_column, null_cells, push_row, record_error, EventReader, FieldError, Reject};
 use crate::schema::{CANONICAL_COLUMNS, REQUIRED_COLUMNS};
 use crate::{Error, Result};
 
@@ -53,6 +53,26 @@ fn json_cell(value: &Value) -> Cell<'_> {
         Value::String(s) => Cell::Str(s),
         Value::Array(_) => Cell::Invalid("expected a scalar value, found a JSON array"),
         Value::Object(_) => Cell::Invalid("expected a scalar value, found a JSON object"),
+    }
+}
+
+/// One JSON object (a line of a file, or a Kafka message) to an event through the mapping.
+pub(crate) fn decode_object(
+    bytes: &[u8],
+    compiled: &Compiled,
+) -> std::result::Result<Event, FieldError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(object)) => {
+            let mut cells: Cells<'_> = null_cells();
+            for (cell, source) in cells.iter_mut().zip(compiled.sources.iter()) {
+                if let Some(value) = source.as_ref().and_then(|s| lookup(&object, &s.name)) {
+                    *cell = json_cell(value);
+                }
+            }
+            compiled.converter.event(&cells)
+        }
+        Ok(_) => Err(record_error("not a JSON object".to_owned())),
+        Err(e) => Err(record_error(format!("invalid JSON: {e}"))),
     }
 }
 
@@ -186,20 +206,7 @@ impl EventReader for NdjsonReader {
             }
             self.rows += 1;
             taken += 1;
-            let result = match serde_json::from_slice::<Value>(&self.line) {
-                Ok(Value::Object(object)) => {
-                    let mut cells: Cells<'_> = null_cells();
-                    for (cell, source) in cells.iter_mut().zip(self.compiled.sources.iter()) {
-                        if let Some(value) = source.as_ref().and_then(|s| lookup(&object, &s.name))
-                        {
-                            *cell = json_cell(value);
-                        }
-                    }
-                    self.compiled.converter.event(&cells)
-                }
-                Ok(_) => Err(record_error("not a JSON object".to_owned())),
-                Err(e) => Err(record_error(format!("invalid JSON: {e}"))),
-            };
+            let result = decode_object(&self.line, &self.compiled);
             push_row(result, &self.file_label, self.rows, events, rejects);
         }
         Ok(taken > 0 || !self.done)
