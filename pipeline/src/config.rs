@@ -39,6 +39,19 @@
 //!
 //! [runtime]
 //! workers = 2
+//!
+//! [stream]                 # the continuous job (`personaflow run`); flags override these
+//! # brokers = "127.0.0.1:9092"
+//! # topic = "events"
+//! # group = "personaflow"
+//! # output = "/data/personaflow"
+//! allowed_lateness = "5m"  # watermark = newest event time of a partition minus this
+//! idle_timeout = "30s"     # a partition silent this long stops holding the watermark back
+//! output_topic_prefix = "personaflow."
+//! output_topics = ["profiles", "segment_profiles", "resonance", "forecasts"]
+//! dead_letter_topic = "personaflow.dead_letter"
+//! metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; "" turns it off
+//! fsync = true             # fsync window files and the checkpoint before committing offsets
 //! ```
 
 use crate::{Error, Result};
@@ -336,6 +349,65 @@ impl Default for OutputConfig {
     }
 }
 
+/// Default output topics of the continuous job (table names; prefixed with
+/// [`StreamConfig::output_topic_prefix`]).
+pub const DEFAULT_OUTPUT_TOPICS: [&str; 4] =
+    ["profiles", "segment_profiles", "resonance", "forecasts"];
+/// Default prefix of the continuous job's output topics.
+pub const DEFAULT_OUTPUT_TOPIC_PREFIX: &str = "personaflow.";
+/// Default dead-letter topic of the continuous job.
+pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "personaflow.dead_letter";
+/// Default address of the continuous job's Prometheus endpoint.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+/// `[stream]`: the continuous job over Kafka (`personaflow run`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Bootstrap brokers, `HOST:PORT[,HOST:PORT...]`.
+    pub brokers: Option<String>,
+    /// Input topic: one JSON event per message.
+    pub topic: Option<String>,
+    /// Consumer group (offsets are committed to it).
+    pub group: Option<String>,
+    /// Output directory of the Parquet tables and the checkpoint.
+    pub output: Option<PathBuf>,
+    /// A partition's watermark is its newest event time minus this; older events are late.
+    pub allowed_lateness: Millis,
+    /// A partition silent this long (processing time) stops holding the watermark back.
+    pub idle_timeout: Millis,
+    /// Prefix of the output topics.
+    pub output_topic_prefix: String,
+    /// Tables published to Kafka, one topic each (`{prefix}{table}`); empty: none.
+    pub output_topics: Vec<String>,
+    /// Topic of malformed messages (empty: only counted and logged).
+    pub dead_letter_topic: String,
+    /// Address of the Prometheus `/metrics` endpoint (empty: off; port 0: any free port).
+    pub metrics_addr: String,
+    /// fsync window files and the checkpoint before offsets are committed.
+    pub fsync: bool,
+}
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            brokers: None,
+            topic: None,
+            group: None,
+            output: None,
+            allowed_lateness: Millis(crate::stream::watermark::DEFAULT_ALLOWED_LATENESS_MS),
+            idle_timeout: Millis(crate::stream::watermark::DEFAULT_IDLE_TIMEOUT_MS),
+            output_topic_prefix: DEFAULT_OUTPUT_TOPIC_PREFIX.into(),
+            output_topics: DEFAULT_OUTPUT_TOPICS
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            dead_letter_topic: DEFAULT_DEAD_LETTER_TOPIC.into(),
+            metrics_addr: DEFAULT_METRICS_ADDR.into(),
+            fsync: true,
+        }
+    }
+}
+
 /// The whole job configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -360,6 +432,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// `[output]`.
     pub output: OutputConfig,
+    /// `[stream]`.
+    pub stream: StreamConfig,
 }
 
 impl Config {
@@ -447,6 +521,19 @@ impl Config {
         }
         if self.output.row_group_rows == 0 {
             return Err("output.row_group_rows must be at least 1".into());
+        }
+        if self.stream.allowed_lateness.0 < 0 || self.stream.idle_timeout.0 < 0 {
+            return Err(
+                "stream.allowed_lateness and stream.idle_timeout must not be negative".into(),
+            );
+        }
+        for table in &self.stream.output_topics {
+            if crate::sink::Table::from_name(table).is_none() {
+                return Err(format!(
+                    "stream.output_topics: unknown table {table:?} (one of {})",
+                    crate::sink::Table::ALL.map(|t| t.name()).join(", ")
+                ));
+            }
         }
         self.resonance.validate().map_err(|e| e.to_string())
     }

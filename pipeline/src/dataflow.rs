@@ -12,9 +12,9 @@
 
 use crate::config::{Config, EmbedderKind, ForecasterKind};
 use crate::sink::{
-    date_partition, features_batch, forecast_errors_batch, forecasts_batch, profiles_batch,
-    resonance_batch, segment_profiles_batch, FeatureRow, ForecastErrorRow, ForecastRow,
-    PartitionedWriter, ProfileRow, ResonanceRow, SegmentProfileRow, Table,
+    features_batch, forecast_errors_batch, forecasts_batch, profiles_batch, resonance_batch,
+    segment_profiles_batch, FeatureRow, ForecastErrorRow, ForecastRow, PartitionedSinks,
+    ProfileRow, ResonanceRow, SegmentProfileRow, SinkFactory, Table, WindowSink,
 };
 use crate::{Error, Result};
 use arrow_array::RecordBatch;
@@ -215,11 +215,27 @@ pub fn check_models(config: &Config) -> Result<ModelsReport> {
     })
 }
 
-/// Builds the dataflow on `worker`, writing tables under `out_root`.
+/// Builds the dataflow on `worker`, writing date-partitioned tables under `out_root` (the
+/// backfill's layout).
 pub fn build(
     worker: &mut Worker,
     config: &Config,
     out_root: &Path,
+    stats: &ModelStats,
+) -> Result<DataflowHandles> {
+    let sinks = PartitionedSinks {
+        root: out_root.to_path_buf(),
+        spec: config.window_spec(),
+        row_group_rows: config.output.row_group_rows,
+    };
+    build_with(worker, config, &sinks, stats)
+}
+
+/// Builds the dataflow on `worker`, with the sinks `sinks` makes for each table.
+pub fn build_with(
+    worker: &mut Worker,
+    config: &Config,
+    sinks: &dyn SinkFactory,
     stats: &ModelStats,
 ) -> Result<DataflowHandles> {
     let index = worker.index();
@@ -230,8 +246,7 @@ pub fn build(
     let report = Rc::new(RefCell::new(SinkReport::default()));
     let embed_errors = ErrorSlot::default();
     let probe = ProbeHandle::new();
-    let row_group = config.output.row_group_rows;
-    let writer = |t: Table| PartitionedWriter::new(out_root, t, index, row_group);
+    let writer = |t: Table| sinks.sink(t, index);
     let input = worker.dataflow::<u64, _, _>(|scope| {
         let (input, events) = scope.new_input::<Vec<Event>>();
         let sequences = events
@@ -256,7 +271,6 @@ pub fn build(
                 forecasts.probe_with(&probe),
                 "SinkForecasts",
                 writer(Table::Forecasts),
-                spec,
                 report.clone(),
                 move |fs: &mut Vec<(UserWindow, Forecast)>| forecast_rows(&spec, &n, fs),
             );
@@ -264,7 +278,6 @@ pub fn build(
                 errors.probe_with(&probe),
                 "SinkForecastErrors",
                 writer(Table::ForecastErrors),
-                spec,
                 report.clone(),
                 move |es: &mut Vec<(UserWindow, ForecastError)>| {
                     let mut acc = accuracy.borrow_mut();
@@ -287,7 +300,6 @@ pub fn build(
             sequences.probe_with(&probe),
             "SinkFeatures",
             writer(Table::Features),
-            spec,
             report.clone(),
             move |seqs: &mut Vec<(UserWindow, Sequence)>| features_rows(&spec, seqs),
         );
@@ -296,7 +308,6 @@ pub fn build(
             profiles.probe_with(&probe),
             "SinkProfiles",
             writer(Table::Profiles),
-            spec,
             report.clone(),
             move |profiles: &mut Vec<(UserWindow, Profile)>| profile_rows(&spec, &name, profiles),
         );
@@ -304,7 +315,6 @@ pub fn build(
             resonance.probe_with(&probe),
             "SinkResonance",
             writer(Table::Resonance),
-            spec,
             report.clone(),
             move |rs: &mut Vec<(UserWindow, Resonance)>| resonance_rows(&spec, rs),
         );
@@ -437,21 +447,21 @@ fn resonance_rows(spec: &WindowSpec, rs: &mut [(UserWindow, Resonance)]) -> Reco
 
 /// Sinks a collection window by window: updates are buffered per window and, once the input
 /// frontier has passed a window, `to_batch` turns that window's updates into rows (or nothing),
-/// which go to the window's date partition. The writer is finished when the input ends.
+/// which go to the window's sink; the sink hears of every frontier move, and of the end.
 fn sink_windows<'scope, D, F>(
     collection: VecCollection<'scope, u64, D, isize>,
     name: &str,
-    mut writer: PartitionedWriter,
-    spec: WindowSpec,
+    mut sink: Box<dyn WindowSink>,
     report: Rc<RefCell<SinkReport>>,
     mut to_batch: F,
 ) where
     D: Clone + 'static,
     F: FnMut(u64, Vec<(D, isize)>) -> Option<RecordBatch> + 'static,
 {
-    let table = writer.table();
+    let table = sink.table();
     let mut pending: BTreeMap<u64, Vec<(D, isize)>> = BTreeMap::new();
     let mut finished = false;
+    let mut advanced: Option<u64> = None;
     collection
         .inner
         .sink(Pipeline, name, move |(input, frontier)| {
@@ -468,13 +478,20 @@ fn sink_windows<'scope, D, F>(
                     break;
                 }
                 if let Some(batch) = to_batch(window, entry.remove()) {
-                    let result = writer.write(Some(&date_partition(spec.start_ms(window))), &batch);
-                    record(&report, table, result.map(|_| batch.num_rows() as u64));
+                    let result = sink.write_window(window, &batch);
+                    record(&report, table, result);
                 }
             }
-            if frontier.is_empty() && !finished {
-                finished = true;
-                record(&report, table, writer.finish().map(|_| 0));
+            if frontier.is_empty() {
+                if !finished {
+                    finished = true;
+                    record(&report, table, sink.advance(None).map(|_| 0));
+                }
+            } else if let Some(&f) = frontier.frontier().first() {
+                if advanced != Some(f) {
+                    advanced = Some(f);
+                    record(&report, table, sink.advance(Some(f)).map(|_| 0));
+                }
             }
         });
 }
@@ -485,8 +502,7 @@ fn sink_windows<'scope, D, F>(
 fn sink_facts<'scope, D, F>(
     collection: VecCollection<'scope, u64, D, isize>,
     name: &str,
-    writer: PartitionedWriter,
-    spec: WindowSpec,
+    writer: Box<dyn WindowSink>,
     report: Rc<RefCell<SinkReport>>,
     mut to_batch: F,
 ) where
@@ -497,7 +513,6 @@ fn sink_facts<'scope, D, F>(
         collection,
         name,
         writer,
-        spec,
         report,
         move |_window, mut updates| {
             consolidate(&mut updates);
@@ -515,40 +530,33 @@ fn sink_facts<'scope, D, F>(
 /// window in which any segment changed, every segment's profile is written.
 fn sink_segments<'scope>(
     collection: VecCollection<'scope, u64, (String, SegmentSum), isize>,
-    writer: PartitionedWriter,
+    writer: Box<dyn WindowSink>,
     spec: WindowSpec,
     report: Rc<RefCell<SinkReport>>,
 ) {
     let mut state: BTreeMap<(String, SegmentSum), isize> = BTreeMap::new();
     let name = "SinkSegmentProfiles";
-    sink_windows(
-        collection,
-        name,
-        writer,
-        spec,
-        report,
-        move |window, updates| {
-            for (d, r) in updates {
-                let count = state.entry(d.clone()).or_default();
-                count.plus_equals(&r);
-                if *count == 0 {
-                    state.remove(&d);
-                }
+    sink_windows(collection, name, writer, report, move |window, updates| {
+        for (d, r) in updates {
+            let count = state.entry(d.clone()).or_default();
+            count.plus_equals(&r);
+            if *count == 0 {
+                state.remove(&d);
             }
-            let mut seen = HashSet::new();
-            let rows: Vec<SegmentProfileRow> = state
-                .keys()
-                .filter(|(s, _)| seen.insert(s.clone()))
-                .map(|(segment, sum)| SegmentProfileRow {
-                    window_end: spec.end_ms(window),
-                    segment: segment.clone(),
-                    profiles: sum.profiles,
-                    embedding: sum.mean(),
-                })
-                .collect();
-            Some(segment_profiles_batch(&rows))
-        },
-    );
+        }
+        let mut seen = HashSet::new();
+        let rows: Vec<SegmentProfileRow> = state
+            .keys()
+            .filter(|(s, _)| seen.insert(s.clone()))
+            .map(|(segment, sum)| SegmentProfileRow {
+                window_end: spec.end_ms(window),
+                segment: segment.clone(),
+                profiles: sum.profiles,
+                embedding: sum.mean(),
+            })
+            .collect();
+        Some(segment_profiles_batch(&rows))
+    });
 }
 
 fn record(report: &Rc<RefCell<SinkReport>>, table: Table, result: Result<u64>) {

@@ -79,6 +79,18 @@ pub enum Error {
     /// The dataflow failed to run.
     #[error("dataflow: {0}")]
     Dataflow(String),
+    /// A Kafka operation failed (what was being done, and librdkafka's error).
+    #[error("kafka: {context}")]
+    Kafka {
+        /// What was being done.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The continuous job cannot run as configured (missing topic, broker, flag...).
+    #[error("{0}")]
+    Stream(String),
 }
 
 /// Result type of the pipeline crate.
@@ -89,6 +101,14 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps a Kafka error with what was being done.
+    pub fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka {
+            context: context.into(),
             source,
         }
     }

@@ -52,6 +52,11 @@ impl Table {
         Table::Rejects,
     ];
 
+    /// The table named `name` (its directory name).
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     /// The table's directory name.
     pub fn name(self) -> &'static str {
         match self {
@@ -586,11 +591,100 @@ pub fn rejects_batch(rows: &[RejectRow]) -> RecordBatch {
     )
 }
 
+/// Where one table's rows go, window by window, on one worker. The dataflow's sinks call
+/// [`write_window`](WindowSink::write_window) with each complete window's rows and
+/// [`advance`](WindowSink::advance) as the frontier moves; the backfill writes date-partitioned
+/// files, the continuous job one atomic file per window (and Kafka messages).
+pub trait WindowSink {
+    /// The table.
+    fn table(&self) -> Table;
+    /// Writes the rows of `window`, which is complete; returns the rows written (a sink may
+    /// skip a window, e.g. one already emitted before a restart, and return 0).
+    fn write_window(&mut self, window: u64, batch: &RecordBatch) -> Result<u64>;
+    /// Every window before `frontier` has been passed to `write_window` (or had no rows);
+    /// `None`: the input ended and every window has.
+    fn advance(&mut self, frontier: Option<u64>) -> Result<()>;
+}
+
+/// Creates the sinks of a dataflow.
+pub trait SinkFactory {
+    /// The sink of `table` on worker `worker`.
+    fn sink(&self, table: Table, worker: usize) -> Box<dyn WindowSink>;
+}
+
+/// The backfill's sinks: a [`PartitionedWriter`] per table and worker under `root`.
+#[derive(Clone, Debug)]
+pub struct PartitionedSinks {
+    /// The output (staging) directory.
+    pub root: PathBuf,
+    /// Windows, for the date partitions.
+    pub spec: personaflow_operators::WindowSpec,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+}
+
+impl SinkFactory for PartitionedSinks {
+    fn sink(&self, table: Table, worker: usize) -> Box<dyn WindowSink> {
+        Box::new(PartitionedSink {
+            writer: PartitionedWriter::new(&self.root, table, worker, self.row_group_rows),
+            spec: self.spec,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct PartitionedSink {
+    writer: PartitionedWriter,
+    spec: personaflow_operators::WindowSpec,
+}
+
+impl WindowSink for PartitionedSink {
+    fn table(&self) -> Table {
+        self.writer.table()
+    }
+
+    fn write_window(&mut self, window: u64, batch: &RecordBatch) -> Result<u64> {
+        let partition = date_partition(self.spec.start_ms(window));
+        self.writer.write(Some(&partition), batch)?;
+        Ok(batch.num_rows() as u64)
+    }
+
+    fn advance(&mut self, frontier: Option<u64>) -> Result<()> {
+        if frontier.is_none() {
+            self.writer.finish()?;
+        }
+        Ok(())
+    }
+}
+
 /// The `date=YYYY-MM-DD` partition of a window, by the window's start (UTC).
 pub fn date_partition(window_start_ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(window_start_ms)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The Parquet writer properties of `table`'s files: zstd, `row_group_rows` rows per group.
+pub fn writer_properties(table: Table, row_group_rows: usize) -> WriterProperties {
+    writer_properties_for(&table.schema(), row_group_rows)
+}
+
+/// The Parquet writer properties of files of `schema`: zstd, `row_group_rows` rows per group,
+/// dictionaries for string columns.
+pub fn writer_properties_for(schema: &Schema, row_group_rows: usize) -> WriterProperties {
+    // Dictionary encoding pays off for the repetitive string columns (users, segments,
+    // context, reasons), not for floats, where it only costs time.
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_dictionary_enabled(false);
+    for field in schema.fields() {
+        if field.data_type() == &DataType::Utf8 {
+            props =
+                props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+        }
+    }
+    props.build()
 }
 
 /// Writes one table of one worker: one Parquet file per date partition it sees, named
@@ -610,19 +704,7 @@ pub struct PartitionedWriter {
 impl PartitionedWriter {
     /// A writer for `table` under `root/<table>/`.
     pub fn new(root: &Path, table: Table, worker: usize, row_group_rows: usize) -> Self {
-        // Dictionary encoding pays off for the repetitive string columns (users, segments,
-        // context, reasons), not for floats, where it only costs time.
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-            .set_dictionary_enabled(false);
-        for field in table.schema().fields() {
-            if field.data_type() == &DataType::Utf8 {
-                props = props
-                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
-            }
-        }
-        let props = props.build();
+        let props = writer_properties(table, row_group_rows);
         PartitionedWriter {
             dir: root.join(table.name()),
             table,

@@ -6,12 +6,14 @@
 //! - `validation`: one test per input validation rule, through the CLI;
 //! - `basics`: help, error messages, configuration layers;
 //! - `interop`: DuckDB, Polars and pyarrow read the outputs as they are;
-//! - `models`: the VAE embedder and LSTM forecaster through onnxruntime, and their errors.
+//! - `models`: the VAE embedder and LSTM forecaster through onnxruntime, and their errors;
+//! - `stream`: the continuous Kafka job against librdkafka's mock cluster.
 
 mod basics;
 mod interop;
 mod models;
 mod real_data;
 mod simulated;
+mod stream;
 mod support;
 mod validation;

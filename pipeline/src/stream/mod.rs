@@ -1,7 +1,12 @@
-//! The continuous job's building blocks (the Kafka job of issue 4, in progress): so far the
-//! event-time watermarks of a partitioned stream, and (in `source`) the decoding of one JSON
-//! record through an ingest mapping ([`JsonRecordDecoder`](crate::source::JsonRecordDecoder)).
-//! The Kafka transport, the `run` command, durable per-window outputs and offset commits are
-//! not built yet.
+//! The continuous job over Kafka (`personaflow run`): event-time watermarks per partition,
+//! per-window atomic outputs and output topics, checkpoints and offset commits after the
+//! outputs are durable, restarts that rebuild the windowed state, and Prometheus metrics.
 
+pub mod checkpoint;
+pub mod job;
+pub mod metrics;
+pub mod output;
+pub mod produce;
 pub mod watermark;
+
+pub use job::{run, StartInfo, StreamJob, StreamReporter, StreamStatus, StreamSummary};
