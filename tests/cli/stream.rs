@@ -261,6 +261,16 @@ fn malformed_messages_go_to_the_dead_letter_topic_and_late_events_to_late() {
     assert_eq!(late.rows[0][late.col("offset")].int(), 42);
 }
 
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -317,15 +327,46 @@ fn sigterm_flushes_commits_and_a_restart_resumes_without_emitting_twice() {
     let config = tmp.path().join("job.toml");
     std::fs::write(&config, "[segments]\nwindow = 8\n").unwrap();
     let cfg = config.to_str().unwrap();
-    let mut job = spawn_quiet(&mut run_job_cmd(&brokers, &out, &["--config", cfg]));
-    // Let it emit some windows, then stop it.
+    let log = tmp.path().join("run.log");
+    let mut job = run_job_cmd(&brokers, &out, &["--config", cfg])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Let it emit some windows, then scrape its metrics and stop it.
     let deadline = Instant::now() + Duration::from_secs(60);
     while windows(&out, "features").len() < 10 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let addr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run: metrics on http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in {text}"));
+    let metrics = http_get(addr, "/metrics");
+    for name in [
+        "personaflow_events_consumed_total",
+        "personaflow_rejects_total",
+        "personaflow_late_events_total",
+        "personaflow_consumer_lag{partition=\"0\"}",
+        "personaflow_watermark_delay_seconds",
+        "personaflow_window_close_to_output_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} is not in {metrics}");
+    }
+    let consumed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("personaflow_events_consumed_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    assert!(consumed > 0, "{metrics}");
     sigterm(&job);
     let status = wait_for(&mut job, Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(summary["stopped_by"], "signal");
     let ckpt: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("_checkpoint.json")).unwrap()).unwrap();
     assert!(ckpt["emitted_through"].as_u64().is_some(), "{ckpt}");

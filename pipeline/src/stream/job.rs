@@ -147,6 +147,10 @@ pub struct StreamSummary {
     pub peak_rss_bytes: Option<u64>,
     /// Why it stopped: `signal` or `end`.
     pub stopped_by: String,
+    /// The models that ran.
+    pub models: dataflow::ModelsReport,
+    /// The effective configuration.
+    pub config: Config,
 }
 
 /// One partition's bookkeeping for commits and rewinds.
@@ -187,6 +191,9 @@ impl PartitionTrack {
         }
     }
 }
+
+/// A message taken from the consumer: partition, offset, key, payload.
+type Polled = (i32, i64, Option<Vec<u8>>, Vec<u8>);
 
 /// A late event, for the `late` table.
 #[derive(Clone, Debug)]
@@ -572,7 +579,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     write_checkpoint(&shared, job, spec, emitted)?;
     let elapsed = started.elapsed().as_secs_f64();
     let status = status_of(&shared.metrics);
-    Ok(StreamSummary {
+    let summary = StreamSummary {
         emitted_through: emitted.and_then(|e| rfc3339(spec.end_ms(e))),
         rows_written: rows,
         published: metrics.published.load(Ordering::Relaxed),
@@ -583,7 +590,12 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         peak_rss_bytes: crate::backfill::peak_rss_bytes(),
         status,
         stopped_by,
-    })
+        models,
+        config,
+    };
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    super::checkpoint::write_atomically(&job.output.join("run.json"), &json, false)?;
+    Ok(summary)
 }
 
 fn status_of(m: &Metrics) -> StreamStatus {
@@ -785,9 +797,11 @@ impl WorkerContext {
         }
         let mut late: Vec<LateRow> = Vec::new();
         let mut last_durable = self.first_needed;
+        // Lag is known from the first round on.
+        self.refresh_lag(&consumer, &partitions);
         let mut last_status = Instant::now();
         let mut by_signal = false;
-        let mut batch: Vec<(i32, i64, Option<Vec<u8>>, Vec<u8>)> = Vec::new();
+        let mut batch: Vec<Polled> = Vec::new();
         loop {
             if job.shutdown.load(Ordering::SeqCst) {
                 by_signal = true;
@@ -915,7 +929,7 @@ impl WorkerContext {
     /// Decodes and routes one batch of messages.
     fn ingest(
         &self,
-        batch: &[(i32, i64, Option<Vec<u8>>, Vec<u8>)],
+        batch: &[Polled],
         mut input: Option<&mut timely::dataflow::InputHandleVec<u64, Event>>,
         late: &mut Vec<LateRow>,
     ) -> Result<()> {
@@ -1076,5 +1090,65 @@ impl WorkerContext {
                     .insert(*p, (high - next).max(0));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_point_at_the_first_unemitted_event_and_rewinds_keep_the_history() {
+        let mut t = PartitionTrack {
+            next: 100,
+            ..PartitionTrack::default()
+        };
+        // Offsets by window, out of order within the partition.
+        for (w, o) in [
+            (1, 10),
+            (2, 20),
+            (3, 35),
+            (3, 30),
+            (4, 40),
+            (6, 60),
+            (5, 70),
+        ] {
+            let e = t.window_min.entry(w).or_insert(o);
+            *e = (*e).min(o);
+        }
+        // Windows before 4 are emitted; the next window's state needs 2 windows of history.
+        let c = t.settle(4, 2);
+        assert_eq!(c.committed, 40, "window 4's first event is not yet emitted");
+        assert_eq!(c.rewind, 20, "windows 2 and 3 are history of window 4");
+        assert_eq!(
+            t.window_min.keys().copied().collect::<Vec<_>>(),
+            vec![2, 3, 4, 5, 6]
+        );
+        // Everything emitted: commit the next offset; never go back.
+        t.committed = 40;
+        let c = t.settle(7, 2);
+        assert_eq!((c.committed, c.rewind), (100, 60));
+        t.committed = 100;
+        t.next = 90; // a rewound restart reading again
+        assert_eq!(t.settle(7, 2).committed, 100);
+    }
+
+    #[test]
+    fn late_rows_carry_their_lateness() {
+        let b = late_batch(&[LateRow {
+            partition: 2,
+            offset: 7,
+            user_id: "u".into(),
+            ts_ms: 1_000,
+            watermark_ms: 61_000,
+            payload: "{}".into(),
+        }]);
+        assert_eq!(b.schema(), late_schema());
+        let l = b
+            .column(5)
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap();
+        assert_eq!(l.value(0), 60_000);
     }
 }
