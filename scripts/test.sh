@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: sets up .venv (onnxruntime for the models, and the Python packages of
-# the interop checks; once), then runs every Rust test (unit, doc, oracle, parity, CLI
-# integration, interop).
+# the interop checks; once), installs the tansu Kafka broker for the real-broker test (once,
+# into ~/.cache/personaflow/tools; about 15 minutes on 2 cores the first time), then runs
+# every Rust test (unit, doc, oracle, parity, CLI integration, interop, Kafka).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,5 +17,7 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s requirements-dev.txt "$stamp" \
     cp requirements-runtime.txt "$venv/.requirements-runtime.txt"
 fi
 export PERSONAFLOW_PYTHON="$PWD/$venv/bin/python"
+PERSONAFLOW_TANSU="$(scripts/setup-tansu.sh)"
+export PERSONAFLOW_TANSU
 
 cargo test --workspace "$@"

@@ -106,6 +106,9 @@ struct ProduceArgs {
     /// Events per second [default: as fast as the broker takes them].
     #[arg(long)]
     rate: Option<f64>,
+    /// Stop after this many events.
+    #[arg(long)]
+    limit: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -544,6 +547,7 @@ fn cmd_produce(args: ProduceArgs, quiet: bool) -> Result<()> {
         inputs: args.input,
         mapping,
         rate: args.rate,
+        limit: args.limit,
     };
     let summary = produce(&job, &mut |_| {})?;
     if !quiet {

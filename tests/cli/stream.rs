@@ -447,3 +447,104 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     assert_same_tables(&out, &back);
     assert_eq!(windows(&out, "features"), windows(&back, "features"));
 }
+
+/// A `tansu` broker process on a free port of 127.0.0.1 with in-memory storage, stopped when
+/// dropped.
+struct Tansu {
+    child: Child,
+    bin: PathBuf,
+    url: String,
+}
+
+impl Tansu {
+    fn start(bin: PathBuf) -> Tansu {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {url}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Tansu { child, bin, url }
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(&self.bin)
+            .args(["topic", "create", name, "--broker", &self.url])
+            .args(["--partitions", &partitions.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tansu topic create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn brokers(&self) -> String {
+        self.url.trim_start_matches("tcp://").to_string()
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// The continuous job against a real, separately started broker process: `tansu`, which
+/// `scripts/test.sh` installs (`scripts/setup-tansu.sh`) and names in `PERSONAFLOW_TANSU`.
+/// Run alone without that script, the test says so and checks nothing.
+#[test]
+fn against_a_real_broker_process_tansu() {
+    let Some(bin) = std::env::var_os("PERSONAFLOW_TANSU").map(PathBuf::from) else {
+        eprintln!("PERSONAFLOW_TANSU is not set: run scripts/test.sh (it installs tansu)");
+        return;
+    };
+    assert!(
+        bin.is_file(),
+        "PERSONAFLOW_TANSU={} is not a file",
+        bin.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let events = small_sim(tmp.path(), 40, 0.05);
+    let broker = Tansu::start(bin);
+    broker.create_topic("events", 2);
+    for t in OUTPUT_TOPICS {
+        broker.create_topic(t, 1);
+    }
+    let brokers = broker.brokers();
+    run_cmd(&mut produce_cmd(&brokers, &events)).ok();
+    let out = tmp.path().join("stream");
+    // Stop it once with SIGTERM part-way, then finish: offsets committed to tansu.
+    let mut job = spawn_quiet(&mut run_job_cmd(&brokers, &out, &[]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while windows(&out, "features").len() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sigterm(&job);
+    assert_eq!(wait_for(&mut job, Duration::from_secs(60)).code(), Some(0));
+    let run = run_cmd(&mut run_job_cmd(&brokers, &out, &["--until-end"])).ok();
+    assert!(run.stderr.contains("resuming after"), "{}", run.stderr);
+    let back = tmp.path().join("backfill");
+    backfill(&events, &back, &[]).ok();
+    assert_same_tables(&out, &back);
+    let rows = output_table(&out, "profiles").len();
+    assert_eq!(
+        consume_all(&brokers, "personaflow.profiles", rows).len(),
+        rows
+    );
+}

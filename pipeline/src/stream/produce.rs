@@ -28,6 +28,8 @@ pub struct Produce {
     pub mapping: IngestMapping,
     /// Events per second (processing time); `None`: as fast as the broker takes them.
     pub rate: Option<f64>,
+    /// Stop after this many events.
+    pub limit: Option<u64>,
 }
 
 /// What `produce` did.
@@ -106,7 +108,7 @@ pub fn produce(job: &Produce, progress: &mut dyn FnMut(u64)) -> Result<ProduceSu
     }
     let mut summary = ProduceSummary::default();
     let (mut events, mut rejects) = (Vec::new(), Vec::new());
-    for file in &files {
+    'files: for file in &files {
         let mut reader = open_reader(file, &job.mapping, CHUNK_ROWS)?;
         loop {
             events.clear();
@@ -114,6 +116,9 @@ pub fn produce(job: &Produce, progress: &mut dyn FnMut(u64)) -> Result<ProduceSu
             let more = reader.next_chunk(&mut events, &mut rejects)?;
             summary.rejects += rejects.len() as u64;
             for e in &events {
+                if job.limit.is_some_and(|l| summary.events >= l) {
+                    break 'files;
+                }
                 if let Some(rate) = job.rate {
                     let due = Duration::from_secs_f64(summary.events as f64 / rate.max(1e-9));
                     let elapsed = started.elapsed();

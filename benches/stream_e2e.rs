@@ -1,0 +1,375 @@
+//! End-to-end benchmark of the continuous job through a Kafka broker.
+//!
+//! ```text
+//! cargo bench --bench stream_e2e                      # tansu if installed, else the mock cluster
+//! PF_BENCH_BROKER=mock cargo bench --bench stream_e2e # force librdkafka's mock cluster
+//! ```
+//!
+//! 1. Simulates `PF_BENCH_USERS` users (default 300) for `PF_BENCH_HOURS` hours (default 10),
+//!    seed 7, and produces the events to a 4-partition topic with `personaflow produce`.
+//! 2. **Throughput and memory**: runs `personaflow run --until-end` over the whole topic
+//!    (the job consumes as fast as it can), scraping `/metrics` for the watermark and reading
+//!    the process's resident memory (`VmRSS`) as it goes: the RSS when the watermark passes 1
+//!    hour of event time and at the end (10 hours). Sustained events/s come from `run.json`.
+//! 3. **Latency**: a fresh topic is fed by a paced producer (`PF_BENCH_PACED_SHARE` of the
+//!    measured throughput, default 0.5, over the first hour of events) while the job runs;
+//!    once the producer is done and the job caught up, SIGTERM; the close-to-output latency
+//!    p50/p99 come from `run.json`.
+//!
+//! Prints one table; the numbers are from one run (the machine is shared and noisy).
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OUTPUT_TOPICS: [&str; 5] = [
+    "personaflow.profiles",
+    "personaflow.segment_profiles",
+    "personaflow.resonance",
+    "personaflow.forecasts",
+    "personaflow.dead_letter",
+];
+const PARTITIONS: i32 = 4;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn personaflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_personaflow"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn check(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed: {stderr}");
+    stderr
+}
+
+/// A broker: a tansu process or an in-process mock cluster.
+enum Broker {
+    Tansu {
+        child: Child,
+        bin: PathBuf,
+        url: String,
+    },
+    Mock(MockCluster<'static, DefaultProducerContext>),
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let choice = std::env::var("PF_BENCH_BROKER").unwrap_or_default();
+        let tansu = std::env::var_os("PF_TANSU")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".cache/personaflow/tools/bin/tansu"))
+            })
+            .filter(|p| p.is_file());
+        match (choice.as_str(), tansu) {
+            ("mock", _) | (_, None) => Broker::Mock(MockCluster::new(1).expect("mock cluster")),
+            (_, Some(bin)) => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let url = format!("tcp://127.0.0.1:{port}");
+                let child = Command::new(&bin)
+                    .args(["broker", "--listener-url", &url])
+                    .args(["--advertised-listener-url", &url])
+                    .args(["--storage-engine", "memory://tansu/"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("tansu starts");
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    assert!(Instant::now() < deadline, "tansu did not listen");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Broker::Tansu { child, bin, url }
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Broker::Tansu { .. } => "tansu (separate process, in-memory storage)",
+            Broker::Mock(_) => "librdkafka mock cluster (in-process)",
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        match self {
+            Broker::Tansu { url, .. } => url.trim_start_matches("tcp://").to_string(),
+            Broker::Mock(c) => c.bootstrap_servers(),
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
+        match self {
+            Broker::Tansu { bin, url, .. } => {
+                check(
+                    Command::new(bin)
+                        .args(["topic", "create", name, "--broker", url])
+                        .args(["--partitions", &partitions.to_string()]),
+                );
+            }
+            Broker::Mock(c) => c.create_topic(name, partitions, 1).unwrap(),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Tansu { child, .. } = self {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Starts `personaflow run` with its stderr in `log`, and waits for its metrics address.
+fn start_job(
+    brokers: &str,
+    topic: &str,
+    out: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> (Child, String) {
+    let child = personaflow()
+        .args([
+            "run",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--group",
+            topic,
+        ])
+        .arg("--output")
+        .arg(out)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("personaflow run starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text.lines().find_map(|l| {
+            l.strip_prefix("run: metrics on http://")?
+                .strip_suffix("/metrics")
+                .map(str::to_string)
+        }) {
+            return (child, addr);
+        }
+        assert!(Instant::now() < deadline, "the job did not start: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_json(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("run.json")).expect("run.json")).unwrap()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // cargo test --benches
+    }
+    let users: u32 = env_or("PF_BENCH_USERS", 300);
+    let hours: f64 = env_or("PF_BENCH_HOURS", 10.0);
+    let paced_share: f64 = env_or("PF_BENCH_PACED_SHARE", 0.5);
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    check(
+        personaflow()
+            .args(["simulate", "--users", &users.to_string()])
+            .args([
+                "--days",
+                &(hours / 24.0).to_string(),
+                "--seed",
+                "7",
+                "--out",
+            ])
+            .arg(&sim),
+    );
+    let events = sim.join("events");
+    let broker = Broker::start();
+    let brokers = broker.bootstrap();
+    broker.create_topic("events", PARTITIONS);
+    for t in OUTPUT_TOPICS {
+        broker.create_topic(t, 1);
+    }
+    let t = Instant::now();
+    let produced = check(
+        personaflow()
+            .args([
+                "produce",
+                "--brokers",
+                &brokers,
+                "--topic",
+                "events",
+                "--input",
+            ])
+            .arg(&events),
+    );
+    let produce_secs = t.elapsed().as_secs_f64();
+    eprintln!("{}", produced.trim());
+
+    // Throughput and memory over the whole topic.
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("run.log");
+    let (mut job, addr) = start_job(&brokers, "events", &out, &log, &["--until-end"]);
+    let pid = job.id();
+    let (mut first_wm, mut rss_1h, mut rss_max) = (None::<f64>, None::<u64>, 0u64);
+    let mut samples = Vec::new();
+    while job.try_wait().unwrap().is_none() {
+        if let (Some(text), Some(rss)) = (http_get(&addr, "/metrics"), rss_bytes(pid)) {
+            let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+            if let Some(delay) = metric(&text, "personaflow_watermark_delay_seconds") {
+                let wm = now - delay;
+                let start = *first_wm.get_or_insert(wm);
+                let event_hours = (wm - start) / 3600.0;
+                samples.push((event_hours, rss));
+                if event_hours >= 1.0 && rss_1h.is_none() {
+                    rss_1h = Some(rss);
+                }
+            }
+            rss_max = rss_max.max(rss);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        job.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let summary = run_json(&out);
+    let rss_end = samples.last().map(|s| s.1);
+    let events_per_sec = summary["events_per_sec"].as_f64().unwrap();
+    let total_events = summary["status"]["events"].as_u64().unwrap();
+
+    // Latency under a paced producer (the first hour of events).
+    let first_hour: Vec<PathBuf> = {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&events)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    };
+    broker.create_topic("paced", PARTITIONS);
+    let rate = (events_per_sec * paced_share).max(100.0);
+    let paced_events = ((total_events as f64) / hours).min(rate * 120.0) as u64;
+    let out2 = tmp.path().join("out-paced");
+    let log2 = tmp.path().join("paced.log");
+    let (mut job2, addr2) = start_job(&brokers, "paced", &out2, &log2, &[]);
+    let mut producer = personaflow()
+        .args(["produce", "--brokers", &brokers, "--topic", "paced"])
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--limit",
+            &paced_events.to_string(),
+        ])
+        .arg("--input")
+        .args(&first_hour)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(producer.wait().unwrap().success());
+    // Wait until the job has consumed everything (lag 0), then stop it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = http_get(&addr2, "/metrics").unwrap_or_default();
+        let lag: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("personaflow_consumer_lag{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        let consumed = metric(&text, "personaflow_events_consumed_total").unwrap_or(0.0);
+        if lag == 0.0 && consumed >= paced_events as f64 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Command::new("kill")
+        .args(["-TERM", &job2.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        job2.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&log2).unwrap()
+    );
+    let paced = run_json(&out2);
+
+    let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
+    let ms = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("-".into(), |s| format!("{:.0} ms", s * 1000.0))
+    };
+    println!("stream_e2e: broker {}", broker.name());
+    println!(
+        "  input: {users} users, {hours} h of event time, {total_events} events, {PARTITIONS} partitions; produced in {produce_secs:.1}s"
+    );
+    println!(
+        "  sustained (catch-up over the whole topic, 2 workers): {events_per_sec:.0} events/s, {:.1}s",
+        summary["elapsed_secs"].as_f64().unwrap()
+    );
+    println!(
+        "  resident memory: {} after 1 h of event time, {} after {hours} h (peak {})",
+        mib(rss_1h),
+        mib(rss_end),
+        mib(Some(rss_max))
+    );
+    println!(
+        "  paced at {rate:.0} events/s ({paced_share} of sustained), {} events: close-to-output latency p50 {}, p99 {} over {} windows",
+        paced["status"]["events"],
+        ms(&paced["latency_p50_secs"]),
+        ms(&paced["latency_p99_secs"]),
+        paced["status"]["windows_emitted"]
+    );
+    let curve: Vec<String> = samples
+        .iter()
+        .filter(|(h, _)| (h.fract() < 0.05) && *h >= 0.9)
+        .map(|(h, r)| format!("{h:.1}h {}", mib(Some(*r))))
+        .collect();
+    println!("  RSS by event time: {}", curve.join(", "));
+}
