@@ -367,6 +367,10 @@ fn sigterm_flushes_commits_and_a_restart_resumes_without_emitting_twice() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(summary["stopped_by"], "signal");
+    assert!(
+        summary["status"]["windows_emitted"].as_u64().unwrap() >= 10,
+        "{summary}"
+    );
     let ckpt: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("_checkpoint.json")).unwrap()).unwrap();
     assert!(ckpt["emitted_through"].as_u64().is_some(), "{ckpt}");

@@ -141,7 +141,7 @@ pub struct StreamSummary {
     pub latency_p99_secs: Option<f64>,
     /// Wall-clock seconds.
     pub elapsed_secs: f64,
-    /// New events per second.
+    /// New events per second, from the first event consumed to the end.
     pub events_per_sec: f64,
     /// Peak resident memory, bytes.
     pub peak_rss_bytes: Option<u64>,
@@ -213,6 +213,8 @@ struct Shared {
     progress: Arc<SinkProgress>,
     closing: Arc<AtomicU64>,
     max_window: AtomicI64,
+    min_window: AtomicU64,
+    first_event: std::sync::OnceLock<Instant>,
     metrics: Arc<Metrics>,
     publisher: Option<Arc<Publisher>>,
     failure: Mutex<Option<Error>>,
@@ -506,6 +508,8 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         progress,
         closing,
         max_window: AtomicI64::new(-1),
+        min_window: AtomicU64::new(u64::MAX),
+        first_event: std::sync::OnceLock::new(),
         metrics: metrics.clone(),
         publisher: publisher.clone(),
         failure: Mutex::new(None),
@@ -567,6 +571,17 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     // Every sink has finished: settle the last windows.
     let durable = shared.progress.durable().unwrap_or(first_needed);
     let emitted = settle(&shared, durable, emitted_through)?;
+    for secs in shared.progress.take_latencies(durable) {
+        metrics.observe_latency(secs);
+    }
+    if let Some(e) = emitted {
+        let from = emitted_through
+            .map_or(0, |x| x + 1)
+            .max(shared.min_window.load(Ordering::SeqCst));
+        metrics
+            .windows_emitted
+            .store((e + 1).saturating_sub(from), Ordering::Relaxed);
+    }
     // After a bounded run every window is emitted: keep the history the next one needs.
     let durable = if durable == u64::MAX {
         emitted.map_or(first_needed, |e| e + 1)
@@ -586,7 +601,12 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         latency_p50_secs: metrics.latency_quantile(0.5),
         latency_p99_secs: metrics.latency_quantile(0.99),
         elapsed_secs: elapsed,
-        events_per_sec: status.events as f64 / elapsed.max(1e-9),
+        events_per_sec: status.events as f64
+            / shared
+                .first_event
+                .get()
+                .map_or(elapsed, |t| t.elapsed().as_secs_f64())
+                .max(1e-9),
         peak_rss_bytes: crate::backfill::peak_rss_bytes(),
         status,
         stopped_by,
@@ -1024,6 +1044,8 @@ impl WorkerContext {
                         let e = t.window_min.entry(window).or_insert(*offset);
                         *e = (*e).min(*offset);
                         shared.max_window.fetch_max(window as i64, Ordering::SeqCst);
+                        shared.min_window.fetch_min(window, Ordering::SeqCst);
+                        shared.first_event.get_or_init(Instant::now);
                         i.send(event);
                     }
                 }
@@ -1052,8 +1074,10 @@ impl WorkerContext {
         let emitted = settle(shared, durable, self.emitted_through)?;
         write_late(&self.job.output, late, self.job.config.stream.fsync)?;
         if index == 0 {
-            let newly =
-                durable.saturating_sub(before.max(self.emitted_through.map_or(0, |e| e + 1)));
+            let from = before
+                .max(self.emitted_through.map_or(0, |e| e + 1))
+                .max(shared.min_window.load(Ordering::SeqCst));
+            let newly = durable.saturating_sub(from);
             shared
                 .metrics
                 .windows_emitted
