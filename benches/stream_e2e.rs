@@ -171,7 +171,7 @@ fn start_job(
     log: &Path,
     extra: &[&str],
 ) -> (Child, String) {
-    let child = personaflow()
+    let mut child = personaflow()
         .args([
             "run",
             "--brokers",
@@ -199,7 +199,11 @@ fn start_job(
         }) {
             return (child, addr);
         }
-        assert!(Instant::now() < deadline, "the job did not start: {text}");
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("the job did not start: {text}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
