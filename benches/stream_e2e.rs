@@ -286,6 +286,10 @@ fn main() {
     );
     let summary = run_json(&out);
     let rss_end = samples.last().map(|s| s.1);
+    // The backfill of the same events, for the ratio.
+    let back = tmp.path().join("backfill");
+    check(personaflow().args(["backfill", "--input"]).arg(&events).arg("--output").arg(&back));
+    let backfill_eps = run_json(&back)["events_per_sec"].as_f64().unwrap();
     let events_per_sec = summary["events_per_sec"].as_f64().unwrap();
     let total_events = summary["status"]["events"].as_u64().unwrap();
 
@@ -358,6 +362,10 @@ fn main() {
         summary["elapsed_secs"].as_f64().unwrap()
     );
     println!(
+        "  backfill of the same events: {backfill_eps:.0} events/s; stream / backfill = {:.2}",
+        events_per_sec / backfill_eps
+    );
+    println!(
         "  resident memory: {} after 1 h of event time, {} after {hours} h (peak {})",
         mib(rss_1h),
         mib(rss_end),
@@ -370,10 +378,14 @@ fn main() {
         ms(&paced["latency_p99_secs"]),
         paced["status"]["windows_emitted"]
     );
-    let curve: Vec<String> = samples
-        .iter()
-        .filter(|(h, _)| (h.fract() < 0.05) && *h >= 0.9)
-        .map(|(h, r)| format!("{h:.1}h {}", mib(Some(*r))))
-        .collect();
+    // The first sample at or after each whole hour of event time.
+    let mut curve: Vec<String> = Vec::new();
+    let mut next_hour = 1.0;
+    for (h, r) in &samples {
+        if *h >= next_hour {
+            curve.push(format!("{h:.1}h {}", mib(Some(*r))));
+            next_hour = h.floor() + 1.0;
+        }
+    }
     println!("  RSS by event time: {}", curve.join(", "));
 }
