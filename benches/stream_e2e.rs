@@ -288,7 +288,13 @@ fn main() {
     let rss_end = samples.last().map(|s| s.1);
     // The backfill of the same events, for the ratio.
     let back = tmp.path().join("backfill");
-    check(personaflow().args(["backfill", "--input"]).arg(&events).arg("--output").arg(&back));
+    check(
+        personaflow()
+            .args(["backfill", "--input"])
+            .arg(&events)
+            .arg("--output")
+            .arg(&back),
+    );
     let backfill_eps = run_json(&back)["events_per_sec"].as_f64().unwrap();
     let events_per_sec = summary["events_per_sec"].as_f64().unwrap();
     let total_events = summary["status"]["events"].as_u64().unwrap();
