@@ -181,10 +181,7 @@ pub fn run(job: &Backfill, progress: Arc<dyn Progress>) -> Result<RunSummary> {
         path: "<config>".into(),
         reason,
     })?;
-    let mapping = match &config.ingest.mapping {
-        Some(path) => IngestMapping::from_toml_file(path)?,
-        None => IngestMapping::identity(),
-    };
+    let mapping = config.ingest_mapping()?;
     let files = resolve_inputs(&job.inputs, &mapping)?;
     for file in &files {
         check_input(file, &mapping)?;

@@ -538,6 +538,14 @@ impl Config {
         self.resonance.validate().map_err(|e| e.to_string())
     }
 
+    /// The ingest mapping (`ingest.mapping`, or the identity mapping of the canonical schema).
+    pub fn ingest_mapping(&self) -> Result<crate::source::IngestMapping> {
+        match &self.ingest.mapping {
+            Some(path) => crate::source::IngestMapping::from_toml_file(path),
+            None => Ok(crate::source::IngestMapping::identity()),
+        }
+    }
+
     /// The window specification.
     pub fn window_spec(&self) -> WindowSpec {
         WindowSpec::try_new(self.window.length.0).expect("validated")

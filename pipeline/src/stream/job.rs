@@ -29,7 +29,7 @@ use super::watermark::{Arrival, Watermarks};
 use crate::config::{Config, ForecasterKind};
 use crate::dataflow::{self, ModelStats};
 use crate::sink::Table;
-use crate::source::{IngestMapping, JsonRecordDecoder, RecordError};
+use crate::source::{JsonRecordDecoder, RecordError};
 use crate::{Error, Result};
 use arrow_array::builder::{
     Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
@@ -173,9 +173,11 @@ struct PartitionTrack {
 
 impl PartitionTrack {
     /// Commit and rewind offsets once every window before `durable` is emitted; `history` is
-    /// how many windows before a window its state depends on.
-    fn settle(&mut self, durable: u64, history: u64) -> PartitionCheckpoint {
-        let keep_from = durable.saturating_sub(history);
+    /// how many windows before a window its state depends on. Offsets of windows the next
+    /// window after `checkpointed` (the checkpoint on disk) depends on are kept even when
+    /// `durable` is further on: a restart rewinds from that checkpoint, not from `durable`.
+    fn settle(&mut self, durable: u64, history: u64, checkpointed: u64) -> PartitionCheckpoint {
+        let keep_from = durable.min(checkpointed).saturating_sub(history);
         self.window_min = self.window_min.split_off(&keep_from);
         let commit = self
             .window_min
@@ -214,6 +216,8 @@ struct Shared {
     closing: Arc<AtomicU64>,
     max_window: AtomicI64,
     min_window: AtomicU64,
+    /// The window after the last emitted one of the checkpoint on disk.
+    checkpointed: AtomicU64,
     first_event: std::sync::OnceLock<Instant>,
     metrics: Arc<Metrics>,
     publisher: Option<Arc<Publisher>>,
@@ -347,11 +351,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         path: "<config>".into(),
         reason,
     })?;
-    let mapping = match &config.ingest.mapping {
-        Some(path) => IngestMapping::from_toml_file(path)?,
-        None => IngestMapping::identity(),
-    };
-    let decoder = JsonRecordDecoder::new(&mapping)?;
+    let decoder = JsonRecordDecoder::new(&config.ingest_mapping()?)?;
     let models = dataflow::check_models(&config)?;
     let spec = config.window_spec();
     let sc = &config.stream;
@@ -509,6 +509,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         closing,
         max_window: AtomicI64::new(-1),
         min_window: AtomicU64::new(u64::MAX),
+        checkpointed: AtomicU64::new(emitted_through.map_or(0, |e| e + 1)),
         first_event: std::sync::OnceLock::new(),
         metrics: metrics.clone(),
         publisher: publisher.clone(),
@@ -691,7 +692,11 @@ fn write_checkpoint(
         watermark_ms: (wm != i64::MIN).then_some(wm),
         partitions,
     }
-    .store(&job.output, job.config.stream.fsync)
+    .store(&job.output, job.config.stream.fsync)?;
+    if let Some(e) = emitted {
+        shared.checkpointed.fetch_max(e + 1, Ordering::SeqCst);
+    }
+    Ok(())
 }
 
 struct WorkerContext {
@@ -745,7 +750,7 @@ fn commit_partitions(
         let mut tracks = shared.tracks.lock().expect("tracks lock");
         for p in partitions {
             let t = tracks.get_mut(p).expect("assigned partitions are tracked");
-            let c = t.settle(durable, history);
+            let c = t.settle(durable, history, shared.checkpointed.load(Ordering::SeqCst));
             if c.committed > t.committed {
                 t.committed = c.committed;
                 tpl.add_partition_offset(topic, *p, Offset::Offset(c.committed))
@@ -1004,52 +1009,43 @@ impl WorkerContext {
             if window < self.first_needed {
                 continue; // history no window to come depends on
             }
-            match wm.observe(*p, event.ts_ms, now) {
-                Arrival::Late { lateness_ms } => {
-                    if !replay {
-                        m.late.fetch_add(1, Ordering::Relaxed);
-                        late.push(LateRow {
-                            partition: *p,
-                            offset: *offset,
-                            user_id: event.user_id.clone(),
-                            ts_ms: event.ts_ms,
-                            watermark_ms: event.ts_ms + lateness_ms,
-                            payload: String::from_utf8_lossy(payload).into_owned(),
-                        });
-                    }
+            // Late: older than the job's watermark, or in a window this worker's input has
+            // already closed.
+            let late_against = match wm.observe(*p, event.ts_ms, now) {
+                Arrival::Late { lateness_ms } => Some(event.ts_ms + lateness_ms),
+                Arrival::OnTime => input
+                    .as_deref()
+                    .filter(|i| window < *i.time())
+                    .map(|i| self.spec.start_ms(*i.time())),
+            };
+            if let Some(watermark_ms) = late_against {
+                if !replay {
+                    m.late.fetch_add(1, Ordering::Relaxed);
+                    late.push(LateRow {
+                        partition: *p,
+                        offset: *offset,
+                        user_id: event.user_id.clone(),
+                        ts_ms: event.ts_ms,
+                        watermark_ms,
+                        payload: String::from_utf8_lossy(payload).into_owned(),
+                    });
                 }
-                Arrival::OnTime => {
-                    if let Some(i) = input.as_deref_mut() {
-                        if window < *i.time() {
-                            // Behind this worker's input (another worker closed it first):
-                            // late as well.
-                            if !replay {
-                                m.late.fetch_add(1, Ordering::Relaxed);
-                                late.push(LateRow {
-                                    partition: *p,
-                                    offset: *offset,
-                                    user_id: event.user_id.clone(),
-                                    ts_ms: event.ts_ms,
-                                    watermark_ms: self.spec.start_ms(*i.time()),
-                                    payload: String::from_utf8_lossy(payload).into_owned(),
-                                });
-                            }
-                            continue;
-                        }
-                        if replay {
-                            m.replayed.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            m.events.fetch_add(1, Ordering::Relaxed);
-                        }
-                        let e = t.window_min.entry(window).or_insert(*offset);
-                        *e = (*e).min(*offset);
-                        shared.max_window.fetch_max(window as i64, Ordering::SeqCst);
-                        shared.min_window.fetch_min(window, Ordering::SeqCst);
-                        shared.first_event.get_or_init(Instant::now);
-                        i.send(event);
-                    }
-                }
+                continue;
             }
+            let Some(i) = input.as_deref_mut() else {
+                continue;
+            };
+            if replay {
+                m.replayed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                m.events.fetch_add(1, Ordering::Relaxed);
+            }
+            let e = t.window_min.entry(window).or_insert(*offset);
+            *e = (*e).min(*offset);
+            shared.max_window.fetch_max(window as i64, Ordering::SeqCst);
+            shared.min_window.fetch_min(window, Ordering::SeqCst);
+            shared.first_event.get_or_init(Instant::now);
+            i.send(event);
         }
         for (p, t) in tracks.iter() {
             if t.done && t.end.is_some() {
@@ -1060,7 +1056,7 @@ impl WorkerContext {
     }
 
     /// Every window before `durable` is written: flush the producer, write late rows, commit
-    /// this worker's partitions; worker 0 writes the checkpoint first.
+    /// this worker's partitions; worker 0 then writes the checkpoint.
     fn checkpoint(
         &self,
         index: usize,
@@ -1141,7 +1137,7 @@ mod tests {
             *e = (*e).min(o);
         }
         // Windows before 4 are emitted; the next window's state needs 2 windows of history.
-        let c = t.settle(4, 2);
+        let c = t.settle(4, 2, 4);
         assert_eq!(c.committed, 40, "window 4's first event is not yet emitted");
         assert_eq!(c.rewind, 20, "windows 2 and 3 are history of window 4");
         assert_eq!(
@@ -1150,11 +1146,25 @@ mod tests {
         );
         // Everything emitted: commit the next offset; never go back.
         t.committed = 40;
-        let c = t.settle(7, 2);
+        let c = t.settle(7, 2, 7);
         assert_eq!((c.committed, c.rewind), (100, 60));
         t.committed = 100;
         t.next = 90; // a rewound restart reading again
-        assert_eq!(t.settle(7, 2).committed, 100);
+        assert_eq!(t.settle(7, 2, 7).committed, 100);
+        // Regression (found by the SIGKILL test): another worker may see a later durable
+        // window than the checkpoint on disk; the history of the checkpoint's next window
+        // stays, or a restart from that checkpoint rebuilds a state with events missing.
+        let mut t = PartitionTrack {
+            next: 100,
+            ..PartitionTrack::default()
+        };
+        t.window_min.extend([(1, 10), (2, 20), (5, 50), (9, 90)]);
+        let c = t.settle(9, 2, 4);
+        assert_eq!(
+            (c.committed, c.rewind),
+            (90, 20),
+            "window 4 needs windows 2 and 3"
+        );
     }
 
     #[test]
