@@ -18,6 +18,10 @@
 //!
 //! Prints one table; the numbers are from one run (the machine is shared and noisy).
 
+#[path = "../tests/cli/broker.rs"]
+mod broker;
+
+use broker::{Tansu, OUTPUT_TOPICS};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use std::io::{Read, Write};
@@ -25,13 +29,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const OUTPUT_TOPICS: [&str; 5] = [
-    "personaflow.profiles",
-    "personaflow.segment_profiles",
-    "personaflow.resonance",
-    "personaflow.forecasts",
-    "personaflow.dead_letter",
-];
 const PARTITIONS: i32 = 4;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -54,13 +51,9 @@ fn check(cmd: &mut Command) -> String {
     stderr
 }
 
-/// A broker: a tansu process or an in-process mock cluster.
+/// A broker: a tansu process (the tests' wrapper) or an in-process mock cluster.
 enum Broker {
-    Tansu {
-        child: Child,
-        bin: PathBuf,
-        url: String,
-    },
+    Tansu(Tansu),
     Mock(MockCluster<'static, DefaultProducerContext>),
 }
 
@@ -76,64 +69,28 @@ impl Broker {
             .filter(|p| p.is_file());
         match (choice.as_str(), tansu) {
             ("mock", _) | (_, None) => Broker::Mock(MockCluster::new(1).expect("mock cluster")),
-            (_, Some(bin)) => {
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port();
-                let url = format!("tcp://127.0.0.1:{port}");
-                let child = Command::new(&bin)
-                    .args(["broker", "--listener-url", &url])
-                    .args(["--advertised-listener-url", &url])
-                    .args(["--storage-engine", "memory://tansu/"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("tansu starts");
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                    assert!(Instant::now() < deadline, "tansu did not listen");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Broker::Tansu { child, bin, url }
-            }
+            (_, Some(bin)) => Broker::Tansu(Tansu::start(bin)),
         }
     }
 
     fn name(&self) -> &'static str {
         match self {
-            Broker::Tansu { .. } => "tansu (separate process, in-memory storage)",
+            Broker::Tansu(_) => "tansu (separate process, in-memory storage)",
             Broker::Mock(_) => "librdkafka mock cluster (in-process)",
         }
     }
 
     fn bootstrap(&self) -> String {
         match self {
-            Broker::Tansu { url, .. } => url.trim_start_matches("tcp://").to_string(),
+            Broker::Tansu(t) => t.brokers(),
             Broker::Mock(c) => c.bootstrap_servers(),
         }
     }
 
     fn create_topic(&self, name: &str, partitions: i32) {
         match self {
-            Broker::Tansu { bin, url, .. } => {
-                check(
-                    Command::new(bin)
-                        .args(["topic", "create", name, "--broker", url])
-                        .args(["--partitions", &partitions.to_string()]),
-                );
-            }
+            Broker::Tansu(t) => t.create_topic(name, partitions as u32),
             Broker::Mock(c) => c.create_topic(name, partitions, 1).unwrap(),
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Broker::Tansu { child, .. } = self {
-            child.kill().ok();
-            child.wait().ok();
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - `stream`: the continuous Kafka job against librdkafka's mock cluster.
 
 mod basics;
+mod broker;
 mod interop;
 mod models;
 mod real_data;

@@ -3,6 +3,7 @@
 //! processes connect to. Equivalence with the backfill, dead letters and late events,
 //! graceful stop and restart, and restarts after SIGKILL while a producer keeps writing.
 
+use crate::broker::{Tansu, OUTPUT_TOPICS};
 use crate::support::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -14,24 +15,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Tables both jobs write.
-pub const STREAM_TABLES: [&str; 6] = [
-    "features",
-    "profiles",
-    "segment_profiles",
-    "resonance",
-    "forecasts",
-    "forecast_error",
-];
-/// Output topics (the defaults) and the dead-letter topic.
-const OUTPUT_TOPICS: [&str; 5] = [
-    "personaflow.profiles",
-    "personaflow.segment_profiles",
-    "personaflow.resonance",
-    "personaflow.forecasts",
-    "personaflow.dead_letter",
-];
 
 /// A mock cluster with an `events` topic of `partitions` partitions and the output topics.
 pub fn cluster(partitions: i32) -> (MockCluster<'static, DefaultProducerContext>, String) {
@@ -81,7 +64,7 @@ pub fn run_job_cmd(brokers: &str, out: &Path, extra: &[&str]) -> Command {
 /// Asserts that every table of `stream` holds exactly the rows of `backfill`'s, and that no
 /// row is written twice.
 pub fn assert_same_tables(stream: &Path, backfill: &Path) {
-    for table in STREAM_TABLES {
+    for table in PARTITIONED_TABLES {
         let s = output_table(stream, table).sorted_rows();
         let b = output_table(backfill, table).sorted_rows();
         let mut dedup = s.clone();
@@ -450,63 +433,6 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     backfill(&events, &back, &["--config", cfg]).ok();
     assert_same_tables(&out, &back);
     assert_eq!(windows(&out, "features"), windows(&back, "features"));
-}
-
-/// A `tansu` broker process on a free port of 127.0.0.1 with in-memory storage, stopped when
-/// dropped.
-struct Tansu {
-    child: Child,
-    bin: PathBuf,
-    url: String,
-}
-
-impl Tansu {
-    fn start(bin: PathBuf) -> Tansu {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {url}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Tansu { child, bin, url }
-    }
-
-    fn create_topic(&self, name: &str, partitions: u32) {
-        let out = Command::new(&self.bin)
-            .args(["topic", "create", name, "--broker", &self.url])
-            .args(["--partitions", &partitions.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tansu topic create {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn brokers(&self) -> String {
-        self.url.trim_start_matches("tcp://").to_string()
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
 }
 
 /// The continuous job against a real, separately started broker process: `tansu`, which
