@@ -43,6 +43,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub mod cluster;
+pub mod drift;
 pub mod embed;
 pub mod features;
 pub mod forecast;

@@ -1,0 +1,548 @@
+//! Drift of a profile distribution against its baseline (DESIGN.md step 8), as a plain state
+//! machine fed one step (window) at a time, and the scaling recommendation a drift carries.
+//!
+//! Each step brings a sample of points (the profiles of a segment's or persona's users in a
+//! window, or one value of a metric series). The detector
+//!
+//! 1. calibrates a **baseline** over the first `baseline` steps (after the start, or after the
+//!    estimated onset of the last drift: the baseline reset);
+//! 2. keeps the last `recent` steps as the **current** distribution;
+//! 3. measures the **centroid distance** `d = |mean(current) - mean(baseline)|` and compares it
+//!    with the **threshold** `tau = spread · max(min_effect, z · sqrt(1/n_current + 1/n_base))`,
+//!    where `spread` is the baseline's root mean squared distance from its mean: a drift must
+//!    be both large against the baseline's own spread and well outside sampling noise;
+//! 4. confirms a crossing with a **permutation test** of the same statistic (seeded, at most
+//!    `max_points` points a step): the alarm needs `p < alpha`, which holds false alarms down
+//!    when few users are behind a mean;
+//! 5. on an alarm, estimates the **onset** as the split of the steps since the baseline that
+//!    best separates before from after (the binary-segmentation statistic), reports it, and
+//!    starts a new baseline from the onset.
+
+use crate::cluster::{rng_for, ColumnStats};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Steps a baseline is calibrated over.
+pub const DEFAULT_BASELINE_STEPS: usize = 10;
+/// Steps the current distribution is taken over.
+pub const DEFAULT_RECENT_STEPS: usize = 3;
+/// Smallest drift, in baseline spreads, that counts (effect size floor).
+pub const DEFAULT_MIN_EFFECT: f64 = 0.5;
+/// How many standard errors the centroid distance must exceed.
+pub const DEFAULT_Z: f64 = 4.0;
+/// Significance level of the permutation test.
+pub const DEFAULT_ALPHA: f64 = 0.01;
+/// Permutations of the test (p-values have a resolution of `1 / (permutations + 1)`).
+pub const DEFAULT_PERMUTATIONS: usize = 199;
+/// Points of a step kept for the permutation test (a seeded sample beyond that).
+pub const DEFAULT_MAX_POINTS: usize = 64;
+/// Features listed as having moved most.
+pub const DEFAULT_TOP_MOVED: usize = 3;
+
+/// How drift is detected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftConfig {
+    /// Steps a baseline is calibrated over.
+    pub baseline: usize,
+    /// Steps the current distribution is taken over.
+    pub recent: usize,
+    /// Smallest drift, in baseline spreads, that counts.
+    pub min_effect: f64,
+    /// Standard errors the centroid distance must exceed.
+    pub z: f64,
+    /// Significance level of the permutation test.
+    pub alpha: f64,
+    /// Permutations of the test.
+    pub permutations: usize,
+    /// Points of a step kept for the test.
+    pub max_points: usize,
+    /// Features reported as having moved most.
+    pub top_moved: usize,
+    /// Seed of the test's permutations and samples.
+    pub seed: u64,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            baseline: DEFAULT_BASELINE_STEPS,
+            recent: DEFAULT_RECENT_STEPS,
+            min_effect: DEFAULT_MIN_EFFECT,
+            z: DEFAULT_Z,
+            alpha: DEFAULT_ALPHA,
+            permutations: DEFAULT_PERMUTATIONS,
+            max_points: DEFAULT_MAX_POINTS,
+            top_moved: DEFAULT_TOP_MOVED,
+            seed: crate::cluster::DEFAULT_SEED,
+        }
+    }
+}
+
+impl DriftConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::InvalidConfig(m));
+        if self.baseline < 2 || self.recent == 0 {
+            return bad(format!(
+                "drift.baseline ({}) must be at least 2 and drift.recent ({}) at least 1",
+                self.baseline, self.recent
+            ));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return bad(format!("drift.alpha ({}) must be in (0, 1)", self.alpha));
+        }
+        if self.min_effect < 0.0 || self.z < 0.0 {
+            return bad("drift.min_effect and drift.z must not be negative".into());
+        }
+        if self.permutations == 0 || self.max_points < 2 {
+            return bad("drift.permutations must be at least 1, max_points at least 2".into());
+        }
+        Ok(())
+    }
+}
+
+/// One step of a scope: a sample of points and the features behind them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// The step (window index).
+    pub at: u64,
+    /// Points seen (all of them, also those not kept).
+    pub n: usize,
+    /// Sum of all the points.
+    pub sum: Vec<f64>,
+    /// Kept points (a seeded sample of at most `max_points`).
+    pub points: Vec<Vec<f32>>,
+    /// Mean of the features of the points' users.
+    pub feature_mean: Vec<f64>,
+    /// Standard deviation of those features.
+    pub feature_std: Vec<f64>,
+}
+
+impl Step {
+    /// A step of `points` (with the matching `features` rows, possibly none) at `at`, keeping
+    /// a seeded sample of at most `max_points`.
+    pub fn new(
+        at: u64,
+        points: &[&[f32]],
+        features: &[&[f32]],
+        max_points: usize,
+        seed: u64,
+    ) -> Step {
+        let dims = points.first().map_or(0, |p| p.len());
+        let mut sum = vec![0.0f64; dims];
+        for p in points {
+            for (s, x) in sum.iter_mut().zip(p.iter()) {
+                *s += f64::from(*x);
+            }
+        }
+        let mut kept: Vec<usize> = (0..points.len()).collect();
+        if kept.len() > max_points {
+            kept.shuffle(&mut rng_for(seed, at, 3));
+            kept.truncate(max_points);
+            kept.sort_unstable();
+        }
+        let mut stats = ColumnStats::default();
+        for f in features {
+            stats.add(f);
+        }
+        Step {
+            at,
+            n: points.len(),
+            sum,
+            points: kept.into_iter().map(|i| points[i].to_vec()).collect(),
+            feature_mean: stats.mean(),
+            feature_std: stats.std(),
+        }
+    }
+}
+
+/// A detected drift.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// The step the drift was detected at.
+    pub at: u64,
+    /// The estimated first step of the new distribution.
+    pub onset: u64,
+    /// Centroid distance of the current distribution from the baseline.
+    pub distance: f64,
+    /// The threshold it crossed.
+    pub threshold: f64,
+    /// Distance in baseline spreads (the effect size).
+    pub score: f64,
+    /// p-value of the permutation test.
+    pub p_value: f64,
+    /// The features that moved most: index and change in baseline standard deviations.
+    pub moved: Vec<(usize, f64)>,
+}
+
+/// The detector of one scope; its whole state is serialisable.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriftDetector {
+    /// Steps of the baseline (complete once it holds `baseline` steps).
+    baseline: Vec<Step>,
+    /// Steps since the baseline was complete, oldest first (at most `recent + baseline`).
+    since: VecDeque<Step>,
+    /// Alarms so far.
+    pub alarms: u64,
+}
+
+fn mean_of(steps: &[&Step]) -> (Vec<f64>, usize) {
+    let dims = steps.iter().map(|s| s.sum.len()).max().unwrap_or(0);
+    let mut sum = vec![0.0f64; dims];
+    let mut n = 0;
+    for s in steps {
+        n += s.n;
+        for (a, b) in sum.iter_mut().zip(&s.sum) {
+            *a += b;
+        }
+    }
+    let d = n.max(1) as f64;
+    (sum.into_iter().map(|x| x / d).collect(), n)
+}
+
+fn distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn feature_mean(steps: &[&Step]) -> (Vec<f64>, Vec<f64>) {
+    let dims = steps.iter().map(|s| s.feature_mean.len()).max().unwrap_or(0);
+    let mut mean = vec![0.0; dims];
+    let mut var = vec![0.0; dims];
+    let total: usize = steps.iter().map(|s| s.n).sum();
+    let total = total.max(1) as f64;
+    for s in steps {
+        let w = s.n as f64 / total;
+        for i in 0..s.feature_mean.len() {
+            mean[i] += w * s.feature_mean[i];
+            var[i] += w * (s.feature_std[i] * s.feature_std[i] + s.feature_mean[i].powi(2));
+        }
+    }
+    let std = var
+        .iter()
+        .zip(&mean)
+        .map(|(v, m)| (v - m * m).max(0.0).sqrt())
+        .collect();
+    (mean, std)
+}
+
+/// p-value of the permutation test of `|mean(a) - mean(b)|` on the pooled points.
+pub fn permutation_p_value(
+    a: &[&[f32]],
+    b: &[&[f32]],
+    permutations: usize,
+    rng: &mut impl Rng,
+) -> f64 {
+    let pooled: Vec<&[f32]> = a.iter().chain(b).copied().collect();
+    let dims = pooled.first().map_or(0, |p| p.len());
+    let total: Vec<f64> = (0..dims)
+        .map(|d| pooled.iter().map(|p| f64::from(p[d])).sum())
+        .collect();
+    let (na, nb) = (a.len(), b.len());
+    if na == 0 || nb == 0 {
+        return 1.0;
+    }
+    let stat = |idx: &[usize]| -> f64 {
+        // Mean of the first `na` indexes against the mean of the rest.
+        let mut sa = vec![0.0f64; dims];
+        for &i in &idx[..na] {
+            for (s, x) in sa.iter_mut().zip(pooled[i]) {
+                *s += f64::from(*x);
+            }
+        }
+        sa.iter()
+            .zip(&total)
+            .map(|(s, t)| {
+                let d = s / na as f64 - (t - s) / nb as f64;
+                d * d
+            })
+            .sum()
+    };
+    let mut idx: Vec<usize> = (0..pooled.len()).collect();
+    let observed = stat(&idx);
+    let mut at_least = 0usize;
+    for _ in 0..permutations {
+        idx.shuffle(rng);
+        if stat(&idx) >= observed - 1e-12 {
+            at_least += 1;
+        }
+    }
+    (1 + at_least) as f64 / (1 + permutations) as f64
+}
+
+/// The split of `steps` (the first `fixed` of which are the baseline and stay before it) that
+/// maximises `n1 n2 / (n1 + n2) |mean1 - mean2|²`; returns the first step after the split.
+fn onset(steps: &[&Step], fixed: usize) -> usize {
+    let mut best = (fixed.min(steps.len().saturating_sub(1)), f64::NEG_INFINITY);
+    for split in fixed.max(1)..steps.len() {
+        let (m1, n1) = mean_of(&steps[..split]);
+        let (m2, n2) = mean_of(&steps[split..]);
+        let (a, b) = (n1 as f64, n2 as f64);
+        if a == 0.0 || b == 0.0 {
+            continue;
+        }
+        let d = distance(&m1, &m2);
+        let score = a * b / (a + b) * d * d;
+        if score > best.1 {
+            best = (split, score);
+        }
+    }
+    best.0
+}
+
+impl DriftDetector {
+    /// Whether the baseline is complete.
+    pub fn calibrated(&self, config: &DriftConfig) -> bool {
+        self.baseline.len() >= config.baseline
+    }
+
+    /// Feeds one step; returns an alarm when the step completes a detected drift.
+    pub fn observe(&mut self, step: Step, config: &DriftConfig) -> Option<Alarm> {
+        if step.n == 0 {
+            return None;
+        }
+        if !self.calibrated(config) {
+            self.baseline.push(step);
+            return None;
+        }
+        self.since.push_back(step);
+        while self.since.len() > config.recent + config.baseline {
+            self.since.pop_front();
+        }
+        if self.since.len() < config.recent {
+            return None;
+        }
+        let base: Vec<&Step> = self.baseline.iter().collect();
+        let recent: Vec<&Step> = self.since.iter().skip(self.since.len() - config.recent).collect();
+        let (mb, nb) = mean_of(&base);
+        let (mr, nr) = mean_of(&recent);
+        let spread = {
+            let mut sq = 0.0;
+            let mut k = 0usize;
+            for s in &base {
+                for p in &s.points {
+                    sq += p
+                        .iter()
+                        .zip(&mb)
+                        .map(|(x, m)| (f64::from(*x) - m).powi(2))
+                        .sum::<f64>();
+                    k += 1;
+                }
+            }
+            (sq / k.max(1) as f64).sqrt().max(1e-9)
+        };
+        let d = distance(&mr, &mb);
+        let standard_error = (1.0 / nr.max(1) as f64 + 1.0 / nb.max(1) as f64).sqrt();
+        let threshold = spread * config.min_effect.max(config.z * standard_error);
+        if d <= threshold {
+            return None;
+        }
+        let at = recent.last().map_or(0, |s| s.at);
+        let a: Vec<&[f32]> = base
+            .iter()
+            .flat_map(|s| s.points.iter().map(Vec::as_slice))
+            .collect();
+        let b: Vec<&[f32]> = recent
+            .iter()
+            .flat_map(|s| s.points.iter().map(Vec::as_slice))
+            .collect();
+        let p_value =
+            permutation_p_value(&a, &b, config.permutations, &mut rng_for(config.seed, at, 4));
+        if p_value >= config.alpha {
+            return None;
+        }
+        // Onset: the best split of baseline + everything since, the baseline kept before it.
+        let all: Vec<&Step> = self.baseline.iter().chain(self.since.iter()).collect();
+        let split = onset(&all, self.baseline.len());
+        let onset_at = all[split].at;
+        let (fb, sb) = feature_mean(&base);
+        let (fr, _) = feature_mean(&recent);
+        let moved = crate::cluster::distinguishing_features(&fr, &fb, &sb, config.top_moved);
+        // Baseline reset: the steps from the onset on start the new baseline.
+        let from = split - self.baseline.len();
+        let new_baseline: Vec<Step> = self.since.drain(..).skip(from).collect();
+        self.baseline = new_baseline;
+        if self.baseline.len() > config.baseline {
+            let extra = self.baseline.len() - config.baseline;
+            let rest = self.baseline.split_off(config.baseline);
+            self.since = rest.into();
+            debug_assert_eq!(self.since.len(), extra);
+        }
+        self.alarms += 1;
+        Some(Alarm {
+            at,
+            onset: onset_at,
+            distance: d,
+            threshold,
+            score: d / spread,
+            p_value,
+            moved,
+        })
+    }
+}
+
+/// A scaling recommendation sized from demand forecasts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scaling {
+    /// Users behind it.
+    pub users: usize,
+    /// Their requests in the current window.
+    pub current_requests: f64,
+    /// Their predicted requests for each of the next windows (horizon 1 first).
+    pub predicted_requests: Vec<f64>,
+    /// The horizon (1-based) of the predicted peak.
+    pub peak_horizon: usize,
+    /// Requests per window one instance serves.
+    pub capacity_per_instance: f64,
+    /// Instances the current demand needs.
+    pub current_instances: u64,
+    /// Instances the predicted peak needs.
+    pub recommended_instances: u64,
+    /// `recommended - current`.
+    pub change: i64,
+}
+
+impl Scaling {
+    /// `scale_out`, `scale_in` or `hold`.
+    pub fn action(&self) -> &'static str {
+        match self.change {
+            c if c > 0 => "scale_out",
+            c if c < 0 => "scale_in",
+            _ => "hold",
+        }
+    }
+}
+
+/// Sizes a recommendation: the current demand and the predicted demand for each horizon
+/// (summed over the affected users), against `capacity` requests per window per instance.
+///
+/// ```
+/// use personaflow_operators::drift::recommend;
+/// let r = recommend(3, 100.0, &[150.0, 260.0, 180.0], 100.0);
+/// assert_eq!((r.current_instances, r.recommended_instances, r.change, r.peak_horizon), (1, 3, 2, 2));
+/// assert_eq!(r.action(), "scale_out");
+/// ```
+pub fn recommend(users: usize, current: f64, predicted: &[f64], capacity: f64) -> Scaling {
+    let capacity = capacity.max(f64::MIN_POSITIVE);
+    let instances = |x: f64| (x.max(0.0) / capacity).ceil().max(1.0) as u64;
+    let (peak_index, peak) = predicted
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |b, (i, x)| if x > b.1 { (i, x) } else { b });
+    let peak = if predicted.is_empty() { current } else { peak };
+    let current_instances = instances(current);
+    let recommended_instances = instances(peak);
+    Scaling {
+        users,
+        current_requests: current,
+        predicted_requests: predicted.to_vec(),
+        peak_horizon: peak_index + 1,
+        capacity_per_instance: capacity,
+        current_instances,
+        recommended_instances,
+        change: recommended_instances as i64 - current_instances as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_distr::{Distribution, Normal};
+
+    /// `steps` steps of `per_step` 2-d points around `mean(t)`.
+    fn series(
+        steps: u64,
+        per_step: usize,
+        mean: impl Fn(u64) -> f32,
+        seed: u64,
+    ) -> Vec<Step> {
+        let noise = Normal::new(0.0f32, 1.0).unwrap();
+        let mut rng = rng_for(seed, 0, 0);
+        (0..steps)
+            .map(|t| {
+                let pts: Vec<Vec<f32>> = (0..per_step)
+                    .map(|_| vec![mean(t) + noise.sample(&mut rng), noise.sample(&mut rng)])
+                    .collect();
+                let refs: Vec<&[f32]> = pts.iter().map(Vec::as_slice).collect();
+                Step::new(t, &refs, &refs, DEFAULT_MAX_POINTS, 1)
+            })
+            .collect()
+    }
+
+    fn alarms(steps: Vec<Step>, config: &DriftConfig) -> Vec<Alarm> {
+        let mut d = DriftDetector::default();
+        steps.into_iter().filter_map(|s| d.observe(s, config)).collect()
+    }
+
+    #[test]
+    fn a_stationary_series_raises_no_alarm() {
+        for seed in 0..10 {
+            let found = alarms(series(200, 30, |_| 0.0, seed), &DriftConfig::default());
+            assert!(found.is_empty(), "seed {seed}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_mean_shift_is_found_quickly_with_its_onset_and_feature() {
+        let found = alarms(
+            series(100, 30, |t| if t >= 50 { 1.5 } else { 0.0 }, 3),
+            &DriftConfig::default(),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        let a = &found[0];
+        assert!((50..=53).contains(&a.at), "detected at {}", a.at);
+        assert_eq!(a.onset, 50);
+        assert!(a.distance > a.threshold && a.p_value < DEFAULT_ALPHA);
+        assert_eq!(a.moved[0].0, 0, "feature 0 moved");
+        assert!(a.moved[0].1 > 0.3);
+    }
+
+    #[test]
+    fn the_baseline_resets_after_an_alarm() {
+        // Two shifts: each is reported once, the second against the baseline after the first.
+        let found = alarms(
+            series(
+                160,
+                30,
+                |t| match t {
+                    0..50 => 0.0,
+                    50..110 => 2.0,
+                    _ => 4.0,
+                },
+                5,
+            ),
+            &DriftConfig::default(),
+        );
+        let onsets: Vec<u64> = found.iter().map(|a| a.onset).collect();
+        assert_eq!(onsets, vec![50, 110], "{found:?}");
+    }
+
+    #[test]
+    fn the_permutation_test_rejects_only_real_differences() {
+        let mut rng = rng_for(9, 0, 0);
+        let noise = Normal::new(0.0f32, 1.0).unwrap();
+        let a: Vec<Vec<f32>> = (0..40).map(|_| vec![noise.sample(&mut rng)]).collect();
+        let b: Vec<Vec<f32>> = (0..40).map(|_| vec![noise.sample(&mut rng) + 2.0]).collect();
+        let c: Vec<Vec<f32>> = (0..40).map(|_| vec![noise.sample(&mut rng)]).collect();
+        fn r(v: &[Vec<f32>]) -> Vec<&[f32]> {
+            v.iter().map(Vec::as_slice).collect()
+        }
+        assert!(permutation_p_value(&r(&a), &r(&b), 199, &mut rng) <= 0.01);
+        assert!(permutation_p_value(&r(&a), &r(&c), 199, &mut rng) > 0.05);
+    }
+
+    #[test]
+    fn no_forecast_means_hold() {
+        let r = recommend(2, 250.0, &[], 100.0);
+        assert_eq!((r.current_instances, r.change, r.action()), (3, 0, "hold"));
+        let down = recommend(2, 250.0, &[40.0, 20.0], 100.0);
+        assert_eq!((down.recommended_instances, down.action()), (1, "scale_in"));
+    }
+}
