@@ -314,6 +314,7 @@ fn oracle(
                     authenticated: seq.authenticated,
                     segment: seq.segment.clone(),
                     context: seq.context.clone(),
+                    features: seq.current().to_vec().into(),
                 },
             ));
         }

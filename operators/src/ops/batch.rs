@@ -5,7 +5,7 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use std::collections::BTreeMap;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
@@ -20,6 +20,20 @@ pub(crate) trait BatchByWindow<'scope, D> {
     where
         O: Clone + 'static,
         L: FnMut(Vec<D>, &mut Vec<O>) + 'static;
+
+    /// As [`batch_by_window`](Self::batch_by_window), but the records travel by `pact` first
+    /// (e.g. all to one worker, or by a key) and `logic` is told the window. Windows are handed
+    /// on in order, so `logic` may carry state from one window to the next.
+    fn fold_by_window<P, O, L>(
+        self,
+        pact: P,
+        name: &str,
+        logic: L,
+    ) -> VecCollection<'scope, u64, O, isize>
+    where
+        P: ParallelizationContract<u64, Vec<(D, u64, isize)>>,
+        O: Clone + 'static,
+        L: FnMut(u64, Vec<D>, &mut Vec<O>) + 'static;
 }
 
 /// A window's capability and its updates so far.
@@ -33,9 +47,23 @@ impl<'scope, D: Ord + Clone + 'static> BatchByWindow<'scope, D>
         O: Clone + 'static,
         L: FnMut(Vec<D>, &mut Vec<O>) + 'static,
     {
+        self.fold_by_window(Pipeline, name, move |_, records, out| logic(records, out))
+    }
+
+    fn fold_by_window<P, O, L>(
+        self,
+        pact: P,
+        name: &str,
+        mut logic: L,
+    ) -> VecCollection<'scope, u64, O, isize>
+    where
+        P: ParallelizationContract<u64, Vec<(D, u64, isize)>>,
+        O: Clone + 'static,
+        L: FnMut(u64, Vec<D>, &mut Vec<O>) + 'static,
+    {
         self.inner
             .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
-                Pipeline,
+                pact,
                 name,
                 move |_cap, _info| {
                     let mut pending: Pending<D> = BTreeMap::new();
@@ -66,7 +94,7 @@ impl<'scope, D: Ord + Clone + 'static> BatchByWindow<'scope, D>
                                 .filter(|(_, r)| *r > 0)
                                 .map(|(d, _)| d)
                                 .collect();
-                            logic(records, &mut produced);
+                            logic(time, records, &mut produced);
                             output
                                 .session(&cap)
                                 .give_iterator(produced.drain(..).map(|o| (o, time, 1isize)));

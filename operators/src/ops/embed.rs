@@ -35,6 +35,9 @@ pub struct Profile {
     pub segment: Option<String>,
     /// Device, os, country.
     pub context: Context,
+    /// The window's behavioural features (the sequence's last step), which personas and drift
+    /// are described by.
+    pub features: Vector,
 }
 
 /// Embeds sequences.
@@ -90,6 +93,7 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
                                 authenticated: seq.authenticated,
                                 segment: seq.segment.clone(),
                                 context: seq.context.clone(),
+                                features: Vector(seq.current().to_vec()),
                             };
                             profiles.push((key.clone(), profile));
                         }

@@ -7,10 +7,13 @@
 //! only ever hold the last `max(L, W)` windows, so memory does not grow with history.
 
 mod batch;
+pub mod detect_drift;
 pub mod embed;
 pub mod forecast_demand;
 pub mod forecast_error;
 pub mod hold;
+pub mod join_window;
+pub mod personas;
 pub mod resonance;
 pub mod segment_profiles;
 pub mod sequences;
@@ -19,7 +22,10 @@ pub mod window_aggregate;
 pub use embed::{EmbedProfiles, ErrorSlot, Profile};
 pub use forecast_demand::ForecastDemand;
 pub use forecast_error::ForecastErrors;
+pub use detect_drift::DetectDrift;
 pub use hold::Hold;
+pub use join_window::JoinWindow;
+pub use personas::ClusterPersonas;
 pub use resonance::Resonate;
 pub use segment_profiles::SegmentProfiles;
 pub use sequences::Sequences;

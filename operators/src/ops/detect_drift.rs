@@ -1,0 +1,270 @@
+//! `detect_drift`: drift of each segment's and persona's profile distribution against its
+//! baseline, with a scaling recommendation sized from the demand forecasts of its users
+//! (DESIGN.md step 8).
+
+use crate::drift::{recommend, DriftConfig, DriftDetector, Scaling, Step};
+use crate::features::FEATURES;
+use crate::ops::batch::BatchByWindow;
+use crate::vector::{Score, Vector};
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use timely::dataflow::channels::pact::Exchange;
+
+/// What a drift is about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// A known segment.
+    Segment(String),
+    /// A persona id.
+    Persona(u32),
+}
+
+impl Scope {
+    /// `segment` or `persona`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scope::Segment(_) => "segment",
+            Scope::Persona(_) => "persona",
+        }
+    }
+
+    /// The segment name or the persona id, as text.
+    pub fn id(&self) -> String {
+        match self {
+            Scope::Segment(s) => s.clone(),
+            Scope::Persona(p) => p.to_string(),
+        }
+    }
+}
+
+/// A user of a scope in one window: the point the distribution is made of, and the demand.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ScopeMember {
+    /// Latent profile.
+    pub embedding: Vector,
+    /// Behavioural features of the window.
+    pub features: Vector,
+    /// Requests (events) in the window.
+    pub requests: u64,
+    /// Predicted requests for the next windows (horizon 1 first), when forecasting is on.
+    pub forecast: Option<Vector>,
+}
+
+/// A drift event with its scaling recommendation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DriftEvent {
+    /// The scope.
+    pub scope: Scope,
+    /// The estimated first window of the new distribution.
+    pub onset: u64,
+    /// Centroid distance from the baseline.
+    pub distance: Score,
+    /// Threshold crossed.
+    pub threshold: Score,
+    /// Distance in baseline spreads.
+    pub score: Score,
+    /// Permutation-test p-value.
+    pub p_value: Score,
+    /// Features that moved most: name and change in baseline standard deviations.
+    pub moved: Vec<(String, Score)>,
+    /// Users of the scope in the window.
+    pub users: u64,
+    /// Their requests in the window.
+    pub current_requests: Score,
+    /// Their predicted requests per future window (empty without forecasts).
+    pub predicted_requests: Vector,
+    /// Horizon of the predicted peak (1-based).
+    pub peak_horizon: u32,
+    /// Requests per window per instance.
+    pub capacity_per_instance: Score,
+    /// Instances for the current demand.
+    pub current_instances: u64,
+    /// Instances for the predicted peak.
+    pub recommended_instances: u64,
+    /// `recommended - current`.
+    pub change: i64,
+}
+
+impl DriftEvent {
+    /// The recommendation's action (`scale_out`, `scale_in`, `hold`).
+    pub fn action(&self) -> &'static str {
+        match self.change {
+            c if c > 0 => "scale_out",
+            c if c < 0 => "scale_in",
+            _ => "hold",
+        }
+    }
+}
+
+/// Every scope's detector state, and the capacity used to size recommendations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriftState {
+    /// Detector per scope.
+    pub detectors: BTreeMap<Scope, DriftDetector>,
+}
+
+/// Detector states after each window, for checkpoints (this worker's scopes).
+pub type DriftSnapshots = Rc<RefCell<BTreeMap<u64, DriftState>>>;
+
+/// The drift events of one window: the plain function behind [`DetectDrift::detect_drift`].
+/// `members` must be sorted by scope (then user).
+pub fn window_drift(
+    state: &mut DriftState,
+    window: u64,
+    members: &[((Scope, String), ScopeMember)],
+    config: &DriftConfig,
+    capacity_per_instance: f64,
+) -> Vec<DriftEvent> {
+    let mut events = Vec::new();
+    let mut start = 0;
+    while start < members.len() {
+        let scope = &members[start].0 .0;
+        let end = start
+            + members[start..]
+                .iter()
+                .take_while(|((s, _), _)| s == scope)
+                .count();
+        let group = &members[start..end];
+        let dims = group[0].1.embedding.len();
+        let group: Vec<&ScopeMember> = group
+            .iter()
+            .map(|(_, m)| m)
+            .filter(|m| m.embedding.len() == dims)
+            .collect();
+        let points: Vec<&[f32]> = group.iter().map(|m| m.embedding.as_slice()).collect();
+        let features: Vec<&[f32]> = group.iter().map(|m| m.features.as_slice()).collect();
+        let step = Step::new(window, &points, &features, config.max_points, config.seed);
+        let detector = state.detectors.entry(scope.clone()).or_default();
+        if let Some(alarm) = detector.observe(step, config) {
+            let current: f64 = group.iter().map(|m| m.requests as f64).sum();
+            let horizon = group
+                .iter()
+                .filter_map(|m| m.forecast.as_ref().map(Vector::len))
+                .max()
+                .unwrap_or(0);
+            let mut predicted = vec![0.0f64; horizon];
+            for f in group.iter().filter_map(|m| m.forecast.as_ref()) {
+                for (p, x) in predicted.iter_mut().zip(f.as_slice()) {
+                    *p += f64::from(*x);
+                }
+            }
+            let scaling: Scaling =
+                recommend(group.len(), current, &predicted, capacity_per_instance);
+            events.push(DriftEvent {
+                scope: scope.clone(),
+                onset: alarm.onset,
+                distance: Score(alarm.distance as f32),
+                threshold: Score(alarm.threshold as f32),
+                score: Score(alarm.score as f32),
+                p_value: Score(alarm.p_value as f32),
+                moved: alarm
+                    .moved
+                    .iter()
+                    .map(|(i, z)| {
+                        let name = FEATURES.get(*i).map_or("?", |f| f.name);
+                        (name.to_string(), Score(*z as f32))
+                    })
+                    .collect(),
+                users: scaling.users as u64,
+                current_requests: Score(scaling.current_requests as f32),
+                predicted_requests: Vector(
+                    scaling.predicted_requests.iter().map(|x| *x as f32).collect(),
+                ),
+                peak_horizon: scaling.peak_horizon as u32,
+                capacity_per_instance: Score(scaling.capacity_per_instance as f32),
+                current_instances: scaling.current_instances,
+                recommended_instances: scaling.recommended_instances,
+                change: scaling.change,
+            });
+        }
+        start = end;
+    }
+    events
+}
+
+fn scope_hash(scope: &Scope) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    scope.hash(&mut h);
+    h.finish()
+}
+
+/// Detects drift.
+pub trait DetectDrift<'scope> {
+    /// For the members of each scope at each window, one [`DriftEvent`] fact at the window
+    /// when the scope's distribution has drifted from its baseline ([`window_drift`]). Scopes
+    /// travel to the worker of their hash, which keeps their detectors and feeds them window
+    /// by window in order. Detector states after each window go to `snapshots` (if given);
+    /// `initial` resumes from a checkpointed state, skipping the windows it covers.
+    ///
+    /// ```
+    /// use differential_dataflow::input::Input;
+    /// use personaflow_operators::drift::DriftConfig;
+    /// use personaflow_operators::ops::detect_drift::{DetectDrift, Scope, ScopeMember};
+    /// use personaflow_operators::vector::Vector;
+    /// use std::sync::{Arc, Mutex};
+    /// let found = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = found.clone();
+    /// timely::example(move |scope| {
+    ///     let (mut input, members) = scope.new_collection::<((Scope, String), ScopeMember), isize>();
+    ///     members
+    ///         .detect_drift(DriftConfig::default(), 100.0, None, None)
+    ///         .inspect(move |((s, e), t, _)| sink.lock().unwrap().push((s.clone(), *t, e.onset, e.action())));
+    ///     for w in 0..30u64 {
+    ///         for u in 0..20 {
+    ///             let x = if w < 20 { 0.0 } else { 5.0 } + (u % 5) as f32 * 0.1;
+    ///             let m = ScopeMember { embedding: Vector(vec![x]), features: Vector(vec![x]), requests: 1, forecast: None };
+    ///             input.insert(((Scope::Persona(0), format!("u{u}")), m));
+    ///         }
+    ///         input.advance_to(w + 1);
+    ///     }
+    /// });
+    /// // Detected in the window the shift completed the current distribution, onset 20; with
+    /// // no forecast the recommendation is to hold.
+    /// assert_eq!(*found.lock().unwrap(), vec![(Scope::Persona(0), 20, 20, "hold")]);
+    /// ```
+    fn detect_drift(
+        self,
+        config: DriftConfig,
+        capacity_per_instance: f64,
+        initial: Option<(u64, DriftState)>,
+        snapshots: Option<DriftSnapshots>,
+    ) -> VecCollection<'scope, u64, (Scope, DriftEvent), isize>;
+}
+
+impl<'scope> DetectDrift<'scope>
+    for VecCollection<'scope, u64, ((Scope, String), ScopeMember), isize>
+{
+    fn detect_drift(
+        self,
+        config: DriftConfig,
+        capacity_per_instance: f64,
+        initial: Option<(u64, DriftState)>,
+        snapshots: Option<DriftSnapshots>,
+    ) -> VecCollection<'scope, u64, (Scope, DriftEvent), isize> {
+        let (resume_after, mut state) = match initial {
+            Some((w, s)) => (Some(w), s),
+            None => (None, DriftState::default()),
+        };
+        self.fold_by_window(
+            Exchange::new(|(((s, _), _), _, _): &(((Scope, String), ScopeMember), u64, isize)| {
+                scope_hash(s)
+            }),
+            "DetectDrift",
+            move |window, members, out| {
+                if resume_after.is_some_and(|r| window <= r) {
+                    return;
+                }
+                let events =
+                    window_drift(&mut state, window, &members, &config, capacity_per_instance);
+                out.extend(events.into_iter().map(|e| (e.scope.clone(), e)));
+                if let Some(s) = &snapshots {
+                    s.borrow_mut().insert(window, state.clone());
+                }
+            },
+        )
+    }
+}
