@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use personaflow_pipeline::backfill::{self, Backfill, NoProgress, Progress, ProgressUpdate};
 use personaflow_pipeline::config::Config;
+use personaflow_pipeline::drift_eval;
 use personaflow_pipeline::evaluate::{evaluate_resonance, read_truth};
 use personaflow_pipeline::simulate::{simulate_to_dir, DriftSpec, SimulationConfig};
 use personaflow_pipeline::stream::produce::{produce, Produce};
@@ -50,7 +51,8 @@ enum Command {
     Simulate(SimulateArgs),
     /// Simulate a small scenario, backfill it, and report resonance against the truth.
     Demo(DemoArgs),
-    /// Score a backfill's resonance against a simulation's ground truth.
+    /// Score a backfill's resonance against a simulation's ground truth (`--scenario`,
+    /// `--output`), or the drift detector (`scenarios`, `tcpd DIR`, `nab DIR`).
     Evaluate(EvaluateArgs),
     /// Run the dataflow continuously over a Kafka topic (until SIGINT/SIGTERM).
     Run(RunArgs),
@@ -181,14 +183,61 @@ struct DemoArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 struct EvaluateArgs {
+    #[command(subcommand)]
+    what: Option<EvaluateCommand>,
     /// The simulation directory (with truth/users.parquet).
-    #[arg(long)]
-    scenario: PathBuf,
+    #[arg(long, required = true)]
+    scenario: Option<PathBuf>,
     /// The backfill output directory.
-    #[arg(long)]
-    output: PathBuf,
+    #[arg(long, required = true)]
+    output: Option<PathBuf>,
     /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum EvaluateCommand {
+    /// Simulate scenarios with drifts injected at known times (and two without), backfill
+    /// them, and report detection delay and false alarms.
+    Scenarios(ScenarioArgs),
+    /// Run the drift detector on the Turing Change Point Dataset series in DIR and score F1
+    /// against the human annotations (margin 5 rows).
+    Tcpd(SeriesArgs),
+    /// Run the drift detector on the Numenta Anomaly Benchmark series in DIR and score its
+    /// detections against the labelled anomaly windows.
+    Nab(SeriesArgs),
+}
+
+#[derive(Args, Debug)]
+struct SeriesArgs {
+    /// The dataset directory.
+    dir: PathBuf,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write `{file: [change-point rows]}` here (tcpd only).
+    #[arg(long)]
+    predictions: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ScenarioArgs {
+    /// Users per scenario.
+    #[arg(long, default_value_t = 300)]
+    users: usize,
+    /// Simulated days per scenario (drifts start 6 h in).
+    #[arg(long, default_value_t = 0.5)]
+    days: f64,
+    /// Job configuration (TOML).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Keep the scenarios and outputs here [default: a temporary directory, removed].
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -407,15 +456,76 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn cmd_evaluate(args: EvaluateArgs) -> Result<()> {
-    let truth = read_truth(&args.scenario.join("truth").join("users.parquet"))?;
-    let report = evaluate_resonance(&truth, &args.output)?;
-    print!("{}", report.to_table());
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_vec_pretty(value)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+fn cmd_evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
+    match args.what {
+        Some(EvaluateCommand::Tcpd(a)) => {
+            let report = drift_eval::evaluate_tcpd(&a.dir, &drift_eval::series_config())?;
+            print!("{}", report.to_table());
+            write_json(a.json.as_deref(), &report)?;
+            write_json(a.predictions.as_deref(), &report.predictions())
+        }
+        Some(EvaluateCommand::Nab(a)) => {
+            if a.predictions.is_some() {
+                bail!("--predictions is for `evaluate tcpd`");
+            }
+            let report = drift_eval::evaluate_nab(&a.dir, &drift_eval::series_config())?;
+            print!("{}", report.to_table());
+            write_json(a.json.as_deref(), &report)
+        }
+        Some(EvaluateCommand::Scenarios(a)) => {
+            let config = load_config(a.config.as_deref(), None, None)?;
+            let temp;
+            let work = match &a.keep {
+                Some(dir) => dir.clone(),
+                None => {
+                    temp = tempfile_dir()?;
+                    temp.clone()
+                }
+            };
+            let scenarios = drift_eval::default_scenarios();
+            let total = scenarios.len();
+            let mut done = 0;
+            let report = drift_eval::evaluate_scenarios(
+                &scenarios,
+                a.users,
+                a.days,
+                &config,
+                &work,
+                &mut |r| {
+                    done += 1;
+                    if !quiet {
+                        eprintln!(
+                            "scenario {done}/{total} {}: {} drift events",
+                            r.scenario.name, r.events
+                        );
+                    }
+                },
+            );
+            if a.keep.is_none() {
+                std::fs::remove_dir_all(&work).ok();
+            }
+            let report = report?;
+            print!("{}", report.to_table());
+            write_json(a.json.as_deref(), &report)
+        }
+        None => {
+            let (Some(scenario), Some(output)) = (args.scenario, args.output) else {
+                bail!("evaluate needs --scenario and --output, or one of scenarios, tcpd, nab");
+            };
+            let truth = read_truth(&scenario.join("truth").join("users.parquet"))?;
+            let report = evaluate_resonance(&truth, &output)?;
+            print!("{}", report.to_table());
+            write_json(args.json.as_deref(), &report)
+        }
+    }
 }
 
 /// Prints what the continuous job reports.
@@ -566,7 +676,7 @@ fn main() -> ExitCode {
         Command::Backfill(a) => cmd_backfill(a, quiet),
         Command::Simulate(a) => simulation_config(&a).and_then(|c| simulate(&c, &a.out, quiet)),
         Command::Demo(a) => cmd_demo(a, quiet),
-        Command::Evaluate(a) => cmd_evaluate(a),
+        Command::Evaluate(a) => cmd_evaluate(a, quiet),
         Command::Run(a) => cmd_run(a, quiet),
         Command::Produce(a) => cmd_produce(a, quiet),
     };

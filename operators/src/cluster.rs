@@ -161,7 +161,10 @@ pub fn lloyd(points: &[Vec<f32>], mut centroids: Vec<Vec<f32>>) -> BatchKMeans {
         }
         for j in 0..k {
             if sizes[j] > 0 {
-                centroids[j] = sums[j].iter().map(|s| (s / sizes[j] as f64) as f32).collect();
+                centroids[j] = sums[j]
+                    .iter()
+                    .map(|s| (s / sizes[j] as f64) as f32)
+                    .collect();
             } else if let Some(far) = farthest(points, &labels, &centroids) {
                 centroids[j] = points[far].clone();
                 labels[far] = j;
@@ -273,7 +276,10 @@ pub fn choose_k(
     let mut best: Option<(f64, usize, BatchKMeans)> = None;
     for k in k_min..=k_max {
         let run = batch_kmeans(points, k, restarts, rng);
-        let labels: Vec<usize> = sampled.iter().map(|p| nearest(p, &run.centroids).0).collect();
+        let labels: Vec<usize> = sampled
+            .iter()
+            .map(|p| nearest(p, &run.centroids).0)
+            .collect();
         let score = silhouette(&sampled, &labels, run.centroids.len());
         if best.as_ref().is_none_or(|(s, _, _)| score > *s + 1e-9) {
             best = Some((score, k, run));
@@ -655,9 +661,10 @@ impl PersonaModel {
         let nearest_d2: Vec<(usize, f64)> = d2
             .iter()
             .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .fold((0, f64::INFINITY), |b, (j, d)| if *d < b.1 { (j, *d) } else { b })
+                row.iter().enumerate().fold(
+                    (0, f64::INFINITY),
+                    |b, (j, d)| if *d < b.1 { (j, *d) } else { b },
+                )
             })
             .collect();
         let inertia: f64 = nearest_d2.iter().map(|(_, d)| d).sum();

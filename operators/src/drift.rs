@@ -40,6 +40,9 @@ pub const DEFAULT_PERMUTATIONS: usize = 199;
 pub const DEFAULT_MAX_POINTS: usize = 64;
 /// Features listed as having moved most.
 pub const DEFAULT_TOP_MOVED: usize = 3;
+/// Points a step needs to count (a segment with one active user says little about its
+/// distribution); steps with fewer are skipped.
+pub const DEFAULT_MIN_POINTS: usize = 5;
 
 /// How drift is detected.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +64,8 @@ pub struct DriftConfig {
     pub max_points: usize,
     /// Features reported as having moved most.
     pub top_moved: usize,
+    /// Points a step needs to count.
+    pub min_points: usize,
     /// Seed of the test's permutations and samples.
     pub seed: u64,
 }
@@ -76,6 +81,7 @@ impl Default for DriftConfig {
             permutations: DEFAULT_PERMUTATIONS,
             max_points: DEFAULT_MAX_POINTS,
             top_moved: DEFAULT_TOP_MOVED,
+            min_points: DEFAULT_MIN_POINTS,
             seed: crate::cluster::DEFAULT_SEED,
         }
     }
@@ -212,7 +218,11 @@ fn distance(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn feature_mean(steps: &[&Step]) -> (Vec<f64>, Vec<f64>) {
-    let dims = steps.iter().map(|s| s.feature_mean.len()).max().unwrap_or(0);
+    let dims = steps
+        .iter()
+        .map(|s| s.feature_mean.len())
+        .max()
+        .unwrap_or(0);
     let mut mean = vec![0.0; dims];
     let mut var = vec![0.0; dims];
     let total: usize = steps.iter().map(|s| s.n).sum();
@@ -304,7 +314,7 @@ impl DriftDetector {
 
     /// Feeds one step; returns an alarm when the step completes a detected drift.
     pub fn observe(&mut self, step: Step, config: &DriftConfig) -> Option<Alarm> {
-        if step.n == 0 {
+        if step.n == 0 || step.n < config.min_points {
             return None;
         }
         if !self.calibrated(config) {
@@ -319,7 +329,11 @@ impl DriftDetector {
             return None;
         }
         let base: Vec<&Step> = self.baseline.iter().collect();
-        let recent: Vec<&Step> = self.since.iter().skip(self.since.len() - config.recent).collect();
+        let recent: Vec<&Step> = self
+            .since
+            .iter()
+            .skip(self.since.len() - config.recent)
+            .collect();
         let (mb, nb) = mean_of(&base);
         let (mr, nr) = mean_of(&recent);
         let spread = {
@@ -352,8 +366,12 @@ impl DriftDetector {
             .iter()
             .flat_map(|s| s.points.iter().map(Vec::as_slice))
             .collect();
-        let p_value =
-            permutation_p_value(&a, &b, config.permutations, &mut rng_for(config.seed, at, 4));
+        let p_value = permutation_p_value(
+            &a,
+            &b,
+            config.permutations,
+            &mut rng_for(config.seed, at, 4),
+        );
         if p_value >= config.alpha {
             return None;
         }
@@ -431,11 +449,15 @@ impl Scaling {
 pub fn recommend(users: usize, current: f64, predicted: &[f64], capacity: f64) -> Scaling {
     let capacity = capacity.max(f64::MIN_POSITIVE);
     let instances = |x: f64| (x.max(0.0) / capacity).ceil().max(1.0) as u64;
-    let (peak_index, peak) = predicted
-        .iter()
-        .copied()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |b, (i, x)| if x > b.1 { (i, x) } else { b });
+    let (peak_index, peak) =
+        predicted
+            .iter()
+            .copied()
+            .enumerate()
+            .fold(
+                (0, f64::NEG_INFINITY),
+                |b, (i, x)| if x > b.1 { (i, x) } else { b },
+            );
     let peak = if predicted.is_empty() { current } else { peak };
     let current_instances = instances(current);
     let recommended_instances = instances(peak);
@@ -457,12 +479,7 @@ mod tests {
     use rand_distr::{Distribution, Normal};
 
     /// `steps` steps of `per_step` 2-d points around `mean(t)`.
-    fn series(
-        steps: u64,
-        per_step: usize,
-        mean: impl Fn(u64) -> f32,
-        seed: u64,
-    ) -> Vec<Step> {
+    fn series(steps: u64, per_step: usize, mean: impl Fn(u64) -> f32, seed: u64) -> Vec<Step> {
         let noise = Normal::new(0.0f32, 1.0).unwrap();
         let mut rng = rng_for(seed, 0, 0);
         (0..steps)
@@ -478,7 +495,10 @@ mod tests {
 
     fn alarms(steps: Vec<Step>, config: &DriftConfig) -> Vec<Alarm> {
         let mut d = DriftDetector::default();
-        steps.into_iter().filter_map(|s| d.observe(s, config)).collect()
+        steps
+            .into_iter()
+            .filter_map(|s| d.observe(s, config))
+            .collect()
     }
 
     #[test]
@@ -529,7 +549,9 @@ mod tests {
         let mut rng = rng_for(9, 0, 0);
         let noise = Normal::new(0.0f32, 1.0).unwrap();
         let a: Vec<Vec<f32>> = (0..40).map(|_| vec![noise.sample(&mut rng)]).collect();
-        let b: Vec<Vec<f32>> = (0..40).map(|_| vec![noise.sample(&mut rng) + 2.0]).collect();
+        let b: Vec<Vec<f32>> = (0..40)
+            .map(|_| vec![noise.sample(&mut rng) + 2.0])
+            .collect();
         let c: Vec<Vec<f32>> = (0..40).map(|_| vec![noise.sample(&mut rng)]).collect();
         fn r(v: &[Vec<f32>]) -> Vec<&[f32]> {
             v.iter().map(Vec::as_slice).collect()

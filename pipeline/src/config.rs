@@ -57,6 +57,8 @@
 use crate::{Error, Result};
 use personaflow_models::runtime::DEFAULT_INTRA_THREADS;
 use personaflow_models::{Provider, SessionOptions};
+use personaflow_operators::cluster::PersonaConfig;
+use personaflow_operators::drift::DriftConfig;
 use personaflow_operators::resonance::ResonanceConfig;
 use personaflow_operators::window::DEFAULT_WINDOW_MS;
 use personaflow_operators::WindowSpec;
@@ -434,6 +436,31 @@ pub struct Config {
     pub output: OutputConfig,
     /// `[stream]`.
     pub stream: StreamConfig,
+    /// `[personas]`.
+    pub personas: PersonaConfig,
+    /// `[drift]`.
+    pub drift: DriftConfig,
+    /// `[scaling]`.
+    pub scaling: ScalingConfig,
+}
+
+/// Default requests per window one service instance handles.
+pub const DEFAULT_CAPACITY_PER_INSTANCE: f64 = 500.0;
+
+/// `[scaling]`: how drift events size their recommendations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingConfig {
+    /// Requests per window one instance handles.
+    pub capacity_per_instance: f64,
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        ScalingConfig {
+            capacity_per_instance: DEFAULT_CAPACITY_PER_INSTANCE,
+        }
+    }
 }
 
 impl Config {
@@ -535,6 +562,14 @@ impl Config {
                 ));
             }
         }
+        if !(self.scaling.capacity_per_instance > 0.0) {
+            return Err(format!(
+                "scaling.capacity_per_instance must be positive, got {}",
+                self.scaling.capacity_per_instance
+            ));
+        }
+        self.personas.validate().map_err(|e| e.to_string())?;
+        self.drift.validate().map_err(|e| e.to_string())?;
         self.resonance.validate().map_err(|e| e.to_string())
     }
 

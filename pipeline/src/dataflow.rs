@@ -12,9 +12,10 @@
 
 use crate::config::{Config, EmbedderKind, ForecasterKind};
 use crate::sink::{
-    features_batch, forecast_errors_batch, forecasts_batch, profiles_batch, resonance_batch,
-    segment_profiles_batch, FeatureRow, ForecastErrorRow, ForecastRow, PartitionedSinks,
-    ProfileRow, ResonanceRow, SegmentProfileRow, SinkFactory, Table, WindowSink,
+    drift_batch, features_batch, forecast_errors_batch, forecasts_batch, persona_assignments_batch,
+    personas_batch, profiles_batch, resonance_batch, scaling_batch, segment_profiles_batch,
+    DriftRow, FeatureRow, ForecastErrorRow, ForecastRow, PartitionedSinks, PersonaAssignmentRow,
+    PersonaRow, ProfileRow, ResonanceRow, SegmentProfileRow, SinkFactory, Table, WindowSink,
 };
 use crate::{Error, Result};
 use arrow_array::RecordBatch;
@@ -28,10 +29,13 @@ use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::forecast::{
     Forecast, ForecastError, Forecaster, PersistenceForecaster, DEFAULT_HORIZON,
 };
+use personaflow_operators::ops::detect_drift::{DriftEvent, Scope, ScopeMember};
+use personaflow_operators::ops::personas::{Persona, PersonaAssignment};
 use personaflow_operators::ops::*;
 use personaflow_operators::resonance::Resonance;
 use personaflow_operators::segments::SegmentSum;
 use personaflow_operators::sequence::Sequence;
+use personaflow_operators::vector::Vector;
 use personaflow_operators::{Event, WindowSpec};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -257,6 +261,7 @@ pub fn build_with(
             config.embedder.max_batch,
             embed_errors.clone(),
         );
+        let mut forecast_requests = None;
         if let Some(forecaster) = forecaster {
             let name = forecaster.name().to_string();
             let forecasts = sequences.clone().forecast_demand(
@@ -265,6 +270,10 @@ pub fn build_with(
                 embed_errors.clone(),
             );
             let errors = forecasts.clone().forecast_error(sequences.clone());
+            forecast_requests = Some(forecasts.clone().map(|(k, f)| {
+                let requests = f.requests.iter().map(|s| s.0).collect();
+                (k, Vector(requests))
+            }));
             let n = name.clone();
             let accuracy = report.clone();
             sink_facts(
@@ -295,6 +304,70 @@ pub fn build_with(
         let resonance = profiles
             .clone()
             .resonance(segments.clone(), config.resonance.clone());
+        let personas = profiles
+            .clone()
+            .personas(config.personas.clone(), None, None);
+        let forecast_requests = forecast_requests.unwrap_or_else(|| {
+            profiles
+                .clone()
+                .filter(|_| false)
+                .map(|(k, _)| (k, Vector(Vec::new())))
+        });
+        let members = profiles.clone().join_window(forecast_requests);
+        let segment_members = members.clone().flat_map(|((user, _), (p, f))| {
+            let segment = p.segment.clone().filter(|_| p.authenticated)?;
+            Some(((Scope::Segment(segment), user), scope_member(&p, f)))
+        });
+        let persona_members = personas
+            .assignments
+            .clone()
+            .map(|(k, a)| (k, a.persona))
+            .join_window(members)
+            .flat_map(|((user, _), (persona, m))| {
+                let (p, f) = m?;
+                Some(((Scope::Persona(persona), user), scope_member(&p, f)))
+            });
+        let drift = segment_members.concat(persona_members).detect_drift(
+            config.drift.clone(),
+            config.scaling.capacity_per_instance,
+            None,
+            None,
+        );
+        sink_windows(
+            personas.personas.probe_with(&probe),
+            "SinkPersonas",
+            writer(Table::Personas),
+            report.clone(),
+            move |window, updates| persona_rows(&spec, window, updates),
+        );
+        sink_facts(
+            personas.assignments.probe_with(&probe),
+            "SinkPersonaAssignments",
+            writer(Table::PersonaAssignments),
+            report.clone(),
+            move |xs: &mut Vec<(UserWindow, PersonaAssignment)>| assignment_rows(&spec, xs),
+        );
+        let drift = drift.probe_with(&probe);
+        sink_windows(
+            drift.clone(),
+            "SinkDrift",
+            writer(Table::Drift),
+            report.clone(),
+            move |window, updates| {
+                let rows = drift_rows(&spec, window, updates);
+                (!rows.is_empty()).then(|| drift_batch(&rows))
+            },
+        );
+        sink_windows(
+            drift,
+            "SinkScaling",
+            writer(Table::Scaling),
+            report.clone(),
+            move |window, updates| {
+                let rows = drift_rows(&spec, window, updates);
+                (!rows.is_empty()).then(|| scaling_batch(&rows))
+            },
+        );
 
         sink_facts(
             sequences.probe_with(&probe),
@@ -332,6 +405,91 @@ pub fn build_with(
         report,
         embed_errors,
     })
+}
+
+fn scope_member(p: &Profile, forecast: Option<Vector>) -> ScopeMember {
+    ScopeMember {
+        embedding: p.embedding.clone(),
+        features: p.features.clone(),
+        requests: p.events,
+        forecast: forecast.filter(|f| !f.is_empty()),
+    }
+}
+
+fn persona_rows(
+    spec: &WindowSpec,
+    window: u64,
+    mut updates: Vec<((u32, Persona), isize)>,
+) -> Option<RecordBatch> {
+    consolidate(&mut updates);
+    let rows: Vec<PersonaRow> = updates
+        .iter()
+        .filter(|(_, r)| *r > 0)
+        .map(|((_, p), _)| PersonaRow {
+            window_end: spec.end_ms(window),
+            persona_id: p.id,
+            size: p.size,
+            personas: p.personas,
+            reselected: p.reselected,
+            centroid: p.centroid.0.clone(),
+            top_features: p
+                .characteristics
+                .iter()
+                .map(|(n, z)| (n.clone(), z.0))
+                .collect(),
+        })
+        .collect();
+    (!rows.is_empty()).then(|| personas_batch(&rows))
+}
+
+fn assignment_rows(spec: &WindowSpec, xs: &mut [(UserWindow, PersonaAssignment)]) -> RecordBatch {
+    xs.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows: Vec<PersonaAssignmentRow> = xs
+        .iter()
+        .map(|((user, w), a)| PersonaAssignmentRow {
+            window_end: spec.end_ms(*w),
+            user_id: user.clone(),
+            persona_id: a.persona,
+            distance: a.distance.0,
+            persona_ids: a.ids.clone(),
+            probabilities: a.probabilities.0.clone(),
+        })
+        .collect();
+    persona_assignments_batch(&rows)
+}
+
+/// The window's drift events as rows (sorted by scope), netted.
+pub fn drift_rows(
+    spec: &WindowSpec,
+    window: u64,
+    mut updates: Vec<((Scope, DriftEvent), isize)>,
+) -> Vec<DriftRow> {
+    consolidate(&mut updates);
+    updates
+        .into_iter()
+        .filter(|(_, r)| *r > 0)
+        .map(|((scope, e), _)| DriftRow {
+            window_end: spec.end_ms(window),
+            scope: scope.kind().to_string(),
+            scope_id: scope.id(),
+            onset_window_end: spec.end_ms(e.onset),
+            distance: e.distance.0,
+            threshold: e.threshold.0,
+            score: e.score.0,
+            p_value: e.p_value.0,
+            moved: e.moved.iter().map(|(n, z)| (n.clone(), z.0)).collect(),
+            users: e.users,
+            current_requests: e.current_requests.0,
+            predicted_requests: e.predicted_requests.0.clone(),
+            peak_horizon: e.peak_horizon,
+            peak_window_end: spec.end_ms(window + u64::from(e.peak_horizon)),
+            capacity_per_instance: e.capacity_per_instance.0,
+            current_instances: e.current_instances,
+            recommended_instances: e.recommended_instances,
+            change: e.change,
+            action: e.action().to_string(),
+        })
+        .collect()
 }
 
 fn features_rows(spec: &WindowSpec, seqs: &mut [(UserWindow, Sequence)]) -> RecordBatch {

@@ -5,6 +5,7 @@
 pub mod backfill;
 pub mod config;
 pub mod dataflow;
+pub mod drift_eval;
 pub mod error;
 pub mod evaluate;
 pub mod schema;

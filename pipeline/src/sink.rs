@@ -36,19 +36,31 @@ pub enum Table {
     Forecasts,
     /// Per user and target window: a forecast's error once its window has passed.
     ForecastErrors,
+    /// Per persona and window: size, centroid and characterising features.
+    Personas,
+    /// Per user and window: persona, distance and probability over personas.
+    PersonaAssignments,
+    /// Drift events of segments and personas.
+    Drift,
+    /// The scaling recommendation of each drift event.
+    Scaling,
     /// Rejected input rows.
     Rejects,
 }
 
 impl Table {
     /// Every table, in output order.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 11] = [
         Table::Features,
         Table::Profiles,
         Table::SegmentProfiles,
         Table::Resonance,
         Table::Forecasts,
         Table::ForecastErrors,
+        Table::Personas,
+        Table::PersonaAssignments,
+        Table::Drift,
+        Table::Scaling,
         Table::Rejects,
     ];
 
@@ -66,6 +78,10 @@ impl Table {
             Table::Resonance => "resonance",
             Table::Forecasts => "forecasts",
             Table::ForecastErrors => "forecast_error",
+            Table::Personas => "personas",
+            Table::PersonaAssignments => "persona_assignments",
+            Table::Drift => "drift",
+            Table::Scaling => "scaling",
             Table::Rejects => "rejects",
         }
     }
@@ -156,6 +172,53 @@ impl Table {
                 Field::new("abs_error_requests", DataType::Float64, false),
                 Field::new("abs_error_bytes", DataType::Float64, false),
             ],
+            Table::Personas => vec![
+                window_end(),
+                Field::new("persona_id", DataType::UInt32, false),
+                Field::new("size", DataType::UInt64, false),
+                Field::new("personas", DataType::UInt32, false),
+                Field::new("reselected", DataType::Boolean, false),
+                list_field("centroid", DataType::Float32),
+                list_field("top_features", DataType::Utf8),
+                list_field("top_feature_z", DataType::Float32),
+            ],
+            Table::PersonaAssignments => vec![
+                window_end(),
+                Field::new("user_id", DataType::Utf8, false),
+                Field::new("persona_id", DataType::UInt32, false),
+                Field::new("distance", DataType::Float32, false),
+                list_field("persona_ids", DataType::UInt32),
+                list_field("probabilities", DataType::Float32),
+            ],
+            Table::Drift => vec![
+                window_end(),
+                Field::new("scope", DataType::Utf8, false),
+                Field::new("scope_id", DataType::Utf8, false),
+                ts_field("onset_window_end"),
+                Field::new("distance", DataType::Float32, false),
+                Field::new("threshold", DataType::Float32, false),
+                Field::new("score", DataType::Float32, false),
+                Field::new("p_value", DataType::Float32, false),
+                list_field("moved_features", DataType::Utf8),
+                list_field("moved_z", DataType::Float32),
+                Field::new("users", DataType::UInt64, false),
+                Field::new("action", DataType::Utf8, false),
+            ],
+            Table::Scaling => vec![
+                window_end(),
+                Field::new("scope", DataType::Utf8, false),
+                Field::new("scope_id", DataType::Utf8, false),
+                Field::new("users", DataType::UInt64, false),
+                Field::new("current_requests", DataType::Float32, false),
+                list_field("predicted_requests", DataType::Float32),
+                Field::new("peak_horizon", DataType::UInt32, false),
+                ts_field("peak_window_end"),
+                Field::new("capacity_per_instance", DataType::Float32, false),
+                Field::new("current_instances", DataType::UInt64, false),
+                Field::new("recommended_instances", DataType::UInt64, false),
+                Field::new("change", DataType::Int64, false),
+                Field::new("action", DataType::Utf8, false),
+            ],
             Table::Rejects => vec![
                 Field::new("file", DataType::Utf8, false),
                 Field::new("row", DataType::UInt64, false),
@@ -165,6 +228,275 @@ impl Table {
         };
         Arc::new(Schema::new(fields))
     }
+}
+
+fn list_field(name: &str, item: DataType) -> Field {
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("item", item, true))),
+        false,
+    )
+}
+
+/// A row of `personas`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PersonaRow {
+    /// Window end, ms.
+    pub window_end: i64,
+    /// Stable persona id.
+    pub persona_id: u32,
+    /// Users assigned in the window.
+    pub size: u64,
+    /// Personas in the window.
+    pub personas: u32,
+    /// k was chosen in this window.
+    pub reselected: bool,
+    /// Centroid.
+    pub centroid: Vec<f32>,
+    /// Characterising features and their z (persona mean against the window's users).
+    pub top_features: Vec<(String, f32)>,
+}
+
+/// A row of `persona_assignments`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PersonaAssignmentRow {
+    /// Window end, ms.
+    pub window_end: i64,
+    /// User.
+    pub user_id: String,
+    /// Nearest persona.
+    pub persona_id: u32,
+    /// Distance to it.
+    pub distance: f32,
+    /// The window's persona ids.
+    pub persona_ids: Vec<u32>,
+    /// Probability of each.
+    pub probabilities: Vec<f32>,
+}
+
+/// A row of `drift`, with its `scaling` recommendation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftRow {
+    /// Window end, ms.
+    pub window_end: i64,
+    /// `segment` or `persona`.
+    pub scope: String,
+    /// Segment name or persona id.
+    pub scope_id: String,
+    /// Estimated onset window end, ms.
+    pub onset_window_end: i64,
+    /// Centroid distance from the baseline.
+    pub distance: f32,
+    /// Threshold.
+    pub threshold: f32,
+    /// Effect size (distance in baseline spreads).
+    pub score: f32,
+    /// Permutation-test p-value.
+    pub p_value: f32,
+    /// Features that moved most, with their change in baseline standard deviations.
+    pub moved: Vec<(String, f32)>,
+    /// Users of the scope in the window.
+    pub users: u64,
+    /// Current requests of those users.
+    pub current_requests: f32,
+    /// Predicted requests per horizon.
+    pub predicted_requests: Vec<f32>,
+    /// Horizon of the peak.
+    pub peak_horizon: u32,
+    /// Peak window end, ms.
+    pub peak_window_end: i64,
+    /// Requests per window per instance.
+    pub capacity_per_instance: f32,
+    /// Instances now.
+    pub current_instances: u64,
+    /// Instances for the peak.
+    pub recommended_instances: u64,
+    /// Change.
+    pub change: i64,
+    /// `scale_out`, `scale_in` or `hold`.
+    pub action: String,
+}
+
+fn str_list_builder(n: usize) -> ListBuilder<StringBuilder> {
+    ListBuilder::with_capacity(StringBuilder::new(), n).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Utf8,
+        true,
+    )))
+}
+
+/// Rows of `personas` as a record batch.
+pub fn personas_batch(rows: &[PersonaRow]) -> RecordBatch {
+    let n = rows.len();
+    let mut we = ts_builder(n);
+    let mut id = UInt32Builder::with_capacity(n);
+    let mut size = UInt64Builder::with_capacity(n);
+    let mut k = UInt32Builder::with_capacity(n);
+    let mut re = BooleanBuilder::with_capacity(n);
+    let mut centroid = list_builder(n);
+    let mut names = str_list_builder(n);
+    let mut z = list_builder(n);
+    for r in rows {
+        we.append_value(r.window_end);
+        id.append_value(r.persona_id);
+        size.append_value(r.size);
+        k.append_value(r.personas);
+        re.append_value(r.reselected);
+        centroid.values().append_slice(&r.centroid);
+        centroid.append(true);
+        for (name, v) in &r.top_features {
+            names.values().append_value(name);
+            z.values().append_value(*v);
+        }
+        names.append(true);
+        z.append(true);
+    }
+    finish(
+        Table::Personas,
+        vec![
+            Arc::new(we.finish()),
+            Arc::new(id.finish()),
+            Arc::new(size.finish()),
+            Arc::new(k.finish()),
+            Arc::new(re.finish()),
+            Arc::new(centroid.finish()),
+            Arc::new(names.finish()),
+            Arc::new(z.finish()),
+        ],
+    )
+}
+
+/// Rows of `persona_assignments` as a record batch.
+pub fn persona_assignments_batch(rows: &[PersonaAssignmentRow]) -> RecordBatch {
+    let n = rows.len();
+    let mut we = ts_builder(n);
+    let mut user = StringBuilder::new();
+    let mut id = UInt32Builder::with_capacity(n);
+    let mut dist = Float32Builder::with_capacity(n);
+    let mut ids = ListBuilder::with_capacity(UInt32Builder::new(), n)
+        .with_field(Arc::new(Field::new("item", DataType::UInt32, true)));
+    let mut probs = list_builder(n);
+    for r in rows {
+        we.append_value(r.window_end);
+        user.append_value(&r.user_id);
+        id.append_value(r.persona_id);
+        dist.append_value(r.distance);
+        ids.values().append_slice(&r.persona_ids);
+        ids.append(true);
+        probs.values().append_slice(&r.probabilities);
+        probs.append(true);
+    }
+    finish(
+        Table::PersonaAssignments,
+        vec![
+            Arc::new(we.finish()),
+            Arc::new(user.finish()),
+            Arc::new(id.finish()),
+            Arc::new(dist.finish()),
+            Arc::new(ids.finish()),
+            Arc::new(probs.finish()),
+        ],
+    )
+}
+
+/// Rows of `drift` as a record batch.
+pub fn drift_batch(rows: &[DriftRow]) -> RecordBatch {
+    let n = rows.len();
+    let mut we = ts_builder(n);
+    let mut scope = StringBuilder::new();
+    let mut scope_id = StringBuilder::new();
+    let mut onset = ts_builder(n);
+    let mut f32s: [Float32Builder; 4] = std::array::from_fn(|_| Float32Builder::with_capacity(n));
+    let mut names = str_list_builder(n);
+    let mut z = list_builder(n);
+    let mut users = UInt64Builder::with_capacity(n);
+    let mut action = StringBuilder::new();
+    for r in rows {
+        we.append_value(r.window_end);
+        scope.append_value(&r.scope);
+        scope_id.append_value(&r.scope_id);
+        onset.append_value(r.onset_window_end);
+        for (b, v) in f32s
+            .iter_mut()
+            .zip([r.distance, r.threshold, r.score, r.p_value])
+        {
+            b.append_value(v);
+        }
+        for (name, v) in &r.moved {
+            names.values().append_value(name);
+            z.values().append_value(*v);
+        }
+        names.append(true);
+        z.append(true);
+        users.append_value(r.users);
+        action.append_value(&r.action);
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(we.finish()),
+        Arc::new(scope.finish()),
+        Arc::new(scope_id.finish()),
+        Arc::new(onset.finish()),
+    ];
+    columns.extend(f32s.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    columns.extend([
+        Arc::new(names.finish()) as ArrayRef,
+        Arc::new(z.finish()),
+        Arc::new(users.finish()),
+        Arc::new(action.finish()),
+    ]);
+    finish(Table::Drift, columns)
+}
+
+/// Rows of `scaling` (one per drift event) as a record batch.
+pub fn scaling_batch(rows: &[DriftRow]) -> RecordBatch {
+    let n = rows.len();
+    let mut we = ts_builder(n);
+    let mut scope = StringBuilder::new();
+    let mut scope_id = StringBuilder::new();
+    let mut users = UInt64Builder::with_capacity(n);
+    let mut current = Float32Builder::with_capacity(n);
+    let mut predicted = list_builder(n);
+    let mut peak = UInt32Builder::with_capacity(n);
+    let mut peak_end = ts_builder(n);
+    let mut capacity = Float32Builder::with_capacity(n);
+    let mut now = UInt64Builder::with_capacity(n);
+    let mut recommended = UInt64Builder::with_capacity(n);
+    let mut change = Int64Builder::with_capacity(n);
+    let mut action = StringBuilder::new();
+    for r in rows {
+        we.append_value(r.window_end);
+        scope.append_value(&r.scope);
+        scope_id.append_value(&r.scope_id);
+        users.append_value(r.users);
+        current.append_value(r.current_requests);
+        predicted.values().append_slice(&r.predicted_requests);
+        predicted.append(true);
+        peak.append_value(r.peak_horizon);
+        peak_end.append_value(r.peak_window_end);
+        capacity.append_value(r.capacity_per_instance);
+        now.append_value(r.current_instances);
+        recommended.append_value(r.recommended_instances);
+        change.append_value(r.change);
+        action.append_value(&r.action);
+    }
+    finish(
+        Table::Scaling,
+        vec![
+            Arc::new(we.finish()),
+            Arc::new(scope.finish()),
+            Arc::new(scope_id.finish()),
+            Arc::new(users.finish()),
+            Arc::new(current.finish()),
+            Arc::new(predicted.finish()),
+            Arc::new(peak.finish()),
+            Arc::new(peak_end.finish()),
+            Arc::new(capacity.finish()),
+            Arc::new(now.finish()),
+            Arc::new(recommended.finish()),
+            Arc::new(change.finish()),
+            Arc::new(action.finish()),
+        ],
+    )
 }
 
 /// A row of `features`.

@@ -172,7 +172,11 @@ pub fn window_drift(
                 users: scaling.users as u64,
                 current_requests: Score(scaling.current_requests as f32),
                 predicted_requests: Vector(
-                    scaling.predicted_requests.iter().map(|x| *x as f32).collect(),
+                    scaling
+                        .predicted_requests
+                        .iter()
+                        .map(|x| *x as f32)
+                        .collect(),
                 ),
                 peak_horizon: scaling.peak_horizon as u32,
                 capacity_per_instance: Score(scaling.capacity_per_instance as f32),
@@ -250,9 +254,9 @@ impl<'scope> DetectDrift<'scope>
             None => (None, DriftState::default()),
         };
         self.fold_by_window(
-            Exchange::new(|(((s, _), _), _, _): &(((Scope, String), ScopeMember), u64, isize)| {
-                scope_hash(s)
-            }),
+            Exchange::new(
+                |(((s, _), _), _, _): &(((Scope, String), ScopeMember), u64, isize)| scope_hash(s),
+            ),
             "DetectDrift",
             move |window, members, out| {
                 if resume_after.is_some_and(|r| window <= r) {

@@ -19,10 +19,10 @@ pub mod segment_profiles;
 pub mod sequences;
 pub mod window_aggregate;
 
+pub use detect_drift::DetectDrift;
 pub use embed::{EmbedProfiles, ErrorSlot, Profile};
 pub use forecast_demand::ForecastDemand;
 pub use forecast_error::ForecastErrors;
-pub use detect_drift::DetectDrift;
 pub use hold::Hold;
 pub use join_window::JoinWindow;
 pub use personas::ClusterPersonas;

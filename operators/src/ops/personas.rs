@@ -186,8 +186,7 @@ impl<'scope> ClusterPersonas<'scope> for VecCollection<'scope, u64, (UserWindow,
                 if resume_after.is_some_and(|r| window <= r) {
                     return;
                 }
-                for (persona, members) in window_personas(&mut model, window, &profiles, &config)
-                {
+                for (persona, members) in window_personas(&mut model, window, &profiles, &config) {
                     out.push(PersonaFact::Persona(persona));
                     out.extend(
                         members
