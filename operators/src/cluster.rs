@@ -871,6 +871,7 @@ mod tests {
     fn ids_stay_stable_while_the_data_does() {
         let truth = centres(3, 4, 21);
         let config = PersonaConfig {
+            k: None,
             reselect_every: 5,
             ..PersonaConfig::default()
         };

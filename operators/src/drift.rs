@@ -24,10 +24,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-/// Steps a baseline is calibrated over.
-pub const DEFAULT_BASELINE_STEPS: usize = 10;
-/// Steps the current distribution is taken over.
-pub const DEFAULT_RECENT_STEPS: usize = 3;
+/// Steps (windows) the baseline spans.
+pub const DEFAULT_BASELINE_STEPS: usize = 30;
+/// Steps (windows) the current distribution is taken over.
+pub const DEFAULT_RECENT_STEPS: usize = 10;
 /// Smallest drift, in baseline spreads, that counts (effect size floor).
 pub const DEFAULT_MIN_EFFECT: f64 = 0.5;
 /// How many standard errors the centroid distance must exceed.
@@ -40,9 +40,10 @@ pub const DEFAULT_PERMUTATIONS: usize = 199;
 pub const DEFAULT_MAX_POINTS: usize = 64;
 /// Features listed as having moved most.
 pub const DEFAULT_TOP_MOVED: usize = 3;
-/// Points a step needs to count (a segment with one active user says little about its
-/// distribution); steps with fewer are skipped.
-pub const DEFAULT_MIN_POINTS: usize = 5;
+/// Points the current window and the baseline each need (pooled over their steps) before
+/// they are compared: a scope with a handful of active users says little about its
+/// distribution.
+pub const DEFAULT_MIN_POINTS: usize = 20;
 
 /// How drift is detected.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,7 +65,7 @@ pub struct DriftConfig {
     pub max_points: usize,
     /// Features reported as having moved most.
     pub top_moved: usize,
-    /// Points a step needs to count.
+    /// Points the current window and the baseline each need.
     pub min_points: usize,
     /// Seed of the test's permutations and samples.
     pub seed: u64,
@@ -121,6 +122,9 @@ pub struct Step {
     pub sum: Vec<f64>,
     /// Kept points (a seeded sample of at most `max_points`).
     pub points: Vec<Vec<f32>>,
+    /// The unit (user) of each kept point: a user seen in several steps is one unit of the
+    /// test, not several.
+    pub keys: Vec<u64>,
     /// Mean of the features of the points' users.
     pub feature_mean: Vec<f64>,
     /// Standard deviation of those features.
@@ -128,11 +132,12 @@ pub struct Step {
 }
 
 impl Step {
-    /// A step of `points` (with the matching `features` rows, possibly none) at `at`, keeping
-    /// a seeded sample of at most `max_points`.
+    /// A step of `points` of the units `keys` (with the matching `features` rows, possibly
+    /// none) at `at`, keeping a seeded sample of at most `max_points`.
     pub fn new(
         at: u64,
         points: &[&[f32]],
+        keys: &[u64],
         features: &[&[f32]],
         max_points: usize,
         seed: u64,
@@ -158,6 +163,10 @@ impl Step {
             at,
             n: points.len(),
             sum,
+            keys: kept
+                .iter()
+                .map(|&i| keys.get(i).copied().unwrap_or(i as u64))
+                .collect(),
             points: kept.into_iter().map(|i| points[i].to_vec()).collect(),
             feature_mean: stats.mean(),
             feature_std: stats.std(),
@@ -207,6 +216,23 @@ fn mean_of(steps: &[&Step]) -> (Vec<f64>, usize) {
     }
     let d = n.max(1) as f64;
     (sum.into_iter().map(|x| x / d).collect(), n)
+}
+
+/// The mean kept point of each unit over `steps`, in unit order.
+fn unit_means(steps: &[&Step]) -> Vec<Vec<f32>> {
+    let mut sums: std::collections::BTreeMap<u64, (Vec<f64>, f64)> = Default::default();
+    for s in steps {
+        for (k, p) in s.keys.iter().zip(&s.points) {
+            let (sum, n) = sums.entry(*k).or_insert_with(|| (vec![0.0; p.len()], 0.0));
+            for (a, x) in sum.iter_mut().zip(p) {
+                *a += f64::from(*x);
+            }
+            *n += 1.0;
+        }
+    }
+    sums.into_values()
+        .map(|(sum, n)| sum.into_iter().map(|x| (x / n) as f32).collect())
+        .collect()
 }
 
 fn distance(a: &[f64], b: &[f64]) -> f64 {
@@ -313,8 +339,13 @@ impl DriftDetector {
     }
 
     /// Feeds one step; returns an alarm when the step completes a detected drift.
+    ///
+    /// The baseline slides: once calibrated, the steps that leave the current window join it
+    /// and its oldest steps drop out, so slow movement (a daily rhythm) is absorbed while an
+    /// abrupt change stands out against the steps just before it. After an alarm the baseline
+    /// restarts from the onset and must calibrate again.
     pub fn observe(&mut self, step: Step, config: &DriftConfig) -> Option<Alarm> {
-        if step.n == 0 || step.n < config.min_points {
+        if step.n == 0 {
             return None;
         }
         if !self.calibrated(config) {
@@ -322,8 +353,12 @@ impl DriftDetector {
             return None;
         }
         self.since.push_back(step);
-        while self.since.len() > config.recent + config.baseline {
-            self.since.pop_front();
+        while self.since.len() > config.recent {
+            let oldest = self.since.pop_front().expect("not empty");
+            self.baseline.push(oldest);
+            if self.baseline.len() > config.baseline {
+                self.baseline.remove(0);
+            }
         }
         if self.since.len() < config.recent {
             return None;
@@ -334,8 +369,15 @@ impl DriftDetector {
             .iter()
             .skip(self.since.len() - config.recent)
             .collect();
-        let (mb, nb) = mean_of(&base);
-        let (mr, nr) = mean_of(&recent);
+        // The test's units are users: each user's points in a sample are averaged first.
+        let a = unit_means(&base);
+        let b = unit_means(&recent);
+        let (nb, nr) = (a.len(), b.len());
+        if nr < config.min_points || nb < config.min_points {
+            return None;
+        }
+        let (mb, _) = mean_of(&base);
+        let (mr, _) = mean_of(&recent);
         let spread = {
             let mut sq = 0.0;
             let mut k = 0usize;
@@ -358,14 +400,8 @@ impl DriftDetector {
             return None;
         }
         let at = recent.last().map_or(0, |s| s.at);
-        let a: Vec<&[f32]> = base
-            .iter()
-            .flat_map(|s| s.points.iter().map(Vec::as_slice))
-            .collect();
-        let b: Vec<&[f32]> = recent
-            .iter()
-            .flat_map(|s| s.points.iter().map(Vec::as_slice))
-            .collect();
+        let a: Vec<&[f32]> = a.iter().map(Vec::as_slice).collect();
+        let b: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
         let p_value = permutation_p_value(
             &a,
             &b,
@@ -488,7 +524,8 @@ mod tests {
                     .map(|_| vec![mean(t) + noise.sample(&mut rng), noise.sample(&mut rng)])
                     .collect();
                 let refs: Vec<&[f32]> = pts.iter().map(Vec::as_slice).collect();
-                Step::new(t, &refs, &refs, DEFAULT_MAX_POINTS, 1)
+                let keys: Vec<u64> = (0..per_step as u64).map(|u| t * 1000 + u).collect();
+                Step::new(t, &refs, &keys, &refs, DEFAULT_MAX_POINTS, 1)
             })
             .collect()
     }
@@ -517,7 +554,7 @@ mod tests {
         );
         assert_eq!(found.len(), 1, "{found:?}");
         let a = &found[0];
-        assert!((50..=53).contains(&a.at), "detected at {}", a.at);
+        assert!((50..=56).contains(&a.at), "detected at {}", a.at);
         assert_eq!(a.onset, 50);
         assert!(a.distance > a.threshold && a.p_value < DEFAULT_ALPHA);
         assert_eq!(a.moved[0].0, 0, "feature 0 moved");

@@ -42,6 +42,7 @@ pub enum Error {
 /// Result type of the operators crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+pub mod changepoint;
 pub mod cluster;
 pub mod drift;
 pub mod embed;

@@ -307,13 +307,16 @@ pub fn build_with(
         let personas = profiles
             .clone()
             .personas(config.personas.clone(), None, None);
-        let forecast_requests = forecast_requests.unwrap_or_else(|| {
-            profiles
+        // Facts of a window are joined as pulses (held one window), so the arrangements of
+        // these joins hold one window of state.
+        let members = match forecast_requests {
+            Some(requests) => profiles
                 .clone()
-                .filter(|_| false)
-                .map(|(k, _)| (k, Vector(Vec::new())))
-        });
-        let members = profiles.clone().join_window(forecast_requests);
+                .hold_for(1)
+                .join(requests.hold_for(1))
+                .map(|(k, (p, f))| (k, (p, Some(f)))),
+            None => profiles.clone().hold_for(1).map(|(k, p)| (k, (p, None))),
+        };
         let segment_members = members.clone().flat_map(|((user, _), (p, f))| {
             let segment = p.segment.clone().filter(|_| p.authenticated)?;
             Some(((Scope::Segment(segment), user), scope_member(&p, f)))
@@ -322,10 +325,10 @@ pub fn build_with(
             .assignments
             .clone()
             .map(|(k, a)| (k, a.persona))
-            .join_window(members)
-            .flat_map(|((user, _), (persona, m))| {
-                let (p, f) = m?;
-                Some(((Scope::Persona(persona), user), scope_member(&p, f)))
+            .hold_for(1)
+            .join(members)
+            .map(|((user, _), (persona, (p, f)))| {
+                ((Scope::Persona(persona), user), scope_member(&p, f))
             });
         let drift = segment_members.concat(persona_members).detect_drift(
             config.drift.clone(),

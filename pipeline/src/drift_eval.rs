@@ -14,7 +14,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
 use arrow_array::Array;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use personaflow_operators::drift::{DriftConfig, DriftDetector, Step};
+use personaflow_operators::changepoint::{ChangeConfig, ChangeDetector};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -24,16 +24,9 @@ use std::sync::Arc;
 /// Margin of the TCPD F1, in rows.
 pub const TCPD_MARGIN: usize = 5;
 
-/// The detector setting every metric series is evaluated with: one point per step, so the
-/// step count floor is 1 and the baseline and current windows are longer than for profile
-/// distributions (which have many users per step).
-pub fn series_config() -> DriftConfig {
-    DriftConfig {
-        baseline: 20,
-        recent: 5,
-        min_points: 1,
-        ..DriftConfig::default()
-    }
+/// The detector setting every metric series is evaluated with (one for all series).
+pub fn series_config() -> ChangeConfig {
+    ChangeConfig::default()
 }
 
 /// A change found in a series.
@@ -43,49 +36,38 @@ pub struct ChangePoint {
     pub row: usize,
     /// Row the detector raised the alarm at.
     pub detected_at: usize,
-    /// Effect size (distance in baseline spreads).
-    pub score: f64,
+    /// Test statistic.
+    pub statistic: f64,
     /// Permutation-test p-value.
     pub p_value: f64,
 }
 
-/// Runs the detector over a series of rows (each row a point; columns standardised by the
-/// baseline's own spread inside the detector).
-pub fn detect_series(rows: &[Vec<f32>], config: &DriftConfig) -> Vec<ChangePoint> {
-    let mut detector = DriftDetector::default();
-    let mut found = Vec::new();
-    for (i, row) in rows.iter().enumerate() {
-        let point: [&[f32]; 1] = [row.as_slice()];
-        let step = Step::new(i as u64, &point, &point, config.max_points, config.seed);
-        if let Some(alarm) = detector.observe(step, config) {
-            found.push(ChangePoint {
-                row: alarm.onset as usize,
-                detected_at: alarm.at as usize,
-                score: alarm.score,
-                p_value: alarm.p_value,
-            });
-        }
-    }
-    found
+/// Runs the online change-point detector over a series of rows.
+pub fn detect_series(rows: &[Vec<f32>], config: &ChangeConfig) -> Vec<ChangePoint> {
+    let mut detector = ChangeDetector::new(config.clone());
+    rows.iter()
+        .filter_map(|row| {
+            let row: Vec<f64> = row.iter().map(|x| f64::from(*x)).collect();
+            detector.update(&row)
+        })
+        .map(|c| ChangePoint {
+            row: c.location as usize,
+            detected_at: c.detected_at as usize,
+            statistic: c.statistic,
+            p_value: c.p_value,
+        })
+        .collect()
 }
 
-/// Standardises each column by its median absolute difference between consecutive rows (a
-/// scale that is causal in spirit and robust to trends and level shifts), so that columns of
-/// different units weigh alike.
-pub fn standardise(rows: &mut [Vec<f32>]) {
-    let dims = rows.first().map_or(0, Vec::len);
-    for d in 0..dims {
-        let mut diffs: Vec<f64> = rows
-            .windows(2)
-            .map(|w| (f64::from(w[1][d]) - f64::from(w[0][d])).abs())
-            .filter(|x| x.is_finite())
-            .collect();
-        diffs.sort_by(f64::total_cmp);
-        let scale = diffs.get(diffs.len() / 2).copied().unwrap_or(1.0);
-        let scale = if scale > 0.0 { scale } else { 1.0 };
-        for r in rows.iter_mut() {
-            r[d] = (f64::from(r[d]) / scale) as f32;
-        }
+/// The rows of a TCPD CSV (as shipped by `river`) that make up the series the annotations
+/// index: the TCPD repository subsamples two of them (`apple`: `get_apple.py` drops the first
+/// row and keeps every 3rd; `brent_crude_oil`: `convert.py` keeps every 10th day from the
+/// first of 2000, 500 points); the other series are used whole.
+pub fn tcpd_rows(file: &str, rows: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+    match file {
+        "apple.csv" => rows.into_iter().skip(1).step_by(3).collect(),
+        "brent_crude_oil.csv" => rows.into_iter().skip(3200).step_by(10).take(500).collect(),
+        _ => rows,
     }
 }
 
@@ -168,7 +150,7 @@ pub struct TcpdSeries {
 #[derive(Clone, Debug, Serialize)]
 pub struct TcpdReport {
     /// Detector setting (one for all series).
-    pub config: DriftConfig,
+    pub config: ChangeConfig,
     /// Margin, rows.
     pub margin: usize,
     /// Per series.
@@ -293,7 +275,7 @@ fn read_csv(path: &Path, columns: &[String]) -> Result<(Vec<String>, Vec<Vec<f32
 
 /// Evaluates the detector on the TCPD series in `dir` (`targets.json`, `annotations.json`
 /// and one CSV per series).
-pub fn evaluate_tcpd(dir: &Path, config: &DriftConfig) -> Result<TcpdReport> {
+pub fn evaluate_tcpd(dir: &Path, config: &ChangeConfig) -> Result<TcpdReport> {
     let targets = read_json(&dir.join("targets.json"))?;
     let annotations = read_json(&dir.join("annotations.json"))?;
     let targets = targets.as_object().ok_or_else(|| {
@@ -314,8 +296,8 @@ pub fn evaluate_tcpd(dir: &Path, config: &DriftConfig) -> Result<TcpdReport> {
                     .collect()
             })
             .unwrap_or_default();
-        let (_, mut rows) = read_csv(&dir.join(file), &columns)?;
-        standardise(&mut rows);
+        let (_, rows) = read_csv(&dir.join(file), &columns)?;
+        let rows = tcpd_rows(file, rows);
         let annotators: Vec<Vec<usize>> = annotations
             .get(file)
             .and_then(|a| a.as_object())
@@ -393,13 +375,15 @@ pub struct NabFile {
     pub windows_detected: usize,
     /// For each detected window, where its first detection falls (0 = start, 1 = end).
     pub earliness: Vec<f64>,
+    /// Rows inside labelled windows.
+    pub rows_in_windows: usize,
 }
 
 /// The NAB evaluation.
 #[derive(Clone, Debug, Serialize)]
 pub struct NabReport {
     /// Detector setting.
-    pub config: DriftConfig,
+    pub config: ChangeConfig,
     /// Per file.
     pub files: Vec<NabFile>,
     /// Detections inside labelled windows over all detections.
@@ -410,6 +394,8 @@ pub struct NabReport {
     pub mean_earliness: f64,
     /// Detections per 1,000 rows outside labelled windows.
     pub false_alarms_per_1000_rows: f64,
+    /// Share of rows inside labelled windows: the precision of detections at random.
+    pub window_row_share: f64,
 }
 
 impl NabReport {
@@ -438,7 +424,7 @@ impl NabReport {
                 d,
                 t as f64 / d.max(1) as f64,
                 wd as f64 / w.max(1) as f64,
-                e.iter().sum::<f64>() / e.len().max(1) as f64
+                (e.iter().sum::<f64>() / e.len().max(1) as f64).max(0.0)
             );
         };
         for (cat, files) in &by_cat {
@@ -446,6 +432,12 @@ impl NabReport {
         }
         let all: Vec<&NabFile> = self.files.iter().collect();
         line("all", &all);
+        s += &format!(
+            "{:.1}% of rows lie in labelled windows (the precision of random detections); \
+             {:.2} detections per 1,000 rows outside them\n",
+            100.0 * self.window_row_share,
+            self.false_alarms_per_1000_rows
+        );
         s
     }
 }
@@ -461,7 +453,7 @@ fn nab_time(text: &str) -> Option<i64> {
 
 /// Evaluates the detector on every file of the NAB data directory `dir` that has labelled
 /// windows in `labels/combined_windows.json`.
-pub fn evaluate_nab(dir: &Path, config: &DriftConfig) -> Result<NabReport> {
+pub fn evaluate_nab(dir: &Path, config: &ChangeConfig) -> Result<NabReport> {
     let labels_path = dir.join("labels").join("combined_windows.json");
     let labels = read_json(&labels_path)?;
     let labels = labels
@@ -470,7 +462,7 @@ pub fn evaluate_nab(dir: &Path, config: &DriftConfig) -> Result<NabReport> {
     let mut files = Vec::new();
     for (file, windows) in labels {
         let path = dir.join(file);
-        let (stamps, mut rows) = read_csv(&path, &["value".to_string()])?;
+        let (stamps, rows) = read_csv(&path, &["value".to_string()])?;
         let times: Vec<i64> = stamps
             .iter()
             .enumerate()
@@ -499,7 +491,6 @@ pub fn evaluate_nab(dir: &Path, config: &DriftConfig) -> Result<NabReport> {
                     .collect()
             })
             .unwrap_or_default();
-        standardise(&mut rows);
         let detections: Vec<i64> = detect_series(&rows, config)
             .iter()
             .map(|c| times[c.detected_at])
@@ -521,6 +512,7 @@ pub fn evaluate_nab(dir: &Path, config: &DriftConfig) -> Result<NabReport> {
             true_detections: detections.iter().filter(|t| inside(**t)).count(),
             windows_detected,
             earliness,
+            rows_in_windows: times.iter().filter(|t| inside(**t)).count(),
         });
     }
     let d: usize = files.iter().map(|f| f.detections).sum();
@@ -535,6 +527,8 @@ pub fn evaluate_nab(dir: &Path, config: &DriftConfig) -> Result<NabReport> {
         recall: wd as f64 / w.max(1) as f64,
         mean_earliness: e.iter().sum::<f64>() / e.len().max(1) as f64,
         false_alarms_per_1000_rows: (d - t) as f64 * 1000.0 / rows.max(1) as f64,
+        window_row_share: files.iter().map(|f| f.rows_in_windows).sum::<usize>() as f64
+            / rows.max(1) as f64,
         files,
     })
 }
@@ -835,7 +829,7 @@ mod tests {
             .collect();
         let found = detect_series(&rows, &series_config());
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].row.abs_diff(120) <= 1, "{found:?}");
+        assert!(found[0].row.abs_diff(120) <= 2, "{found:?}");
         assert!(found[0].detected_at >= 120);
     }
 

@@ -8,9 +8,11 @@
 //! - `interop`: DuckDB, Polars and pyarrow read the outputs as they are;
 //! - `models`: the VAE embedder and LSTM forecaster through onnxruntime, and their errors;
 //! - `stream`: the continuous Kafka job against librdkafka's mock cluster.
+//! - `drift`: personas, drift and scaling tables, and `evaluate tcpd/nab` on the real data.
 
 mod basics;
 mod broker;
+mod drift;
 mod interop;
 mod models;
 mod real_data;

@@ -3,7 +3,10 @@
 //! (DESIGN.md step 8).
 
 use crate::drift::{recommend, DriftConfig, DriftDetector, Scaling, Step};
-use crate::features::FEATURES;
+use crate::features::{Fnv, CALENDAR_START, FEATURES, NUM_BASE_FEATURES};
+
+/// Calendar features (hour and weekday, sine and cosine).
+const CALENDAR_FEATURES: usize = NUM_BASE_FEATURES - CALENDAR_START;
 use crate::ops::batch::BatchByWindow;
 use crate::vector::{Score, Vector};
 use differential_dataflow::VecCollection;
@@ -130,14 +133,34 @@ pub fn window_drift(
                 .count();
         let group = &members[start..end];
         let dims = group[0].1.embedding.len();
-        let group: Vec<&ScopeMember> = group
+        let keyed: Vec<(u64, &ScopeMember)> = group
             .iter()
-            .map(|(_, m)| m)
-            .filter(|m| m.embedding.len() == dims)
+            .filter(|(_, m)| m.embedding.len() == dims)
+            .map(|((_, user), m)| (Fnv::hash_str(user), m))
             .collect();
+        let keys: Vec<u64> = keyed.iter().map(|(k, _)| *k).collect();
+        let group: Vec<&ScopeMember> = keyed.iter().map(|(_, m)| *m).collect();
         let points: Vec<&[f32]> = group.iter().map(|m| m.embedding.as_slice()).collect();
-        let features: Vec<&[f32]> = group.iter().map(|m| m.features.as_slice()).collect();
-        let step = Step::new(window, &points, &features, config.max_points, config.seed);
+        // Calendar features say what time it is, not how users behave: they always "move".
+        let behaviour: Vec<Vec<f32>> = group
+            .iter()
+            .map(|m| {
+                let mut f = m.features.0.clone();
+                for x in f.iter_mut().skip(CALENDAR_START).take(CALENDAR_FEATURES) {
+                    *x = 0.0;
+                }
+                f
+            })
+            .collect();
+        let features: Vec<&[f32]> = behaviour.iter().map(Vec::as_slice).collect();
+        let step = Step::new(
+            window,
+            &points,
+            &keys,
+            &features,
+            config.max_points,
+            config.seed,
+        );
         let detector = state.detectors.entry(scope.clone()).or_default();
         if let Some(alarm) = detector.observe(step, config) {
             let current: f64 = group.iter().map(|m| m.requests as f64).sum();
@@ -217,18 +240,18 @@ pub trait DetectDrift<'scope> {
     ///     members
     ///         .detect_drift(DriftConfig::default(), 100.0, None, None)
     ///         .inspect(move |((s, e), t, _)| sink.lock().unwrap().push((s.clone(), *t, e.onset, e.action())));
-    ///     for w in 0..30u64 {
+    ///     for w in 0..60u64 {
     ///         for u in 0..20 {
-    ///             let x = if w < 20 { 0.0 } else { 5.0 } + (u % 5) as f32 * 0.1;
+    ///             let x = if w < 40 { 0.0 } else { 5.0 } + (u % 5) as f32 * 0.1;
     ///             let m = ScopeMember { embedding: Vector(vec![x]), features: Vector(vec![x]), requests: 1, forecast: None };
     ///             input.insert(((Scope::Persona(0), format!("u{u}")), m));
     ///         }
     ///         input.advance_to(w + 1);
     ///     }
     /// });
-    /// // Detected in the window the shift completed the current distribution, onset 20; with
-    /// // no forecast the recommendation is to hold.
-    /// assert_eq!(*found.lock().unwrap(), vec![(Scope::Persona(0), 20, 20, "hold")]);
+    /// // Detected in the first window of the shift, onset 40; with no forecast the
+    /// // recommendation is to hold.
+    /// assert_eq!(*found.lock().unwrap(), vec![(Scope::Persona(0), 40, 40, "hold")]);
     /// ```
     fn detect_drift(
         self,

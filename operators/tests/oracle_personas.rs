@@ -1,0 +1,236 @@
+//! Oracle tests of the personas and drift operators: the incremental dataflow, on two workers
+//! with records arriving in a seeded random order, against a from-scratch recomputation that
+//! folds the plain functions over the windows in order, compared at every window.
+
+use differential_dataflow::input::Input;
+use personaflow_operators::cluster::{rng_for, PersonaConfig, PersonaModel};
+use personaflow_operators::drift::DriftConfig;
+use personaflow_operators::event::Context;
+use personaflow_operators::ops::detect_drift::{
+    window_drift, DetectDrift, DriftEvent, DriftState, Scope, ScopeMember,
+};
+use personaflow_operators::ops::personas::{window_personas, Persona, PersonaAssignment};
+use personaflow_operators::ops::{ClusterPersonas, Profile, UserWindow};
+use personaflow_operators::vector::Vector;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+const WINDOWS: u64 = 60;
+
+/// Seeded profiles: users around 3 centres that move at window 45, with random features.
+fn random_profiles(seed: u64) -> Vec<(UserWindow, Profile)> {
+    let mut rng = rng_for(seed, 0, 0);
+    let centres = [[0.0f32, 0.0, 0.0], [3.0, 0.0, 1.0], [0.0, 3.0, -1.0]];
+    let mut out = Vec::new();
+    for w in 0..WINDOWS {
+        for u in 0..60 {
+            if rng.random_range(0.0..1.0) < 0.25 {
+                continue; // inactive in this window
+            }
+            let c = centres[u % 3];
+            let shift = if w >= 45 && u % 3 == 1 { 2.0 } else { 0.0 };
+            let embedding: Vec<f32> = c
+                .iter()
+                .map(|x| x + shift + rng.random_range(-0.5..0.5))
+                .collect();
+            let features: Vec<f32> = (0..33).map(|_| rng.random_range(0.0..1.0)).collect();
+            out.push((
+                (format!("u{u:02}"), w),
+                Profile {
+                    embedding: Vector(embedding),
+                    anomaly_score: None,
+                    history_windows: 0,
+                    events: rng.random_range(1..20),
+                    authenticated: true,
+                    segment: Some(format!("s{}", u % 3)),
+                    context: Context::default(),
+                    features: Vector(features),
+                },
+            ));
+        }
+    }
+    out
+}
+
+type PersonaOut = (
+    BTreeMap<u64, BTreeSet<(u32, Persona)>>,
+    BTreeMap<u64, BTreeSet<(UserWindow, PersonaAssignment)>>,
+);
+
+fn run_personas(
+    profiles: &[(UserWindow, Profile)],
+    config: &PersonaConfig,
+    seed: u64,
+) -> PersonaOut {
+    let personas: Arc<Mutex<Vec<((u32, Persona), u64, isize)>>> = Arc::default();
+    let assignments: Arc<Mutex<Vec<((UserWindow, PersonaAssignment), u64, isize)>>> =
+        Arc::default();
+    let (p, a) = (personas.clone(), assignments.clone());
+    let mut shuffled = profiles.to_vec();
+    shuffled.shuffle(&mut rng_for(seed, 1, 1));
+    let config = config.clone();
+    timely::execute(timely::Config::process(2), move |worker| {
+        let (p, a, config) = (p.clone(), a.clone(), config.clone());
+        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, profiles) = scope.new_collection::<(UserWindow, Profile), isize>();
+            let out = profiles.personas(config, None, None);
+            out.personas
+                .inspect(move |x| p.lock().unwrap().push(x.clone()));
+            out.assignments
+                .inspect(move |x| a.lock().unwrap().push(x.clone()));
+            input
+        });
+        // Each worker sends its share, in the shuffled order, at the record's window.
+        let me = worker.index();
+        for (i, (key, profile)) in shuffled.iter().enumerate() {
+            if i % 2 == me {
+                input.update_at((key.clone(), profile.clone()), key.1, 1);
+            }
+        }
+        input.close();
+    })
+    .unwrap();
+    let mut out: PersonaOut = Default::default();
+    for (d, t, r) in personas.lock().unwrap().drain(..) {
+        assert_eq!(r, 1);
+        assert!(
+            out.0.entry(t).or_default().insert(d),
+            "duplicate persona at {t}"
+        );
+    }
+    for (d, t, r) in assignments.lock().unwrap().drain(..) {
+        assert_eq!(r, 1);
+        assert!(
+            out.1.entry(t).or_default().insert(d),
+            "duplicate assignment at {t}"
+        );
+    }
+    out
+}
+
+fn oracle_personas(profiles: &[(UserWindow, Profile)], config: &PersonaConfig) -> PersonaOut {
+    let mut model = PersonaModel::default();
+    let mut out: PersonaOut = Default::default();
+    for w in 0..WINDOWS {
+        let mut window: Vec<(UserWindow, Profile)> =
+            profiles.iter().filter(|(k, _)| k.1 == w).cloned().collect();
+        window.sort();
+        for (persona, members) in window_personas(&mut model, w, &window, config) {
+            out.0.entry(w).or_default().insert((persona.id, persona));
+            out.1.entry(w).or_default().extend(members);
+        }
+    }
+    out
+}
+
+#[test]
+fn personas_equal_recomputation_at_every_window() {
+    for (seed, k) in [(1, Some(3)), (2, None)] {
+        let config = PersonaConfig {
+            k,
+            reselect_every: 10,
+            ..PersonaConfig::default()
+        };
+        let profiles = random_profiles(seed);
+        let got = run_personas(&profiles, &config, seed);
+        let want = oracle_personas(&profiles, &config);
+        assert_eq!(got.0.len() as u64, WINDOWS, "every window has personas");
+        for w in 0..WINDOWS {
+            assert_eq!(got.0.get(&w), want.0.get(&w), "personas at window {w}");
+            assert_eq!(got.1.get(&w), want.1.get(&w), "assignments at window {w}");
+        }
+    }
+}
+
+#[test]
+fn personas_do_not_depend_on_arrival_order() {
+    let config = PersonaConfig::default();
+    let profiles = random_profiles(3);
+    let a = run_personas(&profiles, &config, 10);
+    let b = run_personas(&profiles, &config, 11);
+    assert_eq!(a, b);
+}
+
+fn members(profiles: &[(UserWindow, Profile)]) -> Vec<(((Scope, String), ScopeMember), u64)> {
+    profiles
+        .iter()
+        .map(|((user, w), p)| {
+            let m = ScopeMember {
+                embedding: p.embedding.clone(),
+                features: p.features.clone(),
+                requests: p.events,
+                forecast: Some(Vector(vec![p.events as f32 * 2.0; 4])),
+            };
+            (
+                (
+                    (Scope::Segment(p.segment.clone().unwrap()), user.clone()),
+                    m,
+                ),
+                *w,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn drift_equals_recomputation_at_every_window() {
+    let config = DriftConfig::default();
+    let profiles = random_profiles(4);
+    let input = members(&profiles);
+    let found: Arc<Mutex<Vec<((Scope, DriftEvent), u64, isize)>>> = Arc::default();
+    let f = found.clone();
+    let mut shuffled = input.clone();
+    shuffled.shuffle(&mut rng_for(4, 1, 1));
+    let cfg = config.clone();
+    timely::execute(timely::Config::process(2), move |worker| {
+        let (f, cfg) = (f.clone(), cfg.clone());
+        let mut handle = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, members) = scope.new_collection::<((Scope, String), ScopeMember), isize>();
+            members
+                .detect_drift(cfg, 100.0, None, None)
+                .inspect(move |x| f.lock().unwrap().push(x.clone()));
+            input
+        });
+        let me = worker.index();
+        for (i, (m, w)) in shuffled.iter().enumerate() {
+            if i % 2 == me {
+                handle.update_at(m.clone(), *w, 1);
+            }
+        }
+        handle.close();
+    })
+    .unwrap();
+    let mut got: BTreeMap<u64, BTreeSet<(Scope, DriftEvent)>> = BTreeMap::new();
+    for (d, t, r) in found.lock().unwrap().drain(..) {
+        assert_eq!(r, 1);
+        got.entry(t).or_default().insert(d);
+    }
+    let mut state = DriftState::default();
+    let mut want: BTreeMap<u64, BTreeSet<(Scope, DriftEvent)>> = BTreeMap::new();
+    for w in 0..WINDOWS {
+        let mut window: Vec<((Scope, String), ScopeMember)> = input
+            .iter()
+            .filter(|(_, t)| *t == w)
+            .map(|(m, _)| m.clone())
+            .collect();
+        window.sort();
+        for e in window_drift(&mut state, w, &window, &config, 100.0) {
+            want.entry(w).or_default().insert((e.scope.clone(), e));
+        }
+    }
+    for w in 0..WINDOWS {
+        assert_eq!(got.get(&w), want.get(&w), "drift at window {w}");
+    }
+    // The moved segment (s1, shifted at window 45) is detected, with onset 45.
+    let s1: Vec<&DriftEvent> = want
+        .values()
+        .flatten()
+        .filter(|(s, _)| *s == Scope::Segment("s1".into()))
+        .map(|(_, e)| e)
+        .collect();
+    assert!(s1.iter().any(|e| e.onset == 45), "{s1:?}");
+    // Forecasts double the demand: the recommendation scales out.
+    assert!(s1.iter().all(|e| e.change >= 0));
+}
