@@ -98,7 +98,7 @@ impl DriftConfig {
                 self.baseline, self.recent
             ));
         }
-        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+        if self.alpha.is_nan() || self.alpha <= 0.0 || self.alpha >= 1.0 {
             return bad(format!("drift.alpha ({}) must be in (0, 1)", self.alpha));
         }
         if self.min_effect < 0.0 || self.z < 0.0 {

@@ -19,6 +19,11 @@ use std::sync::{Arc, Mutex};
 
 const WINDOWS: u64 = 60;
 
+/// Updates an `inspect` saw, shared by the workers.
+type Seen<D> = Arc<Mutex<Vec<(D, u64, isize)>>>;
+/// A scope member and its window.
+type TimedMember = (((Scope, String), ScopeMember), u64);
+
 /// Seeded profiles: users around 3 centres that move at window 45, with random features.
 fn random_profiles(seed: u64) -> Vec<(UserWindow, Profile)> {
     let mut rng = rng_for(seed, 0, 0);
@@ -64,9 +69,8 @@ fn run_personas(
     config: &PersonaConfig,
     seed: u64,
 ) -> PersonaOut {
-    let personas: Arc<Mutex<Vec<((u32, Persona), u64, isize)>>> = Arc::default();
-    let assignments: Arc<Mutex<Vec<((UserWindow, PersonaAssignment), u64, isize)>>> =
-        Arc::default();
+    let personas: Seen<(u32, Persona)> = Arc::default();
+    let assignments: Seen<(UserWindow, PersonaAssignment)> = Arc::default();
     let (p, a) = (personas.clone(), assignments.clone());
     let mut shuffled = profiles.to_vec();
     shuffled.shuffle(&mut rng_for(seed, 1, 1));
@@ -153,7 +157,7 @@ fn personas_do_not_depend_on_arrival_order() {
     assert_eq!(a, b);
 }
 
-fn members(profiles: &[(UserWindow, Profile)]) -> Vec<(((Scope, String), ScopeMember), u64)> {
+fn members(profiles: &[(UserWindow, Profile)]) -> Vec<TimedMember> {
     profiles
         .iter()
         .map(|((user, w), p)| {
@@ -179,7 +183,7 @@ fn drift_equals_recomputation_at_every_window() {
     let config = DriftConfig::default();
     let profiles = random_profiles(4);
     let input = members(&profiles);
-    let found: Arc<Mutex<Vec<((Scope, DriftEvent), u64, isize)>>> = Arc::default();
+    let found: Seen<(Scope, DriftEvent)> = Arc::default();
     let f = found.clone();
     let mut shuffled = input.clone();
     shuffled.shuffle(&mut rng_for(4, 1, 1));

@@ -562,7 +562,8 @@ impl Config {
                 ));
             }
         }
-        if !(self.scaling.capacity_per_instance > 0.0) {
+        if self.scaling.capacity_per_instance.is_nan() || self.scaling.capacity_per_instance <= 0.0
+        {
             return Err(format!(
                 "scaling.capacity_per_instance must be positive, got {}",
                 self.scaling.capacity_per_instance
