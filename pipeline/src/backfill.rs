@@ -31,6 +31,10 @@ const READ_AHEAD_CHUNKS: usize = 4;
 const FLOW_CONTROL_WINDOWS: u64 = 2;
 /// Window timings in `run.json` are reported per block of this many windows.
 pub const TIMING_BLOCK_WINDOWS: u64 = 60;
+/// Longest a worker parks while draining before it looks at the frontier again.
+const PARK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the drain may make no progress before the stages' frontiers are reported.
+const STALL_REPORT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Receives progress of a long backfill (the binary shows a progress bar).
 pub trait Progress: Send + Sync {
@@ -351,6 +355,7 @@ fn drive(
         probe,
         report,
         embed_errors,
+        stages,
     } = handles;
     let mut failure = None;
     let mut blocks: Vec<WindowBlock> = Vec::new();
@@ -409,9 +414,31 @@ fn drive(
         }
     }
     drop(input);
-    while worker.step_or_park(None) {
+    // Drain. The workers park between steps; a watchdog names the stages that hold the
+    // dataflow back if the frontier has not moved for `STALL_REPORT` (once per stall).
+    let mut last_move = (probe.with_frontier(|f| f.to_vec()), Instant::now());
+    let mut reported = false;
+    while worker.step_or_park(Some(PARK)) {
         if report.borrow().error.is_some() || embed_errors.borrow().is_some() {
             abort.store(true, Ordering::SeqCst);
+        }
+        let now = probe.with_frontier(|f| f.to_vec());
+        if now != last_move.0 {
+            last_move = (now, Instant::now());
+            reported = false;
+        } else if !reported && last_move.1.elapsed() >= STALL_REPORT {
+            reported = true;
+            let stages: Vec<String> = stages
+                .iter()
+                .map(|(name, p)| p.with_frontier(|f| format!("{name} {:?}", f.to_vec())))
+                .collect();
+            eprintln!(
+                "warning: worker {}: the output frontier has stayed at {:?} for {}s; stage frontiers: {}",
+                worker.index(),
+                last_move.0,
+                STALL_REPORT.as_secs(),
+                stages.join(", ")
+            );
         }
     }
     if let Some(e) = failure {

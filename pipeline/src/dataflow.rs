@@ -30,7 +30,7 @@ use personaflow_operators::forecast::{
     Forecast, ForecastError, Forecaster, PersistenceForecaster, DEFAULT_HORIZON,
 };
 use personaflow_operators::ops::detect_drift::{DriftEvent, Scope, ScopeMember};
-use personaflow_operators::ops::personas::{Persona, PersonaAssignment};
+use personaflow_operators::ops::personas::{Persona, PersonaAssignment, PersonaCollections};
 use personaflow_operators::ops::*;
 use personaflow_operators::resonance::Resonance;
 use personaflow_operators::segments::SegmentSum;
@@ -99,6 +99,8 @@ pub struct DataflowHandles {
     pub report: Rc<RefCell<SinkReport>>,
     /// Embedder failures.
     pub embed_errors: ErrorSlot,
+    /// Frontiers of the main stages, for diagnostics.
+    pub stages: Vec<(&'static str, ProbeHandle<u64>)>,
 }
 
 /// The models a job runs, as recorded in `run.json`.
@@ -251,11 +253,24 @@ pub fn build_with(
     let embed_errors = ErrorSlot::default();
     let probe = ProbeHandle::new();
     let writer = |t: Table| sinks.sink(t, index);
+    let mut stages: Vec<(&'static str, ProbeHandle<u64>)> = Vec::new();
+    let mut stage = |name: &'static str| {
+        let p = ProbeHandle::new();
+        stages.push((name, p.clone()));
+        p
+    };
     let input = worker.dataflow::<u64, _, _>(|scope| {
         let (input, events) = scope.new_input::<Vec<Event>>();
-        let sequences = events
-            .window_aggregate(spec)
-            .sequences(config.sequence.length);
+        // The events pass through a probe (a pipeline operator) before the exchange in
+        // `window_aggregate`. Exchanging straight from the input handle stalled about one
+        // two-worker backfill in three at the last open window (window_aggregate kept its
+        // capabilities with its input closed); with this stage in between, 60 runs of the same
+        // reproduction completed. See EVALUATION.md, "A stall".
+        let events = timely::dataflow::operators::Probe::probe_with(events, &stage("events"));
+        let windows = events.window_aggregate(spec);
+        windows.clone().probe_with(&stage("windows"));
+        let sequences = windows.sequences(config.sequence.length);
+        sequences.clone().probe_with(&stage("sequences"));
         let profiles = sequences.clone().embed_profiles(
             embedder,
             config.embedder.max_batch,
@@ -270,10 +285,12 @@ pub fn build_with(
                 embed_errors.clone(),
             );
             let errors = forecasts.clone().forecast_error(sequences.clone());
-            forecast_requests = Some(forecasts.clone().map(|(k, f)| {
-                let requests = f.requests.iter().map(|s| s.0).collect();
-                (k, Vector(requests))
-            }));
+            forecast_requests = Some(forecasts.clone().probe_with(&stage("forecasts")).map(
+                |(k, f)| {
+                    let requests = f.requests.iter().map(|s| s.0).collect();
+                    (k, Vector(requests))
+                },
+            ));
             let n = name.clone();
             let accuracy = report.clone();
             sink_facts(
@@ -304,9 +321,15 @@ pub fn build_with(
         let resonance = profiles
             .clone()
             .resonance(segments.clone(), config.resonance.clone());
-        let personas = profiles
-            .clone()
-            .personas(config.personas.clone(), None, None);
+        let personas = profiles.clone().probe_with(&stage("profiles")).personas(
+            config.personas.clone(),
+            None,
+            None,
+        );
+        let personas = PersonaCollections {
+            personas: personas.personas.probe_with(&stage("personas")),
+            assignments: personas.assignments.probe_with(&stage("assignments")),
+        };
         // Facts of a window are joined as pulses (held one window), so the arrangements of
         // these joins hold one window of state.
         let members = match forecast_requests {
@@ -317,6 +340,7 @@ pub fn build_with(
                 .map(|(k, (p, f))| (k, (p, Some(f)))),
             None => profiles.clone().hold_for(1).map(|(k, p)| (k, (p, None))),
         };
+        let members = members.probe_with(&stage("members"));
         let segment_members = members.clone().flat_map(|((user, _), (p, f))| {
             let segment = p.segment.clone().filter(|_| p.authenticated)?;
             Some(((Scope::Segment(segment), user), scope_member(&p, f)))
@@ -330,6 +354,8 @@ pub fn build_with(
             .map(|((user, _), (persona, (p, f)))| {
                 ((Scope::Persona(persona), user), scope_member(&p, f))
             });
+        let segment_members = segment_members.probe_with(&stage("segment_members"));
+        let persona_members = persona_members.probe_with(&stage("persona_members"));
         let drift = segment_members.concat(persona_members).detect_drift(
             config.drift.clone(),
             config.scaling.capacity_per_instance,
@@ -350,7 +376,7 @@ pub fn build_with(
             report.clone(),
             move |xs: &mut Vec<(UserWindow, PersonaAssignment)>| assignment_rows(&spec, xs),
         );
-        let drift = drift.probe_with(&probe);
+        let drift = drift.probe_with(&probe).probe_with(&stage("drift"));
         sink_windows(
             drift.clone(),
             "SinkDrift",
@@ -407,6 +433,7 @@ pub fn build_with(
         probe,
         report,
         embed_errors,
+        stages,
     })
 }
 

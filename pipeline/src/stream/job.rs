@@ -792,6 +792,7 @@ impl WorkerContext {
             probe,
             report,
             embed_errors,
+            ..
         } = handles;
         let mut input = Some(input);
         let partitions: Vec<i32> = shared
