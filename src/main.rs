@@ -225,8 +225,9 @@ struct SeriesArgs {
 
 #[derive(Args, Debug)]
 struct ScenarioArgs {
-    /// Users per scenario.
-    #[arg(long, default_value_t = 300)]
+    /// Users per scenario (at 300, a segment has only about 5 distinct authenticated users
+    /// an hour: too few to test its distribution).
+    #[arg(long, default_value_t = 1000)]
     users: usize,
     /// Simulated days per scenario (drifts start 6 h in).
     #[arg(long, default_value_t = 0.5)]

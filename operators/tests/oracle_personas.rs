@@ -180,7 +180,13 @@ fn members(profiles: &[(UserWindow, Profile)]) -> Vec<TimedMember> {
 
 #[test]
 fn drift_equals_recomputation_at_every_window() {
-    let config = DriftConfig::default();
+    // A baseline short enough for the 60 windows of the input.
+    let config = DriftConfig {
+        baseline: 30,
+        recent: 10,
+        confirm: 3,
+        ..DriftConfig::default()
+    };
     let profiles = random_profiles(4);
     let input = members(&profiles);
     let found: Seen<(Scope, DriftEvent)> = Arc::default();

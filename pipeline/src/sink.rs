@@ -285,11 +285,11 @@ pub struct DriftRow {
     pub scope_id: String,
     /// Estimated onset window end, ms.
     pub onset_window_end: i64,
-    /// Centroid distance from the baseline.
+    /// Standardised centroid distance from the baseline.
     pub distance: f32,
     /// Threshold.
     pub threshold: f32,
-    /// Effect size (distance in baseline spreads).
+    /// `distance / threshold`.
     pub score: f32,
     /// Permutation-test p-value.
     pub p_value: f32,

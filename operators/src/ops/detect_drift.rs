@@ -64,11 +64,11 @@ pub struct DriftEvent {
     pub scope: Scope,
     /// The estimated first window of the new distribution.
     pub onset: u64,
-    /// Centroid distance from the baseline.
+    /// Standardised centroid distance from the baseline (in baseline spreads between users).
     pub distance: Score,
     /// Threshold crossed.
     pub threshold: Score,
-    /// Distance in baseline spreads.
+    /// `distance / threshold`.
     pub score: Score,
     /// Permutation-test p-value.
     pub p_value: Score,
@@ -235,10 +235,12 @@ pub trait DetectDrift<'scope> {
     /// use std::sync::{Arc, Mutex};
     /// let found = Arc::new(Mutex::new(Vec::new()));
     /// let sink = found.clone();
+    /// // A short baseline and current window, and 3 confirming windows, for a quick example.
+    /// let config = DriftConfig { baseline: 20, recent: 5, confirm: 3, ..DriftConfig::default() };
     /// timely::example(move |scope| {
     ///     let (mut input, members) = scope.new_collection::<((Scope, String), ScopeMember), isize>();
     ///     members
-    ///         .detect_drift(DriftConfig::default(), 100.0, None, None)
+    ///         .detect_drift(config, 100.0, None, None)
     ///         .inspect(move |((s, e), t, _)| sink.lock().unwrap().push((s.clone(), *t, e.onset, e.action())));
     ///     for w in 0..60u64 {
     ///         for u in 0..20 {
@@ -249,9 +251,9 @@ pub trait DetectDrift<'scope> {
     ///         input.advance_to(w + 1);
     ///     }
     /// });
-    /// // Detected in the first window of the shift, onset 40; with no forecast the
+    /// // The shift at window 40 is confirmed at window 42, with onset 40; with no forecast the
     /// // recommendation is to hold.
-    /// assert_eq!(*found.lock().unwrap(), vec![(Scope::Persona(0), 40, 40, "hold")]);
+    /// assert_eq!(*found.lock().unwrap(), vec![(Scope::Persona(0), 42, 40, "hold")]);
     /// ```
     fn detect_drift(
         self,
