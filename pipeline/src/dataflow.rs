@@ -265,7 +265,9 @@ pub fn build_with(
         // `window_aggregate`. Exchanging straight from the input handle stalled about one
         // two-worker backfill in three at the last open window (window_aggregate kept its
         // capabilities with its input closed); with this stage in between, 60 runs of the same
-        // reproduction completed. See EVALUATION.md, "A stall".
+        // reproduction completed. The cause inside timely is not identified; the reproduction
+        // is `evaluate scenarios --users 1000 --keep DIR`, then backfilling the
+        // iot-mix-to-gamer events with 2 workers in a loop.
         let events = timely::dataflow::operators::Probe::probe_with(events, &stage("events"));
         let windows = events.window_aggregate(spec);
         windows.clone().probe_with(&stage("windows"));
