@@ -596,8 +596,8 @@ mod tests {
             min_effect: 0.0,
             ..DriftConfig::default()
         };
-        let found: Vec<Alarm> = (0..5)
-            .flat_map(|seed| alarms(series(300, 30, |_| 0.0, seed), &bare))
+        let found: Vec<Alarm> = (0..2)
+            .flat_map(|seed| alarms(series(200, 30, |_| 0.0, seed), &bare))
             .collect();
         assert!(found.is_empty(), "{found:?}");
     }
@@ -668,31 +668,24 @@ mod tests {
     #[test]
     fn a_drift_needs_consecutive_rejections() {
         // A burst of 5 shifted steps: the current window moves, but not for `confirm` steps.
-        let found = alarms(
-            series(
+        let with_confirm = |confirm: usize| {
+            let burst = series(
                 200,
                 30,
                 |t| if (100..105).contains(&t) { 8.0 } else { 0.0 },
                 7,
-            ),
-            &DriftConfig {
-                confirm: 30,
-                ..DriftConfig::default()
-            },
-        );
+            );
+            alarms(
+                burst,
+                &DriftConfig {
+                    confirm,
+                    ..DriftConfig::default()
+                },
+            )
+        };
+        let found = with_confirm(30);
         assert!(found.is_empty(), "{found:?}");
-        let eager = alarms(
-            series(
-                200,
-                30,
-                |t| if (100..105).contains(&t) { 8.0 } else { 0.0 },
-                7,
-            ),
-            &DriftConfig {
-                confirm: 1,
-                ..DriftConfig::default()
-            },
-        );
+        let eager = with_confirm(1);
         assert!(
             !eager.is_empty(),
             "one rejection is enough with confirm = 1"
