@@ -51,6 +51,10 @@ pub const DEFAULT_MIN_POINTS: usize = 8;
 /// scenarios (EVALUATION.md) 10 removed every true detection along with some false alarms, so
 /// the default is 1: one rejection alarms.
 pub const DEFAULT_CONFIRM_STEPS: usize = 1;
+/// Windows a user's persona is pinned for in persona drift (one day of one-minute windows):
+/// personas are re-fitted every window, and a persona whose members were taken afresh each
+/// window would drift without any user changing (EVALUATION.md).
+pub const DEFAULT_PERSONA_PIN_STEPS: u64 = 1440;
 
 /// How drift is detected.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +80,8 @@ pub struct DriftConfig {
     pub min_points: usize,
     /// Consecutive rejecting steps an alarm needs.
     pub confirm: usize,
+    /// Windows a user counts for the persona it was assigned when pinned, in persona drift.
+    pub persona_pin: u64,
     /// Seed of the test's permutations and samples.
     pub seed: u64,
 }
@@ -93,6 +99,7 @@ impl Default for DriftConfig {
             top_moved: DEFAULT_TOP_MOVED,
             min_points: DEFAULT_MIN_POINTS,
             confirm: DEFAULT_CONFIRM_STEPS,
+            persona_pin: DEFAULT_PERSONA_PIN_STEPS,
             seed: crate::cluster::DEFAULT_SEED,
         }
     }
@@ -113,6 +120,9 @@ impl DriftConfig {
         }
         if self.min_effect < 0.0 || self.z < 0.0 {
             return bad("drift.min_effect and drift.z must not be negative".into());
+        }
+        if self.persona_pin == 0 {
+            return bad("drift.persona_pin must be at least 1 window".into());
         }
         if self.confirm == 0 || self.min_points < 2 {
             return bad("drift.confirm must be at least 1 and drift.min_points at least 2".into());

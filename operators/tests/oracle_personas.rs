@@ -10,7 +10,8 @@ use personaflow_operators::ops::detect_drift::{
     window_drift, DetectDrift, DriftEvent, DriftState, Scope, ScopeMember,
 };
 use personaflow_operators::ops::personas::{window_personas, Persona, PersonaAssignment};
-use personaflow_operators::ops::{ClusterPersonas, Profile, UserWindow};
+use personaflow_operators::ops::pin_personas::{pin_window, PinState};
+use personaflow_operators::ops::{ClusterPersonas, PinPersonas, Profile, UserWindow};
 use personaflow_operators::vector::Vector;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -243,4 +244,68 @@ fn drift_equals_recomputation_at_every_window() {
     assert!(s1.iter().any(|e| e.onset == 45), "{s1:?}");
     // Forecasts double the demand: the recommendation scales out.
     assert!(s1.iter().all(|e| e.change >= 0));
+}
+
+#[test]
+fn pinned_personas_equal_recomputation_at_every_window() {
+    let mut rng = rng_for(9, 0, 0);
+    let mut input: Vec<((UserWindow, u32), u64)> = Vec::new();
+    for w in 0..WINDOWS {
+        for u in 0..40 {
+            if rng.random_range(0.0..1.0) < 0.3 {
+                continue;
+            }
+            input.push((((format!("u{u:02}"), w), rng.random_range(0..4)), w));
+        }
+    }
+    let pin = 7;
+    let seen: Seen<(UserWindow, u32)> = Arc::default();
+    let s = seen.clone();
+    let mut shuffled = input.clone();
+    shuffled.shuffle(&mut rng_for(9, 1, 1));
+    timely::execute(timely::Config::process(2), move |worker| {
+        let s = s.clone();
+        let mut handle = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, assignments) = scope.new_collection::<(UserWindow, u32), isize>();
+            assignments
+                .pin_personas(pin)
+                .inspect(move |x| s.lock().unwrap().push(x.clone()));
+            input
+        });
+        let me = worker.index();
+        for (i, (a, w)) in shuffled.iter().enumerate() {
+            if i % 2 == me {
+                handle.update_at(a.clone(), *w, 1);
+            }
+        }
+        handle.close();
+    })
+    .unwrap();
+    let mut got: BTreeMap<u64, BTreeSet<(String, u32)>> = BTreeMap::new();
+    for (((user, w), p), t, r) in seen.lock().unwrap().drain(..) {
+        assert_eq!((r, w), (1, t));
+        got.entry(t).or_default().insert((user, p));
+    }
+    let mut state = PinState::default();
+    let mut changed = 0;
+    for w in 0..WINDOWS {
+        let mut window: Vec<(String, u32)> = input
+            .iter()
+            .filter(|(_, t)| *t == w)
+            .map(|(((u, _), p), _)| (u.clone(), *p))
+            .collect();
+        window.sort();
+        let want: BTreeSet<(String, u32)> = pin_window(&mut state, w, &window, pin)
+            .into_iter()
+            .collect();
+        changed += want.iter().filter(|x| !window.contains(x)).count();
+        assert_eq!(
+            got.remove(&w).unwrap_or_default(),
+            want,
+            "pins at window {w}"
+        );
+    }
+    assert!(got.is_empty());
+    // The pins are not the assignments: random re-assignment is held back.
+    assert!(changed > 100, "{changed}");
 }

@@ -351,6 +351,7 @@ pub fn build_with(
             .assignments
             .clone()
             .map(|(k, a)| (k, a.persona))
+            .pin_personas(config.drift.persona_pin)
             .hold_for(1)
             .join(members)
             .map(|((user, _), (persona, (p, f)))| {
