@@ -26,6 +26,9 @@ const OFFSET_UNITS: [(&str, f64); 5] = [
 pub enum DriftKind {
     /// Multiplies the rate of sessions and heartbeats, so of events (magnitude > 0).
     Rate,
+    /// Multiplies the pace of requests within sessions: the gaps between a session's events
+    /// are divided by the magnitude (> 0), so an active user sends that many times the requests.
+    Pace,
     /// Multiplies bytes in and bytes out (magnitude > 0).
     Bytes,
     /// Multiplies latencies (magnitude > 0).
@@ -41,11 +44,12 @@ pub enum DriftKind {
 }
 
 impl DriftKind {
-    /// The kind's name as written in drift strings (`rate`, `bytes`, `latency`, `errors`,
-    /// `mix`).
+    /// The kind's name as written in drift strings (`rate`, `pace`, `bytes`, `latency`,
+    /// `errors`, `mix`).
     pub fn name(&self) -> &'static str {
         match self {
             DriftKind::Rate => "rate",
+            DriftKind::Pace => "pace",
             DriftKind::Bytes => "bytes",
             DriftKind::Latency => "latency",
             DriftKind::Errors => "errors",
@@ -67,7 +71,7 @@ impl fmt::Display for DriftKind {
 /// users of `segment` behave differently.
 ///
 /// Written as `SEGMENT@OFFSET:KIND=MAGNITUDE`, where OFFSET is a number with a unit (`ms`,
-/// `s`, `m`, `h`, `d`) and KIND is `rate`, `bytes`, `latency`, `errors` or
+/// `s`, `m`, `h`, `d`) and KIND is `rate`, `pace`, `bytes`, `latency`, `errors` or
 /// `mix:TARGET_SEGMENT`:
 ///
 /// ```
@@ -91,7 +95,7 @@ pub struct DriftSpec {
     pub start_offset_ms: i64,
     /// What changes.
     pub kind: DriftKind,
-    /// How much (a multiplier for `rate`/`bytes`/`latency`, a probability for
+    /// How much (a multiplier for `rate`/`pace`/`bytes`/`latency`, a probability for
     /// `errors`/`mix`).
     pub magnitude: f64,
 }
@@ -146,13 +150,14 @@ impl FromStr for DriftSpec {
                 )))
             }
             None if kind == "rate" => DriftKind::Rate,
+            None if kind == "pace" => DriftKind::Pace,
             None if kind == "bytes" => DriftKind::Bytes,
             None if kind == "latency" => DriftKind::Latency,
             None if kind == "errors" => DriftKind::Errors,
             _ => {
                 return Err(drift_error(format!(
-                    "{text:?}: unknown drift kind {kind:?}: expected rate, bytes, latency, \
-                     errors or mix:SEGMENT"
+                    "{text:?}: unknown drift kind {kind:?}: expected rate, pace, bytes, \
+                     latency, errors or mix:SEGMENT"
                 )))
             }
         };
@@ -196,7 +201,7 @@ impl DriftSpec {
         }
         let m = self.magnitude;
         match &self.kind {
-            DriftKind::Rate | DriftKind::Bytes | DriftKind::Latency => {
+            DriftKind::Rate | DriftKind::Pace | DriftKind::Bytes | DriftKind::Latency => {
                 if !(m.is_finite() && m > 0.0) {
                     return Err(drift_error(format!(
                         "drift {self}: a {} multiplier must be a finite number > 0",
@@ -251,6 +256,8 @@ pub(crate) struct DriftRecord {
 pub(crate) struct Effects {
     /// Multiplier of session and heartbeat rates.
     pub rate: f64,
+    /// Divisor of the gaps between a session's events.
+    pub pace: f64,
     /// Multiplier of bytes.
     pub bytes: f64,
     /// Multiplier of latencies.
@@ -265,6 +272,7 @@ impl Effects {
     /// No drift.
     pub const NONE: Effects = Effects {
         rate: 1.0,
+        pace: 1.0,
         bytes: 1.0,
         latency: 1.0,
         errors: 0.0,
@@ -275,6 +283,7 @@ impl Effects {
         let m = drift.magnitude;
         match &drift.kind {
             DriftKind::Rate => self.rate *= m,
+            DriftKind::Pace => self.pace *= m,
             DriftKind::Bytes => self.bytes *= m,
             DriftKind::Latency => self.latency *= m,
             DriftKind::Errors => self.errors = (self.errors + m).min(1.0),

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -398,6 +398,31 @@ fn drifts_change_their_segment_after_their_start_and_nothing_before() {
         streaming(&b),
         streaming(&d)
     );
+}
+
+#[test]
+fn a_pace_drift_multiplies_the_requests_of_sessions_not_their_number() {
+    let base_config = config(300, 0.5, 17);
+    let t = base_config.start_ms + 6 * HOUR_MS;
+    let (base, truth) = run(&base_config);
+    let (drifted, _) = run(&SimulationConfig {
+        drifts: vec!["gamer@6h:pace=3".parse().unwrap()],
+        ..base_config.clone()
+    });
+    let segments = segment_of(&truth);
+    let (b0, b) = split_at_time(&base, &segments, "gamer", t);
+    let (d0, d) = split_at_time(&drifted, &segments, "gamer", t);
+    assert_eq!(b0.len(), d0.len());
+    let ratio = d.len() as f64 / b.len() as f64;
+    assert!((2.3..3.7).contains(&ratio), "events ratio {ratio}");
+    let sessions = |v: &[&Event]| {
+        v.iter()
+            .filter_map(|e| e.session_id.clone())
+            .collect::<HashSet<_>>()
+            .len() as f64
+    };
+    let ratio = sessions(&d) / sessions(&b);
+    assert!((0.8..1.25).contains(&ratio), "sessions ratio {ratio}");
 }
 
 #[test]

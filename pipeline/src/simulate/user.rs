@@ -334,7 +334,7 @@ impl User {
             &mut self.timing,
             profile.gap_seconds * SECOND_MS as f64 * self.gap_mult,
             profile.gap_sigma,
-        );
+        ) / effects.pace;
         let next = t.saturating_add(gap.max(MIN_GAP_MS) as i64);
         if next < session.end_ms {
             self.session = Some(Session {
