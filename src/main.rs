@@ -238,6 +238,11 @@ struct ScenarioArgs {
     /// Keep the scenarios and outputs here [default: a temporary directory, removed].
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Requests per window one instance serves, for the scaling recommendations (replaces
+    /// `scaling.capacity_per_instance`: the scenarios' segments send 10 to 60 requests a
+    /// window).
+    #[arg(long, default_value_t = drift_eval::SCENARIO_CAPACITY_PER_INSTANCE)]
+    capacity: f64,
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -482,7 +487,11 @@ fn cmd_evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
             write_json(a.json.as_deref(), &report)
         }
         Some(EvaluateCommand::Scenarios(a)) => {
-            let config = load_config(a.config.as_deref(), None, None)?;
+            let mut config = load_config(a.config.as_deref(), None, None)?;
+            if !(a.capacity.is_finite() && a.capacity > 0.0) {
+                bail!("--capacity must be a positive number, got {}", a.capacity);
+            }
+            config.scaling.capacity_per_instance = a.capacity;
             let temp;
             let work = match &a.keep {
                 Some(dir) => dir.clone(),

@@ -556,6 +556,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
         s("no-drift-b", &[], 2),
         s("gamer-bytes-x4", &["gamer@6h:bytes=4.0"], 3),
         s("streamer-rate-x3", &["video_streamer@6h:rate=3.0"], 4),
+        s("streamer-pace-x3", &["video_streamer@6h:pace=3.0"], 8),
         s("worker-latency-x5", &["remote_worker@6h:latency=5.0"], 5),
         s("browser-errors-0.3", &["casual_browser@6h:errors=0.3"], 6),
         s("iot-mix-to-gamer", &["iot_device@6h:mix:gamer=0.8"], 7),
@@ -582,7 +583,51 @@ pub struct ScenarioResult {
     pub false_segment_alarms: usize,
     /// Of the detections, the scaling action recommended.
     pub actions: Vec<String>,
+    /// Every segment recommendation, checked against the demand that followed it.
+    pub scaling: Vec<ScalingCheck>,
 }
+
+/// A segment drift event's scaling recommendation against the segment's realized demand.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScalingCheck {
+    /// Window of the event (end, epoch ms).
+    pub window_end_ms: i64,
+    /// The segment.
+    pub segment: String,
+    /// Instances the demand of the event's window needs.
+    pub current_instances: u64,
+    /// Instances recommended (for the predicted peak of the next `horizon` windows).
+    pub recommended_instances: u64,
+    /// Windows the recommendation looks ahead.
+    pub horizon: usize,
+    /// The segment's largest demand (requests of its users) in the next `horizon` windows.
+    pub realized_peak: f64,
+    /// Instances that peak needed.
+    pub needed_instances: u64,
+}
+
+impl ScalingCheck {
+    /// The recommendation covered the realized peak.
+    pub fn covered(&self) -> bool {
+        self.recommended_instances >= self.needed_instances
+    }
+
+    /// Sizing on the current demand alone (no forecast) covered it.
+    pub fn covered_by_current(&self) -> bool {
+        self.current_instances >= self.needed_instances
+    }
+
+    /// A scale-out that demand above the current capacity followed.
+    pub fn scale_out_before_demand(&self) -> bool {
+        self.recommended_instances > self.current_instances
+            && self.needed_instances > self.current_instances
+    }
+}
+
+/// Requests per window per instance `evaluate scenarios` sizes recommendations with: at 1000
+/// users a segment's users send 10 to 60 requests a minute, so the default 500 would round
+/// every recommendation to one instance.
+pub const SCENARIO_CAPACITY_PER_INSTANCE: f64 = 20.0;
 
 /// The scenario evaluation.
 #[derive(Clone, Debug, Serialize)]
@@ -604,6 +649,18 @@ pub struct ScenarioReport {
     /// All-scope alarms (segments and personas) per 1,000 windows on the scenarios without
     /// drift.
     pub all_alarms_per_1000_windows_no_drift: f64,
+    /// Requests per window per instance the recommendations were sized with.
+    pub capacity_per_instance: f64,
+    /// Segment recommendations checked.
+    pub recommendations: usize,
+    /// Of them, those whose instances covered the realized peak.
+    pub covered: usize,
+    /// Of them, those where the current demand's instances covered it.
+    pub covered_by_current: usize,
+    /// Scale-outs recommended.
+    pub scale_outs: usize,
+    /// Scale-outs that demand above the current capacity followed.
+    pub scale_outs_before_demand: usize,
 }
 
 impl ScenarioReport {
@@ -643,8 +700,122 @@ impl ScenarioReport {
             self.segment_false_alarms_per_1000_windows,
             self.all_alarms_per_1000_windows_no_drift
         );
+        s += &format!(
+            "scaling ({} requests per window per instance): {} segment recommendations; the \
+             recommended instances covered the realized peak of the next windows in {}, the \
+             current demand's instances in {}; {} scale-outs, {} followed by demand above the \
+             current capacity\n",
+            self.capacity_per_instance,
+            self.recommendations,
+            self.covered,
+            self.covered_by_current,
+            self.scale_outs,
+            self.scale_outs_before_demand
+        );
         s
     }
+}
+
+/// Reads every batch of the Parquet files of `table` under `output`.
+fn read_table(
+    output: &Path,
+    table: &str,
+    each: &mut dyn FnMut(&Path, &arrow_array::RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let mut files = Vec::new();
+    collect_parquet(&output.join(table), &mut files)?;
+    files.sort();
+    for path in files {
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| Error::parquet(&path, e))?;
+        for batch in reader {
+            let batch =
+                batch.map_err(|e| input_error(&path, None, None, format!("reading: {e}")))?;
+            each(&path, &batch)?;
+        }
+    }
+    Ok(())
+}
+
+fn column<'a>(
+    path: &Path,
+    batch: &'a arrow_array::RecordBatch,
+    name: &str,
+) -> Result<&'a arrow_array::ArrayRef> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| input_error(path, None, Some(name), "no such column".into()))
+}
+
+/// Requests of each segment's authenticated users per window (window end ms), from the
+/// `features` table: the demand the segment's recommendations are about.
+pub fn segment_demand(output: &Path) -> Result<BTreeMap<(String, i64), f64>> {
+    use arrow_array::types::UInt64Type;
+    let mut demand: BTreeMap<(String, i64), f64> = BTreeMap::new();
+    read_table(output, "features", &mut |path, batch| {
+        let we = column(path, batch, "window_end")?.as_primitive::<TimestampMillisecondType>();
+        let segment = column(path, batch, "segment")?.as_string::<i32>();
+        let auth = column(path, batch, "authenticated")?.as_boolean();
+        let events = column(path, batch, "events")?.as_primitive::<UInt64Type>();
+        for i in 0..batch.num_rows() {
+            if segment.is_valid(i) && auth.is_valid(i) && auth.value(i) {
+                *demand
+                    .entry((segment.value(i).to_string(), we.value(i)))
+                    .or_default() += events.value(i) as f64;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(demand)
+}
+
+/// Checks each segment recommendation of the `scaling` table under `output` against the
+/// segment's demand in the windows it looks ahead (`window_ms` apart).
+pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>> {
+    use arrow_array::types::{Float32Type, UInt64Type};
+    let demand = segment_demand(output)?;
+    let mut checks = Vec::new();
+    read_table(output, "scaling", &mut |path, batch| {
+        let we = column(path, batch, "window_end")?.as_primitive::<TimestampMillisecondType>();
+        let scope = column(path, batch, "scope")?.as_string::<i32>();
+        let id = column(path, batch, "scope_id")?.as_string::<i32>();
+        let current = column(path, batch, "current_instances")?.as_primitive::<UInt64Type>();
+        let recommended =
+            column(path, batch, "recommended_instances")?.as_primitive::<UInt64Type>();
+        let capacity = column(path, batch, "capacity_per_instance")?.as_primitive::<Float32Type>();
+        let predicted = column(path, batch, "predicted_requests")?.as_list::<i32>();
+        for i in 0..batch.num_rows() {
+            if scope.value(i) != "segment" {
+                continue;
+            }
+            let horizon = predicted.value(i).len().max(1);
+            let segment = id.value(i).to_string();
+            let realized_peak = (1..=horizon as i64)
+                .map(|h| {
+                    demand
+                        .get(&(segment.clone(), we.value(i) + h * window_ms))
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+                .fold(0.0f64, f64::max);
+            let cap = f64::from(capacity.value(i)).max(f64::MIN_POSITIVE);
+            checks.push(ScalingCheck {
+                window_end_ms: we.value(i),
+                segment,
+                current_instances: current.value(i),
+                recommended_instances: recommended.value(i),
+                horizon,
+                realized_peak,
+                // As `recommend` sizes: at least one instance.
+                needed_instances: ((realized_peak / cap).ceil() as u64).max(1),
+            });
+        }
+        Ok(())
+    })?;
+    checks.sort_by(|a, b| (a.window_end_ms, &a.segment).cmp(&(b.window_end_ms, &b.segment)));
+    Ok(checks)
 }
 
 /// Drift rows read back from a backfill's `drift` table: (window_end ms, scope, scope id,
@@ -775,6 +946,7 @@ pub fn evaluate_scenarios(
             delays,
             false_segment_alarms: segment.len() - used.len(),
             actions,
+            scaling: check_scaling(&job.output, spec.len_ms())?,
         };
         on_done(&result);
         results.push(result);
@@ -787,6 +959,7 @@ pub fn evaluate_scenarios(
     let quiet: Vec<&ScenarioResult> = results.iter().filter(|r| r.delays.is_empty()).collect();
     let quiet_windows: u64 = quiet.iter().map(|r| r.windows).sum();
     let per_1000 = |x: usize| x as f64 * 1000.0 / quiet_windows.max(1) as f64;
+    let checks: Vec<&ScalingCheck> = results.iter().flat_map(|r| &r.scaling).collect();
     Ok(ScenarioReport {
         users,
         days,
@@ -797,6 +970,18 @@ pub fn evaluate_scenarios(
             quiet.iter().map(|r| r.segment_events).sum(),
         ),
         all_alarms_per_1000_windows_no_drift: per_1000(quiet.iter().map(|r| r.events).sum()),
+        capacity_per_instance: config.scaling.capacity_per_instance,
+        recommendations: checks.len(),
+        covered: checks.iter().filter(|c| c.covered()).count(),
+        covered_by_current: checks.iter().filter(|c| c.covered_by_current()).count(),
+        scale_outs: checks
+            .iter()
+            .filter(|c| c.recommended_instances > c.current_instances)
+            .count(),
+        scale_outs_before_demand: checks
+            .iter()
+            .filter(|c| c.scale_out_before_demand())
+            .count(),
         results,
     })
 }
@@ -831,6 +1016,31 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].row.abs_diff(120) <= 2, "{found:?}");
         assert!(found[0].detected_at >= 120);
+    }
+
+    #[test]
+    fn scaling_checks_compare_the_recommendation_with_the_demand_that_followed() {
+        let check = |current, recommended, needed| ScalingCheck {
+            window_end_ms: 0,
+            segment: "gamer".into(),
+            current_instances: current,
+            recommended_instances: recommended,
+            horizon: 4,
+            realized_peak: 0.0,
+            needed_instances: needed,
+        };
+        // Scaled out from 1 to 3, and demand needed 2: covered, and before the demand.
+        let c = check(1, 3, 2);
+        assert!(c.covered() && !c.covered_by_current() && c.scale_out_before_demand());
+        // Scaled out, but demand stayed within the current capacity.
+        let c = check(2, 3, 2);
+        assert!(c.covered() && c.covered_by_current() && !c.scale_out_before_demand());
+        // Held while demand grew: neither covered it.
+        let c = check(2, 2, 3);
+        assert!(!c.covered() && !c.covered_by_current() && !c.scale_out_before_demand());
+        // Scaled in too far.
+        let c = check(3, 1, 2);
+        assert!(!c.covered() && c.covered_by_current());
     }
 
     #[test]
