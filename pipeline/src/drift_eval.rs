@@ -822,44 +822,23 @@ pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>>
 /// action).
 pub fn read_drift_table(output: &Path) -> Result<Vec<(i64, String, String, String)>> {
     let mut rows = Vec::new();
-    let dir = output.join("drift");
-    let mut files = Vec::new();
-    collect_parquet(&dir, &mut files)?;
-    for path in files {
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .map_err(|e| Error::parquet(&path, e))?;
-        for batch in reader {
-            let batch =
-                batch.map_err(|e| input_error(&path, None, None, format!("reading: {e}")))?;
-            let col = |name: &str| batch.column_by_name(name).cloned();
-            let (Some(we), Some(scope), Some(id), Some(action)) = (
-                col("window_end"),
-                col("scope"),
-                col("scope_id"),
-                col("action"),
-            ) else {
-                continue;
-            };
-            let we = we.as_primitive::<TimestampMillisecondType>();
-            let (scope, id, action) = (
-                scope.as_string::<i32>(),
-                id.as_string::<i32>(),
-                action.as_string::<i32>(),
-            );
-            for i in 0..batch.num_rows() {
-                if we.is_valid(i) {
-                    rows.push((
-                        we.value(i),
-                        scope.value(i).to_string(),
-                        id.value(i).to_string(),
-                        action.value(i).to_string(),
-                    ));
-                }
+    read_table(output, "drift", &mut |path, batch| {
+        let we = column(path, batch, "window_end")?.as_primitive::<TimestampMillisecondType>();
+        let scope = column(path, batch, "scope")?.as_string::<i32>();
+        let id = column(path, batch, "scope_id")?.as_string::<i32>();
+        let action = column(path, batch, "action")?.as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            if we.is_valid(i) {
+                rows.push((
+                    we.value(i),
+                    scope.value(i).to_string(),
+                    id.value(i).to_string(),
+                    action.value(i).to_string(),
+                ));
             }
         }
-    }
+        Ok(())
+    })?;
     rows.sort();
     Ok(rows)
 }
