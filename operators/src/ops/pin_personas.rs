@@ -6,12 +6,12 @@
 //! drift instead follows a cohort: a user counts for the persona it was assigned when first seen,
 //! for `pin` windows; then the user's assignment at that window pins it again.
 
+use crate::features::Fnv;
 use crate::ops::batch::BatchByWindow;
 use crate::ops::UserWindow;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use timely::dataflow::channels::pact::Exchange;
 
 /// Each user's pinned persona and the window it was pinned at.
@@ -59,17 +59,12 @@ pub fn pin_window(
         .collect()
 }
 
-fn user_hash(user: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    user.hash(&mut h);
-    h.finish()
-}
-
 /// Pins personas.
 pub trait PinPersonas<'scope> {
     /// For each user's persona assignment at each window, the persona the user is pinned to
-    /// ([`pin_window`]), as a fact at that window. Users travel to the worker of their hash,
-    /// which keeps their pins and applies the windows in order.
+    /// ([`pin_window`]), as a fact at that window. Users travel to the worker of their hash (as
+    /// in [`WindowAggregate`](super::WindowAggregate)), which keeps their pins and applies the
+    /// windows in order.
     ///
     /// ```
     /// use differential_dataflow::input::Input;
@@ -98,7 +93,7 @@ impl<'scope> PinPersonas<'scope> for VecCollection<'scope, u64, (UserWindow, u32
         let mut state = PinState::default();
         self.fold_by_window(
             Exchange::new(|(((user, _), _), _, _): &((UserWindow, u32), u64, isize)| {
-                user_hash(user)
+                Fnv::hash_str(user)
             }),
             "PinPersonas",
             move |window, assignments, out| {
