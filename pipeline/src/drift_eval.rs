@@ -8,17 +8,16 @@
 
 use crate::backfill::{self, Backfill, NoProgress};
 use crate::config::Config;
+use crate::evaluate::{for_each_batch, parquet_files};
 use crate::simulate::{simulate_to_dir, DriftSpec, SimulationConfig};
 use crate::{Error, Result};
 use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMillisecondType;
+use arrow_array::types::{Float32Type, TimestampMillisecondType, UInt64Type};
 use arrow_array::Array;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use personaflow_operators::changepoint::{ChangeConfig, ChangeDetector};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Margin of the TCPD F1, in rows.
@@ -716,76 +715,71 @@ impl ScenarioReport {
     }
 }
 
-/// Reads every batch of the Parquet files of `table` under `output`.
+/// Hands every batch of `columns` (in that order) of the Parquet files of `table` under
+/// `output` to `each`; a table that was never written has none.
 fn read_table(
     output: &Path,
     table: &str,
-    each: &mut dyn FnMut(&Path, &arrow_array::RecordBatch) -> Result<()>,
+    columns: &[&str],
+    each: &mut dyn FnMut(&arrow_array::RecordBatch),
 ) -> Result<()> {
-    let mut files = Vec::new();
-    collect_parquet(&output.join(table), &mut files)?;
-    files.sort();
-    for path in files {
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .map_err(|e| Error::parquet(&path, e))?;
-        for batch in reader {
-            let batch =
-                batch.map_err(|e| input_error(&path, None, None, format!("reading: {e}")))?;
-            each(&path, &batch)?;
-        }
+    let dir = output.join(table);
+    if !dir.exists() {
+        return Ok(());
+    }
+    for path in parquet_files(&dir)? {
+        for_each_batch(&path, columns, &mut *each)?;
     }
     Ok(())
-}
-
-fn column<'a>(
-    path: &Path,
-    batch: &'a arrow_array::RecordBatch,
-    name: &str,
-) -> Result<&'a arrow_array::ArrayRef> {
-    batch
-        .column_by_name(name)
-        .ok_or_else(|| input_error(path, None, Some(name), "no such column".into()))
 }
 
 /// Requests of each segment's authenticated users per window (window end ms), from the
 /// `features` table: the demand the segment's recommendations are about.
 pub fn segment_demand(output: &Path) -> Result<BTreeMap<(String, i64), f64>> {
-    use arrow_array::types::UInt64Type;
     let mut demand: BTreeMap<(String, i64), f64> = BTreeMap::new();
-    read_table(output, "features", &mut |path, batch| {
-        let we = column(path, batch, "window_end")?.as_primitive::<TimestampMillisecondType>();
-        let segment = column(path, batch, "segment")?.as_string::<i32>();
-        let auth = column(path, batch, "authenticated")?.as_boolean();
-        let events = column(path, batch, "events")?.as_primitive::<UInt64Type>();
-        for i in 0..batch.num_rows() {
-            if segment.is_valid(i) && auth.is_valid(i) && auth.value(i) {
-                *demand
-                    .entry((segment.value(i).to_string(), we.value(i)))
-                    .or_default() += events.value(i) as f64;
+    read_table(
+        output,
+        "features",
+        &["window_end", "segment", "authenticated", "events"],
+        &mut |batch| {
+            let c = batch.columns();
+            let we = c[0].as_primitive::<TimestampMillisecondType>();
+            let (segment, auth) = (c[1].as_string::<i32>(), c[2].as_boolean());
+            let events = c[3].as_primitive::<UInt64Type>();
+            for i in 0..batch.num_rows() {
+                if segment.is_valid(i) && auth.is_valid(i) && auth.value(i) {
+                    *demand
+                        .entry((segment.value(i).to_string(), we.value(i)))
+                        .or_default() += events.value(i) as f64;
+                }
             }
-        }
-        Ok(())
-    })?;
+        },
+    )?;
     Ok(demand)
 }
 
 /// Checks each segment recommendation of the `scaling` table under `output` against the
 /// segment's demand in the windows it looks ahead (`window_ms` apart).
 pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>> {
-    use arrow_array::types::{Float32Type, UInt64Type};
     let demand = segment_demand(output)?;
     let mut checks = Vec::new();
-    read_table(output, "scaling", &mut |path, batch| {
-        let we = column(path, batch, "window_end")?.as_primitive::<TimestampMillisecondType>();
-        let scope = column(path, batch, "scope")?.as_string::<i32>();
-        let id = column(path, batch, "scope_id")?.as_string::<i32>();
-        let current = column(path, batch, "current_instances")?.as_primitive::<UInt64Type>();
-        let recommended =
-            column(path, batch, "recommended_instances")?.as_primitive::<UInt64Type>();
-        let capacity = column(path, batch, "capacity_per_instance")?.as_primitive::<Float32Type>();
-        let predicted = column(path, batch, "predicted_requests")?.as_list::<i32>();
+    let columns = [
+        "window_end",
+        "scope",
+        "scope_id",
+        "current_instances",
+        "recommended_instances",
+        "capacity_per_instance",
+        "predicted_requests",
+    ];
+    read_table(output, "scaling", &columns, &mut |batch| {
+        let c = batch.columns();
+        let we = c[0].as_primitive::<TimestampMillisecondType>();
+        let (scope, id) = (c[1].as_string::<i32>(), c[2].as_string::<i32>());
+        let current = c[3].as_primitive::<UInt64Type>();
+        let recommended = c[4].as_primitive::<UInt64Type>();
+        let capacity = c[5].as_primitive::<Float32Type>();
+        let predicted = c[6].as_list::<i32>();
         for i in 0..batch.num_rows() {
             if scope.value(i) != "segment" {
                 continue;
@@ -812,7 +806,6 @@ pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>>
                 needed_instances: ((realized_peak / cap).ceil() as u64).max(1),
             });
         }
-        Ok(())
     })?;
     checks.sort_by(|a, b| (a.window_end_ms, &a.segment).cmp(&(b.window_end_ms, &b.segment)));
     Ok(checks)
@@ -822,11 +815,15 @@ pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>>
 /// action).
 pub fn read_drift_table(output: &Path) -> Result<Vec<(i64, String, String, String)>> {
     let mut rows = Vec::new();
-    read_table(output, "drift", &mut |path, batch| {
-        let we = column(path, batch, "window_end")?.as_primitive::<TimestampMillisecondType>();
-        let scope = column(path, batch, "scope")?.as_string::<i32>();
-        let id = column(path, batch, "scope_id")?.as_string::<i32>();
-        let action = column(path, batch, "action")?.as_string::<i32>();
+    let columns = ["window_end", "scope", "scope_id", "action"];
+    read_table(output, "drift", &columns, &mut |batch| {
+        let c = batch.columns();
+        let we = c[0].as_primitive::<TimestampMillisecondType>();
+        let (scope, id, action) = (
+            c[1].as_string::<i32>(),
+            c[2].as_string::<i32>(),
+            c[3].as_string::<i32>(),
+        );
         for i in 0..batch.num_rows() {
             if we.is_valid(i) {
                 rows.push((
@@ -837,25 +834,9 @@ pub fn read_drift_table(output: &Path) -> Result<Vec<(i64, String, String, Strin
                 ));
             }
         }
-        Ok(())
     })?;
     rows.sort();
     Ok(rows)
-}
-
-fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        if path.is_dir() {
-            collect_parquet(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// Runs each scenario (simulate `users` for `days`, backfill with `config`) under `work` and

@@ -200,7 +200,7 @@ pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Streams the named columns of a Parquet file (in that order) batch by batch.
+/// Streams the named top-level columns of a Parquet file (in that order) batch by batch.
 pub fn for_each_batch(
     path: &Path,
     columns: &[&str],
@@ -209,19 +209,22 @@ pub fn for_each_batch(
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
-    let schema = builder.parquet_schema();
+    // Top-level columns (roots), so that list columns are found by their own name.
+    let fields = builder.schema().fields().clone();
     let mut indices = Vec::new();
     for c in columns {
-        let idx = (0..schema.num_columns())
-            .find(|i| schema.column(*i).name() == *c)
-            .ok_or_else(|| Error::MissingColumn {
-                path: path.to_path_buf(),
-                column: c.to_string(),
-                hint: String::new(),
-            })?;
+        let idx =
+            fields
+                .iter()
+                .position(|f| f.name() == c)
+                .ok_or_else(|| Error::MissingColumn {
+                    path: path.to_path_buf(),
+                    column: c.to_string(),
+                    hint: String::new(),
+                })?;
         indices.push(idx);
     }
-    let mask = ProjectionMask::leaves(schema, indices.iter().copied());
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
     let reader = builder
         .with_projection(mask)
         .build()
