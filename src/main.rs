@@ -152,7 +152,8 @@ struct SimulateArgs {
     /// Share of users that are authenticated (their events carry their segment).
     #[arg(long, default_value_t = personaflow_pipeline::simulate::DEFAULT_AUTHENTICATED_SHARE)]
     authenticated_share: f64,
-    /// Drift injection SEGMENT@OFFSET:KIND=MAGNITUDE, e.g. gamer@36h:bytes=3.0 (repeatable).
+    /// Drift injection SEGMENT@OFFSET[+RAMP]:KIND=MAGNITUDE, e.g. gamer@36h:bytes=3.0, or
+    /// gamer@36h+2h:pace=3 for a roll-out to the segment's users over 2 h (repeatable).
     #[arg(long)]
     drift: Vec<String>,
     /// Replace an existing events directory.

@@ -68,10 +68,12 @@ impl fmt::Display for DriftKind {
 }
 
 /// One drift injection: from `start_offset_ms` after the start of the simulation on, the
-/// users of `segment` behave differently.
+/// users of `segment` behave differently: all at once, or, with a ramp, each user from its own
+/// time, spread evenly over the `ramp_ms` after the start (a staged roll-out: the share of the
+/// segment's users that has changed grows linearly from 0 to 1).
 ///
-/// Written as `SEGMENT@OFFSET:KIND=MAGNITUDE`, where OFFSET is a number with a unit (`ms`,
-/// `s`, `m`, `h`, `d`) and KIND is `rate`, `pace`, `bytes`, `latency`, `errors` or
+/// Written as `SEGMENT@OFFSET[+RAMP]:KIND=MAGNITUDE`, where OFFSET and RAMP are numbers with a
+/// unit (`ms`, `s`, `m`, `h`, `d`) and KIND is `rate`, `pace`, `bytes`, `latency`, `errors` or
 /// `mix:TARGET_SEGMENT`:
 ///
 /// ```
@@ -86,6 +88,10 @@ impl fmt::Display for DriftKind {
 /// let mix: DriftSpec = "casual_browser@1.5d:mix:video_streamer=0.5".parse().unwrap();
 /// assert_eq!(mix.kind, DriftKind::Mix { toward: "video_streamer".into() });
 /// assert_eq!(mix.to_string(), "casual_browser@129600000ms:mix:video_streamer=0.5");
+///
+/// let rollout: DriftSpec = "video_streamer@6h+3h:pace=3".parse().unwrap();
+/// assert_eq!((rollout.start_offset_ms, rollout.ramp_ms), (6 * 3_600_000, 3 * 3_600_000));
+/// assert_eq!(rollout.to_string(), "video_streamer@21600000ms+10800000ms:pace=3");
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct DriftSpec {
@@ -93,6 +99,8 @@ pub struct DriftSpec {
     pub segment: String,
     /// When the drift starts, milliseconds after the start of the simulation.
     pub start_offset_ms: i64,
+    /// Over how long after the start the segment's users take it up (0: all at once).
+    pub ramp_ms: i64,
     /// What changes.
     pub kind: DriftKind,
     /// How much (a multiplier for `rate`/`pace`/`bytes`/`latency`, a probability for
@@ -122,8 +130,8 @@ impl FromStr for DriftSpec {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let usage = "expected SEGMENT@OFFSET:KIND=MAGNITUDE, e.g. gamer@36h:bytes=3.0 or \
-                     gamer@2d:mix:video_streamer=0.5";
+        let usage = "expected SEGMENT@OFFSET[+RAMP]:KIND=MAGNITUDE, e.g. gamer@36h:bytes=3.0, \
+                     gamer@36h+2h:pace=3 or gamer@2d:mix:video_streamer=0.5";
         let (segment, rest) = text
             .split_once('@')
             .ok_or_else(|| drift_error(format!("{text:?}: no '@'; {usage}")))?;
@@ -133,12 +141,17 @@ impl FromStr for DriftSpec {
         let (kind, magnitude) = rest
             .rsplit_once('=')
             .ok_or_else(|| drift_error(format!("{text:?}: no '=MAGNITUDE'; {usage}")))?;
-        let start_offset_ms = parse_offset(offset).ok_or_else(|| {
-            drift_error(format!(
-                "{text:?}: bad offset {offset:?}: expected a non-negative number with a unit \
-                 (ms, s, m, h, d), e.g. 36h"
-            ))
-        })?;
+        let (offset, ramp) = offset.split_once('+').unwrap_or((offset, "0ms"));
+        let duration = |what: &str, value: &str| {
+            parse_offset(value).ok_or_else(|| {
+                drift_error(format!(
+                    "{text:?}: bad {what} {value:?}: expected a non-negative number with a unit \
+                     (ms, s, m, h, d), e.g. 36h"
+                ))
+            })
+        };
+        let start_offset_ms = duration("offset", offset)?;
+        let ramp_ms = duration("ramp", ramp)?;
         let kind = match kind.split_once(':') {
             Some(("mix", toward)) => DriftKind::Mix {
                 toward: toward.trim().to_string(),
@@ -167,6 +180,7 @@ impl FromStr for DriftSpec {
         let spec = DriftSpec {
             segment: segment.trim().to_string(),
             start_offset_ms,
+            ramp_ms,
             kind,
             magnitude,
         };
@@ -177,11 +191,11 @@ impl FromStr for DriftSpec {
 
 impl fmt::Display for DriftSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}@{}ms:{}={}",
-            self.segment, self.start_offset_ms, self.kind, self.magnitude
-        )
+        write!(f, "{}@{}ms", self.segment, self.start_offset_ms)?;
+        if self.ramp_ms > 0 {
+            write!(f, "+{}ms", self.ramp_ms)?;
+        }
+        write!(f, ":{}={}", self.kind, self.magnitude)
     }
 }
 
@@ -196,8 +210,10 @@ impl DriftSpec {
                 self.segment
             )));
         }
-        if self.start_offset_ms < 0 {
-            return Err(drift_error(format!("drift {self}: negative start offset")));
+        if self.start_offset_ms < 0 || self.ramp_ms < 0 {
+            return Err(drift_error(format!(
+                "drift {self}: negative start offset or ramp"
+            )));
         }
         let m = self.magnitude;
         match &self.kind {
@@ -244,6 +260,8 @@ pub(crate) struct DriftRecord {
     pub start_ms: i64,
     /// Start time, milliseconds after the start of the simulation.
     pub start_offset_ms: i64,
+    /// Over how long after the start the users take it up (0: all at once).
+    pub ramp_ms: i64,
     pub kind: &'static str,
     /// The target segment of a `mix` drift.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -301,18 +319,25 @@ pub(crate) struct Timeline {
 }
 
 impl Timeline {
-    /// The timeline of `segment` given all drifts (validated) and the simulation start.
-    pub fn new(segment: usize, drifts: &[DriftSpec], start_ms: i64) -> Timeline {
+    /// The timeline of a user of `segment` given all drifts (validated) and the simulation
+    /// start: the user takes up a ramped drift `adoption` (in \[0, 1)) of the way into its ramp.
+    pub fn new(segment: usize, drifts: &[DriftSpec], start_ms: i64, adoption: f64) -> Timeline {
+        let at = |d: &DriftSpec| {
+            let delay = (adoption.clamp(0.0, 1.0) * d.ramp_ms as f64) as i64;
+            start_ms
+                .saturating_add(d.start_offset_ms)
+                .saturating_add(delay)
+        };
         let mut mine: Vec<&DriftSpec> = drifts
             .iter()
             .filter(|d| segment_index(&d.segment) == Some(segment))
             .collect();
-        mine.sort_by_key(|d| d.start_offset_ms);
+        mine.sort_by_key(|d| at(d));
         let mut steps: Vec<(i64, Effects)> = Vec::with_capacity(mine.len());
         let mut current = Effects::NONE;
         for drift in mine {
             current = current.with(drift);
-            let at = start_ms.saturating_add(drift.start_offset_ms);
+            let at = at(drift);
             match steps.last_mut() {
                 Some((last, effects)) if *last == at => *effects = current,
                 _ => steps.push((at, current)),

@@ -58,7 +58,6 @@ pub use output::{
     USERS_FILE,
 };
 
-use drift::Timeline;
 use profiles::PROFILES;
 use user::{action_table, ActionTable, User};
 
@@ -333,7 +332,8 @@ impl Curve {
 pub(crate) struct World {
     pub start_ms: i64,
     pub end_ms: i64,
-    pub timelines: Vec<Timeline>,
+    /// The drifts (validated), from which each user's timeline is made.
+    pub drifts: Vec<DriftSpec>,
     /// Per segment: (start, end, extra 5xx rate), sorted and non-overlapping.
     incidents: Vec<Vec<(i64, i64, f64)>>,
     pub base_mixes: Vec<ActionTable>,
@@ -443,9 +443,7 @@ impl Simulator {
         let world = World {
             start_ms,
             end_ms,
-            timelines: (0..SEGMENTS.len())
-                .map(|s| Timeline::new(s, &config.drifts, start_ms))
-                .collect(),
+            drifts: config.drifts.clone(),
             incidents,
             base_mixes: PROFILES
                 .iter()

@@ -141,6 +141,7 @@ fn drift_records(config: &SimulationConfig) -> Vec<DriftRecord> {
                 start: rfc3339(start_ms),
                 start_ms,
                 start_offset_ms: d.start_offset_ms,
+                ramp_ms: d.ramp_ms,
                 kind: d.kind.name(),
                 toward: match &d.kind {
                     super::DriftKind::Mix { toward } => Some(toward.clone()),

@@ -10,6 +10,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 
 use super::*;
+use personaflow_operators::features::Fnv;
 
 fn config(users: usize, days: f64, seed: u64) -> SimulationConfig {
     SimulationConfig::new(users, days, seed)
@@ -426,6 +427,65 @@ fn a_pace_drift_multiplies_the_requests_of_sessions_not_their_number() {
 }
 
 #[test]
+fn a_ramped_drift_reaches_the_segments_users_one_by_one_over_the_ramp() {
+    let base_config = config(300, 0.5, 17);
+    let (base, truth) = run(&base_config);
+    let (drifted, _) = run(&SimulationConfig {
+        drifts: vec!["gamer@2h+4h:bytes=4".parse().unwrap()],
+        ..base_config.clone()
+    });
+    // A bytes drift leaves the times of events alone: the two runs differ only in the bytes of
+    // the events after each gamer's own take-up.
+    assert_eq!(base.len(), drifted.len());
+    let segments = segment_of(&truth);
+    let (from, to) = (
+        base_config.start_ms + 2 * HOUR_MS,
+        base_config.start_ms + 6 * HOUR_MS,
+    );
+    // (changed, unchanged) gamer events with bytes, before, within and after the ramp.
+    let mut counts = [(0, 0); 3];
+    for (b, d) in base.iter().zip(&drifted) {
+        assert_eq!((&b.user_id, b.ts_ms), (&d.user_id, d.ts_ms));
+        let changed = b.bytes_in != d.bytes_in;
+        if segments[&b.user_id] != "gamer" {
+            assert!(!changed);
+            continue;
+        }
+        if b.bytes_in.unwrap_or(0) == 0 {
+            continue;
+        }
+        let phase = match b.ts_ms {
+            t if t < from => 0,
+            t if t < to => 1,
+            _ => 2,
+        };
+        let c = &mut counts[phase];
+        if changed {
+            c.0 += 1
+        } else {
+            c.1 += 1
+        }
+    }
+    let [before, within, after] = counts;
+    assert_eq!(before.0, 0, "{counts:?}");
+    assert!(within.0 > 50 && within.1 > 50, "{counts:?}");
+    assert!(after.0 > 50 && after.1 == 0, "{counts:?}");
+    // The share of gamers that have taken it up grows with time.
+    let user_take_up = |user: &str| {
+        let adoption = Fnv::hash_str(user) as f64 / (u64::MAX as f64 + 1.0);
+        from + (adoption * (to - from) as f64) as i64
+    };
+    for (b, d) in base.iter().zip(&drifted) {
+        if segments[&b.user_id] == "gamer" && b.bytes_in.unwrap_or(0) > 0 {
+            assert_eq!(
+                b.bytes_in != d.bytes_in,
+                d.ts_ms >= user_take_up(&d.user_id)
+            );
+        }
+    }
+}
+
+#[test]
 fn a_drift_leaves_other_segments_alone() {
     let base_config = config(100, 0.3, 17);
     let (base, truth) = run(&base_config);
@@ -637,6 +697,7 @@ fn files_read_back_equal_the_events_in_memory() {
             "start_offset_ms": HOUR_MS,
             "kind": "latency",
             "magnitude": 1.5,
+            "ramp_ms": 0,
         }])
     );
     let incidents: Vec<serde_json::Value> =
@@ -783,6 +844,7 @@ fn invalid_configurations_are_rejected_with_a_reason() {
                     start_offset_ms: 0,
                     kind: DriftKind::Bytes,
                     magnitude: 2.0,
+                    ramp_ms: 0,
                 }],
                 ..ok.clone()
             },

@@ -16,10 +16,11 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use super::drift::Effects;
+use super::drift::{Effects, Timeline};
 use super::profiles::{Action, SegmentProfile, CLIENT_ERRORS, COUNTRIES, PROFILES, SERVER_ERRORS};
 use super::World;
 use super::{UserTruth, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
+use personaflow_operators::features::Fnv;
 
 /// A time that never comes.
 pub(crate) const NEVER: i64 = i64::MAX;
@@ -150,6 +151,8 @@ pub(crate) struct User {
     /// next accepted start), so they must not shift the draws of earlier events.
     arrivals: ChaCha8Rng,
     pub segment: usize,
+    /// The segment's drifts as they reach this user (its place in each ramped roll-out).
+    timeline: Timeline,
     user_id: String,
     /// `Some(segment name)` for authenticated users only.
     segment_label: Option<String>,
@@ -221,11 +224,16 @@ impl User {
         });
         let next_burst_ms =
             world.start_ms + exponential(&mut timing, DAY_MS as f64 / USER_BURSTS_PER_DAY) as i64;
+        // The user's place in ramped roll-outs: a hash of its id, so that no random draw of the
+        // user's streams moves and a run without ramps stays as it was.
+        let adoption = Fnv::hash_str(&user_id) as f64 / (u64::MAX as f64 + 1.0);
+        let timeline = Timeline::new(segment, &world.drifts, world.start_ms, adoption);
         let mut user = User {
             rng,
             timing,
             arrivals,
             segment,
+            timeline,
             segment_label: authenticated.then(|| profile.name.to_string()),
             user_id,
             authenticated,
@@ -301,7 +309,7 @@ impl User {
         }
         let session = format!("{}-c{}", self.user_id, self.connection);
         let event = self.event(t, Action::Heartbeat, session, world);
-        let effects = world.timelines[self.segment].at(t);
+        let effects = self.timeline.at(t);
         let period = self.heartbeat_period_ms.unwrap_or(f64::INFINITY);
         let next = lognormal(&mut self.timing, period, HEARTBEAT_JITTER_SIGMA) / effects.rate;
         self.next_heartbeat_ms = t.saturating_add(next.max(MIN_GAP_MS) as i64);
@@ -327,7 +335,7 @@ impl User {
                 }
             }
         };
-        let effects = world.timelines[self.segment].at(t);
+        let effects = self.timeline.at(t);
         let action = self.draw_action(&effects, world);
         let event = self.event(t, action, session.id.clone(), world);
         let gap = lognormal(
@@ -373,7 +381,7 @@ impl User {
     /// The start of the next session after `from` (thinning of a non-homogeneous Poisson
     /// process whose bound is piecewise constant between drift changes), or [`NEVER`].
     fn next_session_after(&mut self, from: i64, world: &World) -> i64 {
-        let timeline = &world.timelines[self.segment];
+        let timeline = &self.timeline;
         let mut t = from as f64;
         loop {
             let now = t as i64;
@@ -413,7 +421,7 @@ impl User {
     fn event(&mut self, t: i64, action: Action, session_id: String, world: &World) -> Event {
         let profile = &PROFILES[self.segment];
         let spec = action.spec();
-        let effects = world.timelines[self.segment].at(t);
+        let effects = self.timeline.at(t);
         self.advance_bursts(t);
         let incident = world.incident_rate(self.segment, t);
         let in_burst = t < self.burst_end_ms;
