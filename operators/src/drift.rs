@@ -1,5 +1,6 @@
 //! Drift of a profile distribution against its baseline (DESIGN.md step 8), as a plain state
-//! machine fed one step (window) at a time, and the scaling recommendation a drift carries.
+//! machine fed one step (window) at a time (the scaling recommendation a drift carries is in
+//! [`crate::scaling`]).
 //!
 //! Each step brings a sample of points (the profiles of a segment's or persona's users in a
 //! window), keyed by user. The detector
@@ -497,74 +498,6 @@ impl DriftDetector {
     }
 }
 
-/// A scaling recommendation sized from demand forecasts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Scaling {
-    /// Users behind it.
-    pub users: usize,
-    /// Their requests in the current window.
-    pub current_requests: f64,
-    /// Their predicted requests for each of the next windows (horizon 1 first).
-    pub predicted_requests: Vec<f64>,
-    /// The horizon (1-based) of the predicted peak.
-    pub peak_horizon: usize,
-    /// Requests per window one instance serves.
-    pub capacity_per_instance: f64,
-    /// Instances the current demand needs.
-    pub current_instances: u64,
-    /// Instances the predicted peak needs.
-    pub recommended_instances: u64,
-    /// `recommended - current`.
-    pub change: i64,
-}
-
-impl Scaling {
-    /// `scale_out`, `scale_in` or `hold`.
-    pub fn action(&self) -> &'static str {
-        match self.change {
-            c if c > 0 => "scale_out",
-            c if c < 0 => "scale_in",
-            _ => "hold",
-        }
-    }
-}
-
-/// Sizes a recommendation: the current demand and the predicted demand for each horizon
-/// (summed over the affected users), against `capacity` requests per window per instance.
-///
-/// ```
-/// use personaflow_operators::drift::recommend;
-/// let r = recommend(3, 100.0, &[150.0, 260.0, 180.0], 100.0);
-/// assert_eq!((r.current_instances, r.recommended_instances, r.change, r.peak_horizon), (1, 3, 2, 2));
-/// assert_eq!(r.action(), "scale_out");
-/// ```
-pub fn recommend(users: usize, current: f64, predicted: &[f64], capacity: f64) -> Scaling {
-    let capacity = capacity.max(f64::MIN_POSITIVE);
-    let instances = |x: f64| (x.max(0.0) / capacity).ceil().max(1.0) as u64;
-    let (peak_index, peak) =
-        predicted
-            .iter()
-            .copied()
-            .enumerate()
-            .fold(
-                (0, f64::NEG_INFINITY),
-                |b, (i, x)| if x > b.1 { (i, x) } else { b },
-            );
-    let peak = if predicted.is_empty() { current } else { peak };
-    let current_instances = instances(current);
-    let recommended_instances = instances(peak);
-    Scaling {
-        users,
-        current_requests: current,
-        predicted_requests: predicted.to_vec(),
-        peak_horizon: peak_index + 1,
-        capacity_per_instance: capacity,
-        current_instances,
-        recommended_instances,
-        change: recommended_instances as i64 - current_instances as i64,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -716,13 +649,5 @@ mod tests {
         }
         assert!(permutation_p_value(&r(&a), &r(&b), 199, &mut rng) <= 0.01);
         assert!(permutation_p_value(&r(&a), &r(&c), 199, &mut rng) > 0.05);
-    }
-
-    #[test]
-    fn no_forecast_means_hold() {
-        let r = recommend(2, 250.0, &[], 100.0);
-        assert_eq!((r.current_instances, r.change, r.action()), (3, 0, "hold"));
-        let down = recommend(2, 250.0, &[40.0, 20.0], 100.0);
-        assert_eq!((down.recommended_instances, down.action()), (1, "scale_in"));
     }
 }

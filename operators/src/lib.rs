@@ -50,6 +50,7 @@ pub mod features;
 pub mod forecast;
 pub mod ops;
 pub mod resonance;
+pub mod scaling;
 pub mod segments;
 pub mod sequence;
 pub mod vector;

@@ -12,6 +12,7 @@ use personaflow_operators::ops::detect_drift::{
 use personaflow_operators::ops::personas::{window_personas, Persona, PersonaAssignment};
 use personaflow_operators::ops::pin_personas::{pin_window, PinState};
 use personaflow_operators::ops::{ClusterPersonas, PinPersonas, Profile, UserWindow};
+use personaflow_operators::scaling::ScalingConfig;
 use personaflow_operators::vector::Vector;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -179,6 +180,13 @@ fn members(profiles: &[(UserWindow, Profile)]) -> Vec<TimedMember> {
         .collect()
 }
 
+fn scaling() -> ScalingConfig {
+    ScalingConfig {
+        capacity_per_instance: 100.0,
+        ..ScalingConfig::default()
+    }
+}
+
 #[test]
 fn drift_equals_recomputation_at_every_window() {
     // A baseline short enough for the 60 windows of the input.
@@ -200,7 +208,7 @@ fn drift_equals_recomputation_at_every_window() {
         let mut handle = worker.dataflow::<u64, _, _>(|scope| {
             let (input, members) = scope.new_collection::<((Scope, String), ScopeMember), isize>();
             members
-                .detect_drift(cfg, 100.0, None, None)
+                .detect_drift(cfg, scaling(), None, None)
                 .inspect(move |x| f.lock().unwrap().push(x.clone()));
             input
         });
@@ -227,7 +235,7 @@ fn drift_equals_recomputation_at_every_window() {
             .map(|(m, _)| m.clone())
             .collect();
         window.sort();
-        for e in window_drift(&mut state, w, &window, &config, 100.0) {
+        for e in window_drift(&mut state, w, &window, &config, &scaling()) {
             want.entry(w).or_default().insert((e.scope.clone(), e));
         }
     }
@@ -242,8 +250,13 @@ fn drift_equals_recomputation_at_every_window() {
         .map(|(_, e)| e)
         .collect();
     assert!(s1.iter().any(|e| e.onset == 45), "{s1:?}");
-    // Forecasts double the demand: the recommendation scales out.
-    assert!(s1.iter().all(|e| e.change >= 0));
+    // The recommendations are sized from forecasts calibrated on the segment's past windows,
+    // for an upper bound above the expected demand.
+    for e in s1 {
+        assert!(e.calibration_residuals >= 10, "{e:?}");
+        let pairs = e.predicted_requests.0.iter().zip(&e.upper_requests.0);
+        assert!(pairs.into_iter().all(|(p, u)| p <= u), "{e:?}");
+    }
 }
 
 #[test]

@@ -60,6 +60,9 @@ use personaflow_models::{Provider, SessionOptions};
 use personaflow_operators::cluster::PersonaConfig;
 use personaflow_operators::drift::DriftConfig;
 use personaflow_operators::resonance::ResonanceConfig;
+pub use personaflow_operators::scaling::{
+    ScalingConfig, DEFAULT_CALIBRATION_WINDOWS, DEFAULT_CAPACITY_PER_INSTANCE, DEFAULT_COVERAGE,
+};
 use personaflow_operators::window::DEFAULT_WINDOW_MS;
 use personaflow_operators::WindowSpec;
 use serde::{Deserialize, Serialize};
@@ -444,25 +447,6 @@ pub struct Config {
     pub scaling: ScalingConfig,
 }
 
-/// Default requests per window one service instance handles.
-pub const DEFAULT_CAPACITY_PER_INSTANCE: f64 = 500.0;
-
-/// `[scaling]`: how drift events size their recommendations.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScalingConfig {
-    /// Requests per window one instance handles.
-    pub capacity_per_instance: f64,
-}
-
-impl Default for ScalingConfig {
-    fn default() -> Self {
-        ScalingConfig {
-            capacity_per_instance: DEFAULT_CAPACITY_PER_INSTANCE,
-        }
-    }
-}
-
 impl Config {
     /// Loads the configuration: defaults, then `file` (if any), then `PERSONAFLOW__*`
     /// variables from `env`. Validates the result.
@@ -562,13 +546,7 @@ impl Config {
                 ));
             }
         }
-        if self.scaling.capacity_per_instance.is_nan() || self.scaling.capacity_per_instance <= 0.0
-        {
-            return Err(format!(
-                "scaling.capacity_per_instance must be positive, got {}",
-                self.scaling.capacity_per_instance
-            ));
-        }
+        self.scaling.validate().map_err(|e| e.to_string())?;
         self.personas.validate().map_err(|e| e.to_string())?;
         self.drift.validate().map_err(|e| e.to_string())?;
         self.resonance.validate().map_err(|e| e.to_string())

@@ -361,7 +361,7 @@ pub fn build_with(
         let persona_members = persona_members.probe_with(&stage("persona_members"));
         let drift = segment_members.concat(persona_members).detect_drift(
             config.drift.clone(),
-            config.scaling.capacity_per_instance,
+            config.scaling.clone(),
             None,
             None,
         );
@@ -514,6 +514,8 @@ pub fn drift_rows(
             users: e.users,
             current_requests: e.current_requests.0,
             predicted_requests: e.predicted_requests.0.clone(),
+            upper_requests: e.upper_requests.0.clone(),
+            calibration_residuals: e.calibration_residuals,
             peak_horizon: e.peak_horizon,
             peak_window_end: spec.end_ms(window + u64::from(e.peak_horizon)),
             capacity_per_instance: e.capacity_per_instance.0,

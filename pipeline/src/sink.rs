@@ -211,6 +211,8 @@ impl Table {
                 Field::new("users", DataType::UInt64, false),
                 Field::new("current_requests", DataType::Float32, false),
                 list_field("predicted_requests", DataType::Float32),
+                list_field("upper_requests", DataType::Float32),
+                Field::new("calibration_residuals", DataType::UInt64, false),
                 Field::new("peak_horizon", DataType::UInt32, false),
                 ts_field("peak_window_end"),
                 Field::new("capacity_per_instance", DataType::Float32, false),
@@ -299,9 +301,13 @@ pub struct DriftRow {
     pub users: u64,
     /// Current requests of those users.
     pub current_requests: f32,
-    /// Predicted requests per horizon.
+    /// Expected requests per horizon (calibrated summed forecasts).
     pub predicted_requests: Vec<f32>,
-    /// Horizon of the peak.
+    /// Requests per horizon covered with the configured probability.
+    pub upper_requests: Vec<f32>,
+    /// Forecast residuals behind the calibration (0: uncalibrated).
+    pub calibration_residuals: u64,
+    /// Horizon of the peak of `upper_requests`.
     pub peak_horizon: u32,
     /// Peak window end, ms.
     pub peak_window_end: i64,
@@ -456,6 +462,8 @@ pub fn scaling_batch(rows: &[DriftRow]) -> RecordBatch {
     let mut users = UInt64Builder::with_capacity(n);
     let mut current = Float32Builder::with_capacity(n);
     let mut predicted = list_builder(n);
+    let mut upper = list_builder(n);
+    let mut residuals = UInt64Builder::with_capacity(n);
     let mut peak = UInt32Builder::with_capacity(n);
     let mut peak_end = ts_builder(n);
     let mut capacity = Float32Builder::with_capacity(n);
@@ -471,6 +479,9 @@ pub fn scaling_batch(rows: &[DriftRow]) -> RecordBatch {
         current.append_value(r.current_requests);
         predicted.values().append_slice(&r.predicted_requests);
         predicted.append(true);
+        upper.values().append_slice(&r.upper_requests);
+        upper.append(true);
+        residuals.append_value(r.calibration_residuals);
         peak.append_value(r.peak_horizon);
         peak_end.append_value(r.peak_window_end);
         capacity.append_value(r.capacity_per_instance);
@@ -488,6 +499,8 @@ pub fn scaling_batch(rows: &[DriftRow]) -> RecordBatch {
             Arc::new(users.finish()),
             Arc::new(current.finish()),
             Arc::new(predicted.finish()),
+            Arc::new(upper.finish()),
+            Arc::new(residuals.finish()),
             Arc::new(peak.finish()),
             Arc::new(peak_end.finish()),
             Arc::new(capacity.finish()),

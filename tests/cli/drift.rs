@@ -109,6 +109,29 @@ fn backfill_writes_consistent_personas_drift_and_scaling() {
         assert!(drift.column("p_value")[r].float() < 0.01);
         assert!(drift.column("onset_window_end")[r].int() <= drift.column("window_end")[r].int());
     }
+    // Each recommendation is sized for the peak of the demand it covers, which is at least
+    // the expected demand at every horizon.
+    let floats = |v: &Value| -> Vec<f64> {
+        match v {
+            Value::List(items) => items.iter().map(Value::float).collect(),
+            other => panic!("expected a list, found {other:?}"),
+        }
+    };
+    for r in 0..scaling.len() {
+        let expected = floats(scaling.column("predicted_requests")[r]);
+        let upper = floats(scaling.column("upper_requests")[r]);
+        assert_eq!(expected.len(), upper.len());
+        assert!(expected
+            .iter()
+            .zip(&upper)
+            .all(|(e, u)| e <= u && *e >= 0.0));
+        let capacity = scaling.column("capacity_per_instance")[r].float();
+        let peak = upper.iter().copied().fold(0.0f64, f64::max);
+        let needed = ((peak / capacity).ceil() as i64).max(1);
+        if !upper.is_empty() {
+            assert_eq!(scaling.column("recommended_instances")[r].int(), needed);
+        }
+    }
 }
 
 #[test]

@@ -2,12 +2,13 @@
 //! baseline, with a scaling recommendation sized from the demand forecasts of its users
 //! (DESIGN.md step 8).
 
-use crate::drift::{recommend, DriftConfig, DriftDetector, Scaling, Step};
+use crate::drift::{DriftConfig, DriftDetector, Step};
 use crate::features::{Fnv, CALENDAR_START, FEATURES, NUM_BASE_FEATURES};
 
 /// Calendar features (hour and weekday, sine and cosine).
 const CALENDAR_FEATURES: usize = NUM_BASE_FEATURES - CALENDAR_START;
 use crate::ops::batch::BatchByWindow;
+use crate::scaling::{recommend, DemandForecast, DemandHistory, Scaling, ScalingConfig};
 use crate::vector::{Score, Vector};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
@@ -78,15 +79,20 @@ pub struct DriftEvent {
     pub users: u64,
     /// Their requests in the window.
     pub current_requests: Score,
-    /// Their predicted requests per future window (empty without forecasts).
+    /// Their expected requests per future window: summed forecasts, calibrated on the scope's
+    /// recent forecast errors (empty without forecasts).
     pub predicted_requests: Vector,
-    /// Horizon of the predicted peak (1-based).
+    /// Requests per future window covered with the configured probability.
+    pub upper_requests: Vector,
+    /// Residuals behind the calibration (0: the summed forecasts as they are).
+    pub calibration_residuals: u64,
+    /// Horizon of the peak of `upper_requests` (1-based).
     pub peak_horizon: u32,
     /// Requests per window per instance.
     pub capacity_per_instance: Score,
     /// Instances for the current demand.
     pub current_instances: u64,
-    /// Instances for the predicted peak.
+    /// Instances for the peak of `upper_requests`.
     pub recommended_instances: u64,
     /// `recommended - current`.
     pub change: i64,
@@ -103,11 +109,14 @@ impl DriftEvent {
     }
 }
 
-/// Every scope's detector state, and the capacity used to size recommendations.
+/// Every scope's detector and demand history.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DriftState {
     /// Detector per scope.
     pub detectors: BTreeMap<Scope, DriftDetector>,
+    /// Demand and summed forecasts per scope, for calibrating its demand forecasts.
+    #[serde(default)]
+    pub demand: BTreeMap<Scope, DemandHistory>,
 }
 
 /// Detector states after each window, for checkpoints (this worker's scopes).
@@ -120,7 +129,7 @@ pub fn window_drift(
     window: u64,
     members: &[((Scope, String), ScopeMember)],
     config: &DriftConfig,
-    capacity_per_instance: f64,
+    scaling: &ScalingConfig,
 ) -> Vec<DriftEvent> {
     let mut events = Vec::new();
     let mut start = 0;
@@ -161,22 +170,39 @@ pub fn window_drift(
             config.max_points,
             config.seed,
         );
+        let current: f64 = group.iter().map(|m| m.requests as f64).sum();
+        let horizon = group
+            .iter()
+            .filter_map(|m| m.forecast.as_ref().map(Vector::len))
+            .max()
+            .unwrap_or(0);
+        let mut summed = vec![0.0f64; horizon];
+        for f in group.iter().filter_map(|m| m.forecast.as_ref()) {
+            for (p, x) in summed.iter_mut().zip(f.as_slice()) {
+                *p += f64::from(*x);
+            }
+        }
+        let demand = state.demand.entry(scope.clone()).or_default();
+        demand.observe(window, current, &summed, scaling.calibration_windows);
         let detector = state.detectors.entry(scope.clone()).or_default();
         if let Some(alarm) = detector.observe(step, config) {
-            let current: f64 = group.iter().map(|m| m.requests as f64).sum();
-            let horizon = group
-                .iter()
-                .filter_map(|m| m.forecast.as_ref().map(Vector::len))
-                .max()
-                .unwrap_or(0);
-            let mut predicted = vec![0.0f64; horizon];
-            for f in group.iter().filter_map(|m| m.forecast.as_ref()) {
-                for (p, x) in predicted.iter_mut().zip(f.as_slice()) {
-                    *p += f64::from(*x);
+            let forecast = if scaling.calibration_windows == 0 {
+                DemandForecast {
+                    expected: summed.clone(),
+                    upper: summed.clone(),
+                    residuals: 0,
                 }
-            }
-            let scaling: Scaling =
-                recommend(group.len(), current, &predicted, capacity_per_instance);
+            } else {
+                demand.forecast(&summed, current, scaling.coverage)
+            };
+            let rec: Scaling = recommend(
+                group.len(),
+                current,
+                &forecast.expected,
+                &forecast.upper,
+                scaling.capacity_per_instance,
+            );
+            let f32s = |v: &[f64]| Vector(v.iter().map(|x| *x as f32).collect());
             events.push(DriftEvent {
                 scope: scope.clone(),
                 onset: alarm.onset,
@@ -192,20 +218,16 @@ pub fn window_drift(
                         (name.to_string(), Score(*z as f32))
                     })
                     .collect(),
-                users: scaling.users as u64,
-                current_requests: Score(scaling.current_requests as f32),
-                predicted_requests: Vector(
-                    scaling
-                        .predicted_requests
-                        .iter()
-                        .map(|x| *x as f32)
-                        .collect(),
-                ),
-                peak_horizon: scaling.peak_horizon as u32,
-                capacity_per_instance: Score(scaling.capacity_per_instance as f32),
-                current_instances: scaling.current_instances,
-                recommended_instances: scaling.recommended_instances,
-                change: scaling.change,
+                users: rec.users as u64,
+                current_requests: Score(rec.current_requests as f32),
+                predicted_requests: f32s(&rec.predicted_requests),
+                upper_requests: f32s(&rec.upper_requests),
+                calibration_residuals: forecast.residuals as u64,
+                peak_horizon: rec.peak_horizon as u32,
+                capacity_per_instance: Score(rec.capacity_per_instance as f32),
+                current_instances: rec.current_instances,
+                recommended_instances: rec.recommended_instances,
+                change: rec.change,
             });
         }
         start = end;
@@ -224,13 +246,15 @@ pub trait DetectDrift<'scope> {
     /// For the members of each scope at each window, one [`DriftEvent`] fact at the window
     /// when the scope's distribution has drifted from its baseline ([`window_drift`]). Scopes
     /// travel to the worker of their hash, which keeps their detectors and feeds them window
-    /// by window in order. Detector states after each window go to `snapshots` (if given);
+    /// by window in order, with each scope's demand history (which calibrates the forecasts a
+    /// recommendation is sized from). Detector states after each window go to `snapshots` (if given);
     /// `initial` resumes from a checkpointed state, skipping the windows it covers.
     ///
     /// ```
     /// use differential_dataflow::input::Input;
     /// use personaflow_operators::drift::DriftConfig;
     /// use personaflow_operators::ops::detect_drift::{DetectDrift, Scope, ScopeMember};
+    /// use personaflow_operators::scaling::ScalingConfig;
     /// use personaflow_operators::vector::Vector;
     /// use std::sync::{Arc, Mutex};
     /// let found = Arc::new(Mutex::new(Vec::new()));
@@ -240,7 +264,7 @@ pub trait DetectDrift<'scope> {
     /// timely::example(move |scope| {
     ///     let (mut input, members) = scope.new_collection::<((Scope, String), ScopeMember), isize>();
     ///     members
-    ///         .detect_drift(config, 100.0, None, None)
+    ///         .detect_drift(config, ScalingConfig::default(), None, None)
     ///         .inspect(move |((s, e), t, _)| sink.lock().unwrap().push((s.clone(), *t, e.onset, e.action())));
     ///     for w in 0..60u64 {
     ///         for u in 0..20 {
@@ -258,7 +282,7 @@ pub trait DetectDrift<'scope> {
     fn detect_drift(
         self,
         config: DriftConfig,
-        capacity_per_instance: f64,
+        scaling: ScalingConfig,
         initial: Option<(u64, DriftState)>,
         snapshots: Option<DriftSnapshots>,
     ) -> VecCollection<'scope, u64, (Scope, DriftEvent), isize>;
@@ -270,7 +294,7 @@ impl<'scope> DetectDrift<'scope>
     fn detect_drift(
         self,
         config: DriftConfig,
-        capacity_per_instance: f64,
+        scaling: ScalingConfig,
         initial: Option<(u64, DriftState)>,
         snapshots: Option<DriftSnapshots>,
     ) -> VecCollection<'scope, u64, (Scope, DriftEvent), isize> {
@@ -287,8 +311,7 @@ impl<'scope> DetectDrift<'scope>
                 if resume_after.is_some_and(|r| window <= r) {
                     return;
                 }
-                let events =
-                    window_drift(&mut state, window, &members, &config, capacity_per_instance);
+                let events = window_drift(&mut state, window, &members, &config, &scaling);
                 out.extend(events.into_iter().map(|e| (e.scope.clone(), e)));
                 if let Some(s) = &snapshots {
                     s.borrow_mut().insert(window, state.clone());

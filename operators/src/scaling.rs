@@ -1,0 +1,448 @@
+//! The scaling recommendation a drift event carries (DESIGN.md step 8): a scope's demand for
+//! the next windows, sized from the demand forecasts of its users and calibrated on the scope's
+//! own recent forecast errors, against a capacity per instance.
+//!
+//! Summed per-user forecasts are not yet a forecast of a scope's demand: they cover only the
+//! users active now (a scope's demand in the next windows also comes from users whose sessions
+//! start later), and a forecaster can be biased for some kinds of users. So each scope keeps the
+//! last `calibration_windows` windows of its demand and of its users' summed forecasts, and for
+//! each horizon `h` fits, on the windows `w` whose target `w + h` has passed, the demand
+//! `demand(w + h)` as `a + b · forecast_w(h) + c · demand(w)` (least squares, a slight ridge):
+//! a combination of the users' forecasts with the scope's current demand, weighted by how well
+//! each predicted this scope lately. The expected demand is the fit at the current window; the
+//! demand a recommendation is sized for adds the `coverage` quantile of the fit's residuals (on
+//! exchangeable errors it covers the demand with about that probability). Too few windows leave
+//! the summed forecasts as they are.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Default requests per window one service instance handles.
+pub const DEFAULT_CAPACITY_PER_INSTANCE: f64 = 500.0;
+
+/// Default recent windows whose forecast errors calibrate a scope's demand forecast.
+pub const DEFAULT_CALIBRATION_WINDOWS: usize = 60;
+
+/// Default probability with which the demand a recommendation is sized for covers the realized
+/// demand at each horizon.
+pub const DEFAULT_COVERAGE: f64 = 0.9;
+
+/// Residuals a horizon needs before its forecast is calibrated.
+pub const MIN_CALIBRATION_RESIDUALS: usize = 10;
+
+/// `[scaling]`: how drift events size their recommendations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingConfig {
+    /// Requests per window one instance handles.
+    pub capacity_per_instance: f64,
+    /// Recent windows whose forecast errors calibrate a scope's forecast (0: uncalibrated).
+    pub calibration_windows: usize,
+    /// Coverage of the demand the recommendation is sized for, in (0, 1).
+    pub coverage: f64,
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        ScalingConfig {
+            capacity_per_instance: DEFAULT_CAPACITY_PER_INSTANCE,
+            calibration_windows: DEFAULT_CALIBRATION_WINDOWS,
+            coverage: DEFAULT_COVERAGE,
+        }
+    }
+}
+
+impl ScalingConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> crate::Result<()> {
+        let c = self.capacity_per_instance;
+        if c.is_nan() || c <= 0.0 || c.is_infinite() {
+            return Err(crate::Error::InvalidConfig(format!(
+                "scaling.capacity_per_instance must be a finite number > 0, got {c}"
+            )));
+        }
+        if !(self.coverage > 0.0 && self.coverage < 1.0) {
+            return Err(crate::Error::InvalidConfig(format!(
+                "scaling.coverage must be in (0, 1), got {}",
+                self.coverage
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A scope's recent demand and summed forecasts, window by window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DemandHistory {
+    /// (window, demand, summed forecast per horizon), windows increasing; windows in which the
+    /// scope had no users are absent (their demand was 0).
+    windows: VecDeque<(u64, f64, Vec<f64>)>,
+}
+
+/// A scope's calibrated demand forecast for the next windows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DemandForecast {
+    /// Expected demand per horizon (1 first): summed forecast plus the median residual.
+    pub expected: Vec<f64>,
+    /// Demand per horizon covered with the configured probability.
+    pub upper: Vec<f64>,
+    /// Residuals behind the calibration of horizon 1 (0: uncalibrated).
+    pub residuals: usize,
+}
+
+/// The `q` quantile of `values` (sorted in place; linear interpolation between order
+/// statistics).
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    values[lo] + (values[hi] - values[lo]) * (pos - lo as f64)
+}
+
+impl DemandHistory {
+    /// Records `window`'s demand and summed forecasts (windows must increase), keeping what the
+    /// residuals of the last `keep` windows need.
+    pub fn observe(&mut self, window: u64, demand: f64, forecast: &[f64], keep: usize) {
+        if self.windows.back().is_some_and(|(w, _, _)| *w >= window) {
+            return;
+        }
+        self.windows.push_back((window, demand, forecast.to_vec()));
+        let horizon = self
+            .windows
+            .iter()
+            .map(|(_, _, f)| f.len())
+            .max()
+            .unwrap_or(0);
+        let span = (keep + horizon) as u64;
+        while self
+            .windows
+            .front()
+            .is_some_and(|(w, _, _)| w + span <= window)
+        {
+            self.windows.pop_front();
+        }
+    }
+
+    /// For each window `w` whose target `w + h` (`h` 1-based) has passed: (summed forecast at
+    /// `h`, demand of `w`, demand of `w + h`).
+    pub fn pairs(&self, h: usize) -> Vec<(f64, f64, f64)> {
+        let Some(&(last, _, _)) = self.windows.back() else {
+            return Vec::new();
+        };
+        let demand = |w: u64| {
+            self.windows
+                .binary_search_by_key(&w, |(x, _, _)| *x)
+                .map_or(0.0, |i| self.windows[i].1)
+        };
+        self.windows
+            .iter()
+            .filter(|(w, _, f)| w + h as u64 <= last && f.len() >= h)
+            .map(|(w, d, f)| (f[h - 1], *d, demand(w + h as u64)))
+            .collect()
+    }
+
+    /// Calibrates the summed forecasts `forecast` (horizon 1 first) made now, when the scope's
+    /// demand is `current`.
+    ///
+    /// ```
+    /// use personaflow_operators::scaling::DemandHistory;
+    /// let demand = |w: u64| 10.0 + (w % 5) as f64;
+    /// let mut history = DemandHistory::default();
+    /// // The scope's users forecast 60% of the scope's next demand (the rest comes from users
+    /// // whose sessions have not started yet).
+    /// for w in 0..40u64 {
+    ///     history.observe(w, demand(w), &[0.6 * demand(w + 1)], 60);
+    /// }
+    /// let f = history.forecast(&[6.0], 14.0, 0.9);
+    /// assert_eq!(f.residuals, 39);
+    /// assert!((f.expected[0] - 10.0).abs() < 0.1, "{:?}", f.expected);
+    /// assert!(f.upper[0] >= f.expected[0]);
+    /// ```
+    pub fn forecast(&self, forecast: &[f64], current: f64, coverage: f64) -> DemandForecast {
+        let mut expected = forecast.to_vec();
+        let mut upper = forecast.to_vec();
+        let mut calibrated = 0;
+        for h in 1..=forecast.len() {
+            let pairs = self.pairs(h);
+            if pairs.len() < MIN_CALIBRATION_RESIDUALS {
+                continue;
+            }
+            if h == 1 {
+                calibrated = pairs.len();
+            }
+            let fit = Combination::fit(&pairs);
+            let mut residuals: Vec<f64> = pairs
+                .iter()
+                .map(|(f, d, y)| y - fit.predict(*f, *d))
+                .collect();
+            let point = fit.predict(forecast[h - 1], current);
+            expected[h - 1] = point.max(0.0);
+            upper[h - 1] = (point + quantile(&mut residuals, coverage)).max(0.0);
+        }
+        DemandForecast {
+            expected,
+            upper,
+            residuals: calibrated,
+        }
+    }
+}
+
+/// Relative ridge on the slopes: keeps the fit defined when a regressor does not vary.
+const RIDGE: f64 = 1e-3;
+
+/// `a + b · forecast + c · demand`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Combination {
+    a: f64,
+    b: f64,
+    c: f64,
+}
+
+impl Combination {
+    /// Least squares on (forecast, demand now, demand later), the slopes slightly ridged.
+    fn fit(pairs: &[(f64, f64, f64)]) -> Combination {
+        let n = pairs.len().max(1) as f64;
+        let mean = |i: usize| pairs.iter().map(|p| [p.0, p.1, p.2][i]).sum::<f64>() / n;
+        let (mf, md, my) = (mean(0), mean(1), mean(2));
+        let (mut sff, mut sdd, mut sfd, mut sfy, mut sdy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (f, d, y) in pairs {
+            let (f, d, y) = (f - mf, d - md, y - my);
+            sff += f * f;
+            sdd += d * d;
+            sfd += f * d;
+            sfy += f * y;
+            sdy += d * y;
+        }
+        let (sff, sdd) = (
+            sff * (1.0 + RIDGE) + f64::MIN_POSITIVE,
+            sdd * (1.0 + RIDGE) + f64::MIN_POSITIVE,
+        );
+        let det = sff * sdd - sfd * sfd;
+        let (b, c) = if det > 0.0 && det.is_finite() {
+            ((sfy * sdd - sdy * sfd) / det, (sdy * sff - sfy * sfd) / det)
+        } else {
+            (0.0, 0.0)
+        };
+        Combination {
+            a: my - b * mf - c * md,
+            b,
+            c,
+        }
+    }
+
+    fn predict(&self, forecast: f64, demand: f64) -> f64 {
+        self.a + self.b * forecast + self.c * demand
+    }
+}
+
+/// A scaling recommendation sized from demand forecasts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scaling {
+    /// Users behind it.
+    pub users: usize,
+    /// Their requests in the current window.
+    pub current_requests: f64,
+    /// Expected requests for each of the next windows (horizon 1 first).
+    pub predicted_requests: Vec<f64>,
+    /// Requests for each of the next windows covered with the configured probability.
+    pub upper_requests: Vec<f64>,
+    /// The horizon (1-based) of the peak of `upper_requests`.
+    pub peak_horizon: usize,
+    /// Requests per window one instance serves.
+    pub capacity_per_instance: f64,
+    /// Instances the current demand needs.
+    pub current_instances: u64,
+    /// Instances the peak of `upper_requests` needs.
+    pub recommended_instances: u64,
+    /// `recommended - current`.
+    pub change: i64,
+}
+
+impl Scaling {
+    /// `scale_out`, `scale_in` or `hold`.
+    pub fn action(&self) -> &'static str {
+        match self.change {
+            c if c > 0 => "scale_out",
+            c if c < 0 => "scale_in",
+            _ => "hold",
+        }
+    }
+}
+
+/// Instances `requests` per window need at `capacity` each (at least one).
+pub fn instances(requests: f64, capacity: f64) -> u64 {
+    (requests.max(0.0) / capacity.max(f64::MIN_POSITIVE))
+        .ceil()
+        .max(1.0) as u64
+}
+
+/// Sizes a recommendation: the current demand, and the expected and covered demand for each
+/// horizon, against `capacity` requests per window per instance. Without a forecast the
+/// recommendation is to hold.
+///
+/// ```
+/// use personaflow_operators::scaling::recommend;
+/// let r = recommend(3, 100.0, &[150.0, 220.0, 180.0], &[170.0, 260.0, 200.0], 100.0);
+/// assert_eq!((r.current_instances, r.recommended_instances, r.change, r.peak_horizon), (1, 3, 2, 2));
+/// assert_eq!(r.action(), "scale_out");
+/// ```
+pub fn recommend(
+    users: usize,
+    current: f64,
+    expected: &[f64],
+    upper: &[f64],
+    capacity: f64,
+) -> Scaling {
+    let (peak_index, peak) =
+        upper
+            .iter()
+            .copied()
+            .enumerate()
+            .fold(
+                (0, f64::NEG_INFINITY),
+                |b, (i, x)| if x > b.1 { (i, x) } else { b },
+            );
+    let peak = if upper.is_empty() { current } else { peak };
+    let current_instances = instances(current, capacity);
+    let recommended_instances = instances(peak, capacity);
+    Scaling {
+        users,
+        current_requests: current,
+        predicted_requests: expected.to_vec(),
+        upper_requests: upper.to_vec(),
+        peak_horizon: peak_index + 1,
+        capacity_per_instance: capacity,
+        current_instances,
+        recommended_instances,
+        change: recommended_instances as i64 - current_instances as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_forecast_means_hold() {
+        let r = recommend(2, 250.0, &[], &[], 100.0);
+        assert_eq!((r.current_instances, r.change, r.action()), (3, 0, "hold"));
+        let down = recommend(2, 250.0, &[40.0, 20.0], &[40.0, 20.0], 100.0);
+        assert_eq!((down.recommended_instances, down.action()), (1, "scale_in"));
+    }
+
+    #[test]
+    fn pairs_join_each_forecast_with_the_demand_of_its_target_window() {
+        let mut h = DemandHistory::default();
+        h.observe(1, 5.0, &[1.0, 2.0], 60);
+        // Window 2 had no users: demand 0.
+        h.observe(3, 7.0, &[3.0, 4.0], 60);
+        h.observe(4, 9.0, &[0.0, 0.0], 60);
+        // Horizon 1: window 1 -> 2, window 3 -> 4.
+        assert_eq!(h.pairs(1), vec![(1.0, 5.0, 0.0), (3.0, 7.0, 9.0)]);
+        // Horizon 2: window 1 -> 3.
+        assert_eq!(h.pairs(2), vec![(2.0, 5.0, 7.0)]);
+        // A window seen again (or out of order) is ignored.
+        h.observe(4, 100.0, &[0.0, 0.0], 60);
+        assert_eq!(h.pairs(1), vec![(1.0, 5.0, 0.0), (3.0, 7.0, 9.0)]);
+    }
+
+    #[test]
+    fn the_history_keeps_the_calibration_windows_and_the_horizon() {
+        let mut h = DemandHistory::default();
+        for w in 0..100 {
+            h.observe(w, w as f64, &[0.0, 0.0], 10);
+        }
+        // Forecasts of windows 88..=97 have horizon-2 targets that passed; 10 + 2 windows kept.
+        assert_eq!(h.windows.len(), 12);
+        assert_eq!(h.pairs(2).len(), 10);
+    }
+
+    #[test]
+    fn too_few_windows_leave_the_forecast_as_it_is() {
+        let mut h = DemandHistory::default();
+        for w in 0..5 {
+            h.observe(w, 10.0, &[2.0], 60);
+        }
+        let f = h.forecast(&[2.0], 10.0, 0.9);
+        assert_eq!(
+            (f.expected, f.upper, f.residuals),
+            (vec![2.0], vec![2.0], 0)
+        );
+    }
+
+    /// A seeded uniform draw in [-1, 1).
+    fn noise(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as f64 / (1u64 << 30) as f64 - 1.0
+    }
+
+    #[test]
+    fn the_upper_bound_covers_the_configured_share_of_past_demand() {
+        // Demand 20 + noise in [-5, 5), forecasts always 0: the 0.9 upper bound is near 24.
+        let mut h = DemandHistory::default();
+        let mut seed = 7u64;
+        let mut demand = Vec::new();
+        for w in 0..200 {
+            demand.push(20.0 + 5.0 * noise(&mut seed));
+            h.observe(w, demand[w as usize], &[0.0], 150);
+        }
+        let f = h.forecast(&[0.0], 20.0, 0.9);
+        assert!((f.upper[0] - 24.0).abs() < 1.0, "{:?}", f.upper);
+        assert!((f.expected[0] - 20.0).abs() < 1.0, "{:?}", f.expected);
+        let recent = &demand[50..];
+        let covered = recent.iter().filter(|d| **d <= f.upper[0]).count() as f64;
+        let share = covered / recent.len() as f64;
+        assert!((0.85..=0.95).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn a_demand_that_persists_is_predicted_from_the_current_demand() {
+        // A random walk, and forecasts that see none of it: the fit leans on the current
+        // demand, and follows it to a level it has not seen.
+        let mut h = DemandHistory::default();
+        let (mut seed, mut d) = (3u64, 50.0);
+        for w in 0..80 {
+            h.observe(w, d, &[1.0], 60);
+            d += 3.0 * noise(&mut seed);
+        }
+        let f = h.forecast(&[1.0], 90.0, 0.9);
+        assert!((f.expected[0] - 90.0).abs() < 5.0, "{:?}", f.expected);
+    }
+
+    #[test]
+    fn forecasts_that_predict_the_demand_carry_the_fit() {
+        // The demand is what the users forecast, plus users not active now (4 requests), and
+        // has nothing to do with the demand before it.
+        let mut h = DemandHistory::default();
+        let mut seed = 11u64;
+        let forecasts: Vec<f64> = (0..81).map(|_| 20.0 + 10.0 * noise(&mut seed)).collect();
+        for w in 0..80 {
+            let demand = if w == 0 { 24.0 } else { forecasts[w - 1] + 4.0 };
+            h.observe(w as u64, demand, &[forecasts[w]], 60);
+        }
+        let f = h.forecast(&[12.0], 30.0, 0.9);
+        assert!((f.expected[0] - 16.0).abs() < 0.5, "{:?}", f.expected);
+        assert!(f.upper[0] - f.expected[0] < 0.5, "{:?}", f.upper);
+    }
+
+    #[test]
+    fn config_ranges_are_checked() {
+        assert!(ScalingConfig::default().validate().is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let c = ScalingConfig {
+                capacity_per_instance: bad,
+                ..ScalingConfig::default()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        for bad in [0.0, 1.0, f64::NAN] {
+            let c = ScalingConfig {
+                coverage: bad,
+                ..ScalingConfig::default()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+}
