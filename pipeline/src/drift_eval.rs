@@ -537,7 +537,7 @@ pub fn evaluate_nab(dir: &Path, config: &ChangeConfig) -> Result<NabReport> {
 pub struct Scenario {
     /// Name.
     pub name: String,
-    /// Drift injections (`SEGMENT@OFFSET:KIND=MAGNITUDE`).
+    /// Drift injections (`SEGMENT@OFFSET[+RAMP]:KIND=MAGNITUDE`).
     pub drifts: Vec<String>,
     /// Seed.
     pub seed: u64,
@@ -556,6 +556,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
         s("gamer-bytes-x4", &["gamer@6h:bytes=4.0"], 3),
         s("streamer-rate-x3", &["video_streamer@6h:rate=3.0"], 4),
         s("streamer-pace-x3", &["video_streamer@6h:pace=3.0"], 8),
+        s("streamer-pace-ramp", &["video_streamer@6h+1h:pace=3.0"], 8),
         s("worker-latency-x5", &["remote_worker@6h:latency=5.0"], 5),
         s("browser-errors-0.3", &["casual_browser@6h:errors=0.3"], 6),
         s("iot-mix-to-gamer", &["iot_device@6h:mix:gamer=0.8"], 7),
@@ -601,6 +602,14 @@ pub struct ScalingCheck {
     pub horizon: usize,
     /// The segment's largest demand (requests of its users) in the next `horizon` windows.
     pub realized_peak: f64,
+    /// The demand of the event's window.
+    pub current_requests: f64,
+    /// The segment's demand in each of the next `horizon` windows.
+    pub realized: Vec<f64>,
+    /// The expected demand the event predicted for them.
+    pub expected: Vec<f64>,
+    /// The demand the event sized its recommendation for.
+    pub upper: Vec<f64>,
     /// Instances that peak needed.
     pub needed_instances: u64,
 }
@@ -620,6 +629,46 @@ impl ScalingCheck {
     pub fn scale_out_before_demand(&self) -> bool {
         self.recommended_instances > self.current_instances
             && self.needed_instances > self.current_instances
+    }
+}
+
+/// How well the recommendations' demand forecasts matched the demand that followed, over every
+/// (recommendation, horizon) pair.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ForecastQuality {
+    /// Mean absolute error of the expected demand.
+    pub expected_mae: f64,
+    /// Mean absolute error of the current demand taken as the forecast.
+    pub persistence_mae: f64,
+    /// Share of pairs whose demand was at most the sized-for demand.
+    pub upper_coverage: f64,
+    /// Share of pairs whose demand was at most the current demand.
+    pub current_coverage: f64,
+}
+
+impl ForecastQuality {
+    /// Over `checks` (all zero without pairs).
+    pub fn of(checks: &[&ScalingCheck]) -> ForecastQuality {
+        let mut q = ForecastQuality::default();
+        let mut n = 0usize;
+        for c in checks {
+            for (h, real) in c.realized.iter().enumerate() {
+                let (Some(e), Some(u)) = (c.expected.get(h), c.upper.get(h)) else {
+                    continue;
+                };
+                n += 1;
+                q.expected_mae += (e - real).abs();
+                q.persistence_mae += (c.current_requests - real).abs();
+                q.upper_coverage += f64::from(u8::from(*real <= *u));
+                q.current_coverage += f64::from(u8::from(*real <= c.current_requests));
+            }
+        }
+        let n = n.max(1) as f64;
+        q.expected_mae /= n;
+        q.persistence_mae /= n;
+        q.upper_coverage /= n;
+        q.current_coverage /= n;
+        q
     }
 }
 
@@ -656,6 +705,18 @@ pub struct ScenarioReport {
     pub covered: usize,
     /// Of them, those where the current demand's instances covered it.
     pub covered_by_current: usize,
+    /// Mean absolute error of the expected demand over every (recommendation, horizon).
+    pub expected_mae: f64,
+    /// The same for the current demand taken as the forecast (persistence).
+    pub persistence_mae: f64,
+    /// Share of (recommendation, horizon) whose demand stayed within the sized-for demand.
+    pub upper_coverage: f64,
+    /// Share whose demand stayed within the current demand.
+    pub current_coverage: f64,
+    /// Instances the recommendations held above the realized peak's need, in all.
+    pub excess_instances: u64,
+    /// The same for sizing on the current demand.
+    pub excess_by_current: u64,
     /// Scale-outs recommended.
     pub scale_outs: usize,
     /// Scale-outs that demand above the current capacity followed.
@@ -702,14 +763,23 @@ impl ScenarioReport {
         s += &format!(
             "scaling ({} requests per window per instance): {} segment recommendations; the \
              recommended instances covered the realized peak of the next windows in {}, the \
-             current demand's instances in {}; {} scale-outs, {} followed by demand above the \
-             current capacity\n",
+             current demand's instances in {}; instances above the need: {} against {}; {} \
+             scale-outs, {} followed by demand above the current capacity\n\
+             demand forecasts (every recommendation and horizon): mean absolute error {:.2} \
+             requests against {:.2} for the current demand; the sized-for demand covered {:.0}% \
+             of the windows, the current demand {:.0}%\n",
             self.capacity_per_instance,
             self.recommendations,
             self.covered,
             self.covered_by_current,
+            self.excess_instances,
+            self.excess_by_current,
             self.scale_outs,
-            self.scale_outs_before_demand
+            self.scale_outs_before_demand,
+            self.expected_mae,
+            self.persistence_mae,
+            self.upper_coverage * 100.0,
+            self.current_coverage * 100.0
         );
         s
     }
@@ -771,6 +841,8 @@ pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>>
         "recommended_instances",
         "capacity_per_instance",
         "predicted_requests",
+        "upper_requests",
+        "current_requests",
     ];
     read_table(output, "scaling", &columns, &mut |batch| {
         let c = batch.columns();
@@ -780,20 +852,28 @@ pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>>
         let recommended = c[4].as_primitive::<UInt64Type>();
         let capacity = c[5].as_primitive::<Float32Type>();
         let predicted = c[6].as_list::<i32>();
+        let upper = c[7].as_list::<i32>();
+        let current_requests = c[8].as_primitive::<Float32Type>();
+        let floats = |list: &arrow_array::ListArray, i: usize| -> Vec<f64> {
+            let values = list.value(i);
+            let values = values.as_primitive::<Float32Type>();
+            values.values().iter().map(|x| f64::from(*x)).collect()
+        };
         for i in 0..batch.num_rows() {
             if scope.value(i) != "segment" {
                 continue;
             }
             let horizon = predicted.value(i).len().max(1);
             let segment = id.value(i).to_string();
-            let realized_peak = (1..=horizon as i64)
+            let realized: Vec<f64> = (1..=horizon as i64)
                 .map(|h| {
                     demand
                         .get(&(segment.clone(), we.value(i) + h * window_ms))
                         .copied()
                         .unwrap_or(0.0)
                 })
-                .fold(0.0f64, f64::max);
+                .collect();
+            let realized_peak = realized.iter().copied().fold(0.0f64, f64::max);
             let cap = f64::from(capacity.value(i)).max(f64::MIN_POSITIVE);
             checks.push(ScalingCheck {
                 window_end_ms: we.value(i),
@@ -802,6 +882,10 @@ pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>>
                 recommended_instances: recommended.value(i),
                 horizon,
                 realized_peak,
+                current_requests: f64::from(current_requests.value(i)),
+                realized,
+                expected: floats(predicted, i),
+                upper: floats(upper, i),
                 // As `recommend` sizes: at least one instance.
                 needed_instances: ((realized_peak / cap).ceil() as u64).max(1),
             });
@@ -920,6 +1004,7 @@ pub fn evaluate_scenarios(
     let quiet_windows: u64 = quiet.iter().map(|r| r.windows).sum();
     let per_1000 = |x: usize| x as f64 * 1000.0 / quiet_windows.max(1) as f64;
     let checks: Vec<&ScalingCheck> = results.iter().flat_map(|r| &r.scaling).collect();
+    let quality = ForecastQuality::of(&checks);
     Ok(ScenarioReport {
         users,
         days,
@@ -934,6 +1019,18 @@ pub fn evaluate_scenarios(
         recommendations: checks.len(),
         covered: checks.iter().filter(|c| c.covered()).count(),
         covered_by_current: checks.iter().filter(|c| c.covered_by_current()).count(),
+        expected_mae: quality.expected_mae,
+        persistence_mae: quality.persistence_mae,
+        upper_coverage: quality.upper_coverage,
+        current_coverage: quality.current_coverage,
+        excess_instances: checks
+            .iter()
+            .map(|c| c.recommended_instances.saturating_sub(c.needed_instances))
+            .sum(),
+        excess_by_current: checks
+            .iter()
+            .map(|c| c.current_instances.saturating_sub(c.needed_instances))
+            .sum(),
         scale_outs: checks
             .iter()
             .filter(|c| c.recommended_instances > c.current_instances)
@@ -987,6 +1084,10 @@ mod tests {
             recommended_instances: recommended,
             horizon: 4,
             realized_peak: 0.0,
+            current_requests: 0.0,
+            realized: vec![],
+            expected: vec![],
+            upper: vec![],
             needed_instances: needed,
         };
         // Scaled out from 1 to 3, and demand needed 2: covered, and before the demand.
@@ -1001,6 +1102,28 @@ mod tests {
         // Scaled in too far.
         let c = check(3, 1, 2);
         assert!(!c.covered() && c.covered_by_current());
+    }
+
+    #[test]
+    fn forecast_quality_compares_each_horizon_with_its_demand() {
+        let c = ScalingCheck {
+            window_end_ms: 0,
+            segment: "gamer".into(),
+            current_instances: 1,
+            recommended_instances: 2,
+            horizon: 2,
+            realized_peak: 14.0,
+            current_requests: 10.0,
+            realized: vec![12.0, 14.0],
+            expected: vec![11.0, 13.0],
+            upper: vec![13.0, 13.5],
+            needed_instances: 1,
+        };
+        let q = ForecastQuality::of(&[&c]);
+        assert_eq!(q.expected_mae, 1.0);
+        assert_eq!(q.persistence_mae, 3.0);
+        assert_eq!((q.upper_coverage, q.current_coverage), (0.5, 0.0));
+        assert_eq!(ForecastQuality::of(&[]), ForecastQuality::default());
     }
 
     #[test]
