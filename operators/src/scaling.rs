@@ -258,14 +258,19 @@ pub struct Scaling {
     pub change: i64,
 }
 
+/// The action a change in instances means: `scale_out`, `scale_in` or `hold`.
+pub fn action(change: i64) -> &'static str {
+    match change {
+        c if c > 0 => "scale_out",
+        c if c < 0 => "scale_in",
+        _ => "hold",
+    }
+}
+
 impl Scaling {
     /// `scale_out`, `scale_in` or `hold`.
     pub fn action(&self) -> &'static str {
-        match self.change {
-            c if c > 0 => "scale_out",
-            c if c < 0 => "scale_in",
-            _ => "hold",
-        }
+        action(self.change)
     }
 }
 

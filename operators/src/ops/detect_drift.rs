@@ -101,11 +101,7 @@ pub struct DriftEvent {
 impl DriftEvent {
     /// The recommendation's action (`scale_out`, `scale_in`, `hold`).
     pub fn action(&self) -> &'static str {
-        match self.change {
-            c if c > 0 => "scale_out",
-            c if c < 0 => "scale_in",
-            _ => "hold",
-        }
+        crate::scaling::action(self.change)
     }
 }
 
