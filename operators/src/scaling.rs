@@ -30,6 +30,15 @@ pub const DEFAULT_COVERAGE: f64 = 0.9;
 /// Residuals a horizon needs before its forecast is calibrated.
 pub const MIN_CALIBRATION_RESIDUALS: usize = 10;
 
+/// Default windows a recommendation looks ahead (1-minute windows: a quarter of an hour).
+pub const DEFAULT_HORIZON: usize = 15;
+
+/// Most windows a recommendation may look ahead.
+pub const MAX_HORIZON: usize = 1440;
+
+/// Windows since a drift's onset its demand trend needs.
+pub const MIN_TREND_WINDOWS: usize = 3;
+
 /// `[scaling]`: how drift events size their recommendations.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -40,6 +49,12 @@ pub struct ScalingConfig {
     pub calibration_windows: usize,
     /// Coverage of the demand the recommendation is sized for, in (0, 1).
     pub coverage: f64,
+    /// Windows a recommendation looks ahead (0: the forecaster's horizon). Beyond the
+    /// forecaster's horizon, its last forecast stands in for the users' forecast.
+    pub horizon: usize,
+    /// Carry a drift's demand trend forward: the least-squares rise per window of the scope's
+    /// demand since the drift's onset (a rise only), added `h` times at horizon `h`.
+    pub onset_trend: bool,
 }
 
 impl Default for ScalingConfig {
@@ -48,6 +63,8 @@ impl Default for ScalingConfig {
             capacity_per_instance: DEFAULT_CAPACITY_PER_INSTANCE,
             calibration_windows: DEFAULT_CALIBRATION_WINDOWS,
             coverage: DEFAULT_COVERAGE,
+            horizon: DEFAULT_HORIZON,
+            onset_trend: false,
         }
     }
 }
@@ -67,7 +84,36 @@ impl ScalingConfig {
                 self.coverage
             )));
         }
+        if self.horizon > MAX_HORIZON {
+            return Err(crate::Error::InvalidConfig(format!(
+                "scaling.horizon must be at most {MAX_HORIZON} windows, got {}",
+                self.horizon
+            )));
+        }
         Ok(())
+    }
+
+    /// The users' summed forecasts (horizon 1 first) over the configured horizon: cut, or
+    /// extended with the last forecast. Without forecasts there is nothing to extend.
+    ///
+    /// ```
+    /// use personaflow_operators::scaling::ScalingConfig;
+    /// let c = ScalingConfig { horizon: 5, ..ScalingConfig::default() };
+    /// assert_eq!(c.over_horizon(&[1.0, 2.0, 3.0]), vec![1.0, 2.0, 3.0, 3.0, 3.0]);
+    /// assert_eq!(c.over_horizon(&[]), Vec::<f64>::new());
+    /// let own = ScalingConfig { horizon: 0, ..ScalingConfig::default() };
+    /// assert_eq!(own.over_horizon(&[1.0, 2.0]), vec![1.0, 2.0]);
+    /// ```
+    pub fn over_horizon(&self, summed: &[f64]) -> Vec<f64> {
+        let Some(&last) = summed.last() else {
+            return Vec::new();
+        };
+        if self.horizon == 0 {
+            return summed.to_vec();
+        }
+        (0..self.horizon)
+            .map(|h| summed.get(h).copied().unwrap_or(last))
+            .collect()
     }
 }
 
@@ -88,6 +134,45 @@ pub struct DemandForecast {
     pub upper: Vec<f64>,
     /// Residuals behind the calibration of horizon 1 (0: uncalibrated).
     pub residuals: usize,
+    /// Demand rise per window carried forward (0: none).
+    pub trend: f64,
+}
+
+impl DemandForecast {
+    /// The summed forecasts as they are.
+    pub fn uncalibrated(summed: &[f64]) -> DemandForecast {
+        DemandForecast {
+            expected: summed.to_vec(),
+            upper: summed.to_vec(),
+            residuals: 0,
+            trend: 0.0,
+        }
+    }
+
+    /// Carries a rise of `slope` requests per window forward: `h · slope` more at horizon `h`.
+    /// A fall is not carried (scale-ins follow the calibrated forecast alone).
+    ///
+    /// ```
+    /// use personaflow_operators::scaling::DemandForecast;
+    /// let mut f = DemandForecast::uncalibrated(&[10.0, 10.0, 10.0]);
+    /// f.carry_trend(2.0);
+    /// assert_eq!((f.expected, f.upper, f.trend), (vec![12.0, 14.0, 16.0], vec![12.0, 14.0, 16.0], 2.0));
+    /// let mut g = DemandForecast::uncalibrated(&[10.0]);
+    /// g.carry_trend(-3.0);
+    /// assert_eq!((g.expected, g.trend), (vec![10.0], 0.0));
+    /// ```
+    pub fn carry_trend(&mut self, slope: f64) {
+        let rise = if slope.is_finite() {
+            slope.max(0.0)
+        } else {
+            0.0
+        };
+        for (h, (e, u)) in self.expected.iter_mut().zip(&mut self.upper).enumerate() {
+            *e += rise * (h + 1) as f64;
+            *u += rise * (h + 1) as f64;
+        }
+        self.trend = rise;
+    }
 }
 
 /// The `q` quantile of `values` (sorted in place; linear interpolation between order
@@ -141,6 +226,40 @@ impl DemandHistory {
             .collect()
     }
 
+    /// The least-squares change per window of the demand over the windows from `onset` to the
+    /// last one observed (windows without users count as no demand); `None` with fewer than
+    /// [`MIN_TREND_WINDOWS`] windows.
+    ///
+    /// ```
+    /// use personaflow_operators::scaling::DemandHistory;
+    /// let mut history = DemandHistory::default();
+    /// for w in 0..30u64 {
+    ///     // Flat at 10, then rising by 2 a window from window 20.
+    ///     history.observe(w, 10.0 + 2.0 * w.saturating_sub(20) as f64, &[0.0], 60);
+    /// }
+    /// assert!((history.slope_since(20).unwrap() - 2.0).abs() < 1e-9);
+    /// assert_eq!(history.slope_since(28), None);
+    /// ```
+    pub fn slope_since(&self, onset: u64) -> Option<f64> {
+        let &(last, _, _) = self.windows.back()?;
+        let first = onset.max(self.windows.front()?.0);
+        if last < first || ((last - first + 1) as usize) < MIN_TREND_WINDOWS {
+            return None;
+        }
+        let n = (last - first + 1) as f64;
+        let mean_w = (first + last) as f64 / 2.0;
+        // The window offsets sum to 0 over the span, so windows without users (no demand)
+        // drop out of the sum of offset times demand.
+        let sxy: f64 = self
+            .windows
+            .iter()
+            .filter(|(w, _, _)| *w >= first)
+            .map(|(w, d, _)| (*w as f64 - mean_w) * d)
+            .sum();
+        let sxx = n * (n * n - 1.0) / 12.0;
+        Some(sxy / sxx)
+    }
+
     /// Calibrates the summed forecasts `forecast` (horizon 1 first) made now, when the scope's
     /// demand is `current`.
     ///
@@ -183,6 +302,7 @@ impl DemandHistory {
             expected,
             upper,
             residuals: calibrated,
+            trend: 0.0,
         }
     }
 }
@@ -369,10 +489,7 @@ mod tests {
             h.observe(w, 10.0, &[2.0], 60);
         }
         let f = h.forecast(&[2.0], 10.0, 0.9);
-        assert_eq!(
-            (f.expected, f.upper, f.residuals),
-            (vec![2.0], vec![2.0], 0)
-        );
+        assert_eq!(f, DemandForecast::uncalibrated(&[2.0]));
     }
 
     /// A seeded uniform draw in [-1, 1).
@@ -433,8 +550,26 @@ mod tests {
     }
 
     #[test]
+    fn the_trend_counts_windows_without_users_as_no_demand() {
+        let mut h = DemandHistory::default();
+        // Windows 10..=14 with demand 0, 0 (absent), 4, 0 (absent), 8: the slope of
+        // (0, 0, 4, 0, 8) over offsets (-2..=2) is (0 + 0 + 0 + 0 + 16) / 10.
+        for (w, d) in [(10, 0.0), (12, 4.0), (14, 8.0)] {
+            h.observe(w, d, &[0.0], 60);
+        }
+        assert!((h.slope_since(10).unwrap() - 1.6).abs() < 1e-12);
+        // An onset before the history starts uses the history there is.
+        assert!((h.slope_since(0).unwrap() - 1.6).abs() < 1e-12);
+    }
+
+    #[test]
     fn config_ranges_are_checked() {
         assert!(ScalingConfig::default().validate().is_ok());
+        let far = ScalingConfig {
+            horizon: MAX_HORIZON + 1,
+            ..ScalingConfig::default()
+        };
+        assert!(far.validate().is_err());
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             let c = ScalingConfig {
                 capacity_per_instance: bad,

@@ -180,9 +180,12 @@ fn members(profiles: &[(UserWindow, Profile)]) -> Vec<TimedMember> {
         .collect()
 }
 
+/// Looks 6 windows ahead, past the members' 4 forecast horizons, and carries the onset trend.
 fn scaling() -> ScalingConfig {
     ScalingConfig {
         capacity_per_instance: 100.0,
+        horizon: 6,
+        onset_trend: true,
         ..ScalingConfig::default()
     }
 }
@@ -254,6 +257,8 @@ fn drift_equals_recomputation_at_every_window() {
     // for an upper bound above the expected demand.
     for e in s1 {
         assert!(e.calibration_residuals >= 10, "{e:?}");
+        assert_eq!(e.predicted_requests.len(), 6, "{e:?}");
+        assert!(e.trend.0 >= 0.0, "{e:?}");
         let pairs = e.predicted_requests.0.iter().zip(&e.upper_requests.0);
         assert!(pairs.into_iter().all(|(p, u)| p <= u), "{e:?}");
     }

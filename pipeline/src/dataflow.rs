@@ -516,6 +516,7 @@ pub fn drift_rows(
             predicted_requests: e.predicted_requests.0.clone(),
             upper_requests: e.upper_requests.0.clone(),
             calibration_residuals: e.calibration_residuals,
+            trend_per_window: e.trend.0,
             peak_horizon: e.peak_horizon,
             peak_window_end: spec.end_ms(window + u64::from(e.peak_horizon)),
             capacity_per_instance: e.capacity_per_instance.0,

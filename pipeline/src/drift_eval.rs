@@ -612,6 +612,8 @@ pub struct ScalingCheck {
     pub upper: Vec<f64>,
     /// Instances that peak needed.
     pub needed_instances: u64,
+    /// Requests per window one instance serves.
+    pub capacity_per_instance: f64,
 }
 
 impl ScalingCheck {
@@ -629,6 +631,19 @@ impl ScalingCheck {
     pub fn scale_out_before_demand(&self) -> bool {
         self.recommended_instances > self.current_instances
             && self.needed_instances > self.current_instances
+    }
+
+    /// For a scale-out ahead of demand: the windows from the recommendation to the first
+    /// demand above the current capacity (1: the next window).
+    pub fn lead_windows(&self) -> Option<usize> {
+        if !self.scale_out_before_demand() {
+            return None;
+        }
+        let capacity = self.current_instances as f64 * self.capacity_per_instance;
+        self.realized
+            .iter()
+            .position(|d| *d > capacity)
+            .map(|i| i + 1)
     }
 }
 
@@ -721,6 +736,8 @@ pub struct ScenarioReport {
     pub scale_outs: usize,
     /// Scale-outs that demand above the current capacity followed.
     pub scale_outs_before_demand: usize,
+    /// Of those, the windows from each to the first demand above the current capacity.
+    pub lead_windows: Vec<usize>,
 }
 
 impl ScenarioReport {
@@ -764,7 +781,7 @@ impl ScenarioReport {
             "scaling ({} requests per window per instance): {} segment recommendations; the \
              recommended instances covered the realized peak of the next windows in {}, the \
              current demand's instances in {}; instances above the need: {} against {}; {} \
-             scale-outs, {} followed by demand above the current capacity\n\
+             scale-outs, {} followed by demand above the current capacity (after {} windows)\n\
              demand forecasts (every recommendation and horizon): mean absolute error {:.2} \
              requests against {:.2} for the current demand; the sized-for demand covered {:.0}% \
              of the windows, the current demand {:.0}%\n",
@@ -776,6 +793,12 @@ impl ScenarioReport {
             self.excess_by_current,
             self.scale_outs,
             self.scale_outs_before_demand,
+            if self.lead_windows.is_empty() {
+                "-".to_string()
+            } else {
+                let leads: Vec<String> = self.lead_windows.iter().map(usize::to_string).collect();
+                leads.join(", ")
+            },
             self.expected_mae,
             self.persistence_mae,
             self.upper_coverage * 100.0,
@@ -888,6 +911,7 @@ pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>>
                 upper: floats(upper, i),
                 // As `recommend` sizes: at least one instance.
                 needed_instances: ((realized_peak / cap).ceil() as u64).max(1),
+                capacity_per_instance: cap,
             });
         }
     })?;
@@ -1039,6 +1063,7 @@ pub fn evaluate_scenarios(
             .iter()
             .filter(|c| c.scale_out_before_demand())
             .count(),
+        lead_windows: checks.iter().filter_map(|c| c.lead_windows()).collect(),
         results,
     })
 }
@@ -1089,13 +1114,21 @@ mod tests {
             expected: vec![],
             upper: vec![],
             needed_instances: needed,
+            capacity_per_instance: 10.0,
         };
         // Scaled out from 1 to 3, and demand needed 2: covered, and before the demand.
         let c = check(1, 3, 2);
         assert!(c.covered() && !c.covered_by_current() && c.scale_out_before_demand());
+        // The demand passed the one instance's 10 requests in the third window.
+        let c = ScalingCheck {
+            realized: vec![8.0, 10.0, 15.0, 12.0],
+            ..c
+        };
+        assert_eq!(c.lead_windows(), Some(3));
         // Scaled out, but demand stayed within the current capacity.
         let c = check(2, 3, 2);
         assert!(c.covered() && c.covered_by_current() && !c.scale_out_before_demand());
+        assert_eq!(c.lead_windows(), None);
         // Held while demand grew: neither covered it.
         let c = check(2, 2, 3);
         assert!(!c.covered() && !c.covered_by_current() && !c.scale_out_before_demand());
@@ -1118,6 +1151,7 @@ mod tests {
             expected: vec![11.0, 13.0],
             upper: vec![13.0, 13.5],
             needed_instances: 1,
+            capacity_per_instance: 20.0,
         };
         let q = ForecastQuality::of(&[&c]);
         assert_eq!(q.expected_mae, 1.0);

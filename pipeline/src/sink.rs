@@ -213,6 +213,7 @@ impl Table {
                 list_field("predicted_requests", DataType::Float32),
                 list_field("upper_requests", DataType::Float32),
                 Field::new("calibration_residuals", DataType::UInt64, false),
+                Field::new("trend_per_window", DataType::Float32, false),
                 Field::new("peak_horizon", DataType::UInt32, false),
                 ts_field("peak_window_end"),
                 Field::new("capacity_per_instance", DataType::Float32, false),
@@ -307,6 +308,8 @@ pub struct DriftRow {
     pub upper_requests: Vec<f32>,
     /// Forecast residuals behind the calibration (0: uncalibrated).
     pub calibration_residuals: u64,
+    /// Demand rise per window since the onset, carried forward (0: none).
+    pub trend_per_window: f32,
     /// Horizon of the peak of `upper_requests`.
     pub peak_horizon: u32,
     /// Peak window end, ms.
@@ -464,6 +467,7 @@ pub fn scaling_batch(rows: &[DriftRow]) -> RecordBatch {
     let mut predicted = list_builder(n);
     let mut upper = list_builder(n);
     let mut residuals = UInt64Builder::with_capacity(n);
+    let mut trend = Float32Builder::with_capacity(n);
     let mut peak = UInt32Builder::with_capacity(n);
     let mut peak_end = ts_builder(n);
     let mut capacity = Float32Builder::with_capacity(n);
@@ -482,6 +486,7 @@ pub fn scaling_batch(rows: &[DriftRow]) -> RecordBatch {
         upper.values().append_slice(&r.upper_requests);
         upper.append(true);
         residuals.append_value(r.calibration_residuals);
+        trend.append_value(r.trend_per_window);
         peak.append_value(r.peak_horizon);
         peak_end.append_value(r.peak_window_end);
         capacity.append_value(r.capacity_per_instance);
@@ -501,6 +506,7 @@ pub fn scaling_batch(rows: &[DriftRow]) -> RecordBatch {
             Arc::new(predicted.finish()),
             Arc::new(upper.finish()),
             Arc::new(residuals.finish()),
+            Arc::new(trend.finish()),
             Arc::new(peak.finish()),
             Arc::new(peak_end.finish()),
             Arc::new(capacity.finish()),

@@ -121,6 +121,10 @@ fn backfill_writes_consistent_personas_drift_and_scaling() {
         let expected = floats(scaling.column("predicted_requests")[r]);
         let upper = floats(scaling.column("upper_requests")[r]);
         assert_eq!(expected.len(), upper.len());
+        // `[scaling] horizon` is 15 windows by default, past the forecaster's 4.
+        assert!(expected.is_empty() || expected.len() == 15, "{expected:?}");
+        // `onset_trend` is off by default.
+        assert_eq!(scaling.column("trend_per_window")[r].float(), 0.0);
         assert!(expected
             .iter()
             .zip(&upper)

@@ -86,6 +86,8 @@ pub struct DriftEvent {
     pub upper_requests: Vector,
     /// Residuals behind the calibration (0: the summed forecasts as they are).
     pub calibration_residuals: u64,
+    /// Demand rise per window since the onset, carried forward (0: none, or `onset_trend` off).
+    pub trend: Score,
     /// Horizon of the peak of `upper_requests` (1-based).
     pub peak_horizon: u32,
     /// Requests per window per instance.
@@ -178,19 +180,21 @@ pub fn window_drift(
                 *p += f64::from(*x);
             }
         }
+        let summed = scaling.over_horizon(&summed);
         let demand = state.demand.entry(scope.clone()).or_default();
         demand.observe(window, current, &summed, scaling.calibration_windows);
         let detector = state.detectors.entry(scope.clone()).or_default();
         if let Some(alarm) = detector.observe(step, config) {
-            let forecast = if scaling.calibration_windows == 0 {
-                DemandForecast {
-                    expected: summed.clone(),
-                    upper: summed.clone(),
-                    residuals: 0,
-                }
+            let mut forecast = if scaling.calibration_windows == 0 {
+                DemandForecast::uncalibrated(&summed)
             } else {
                 demand.forecast(&summed, current, scaling.coverage)
             };
+            if scaling.onset_trend {
+                if let Some(slope) = demand.slope_since(alarm.onset) {
+                    forecast.carry_trend(slope);
+                }
+            }
             let rec: Scaling = recommend(
                 group.len(),
                 current,
@@ -219,6 +223,7 @@ pub fn window_drift(
                 predicted_requests: f32s(&rec.predicted_requests),
                 upper_requests: f32s(&rec.upper_requests),
                 calibration_residuals: forecast.residuals as u64,
+                trend: Score(forecast.trend as f32),
                 peak_horizon: rec.peak_horizon as u32,
                 capacity_per_instance: Score(rec.capacity_per_instance as f32),
                 current_instances: rec.current_instances,
