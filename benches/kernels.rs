@@ -1,17 +1,23 @@
 //! Criterion benches of the per-event and per-profile kernels of the dataflow: window feature
-//! aggregation, sequences and the baseline embedder, segment sums and resonance.
+//! aggregation, sequences and the baseline embedder, segment sums and resonance, and the
+//! per-window cores of personas, drift and scaling.
 //!
 //! Run with `cargo bench --bench kernels` (add a filter, e.g. `-- resonance`, to run a part).
 //! Every input is drawn from a seeded [`ChaCha8Rng`], so runs compare like with like. Each
 //! bench sets its throughput unit: events, user-windows, sequences, profiles or users.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use differential_dataflow::difference::{Abelian, Semigroup};
+use personaflow_operators::cluster::{batch_kmeans, rng_for, PersonaConfig, PersonaModel};
+use personaflow_operators::drift::{permutation_p_value, DriftConfig};
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::features::{window_features, WindowAgg, WindowSummary};
+use personaflow_operators::ops::detect_drift::{window_drift, DriftState, Scope, ScopeMember};
 use personaflow_operators::resonance::{context_prior, resonance, ResonanceConfig};
+use personaflow_operators::scaling::{DemandHistory, ScalingConfig};
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
 use personaflow_operators::sequence::{build_sequence, DEFAULT_SEQUENCE_LEN};
+use personaflow_operators::vector::Vector;
 use personaflow_operators::{Context, Event, WindowSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -401,11 +407,192 @@ fn bench_resonance(c: &mut Criterion) {
     group.finish();
 }
 
+/// Users clustered per window in the persona benches.
+const PERSONA_USERS: usize = 1_000;
+/// Profile dimensions (the RNN-VAE's latent size).
+const PROFILE_DIMS: usize = 16;
+/// Clusters the persona benches' profiles are drawn around.
+const PROFILE_CLUSTERS: usize = 6;
+/// Segments and members per segment and window in the drift bench.
+const DRIFT_SCOPES: usize = 5;
+const DRIFT_MEMBERS: usize = 40;
+
+/// `n` profiles drawn around `PROFILE_CLUSTERS` random centres (spread 0.3 around them).
+fn clustered_profiles(rng: &mut ChaCha8Rng, n: usize) -> Vec<Vec<f32>> {
+    let centres: Vec<Vec<f32>> = (0..PROFILE_CLUSTERS)
+        .map(|_| {
+            (0..PROFILE_DIMS)
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect()
+        })
+        .collect();
+    (0..n)
+        .map(|i| {
+            centres[i % PROFILE_CLUSTERS]
+                .iter()
+                .map(|c| c + rng.random_range(-0.3..0.3))
+                .collect()
+        })
+        .collect()
+}
+
+fn bench_personas(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let mut group = c.benchmark_group("personas");
+    group.throughput(Throughput::Elements(PERSONA_USERS as u64));
+    let config = PersonaConfig::default();
+    let first = clustered_profiles(&mut rng, PERSONA_USERS);
+    let next = clustered_profiles(&mut rng, PERSONA_USERS);
+    let next_slices: Vec<&[f32]> = next.iter().map(Vec::as_slice).collect();
+    let first_slices: Vec<&[f32]> = first.iter().map(Vec::as_slice).collect();
+    // The first window picks k by silhouette and fits by batch k-means; later windows update.
+    let mut model = PersonaModel::default();
+    model
+        .update(0, &first_slices, &config)
+        .expect("enough users");
+    let k = model.centroids.len();
+    group.bench_function("update_minibatch/per_user", |b| {
+        b.iter_batched(
+            || model.clone(),
+            |mut m| black_box(m.update(1, black_box(&next_slices), &config)),
+            BatchSize::SmallInput,
+        )
+    });
+    // A window where the silhouette search for k is due.
+    let due = config.reselect_every;
+    group.bench_function("update_reselect_k/per_user", |b| {
+        b.iter_batched(
+            || model.clone(),
+            |mut m| black_box(m.update(due, black_box(&next_slices), &config)),
+            BatchSize::SmallInput,
+        )
+    });
+    // What a from-scratch fit of the same window costs (k fixed: no silhouette search).
+    group.bench_function("batch_kmeans_refit/per_user", |b| {
+        b.iter(|| {
+            black_box(batch_kmeans(
+                black_box(&next),
+                k,
+                config.restarts,
+                &mut rng_for(config.seed, 1, 0),
+            ))
+        })
+    });
+    group.finish();
+}
+
+/// One window's members of `DRIFT_SCOPES` segments, sorted by scope then user.
+fn drift_members(rng: &mut ChaCha8Rng) -> Vec<((Scope, String), ScopeMember)> {
+    let features = personaflow_operators::features::NUM_FEATURES;
+    let mut members: Vec<((Scope, String), ScopeMember)> = (0..DRIFT_SCOPES)
+        .flat_map(|s| (0..DRIFT_MEMBERS).map(move |u| (s, u)))
+        .map(|(s, u)| {
+            let m = ScopeMember {
+                embedding: Vector(
+                    (0..PROFILE_DIMS)
+                        .map(|_| rng.random_range(-1.0..1.0))
+                        .collect(),
+                ),
+                features: Vector((0..features).map(|_| rng.random_range(0.0..1.0)).collect()),
+                requests: rng.random_range(0..20),
+                forecast: Some(Vector(
+                    (0..4).map(|_| rng.random_range(0.0..20.0)).collect(),
+                )),
+            };
+            // 3 windows' worth of distinct users rotate through each segment.
+            let user = format!("u{:04}", u + DRIFT_MEMBERS * rng.random_range(0..3));
+            ((Scope::Segment(SEGMENT_NAMES[s].to_string()), user), m)
+        })
+        .collect();
+    members.sort();
+    members.dedup_by(|a, b| a.0 == b.0);
+    members
+}
+
+fn bench_drift(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let config = DriftConfig::default();
+    let scaling = ScalingConfig::default();
+    // A state warmed up on a full baseline and current window of stationary members.
+    let warm = (config.baseline + config.recent) as u64;
+    let mut state = DriftState::default();
+    for w in 0..warm {
+        window_drift(&mut state, w, &drift_members(&mut rng), &config, &scaling);
+    }
+    let window = drift_members(&mut rng);
+    let mut group = c.benchmark_group("drift");
+    group.throughput(Throughput::Elements(window.len() as u64));
+    // The usual window: every scope's distance is below its threshold (no test runs).
+    group.bench_function("window_drift_stationary/per_member", |b| {
+        b.iter_batched(
+            || state.clone(),
+            |mut s| {
+                black_box(window_drift(
+                    &mut s,
+                    warm,
+                    black_box(&window),
+                    &config,
+                    &scaling,
+                ))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // The permutation test a distance above the threshold runs: one scope's users, a
+    // baseline's and a current window's (each user's profiles averaged).
+    let units = |rng: &mut ChaCha8Rng, n: usize| -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|_| {
+                (0..PROFILE_DIMS)
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect()
+            })
+            .collect()
+    };
+    let (a, b) = (
+        units(&mut rng, 3 * DRIFT_MEMBERS),
+        units(&mut rng, DRIFT_MEMBERS),
+    );
+    let a: Vec<&[f32]> = a.iter().map(Vec::as_slice).collect();
+    let b: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("permutation_test/per_test", |bench| {
+        bench.iter(|| {
+            black_box(permutation_p_value(
+                black_box(&a),
+                black_box(&b),
+                config.permutations,
+                &mut rng_for(config.seed, 0, 4),
+            ))
+        })
+    });
+    // The calibrated demand forecast a recommendation is sized from (15 horizons, 60
+    // windows of history).
+    let mut history = DemandHistory::default();
+    let horizon = scaling.horizon.max(1);
+    for w in 0..(scaling.calibration_windows + horizon) as u64 {
+        let forecast: Vec<f64> = (0..horizon).map(|_| rng.random_range(0.0..40.0)).collect();
+        history.observe(
+            w,
+            rng.random_range(10.0..50.0),
+            &forecast,
+            scaling.calibration_windows,
+        );
+    }
+    let forecast: Vec<f64> = (0..horizon).map(|_| rng.random_range(0.0..40.0)).collect();
+    group.bench_function("calibrated_forecast/per_recommendation", |bench| {
+        bench.iter(|| black_box(history.forecast(black_box(&forecast), 30.0, scaling.coverage)))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_features,
     bench_sequences,
     bench_segment_sums,
-    bench_resonance
+    bench_resonance,
+    bench_personas,
+    bench_drift
 );
 criterion_main!(benches);
