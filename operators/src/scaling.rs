@@ -53,7 +53,8 @@ pub struct ScalingConfig {
     /// forecaster's horizon, its last forecast stands in for the users' forecast.
     pub horizon: usize,
     /// Carry a drift's demand trend forward: the least-squares rise per window of the scope's
-    /// demand since the drift's onset (a rise only), added `h` times at horizon `h`.
+    /// demand since the drift's onset, when it is a rise of more than [`TREND_T`] standard
+    /// errors, added `h` times at horizon `h`.
     pub onset_trend: bool,
 }
 
@@ -123,6 +124,25 @@ pub struct DemandHistory {
     /// (window, demand, summed forecast per horizon), windows increasing; windows in which the
     /// scope had no users are absent (their demand was 0).
     windows: VecDeque<(u64, f64, Vec<f64>)>,
+}
+
+/// Standard errors a demand trend's rise must exceed to be carried forward.
+pub const TREND_T: f64 = 2.0;
+
+/// A least-squares demand trend.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Trend {
+    /// Change in requests per window.
+    pub slope: f64,
+    /// Its standard error.
+    pub std_error: f64,
+}
+
+impl Trend {
+    /// A rise of more than [`TREND_T`] standard errors.
+    pub fn significant(&self) -> bool {
+        self.slope > TREND_T * self.std_error
+    }
 }
 
 /// A scope's calibrated demand forecast for the next windows.
@@ -227,8 +247,8 @@ impl DemandHistory {
     }
 
     /// The least-squares change per window of the demand over the windows from `onset` to the
-    /// last one observed (windows without users count as no demand); `None` with fewer than
-    /// [`MIN_TREND_WINDOWS`] windows.
+    /// last one observed (windows without users count as no demand), with its standard
+    /// error; `None` with fewer than [`MIN_TREND_WINDOWS`] windows.
     ///
     /// ```
     /// use personaflow_operators::scaling::DemandHistory;
@@ -237,10 +257,12 @@ impl DemandHistory {
     ///     // Flat at 10, then rising by 2 a window from window 20.
     ///     history.observe(w, 10.0 + 2.0 * w.saturating_sub(20) as f64, &[0.0], 60);
     /// }
-    /// assert!((history.slope_since(20).unwrap() - 2.0).abs() < 1e-9);
-    /// assert_eq!(history.slope_since(28), None);
+    /// let trend = history.trend_since(20).unwrap();
+    /// assert!((trend.slope - 2.0).abs() < 1e-9 && trend.std_error < 1e-6);
+    /// assert!(trend.significant());
+    /// assert_eq!(history.trend_since(28), None);
     /// ```
-    pub fn slope_since(&self, onset: u64) -> Option<f64> {
+    pub fn trend_since(&self, onset: u64) -> Option<Trend> {
         let &(last, _, _) = self.windows.back()?;
         let first = onset.max(self.windows.front()?.0);
         if last < first || ((last - first + 1) as usize) < MIN_TREND_WINDOWS {
@@ -248,16 +270,20 @@ impl DemandHistory {
         }
         let n = (last - first + 1) as f64;
         let mean_w = (first + last) as f64 / 2.0;
+        let span = || self.windows.iter().filter(|(w, _, _)| *w >= first);
         // The window offsets sum to 0 over the span, so windows without users (no demand)
-        // drop out of the sum of offset times demand.
-        let sxy: f64 = self
-            .windows
-            .iter()
-            .filter(|(w, _, _)| *w >= first)
-            .map(|(w, d, _)| (*w as f64 - mean_w) * d)
-            .sum();
+        // drop out of the sums below.
+        let sxy: f64 = span().map(|(w, d, _)| (*w as f64 - mean_w) * d).sum();
+        let sum: f64 = span().map(|(_, d, _)| d).sum();
+        let squares: f64 = span().map(|(_, d, _)| d * d).sum();
         let sxx = n * (n * n - 1.0) / 12.0;
-        Some(sxy / sxx)
+        let slope = sxy / sxx;
+        let syy = squares - sum * sum / n;
+        let residual = (syy - slope * slope * sxx).max(0.0);
+        Some(Trend {
+            slope,
+            std_error: (residual / (n - 2.0) / sxx).sqrt(),
+        })
     }
 
     /// Calibrates the summed forecasts `forecast` (horizon 1 first) made now, when the scope's
@@ -557,9 +583,14 @@ mod tests {
         for (w, d) in [(10, 0.0), (12, 4.0), (14, 8.0)] {
             h.observe(w, d, &[0.0], 60);
         }
-        assert!((h.slope_since(10).unwrap() - 1.6).abs() < 1e-12);
+        let t = h.trend_since(10).unwrap();
+        assert!((t.slope - 1.6).abs() < 1e-12);
+        // Residuals of (0, 0, 4, 0, 8) around 2.4 + 1.6 x: (0.8, -0.8, 1.6, -4.0, 2.4); their
+        // squares sum to 25.6, over 3 degrees of freedom and sxx 10.
+        assert!((t.std_error - (25.6f64 / 3.0 / 10.0).sqrt()).abs() < 1e-12);
+        assert!(!t.significant());
         // An onset before the history starts uses the history there is.
-        assert!((h.slope_since(0).unwrap() - 1.6).abs() < 1e-12);
+        assert_eq!(h.trend_since(0), Some(t));
     }
 
     #[test]

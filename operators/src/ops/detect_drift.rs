@@ -191,8 +191,10 @@ pub fn window_drift(
                 demand.forecast(&summed, current, scaling.coverage)
             };
             if scaling.onset_trend {
-                if let Some(slope) = demand.slope_since(alarm.onset) {
-                    forecast.carry_trend(slope);
+                if let Some(trend) = demand.trend_since(alarm.onset) {
+                    if trend.significant() {
+                        forecast.carry_trend(trend.slope);
+                    }
                 }
             }
             let rec: Scaling = recommend(
