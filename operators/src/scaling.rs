@@ -148,7 +148,8 @@ impl Trend {
 /// A scope's calibrated demand forecast for the next windows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemandForecast {
-    /// Expected demand per horizon (1 first): summed forecast plus the median residual.
+    /// Expected demand per horizon (1 first): the calibrated fit (the summed forecast where
+    /// uncalibrated).
     pub expected: Vec<f64>,
     /// Demand per horizon covered with the configured probability.
     pub upper: Vec<f64>,

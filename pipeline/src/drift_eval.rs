@@ -909,8 +909,8 @@ pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>>
                 realized,
                 expected: floats(predicted, i),
                 upper: floats(upper, i),
-                // As `recommend` sizes: at least one instance.
-                needed_instances: ((realized_peak / cap).ceil() as u64).max(1),
+                // What `recommend` would size for the realized peak (at least one instance).
+                needed_instances: personaflow_operators::scaling::instances(realized_peak, cap),
                 capacity_per_instance: cap,
             });
         }
