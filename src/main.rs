@@ -558,6 +558,9 @@ impl StreamReporter for RunReporter {
             None => "starting fresh".to_string(),
         };
         eprintln!("run: {} partitions, {resumed}", i.partitions);
+        if let Some(state) = &i.resumed_state {
+            eprintln!("run: operator state resumed: {state}");
+        }
         if !i.output_topics.is_empty() {
             eprintln!("run: publishing to {}", i.output_topics.join(", "));
         }

@@ -37,6 +37,9 @@ pub enum Error {
     /// A forecast's predictions do not line up.
     #[error("invalid forecast: {0}")]
     InvalidForecast(String),
+    /// Operator states to merge overlap: two of them hold the same key (a scope, a user).
+    #[error("operator states overlap: {0} is in more than one")]
+    StateOverlap(String),
 }
 
 /// Result type of the operators crate.

@@ -2,16 +2,19 @@
 //! with records arriving in a seeded random order, against a from-scratch recomputation that
 //! folds the plain functions over the windows in order, compared at every window.
 
-use differential_dataflow::input::Input;
+use differential_dataflow::input::{Input, InputSession};
 use personaflow_operators::cluster::{rng_for, PersonaConfig, PersonaModel};
 use personaflow_operators::drift::DriftConfig;
 use personaflow_operators::event::Context;
 use personaflow_operators::ops::detect_drift::{
     window_drift, DetectDrift, DriftEvent, DriftState, Scope, ScopeMember,
 };
+use personaflow_operators::ops::personas::model_worker;
 use personaflow_operators::ops::personas::{window_personas, Persona, PersonaAssignment};
 use personaflow_operators::ops::pin_personas::{pin_window, PinState};
-use personaflow_operators::ops::{ClusterPersonas, PinPersonas, Profile, UserWindow};
+use personaflow_operators::ops::{
+    state_through, ClusterPersonas, PinPersonas, Profile, Snapshots, UserWindow,
+};
 use personaflow_operators::scaling::ScalingConfig;
 use personaflow_operators::vector::Vector;
 use rand::seq::SliceRandom;
@@ -286,7 +289,7 @@ fn pinned_personas_equal_recomputation_at_every_window() {
         let mut handle = worker.dataflow::<u64, _, _>(|scope| {
             let (input, assignments) = scope.new_collection::<(UserWindow, u32), isize>();
             assignments
-                .pin_personas(pin)
+                .pin_personas(pin, None, None)
                 .inspect(move |x| s.lock().unwrap().push(x.clone()));
             input
         });
@@ -326,4 +329,227 @@ fn pinned_personas_equal_recomputation_at_every_window() {
     assert!(got.is_empty());
     // The pins are not the assignments: random re-assignment is held back.
     assert!(changed > 100, "{changed}");
+}
+
+/// Outputs of a run, by window, rendered as text (so one harness serves every operator).
+type ByWindow = BTreeMap<u64, BTreeSet<String>>;
+
+/// Runs the dataflow `build` makes on `peers` workers over `input` (records at their window,
+/// shuffled by `seed`, each sent by one worker). `build` gets the worker and the place to
+/// record outputs, and returns its input and its operator's snapshots. Returns the outputs by
+/// window and each worker's state as of the end of window `through`.
+fn run_resumable<D, S, F>(
+    peers: usize,
+    input: &[(D, u64)],
+    seed: u64,
+    through: u64,
+    build: F,
+) -> (ByWindow, Vec<Option<S>>)
+where
+    D: Clone + Ord + Send + Sync + 'static + std::fmt::Debug,
+    S: Clone + Send + 'static,
+    F: Fn(&mut timely::worker::Worker, Seen<String>) -> (InputSession<u64, D, isize>, Snapshots<S>)
+        + Send
+        + Sync
+        + 'static,
+{
+    let seen: Seen<String> = Arc::default();
+    let states: Arc<Mutex<BTreeMap<usize, Option<S>>>> = Arc::default();
+    let mut shuffled = input.to_vec();
+    shuffled.shuffle(&mut rng_for(seed, 1, 1));
+    let (s, st) = (seen.clone(), states.clone());
+    timely::execute(timely::Config::process(peers), move |worker| {
+        let (mut handle, snapshots) = build(worker, s.clone());
+        let me = worker.index();
+        for (i, (d, w)) in shuffled.iter().enumerate() {
+            if i % peers == me {
+                handle.update_at(d.clone(), *w, 1);
+            }
+        }
+        handle.close();
+        while worker.step() {}
+        st.lock()
+            .unwrap()
+            .insert(me, state_through(&snapshots, through));
+    })
+    .unwrap();
+    let mut out = ByWindow::new();
+    for (d, t, r) in seen.lock().unwrap().drain(..) {
+        assert_eq!(r, 1);
+        assert!(out.entry(t).or_default().insert(d), "duplicate at {t}");
+    }
+    let states = std::mem::take(&mut *states.lock().unwrap());
+    (out, states.into_values().collect())
+}
+
+/// Where the resume tests stop the first run and start the second.
+const RESUME_AFTER: u64 = 31;
+
+/// A run resumed from the state of an uninterrupted run as of `RESUME_AFTER`, fed the whole
+/// input again (as the continuous job replays history), writes nothing up to it and exactly
+/// the uninterrupted outputs after it.
+fn assert_resumes_exactly(whole: &ByWindow, resumed: &ByWindow) {
+    for w in 0..=RESUME_AFTER {
+        assert_eq!(resumed.get(&w), None, "window {w} is before the resume");
+    }
+    let after = |m: &ByWindow| m.range(RESUME_AFTER + 1..).count();
+    assert!(
+        after(whole) > 20,
+        "the uninterrupted run has outputs after the resume"
+    );
+    for w in RESUME_AFTER + 1..WINDOWS {
+        assert_eq!(resumed.get(&w), whole.get(&w), "window {w}");
+    }
+}
+
+#[test]
+fn personas_resume_exactly_from_a_snapshot_on_another_number_of_workers() {
+    let config = PersonaConfig {
+        reselect_every: 10,
+        ..PersonaConfig::default()
+    };
+    let input: Vec<((UserWindow, Profile), u64)> = random_profiles(5)
+        .into_iter()
+        .map(|(k, p)| ((k.clone(), p), k.1))
+        .collect();
+    let build = |initial: Option<(u64, PersonaModel)>| {
+        let config = config.clone();
+        move |worker: &mut timely::worker::Worker, seen: Seen<String>| {
+            let snapshots = Snapshots::default();
+            let mine = worker.index() == model_worker(worker.peers());
+            let initial = initial.clone().filter(|_| mine);
+            let (config, s) = (config.clone(), snapshots.clone());
+            let input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, profiles) = scope.new_collection::<(UserWindow, Profile), isize>();
+                let out = profiles.personas(config, initial, Some(s));
+                let text = out
+                    .personas
+                    .map(|p| format!("{p:?}"))
+                    .concat(out.assignments.map(|a| format!("{a:?}")));
+                text.inspect(move |x| seen.lock().unwrap().push(x.clone()));
+                input
+            });
+            (input, snapshots)
+        }
+    };
+    let (whole, states) = run_resumable(2, &input, 5, RESUME_AFTER, build(None));
+    let models: Vec<PersonaModel> = states.into_iter().flatten().collect();
+    assert_eq!(models.len(), 1, "one worker carries the model");
+    let model = models[0].clone();
+    assert!(!model.centroids.is_empty());
+    let (resumed, states) = run_resumable(
+        3,
+        &input,
+        6,
+        RESUME_AFTER,
+        build(Some((RESUME_AFTER, model.clone()))),
+    );
+    assert_resumes_exactly(&whole, &resumed);
+    // The resumed run's state at the resume is the one it was given.
+    assert_eq!(
+        states.into_iter().flatten().collect::<Vec<_>>(),
+        vec![model]
+    );
+}
+
+#[test]
+fn drift_resumes_exactly_from_snapshots_on_another_number_of_workers() {
+    let config = DriftConfig {
+        baseline: 20,
+        recent: 8,
+        confirm: 3,
+        ..DriftConfig::default()
+    };
+    let input = members(&random_profiles(7));
+    let build = |initial: Option<(u64, DriftState)>| {
+        let config = config.clone();
+        move |worker: &mut timely::worker::Worker, seen: Seen<String>| {
+            let snapshots = Snapshots::default();
+            let (index, peers) = (worker.index(), worker.peers());
+            let initial = initial
+                .as_ref()
+                .map(|(w, s)| (*w, s.owned_by(index, peers)));
+            let (config, s) = (config.clone(), snapshots.clone());
+            let input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, members) =
+                    scope.new_collection::<((Scope, String), ScopeMember), isize>();
+                members
+                    .detect_drift(config, scaling(), initial, Some(s))
+                    .inspect(move |(e, t, r)| {
+                        seen.lock().unwrap().push((format!("{e:?}"), *t, *r))
+                    });
+                input
+            });
+            (input, snapshots)
+        }
+    };
+    let (whole, states) = run_resumable(2, &input, 7, RESUME_AFTER, build(None));
+    let state = DriftState::merge(states.into_iter().flatten()).unwrap();
+    assert_eq!(state.detectors.len(), 3, "every segment has a detector");
+    let (resumed, states) = run_resumable(
+        3,
+        &input,
+        8,
+        RESUME_AFTER,
+        build(Some((RESUME_AFTER, state.clone()))),
+    );
+    // Drift is found after the resume (the shift at window 45): the comparison is not vacuous.
+    assert!(whole
+        .range(RESUME_AFTER + 1..)
+        .any(|(_, es)| !es.is_empty()));
+    for w in RESUME_AFTER + 1..WINDOWS {
+        assert_eq!(resumed.get(&w), whole.get(&w), "drift at window {w}");
+    }
+    assert!(resumed.range(..=RESUME_AFTER).next().is_none());
+    let parts: Vec<DriftState> = states.into_iter().flatten().collect();
+    assert_eq!(DriftState::merge(parts).unwrap(), state);
+}
+
+#[test]
+fn pins_resume_exactly_from_snapshots_on_another_number_of_workers() {
+    let mut rng = rng_for(12, 0, 0);
+    let mut input: Vec<((UserWindow, u32), u64)> = Vec::new();
+    for w in 0..WINDOWS {
+        for u in 0..40 {
+            if rng.random_range(0.0..1.0) < 0.3 {
+                continue;
+            }
+            input.push((((format!("u{u:02}"), w), rng.random_range(0..4)), w));
+        }
+    }
+    let build = |initial: Option<(u64, PinState)>| {
+        move |worker: &mut timely::worker::Worker, seen: Seen<String>| {
+            let snapshots = Snapshots::default();
+            let (index, peers) = (worker.index(), worker.peers());
+            let initial = initial
+                .as_ref()
+                .map(|(w, s)| (*w, s.owned_by(index, peers)));
+            let s = snapshots.clone();
+            let input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, assignments) = scope.new_collection::<(UserWindow, u32), isize>();
+                assignments
+                    .pin_personas(7, initial, Some(s))
+                    .inspect(move |(p, t, r)| {
+                        seen.lock().unwrap().push((format!("{p:?}"), *t, *r))
+                    });
+                input
+            });
+            (input, snapshots)
+        }
+    };
+    let (whole, states) = run_resumable(2, &input, 12, RESUME_AFTER, build(None));
+    let state = PinState::merge(states.into_iter().flatten()).unwrap();
+    assert!(state.pins.len() > 30);
+    let (resumed, states) = run_resumable(
+        3,
+        &input,
+        13,
+        RESUME_AFTER,
+        build(Some((RESUME_AFTER, state.clone()))),
+    );
+    assert_resumes_exactly(&whole, &resumed);
+    assert_eq!(
+        PinState::merge(states.into_iter().flatten()).unwrap(),
+        state
+    );
 }

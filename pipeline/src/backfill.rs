@@ -356,6 +356,7 @@ fn drive(
         report,
         embed_errors,
         stages,
+        ..
     } = handles;
     let mut failure = None;
     let mut blocks: Vec<WindowBlock> = Vec::new();

@@ -25,19 +25,25 @@ use differential_dataflow::VecCollection;
 use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::stats::{InferenceStats, InferenceSummary};
+use personaflow_operators::cluster::PersonaModel;
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::forecast::{
     Forecast, ForecastError, Forecaster, PersistenceForecaster, DEFAULT_HORIZON,
 };
-use personaflow_operators::ops::detect_drift::{DriftEvent, Scope, ScopeMember};
-use personaflow_operators::ops::personas::{Persona, PersonaAssignment, PersonaCollections};
+use personaflow_operators::ops::detect_drift::{
+    DriftEvent, DriftSnapshots, DriftState, Scope, ScopeMember,
+};
+use personaflow_operators::ops::personas::{
+    self, Persona, PersonaAssignment, PersonaCollections, PersonaSnapshots,
+};
+use personaflow_operators::ops::pin_personas::{PinSnapshots, PinState};
 use personaflow_operators::ops::*;
 use personaflow_operators::resonance::Resonance;
 use personaflow_operators::segments::SegmentSum;
 use personaflow_operators::sequence::Sequence;
 use personaflow_operators::vector::Vector;
 use personaflow_operators::{Event, WindowSpec};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -101,6 +107,119 @@ pub struct DataflowHandles {
     pub embed_errors: ErrorSlot,
     /// Frontiers of the main stages, for diagnostics.
     pub stages: Vec<(&'static str, ProbeHandle<u64>)>,
+    /// The stateful operators' snapshots ([`StateMode::Kept`]).
+    pub snapshots: Option<StateSnapshots>,
+}
+
+/// The long-lived state of one worker's stateful operators as of the end of `window`: the
+/// persona model, users' persona pins, drift detectors and demand histories. Everything else
+/// in the dataflow is windowed and rebuilt from the last `L + W` windows of events; this is
+/// not, so a continuous job checkpoints it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OperatorState {
+    /// The window it is the state after.
+    pub window: u64,
+    /// The persona model (on the worker that carries it).
+    pub personas: Option<PersonaModel>,
+    /// Pinned personas of this worker's users.
+    pub pins: PinState,
+    /// Drift detectors and demand histories of this worker's scopes.
+    pub drift: DriftState,
+}
+
+impl OperatorState {
+    /// The workers' states as of one window, as one (to be split again, possibly between
+    /// another number of workers): an error when they overlap.
+    pub fn merge(window: u64, parts: Vec<OperatorState>) -> Result<OperatorState> {
+        let mut models = parts.iter().filter_map(|p| p.personas.clone());
+        let personas = models.next();
+        if models.next().is_some() {
+            return Err(
+                personaflow_operators::Error::StateOverlap("the persona model".into()).into(),
+            );
+        }
+        let pins = PinState::merge(parts.iter().map(|p| p.pins.clone()))?;
+        let drift = DriftState::merge(parts.into_iter().map(|p| p.drift))?;
+        Ok(OperatorState {
+            window,
+            personas,
+            pins,
+            drift,
+        })
+    }
+
+    /// The part worker `index` of `peers` resumes from.
+    pub fn for_worker(&self, index: usize, peers: usize) -> OperatorState {
+        OperatorState {
+            window: self.window,
+            personas: self
+                .personas
+                .clone()
+                .filter(|_| index == personas::model_worker(peers)),
+            pins: self.pins.owned_by(index, peers),
+            drift: self.drift.owned_by(index, peers),
+        }
+    }
+}
+
+/// The stateful operators' snapshots on one worker ([`Snapshots`]).
+#[derive(Clone, Debug, Default)]
+pub struct StateSnapshots {
+    /// The persona model's.
+    pub personas: PersonaSnapshots,
+    /// The pins'.
+    pub pins: PinSnapshots,
+    /// The drift detectors'.
+    pub drift: DriftSnapshots,
+}
+
+impl StateSnapshots {
+    /// This worker's state as of the end of `window` (a fresh one where an operator has no
+    /// snapshot that old).
+    pub fn through(&self, window: u64) -> OperatorState {
+        OperatorState {
+            window,
+            // Workers other than the model's hold a fresh model: no state.
+            personas: state_through(&self.personas, window)
+                .filter(|m| *m != PersonaModel::default()),
+            pins: state_through(&self.pins, window).unwrap_or_default(),
+            drift: state_through(&self.drift, window).unwrap_or_default(),
+        }
+    }
+
+    /// Drops the snapshots older than the ones [`through`](Self::through) takes for `window`.
+    pub fn prune(&self, window: u64) {
+        prune_snapshots(&self.personas, window);
+        prune_snapshots(&self.pins, window);
+        prune_snapshots(&self.drift, window);
+    }
+
+    /// The state as of each window any operator has a snapshot of, in window order: what a
+    /// checkpoint taken after this worker has stopped chooses from (the last one not after
+    /// the window it checkpoints).
+    pub fn history(&self) -> Vec<OperatorState> {
+        let mut windows: Vec<u64> = Vec::new();
+        windows.extend(self.personas.borrow().keys());
+        windows.extend(self.pins.borrow().keys());
+        windows.extend(self.drift.borrow().keys());
+        windows.sort_unstable();
+        windows.dedup();
+        windows.into_iter().map(|w| self.through(w)).collect()
+    }
+}
+
+/// Whether a dataflow's stateful operators keep snapshots of their state, and where they start.
+#[derive(Clone, Debug, Default)]
+pub enum StateMode {
+    /// Fresh state, no snapshots (a backfill).
+    #[default]
+    Off,
+    /// Snapshots kept for checkpoints, from a fresh state or from `initial` (this worker's
+    /// part: [`OperatorState::for_worker`]), skipping the windows up to its window.
+    Kept {
+        /// The state to resume from.
+        initial: Option<OperatorState>,
+    },
 }
 
 /// The models a job runs, as recorded in `run.json`.
@@ -234,15 +353,31 @@ pub fn build(
         spec: config.window_spec(),
         row_group_rows: config.output.row_group_rows,
     };
-    build_with(worker, config, &sinks, stats)
+    build_with(worker, config, &sinks, stats, StateMode::Off)
 }
 
-/// Builds the dataflow on `worker`, with the sinks `sinks` makes for each table.
+/// The tables the dataflow of `config` writes (each worker has a sink for each).
+pub fn tables(config: &Config) -> Vec<Table> {
+    Table::ALL
+        .into_iter()
+        .filter(|t| match t {
+            Table::Rejects => false,
+            Table::Forecasts | Table::ForecastErrors => {
+                config.forecaster.kind != ForecasterKind::None
+            }
+            _ => true,
+        })
+        .collect()
+}
+
+/// Builds the dataflow on `worker`, with the sinks `sinks` makes for each table, its stateful
+/// operators as `state` says.
 pub fn build_with(
     worker: &mut Worker,
     config: &Config,
     sinks: &dyn SinkFactory,
     stats: &ModelStats,
+    state: StateMode,
 ) -> Result<DataflowHandles> {
     let index = worker.index();
     let spec = config.window_spec();
@@ -251,6 +386,19 @@ pub fn build_with(
     let forecaster = make_forecaster(config, stats)?;
     let report = Rc::new(RefCell::new(SinkReport::default()));
     let embed_errors = ErrorSlot::default();
+    let (snapshots, initial) = match state {
+        StateMode::Off => (None, None),
+        StateMode::Kept { initial } => (Some(StateSnapshots::default()), initial),
+    };
+    let (init_personas, init_pins, init_drift) = match initial {
+        Some(s) => (
+            Some((s.window, s.personas.unwrap_or_default())),
+            Some((s.window, s.pins)),
+            Some((s.window, s.drift)),
+        ),
+        None => (None, None, None),
+    };
+    let snaps = snapshots.clone();
     let probe = ProbeHandle::new();
     let writer = |t: Table| sinks.sink(t, index);
     let mut stages: Vec<(&'static str, ProbeHandle<u64>)> = Vec::new();
@@ -325,8 +473,8 @@ pub fn build_with(
             .resonance(segments.clone(), config.resonance.clone());
         let personas = profiles.clone().probe_with(&stage("profiles")).personas(
             config.personas.clone(),
-            None,
-            None,
+            init_personas,
+            snaps.as_ref().map(|s| s.personas.clone()),
         );
         let personas = PersonaCollections {
             personas: personas.personas.probe_with(&stage("personas")),
@@ -351,7 +499,11 @@ pub fn build_with(
             .assignments
             .clone()
             .map(|(k, a)| (k, a.persona))
-            .pin_personas(config.drift.persona_pin)
+            .pin_personas(
+                config.drift.persona_pin,
+                init_pins,
+                snaps.as_ref().map(|s| s.pins.clone()),
+            )
             .hold_for(1)
             .join(members)
             .map(|((user, _), (persona, (p, f)))| {
@@ -362,8 +514,8 @@ pub fn build_with(
         let drift = segment_members.concat(persona_members).detect_drift(
             config.drift.clone(),
             config.scaling.clone(),
-            None,
-            None,
+            init_drift,
+            snaps.as_ref().map(|s| s.drift.clone()),
         );
         sink_windows(
             personas.personas.probe_with(&probe),
@@ -437,6 +589,7 @@ pub fn build_with(
         report,
         embed_errors,
         stages,
+        snapshots,
     })
 }
 
@@ -759,6 +912,67 @@ fn record(report: &Rc<RefCell<SinkReport>>, table: Table, result: Result<u64>) {
         Ok(rows) => *r.rows.entry(table).or_default() += rows,
         Err(e) => {
             r.error.get_or_insert(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Records the sinks a dataflow asks for.
+    #[derive(Default)]
+    struct Requested(Arc<Mutex<Vec<Table>>>);
+
+    struct Nothing(Table);
+
+    impl WindowSink for Nothing {
+        fn table(&self) -> Table {
+            self.0
+        }
+        fn write_window(&mut self, _: u64, _: &RecordBatch) -> Result<u64> {
+            Ok(0)
+        }
+        fn advance(&mut self, _: Option<u64>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    impl SinkFactory for Requested {
+        fn sink(&self, table: Table, _: usize) -> Box<dyn WindowSink> {
+            self.0.lock().unwrap().push(table);
+            Box::new(Nothing(table))
+        }
+    }
+
+    /// The continuous job counts a window durable once every table's sink has written it: the
+    /// list it counts must be the sinks the dataflow makes.
+    #[test]
+    fn tables_lists_every_sink_the_dataflow_makes() {
+        for kind in [ForecasterKind::None, ForecasterKind::Persistence] {
+            let mut config = Config::default();
+            config.embedder.kind = EmbedderKind::Standardised;
+            config.forecaster.kind = kind;
+            let requested = Requested::default();
+            let seen = requested.0.clone();
+            let c = config.clone();
+            timely::execute_directly(move |worker| {
+                build_with(
+                    worker,
+                    &c,
+                    &requested,
+                    &ModelStats::default(),
+                    StateMode::Off,
+                )
+                .map(|_| ())
+                .unwrap();
+            });
+            let mut got = seen.lock().unwrap().clone();
+            got.sort();
+            let mut want = tables(&config);
+            want.sort();
+            assert_eq!(got, want, "{kind:?}");
         }
     }
 }

@@ -8,14 +8,14 @@ use crate::features::{Fnv, CALENDAR_START, FEATURES, NUM_BASE_FEATURES};
 /// Calendar features (hour and weekday, sine and cosine).
 const CALENDAR_FEATURES: usize = NUM_BASE_FEATURES - CALENDAR_START;
 use crate::ops::batch::BatchByWindow;
+use crate::ops::{worker_of, Snapshots};
 use crate::scaling::{recommend, DemandForecast, DemandHistory, Scaling, ScalingConfig};
 use crate::vector::{Score, Vector};
+use crate::Error;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::rc::Rc;
 use timely::dataflow::channels::pact::Exchange;
 
 /// What a drift is about.
@@ -111,14 +111,86 @@ impl DriftEvent {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DriftState {
     /// Detector per scope.
+    #[serde(with = "as_pairs")]
     pub detectors: BTreeMap<Scope, DriftDetector>,
     /// Demand and summed forecasts per scope, for calibrating its demand forecasts.
-    #[serde(default)]
+    #[serde(default, with = "as_pairs")]
     pub demand: BTreeMap<Scope, DemandHistory>,
 }
 
+/// Serialises a map as a list of `(key, value)` pairs: formats such as JSON only take strings
+/// as map keys, and scopes are not.
+mod as_pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 /// Detector states after each window, for checkpoints (this worker's scopes).
-pub type DriftSnapshots = Rc<RefCell<BTreeMap<u64, DriftState>>>;
+pub type DriftSnapshots = Snapshots<DriftState>;
+
+impl DriftState {
+    /// The part of this state that worker `index` of `peers` detects drift for: the scopes
+    /// [`DetectDrift::detect_drift`] sends it.
+    pub fn owned_by(&self, index: usize, peers: usize) -> DriftState {
+        let mine = |s: &Scope| worker_of(scope_hash(s), peers) == index;
+        DriftState {
+            detectors: self
+                .detectors
+                .iter()
+                .filter(|(s, _)| mine(s))
+                .map(|(s, d)| (s.clone(), d.clone()))
+                .collect(),
+            demand: self
+                .demand
+                .iter()
+                .filter(|(s, _)| mine(s))
+                .map(|(s, d)| (s.clone(), d.clone()))
+                .collect(),
+        }
+    }
+
+    /// The union of the states of disjoint sets of scopes (each worker's part): an error
+    /// names a scope two parts hold.
+    ///
+    /// ```
+    /// use personaflow_operators::ops::detect_drift::DriftState;
+    /// let whole = DriftState::default();
+    /// let parts: Vec<DriftState> = (0..3).map(|i| whole.owned_by(i, 3)).collect();
+    /// assert_eq!(DriftState::merge(parts).unwrap(), whole);
+    /// ```
+    pub fn merge(parts: impl IntoIterator<Item = DriftState>) -> crate::Result<DriftState> {
+        let mut all = DriftState::default();
+        for part in parts {
+            for (scope, d) in part.detectors {
+                if all.detectors.insert(scope.clone(), d).is_some() {
+                    return Err(Error::StateOverlap(format!("drift scope {scope:?}")));
+                }
+            }
+            for (scope, d) in part.demand {
+                if all.demand.insert(scope.clone(), d).is_some() {
+                    return Err(Error::StateOverlap(format!("demand scope {scope:?}")));
+                }
+            }
+        }
+        Ok(all)
+    }
+}
 
 /// The drift events of one window: the plain function behind [`DetectDrift::detect_drift`].
 /// `members` must be sorted by scope (then user).
@@ -250,8 +322,10 @@ pub trait DetectDrift<'scope> {
     /// when the scope's distribution has drifted from its baseline ([`window_drift`]). Scopes
     /// travel to the worker of their hash, which keeps their detectors and feeds them window
     /// by window in order, with each scope's demand history (which calibrates the forecasts a
-    /// recommendation is sized from). Detector states after each window go to `snapshots` (if given);
-    /// `initial` resumes from a checkpointed state, skipping the windows it covers.
+    /// recommendation is sized from). `initial` `(w, state)` resumes from the state as of the
+    /// end of window `w` (this worker's part of it: [`DriftState::owned_by`]), skipping windows
+    /// up to `w`. With `snapshots`, the state is kept there after each window (and the initial
+    /// one at `w`), where a checkpoint takes it ([`Snapshots`]).
     ///
     /// ```
     /// use differential_dataflow::input::Input;
@@ -305,6 +379,9 @@ impl<'scope> DetectDrift<'scope>
             Some((w, s)) => (Some(w), s),
             None => (None, DriftState::default()),
         };
+        if let (Some(w), Some(s)) = (resume_after, &snapshots) {
+            s.borrow_mut().insert(w, state.clone());
+        }
         self.fold_by_window(
             Exchange::new(
                 |(((s, _), _), _, _): &(((Scope, String), ScopeMember), u64, isize)| scope_hash(s),

@@ -6,6 +6,10 @@
 //! at `w`, retracted at `w + n`), which is how every piece of state stays windowed: arrangements
 //! only ever hold the last `max(L, W)` windows, so memory does not grow with history.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
 mod batch;
 pub mod detect_drift;
 pub mod embed;
@@ -33,3 +37,44 @@ pub use window_aggregate::WindowAggregate;
 
 /// A user and a window index: the key of per-user, per-window records.
 pub type UserWindow = (String, u64);
+
+/// An operator's state after each window it processed, kept for checkpoints. A stateful
+/// operator given snapshots inserts its state at the window it resumes after (its `initial`
+/// state) and a copy after every window it is handed; a checkpoint takes the state it needs
+/// with [`state_through`] and then drops older copies with [`prune_snapshots`].
+pub type Snapshots<S> = Rc<RefCell<BTreeMap<u64, S>>>;
+
+/// The state as of the end of `window`: the latest snapshot at or before it (an operator handed
+/// no records in a window leaves its state as it was). `None`: no snapshot that old.
+///
+/// ```
+/// use personaflow_operators::ops::{prune_snapshots, state_through, Snapshots};
+/// let s: Snapshots<&str> = Snapshots::default();
+/// s.borrow_mut().extend([(2, "after 2"), (5, "after 5"), (9, "after 9")]);
+/// assert_eq!(state_through(&s, 1), None);
+/// assert_eq!(state_through(&s, 7), Some("after 5"));
+/// prune_snapshots(&s, 7);
+/// assert_eq!(s.borrow().keys().copied().collect::<Vec<_>>(), vec![5, 9]);
+/// ```
+pub fn state_through<S: Clone>(snapshots: &Snapshots<S>, window: u64) -> Option<S> {
+    snapshots
+        .borrow()
+        .range(..=window)
+        .next_back()
+        .map(|(_, s)| s.clone())
+}
+
+/// Drops the snapshots older than the one [`state_through`] returns for `window`.
+pub fn prune_snapshots<S>(snapshots: &Snapshots<S>, window: u64) {
+    let mut s = snapshots.borrow_mut();
+    if let Some(&keep) = s.range(..=window).next_back().map(|(w, _)| w) {
+        *s = s.split_off(&keep);
+    }
+}
+
+/// The worker, of `peers`, that a record with exchange hash `hash` goes to (timely's exchange
+/// takes the hash modulo the number of workers). Keyed operator state is split between workers
+/// by it when a checkpoint is loaded, possibly by a different number of workers.
+pub fn worker_of(hash: u64, peers: usize) -> usize {
+    (hash % peers.max(1) as u64) as usize
+}

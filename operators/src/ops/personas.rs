@@ -4,13 +4,10 @@
 use crate::cluster::{distinguishing_features, ColumnStats, PersonaConfig, PersonaModel};
 use crate::features::FEATURES;
 use crate::ops::batch::BatchByWindow;
-use crate::ops::{Profile, UserWindow};
+use crate::ops::{worker_of, Profile, Snapshots, UserWindow};
 use crate::vector::{Score, Vector};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::rc::Rc;
 use timely::dataflow::channels::pact::Exchange;
 
 /// One persona in one window.
@@ -61,7 +58,16 @@ pub struct PersonaCollections<'scope> {
 }
 
 /// The model's state after each window it processed, for checkpoints.
-pub type PersonaSnapshots = Rc<RefCell<BTreeMap<u64, PersonaModel>>>;
+pub type PersonaSnapshots = Snapshots<PersonaModel>;
+
+/// The exchange hash every profile travels by: one worker carries the model.
+const MODEL_HASH: u64 = 0;
+
+/// The worker, of `peers`, that carries the persona model (a checkpointed model is resumed
+/// there).
+pub fn model_worker(peers: usize) -> usize {
+    worker_of(MODEL_HASH, peers)
+}
 
 /// The personas of one window from `profiles` (sorted by user), updating `model`: the plain
 /// function behind [`ClusterPersonas::personas`].
@@ -132,11 +138,12 @@ pub fn window_personas(
 pub trait ClusterPersonas<'scope> {
     /// The personas of each window and every profile's assignment, as facts at the window.
     ///
-    /// All profiles of a window go to worker 0, which processes windows in order and carries
-    /// one [`PersonaModel`] from window to window ([`window_personas`]): k-means++ seeding,
-    /// mini-batch updates with decay, k by silhouette, ids matched across re-selections. The
-    /// model's state after each window goes to `snapshots` (if given), where a checkpoint can
-    /// take it; `initial` resumes from such a state, skipping the windows it already covers.
+    /// All profiles of a window go to one worker ([`model_worker`]), which processes windows in
+    /// order and carries one [`PersonaModel`] from window to window ([`window_personas`]):
+    /// k-means++ seeding, mini-batch updates with decay, k by silhouette, ids matched across
+    /// re-selections. `initial` `(w, model)` resumes from the model as of the end of window `w`,
+    /// skipping windows up to `w`. With `snapshots`, the model is kept there after each window
+    /// (and the initial one at `w`), where a checkpoint takes it ([`Snapshots`]).
     ///
     /// ```
     /// use personaflow_operators::cluster::PersonaConfig;
@@ -179,8 +186,11 @@ impl<'scope> ClusterPersonas<'scope> for VecCollection<'scope, u64, (UserWindow,
             Some((w, m)) => (Some(w), m),
             None => (None, PersonaModel::default()),
         };
+        if let (Some(w), Some(s)) = (resume_after, &snapshots) {
+            s.borrow_mut().insert(w, model.clone());
+        }
         let facts = self.fold_by_window(
-            Exchange::new(|_: &((UserWindow, Profile), u64, isize)| 0u64),
+            Exchange::new(|_: &((UserWindow, Profile), u64, isize)| MODEL_HASH),
             "Personas",
             move |window, profiles: Vec<(UserWindow, Profile)>, out| {
                 if resume_after.is_some_and(|r| window <= r) {

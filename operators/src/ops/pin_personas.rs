@@ -8,7 +8,8 @@
 
 use crate::features::Fnv;
 use crate::ops::batch::BatchByWindow;
-use crate::ops::UserWindow;
+use crate::ops::{worker_of, Snapshots, UserWindow};
+use crate::{Error, Result};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,6 +20,52 @@ use timely::dataflow::channels::pact::Exchange;
 pub struct PinState {
     /// User -> (persona, window pinned at).
     pub pins: BTreeMap<String, (u32, u64)>,
+}
+
+/// Pin states after each window, for checkpoints (this worker's users).
+pub type PinSnapshots = Snapshots<PinState>;
+
+fn user_hash(user: &str) -> u64 {
+    Fnv::hash_str(user)
+}
+
+impl PinState {
+    /// The pins of the users worker `index` of `peers` keeps ([`PinPersonas::pin_personas`]
+    /// sends each user to the worker of its hash).
+    pub fn owned_by(&self, index: usize, peers: usize) -> PinState {
+        PinState {
+            pins: self
+                .pins
+                .iter()
+                .filter(|(u, _)| worker_of(user_hash(u), peers) == index)
+                .map(|(u, p)| (u.clone(), *p))
+                .collect(),
+        }
+    }
+
+    /// The union of the pins of disjoint sets of users (each worker's part): an error names a
+    /// user two parts hold.
+    ///
+    /// ```
+    /// use personaflow_operators::ops::pin_personas::PinState;
+    /// let mut whole = PinState::default();
+    /// whole.pins.insert("u1".into(), (3, 0));
+    /// whole.pins.insert("u2".into(), (1, 4));
+    /// let parts: Vec<PinState> = (0..2).map(|i| whole.owned_by(i, 2)).collect();
+    /// assert_eq!(PinState::merge(parts.clone()).unwrap(), whole);
+    /// assert!(PinState::merge([whole.clone(), whole]).is_err());
+    /// ```
+    pub fn merge(parts: impl IntoIterator<Item = PinState>) -> Result<PinState> {
+        let mut all = PinState::default();
+        for part in parts {
+            for (user, pin) in part.pins {
+                if all.pins.insert(user.clone(), pin).is_some() {
+                    return Err(Error::StateOverlap(format!("pinned user {user:?}")));
+                }
+            }
+        }
+        Ok(all)
+    }
 }
 
 /// The pinned personas of the users assigned at `window`: the plain function behind
@@ -64,7 +111,10 @@ pub trait PinPersonas<'scope> {
     /// For each user's persona assignment at each window, the persona the user is pinned to
     /// ([`pin_window`]), as a fact at that window. Users travel to the worker of their hash (as
     /// in [`WindowAggregate`](super::WindowAggregate)), which keeps their pins and applies the
-    /// windows in order.
+    /// windows in order. `initial` `(w, state)` resumes from the pins as of the end of window
+    /// `w` (this worker's part: [`PinState::owned_by`]), skipping windows up to `w`. With
+    /// `snapshots`, the pins are kept there after each window (and the initial ones at `w`),
+    /// where a checkpoint takes them ([`Snapshots`]).
     ///
     /// ```
     /// use differential_dataflow::input::Input;
@@ -75,7 +125,7 @@ pub trait PinPersonas<'scope> {
     /// timely::example(move |scope| {
     ///     let (mut input, assignments) = scope.new_collection::<((String, u64), u32), isize>();
     ///     assignments
-    ///         .pin_personas(2)
+    ///         .pin_personas(2, None, None)
     ///         .inspect(move |(((_, w), p), _, _)| sink.lock().unwrap().push((*w, *p)));
     ///     for (w, p) in [(0u64, 7u32), (1, 4), (2, 4)] {
     ///         input.insert((("u1".to_string(), w), p));
@@ -85,18 +135,37 @@ pub trait PinPersonas<'scope> {
     /// // Pinned to 7 for windows 0 and 1; re-pinned at window 2.
     /// assert_eq!(*seen.lock().unwrap(), vec![(0, 7), (1, 7), (2, 4)]);
     /// ```
-    fn pin_personas(self, pin: u64) -> VecCollection<'scope, u64, (UserWindow, u32), isize>;
+    fn pin_personas(
+        self,
+        pin: u64,
+        initial: Option<(u64, PinState)>,
+        snapshots: Option<PinSnapshots>,
+    ) -> VecCollection<'scope, u64, (UserWindow, u32), isize>;
 }
 
 impl<'scope> PinPersonas<'scope> for VecCollection<'scope, u64, (UserWindow, u32), isize> {
-    fn pin_personas(self, pin: u64) -> VecCollection<'scope, u64, (UserWindow, u32), isize> {
-        let mut state = PinState::default();
+    fn pin_personas(
+        self,
+        pin: u64,
+        initial: Option<(u64, PinState)>,
+        snapshots: Option<PinSnapshots>,
+    ) -> VecCollection<'scope, u64, (UserWindow, u32), isize> {
+        let (resume_after, mut state) = match initial {
+            Some((w, s)) => (Some(w), s),
+            None => (None, PinState::default()),
+        };
+        if let (Some(w), Some(s)) = (resume_after, &snapshots) {
+            s.borrow_mut().insert(w, state.clone());
+        }
         self.fold_by_window(
             Exchange::new(|(((user, _), _), _, _): &((UserWindow, u32), u64, isize)| {
-                Fnv::hash_str(user)
+                user_hash(user)
             }),
             "PinPersonas",
             move |window, assignments, out| {
+                if resume_after.is_some_and(|r| window <= r) {
+                    return;
+                }
                 let plain: Vec<(String, u32)> = assignments
                     .into_iter()
                     .map(|((user, _), persona)| (user, persona))
@@ -106,6 +175,9 @@ impl<'scope> PinPersonas<'scope> for VecCollection<'scope, u64, (UserWindow, u32
                         .into_iter()
                         .map(|(user, persona)| ((user, window), persona)),
                 );
+                if let Some(s) = &snapshots {
+                    s.borrow_mut().insert(window, state.clone());
+                }
             },
         )
     }

@@ -3,8 +3,9 @@
 //! directory (`_checkpoint.json`) before offsets are committed.
 //!
 //! On restart the job reads it, removes window files of windows it does not cover (a crash
-//! can leave some windows half-written: they are written again, whole), rewinds every partition
-//! to its rewind offset, and never writes a window at or before `emitted_through` again.
+//! can leave some windows half-written: they are written again, whole), resumes the operator
+//! state stored as of `emitted_through` ([`super::state`]), rewinds every partition to its
+//! rewind offset, and never writes a window at or before `emitted_through` again.
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,10 @@ pub struct Checkpoint {
     pub watermark_ms: Option<i64>,
     /// Partitions by number.
     pub partitions: BTreeMap<i32, PartitionCheckpoint>,
+    /// Workers whose operator state files (`_state/`, one per worker) hold the state as of
+    /// `emitted_through`; `None` in checkpoints of versions that stored no operator state.
+    #[serde(default)]
+    pub state_workers: Option<usize>,
 }
 
 impl Checkpoint {
@@ -179,6 +184,7 @@ mod tests {
                 },
             )]
             .into(),
+            state_workers: Some(2),
         };
         c.store(dir.path(), true).unwrap();
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), Some(c));

@@ -14,9 +14,12 @@
 //! - **Delivery.** Once every sink has written every window before `d`, the output producer
 //!   is flushed, the checkpoint (`_checkpoint.json`: windows emitted, rewind offsets) is written
 //!   and each partition's offset is committed: the first offset whose event is in a window not
-//!   yet emitted. On restart the job removes files of windows the checkpoint does not cover,
-//!   rewinds each partition to the first event of the `L + W` windows the next window's state
-//!   depends on, rebuilds that state, and never writes an emitted window again.
+//!   yet emitted. Before the checkpoint names a window, every worker has stored the state of
+//!   its persona, pin and drift operators as of that window ([`super::state`]). On restart
+//!   the job removes files of windows the checkpoint does not cover, resumes that operator
+//!   state (split between the workers, whose number may have changed), rewinds each partition
+//!   to the first event of the `L + W` windows the next window's windowed state depends on,
+//!   rebuilds that state, and never writes an emitted window again.
 //! - **Shutdown.** SIGINT/SIGTERM (the `shutdown` flag) stops consuming, writes every closed
 //!   window, commits and returns; windows still open are emitted after the restart. With
 //!   `until_end` the job instead stops at the partitions' ends as they were at start and
@@ -25,9 +28,10 @@
 use super::checkpoint::{remove_unemitted, Checkpoint, PartitionCheckpoint, CHECKPOINT_VERSION};
 use super::metrics::{Metrics, MetricsServer};
 use super::output::{write_parquet_atomically, Publisher, SinkProgress, StreamSinks};
+use super::state;
 use super::watermark::{Arrival, Watermarks};
 use crate::config::{Config, ForecasterKind};
-use crate::dataflow::{self, ModelStats};
+use crate::dataflow::{self, ModelStats, OperatorState, StateMode, StateSnapshots};
 use crate::sink::Table;
 use crate::source::{JsonRecordDecoder, RecordError};
 use crate::{Error, Result};
@@ -97,6 +101,8 @@ pub struct StartInfo {
     pub resumed_after: Option<String>,
     /// Files of windows the checkpoint does not cover, removed.
     pub removed_files: usize,
+    /// The operator state resumed (restart), in words: personas, pinned users, drift scopes.
+    pub resumed_state: Option<String>,
     /// Where `/metrics` is served.
     pub metrics_addr: Option<String>,
     /// The models that run.
@@ -218,6 +224,10 @@ struct Shared {
     min_window: AtomicU64,
     /// The window after the last emitted one of the checkpoint on disk.
     checkpointed: AtomicU64,
+    /// The operator state worker 0 asks every worker to store: as of the window before this.
+    state_request: AtomicU64,
+    /// Per worker: the request its operator state was last stored for.
+    states_written: Vec<AtomicU64>,
     first_event: std::sync::OnceLock<Instant>,
     metrics: Arc<Metrics>,
     publisher: Option<Arc<Publisher>>,
@@ -379,6 +389,21 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     // segments' rolling window (W windows): L + W windows of events.
     let history = (config.sequence.length as u64) + config.segments.window;
     let first_needed = emitted_through.map_or(0, |e| (e + 1).saturating_sub(history));
+    // The persona, pin and drift state as of the last emitted window.
+    let initial = match (
+        emitted_through,
+        checkpoint.as_ref().and_then(|c| c.state_workers),
+    ) {
+        (Some(e), Some(n)) => Some(Arc::new(state::load(&job.output, spec, e, n)?)),
+        (Some(_), None) => {
+            reporter.warning(
+                "the checkpoint holds no operator state (written by an older version): \
+                 personas, persona pins and drift baselines start afresh",
+            );
+            None
+        }
+        (None, _) => None,
+    };
 
     let metrics = Metrics::new();
     let admin: BaseConsumer = consumer_config(job)
@@ -479,12 +504,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         Some(MetricsServer::start(&sc.metrics_addr, metrics.clone())?)
     };
     let workers = config.runtime.workers;
-    let tables = if config.forecaster.kind == ForecasterKind::None {
-        4
-    } else {
-        6
-    };
-    let progress = SinkProgress::new(tables * workers);
+    let progress = SinkProgress::new(dataflow::tables(&config).len() * workers);
     let closing = Arc::new(AtomicU64::new(u64::MAX));
     let sinks = StreamSinks {
         root: job.output.clone(),
@@ -510,6 +530,10 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         max_window: AtomicI64::new(-1),
         min_window: AtomicU64::new(u64::MAX),
         checkpointed: AtomicU64::new(emitted_through.map_or(0, |e| e + 1)),
+        state_request: AtomicU64::new(emitted_through.map_or(0, |e| e + 1)),
+        states_written: (0..workers)
+            .map(|_| AtomicU64::new(emitted_through.map_or(0, |e| e + 1)))
+            .collect(),
         first_event: std::sync::OnceLock::new(),
         metrics: metrics.clone(),
         publisher: publisher.clone(),
@@ -519,12 +543,21 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         partitions,
         resumed_after: emitted_through.and_then(|e| rfc3339(spec.end_ms(e))),
         removed_files: removed.len(),
+        resumed_state: initial.as_ref().map(|s| {
+            format!(
+                "{} personas, {} pinned users, {} drift scopes",
+                s.personas.as_ref().map_or(0, |m| m.centroids.len()),
+                s.pins.pins.len(),
+                s.drift.detectors.len()
+            )
+        }),
         metrics_addr: server.as_ref().map(|s| s.addr().to_string()),
         models: models.clone(),
         output_topics: publisher.as_ref().map(|p| p.topics()).unwrap_or_default(),
     });
 
     let ctx = WorkerContext {
+        initial,
         job: job.clone(),
         decoder,
         spec,
@@ -536,7 +569,12 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     };
     let model_stats = ModelStats::default();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let handles = dataflow::build_with(worker, &ctx.job.config, &sinks, &model_stats);
+        let initial = ctx
+            .initial
+            .as_ref()
+            .map(|s| s.for_worker(worker.index(), worker.peers()));
+        let mode = StateMode::Kept { initial };
+        let handles = dataflow::build_with(worker, &ctx.job.config, &sinks, &model_stats, mode);
         match handles {
             Ok(h) => ctx.drive(worker, h),
             Err(e) => Err(e),
@@ -591,6 +629,27 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     };
     for f in &mut finals {
         f.commit(&shared, durable, history)?;
+    }
+    // Every worker's operator state as of the last emitted window, then the checkpoint.
+    if let Some(e) = emitted {
+        for f in &finals {
+            let mut s = f
+                .states
+                .iter()
+                .rev()
+                .find(|s| s.window <= e)
+                .cloned()
+                .unwrap_or_default();
+            s.window = e;
+            state::store(
+                &job.output,
+                spec,
+                f.index,
+                workers,
+                &s,
+                job.config.stream.fsync,
+            )?;
+        }
     }
     write_checkpoint(&shared, job, spec, emitted)?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -691,15 +750,20 @@ fn write_checkpoint(
         emitted_through_end: emitted.and_then(|e| rfc3339(spec.end_ms(e))),
         watermark_ms: (wm != i64::MIN).then_some(wm),
         partitions,
+        state_workers: Some(shared.states_written.len()),
     }
     .store(&job.output, job.config.stream.fsync)?;
     if let Some(e) = emitted {
         shared.checkpointed.fetch_max(e + 1, Ordering::SeqCst);
+        // Older operator states are superseded.
+        state::remove_before(&job.output, spec.end_ms(e))?;
     }
     Ok(())
 }
 
 struct WorkerContext {
+    /// The operator state to resume from (all workers'; each takes its part).
+    initial: Option<Arc<OperatorState>>,
     job: StreamJob,
     decoder: JsonRecordDecoder,
     spec: WindowSpec,
@@ -710,8 +774,11 @@ struct WorkerContext {
     reporter: Arc<dyn StreamReporter>,
 }
 
-/// What a worker hands back: its consumer (for the final commit) and what it wrote.
+/// What a worker hands back: its consumer (for the final commit), what it wrote, and its
+/// operator state after each window it kept (for the final checkpoint).
 struct WorkerDone {
+    index: usize,
+    states: Vec<OperatorState>,
     consumer: BaseConsumer,
     partitions: Vec<i32>,
     late: Vec<LateRow>,
@@ -792,8 +859,10 @@ impl WorkerContext {
             probe,
             report,
             embed_errors,
+            snapshots,
             ..
         } = handles;
+        let snapshots = snapshots.expect("the continuous job keeps operator snapshots");
         let mut input = Some(input);
         let partitions: Vec<i32> = shared
             .tracks
@@ -907,14 +976,27 @@ impl WorkerContext {
             // Commit what is durable.
             if let Some(d) = shared.progress.durable() {
                 if d > last_durable && d != u64::MAX {
-                    if let Err(e) =
-                        self.checkpoint(index, &consumer, &partitions, d, last_durable, &mut late)
-                    {
+                    let done =
+                        self.checkpoint(index, &consumer, &partitions, d, last_durable, &mut late);
+                    if let Err(e) = done {
                         self.fail(e);
                         break;
                     }
                     last_durable = d;
                 }
+            }
+            let stored = self
+                .store_requested_state(index, last_durable, &snapshots)
+                .and_then(|_| {
+                    if index == 0 {
+                        self.advance_checkpoint()
+                    } else {
+                        Ok(())
+                    }
+                });
+            if let Err(e) = stored {
+                self.fail(e);
+                break;
             }
             if last_status.elapsed() >= STATUS_INTERVAL {
                 last_status = Instant::now();
@@ -941,6 +1023,8 @@ impl WorkerContext {
             return Err(Error::Operator(e));
         }
         Ok(WorkerDone {
+            index,
+            states: snapshots.history(),
             consumer,
             partitions,
             late,
@@ -1057,7 +1141,8 @@ impl WorkerContext {
     }
 
     /// Every window before `durable` is written: flush the producer, write late rows, commit
-    /// this worker's partitions; worker 0 then writes the checkpoint.
+    /// this worker's partitions (worker 0 writes the checkpoint once every worker has stored
+    /// its operator state: [`advance_checkpoint`](Self::advance_checkpoint)).
     fn checkpoint(
         &self,
         index: usize,
@@ -1068,7 +1153,7 @@ impl WorkerContext {
         late: &mut Vec<LateRow>,
     ) -> Result<()> {
         let shared = &*self.shared;
-        let emitted = settle(shared, durable, self.emitted_through)?;
+        settle(shared, durable, self.emitted_through)?;
         write_late(&self.job.output, late, self.job.config.stream.fsync)?;
         if index == 0 {
             let from = before
@@ -1091,8 +1176,60 @@ impl WorkerContext {
             durable,
             self.history,
         )?;
-        if index == 0 {
-            write_checkpoint(shared, &self.job, self.spec, emitted)?;
+        Ok(())
+    }
+
+    /// Stores this worker's operator state as of the window worker 0 asked for (the
+    /// request is `r`: the state after window `r - 1`), once this worker has settled every
+    /// window before `r` (its late rows written, its partitions committed). Every window before
+    /// `r` is durable, so the operators have processed them and their snapshots are final.
+    fn store_requested_state(
+        &self,
+        index: usize,
+        settled: u64,
+        snapshots: &StateSnapshots,
+    ) -> Result<()> {
+        let shared = &*self.shared;
+        let request = shared.state_request.load(Ordering::SeqCst);
+        let written = shared.states_written[index].load(Ordering::SeqCst);
+        if request <= written || settled < request {
+            return Ok(());
+        }
+        let window = request - 1;
+        state::store(
+            &self.job.output,
+            self.spec,
+            index,
+            shared.states_written.len(),
+            &snapshots.through(window),
+            self.job.config.stream.fsync,
+        )?;
+        snapshots.prune(window);
+        shared.states_written[index].store(request, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Worker 0: once every worker has stored its operator state for the pending request,
+    /// writes the checkpoint up to it; with no request pending, asks for the state as of the
+    /// last durable window. (All workers must store the same window, so one request is
+    /// pending at a time.)
+    fn advance_checkpoint(&self) -> Result<()> {
+        let shared = &*self.shared;
+        let request = shared.state_request.load(Ordering::SeqCst);
+        let checkpointed = shared.checkpointed.load(Ordering::SeqCst);
+        if request > checkpointed {
+            let all = shared
+                .states_written
+                .iter()
+                .all(|w| w.load(Ordering::SeqCst) == request);
+            if all {
+                let emitted = emitted_through_at(shared, request, self.emitted_through);
+                write_checkpoint(shared, &self.job, self.spec, emitted)?;
+            }
+        } else if let Some(d) = shared.progress.durable() {
+            if d != u64::MAX && d > checkpointed {
+                shared.state_request.store(d, Ordering::SeqCst);
+            }
         }
         Ok(())
     }

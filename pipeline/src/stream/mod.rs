@@ -1,12 +1,14 @@
 //! The continuous job over Kafka (`personaflow run`): event-time watermarks per partition,
 //! per-window atomic outputs and output topics, checkpoints and offset commits after the
-//! outputs are durable, restarts that rebuild the windowed state, and Prometheus metrics.
+//! outputs are durable, restarts that rebuild the windowed state and resume the operator state
+//! stored with the checkpoint, and Prometheus metrics.
 
 pub mod checkpoint;
 pub mod job;
 pub mod metrics;
 pub mod output;
 pub mod produce;
+pub mod state;
 pub mod watermark;
 
 pub use job::{run, StartInfo, StreamJob, StreamReporter, StreamStatus, StreamSummary};
