@@ -328,6 +328,12 @@ fn main() {
         "  backfill of the same events: {backfill_eps:.0} events/s; stream / backfill = {:.2}",
         events_per_sec / backfill_eps
     );
+    let state_files = summary["state_files"].as_u64().unwrap_or(0);
+    let state_bytes = summary["state_bytes"].as_u64().unwrap_or(0);
+    println!(
+        "  operator state (personas, pins, drift): {state_files} files stored, {} KiB each on average",
+        state_bytes / state_files.max(1) / 1024
+    );
     println!(
         "  resident memory: {} after 1 h of event time, {} after {hours} h (peak {})",
         mib(rss_1h),

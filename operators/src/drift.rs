@@ -27,6 +27,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Steps (windows) the baseline spans.
 pub const DEFAULT_BASELINE_STEPS: usize = 60;
@@ -218,13 +219,15 @@ pub struct Alarm {
     pub moved: Vec<(usize, f64)>,
 }
 
-/// The detector of one scope; its whole state is serialisable.
+/// The detector of one scope; its whole state is serialisable. Steps never change once made
+/// and are shared (`Arc`), so a copy of a detector (a checkpoint's snapshot after every
+/// window) costs a few pointers per step, not the steps' points.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DriftDetector {
     /// Steps of the baseline (complete once it holds `baseline` steps).
-    baseline: Vec<Step>,
+    baseline: Vec<Arc<Step>>,
     /// Steps since the baseline was complete, oldest first (at most `recent + baseline`).
-    since: VecDeque<Step>,
+    since: VecDeque<Arc<Step>>,
     /// Alarms so far.
     pub alarms: u64,
     /// Consecutive steps at which the test has rejected.
@@ -395,6 +398,7 @@ impl DriftDetector {
         if step.n == 0 {
             return None;
         }
+        let step = Arc::new(step);
         if !self.calibrated(config) {
             self.baseline.push(step);
             return None;
@@ -410,11 +414,12 @@ impl DriftDetector {
         if self.since.len() < config.recent {
             return None;
         }
-        let base: Vec<&Step> = self.baseline.iter().collect();
+        let base: Vec<&Step> = self.baseline.iter().map(|s| &**s).collect();
         let recent: Vec<&Step> = self
             .since
             .iter()
             .skip(self.since.len() - config.recent)
+            .map(|s| &**s)
             .collect();
         // The test's units are users: each user's points in a sample are averaged first.
         let a = unit_means(&base);
@@ -469,7 +474,12 @@ impl DriftDetector {
         }
         self.streak = 0;
         // Onset: the best split of baseline + everything since, the baseline kept before it.
-        let all: Vec<&Step> = self.baseline.iter().chain(self.since.iter()).collect();
+        let all: Vec<&Step> = self
+            .baseline
+            .iter()
+            .chain(self.since.iter())
+            .map(|s| &**s)
+            .collect();
         let split = onset(&all, self.baseline.len());
         let onset_at = all[split].at;
         let (fb, sb) = feature_mean(&base);
@@ -477,7 +487,7 @@ impl DriftDetector {
         let moved = crate::cluster::distinguishing_features(&fr, &fb, &sb, config.top_moved);
         // Baseline reset: the steps from the onset on start the new baseline.
         let from = split - self.baseline.len();
-        let new_baseline: Vec<Step> = self.since.drain(..).skip(from).collect();
+        let new_baseline: Vec<Arc<Step>> = self.since.drain(..).skip(from).collect();
         self.baseline = new_baseline;
         if self.baseline.len() > config.baseline {
             let extra = self.baseline.len() - config.baseline;

@@ -151,6 +151,10 @@ pub struct StreamSummary {
     pub events_per_sec: f64,
     /// Peak resident memory, bytes.
     pub peak_rss_bytes: Option<u64>,
+    /// Operator state files stored (one per worker and checkpoint).
+    pub state_files: u64,
+    /// Bytes of operator state stored.
+    pub state_bytes: u64,
     /// Why it stopped: `signal` or `end`.
     pub stopped_by: String,
     /// The models that ran.
@@ -224,9 +228,11 @@ struct Shared {
     min_window: AtomicU64,
     /// The window after the last emitted one of the checkpoint on disk.
     checkpointed: AtomicU64,
-    /// The operator state worker 0 asks every worker to store: as of the window before this.
-    state_request: AtomicU64,
-    /// Per worker: the request its operator state was last stored for.
+    /// Operator states worker 0 has asked every worker to store, ascending: request `r` is the
+    /// state after window `r - 1` (every window before `r` durable). Each worker stores every
+    /// request, in order, so the workers' files meet at each one.
+    state_requests: Mutex<Vec<u64>>,
+    /// Per worker: the last request it stored its operator state for.
     states_written: Vec<AtomicU64>,
     first_event: std::sync::OnceLock<Instant>,
     metrics: Arc<Metrics>,
@@ -530,7 +536,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         max_window: AtomicI64::new(-1),
         min_window: AtomicU64::new(u64::MAX),
         checkpointed: AtomicU64::new(emitted_through.map_or(0, |e| e + 1)),
-        state_request: AtomicU64::new(emitted_through.map_or(0, |e| e + 1)),
+        state_requests: Mutex::new(Vec::new()),
         states_written: (0..workers)
             .map(|_| AtomicU64::new(emitted_through.map_or(0, |e| e + 1)))
             .collect(),
@@ -668,6 +674,8 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
                 .map_or(elapsed, |t| t.elapsed().as_secs_f64())
                 .max(1e-9),
         peak_rss_bytes: crate::backfill::peak_rss_bytes(),
+        state_files: metrics.state_files.load(Ordering::Relaxed),
+        state_bytes: metrics.state_bytes.load(Ordering::Relaxed),
         status,
         stopped_by,
         models,
@@ -986,7 +994,7 @@ impl WorkerContext {
                 }
             }
             let stored = self
-                .store_requested_state(index, last_durable, &snapshots)
+                .store_requested_states(index, last_durable, &snapshots)
                 .and_then(|_| {
                     if index == 0 {
                         self.advance_checkpoint()
@@ -1179,56 +1187,76 @@ impl WorkerContext {
         Ok(())
     }
 
-    /// Stores this worker's operator state as of the window worker 0 asked for (the
-    /// request is `r`: the state after window `r - 1`), once this worker has settled every
-    /// window before `r` (its late rows written, its partitions committed). Every window before
-    /// `r` is durable, so the operators have processed them and their snapshots are final.
-    fn store_requested_state(
+    /// Stores this worker's operator state for each request of worker 0 it has not stored
+    /// yet, in order, once this worker has settled every window before it (its late rows
+    /// written, its partitions committed). Every window before a request is durable, so the
+    /// operators have processed them and their snapshots are final. Then drops the snapshots
+    /// no request can need: requests only grow.
+    fn store_requested_states(
         &self,
         index: usize,
         settled: u64,
         snapshots: &StateSnapshots,
     ) -> Result<()> {
         let shared = &*self.shared;
-        let request = shared.state_request.load(Ordering::SeqCst);
-        let written = shared.states_written[index].load(Ordering::SeqCst);
-        if request <= written || settled < request {
-            return Ok(());
+        let written = &shared.states_written[index];
+        let pending: Vec<u64> = {
+            let requests = shared.state_requests.lock().expect("requests lock");
+            let w = written.load(Ordering::SeqCst);
+            requests
+                .iter()
+                .copied()
+                .filter(|r| *r > w && *r <= settled)
+                .collect()
+        };
+        for request in pending {
+            let window = request - 1;
+            let bytes = state::store(
+                &self.job.output,
+                self.spec,
+                index,
+                shared.states_written.len(),
+                &snapshots.through(window),
+                self.job.config.stream.fsync,
+            )?;
+            shared.metrics.count_state(bytes);
+            written.store(request, Ordering::SeqCst);
         }
-        let window = request - 1;
-        state::store(
-            &self.job.output,
-            self.spec,
-            index,
-            shared.states_written.len(),
-            &snapshots.through(window),
-            self.job.config.stream.fsync,
-        )?;
-        snapshots.prune(window);
-        shared.states_written[index].store(request, Ordering::SeqCst);
+        // Requests to come are at least the last one issued, which this worker has stored
+        // unless one is still pending: keep what the oldest of those needs.
+        let keep = {
+            let requests = shared.state_requests.lock().expect("requests lock");
+            let w = written.load(Ordering::SeqCst);
+            requests.iter().copied().find(|r| *r > w).unwrap_or(w)
+        };
+        if keep > 0 {
+            snapshots.prune(keep - 1);
+        }
         Ok(())
     }
 
-    /// Worker 0: once every worker has stored its operator state for the pending request,
-    /// writes the checkpoint up to it; with no request pending, asks for the state as of the
-    /// last durable window. (All workers must store the same window, so one request is
-    /// pending at a time.)
+    /// Worker 0: writes the checkpoint up to the last request every worker has stored its
+    /// operator state for, and asks for the state as of the last durable window.
     fn advance_checkpoint(&self) -> Result<()> {
         let shared = &*self.shared;
-        let request = shared.state_request.load(Ordering::SeqCst);
+        let stored = shared
+            .states_written
+            .iter()
+            .map(|w| w.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(0);
         let checkpointed = shared.checkpointed.load(Ordering::SeqCst);
-        if request > checkpointed {
-            let all = shared
-                .states_written
-                .iter()
-                .all(|w| w.load(Ordering::SeqCst) == request);
-            if all {
-                let emitted = emitted_through_at(shared, request, self.emitted_through);
-                write_checkpoint(shared, &self.job, self.spec, emitted)?;
-            }
-        } else if let Some(d) = shared.progress.durable() {
-            if d != u64::MAX && d > checkpointed {
-                shared.state_request.store(d, Ordering::SeqCst);
+        if stored > checkpointed {
+            let emitted = emitted_through_at(shared, stored, self.emitted_through);
+            write_checkpoint(shared, &self.job, self.spec, emitted)?;
+            let mut requests = shared.state_requests.lock().expect("requests lock");
+            requests.retain(|r| *r >= stored);
+        }
+        if let Some(d) = shared.progress.durable() {
+            let mut requests = shared.state_requests.lock().expect("requests lock");
+            let last = requests.last().copied().unwrap_or(0).max(checkpointed);
+            if d != u64::MAX && d > last {
+                requests.push(d);
             }
         }
         Ok(())

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub published: AtomicU64,
     /// Offset commits.
     pub commits: AtomicU64,
+    /// Operator state files stored (one per worker and checkpoint).
+    pub state_files: AtomicU64,
+    /// Bytes of operator state stored.
+    pub state_bytes: AtomicU64,
     /// The job's watermark, ms (`i64::MIN`: none yet).
     pub watermark_ms: AtomicI64,
     /// Consumer lag per partition (high watermark minus position).
@@ -61,6 +65,12 @@ impl Metrics {
         let m = Metrics::default();
         m.watermark_ms.store(i64::MIN, Ordering::Relaxed);
         Arc::new(m)
+    }
+
+    /// Records one stored operator state file of `bytes`.
+    pub fn count_state(&self, bytes: u64) {
+        self.state_files.fetch_add(1, Ordering::Relaxed);
+        self.state_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Records one window's close-to-output latency.
@@ -147,6 +157,18 @@ impl Metrics {
             "personaflow_offset_commits_total",
             "Consumer offset commits.",
             c(&self.commits),
+        );
+        counter(
+            &mut out,
+            "personaflow_state_files_written_total",
+            "Operator state files (persona model, pins, drift detectors) stored, one per worker and checkpoint.",
+            c(&self.state_files),
+        );
+        counter(
+            &mut out,
+            "personaflow_state_bytes_written_total",
+            "Bytes of operator state stored.",
+            c(&self.state_bytes),
         );
         let _ = writeln!(
             out,
