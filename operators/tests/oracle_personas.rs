@@ -267,10 +267,11 @@ fn drift_equals_recomputation_at_every_window() {
     }
 }
 
-#[test]
-fn pinned_personas_equal_recomputation_at_every_window() {
-    let mut rng = rng_for(9, 0, 0);
-    let mut input: Vec<((UserWindow, u32), u64)> = Vec::new();
+/// Seeded persona assignments of 40 users, each active in a window with probability 0.7 and
+/// assigned one of 4 personas at random.
+fn random_assignments(seed: u64) -> Vec<((UserWindow, u32), u64)> {
+    let mut rng = rng_for(seed, 0, 0);
+    let mut input = Vec::new();
     for w in 0..WINDOWS {
         for u in 0..40 {
             if rng.random_range(0.0..1.0) < 0.3 {
@@ -279,6 +280,12 @@ fn pinned_personas_equal_recomputation_at_every_window() {
             input.push((((format!("u{u:02}"), w), rng.random_range(0..4)), w));
         }
     }
+    input
+}
+
+#[test]
+fn pinned_personas_equal_recomputation_at_every_window() {
+    let input = random_assignments(9);
     let pin = 7;
     let seen: Seen<(UserWindow, u32)> = Arc::default();
     let s = seen.clone();
@@ -507,16 +514,7 @@ fn drift_resumes_exactly_from_snapshots_on_another_number_of_workers() {
 
 #[test]
 fn pins_resume_exactly_from_snapshots_on_another_number_of_workers() {
-    let mut rng = rng_for(12, 0, 0);
-    let mut input: Vec<((UserWindow, u32), u64)> = Vec::new();
-    for w in 0..WINDOWS {
-        for u in 0..40 {
-            if rng.random_range(0.0..1.0) < 0.3 {
-                continue;
-            }
-            input.push((((format!("u{u:02}"), w), rng.random_range(0..4)), w));
-        }
-    }
+    let input = random_assignments(12);
     let build = |initial: Option<(u64, PinState)>| {
         move |worker: &mut timely::worker::Worker, seen: Seen<String>| {
             let snapshots = Snapshots::default();
