@@ -27,7 +27,7 @@
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use personaflow_pipeline::source::{
-    open_reader, resolve_inputs, IngestMapping, DEFAULT_CHUNK_ROWS,
+    open_reader, resolve_inputs, Chunk, IngestMapping, DEFAULT_CHUNK_ROWS,
 };
 use serde_json::{json, Value};
 use std::fs::File;
@@ -232,20 +232,16 @@ fn reader_scan(events_dir: &Path) -> Scan {
     let mapping = IngestMapping::identity();
     let files = resolve_inputs(&[events_dir.display().to_string()], &mapping)
         .expect("resolves the event files");
-    let (mut events, mut rejects) = (Vec::new(), Vec::new());
+    let mut chunk = Chunk::default();
     let mut rows = 0u64;
     for file in &files {
         let mut reader = open_reader(file, &mapping, DEFAULT_CHUNK_ROWS).expect("opens a reader");
-        while reader
-            .next_chunk(&mut events, &mut rejects)
-            .expect("reads a chunk")
-        {
-            rows += events.len() as u64;
-            std::hint::black_box(&events);
-            events.clear();
-            rejects.clear();
+        while reader.next_chunk(&mut chunk).expect("reads a chunk") {
+            rows += chunk.events.len() as u64;
+            std::hint::black_box(&chunk.events);
+            assert!(chunk.rejects.is_empty(), "simulated events are all valid");
+            chunk.clear();
         }
-        assert!(rejects.is_empty(), "simulated events are all valid");
     }
     Scan {
         rows,

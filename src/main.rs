@@ -4,16 +4,16 @@
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use personaflow_pipeline::backfill::{self, Backfill, NoProgress, Progress, ProgressUpdate};
+use personaflow_pipeline::backfill::{self, Backfill, Progress, ProgressUpdate};
 use personaflow_pipeline::config::Config;
 use personaflow_pipeline::drift_eval;
-use personaflow_pipeline::evaluate::{evaluate_resonance, read_truth};
+use personaflow_pipeline::evaluate::{check_same_scenario, evaluate_resonance, read_truth};
 use personaflow_pipeline::simulate::{simulate_to_dir, DriftSpec, SimulationConfig};
 use personaflow_pipeline::stream::produce::{produce, Produce};
 use personaflow_pipeline::stream::{self, StartInfo, StreamJob, StreamReporter, StreamStatus};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -276,6 +276,22 @@ impl Progress for Bar {
         // with the summary at the end, so that a failed run still prints one line only.
         self.0.println(models_line(m));
     }
+    fn warning(&self, message: &str) {
+        self.0
+            .suspend(|| eprintln!("personaflow: warning: {message}"));
+    }
+}
+
+/// Progress of a `--quiet` run: nothing but warnings.
+struct QuietProgress;
+
+impl Progress for QuietProgress {
+    fn start(&self, _: u64, _: usize) {}
+    fn update(&self, _: &ProgressUpdate) {}
+    fn finish(&self) {}
+    fn warning(&self, message: &str) {
+        eprintln!("personaflow: warning: {message}");
+    }
 }
 
 /// One line saying which models run, and on which execution provider.
@@ -292,7 +308,7 @@ fn models_line(m: &personaflow_pipeline::dataflow::ModelsReport) -> String {
 
 fn progress(quiet: bool) -> Arc<dyn Progress> {
     if quiet {
-        return Arc::new(NoProgress);
+        return Arc::new(QuietProgress);
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -322,6 +338,22 @@ fn load_config(
     Ok(config)
 }
 
+/// A flag that SIGINT and SIGTERM set to their number; a second one while it is set ends
+/// the process at once (what was staged is then removed by the next run).
+fn interrupt_flag() -> Result<Arc<AtomicUsize>> {
+    let flag = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, seen.clone())
+            .context("installing the signal handler")?;
+        signal_hook::flag::register(signal, seen.clone())
+            .context("installing the signal handler")?;
+        signal_hook::flag::register_usize(signal, flag.clone(), signal as usize)
+            .context("installing the signal handler")?;
+    }
+    Ok(flag)
+}
+
 fn cmd_backfill(args: BackfillArgs, quiet: bool) -> Result<()> {
     let config = load_config(args.config.as_deref(), args.mapping, args.workers)?;
     let job = Backfill {
@@ -329,6 +361,7 @@ fn cmd_backfill(args: BackfillArgs, quiet: bool) -> Result<()> {
         output: args.output.clone(),
         config,
         overwrite: args.overwrite,
+        interrupt: Some(interrupt_flag()?),
     };
     let summary = backfill::run(&job, progress(quiet))?;
     if !quiet {
@@ -344,7 +377,7 @@ fn cmd_backfill(args: BackfillArgs, quiet: bool) -> Result<()> {
             args.output.display()
         );
         for (table, rows) in &summary.rows_written {
-            eprintln!("  {table:<17} {rows:>12} rows");
+            eprintln!("  {table:<19} {rows:>12} rows");
         }
     }
     Ok(())
@@ -418,6 +451,7 @@ fn cmd_demo(args: DemoArgs, quiet: bool) -> Result<()> {
         output: output.clone(),
         config,
         overwrite: true,
+        interrupt: Some(interrupt_flag()?),
     };
     let summary = backfill::run(&job, progress(quiet))?;
     let truth = read_truth(&scenario.join("truth").join("users.parquet"))?;
@@ -532,6 +566,7 @@ fn cmd_evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
                 bail!("evaluate needs --scenario and --output, or one of scenarios, tcpd, nab");
             };
             let truth = read_truth(&scenario.join("truth").join("users.parquet"))?;
+            check_same_scenario(&truth, &output)?;
             let report = evaluate_resonance(&truth, &output)?;
             print!("{}", report.to_table());
             write_json(args.json.as_deref(), &report)
@@ -654,7 +689,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<()> {
             output.display()
         );
         for (table, rows) in &summary.rows_written {
-            eprintln!("  {table:<17} {rows:>12} rows");
+            eprintln!("  {table:<19} {rows:>12} rows");
         }
     }
     Ok(())
@@ -698,7 +733,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("personaflow: error: {e:#}");
-            ExitCode::FAILURE
+            // Interrupted runs exit as shells expect of a signal: 128 + its number.
+            match e.downcast_ref::<personaflow_pipeline::Error>() {
+                Some(personaflow_pipeline::Error::Interrupted { signal }) => {
+                    ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
+                }
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

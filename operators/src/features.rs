@@ -369,25 +369,29 @@ impl WindowAgg {
         agg
     }
 
-    /// Folds one event in.
+    /// Folds one event in. Sums saturate at `u64::MAX` instead of wrapping (sources bound
+    /// each event's bytes and latency, so a window reaches it only with billions of events).
     pub fn add(&mut self, e: &Event) {
-        self.events += 1;
+        self.events = self.events.saturating_add(1);
         if e.status.is_some_and(|s| s >= ERROR_STATUS) {
-            self.errors += 1;
+            self.errors = self.errors.saturating_add(1);
         }
-        self.bytes_in += e.bytes_in.unwrap_or(0);
-        self.bytes_out += e.bytes_out.unwrap_or(0);
+        self.bytes_in = self.bytes_in.saturating_add(e.bytes_in.unwrap_or(0));
+        self.bytes_out = self.bytes_out.saturating_add(e.bytes_out.unwrap_or(0));
         if let Some(l) = e.latency_ms.filter(|l| l.is_finite() && *l >= 0.0) {
+            // `as` saturates a float too large for a u64.
             let us = (l * 1000.0).round() as u64;
-            self.latency_sum_us += us;
-            self.latency_n += 1;
+            self.latency_sum_us = self.latency_sum_us.saturating_add(us);
+            self.latency_n = self.latency_n.saturating_add(1);
             self.latency_max_us = self.latency_max_us.max(us);
         }
         self.first_ts = self.first_ts.min(e.ts_ms);
         self.last_ts = self.last_ts.max(e.ts_ms);
-        self.actions[mix_bucket(&e.action)] += 1;
+        let a = &mut self.actions[mix_bucket(&e.action)];
+        *a = a.saturating_add(1);
         if let Some(c) = &e.category {
-            self.categories[mix_bucket(c)] += 1;
+            let c = &mut self.categories[mix_bucket(c)];
+            *c = c.saturating_add(1);
         }
         if let Some(s) = &e.session_id {
             insert_session(&mut self.sessions, Fnv::hash_str(s));
@@ -400,20 +404,20 @@ impl WindowAgg {
         merge_latest(&mut self.country, &latest(&e.country));
     }
 
-    /// Merges another aggregate in (commutative and associative).
+    /// Merges another aggregate in (commutative and associative; sums saturate).
     pub fn merge(&mut self, o: &WindowAgg) {
-        self.events += o.events;
-        self.errors += o.errors;
-        self.bytes_in += o.bytes_in;
-        self.bytes_out += o.bytes_out;
-        self.latency_sum_us += o.latency_sum_us;
-        self.latency_n += o.latency_n;
+        self.events = self.events.saturating_add(o.events);
+        self.errors = self.errors.saturating_add(o.errors);
+        self.bytes_in = self.bytes_in.saturating_add(o.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(o.bytes_out);
+        self.latency_sum_us = self.latency_sum_us.saturating_add(o.latency_sum_us);
+        self.latency_n = self.latency_n.saturating_add(o.latency_n);
         self.latency_max_us = self.latency_max_us.max(o.latency_max_us);
         self.first_ts = self.first_ts.min(o.first_ts);
         self.last_ts = self.last_ts.max(o.last_ts);
         for i in 0..MIX_BUCKETS {
-            self.actions[i] += o.actions[i];
-            self.categories[i] += o.categories[i];
+            self.actions[i] = self.actions[i].saturating_add(o.actions[i]);
+            self.categories[i] = self.categories[i].saturating_add(o.categories[i]);
         }
         for s in &o.sessions {
             insert_session(&mut self.sessions, *s);
@@ -423,6 +427,11 @@ impl WindowAgg {
         merge_latest(&mut self.device, &o.device);
         merge_latest(&mut self.os, &o.os);
         merge_latest(&mut self.country, &o.country);
+    }
+
+    /// Bytes received and sent (saturating).
+    pub fn bytes(&self) -> u64 {
+        self.bytes_in.saturating_add(self.bytes_out)
     }
 
     /// The context (device, os, country) last seen in the window.
@@ -468,7 +477,7 @@ impl WindowSummary {
         WindowSummary {
             base: Vector(window_features(agg, window, spec).to_vec()),
             events: agg.events,
-            bytes: agg.bytes_in + agg.bytes_out,
+            bytes: agg.bytes(),
             authenticated: agg.authenticated,
             segment: if agg.authenticated {
                 agg.segment.as_ref().map(|(_, s)| s.clone())
@@ -509,7 +518,10 @@ pub fn window_features(
     x[2] = ln1p(agg.bytes_in as f64 / secs);
     x[3] = ln1p(agg.bytes_out as f64 / secs);
     if agg.latency_n > 0 {
-        x[4] = ln1p(agg.latency_sum_us as f64 / agg.latency_n as f64 / 1000.0);
+        // A saturated sum would put the mean below its true value: never below the max.
+        let mean_us =
+            (agg.latency_sum_us as f64 / agg.latency_n as f64).min(agg.latency_max_us as f64);
+        x[4] = ln1p(mean_us / 1000.0);
         x[5] = ln1p(agg.latency_max_us as f64 / 1000.0);
     }
     x[6] = (agg.errors as f64 / n) as f32;
@@ -521,7 +533,7 @@ pub fn window_features(
         }
     }
     x[9] = ln1p(agg.sessions.len() as f64);
-    x[10] = ln1p((agg.bytes_in + agg.bytes_out) as f64 / n);
+    x[10] = ln1p((agg.bytes_in as f64 + agg.bytes_out as f64) / n);
     let cats: u32 = agg.categories.iter().sum();
     for i in 0..MIX_BUCKETS {
         x[ACTION_MIX_START + i] = (f64::from(agg.actions[i]) / n) as f32;
@@ -622,6 +634,23 @@ mod tests {
         assert!(x[CALENDAR_START].abs() < 1e-6 && (x[CALENDAR_START + 1] - 1.0).abs() < 1e-6);
         let week = (std::f64::consts::TAU * 3.0 / 7.0) as f32;
         assert!((x[CALENDAR_START + 2] - week.sin()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_wrapping() {
+        let mut e = ev(0, "a");
+        e.bytes_in = Some(u64::MAX - 1);
+        e.bytes_out = Some(u64::MAX);
+        e.latency_ms = Some(1e16);
+        let mut agg = WindowAgg::of(&e);
+        agg.add(&e);
+        agg.merge(&WindowAgg::of(&e));
+        assert_eq!(agg.bytes_in, u64::MAX);
+        assert_eq!(agg.bytes(), u64::MAX);
+        assert_eq!(agg.latency_sum_us, u64::MAX);
+        let x = window_features(&agg, 0, &WindowSpec::default());
+        assert!(x[4] <= x[5], "the latency mean is not above the max");
+        assert!(x.iter().all(|v| v.is_finite()));
     }
 
     #[test]

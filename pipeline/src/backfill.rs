@@ -8,19 +8,28 @@
 //!    newest event seen, and hands chunks to worker 0, which advances the input frontier to
 //!    the newest window minus that bound, so arrangements compact as it goes.
 //! 3. Outputs are written into a staging directory next to the output directory, which is
-//!    renamed into place only when the whole run succeeded.
+//!    renamed into place only when the whole run succeeded ([`crate::output_dir`]: the output
+//!    is checked and locked before any input is read, and a crash at any step of the commit
+//!    is recovered by the next run).
+//!
+//! A run stops early, writing nothing, when [`Backfill::interrupt`] is set (the binary sets it
+//! on SIGINT and SIGTERM).
 
 use crate::config::Config;
 use crate::dataflow::{self, DataflowHandles};
+use crate::output_dir::{self, StagedOutput};
 use crate::sink::{rejects_batch, PartitionedWriter, RejectRow, Table};
-use crate::source::{check_input, open_reader, resolve_inputs, IngestMapping, InputFile, Reject};
+use crate::source::{
+    check_input, resolve_inputs, IngestMapping, InputFile, Merged, Reject, TimeOrdered,
+};
 use crate::{Error, Result};
 use personaflow_operators::features::{feature_schema_hash, FEATURE_SCHEMA_VERSION};
 use personaflow_operators::Event;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -47,6 +56,9 @@ pub trait Progress: Send + Sync {
     /// Called once before reading, with the models that will run and where (e.g. the
     /// execution provider); the default does nothing.
     fn models(&self, _models: &dataflow::ModelsReport) {}
+    /// Called with something the user should know that does not stop the run (e.g. what was
+    /// recovered from an interrupted earlier run); the default does nothing.
+    fn warning(&self, _message: &str) {}
 }
 
 /// A progress report.
@@ -81,8 +93,22 @@ pub struct Backfill {
     pub output: PathBuf,
     /// The job configuration.
     pub config: Config,
-    /// Replace an existing non-empty output directory.
+    /// Replace an existing non-empty output directory (only one a personaflow run wrote).
     pub overwrite: bool,
+    /// When it holds a signal number (not 0), the run stops, writes nothing and fails with
+    /// [`Error::Interrupted`].
+    pub interrupt: Option<Arc<AtomicUsize>>,
+}
+
+impl Backfill {
+    /// The signal that interrupted the run, if one did.
+    fn interrupted(&self) -> Option<i32> {
+        self.interrupt
+            .as_ref()
+            .map(|i| i.load(Ordering::Relaxed))
+            .filter(|s| *s != 0)
+            .map(|s| s as i32)
+    }
 }
 
 /// What a run did: written to `run.json` in the output directory.
@@ -115,10 +141,14 @@ pub struct RunSummary {
     pub rejects: u64,
     /// Of the rejects, events later than `ingest.max_out_of_order`.
     pub late_events: u64,
-    /// Rejects per reason category (text before the first ':').
+    /// Rejects per reason code: `late`, `malformed_record` or `invalid_<field>` (the `code`
+    /// column of the `rejects` table).
     pub rejects_by_reason: BTreeMap<String, u64>,
     /// First window end, RFC 3339.
     pub first_window_end: Option<String>,
+    /// Index of the first window (`first_window_end` says it as a time in `run.json`).
+    #[serde(skip)]
+    pub first_window_index: Option<u64>,
     /// Last window end, RFC 3339.
     pub last_window_end: Option<String>,
     /// Windows spanned.
@@ -161,9 +191,83 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Tells the reader and the workers to stop: after an error (`abort`), or on a signal.
+#[derive(Debug, Default)]
+struct Stop {
+    abort: AtomicBool,
+    interrupt: Option<Arc<AtomicUsize>>,
+}
+
+impl Stop {
+    /// Whether to stop.
+    fn now(&self) -> bool {
+        self.abort.load(Ordering::Relaxed) || self.signal().is_some()
+    }
+
+    /// The signal that interrupted the run, if one did.
+    fn signal(&self) -> Option<i32> {
+        self.interrupt
+            .as_ref()
+            .map(|i| i.load(Ordering::Relaxed))
+            .filter(|s| *s != 0)
+            .map(|s| s as i32)
+    }
+
+    fn abort(&self) {
+        self.abort.store(true, Ordering::SeqCst);
+    }
+}
+
 enum Msg {
-    Chunk { events: Vec<Event>, epoch: u64 },
+    /// Events to feed. Before the event at index `i` of each `(i, target)` of `advances`, the
+    /// input frontier moves to `target`; after them all, to `epoch`.
+    Chunk {
+        events: Vec<Event>,
+        advances: Vec<(usize, u64)>,
+        epoch: u64,
+    },
     Failed(Error),
+}
+
+/// The input's event time as the reader judges lateness by: the `k`-th newest window seen
+/// (the oldest seen while fewer have been), so that up to `k - 1` events dated far ahead of
+/// the rest (a wrong clock, a typo) cannot make the events after them late. They are kept,
+/// and processed when the input reaches their windows.
+#[derive(Debug)]
+pub struct EventClock {
+    k: usize,
+    top: BinaryHeap<Reverse<u64>>,
+}
+
+impl EventClock {
+    /// A clock that follows the `k`-th newest window (`k` at least 1).
+    pub fn new(k: usize) -> Self {
+        EventClock {
+            k: k.max(1),
+            top: BinaryHeap::with_capacity(k.max(1) + 1),
+        }
+    }
+
+    /// Notes an accepted event's window.
+    pub fn observe(&mut self, window: u64) {
+        if self.top.len() < self.k {
+            self.top.push(Reverse(window));
+        } else if self.top.peek().is_some_and(|Reverse(min)| window > *min) {
+            self.top.pop();
+            self.top.push(Reverse(window));
+        }
+    }
+
+    /// The window event time stands at (`None` before any event); it never goes back.
+    pub fn now(&self) -> Option<u64> {
+        self.top.peek().map(|Reverse(w)| *w)
+    }
+
+    /// The input frontier for `disorder` windows of allowed disorder: events in earlier
+    /// windows are late.
+    pub fn frontier(&self, disorder: u64) -> u64 {
+        self.now().map_or(0, |n| n.saturating_sub(disorder))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -187,32 +291,50 @@ pub fn run(job: &Backfill, progress: Arc<dyn Progress>) -> Result<RunSummary> {
     })?;
     let mapping = config.ingest_mapping()?;
     let files = resolve_inputs(&job.inputs, &mapping)?;
+    // Before reading anything: the output must be apart from the inputs, and usable.
+    let mut inputs: Vec<PathBuf> = job
+        .inputs
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect();
+    inputs.extend(files.iter().map(|f| f.path.clone()));
+    output_dir::check_not_overlapping(&job.output, &inputs)?;
+    let staged = StagedOutput::prepare(&job.output, job.overwrite)?;
+    for r in staged.recovered() {
+        progress.warning(&r.0);
+    }
     for file in &files {
         check_input(file, &mapping)?;
     }
-    check_output(&job.output, job.overwrite)?;
     let models = dataflow::check_models(config)?;
     progress.models(&models);
-    let staging = staging_dir(&job.output)?;
-    let result = run_in(job, &files, &mapping, &staging, progress);
-    match result {
-        Ok(mut summary) => {
-            summary.embedder = models.embedder.clone();
-            summary.models = models;
-            summary.elapsed_secs = started.elapsed().as_secs_f64();
-            summary.peak_rss_bytes = peak_rss_bytes();
-            summary.events_per_sec = summary.events as f64 / summary.elapsed_secs.max(1e-9);
-            let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-            let path = staging.join("run.json");
-            std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
-            commit_output(&staging, &job.output, job.overwrite)?;
-            Ok(summary)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(e)
-        }
+    // On an error `staged` is dropped, which removes the staging directory.
+    let mut summary = run_in(job, &files, &mapping, staged.staging(), progress)?;
+    if let Some(signal) = job.interrupted() {
+        return Err(Error::Interrupted { signal });
     }
+    // Every table exists, rows or not.
+    let spec = config.window_spec();
+    let partition = summary
+        .first_window_index
+        .map_or(crate::sink::EPOCH_PARTITION.to_string(), |w| {
+            crate::sink::date_partition(spec.start_ms(w))
+        });
+    crate::sink::write_empty_tables(
+        staged.staging(),
+        &dataflow::tables(config),
+        &partition,
+        config.output.row_group_rows,
+    )?;
+    summary.embedder = models.embedder.clone();
+    summary.models = models;
+    summary.elapsed_secs = started.elapsed().as_secs_f64();
+    summary.peak_rss_bytes = peak_rss_bytes();
+    summary.events_per_sec = summary.events as f64 / summary.elapsed_secs.max(1e-9);
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    staged.commit(&json)?;
+    Ok(summary)
 }
 
 fn run_in(
@@ -225,7 +347,10 @@ fn run_in(
     let started = Instant::now();
     let config = job.config.clone();
     let (tx, rx) = sync_channel::<Msg>(READ_AHEAD_CHUNKS);
-    let abort = Arc::new(AtomicBool::new(false));
+    let abort = Arc::new(Stop {
+        abort: AtomicBool::new(false),
+        interrupt: job.interrupt.clone(),
+    });
     let stats = Arc::new(Mutex::new(ReadStats::default()));
     let reader = {
         let (files, mapping, config, staging_dir) = (
@@ -269,7 +394,7 @@ fn run_in(
         } else {
             None
         };
-        drive(worker, handles, receiver, &worker_config, &worker_abort)
+        drive(worker, handles, receiver, &worker_abort)
     })
     .map_err(Error::Dataflow)?;
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
@@ -295,7 +420,7 @@ fn run_in(
             }
         }
     }
-    abort.store(true, Ordering::SeqCst);
+    abort.abort();
     let _ = reader.join();
     if let Some(e) = first_error {
         return Err(e);
@@ -323,6 +448,7 @@ fn run_in(
         late_events: stats.late,
         rejects_by_reason: stats.by_reason,
         first_window_end: rfc(stats.first_window),
+        first_window_index: stats.first_window,
         last_window_end: rfc(stats.last_window),
         windows: match (stats.first_window, stats.last_window) {
             (Some(a), Some(b)) => b - a + 1,
@@ -344,12 +470,8 @@ fn drive(
     worker: &mut timely::worker::Worker,
     handles: DataflowHandles,
     receiver: Option<Receiver<Msg>>,
-    config: &Config,
-    abort: &AtomicBool,
+    abort: &Stop,
 ) -> Result<WorkerReport> {
-    let spec = config.window_spec();
-    let disorder = config.disorder_windows();
-    let mut newest: Option<u64> = None;
     let DataflowHandles {
         mut input,
         probe,
@@ -364,7 +486,11 @@ fn drive(
     if let Some(rx) = receiver {
         while let Ok(msg) = rx.recv() {
             match msg {
-                Msg::Chunk { events, epoch } => {
+                Msg::Chunk {
+                    events,
+                    advances,
+                    epoch,
+                } => {
                     let n = events.len() as u64;
                     let (first, start, fed) = block_start.get_or_insert((epoch, Instant::now(), 0));
                     *fed += n;
@@ -377,19 +503,17 @@ fn drive(
                         });
                         block_start = Some((epoch, Instant::now(), 0));
                     }
-                    // Advance the frontier as the newest window moves, not once per chunk: a
-                    // chunk can span many windows, and only about `disorder` windows should be
-                    // open at a time. The reader accepted each event against the same rule, so
-                    // no event is ever behind the frontier.
-                    for e in events {
-                        let window = spec.index(e.ts_ms).unwrap_or(0);
-                        if newest.is_none_or(|n| window > n) {
-                            newest = Some(window);
-                            let target = window.saturating_sub(disorder);
+                    // Advance the frontier as the reader's event clock moves, not once per
+                    // chunk: a chunk can span many windows, and only about `disorder` windows
+                    // should be open at a time. The reader accepted each event against the
+                    // same clock, so no event is ever behind the frontier.
+                    let mut advances = advances.into_iter().peekable();
+                    for (i, e) in events.into_iter().enumerate() {
+                        while let Some((_, target)) = advances.next_if(|(at, _)| *at == i) {
                             if target > *input.time() {
                                 input.advance_to(target);
                                 let settled = target.saturating_sub(FLOW_CONTROL_WINDOWS);
-                                while probe.less_than(&settled) && !abort.load(Ordering::Relaxed) {
+                                while probe.less_than(&settled) && !abort.now() {
                                     worker.step();
                                 }
                             }
@@ -407,9 +531,13 @@ fn drive(
                 }
             }
             if report.borrow().error.is_some() || embed_errors.borrow().is_some() {
-                abort.store(true, Ordering::SeqCst);
+                abort.abort();
             }
-            if abort.load(Ordering::Relaxed) {
+            if let Some(signal) = abort.signal() {
+                failure = Some(Error::Interrupted { signal });
+                break;
+            }
+            if abort.now() {
                 break;
             }
         }
@@ -421,7 +549,7 @@ fn drive(
     let mut reported = false;
     while worker.step_or_park(Some(PARK)) {
         if report.borrow().error.is_some() || embed_errors.borrow().is_some() {
-            abort.store(true, Ordering::SeqCst);
+            abort.abort();
         }
         let now = probe.with_frontier(|f| f.to_vec());
         if now != last_move.0 {
@@ -477,7 +605,7 @@ fn read_all(
     staging: &Path,
     tx: &SyncSender<Msg>,
     stats: &Mutex<ReadStats>,
-    abort: &AtomicBool,
+    abort: &Stop,
     progress: &dyn Progress,
 ) -> Result<()> {
     let spec = config.window_spec();
@@ -486,195 +614,110 @@ fn read_all(
     progress.start(total_bytes, files.len());
     let mut rejects_writer =
         PartitionedWriter::new(staging, Table::Rejects, 0, config.output.row_group_rows);
-    let mut newest: Option<u64> = None;
-    let (mut events, mut rejects) = (Vec::new(), Vec::new());
-    let mut bytes_before = 0u64;
+    let mut input = TimeOrdered::new(
+        files.to_vec(),
+        mapping,
+        config.ingest.chunk_rows,
+        &mut |_| {},
+    )?;
+    let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+    let mut clock = EventClock::new(config.ingest.max_outliers + 1);
+    let mut merged = Merged::default();
     let mut update = ProgressUpdate::default();
-    for file in files {
-        let name = file.path.display().to_string();
-        let file_rows = parquet_row_count(file);
-        let mut reader = open_reader(file, mapping, config.ingest.chunk_rows)?;
-        loop {
-            if abort.load(Ordering::Relaxed) {
-                return Ok(());
+    loop {
+        if let Some(signal) = abort.signal() {
+            return Err(Error::Interrupted { signal });
+        }
+        if abort.now() {
+            return Ok(());
+        }
+        merged.clear();
+        let more = input.next_chunk(&mut merged)?;
+        let mut rejects = std::mem::take(&mut merged.rejects);
+        let mut accepted = Vec::with_capacity(merged.events.len());
+        let mut advances = Vec::new();
+        let mut late_count = 0u64;
+        let mut epoch = clock.frontier(disorder);
+        let (mut first, mut last) = (None::<u64>, None::<u64>);
+        let sources = merged.files.iter().zip(&merged.rows);
+        for (e, (&file, &row)) in merged.events.drain(..).zip(sources) {
+            let late = |reason: String| Reject {
+                file: names[file as usize].clone(),
+                row,
+                field: Some("ts".into()),
+                reason,
+            };
+            let Some(window) = spec.index(e.ts_ms) else {
+                rejects.push(late("invalid: event time before 1970".into()));
+                continue;
+            };
+            if window < epoch {
+                late_count += 1;
+                rejects.push(late(format!(
+                    "late: {} windows behind the input's event time, more than \
+                     ingest.max_out_of_order allows ({disorder} windows)",
+                    clock.now().unwrap_or(0) - window,
+                )));
+                continue;
             }
-            let rows_before = reader.rows_read();
-            events.clear();
-            rejects.clear();
-            let more = reader.next_chunk(&mut events, &mut rejects)?;
-            let rows_after = reader.rows_read();
-            // Events and rejects come in record order, so each event's row number is the next
-            // row not rejected: late events are reported with it.
-            let rejected_rows: HashSet<u64> = rejects.iter().map(|r| r.row).collect();
-            let mut row = rows_before;
-            let mut accepted = Vec::with_capacity(events.len());
-            let mut late: Vec<Reject> = Vec::new();
-            for e in events.drain(..) {
-                row += 1;
-                while rejected_rows.contains(&row) {
-                    row += 1;
-                }
-                let Some(window) = spec.index(e.ts_ms) else {
-                    late.push(Reject {
-                        file: name.clone(),
-                        row,
-                        field: Some("ts".into()),
-                        reason: "invalid: event time before 1970".into(),
-                    });
-                    continue;
-                };
-                let epoch = newest.map(|n| n.saturating_sub(disorder)).unwrap_or(0);
-                if window < epoch {
-                    late.push(Reject {
-                        file: name.clone(),
-                        row,
-                        field: Some("ts".into()),
-                        reason: format!(
-                            "late: {} windows behind the newest event seen, more than \
-                             ingest.max_out_of_order allows ({} windows)",
-                            newest.unwrap_or(0) - window,
-                            disorder
-                        ),
-                    });
-                    continue;
-                }
-                newest = Some(newest.map_or(window, |n| n.max(window)));
-                accepted.push(e);
+            clock.observe(window);
+            let now = clock.frontier(disorder);
+            if now > epoch {
+                advances.push((accepted.len(), now));
+                epoch = now;
             }
-            let late_count = late.len() as u64;
-            rejects.extend(late);
-            if !rejects.is_empty() {
-                let rows: Vec<RejectRow> = rejects
-                    .iter()
-                    .map(|r| RejectRow {
-                        file: r.file.clone(),
-                        row: r.row,
-                        field: r.field.clone(),
-                        reason: r.reason.clone(),
-                    })
-                    .collect();
-                rejects_writer.write(None, &rejects_batch(&rows))?;
-            }
-            {
-                let mut s = stats.lock().expect("stats lock");
-                s.rows_read += rows_after - rows_before;
-                s.events += accepted.len() as u64;
-                s.rejects += rejects.len() as u64;
-                s.late += late_count;
-                for r in &rejects {
-                    let key = r.reason.split(':').next().unwrap_or("").trim().to_string();
-                    *s.by_reason.entry(key).or_default() += 1;
-                }
-                for e in &accepted {
-                    let w = spec.index(e.ts_ms).unwrap_or(0);
-                    s.first_window = Some(s.first_window.map_or(w, |f| f.min(w)));
-                    s.last_window = Some(s.last_window.map_or(w, |l| l.max(w)));
-                }
-                update.events = s.events;
-                update.rejects = s.rejects;
-            }
-            update.newest_window_end_ms = newest.map(|n| spec.end_ms(n));
-            // Within a Parquet file the footer's row count tells how far along it is; other
-            // formats advance a file at a time.
-            update.bytes_done = bytes_before
-                + file_rows.map_or(0, |total| {
-                    (file.size_bytes as f64 * rows_after as f64 / total.max(1) as f64) as u64
-                });
-            progress.update(&update);
-            let epoch = newest.map(|n| n.saturating_sub(disorder)).unwrap_or(0);
-            if tx
-                .send(Msg::Chunk {
-                    events: accepted,
-                    epoch,
+            first = Some(first.map_or(window, |f| f.min(window)));
+            last = Some(last.map_or(window, |l| l.max(window)));
+            accepted.push(e);
+        }
+        if !rejects.is_empty() {
+            let rows: Vec<RejectRow> = rejects
+                .iter()
+                .map(|r| RejectRow {
+                    file: r.file.clone(),
+                    row: r.row,
+                    field: r.field.clone(),
+                    code: r.code(),
+                    reason: r.reason.clone(),
                 })
-                .is_err()
-            {
-                return Ok(());
-            }
-            if !more {
-                break;
-            }
+                .collect();
+            rejects_writer.write(None, &rejects_batch(&rows))?;
         }
-        bytes_before += file.size_bytes;
-        update.bytes_done = bytes_before;
+        {
+            let mut s = stats.lock().expect("stats lock");
+            s.rows_read += merged.records;
+            s.events += accepted.len() as u64;
+            s.rejects += rejects.len() as u64;
+            s.late += late_count;
+            for r in &rejects {
+                *s.by_reason.entry(r.code()).or_default() += 1;
+            }
+            if let Some(f) = first {
+                s.first_window = Some(s.first_window.map_or(f, |x| x.min(f)));
+            }
+            if let Some(l) = last {
+                s.last_window = Some(s.last_window.map_or(l, |x| x.max(l)));
+            }
+            update.events = s.events;
+            update.rejects = s.rejects;
+        }
+        update.newest_window_end_ms = clock.now().map(|n| spec.end_ms(n));
+        update.bytes_done = input.bytes_read().min(total_bytes);
         progress.update(&update);
+        let msg = Msg::Chunk {
+            events: accepted,
+            advances,
+            epoch,
+        };
+        if tx.send(msg).is_err() {
+            return Ok(());
+        }
+        if !more {
+            break;
+        }
     }
+    update.bytes_done = total_bytes;
+    progress.update(&update);
     rejects_writer.finish_unpartitioned()?;
-    Ok(())
-}
-
-/// Rows in a Parquet file according to its footer (`None` for other formats or on error; the
-/// file was already checked, and reading reports errors properly).
-fn parquet_row_count(file: &InputFile) -> Option<u64> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    if file.format != crate::source::Format::Parquet {
-        return None;
-    }
-    let f = std::fs::File::open(&file.path).ok()?;
-    let reader = SerializedFileReader::new(f).ok()?;
-    u64::try_from(reader.metadata().file_metadata().num_rows()).ok()
-}
-
-/// Refuses an output directory that exists and is not empty, unless `overwrite`.
-fn check_output(output: &Path, overwrite: bool) -> Result<()> {
-    match std::fs::read_dir(output) {
-        Ok(mut entries) => {
-            if entries.next().is_some() && !overwrite {
-                return Err(Error::Output {
-                    path: output.to_path_buf(),
-                    reason: "exists and is not empty; pass --overwrite to replace it".into(),
-                });
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(Error::Output {
-            path: output.to_path_buf(),
-            reason: "exists and is not a directory".into(),
-        }),
-        Err(e) => Err(Error::io(output, e)),
-    }
-}
-
-fn staging_dir(output: &Path) -> Result<PathBuf> {
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "output".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let staging = parent.join(format!(".{name}.staging-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-    Ok(staging)
-}
-
-/// Moves the staging directory into place (replacing an existing output when allowed).
-fn commit_output(staging: &Path, output: &Path, overwrite: bool) -> Result<()> {
-    if output.exists() {
-        let empty = std::fs::read_dir(output)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
-        if !empty && !overwrite {
-            return Err(Error::Output {
-                path: output.to_path_buf(),
-                reason: "appeared while the job ran; the finished output is left in the staging \
-                         directory"
-                    .into(),
-            });
-        }
-        let old = staging.with_extension("old");
-        std::fs::rename(output, &old).map_err(|e| Error::io(output, e))?;
-        std::fs::rename(staging, output).map_err(|e| Error::io(output, e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-    } else {
-        std::fs::rename(staging, output).map_err(|e| Error::io(output, e))?;
-    }
     Ok(())
 }

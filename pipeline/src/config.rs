@@ -21,8 +21,9 @@
 //!
 //! [ingest]
 //! # mapping = "data/mappings/zeek_conn.toml"
-//! max_out_of_order = "5m"  # events older than this behind the newest seen are rejected as late
-//! chunk_rows = 65536
+//! max_out_of_order = "5m"  # events older than this behind the input's event time are late
+//! max_outliers = 15        # events dated ahead of the rest that cannot move event time
+//! chunk_rows = 16384
 //!
 //! [embedder]
 //! kind = "vae"             # "vae" (the RNN-VAE encoder) or "standardised" (no model)
@@ -78,6 +79,9 @@ pub const ENV_PREFIX: &str = "PERSONAFLOW__";
 pub const DEFAULT_MAX_OUT_OF_ORDER_MS: i64 = 5 * 60_000;
 /// Default rows per read chunk.
 pub const DEFAULT_CHUNK_ROWS: usize = 16_384;
+/// Default number of events dated far ahead of the rest that the input's event time ignores
+/// (it follows the `max_outliers + 1`-th newest event).
+pub const DEFAULT_MAX_OUTLIERS: usize = 15;
 /// Default number of timely worker threads.
 pub const DEFAULT_WORKERS: usize = 2;
 /// Default rows per Parquet row group in outputs.
@@ -201,8 +205,12 @@ impl Default for SegmentsConfig {
 pub struct IngestConfig {
     /// Ingest mapping file (relative paths are relative to the config file).
     pub mapping: Option<PathBuf>,
-    /// How far behind the newest event seen an event may arrive; older ones are rejected.
+    /// How far behind the input's event time an event may arrive; older ones are rejected.
     pub max_out_of_order: Millis,
+    /// Events dated ahead of all the others that cannot move the input's event time: it
+    /// follows the `max_outliers + 1`-th newest event seen, so a few rows with a wrong clock
+    /// make nothing after them late (they are kept, and processed in their windows).
+    pub max_outliers: usize,
     /// Rows per read chunk.
     pub chunk_rows: usize,
 }
@@ -211,6 +219,7 @@ impl Default for IngestConfig {
         IngestConfig {
             mapping: None,
             max_out_of_order: Millis(DEFAULT_MAX_OUT_OF_ORDER_MS),
+            max_outliers: DEFAULT_MAX_OUTLIERS,
             chunk_rows: DEFAULT_CHUNK_ROWS,
         }
     }
@@ -447,9 +456,99 @@ pub struct Config {
     pub scaling: ScalingConfig,
 }
 
+/// The sections of the configuration, as they are named in files and variables.
+pub const SECTIONS: [&str; 14] = [
+    "window",
+    "sequence",
+    "segments",
+    "resonance",
+    "ingest",
+    "embedder",
+    "forecaster",
+    "models",
+    "runtime",
+    "output",
+    "stream",
+    "personas",
+    "drift",
+    "scaling",
+];
+
+/// The upper bound of every size key (counts of windows, rows, users, threads...), checked
+/// at start: a size far beyond these is a typo, and would run out of memory or time.
+pub const SIZE_LIMITS: [(&str, u64); 31] = [
+    ("sequence.length", 1_024),
+    ("segments.window", 100_000),
+    ("resonance.cold_start_windows", 1_024),
+    ("resonance.min_segment_profiles", 10_000_000),
+    ("ingest.chunk_rows", 1 << 20),
+    ("ingest.max_outliers", 1_024),
+    ("embedder.max_batch", 65_536),
+    ("forecaster.max_batch", 65_536),
+    ("models.intra_threads", 256),
+    ("runtime.workers", 256),
+    ("output.row_group_rows", 1 << 24),
+    ("personas.k", 256),
+    ("personas.k_min", 256),
+    ("personas.k_max", 256),
+    ("personas.batch_size", 1_000_000),
+    ("personas.passes", 100),
+    ("personas.reselect_every", 10_000_000),
+    ("personas.min_users", 10_000_000),
+    ("personas.silhouette_sample", 100_000),
+    ("personas.restarts", 100),
+    ("personas.top_features", 64),
+    ("drift.baseline", 100_000),
+    ("drift.recent", 100_000),
+    ("drift.permutations", 100_000),
+    ("drift.max_points", 100_000),
+    ("drift.top_moved", 64),
+    ("drift.min_points", 100_000),
+    ("drift.confirm", 1_000),
+    ("drift.persona_pin", 10_000_000),
+    ("scaling.calibration_windows", 100_000),
+    (
+        "scaling.horizon",
+        personaflow_operators::scaling::MAX_HORIZON as u64,
+    ),
+];
+
+/// Integer keys that are not sizes (no bound).
+pub const UNBOUNDED_KEYS: [&str; 2] = ["personas.seed", "drift.seed"];
+
+/// The upper bound of every duration key, ms.
+pub const DURATION_LIMITS: [(&str, i64); 4] = [
+    ("window.length", 366 * 86_400_000),
+    ("ingest.max_out_of_order", 3_660 * 86_400_000),
+    ("stream.allowed_lateness", 30 * 86_400_000),
+    ("stream.idle_timeout", 86_400_000),
+];
+
+/// Where each configured key came from: the file, or the variable that set it.
+#[derive(Debug, Default)]
+struct Sources {
+    /// Dotted key (or section) -> the variable that set it.
+    variables: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The variable that set `key` (or a section or key above or below it), if any.
+    fn variable_of(&self, key: &str) -> Option<&str> {
+        self.variables
+            .iter()
+            .rev()
+            .find(|(k, _)| {
+                k == key || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))
+            })
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 impl Config {
     /// Loads the configuration: defaults, then `file` (if any), then `PERSONAFLOW__*`
-    /// variables from `env`. Validates the result.
+    /// variables from `env`. Validates the result. An error names the key and its source:
+    /// the file, or the variable that set it. Variables that look like settings but are
+    /// misspelt (`PERSONAFLOW_SEQUENCE__LENGTH`, `PERSONAFLOW__SEQUENCE_LENGTH`) are errors.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -467,39 +566,54 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        let mut sources = Sources::default();
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
         for (key, value) in env {
-            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+            let Some(path) = env_key_path(&key)? else {
                 continue;
             };
-            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
             set_path(&mut table, &path, parse_env_value(&value)).map_err(|reason| {
                 Error::Config {
                     path: key.clone().into(),
                     reason,
                 }
             })?;
+            sources.variables.push((path.join("."), key));
         }
-        let mut config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| Error::Config {
-                    path: origin.clone(),
-                    reason: e.message().to_string(),
-                })?;
+        let blame = |key: &str| -> PathBuf {
+            sources
+                .variable_of(key)
+                .map_or_else(|| origin.clone(), PathBuf::from)
+        };
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let reason = humanize_serde(&e.inner().to_string());
+                Error::Config {
+                    path: blame(&key),
+                    reason: if key == "." {
+                        reason
+                    } else {
+                        format!("{key}: {reason}")
+                    },
+                }
+            })?;
         if let (Some(mapping), Some(dir)) = (&config.ingest.mapping, file.and_then(Path::parent)) {
             if mapping.is_relative() && !mapping.exists() {
                 config.ingest.mapping = Some(dir.join(mapping));
             }
         }
         config.validate().map_err(|reason| Error::Config {
-            path: origin,
+            path: blame(key_in(&reason).unwrap_or_default()),
             reason,
         })?;
         Ok(config)
     }
 
-    /// Checks every value's range; the message names the key.
+    /// Checks every value's range; the message starts with the key.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        self.check_limits()?;
         if self.window.length.0 <= 0 {
             return Err(format!(
                 "window.length must be positive, got {}ms",
@@ -546,10 +660,14 @@ impl Config {
                 ));
             }
         }
-        self.scaling.validate().map_err(|e| e.to_string())?;
-        self.personas.validate().map_err(|e| e.to_string())?;
-        self.drift.validate().map_err(|e| e.to_string())?;
-        self.resonance.validate().map_err(|e| e.to_string())
+        let operator = |e: personaflow_operators::Error| match e {
+            personaflow_operators::Error::InvalidConfig(m) => m,
+            other => other.to_string(),
+        };
+        self.scaling.validate().map_err(operator)?;
+        self.personas.validate().map_err(operator)?;
+        self.drift.validate().map_err(operator)?;
+        self.resonance.validate().map_err(operator)
     }
 
     /// The ingest mapping (`ingest.mapping`, or the identity mapping of the canonical schema).
@@ -570,6 +688,132 @@ impl Config {
         let len = self.window.length.0.max(1);
         ((self.ingest.max_out_of_order.0 + len - 1) / len) as u64
     }
+}
+
+impl Config {
+    /// Checks every size key against [`SIZE_LIMITS`] and every duration against
+    /// [`DURATION_LIMITS`].
+    fn check_limits(&self) -> std::result::Result<(), String> {
+        let value = toml::Value::try_from(self).map_err(|e| e.to_string())?;
+        let lookup = |key: &str| {
+            key.split('.')
+                .try_fold(&value, |v, part| v.get(part))
+                .cloned()
+        };
+        for (key, max) in SIZE_LIMITS {
+            if let Some(toml::Value::Integer(v)) = lookup(key) {
+                if v < 0 || v as u64 > max {
+                    return Err(format!("{key} is {v}, above its bound of {max}"));
+                }
+            }
+        }
+        for (key, max) in DURATION_LIMITS {
+            if let Some(toml::Value::String(text)) = lookup(key) {
+                let ms = parse_duration_ms(&text)?;
+                if ms > max {
+                    return Err(format!(
+                        "{key} is {text}, above its bound of {}",
+                        format_duration_ms(max)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key path of a configuration variable (`PERSONAFLOW__SEQUENCE__LENGTH` ->
+/// `sequence.length`), `None` for variables that are not settings, and an error for one that
+/// looks like a setting but is misspelt.
+fn env_key_path(name: &str) -> Result<Option<Vec<String>>> {
+    let misspelt = |hint: String| {
+        Err(Error::Config {
+            path: name.into(),
+            reason: format!(
+                "not a configuration variable: they are {ENV_PREFIX}SECTION__KEY, with two \
+                 underscores around the section{hint}"
+            ),
+        })
+    };
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        // `PERSONAFLOW_SEQUENCE__LENGTH` and the like; other `PERSONAFLOW_*` variables
+        // (the test hooks, tool paths) are not settings.
+        if let Some(rest) = name.strip_prefix("PERSONAFLOW_") {
+            let lower = rest.to_ascii_lowercase();
+            if let Some(section) = SECTIONS
+                .iter()
+                .find(|s| lower.strip_prefix(**s).is_some_and(|r| r.starts_with('_')))
+            {
+                let key = lower[section.len()..]
+                    .trim_start_matches('_')
+                    .to_ascii_uppercase();
+                return misspelt(format!(
+                    " (did you mean {ENV_PREFIX}{}__{key}?)",
+                    section.to_ascii_uppercase()
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if !SECTIONS.contains(&path[0].as_str()) {
+        let hint = SECTIONS
+            .iter()
+            .find(|s| {
+                path[0]
+                    .strip_prefix(**s)
+                    .is_some_and(|r| r.starts_with('_'))
+            })
+            .map(|s| {
+                format!(
+                    " (did you mean {ENV_PREFIX}{}__{}?)",
+                    s.to_ascii_uppercase(),
+                    path[0][s.len() + 1..].to_ascii_uppercase()
+                )
+            })
+            .unwrap_or_else(|| format!("; the sections are {}", SECTIONS.join(", ")));
+        return misspelt(hint);
+    }
+    Ok(Some(path))
+}
+
+/// The first `section.key` named in a message.
+fn key_in(message: &str) -> Option<&str> {
+    message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .find(|t| {
+            t.split_once('.')
+                .is_some_and(|(s, k)| SECTIONS.contains(&s) && !k.is_empty() && !k.contains('.'))
+        })
+}
+
+/// A serde message as a person would say it: `invalid type: string "sixteen", expected
+/// usize` becomes `expected an integer, got "sixteen"`.
+fn humanize_serde(message: &str) -> String {
+    // toml adds "\nin `key`" lines of its own.
+    let message = message.lines().next().unwrap_or_default().trim();
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message
+            .strip_prefix("invalid value: ")
+            .map_or_else(|| message.to_owned(), str::to_owned);
+    };
+    let Some((got, expected)) = rest.split_once(", expected ") else {
+        return message.to_owned();
+    };
+    let expected = match expected {
+        "usize" | "u64" | "u32" | "u16" | "u8" | "i64" | "i32" | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        "a boolean" | "bool" => "true or false",
+        other => other,
+    };
+    let got = got
+        .strip_prefix("string ")
+        .or_else(|| got.strip_prefix("integer "))
+        .or_else(|| got.strip_prefix("floating point "))
+        .or_else(|| got.strip_prefix("boolean "))
+        .unwrap_or(got)
+        .trim_matches('`');
+    format!("expected {expected}, got {got}")
 }
 
 fn parse_env_value(v: &str) -> toml::Value {
@@ -656,6 +900,140 @@ mod tests {
         assert!(err.contains("lenght"), "unknown keys are refused: {err}");
         std::fs::write(&path, "[window]\nlength = \"1 fortnight\"\n").unwrap();
         assert!(Config::load(Some(&path), []).is_err());
+    }
+
+    /// Every integer key of the configuration, dotted.
+    fn integer_keys(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        if let toml::Value::Table(t) = value {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Integer(_) => out.push(key),
+                    toml::Value::Table(_) => integer_keys(v, &key, out),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_size_key_has_a_bound_that_is_checked() {
+        let mut config = Config::default();
+        config.personas.k = Some(3);
+        let value = toml::Value::try_from(&config).unwrap();
+        let mut keys = Vec::new();
+        integer_keys(&value, "", &mut keys);
+        assert!(keys.len() > 20, "{keys:?}");
+        for key in &keys {
+            assert!(
+                SIZE_LIMITS.iter().any(|(k, _)| k == key) || UNBOUNDED_KEYS.contains(&key.as_str()),
+                "{key} has no bound in SIZE_LIMITS"
+            );
+        }
+        let section: Vec<&str> = SECTIONS.to_vec();
+        let mut top: Vec<&str> = value
+            .as_table()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        top.sort();
+        let mut sorted = section.clone();
+        sorted.sort();
+        assert_eq!(top, sorted, "SECTIONS lists every section");
+        // Each bound is enforced, with the key in the message.
+        for (key, max) in SIZE_LIMITS {
+            let (section, name) = key.split_once('.').unwrap();
+            let env = vec![(
+                format!(
+                    "PERSONAFLOW__{}__{}",
+                    section.to_uppercase(),
+                    name.to_uppercase()
+                ),
+                (max as u128 + 1).to_string(),
+            )];
+            let err = Config::load(None, env).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.toml");
+        std::fs::write(&path, "[sequence]\nlength = 100000\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(
+            err.contains("big.toml") && err.contains("sequence.length") && err.contains("1024"),
+            "{err}"
+        );
+        std::fs::write(&path, "[window]\nlength = \"400d\"\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(err.contains("window.length"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_blame_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(&path, "[sequence]\nlength = \"sixteen\"\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(
+            err.contains("job.toml")
+                && err.contains("sequence.length: expected an integer, got \"sixteen\""),
+            "{err}"
+        );
+        // A bad variable is blamed, not the (good) file.
+        std::fs::write(&path, "[sequence]\nlength = 8\n").unwrap();
+        let env = vec![(
+            "PERSONAFLOW__SEQUENCE__LENGTH".to_string(),
+            "sixteen".to_string(),
+        )];
+        let err = Config::load(Some(&path), env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("PERSONAFLOW__SEQUENCE__LENGTH: sequence.length: expected an integer"),
+            "{err}"
+        );
+        let env = vec![(
+            "PERSONAFLOW__RESONANCE__TEMPERATURE".to_string(),
+            "0".to_string(),
+        )];
+        let err = Config::load(Some(&path), env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("PERSONAFLOW__RESONANCE__TEMPERATURE: "),
+            "{err}"
+        );
+        // Misspelt variables are reported, with the name meant.
+        for (name, meant) in [
+            (
+                "PERSONAFLOW_SEQUENCE__LENGTH",
+                "PERSONAFLOW__SEQUENCE__LENGTH",
+            ),
+            (
+                "PERSONAFLOW_SEQUENCE_LENGTH",
+                "PERSONAFLOW__SEQUENCE__LENGTH",
+            ),
+            (
+                "PERSONAFLOW__SEQUENCE_LENGTH",
+                "PERSONAFLOW__SEQUENCE__LENGTH",
+            ),
+        ] {
+            let env = vec![(name.to_string(), "8".to_string())];
+            let err = Config::load(None, env).unwrap_err().to_string();
+            assert!(err.starts_with(name) && err.contains(meant), "{err}");
+        }
+        let env = vec![("PERSONAFLOW__SEQUENCE__LENGHT".to_string(), "8".to_string())];
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("PERSONAFLOW__SEQUENCE__LENGHT") && err.contains("lenght"),
+            "{err}"
+        );
+        // Other PERSONAFLOW_ variables (tool paths, test hooks) are not settings.
+        let env = vec![(
+            "PERSONAFLOW_PYTHON".to_string(),
+            "/usr/bin/python3".to_string(),
+        )];
+        assert!(Config::load(None, env).is_ok());
     }
 
     #[test]

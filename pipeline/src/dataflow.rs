@@ -874,13 +874,22 @@ fn sink_facts<'scope, D, F>(
 }
 
 /// Sinks segment profiles: the collection is the current state of every segment, so at each
-/// window in which any segment changed, every segment's profile is written.
+/// window in which any segment changed, every segment's profile is written. The few segment
+/// updates all go to worker 0, which writes the table: spread over the workers (by segment),
+/// each would write only its own segments, at the windows in which one of them changed, and
+/// the rows would depend on the number of workers.
 fn sink_segments<'scope>(
     collection: VecCollection<'scope, u64, (String, SegmentSum), isize>,
     writer: Box<dyn WindowSink>,
     spec: WindowSpec,
     report: Rc<RefCell<SinkReport>>,
 ) {
+    use differential_dataflow::AsCollection as _;
+    use timely::dataflow::operators::Exchange as _;
+    let collection = collection
+        .inner
+        .exchange(|_: &((String, SegmentSum), u64, isize)| 0)
+        .as_collection();
     let mut state: BTreeMap<(String, SegmentSum), isize> = BTreeMap::new();
     let name = "SinkSegmentProfiles";
     sink_windows(collection, name, writer, report, move |window, updates| {

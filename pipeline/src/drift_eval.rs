@@ -980,6 +980,7 @@ pub fn evaluate_scenarios(
             output: dir.join("output"),
             config: config.clone(),
             overwrite: true,
+            interrupt: None,
         };
         let summary = backfill::run(&job, Arc::new(NoProgress))?;
         let rows = read_drift_table(&job.output)?;

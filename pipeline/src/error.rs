@@ -91,6 +91,23 @@ pub enum Error {
     /// The continuous job cannot run as configured (missing topic, broker, flag...).
     #[error("{0}")]
     Stream(String),
+    /// The run was stopped by a signal (SIGINT, SIGTERM) before it finished; nothing was
+    /// written.
+    #[error("interrupted by {}: stopped before writing any output", signal_name(*.signal))]
+    Interrupted {
+        /// The signal's number.
+        signal: i32,
+    },
+}
+
+/// The name of a signal number, for messages.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        2 => "SIGINT".into(),
+        15 => "SIGTERM".into(),
+        1 => "SIGHUP".into(),
+        n => format!("signal {n}"),
+    }
 }
 
 /// Result type of the pipeline crate.

@@ -113,6 +113,65 @@ pub fn read_truth(path: &Path) -> Result<HashMap<String, TruthUser>> {
     Ok(truth)
 }
 
+/// Share of the output's authenticated users whose known segment may differ from the truth's
+/// before the output is taken for another scenario's.
+pub const MAX_SEGMENT_DISAGREEMENT: f64 = 0.01;
+
+/// Checks that a backfill output comes from the scenario of `truth`: its users are the
+/// truth's users, and the segment its authenticated users' events carried (the `features`
+/// table's `segment`) is the one the truth gives them. An output of another scenario (whose
+/// users share ids with this one, as simulated users do) would otherwise be scored, and
+/// give a meaningless accuracy. The error says what does not match.
+pub fn check_same_scenario(truth: &HashMap<String, TruthUser>, output: &Path) -> Result<()> {
+    let mut users: HashMap<String, Option<bool>> = HashMap::new();
+    for file in parquet_files(&output.join("features"))? {
+        for_each_batch(&file, &["user_id", "authenticated", "segment"], |batch| {
+            let ids = batch.column(0).as_string::<i32>();
+            let auth = batch.column(1).as_boolean();
+            let segs = batch.column(2).as_string::<i32>();
+            for i in 0..batch.num_rows() {
+                let verdict = users.entry(ids.value(i).to_string()).or_insert(None);
+                if !auth.value(i) || arrow_array::Array::is_null(segs, i) {
+                    continue;
+                }
+                let agrees = truth
+                    .get(ids.value(i))
+                    .is_some_and(|t| t.segment == segs.value(i));
+                *verdict = Some(verdict.unwrap_or(true) && agrees);
+            }
+        })?;
+    }
+    let mismatch = |reason: String| {
+        Err(Error::Output {
+            path: output.to_path_buf(),
+            reason: format!(
+                "does not look like a backfill of this scenario's events: {reason}; evaluate \
+                 an output with the scenario it was computed from"
+            ),
+        })
+    };
+    if users.is_empty() {
+        return Ok(()); // nothing to score, nothing to mix up
+    }
+    let unknown = users.keys().filter(|u| !truth.contains_key(*u)).count();
+    if unknown * 2 > users.len() {
+        return mismatch(format!(
+            "{unknown} of its {} users are not in the scenario's truth",
+            users.len()
+        ));
+    }
+    let judged: Vec<bool> = users.values().flatten().copied().collect();
+    let disagree = judged.iter().filter(|ok| !**ok).count();
+    if disagree as f64 > MAX_SEGMENT_DISAGREEMENT * judged.len() as f64 {
+        return mismatch(format!(
+            "{disagree} of its {} authenticated users carry another segment than the truth \
+             gives them",
+            judged.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Scores the `resonance` table of a backfill output against the truth.
 pub fn evaluate_resonance(
     truth: &HashMap<String, TruthUser>,

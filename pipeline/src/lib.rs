@@ -8,6 +8,7 @@ pub mod dataflow;
 pub mod drift_eval;
 pub mod error;
 pub mod evaluate;
+pub mod output_dir;
 pub mod schema;
 pub mod simulate;
 pub mod sink;

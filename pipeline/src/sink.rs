@@ -226,6 +226,7 @@ impl Table {
                 Field::new("file", DataType::Utf8, false),
                 Field::new("row", DataType::UInt64, false),
                 Field::new("field", DataType::Utf8, true),
+                Field::new("code", DataType::Utf8, false),
                 Field::new("reason", DataType::Utf8, false),
             ],
         };
@@ -611,6 +612,8 @@ pub struct RejectRow {
     pub row: u64,
     /// Offending field, when one.
     pub field: Option<String>,
+    /// The kind of rejection: `late`, `malformed_record` or `invalid_<field>`.
+    pub code: String,
     /// Why the row was rejected.
     pub reason: String,
 }
@@ -924,11 +927,13 @@ pub fn rejects_batch(rows: &[RejectRow]) -> RecordBatch {
     let mut file = StringBuilder::new();
     let mut row = UInt64Builder::with_capacity(rows.len());
     let mut field = StringBuilder::new();
+    let mut code = StringBuilder::new();
     let mut reason = StringBuilder::new();
     for r in rows {
         file.append_value(&r.file);
         row.append_value(r.row);
         field.append_option(r.field.as_deref());
+        code.append_value(&r.code);
         reason.append_value(&r.reason);
     }
     finish(
@@ -937,6 +942,7 @@ pub fn rejects_batch(rows: &[RejectRow]) -> RecordBatch {
             Arc::new(file.finish()),
             Arc::new(row.finish()),
             Arc::new(field.finish()),
+            Arc::new(code.finish()),
             Arc::new(reason.finish()),
         ],
     )
@@ -1006,6 +1012,49 @@ impl WindowSink for PartitionedSink {
         }
         Ok(())
     }
+}
+
+/// The partition of the empty file of a table without rows when the run had no window:
+/// `date=1970-01-01` (readers infer a partition column's type from its values, and pyarrow
+/// refuses a table whose only partition is Hive's null, `__HIVE_DEFAULT_PARTITION__`).
+pub const EPOCH_PARTITION: &str = "1970-01-01";
+
+/// Gives every table of `tables` without a file under `root` one Parquet file with no rows
+/// and the table's schema, in the date partition `partition`, so that every table exists for
+/// readers (DuckDB's, Polars' and pyarrow's globs and datasets) even when it has no rows.
+/// Returns the tables that got one.
+pub fn write_empty_tables(
+    root: &Path,
+    tables: &[Table],
+    partition: &str,
+    row_group_rows: usize,
+) -> Result<Vec<Table>> {
+    let mut written = Vec::new();
+    for &table in tables {
+        let dir = root.join(table.name());
+        if dir.is_dir() && has_parquet_file(&dir).map_err(|e| Error::io(&dir, e))? {
+            continue;
+        }
+        let mut writer = PartitionedWriter::new(root, table, 0, row_group_rows);
+        writer.write_empty(partition)?;
+        written.push(table);
+    }
+    Ok(written)
+}
+
+/// Whether `dir` holds a `.parquet` file, at any depth.
+fn has_parquet_file(dir: &Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if has_parquet_file(&path)? {
+                return Ok(true);
+            }
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The `date=YYYY-MM-DD` partition of a window, by the window's start (UTC).
@@ -1114,17 +1163,29 @@ impl PartitionedWriter {
     /// if nothing was written, so the table always exists for readers.
     pub fn finish_unpartitioned(&mut self) -> Result<u64> {
         if self.rows == 0 && self.current.is_none() && self.files.is_empty() {
-            std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-            let path = self
-                .dir
-                .join(format!("part-{:03}-{:05}.parquet", self.worker, self.seq));
-            let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
-            let writer = ArrowWriter::try_new(file, self.table.schema(), Some(self.props.clone()))
-                .map_err(|e| Error::parquet(&path, e))?;
-            writer.close().map_err(|e| Error::parquet(&path, e))?;
-            self.files.push(path);
+            let dir = self.dir.clone();
+            self.write_empty_file(&dir)?;
         }
         self.finish()
+    }
+
+    /// Writes a file with no rows (and the table's schema) into partition `partition`.
+    pub fn write_empty(&mut self, partition: &str) -> Result<()> {
+        self.close_current()?;
+        let dir = self.dir.join(format!("date={partition}"));
+        self.write_empty_file(&dir)
+    }
+
+    fn write_empty_file(&mut self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(format!("part-{:03}-{:05}.parquet", self.worker, self.seq));
+        self.seq += 1;
+        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let writer = ArrowWriter::try_new(file, self.table.schema(), Some(self.props.clone()))
+            .map_err(|e| Error::parquet(&path, e))?;
+        writer.close().map_err(|e| Error::parquet(&path, e))?;
+        self.files.push(path);
+        Ok(())
     }
 
     /// The table written.

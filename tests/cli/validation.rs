@@ -512,15 +512,15 @@ fn malformed_records_are_rejected() {
         )
         .as_bytes(),
     );
-    // Blank lines are not records: the array is record 3.
+    // Rows of NDJSON are line numbers (blank lines count): the array is on line 4.
     assert_rejects(
         dir,
         &ndjson,
         5,
         &[
             (2, None, "invalid JSON"),
-            (3, None, "not a JSON object"),
-            (5, Some("user_id"), "found a JSON object"),
+            (4, None, "not a JSON object"),
+            (6, Some("user_id"), "found a JSON object"),
         ],
     );
 }
@@ -613,29 +613,29 @@ fn events_later_than_max_out_of_order_are_rejected_as_late() {
         )
     };
     let mut content = String::new();
-    content += &line("a", 60); // 1
+    content += &line("a", 60); // line 1
     content += &line("b", 120); // 2
-    content += "\n"; // a blank line is no record
-    content += &line("a", 180); // 3
-    content += "{\"ts\": \n"; // 4: invalid JSON
-    content += &line("b", 600); // 5: newest so far
-    content += &line("c", 420); // 6: 3 minutes behind: accepted
-    content += &line("c", 600 - 3_600); // 7: an hour behind: late
-    content += &line("a", 660); // 8
-    content += &line("d", 660 - 3_600); // 9: the last row, an hour older: late
+    content += "\n"; // 3: a blank line is no record, but a line
+    content += &line("a", 180); // 4
+    content += "{\"ts\": \n"; // 5: invalid JSON
+    content += &line("b", 600); // 6: newest so far
+    content += &line("c", 420); // 7: 3 minutes behind: accepted
+    content += &line("c", 600 - 3_600); // 8: an hour behind: late
+    content += &line("a", 660); // 9
+    content += &line("d", 660 - 3_600); // 10: the last row, an hour older: late
     let ndjson = write(tmp.path(), "late.ndjson", content.as_bytes());
     let out = assert_rejects(
         tmp.path(),
         &ndjson,
         9,
         &[
-            (4, None, "invalid JSON"),
-            (7, Some("ts"), "late"),
-            (9, Some("ts"), "late"),
+            (5, None, "invalid JSON"),
+            (8, Some("ts"), "late"),
+            (10, Some("ts"), "late"),
         ],
     );
     for (_, row, _, reason) in rejects(&out) {
-        if row != 4 {
+        if row != 5 {
             assert!(reason.starts_with("late"), "{reason}");
             assert!(reason.contains("max_out_of_order"), "{reason}");
         }
@@ -643,7 +643,7 @@ fn events_later_than_max_out_of_order_are_rejected_as_late() {
     let json = run_json(&out);
     assert_eq!(json_u64(&json, "/late_events"), 2);
     let mut by_reason = BTreeMap::new();
-    by_reason.insert("invalid JSON".to_string(), 1);
+    by_reason.insert("malformed_record".to_string(), 1);
     by_reason.insert("late".to_string(), 2);
     assert_eq!(json["rejects_by_reason"], serde_json::json!(by_reason));
     let users: BTreeSet<String> = output_table(&out, "features")
@@ -676,9 +676,8 @@ fn existing_output_is_refused_without_overwrite_and_replaced_with_it() {
     let dir = tmp.path();
     let input = write(dir, "in.csv", &csv_with(6, &[]));
     let out = dir.join("out");
-    std::fs::create_dir_all(out.join("sub")).unwrap();
-    std::fs::write(out.join("keep.txt"), b"precious").unwrap();
-    std::fs::write(out.join("sub/data.bin"), [1u8, 2, 3]).unwrap();
+    backfill(&input, &out, &[]).ok();
+    std::fs::write(out.join("stale.txt"), b"from before").unwrap();
     let before = snapshot(&out);
 
     let line = backfill(&input, &out, &[]).fails_with_one_line();
@@ -687,8 +686,9 @@ fn existing_output_is_refused_without_overwrite_and_replaced_with_it() {
     assert!(before == snapshot(&out), "the existing output was touched");
     assert_eq!(staging_dirs(dir, "out"), Vec::<String>::new());
 
+    // A personaflow output is replaced, whole.
     backfill(&input, &out, &["--overwrite"]).ok();
-    assert!(!out.join("keep.txt").exists() && !out.join("sub").exists());
+    assert!(!out.join("stale.txt").exists());
     assert_eq!(json_u64(&run_json(&out), "/events"), 6);
     let mut left: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -698,7 +698,7 @@ fn existing_output_is_refused_without_overwrite_and_replaced_with_it() {
     assert_eq!(
         left,
         ["in.csv", "out"],
-        "staging or old outputs left behind"
+        "staging, old outputs or the lock left behind"
     );
 
     // An existing empty directory is fine without --overwrite.

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use personaflow_operators::Event;
 
 use super::mapping::{Literal, TsUnit};
-use super::MAX_EVENT_TS_MS;
+use super::{MAX_EVENT_BYTES, MAX_EVENT_LATENCY_MS, MAX_EVENT_TS_MS};
 use crate::schema::CANONICAL_COLUMNS;
 
 /// Number of canonical columns.
@@ -384,6 +384,18 @@ impl Converter {
     }
 
     fn bytes(&self, cell: Cell<'_>, scale: Option<f64>) -> Result<Option<u64>, String> {
+        let count = self.unbounded_bytes(cell, scale)?;
+        match count {
+            Some(v) if v > MAX_EVENT_BYTES => Err(format!(
+                "byte count {v} is above the bound of {MAX_EVENT_BYTES} (1 PiB) per event; \
+                 values like {} usually mean \"unknown\": map them to null with a null marker",
+                u64::MAX
+            )),
+            other => Ok(other),
+        }
+    }
+
+    fn unbounded_bytes(&self, cell: Cell<'_>, scale: Option<f64>) -> Result<Option<u64>, String> {
         let unsigned = |v: u64| match scale {
             None => Ok(Some(v)),
             Some(k) => float_to_count(v as f64 * k, true).map(Some),
@@ -433,6 +445,11 @@ impl Converter {
             Err(format!("negative latency {v}"))
         } else if v.is_infinite() {
             Err("latency is infinite".to_owned())
+        } else if v > MAX_EVENT_LATENCY_MS {
+            Err(format!(
+                "latency {v} ms is above the bound of {MAX_EVENT_LATENCY_MS} ms (365 days) per \
+                 event"
+            ))
         } else {
             Ok(Some(v))
         }
@@ -694,6 +711,39 @@ mod tests {
             ),
             Some(852_076_800_000)
         );
+    }
+
+    #[test]
+    fn byte_counts_and_latencies_above_their_bounds_are_rejected() {
+        let c = Converter {
+            ts_unit: TsUnit::Millis,
+            ts_unit_explicit: false,
+            ts_format: TsFormat::Auto,
+            scale: [None; N_FIELDS],
+            constants: Default::default(),
+            null_markers: Vec::new(),
+        };
+        assert_eq!(
+            c.bytes(Cell::UInt(MAX_EVENT_BYTES), None),
+            Ok(Some(MAX_EVENT_BYTES))
+        );
+        for cell in [
+            Cell::UInt(u64::MAX),
+            Cell::Str("18446744073709551615"),
+            Cell::Float(1e19),
+            Cell::Str("1e19"),
+            Cell::UInt(MAX_EVENT_BYTES + 1),
+        ] {
+            let err = c.bytes(cell, None).unwrap_err();
+            assert!(err.contains("above the bound"), "{cell:?}: {err}");
+        }
+        assert!(
+            c.bytes(Cell::UInt(1 << 40), Some(1e6)).is_err(),
+            "bounded after scaling"
+        );
+        assert_eq!(c.latency(Cell::Float(12.5), None), Ok(Some(12.5)));
+        let err = c.latency(Cell::Float(1e16), None).unwrap_err();
+        assert!(err.contains("above the bound"), "{err}");
     }
 
     #[test]

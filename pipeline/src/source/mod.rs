@@ -12,7 +12,7 @@
 //!
 //! ```no_run
 //! use personaflow_pipeline::source::{
-//!     check_input, open_reader, resolve_inputs, IngestMapping, DEFAULT_CHUNK_ROWS,
+//!     check_input, open_reader, resolve_inputs, Chunk, IngestMapping, DEFAULT_CHUNK_ROWS,
 //! };
 //!
 //! # fn main() -> personaflow_pipeline::Result<()> {
@@ -21,12 +21,12 @@
 //! for file in &files {
 //!     check_input(file, &mapping)?;
 //! }
-//! let (mut events, mut rejects) = (Vec::new(), Vec::new());
+//! let mut chunk = Chunk::default();
 //! for file in &files {
 //!     let mut reader = open_reader(file, &mapping, DEFAULT_CHUNK_ROWS)?;
-//!     while reader.next_chunk(&mut events, &mut rejects)? {
-//!         // hand `events` on, then
-//!         events.clear();
+//!     while reader.next_chunk(&mut chunk)? {
+//!         // hand `chunk.events` (and `chunk.rejects`) on, then
+//!         chunk.clear();
 //!     }
 //! }
 //! # Ok(())
@@ -37,14 +37,25 @@
 //!
 //! A record is rejected (with the first offending canonical column, in schema order) when:
 //! `user_id` or `action` is missing or blank; `ts` is missing, unparsable, before 1970 or
-//! after [`MAX_EVENT_TS_MS`]; `bytes_in`/`bytes_out` is negative, fractional or not a
-//! number; `latency_ms` is negative, NaN, infinite or not a number; `status` is not an
+//! after [`MAX_EVENT_TS_MS`]; `bytes_in`/`bytes_out` is negative, fractional, not a number
+//! or above [`MAX_EVENT_BYTES`]; `latency_ms` is negative, NaN, infinite, not a number or
+//! above [`MAX_EVENT_LATENCY_MS`]; `status` is not an
 //! integer; `authenticated` is not a boolean (`true/false/t/f/yes/no/y/n/1/0`, any case; null
 //! is `false`); or the record as a whole is malformed (wrong number of fields, invalid JSON).
 //! Text values equal to one of the mapping's null markers are null.
+//!
+//! # Compressed and odd files
+//!
+//! Text inputs named `*.gz` (`events.csv.gz`, `conn.log.gz`) are decompressed as they are
+//! read, their format told by the name without `.gz`. A file whose first bytes say it is
+//! gzip-compressed but whose name does not end in `.gz`, UTF-16 text, or a binary file, is
+//! refused by name ([`Error::BadInput`]) before anything is read.
 
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use personaflow_operators::Event;
 use serde::{Deserialize, Serialize};
@@ -54,6 +65,7 @@ use crate::{Error, Result};
 mod convert;
 mod json_record;
 mod mapping;
+pub mod merge;
 mod ndjson_reader;
 mod parquet_reader;
 mod resolve;
@@ -64,6 +76,7 @@ pub use mapping::{
     IngestMapping, Literal, TextOptions, TimestampSpec, TsUnit, BUILT_IN_ORIGIN,
     DEFAULT_NULL_MARKERS, DEFAULT_TS_UNIT,
 };
+pub use merge::{Merged, TimeOrdered};
 pub use resolve::resolve_inputs;
 
 use convert::{Cells, FieldError, N_FIELDS};
@@ -76,6 +89,16 @@ pub const DEFAULT_CHUNK_ROWS: usize = 65_536;
 /// The latest accepted event time: 2100-01-01T00:00:00Z, in milliseconds. Later timestamps
 /// are almost certainly unit mistakes (e.g. microseconds read as milliseconds).
 pub const MAX_EVENT_TS_MS: i64 = 4_102_444_800_000;
+
+/// The largest byte count (`bytes_in`, `bytes_out`) one event may carry: 2^50 bytes (1 PiB).
+/// Larger values are rejected: no single request moves that much, and values such as
+/// 18446744073709551615 (`u64::MAX`) are usually placeholders for "unknown" (map them to
+/// null with a null marker). Summed over a window, bounded counts cannot overflow.
+pub const MAX_EVENT_BYTES: u64 = 1 << 50;
+
+/// The largest latency one event may carry, in ms: 365 days (Zeek's `duration` of a
+/// long-lived connection stays well below it). Larger values are rejected.
+pub const MAX_EVENT_LATENCY_MS: f64 = 365.0 * 86_400_000.0;
 
 /// An input file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,8 +139,14 @@ impl Format {
             .map(|(_, f)| *f)
     }
 
-    /// The format of a path from its extension, if known.
+    /// The format of a path from its extension, if known; a `.gz` extension is looked
+    /// through (`events.csv.gz` is CSV).
     pub fn from_path(path: &Path) -> Option<Format> {
+        let path = if is_gzip_name(path) {
+            Path::new(path.file_stem()?)
+        } else {
+            path
+        };
         path.extension()
             .and_then(|e| e.to_str())
             .and_then(Format::from_extension)
@@ -182,6 +211,26 @@ pub struct Reject {
     pub reason: String,
 }
 
+/// The code of a late event's rejection (its reason starts with `late:`).
+pub const LATE_CODE: &str = "late";
+/// The code of a record rejected as a whole (no single field is to blame).
+pub const MALFORMED_CODE: &str = "malformed_record";
+
+impl Reject {
+    /// A fixed code for the kind of rejection: `late`, `malformed_record`, or
+    /// `invalid_<field>` (e.g. `invalid_ts`). There are at most as many codes as canonical
+    /// columns plus two, whatever the reasons say, so counts by code stay small.
+    pub fn code(&self) -> String {
+        if self.reason.starts_with("late:") {
+            return LATE_CODE.to_owned();
+        }
+        match &self.field {
+            Some(field) => format!("invalid_{field}"),
+            None => MALFORMED_CODE.to_owned(),
+        }
+    }
+}
+
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: record {}", self.file, self.row)?;
@@ -192,16 +241,46 @@ impl fmt::Display for Reject {
     }
 }
 
+/// What a reader appends per [`EventReader::next_chunk`]: valid events with their row
+/// numbers, and rejects.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Chunk {
+    /// Valid events, in record order.
+    pub events: Vec<Event>,
+    /// The row of each event in its file (as [`Reject::row`] numbers rows).
+    pub rows: Vec<u64>,
+    /// Records that failed validation.
+    pub rejects: Vec<Reject>,
+}
+
+impl Chunk {
+    /// Empties the chunk, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.rows.clear();
+        self.rejects.clear();
+    }
+
+    /// Records read into it: events plus rejects.
+    pub fn records(&self) -> usize {
+        self.events.len() + self.rejects.len()
+    }
+}
+
 /// Reads one input file as canonical events, a chunk at a time.
 pub trait EventReader: Send {
-    /// Appends up to the reader's chunk size of records to `events` (valid ones) and
-    /// `rejects` (invalid ones); neither is cleared. Returns `Ok(false)` when the input is
-    /// exhausted and nothing was appended, `Ok(true)` otherwise (a chunk may hold only
-    /// rejects). An `Err` (I/O, corrupt Parquet page) names the file; don't call again after it.
-    fn next_chunk(&mut self, events: &mut Vec<Event>, rejects: &mut Vec<Reject>) -> Result<bool>;
+    /// Appends up to the reader's chunk size of records to `chunk` (nothing is cleared).
+    /// Returns `Ok(false)` when the input is exhausted and nothing was appended, `Ok(true)`
+    /// otherwise (a chunk may hold only rejects). An `Err` (I/O, corrupt Parquet page, an
+    /// unterminated quote) names the file; don't call again after it.
+    fn next_chunk(&mut self, chunk: &mut Chunk) -> Result<bool>;
 
     /// Data records consumed so far (events plus rejects).
     fn rows_read(&self) -> u64;
+
+    /// Bytes of the file consumed so far (of the file on disk, compressed or not; for
+    /// Parquet, estimated from the rows read), for progress reports.
+    fn bytes_read(&self) -> u64;
 }
 
 /// Opens a reader for `file` through `mapping`, returning at most `chunk_rows` records per
@@ -265,6 +344,28 @@ pub(crate) fn locate_columns(
         let Some(source) = source else { continue };
         let found = header.iter().position(|h| *h == source.name);
         let canonical = crate::schema::CANONICAL_COLUMNS[i];
+        let positions: Vec<usize> = header
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h == source.name)
+            .map(|(i, _)| i + 1)
+            .collect();
+        if positions.len() > 1 {
+            return Err(Error::BadInput {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the column `{}` appears {} times (columns {}): which one holds `{canonical}` \
+                     is ambiguous; rename or drop the duplicates",
+                    printable(source.name.as_bytes()),
+                    positions.len(),
+                    positions
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
         let required = crate::schema::REQUIRED_COLUMNS.contains(&canonical);
         match found {
             Some(idx) => indices[i] = Some(idx),
@@ -291,9 +392,13 @@ pub(crate) fn missing_column(
     source: &str,
     header: &[&str],
 ) -> Error {
-    let mut found: Vec<&str> = header.iter().copied().take(MAX_LISTED_COLUMNS).collect();
+    let mut found: Vec<String> = header
+        .iter()
+        .take(MAX_LISTED_COLUMNS)
+        .map(|h| printable(h.as_bytes()))
+        .collect();
     if header.len() > MAX_LISTED_COLUMNS {
-        found.push("…");
+        found.push("…".to_owned());
     }
     let from = if source == canonical {
         String::new()
@@ -319,12 +424,14 @@ pub(crate) fn push_row(
     result: std::result::Result<Event, FieldError>,
     file: &str,
     row: u64,
-    events: &mut Vec<Event>,
-    rejects: &mut Vec<Reject>,
+    chunk: &mut Chunk,
 ) {
     match result {
-        Ok(event) => events.push(event),
-        Err(e) => rejects.push(Reject {
+        Ok(event) => {
+            chunk.events.push(event);
+            chunk.rows.push(row);
+        }
+        Err(e) => chunk.rejects.push(Reject {
             file: file.to_owned(),
             row,
             field: e.field.map(str::to_owned),
@@ -339,6 +446,103 @@ pub(crate) fn record_error(reason: String) -> FieldError {
         field: None,
         reason,
     }
+}
+
+/// Whether a path's name ends in `.gz`.
+pub(crate) fn is_gzip_name(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+}
+
+/// The first bytes of a gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Bytes looked at to tell text from binary.
+const SNIFF_BYTES: usize = 4096;
+
+/// Counts the bytes read through it (shared, for progress reports from another handle).
+#[derive(Debug)]
+pub(crate) struct CountingRead<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Opens a text input for reading: decompressed if its name ends in `.gz`, after checking
+/// that its first bytes are text (refusing, by name, gzip data under another name, UTF-16
+/// and binary files). Returns the reader and a counter of the bytes read from the file.
+pub(crate) fn open_text(path: &Path) -> Result<(Box<dyn Read + Send>, Arc<AtomicU64>)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = CountingRead {
+        inner: file,
+        count: count.clone(),
+    };
+    let mut reader: Box<dyn Read + Send> = if is_gzip_name(path) {
+        Box::new(flate2::read::MultiGzDecoder::new(counted))
+    } else {
+        Box::new(counted)
+    };
+    // Look at the first bytes, then hand them back in front of the rest.
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    (&mut reader)
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| {
+            if is_gzip_name(path) && e.kind() == std::io::ErrorKind::InvalidInput {
+                Error::BadInput {
+                    path: path.to_path_buf(),
+                    reason: format!("is named .gz but is not gzip data ({e})"),
+                }
+            } else {
+                Error::io(path, e)
+            }
+        })?;
+    check_text_head(path, &head)?;
+    Ok((Box::new(std::io::Cursor::new(head).chain(reader)), count))
+}
+
+/// Refuses the start of a text file that is not UTF-8 text.
+fn check_text_head(path: &Path, head: &[u8]) -> Result<()> {
+    let refuse = |reason: &str| {
+        Err(Error::BadInput {
+            path: path.to_path_buf(),
+            reason: reason.to_owned(),
+        })
+    };
+    if head.starts_with(&GZIP_MAGIC) {
+        return refuse(
+            "is gzip-compressed data under a name that does not end in .gz: name it \
+             e.g. events.csv.gz to have it decompressed as it is read",
+        );
+    }
+    if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+        return refuse(
+            "is UTF-16 text (it starts with a UTF-16 byte order mark); personaflow reads \
+             UTF-8: convert it, e.g. `iconv -f UTF-16 -t UTF-8`",
+        );
+    }
+    if head.contains(&0) {
+        return refuse(
+            "holds NUL bytes in its first 4 KiB: it is not UTF-8 text (binary data, or UTF-16 \
+             without a byte order mark)",
+        );
+    }
+    Ok(())
+}
+
+/// A name or value from an input file as it may be shown in a message: invalid UTF-8 and
+/// control characters escaped, cut to a readable length.
+pub(crate) fn printable(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let escaped: String = text.chars().flat_map(char::escape_debug).collect();
+    convert::quote(&escaped)
 }
 
 /// An all-null row of cells.

@@ -1,17 +1,21 @@
 //! NDJSON reader: one JSON object per line. Blank lines are skipped; a line that is not a
-//! JSON object is a reject. Source columns are top-level keys, or dotted paths into nested
+//! JSON object is a reject. Rows (of events and rejects) are line numbers in the file, blank
+//! lines counted, so that `sed -n 'ROWp'` shows the line. Source columns are top-level keys, or dotted paths into nested
 //! objects (`"id.orig_h"` finds the key `id.orig_h`, else `{"id": {"orig_h": ..}}`).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use personaflow_operators::Event;
 use serde_json::{Map, Value};
 
 use super::convert::{Cell, Cells};
 use super::mapping::Compiled;
-use super::{missing_column, null_cells, push_row, record_error, EventReader, FieldError, Reject};
+use super::{
+    missing_column, null_cells, open_text, push_row, record_error, Chunk, EventReader, FieldError,
+};
 use crate::schema::{CANONICAL_COLUMNS, REQUIRED_COLUMNS};
 use crate::{Error, Result};
 
@@ -79,7 +83,7 @@ pub(crate) fn decode_object(
 /// Reads one line into `line` without its terminator (and without a leading BOM on the
 /// first line); `false` at the end of the file.
 fn read_line(
-    reader: &mut BufReader<File>,
+    reader: &mut BufReader<Box<dyn Read + Send>>,
     line: &mut Vec<u8>,
     first: bool,
     path: &Path,
@@ -109,7 +113,7 @@ fn is_blank(line: &[u8]) -> bool {
 /// the required columns. An empty file passes; a file that starts like a JSON array, or
 /// whose first lines hold no JSON object, is [`Error::BadInput`].
 pub(crate) fn check(path: &Path, compiled: &Compiled) -> Result<()> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (file, _) = open_text(path)?;
     let mut reader = BufReader::new(file);
     let mut line = Vec::new();
     let mut seen = 0;
@@ -157,11 +161,11 @@ pub(crate) fn check(path: &Path, compiled: &Compiled) -> Result<()> {
 }
 
 /// A reader of one NDJSON file.
-#[derive(Debug)]
 pub(crate) struct NdjsonReader {
     path: PathBuf,
     file_label: String,
-    reader: BufReader<File>,
+    reader: BufReader<Box<dyn Read + Send>>,
+    bytes: Arc<AtomicU64>,
     line: Vec<u8>,
     compiled: Compiled,
     chunk_rows: usize,
@@ -173,11 +177,12 @@ pub(crate) struct NdjsonReader {
 impl NdjsonReader {
     /// Opens the file (call [`check`] first to check its columns).
     pub(crate) fn open(path: &Path, compiled: Compiled, chunk_rows: usize) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let (file, bytes) = open_text(path)?;
         Ok(NdjsonReader {
             path: path.to_path_buf(),
             file_label: path.display().to_string(),
             reader: BufReader::new(file),
+            bytes,
             line: Vec::new(),
             compiled,
             chunk_rows,
@@ -188,8 +193,18 @@ impl NdjsonReader {
     }
 }
 
+impl std::fmt::Debug for NdjsonReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NdjsonReader")
+            .field("path", &self.path)
+            .field("lines", &self.lines)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl EventReader for NdjsonReader {
-    fn next_chunk(&mut self, events: &mut Vec<Event>, rejects: &mut Vec<Reject>) -> Result<bool> {
+    fn next_chunk(&mut self, chunk: &mut Chunk) -> Result<bool> {
         if self.done {
             return Ok(false);
         }
@@ -207,13 +222,17 @@ impl EventReader for NdjsonReader {
             self.rows += 1;
             taken += 1;
             let result = decode_object(&self.line, &self.compiled);
-            push_row(result, &self.file_label, self.rows, events, rejects);
+            push_row(result, &self.file_label, self.lines, chunk);
         }
         Ok(taken > 0 || !self.done)
     }
 
     fn rows_read(&self) -> u64 {
         self.rows
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 

@@ -16,11 +16,10 @@ use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 use parquet::errors::ParquetError;
-use personaflow_operators::Event;
 
 use super::convert::{Cell, Cells, MS_PER_DAY, N_FIELDS};
 use super::mapping::Compiled;
-use super::{locate_columns, null_cells, push_row, EventReader, Reject};
+use super::{locate_columns, null_cells, push_row, Chunk, EventReader};
 use crate::schema::CANONICAL_COLUMNS;
 use crate::{Error, Result};
 
@@ -167,6 +166,9 @@ pub(crate) struct ParquetReader {
     columns: [Option<(String, Target)>; N_FIELDS],
     rows: u64,
     done: bool,
+    /// Rows and bytes of the whole file, for [`EventReader::bytes_read`].
+    total_rows: u64,
+    size_bytes: u64,
 }
 
 impl std::fmt::Debug for ParquetReader {
@@ -222,6 +224,8 @@ impl ParquetReader {
         let builder = Self::builder(path)?;
         let schema = builder.schema().clone();
         let plan = Self::plan(path, &compiled, &schema)?;
+        let total_rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        let size_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
         let roots: BTreeSet<usize> = plan.iter().flatten().map(|(idx, _)| *idx).collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         let reader = builder
@@ -238,12 +242,14 @@ impl ParquetReader {
             columns,
             rows: 0,
             done: false,
+            total_rows,
+            size_bytes,
         })
     }
 }
 
 impl EventReader for ParquetReader {
-    fn next_chunk(&mut self, events: &mut Vec<Event>, rejects: &mut Vec<Reject>) -> Result<bool> {
+    fn next_chunk(&mut self, chunk: &mut Chunk) -> Result<bool> {
         if self.done {
             return Ok(false);
         }
@@ -276,7 +282,7 @@ impl EventReader for ParquetReader {
                 })?,
             );
         }
-        events.reserve(batch.num_rows());
+        chunk.events.reserve(batch.num_rows());
         for row in 0..batch.num_rows() {
             let mut cells: Cells<'_> = null_cells();
             for (cell, view) in cells.iter_mut().zip(views.iter()) {
@@ -286,12 +292,19 @@ impl EventReader for ParquetReader {
             }
             self.rows += 1;
             let result = self.compiled.converter.event(&cells);
-            push_row(result, &self.file_label, self.rows, events, rejects);
+            push_row(result, &self.file_label, self.rows, chunk);
         }
         Ok(true)
     }
 
     fn rows_read(&self) -> u64 {
         self.rows
+    }
+
+    fn bytes_read(&self) -> u64 {
+        if self.total_rows == 0 {
+            return 0;
+        }
+        (self.size_bytes as f64 * self.rows as f64 / self.total_rows as f64) as u64
     }
 }

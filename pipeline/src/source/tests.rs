@@ -33,11 +33,11 @@ fn read_all_chunked(
 ) -> (Vec<Event>, Vec<Reject>) {
     check_input(file, mapping).unwrap();
     let mut reader = open_reader(file, mapping, chunk_rows).unwrap();
-    let (mut events, mut rejects) = (Vec::new(), Vec::new());
+    let mut chunk = Chunk::default();
     loop {
-        let before = events.len() + rejects.len();
-        let more = reader.next_chunk(&mut events, &mut rejects).unwrap();
-        let got = events.len() + rejects.len() - before;
+        let before = chunk.records();
+        let more = reader.next_chunk(&mut chunk).unwrap();
+        let got = chunk.records() - before;
         assert!(
             got <= chunk_rows,
             "a chunk of {got} rows exceeds {chunk_rows}"
@@ -47,12 +47,10 @@ fn read_all_chunked(
             break;
         }
     }
-    assert!(
-        !reader.next_chunk(&mut events, &mut rejects).unwrap(),
-        "stays exhausted"
-    );
-    assert_eq!(reader.rows_read(), (events.len() + rejects.len()) as u64);
-    (events, rejects)
+    assert!(!reader.next_chunk(&mut chunk).unwrap(), "stays exhausted");
+    assert_eq!(reader.rows_read(), chunk.records() as u64);
+    assert_eq!(chunk.rows.len(), chunk.events.len());
+    (chunk.events, chunk.rejects)
 }
 
 fn read_all(file: &InputFile, mapping: &IngestMapping) -> (Vec<Event>, Vec<Reject>) {
@@ -791,10 +789,10 @@ fn corrupt_parquet_pages_fail_naming_the_file_or_read_without_panicking() {
     let file = InputFile::new(&path, Format::Parquet).unwrap();
     check_input(&file, &IngestMapping::identity()).unwrap();
     let mut reader = open_reader(&file, &IngestMapping::identity(), 256).unwrap();
-    let (mut events, mut rejects) = (Vec::new(), Vec::new());
+    let mut chunk = Chunk::default();
     let mut failed = false;
     loop {
-        match reader.next_chunk(&mut events, &mut rejects) {
+        match reader.next_chunk(&mut chunk) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
@@ -807,7 +805,7 @@ fn corrupt_parquet_pages_fail_naming_the_file_or_read_without_panicking() {
             }
         }
     }
-    assert!(failed || events.len() + rejects.len() == 2_000);
+    assert!(failed || chunk.records() == 2_000);
 }
 
 #[test]

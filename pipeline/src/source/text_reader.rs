@@ -1,16 +1,22 @@
 //! Delimited text readers: CSV and TSV (through the `csv` crate, with quoting),
 //! whitespace-separated text (CDNOW style) and Zeek ASCII logs (`#fields` headers).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-
-use personaflow_operators::Event;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::convert::{Cell, Cells, N_FIELDS};
 use super::mapping::{Compiled, TsUnit};
-use super::{locate_columns, null_cells, push_row, record_error, EventReader, Format, Reject};
+use super::{
+    locate_columns, null_cells, open_text, printable, push_row, record_error, Chunk, EventReader,
+    Format,
+};
+use crate::schema::CANONICAL_COLUMNS;
 use crate::{Error, Result};
+
+/// A text input: decompressed if need be, after [`open_text`]'s checks.
+type Input = Box<dyn Read + Send>;
 
 /// Zeek's field separator when a log has no `#separator` line.
 const ZEEK_DEFAULT_SEPARATOR: u8 = b'\t';
@@ -34,12 +40,12 @@ enum Split {
 enum Source {
     /// CSV / TSV through the csv crate.
     Csv {
-        reader: Box<csv::Reader<File>>,
+        reader: Box<csv::Reader<QuoteTracker>>,
         record: csv::ByteRecord,
     },
     /// Line-oriented formats (whitespace, Zeek).
     Lines {
-        reader: BufReader<File>,
+        reader: BufReader<Input>,
         /// The current line.
         line: Vec<u8>,
         /// Whether `line` holds a data line read during the header scan, not yet processed.
@@ -65,6 +71,8 @@ pub(crate) struct TextReader {
     chunk_rows: usize,
     rows: u64,
     done: bool,
+    /// Bytes read from the file.
+    bytes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for TextReader {
@@ -104,6 +112,130 @@ fn header_name(bytes: &[u8]) -> String {
         .trim_start_matches(BOM)
         .trim()
         .to_owned()
+}
+
+/// Where a CSV parser is within a record, byte by byte, as the `csv` crate parses it (RFC 4180
+/// quoting: a quote opens a quoted field only at the start of a field; `""` inside it is a
+/// quote; comment lines only at the start of a record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QuoteState {
+    StartRecord,
+    StartField,
+    InField,
+    InQuoted,
+    /// A quote inside a quoted field: `""`, or the end of the quoting.
+    QuoteInQuoted,
+    InComment,
+}
+
+/// Passes a CSV file's bytes through and follows its quoting, so that a quote still open at
+/// the end of the file is found (the `csv` crate ends the field there silently, and every
+/// line after the quote becomes part of one value).
+pub(crate) struct QuoteTracker {
+    inner: Input,
+    delimiter: u8,
+    comment: Option<u8>,
+    state: QuoteState,
+    /// The current line, 1-based.
+    line: u64,
+    /// The line where the quoted field being read opened.
+    quote_line: u64,
+}
+
+impl QuoteTracker {
+    fn new(inner: Input, delimiter: u8, comment: Option<u8>) -> Self {
+        QuoteTracker {
+            inner,
+            delimiter,
+            comment,
+            state: QuoteState::StartRecord,
+            line: 1,
+            quote_line: 0,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        use QuoteState::*;
+        const QUOTE: u8 = b'"';
+        for &b in bytes {
+            let newline = b == b'\n' || b == b'\r';
+            self.state = match self.state {
+                StartRecord if self.comment == Some(b) => InComment,
+                StartRecord | StartField => {
+                    if b == QUOTE {
+                        self.quote_line = self.line;
+                        InQuoted
+                    } else if b == self.delimiter {
+                        StartField
+                    } else if newline {
+                        StartRecord
+                    } else {
+                        InField
+                    }
+                }
+                InField => {
+                    if b == self.delimiter {
+                        StartField
+                    } else if newline {
+                        StartRecord
+                    } else {
+                        InField
+                    }
+                }
+                InQuoted => {
+                    if b == QUOTE {
+                        QuoteInQuoted
+                    } else {
+                        InQuoted
+                    }
+                }
+                QuoteInQuoted => {
+                    if b == QUOTE {
+                        InQuoted
+                    } else if b == self.delimiter {
+                        StartField
+                    } else if newline {
+                        StartRecord
+                    } else {
+                        InField
+                    }
+                }
+                InComment => {
+                    if newline {
+                        StartRecord
+                    } else {
+                        InComment
+                    }
+                }
+            };
+            if b == b'\n' {
+                self.line += 1;
+            }
+        }
+    }
+
+    /// The line of a quote still open (at the end of the file, a quote never closed).
+    fn open_quote_line(&self) -> Option<u64> {
+        (self.state == QuoteState::InQuoted).then_some(self.quote_line)
+    }
+}
+
+impl Read for QuoteTracker {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.feed(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Whether a field holds a line break (only a quoted field can).
+fn has_line_break(field: &[u8]) -> bool {
+    field.iter().any(|b| *b == b'\n' || *b == b'\r')
+}
+
+/// Lines a field spans.
+fn lines_spanned(field: &[u8]) -> usize {
+    1 + field.iter().filter(|b| **b == b'\n').count()
 }
 
 /// Removes the line terminator (`\n`, `\r\n`).
@@ -219,12 +351,14 @@ impl TextReader {
         compiled: Compiled,
         chunk_rows: usize,
     ) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        match format {
+        let (file, bytes) = open_text(path)?;
+        let mut reader = match format {
             Format::Csv | Format::Tsv => Self::open_csv(path, file, format, compiled, chunk_rows),
             Format::Zeek => Self::open_zeek(path, file, compiled, chunk_rows),
             _ => Self::open_whitespace(path, file, compiled, chunk_rows),
-        }
+        }?;
+        reader.bytes = bytes;
+        Ok(reader)
     }
 
     fn new(
@@ -253,23 +387,25 @@ impl TextReader {
             chunk_rows,
             rows: 0,
             done,
+            bytes: Arc::default(),
         })
     }
 
     fn open_csv(
         path: &Path,
-        file: File,
+        file: Input,
         format: Format,
         compiled: Compiled,
         chunk_rows: usize,
     ) -> Result<Self> {
         let default_delimiter = if format == Format::Tsv { b'\t' } else { b',' };
+        let delimiter = compiled.delimiter.unwrap_or(default_delimiter);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .delimiter(compiled.delimiter.unwrap_or(default_delimiter))
+            .delimiter(delimiter)
             .comment(compiled.comment)
-            .from_reader(file);
+            .from_reader(QuoteTracker::new(file, delimiter, compiled.comment));
         let mut record = csv::ByteRecord::new();
         let mut names = None;
         if compiled.header_expected() {
@@ -294,7 +430,7 @@ impl TextReader {
 
     fn open_whitespace(
         path: &Path,
-        file: File,
+        file: Input,
         compiled: Compiled,
         chunk_rows: usize,
     ) -> Result<Self> {
@@ -347,7 +483,7 @@ impl TextReader {
 
     fn open_zeek(
         path: &Path,
-        file: File,
+        file: Input,
         mut compiled: Compiled,
         chunk_rows: usize,
     ) -> Result<Self> {
@@ -430,7 +566,7 @@ impl TextReader {
         Ok(())
     }
 
-    fn read_lines(&mut self, events: &mut Vec<Event>, rejects: &mut Vec<Reject>) -> Result<usize> {
+    fn read_lines(&mut self, chunk: &mut Chunk) -> Result<usize> {
         let mut taken = 0;
         while taken < self.chunk_rows {
             let Source::Lines {
@@ -489,12 +625,12 @@ impl TextReader {
                     spans.len()
                 )))
             };
-            push_row(result, &self.file_label, self.rows, events, rejects);
+            push_row(result, &self.file_label, self.rows, chunk);
         }
         Ok(taken)
     }
 
-    fn read_csv(&mut self, events: &mut Vec<Event>, rejects: &mut Vec<Reject>) -> Result<usize> {
+    fn read_csv(&mut self, chunk: &mut Chunk) -> Result<usize> {
         let Source::Csv { reader, record } = &mut self.source else {
             return Ok(0);
         };
@@ -505,10 +641,28 @@ impl TextReader {
                 .map_err(|e| csv_error(&self.path, e))?
             {
                 self.done = true;
+                if let Some(line) = reader.get_ref().open_quote_line() {
+                    return Err(Error::BadInput {
+                        path: self.path.clone(),
+                        reason: format!(
+                            "line {line}: a quoted field opens on this line and is never \
+                             closed: the file ends inside it (is a closing quote missing?)"
+                        ),
+                    });
+                }
                 break;
             }
             self.rows += 1;
             taken += 1;
+            if record.iter().any(has_line_break) {
+                check_multiline_record(
+                    &self.path,
+                    record,
+                    self.rows,
+                    self.n_columns,
+                    &self.indices,
+                )?;
+            }
             let result = if record.len() == self.n_columns {
                 let mut cells: Cells<'_> = null_cells();
                 for (cell, idx) in cells.iter_mut().zip(self.indices.iter()) {
@@ -524,26 +678,73 @@ impl TextReader {
                     record.len()
                 )))
             };
-            push_row(result, &self.file_label, self.rows, events, rejects);
+            push_row(result, &self.file_label, self.rows, chunk);
         }
         Ok(taken)
     }
 }
 
+/// Refuses a record that spans lines (a quoted field holds line breaks) when it does not look
+/// like a legitimate multi-line value: it has the wrong number of fields, or a value of a
+/// canonical column spans lines. Both mean, in practice, a quote that was never closed and
+/// swallowed the lines after it; the error names the line where the record starts.
+fn check_multiline_record(
+    path: &Path,
+    record: &csv::ByteRecord,
+    row: u64,
+    n_columns: usize,
+    indices: &[Option<usize>; N_FIELDS],
+) -> Result<()> {
+    let line = record.position().map_or(0, |p| p.line());
+    let spanned: usize = record.iter().map(lines_spanned).max().unwrap_or(1);
+    let refuse = |what: String| {
+        Err(Error::BadInput {
+            path: path.to_path_buf(),
+            reason: format!(
+                "line {line} (record {row}): {what}: is a closing quote missing? Every line \
+                 after an unclosed quote becomes part of one value"
+            ),
+        })
+    };
+    if record.len() != n_columns {
+        return refuse(format!(
+            "a quoted field spans {spanned} lines and leaves the record with {} fields, not \
+             {n_columns}",
+            record.len()
+        ));
+    }
+    for (canonical, idx) in CANONICAL_COLUMNS.iter().zip(indices) {
+        if let Some(value) = idx.and_then(|i| record.get(i)) {
+            if has_line_break(value) {
+                return refuse(format!(
+                    "the `{canonical}` value spans {} lines (it starts `{}`)",
+                    lines_spanned(value),
+                    printable(value.split(|b| *b == b'\n').next().unwrap_or_default())
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl EventReader for TextReader {
-    fn next_chunk(&mut self, events: &mut Vec<Event>, rejects: &mut Vec<Reject>) -> Result<bool> {
+    fn next_chunk(&mut self, chunk: &mut Chunk) -> Result<bool> {
         if self.done {
             return Ok(false);
         }
         let taken = match self.source {
-            Source::Csv { .. } => self.read_csv(events, rejects)?,
-            Source::Lines { .. } => self.read_lines(events, rejects)?,
+            Source::Csv { .. } => self.read_csv(chunk)?,
+            Source::Lines { .. } => self.read_lines(chunk)?,
         };
         Ok(taken > 0 || !self.done)
     }
 
     fn rows_read(&self) -> u64 {
         self.rows
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -560,6 +761,22 @@ mod tests {
         assert_eq!(fields, [&b"00001"[..], b"19970101", b"1", b"11.77"]);
         split_line(b"a\t\tb", Split::Byte(b'\t'), &mut spans);
         assert_eq!(spans, [(0, 1), (2, 2), (3, 4)]);
+    }
+
+    #[test]
+    fn the_quote_tracker_follows_csv_quoting() {
+        let track = |text: &str| {
+            let mut t = QuoteTracker::new(Box::new(std::io::empty()), b',', Some(b'#'));
+            t.feed(text.as_bytes());
+            t.open_quote_line()
+        };
+        assert_eq!(track("a,b\n1,\"x\"\n"), None);
+        assert_eq!(track("a,\"multi\nline\",c\n"), None);
+        assert_eq!(track("a,\"say \"\"hi\"\"\"\n"), None, "doubled quotes");
+        assert_eq!(track("a,b\"c\n"), None, "a quote inside an unquoted field");
+        assert_eq!(track("# a \"comment\n1,2\n"), None);
+        assert_eq!(track("a,b\n\"open,1\n2,3\n"), Some(2));
+        assert_eq!(track("a\r\nb\r\nc,\"x\r\n"), Some(3));
     }
 
     #[test]

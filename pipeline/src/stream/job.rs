@@ -228,9 +228,11 @@ struct Shared {
     min_window: AtomicU64,
     /// The window after the last emitted one of the checkpoint on disk.
     checkpointed: AtomicU64,
-    /// Operator states worker 0 has asked every worker to store, ascending: request `r` is the
-    /// state after window `r - 1` (every window before `r` durable). Each worker stores every
-    /// request, in order, so the workers' files meet at each one.
+    /// The operator state worker 0 has asked every worker to store (at most one request is
+    /// outstanding): request `r` is the state after window `r - 1` (every window before `r`
+    /// durable). Once every worker has stored it, the checkpoint names it and the next
+    /// request asks for the state as of the newest durable window: checkpoints follow as
+    /// fast as the workers store their state, and never wait on a queue of requests.
     state_requests: Mutex<Vec<u64>>,
     /// Per worker: the last request it stored its operator state for.
     states_written: Vec<AtomicU64>,
@@ -1235,8 +1237,8 @@ impl WorkerContext {
         Ok(())
     }
 
-    /// Worker 0: writes the checkpoint up to the last request every worker has stored its
-    /// operator state for, and asks for the state as of the last durable window.
+    /// Worker 0: writes the checkpoint once every worker has stored its operator state for the
+    /// outstanding request, then asks for the state as of the last durable window.
     fn advance_checkpoint(&self) -> Result<()> {
         let shared = &*self.shared;
         let stored = shared
@@ -1250,12 +1252,12 @@ impl WorkerContext {
             let emitted = emitted_through_at(shared, stored, self.emitted_through);
             write_checkpoint(shared, &self.job, self.spec, emitted)?;
             let mut requests = shared.state_requests.lock().expect("requests lock");
-            requests.retain(|r| *r >= stored);
+            requests.retain(|r| *r > stored);
         }
         if let Some(d) = shared.progress.durable() {
             let mut requests = shared.state_requests.lock().expect("requests lock");
-            let last = requests.last().copied().unwrap_or(0).max(checkpointed);
-            if d != u64::MAX && d > last {
+            let checkpointed = shared.checkpointed.load(Ordering::SeqCst);
+            if requests.is_empty() && d != u64::MAX && d > checkpointed {
                 requests.push(d);
             }
         }

@@ -107,15 +107,14 @@ pub fn produce(job: &Produce, progress: &mut dyn FnMut(u64)) -> Result<ProduceSu
         )));
     }
     let mut summary = ProduceSummary::default();
-    let (mut events, mut rejects) = (Vec::new(), Vec::new());
+    let mut chunk = crate::source::Chunk::default();
     'files: for file in &files {
         let mut reader = open_reader(file, &job.mapping, CHUNK_ROWS)?;
         loop {
-            events.clear();
-            rejects.clear();
-            let more = reader.next_chunk(&mut events, &mut rejects)?;
-            summary.rejects += rejects.len() as u64;
-            for e in &events {
+            chunk.clear();
+            let more = reader.next_chunk(&mut chunk)?;
+            summary.rejects += chunk.rejects.len() as u64;
+            for e in &chunk.events {
                 if job.limit.is_some_and(|l| summary.events >= l) {
                     break 'files;
                 }

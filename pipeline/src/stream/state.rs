@@ -1,7 +1,13 @@
 //! The continuous job's operator state: what the persona model, the persona pins and the drift
 //! detectors (with their demand histories) hold after a window, one file per worker
-//! (`_state/w{window_end_ms}-{worker}.json` in the output directory), written atomically before
+//! (`_state/w{window_end_ms}-{worker}.state` in the output directory), written atomically before
 //! a checkpoint names that window.
+//!
+//! The format is compact binary: the magic bytes `PFSTATE\0`, the format version (u32), the
+//! payload's length (u64) and FNV-1a hash (u64), all little-endian, then the payload, the
+//! [`postcard`] encoding of the state (floats as their 4 or 8 bytes, so they come back bit for
+//! bit). A file whose hash does not match is refused as corrupt. Files of version 1 (JSON,
+//! `.json`) are still read, so a job resumes from a checkpoint of the version before.
 //!
 //! The rest of the dataflow's state is windowed and rebuilt on restart by replaying the last
 //! `L + W` windows of events; these operators remember the whole stream, so they are stored.
@@ -11,6 +17,7 @@
 use super::checkpoint::write_atomically;
 use crate::dataflow::OperatorState;
 use crate::{Error, Result};
+use personaflow_operators::features::Fnv;
 use personaflow_operators::WindowSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -18,7 +25,13 @@ use std::path::{Path, PathBuf};
 /// Directory of the state files in the output directory.
 pub const STATE_DIR: &str = "_state";
 /// Version of the state file format.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
+/// The version of the JSON files written before.
+const JSON_STATE_VERSION: u32 = 1;
+/// The first bytes of a state file.
+const MAGIC: &[u8; 8] = b"PFSTATE\0";
+/// Bytes of the header: magic, version, length, hash.
+const HEADER_BYTES: usize = 8 + 4 + 8 + 8;
 
 /// One worker's state file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,7 +47,54 @@ struct StateFile {
 pub fn state_path(output: &Path, spec: WindowSpec, window: u64, worker: usize) -> PathBuf {
     output
         .join(STATE_DIR)
-        .join(format!("w{}-{worker:03}.json", spec.end_ms(window)))
+        .join(format!("w{}-{worker:03}.state", spec.end_ms(window)))
+}
+
+/// The file of version 1 (JSON) of `worker` for the window `window`.
+fn json_state_path(output: &Path, spec: WindowSpec, window: u64, worker: usize) -> PathBuf {
+    state_path(output, spec, window, worker).with_extension("json")
+}
+
+/// Encodes a state file: header and payload.
+fn encode(file: &StateFile) -> std::result::Result<Vec<u8>, postcard::Error> {
+    let payload = postcard::to_stdvec(file)?;
+    let mut hash = Fnv::default();
+    hash.write(&payload);
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&STATE_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&hash.finish().to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Decodes a state file, checking its header and hash.
+fn decode(bytes: &[u8]) -> std::result::Result<StateFile, String> {
+    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+        return Err("not a personaflow operator state (no PFSTATE header)".into());
+    }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != STATE_VERSION {
+        return Err(format!(
+            "operator state version {version} is not {STATE_VERSION}"
+        ));
+    }
+    let (len, want) = (word(12), word(20));
+    let payload = &bytes[HEADER_BYTES..];
+    if payload.len() as u64 != len {
+        return Err(format!(
+            "corrupt operator state: {} payload bytes, the header says {len} (truncated?)",
+            payload.len()
+        ));
+    }
+    let mut hash = Fnv::default();
+    hash.write(payload);
+    if hash.finish() != want {
+        return Err("corrupt operator state: its hash does not match".into());
+    }
+    postcard::from_bytes(payload).map_err(|e| format!("not a personaflow operator state: {e}"))
 }
 
 /// Writes the state of `worker` (of `workers`) atomically, fsyncing when `fsync`. Returns the
@@ -56,12 +116,12 @@ pub fn store(
         workers,
         state: state.clone(),
     };
-    let json = serde_json::to_vec(&file).map_err(|e| Error::Output {
+    let bytes = encode(&file).map_err(|e| Error::Output {
         path: path.clone(),
         reason: format!("operator state does not serialise: {e}"),
     })?;
-    write_atomically(&path, &json, fsync)?;
-    Ok(json.len() as u64)
+    write_atomically(&path, &bytes, fsync)?;
+    Ok(bytes.len() as u64)
 }
 
 /// The state as of `window`, merged from the files of its `workers` workers: an error names a
@@ -69,7 +129,12 @@ pub fn store(
 pub fn load(output: &Path, spec: WindowSpec, window: u64, workers: usize) -> Result<OperatorState> {
     let mut parts = Vec::with_capacity(workers);
     for worker in 0..workers {
-        let path = state_path(output, spec, window, worker);
+        let mut path = state_path(output, spec, window, worker);
+        let json = json_state_path(output, spec, window, worker);
+        let legacy = !path.exists() && json.exists();
+        if legacy {
+            path = json;
+        }
         let bad = |reason: String| Error::BadInput {
             path: path.clone(),
             reason,
@@ -81,14 +146,19 @@ pub fn load(output: &Path, spec: WindowSpec, window: u64, workers: usize) -> Res
                  directory"
             ))
         })?;
-        let file: StateFile = serde_json::from_slice(&bytes)
-            .map_err(|e| bad(format!("not a personaflow operator state: {e}")))?;
-        if file.version != STATE_VERSION {
-            return Err(bad(format!(
-                "operator state version {} is not {STATE_VERSION}",
-                file.version
-            )));
-        }
+        let file: StateFile = if legacy {
+            let file: StateFile = serde_json::from_slice(&bytes)
+                .map_err(|e| bad(format!("not a personaflow operator state: {e}")))?;
+            if file.version != JSON_STATE_VERSION {
+                return Err(bad(format!(
+                    "operator state version {} is not {JSON_STATE_VERSION}",
+                    file.version
+                )));
+            }
+            file
+        } else {
+            decode(&bytes).map_err(bad)?
+        };
         if (file.worker, file.workers, file.state.window) != (worker, workers, window) {
             return Err(bad(format!(
                 "holds worker {} of {} at window {}, not worker {worker} of {workers} at \
@@ -204,7 +274,7 @@ mod tests {
         store(dir.path(), spec, 0, 2, &state(4, &["a"], true), false).unwrap();
         let err = load(dir.path(), spec, 4, 2).unwrap_err().to_string();
         assert!(
-            err.contains("w300000-001.json") && err.contains("operator state"),
+            err.contains("w300000-001.state") && err.contains("operator state"),
             "{err}"
         );
         // Worker 1's file says it is worker 0's.
@@ -224,6 +294,50 @@ mod tests {
         std::fs::write(state_path(dir.path(), spec, 4, 1), "{").unwrap();
         let err = load(dir.path(), spec, 4, 2).unwrap_err().to_string();
         assert!(err.contains("not a personaflow operator state"), "{err}");
+        // A flipped byte or a cut file is found by the hash and the length.
+        store(dir.path(), spec, 1, 2, &state(4, &["b"], false), false).unwrap();
+        let path = state_path(dir.path(), spec, 4, 1);
+        let good = std::fs::read(&path).unwrap();
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let err = load(dir.path(), spec, 4, 2).unwrap_err().to_string();
+        assert!(err.contains("hash does not match"), "{err}");
+        std::fs::write(&path, &good[..good.len() - 3]).unwrap();
+        let err = load(dir.path(), spec, 4, 2).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn version_1_json_states_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WindowSpec::default();
+        let whole = state(7, &["a", "b"], true);
+        let file = StateFile {
+            version: JSON_STATE_VERSION,
+            worker: 0,
+            workers: 1,
+            state: whole.clone(),
+        };
+        let path = json_state_path(dir.path(), spec, 7, 0);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+        assert_eq!(load(dir.path(), spec, 7, 1).unwrap(), whole);
+    }
+
+    #[test]
+    fn the_binary_state_is_smaller_than_json() {
+        let whole = state(40, &["a", "b", "c"], true);
+        let file = StateFile {
+            version: STATE_VERSION,
+            worker: 0,
+            workers: 1,
+            state: whole,
+        };
+        let binary = encode(&file).unwrap().len();
+        let json = serde_json::to_vec(&file).unwrap().len();
+        assert!(binary * 2 < json, "binary {binary} bytes, JSON {json}");
     }
 
     #[test]
