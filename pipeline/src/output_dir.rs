@@ -16,7 +16,9 @@
 //! any two of these steps ([`recover`]): a staging directory without a marker is removed; an
 //! old output whose replacement is in place is removed; an old output whose replacement never
 //! got there is replaced now by its complete staging directory (or put back, if there is
-//! none); a complete staging directory that never replaced anything is reported and kept.
+//! none); a complete staging directory that never replaced anything is kept, as
+//! `NAME.finished-RUN`, and reported. A commit that fails (a full disk, a permission) keeps
+//! the finished output the same way and says where it is.
 //!
 //! `--overwrite` replaces only a directory that a personaflow run committed (it holds the
 //! marker) or an empty one. An output that is, contains or lies inside an input is refused, and
@@ -37,6 +39,16 @@ pub const MARKER: &str = ".personaflow-output";
 pub const CRASH_AT_ENV: &str = "PERSONAFLOW_TEST_CRASH_AT";
 /// The steps of the commit at which [`CRASH_AT_ENV`] can stop the process.
 pub const CRASH_POINTS: [&str; 3] = ["commit:staged", "commit:old-moved", "commit:new-in-place"];
+/// Environment variable of the failure test hook: set to one of [`FAIL_POINTS`], that step
+/// of the commit fails with an injected I/O error (as a full disk or a permission would).
+pub const FAIL_AT_ENV: &str = "PERSONAFLOW_TEST_FAIL_AT";
+/// The steps of the commit that [`FAIL_AT_ENV`] can make fail.
+pub const FAIL_POINTS: [&str; 4] = [
+    "commit:run-json",
+    "commit:move-old",
+    "commit:rename",
+    "commit:remove-old",
+];
 
 /// What the marker file holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,51 +299,42 @@ impl StagedOutput {
     }
 
     /// Commits the run: writes `run.json` (its summary) and the marker, and renames the
-    /// staging directory into place, replacing the old output. An error says where the
-    /// finished output is.
+    /// staging directory into place, replacing the old output. If a step fails, the finished
+    /// output is kept as `DIR/NAME.finished-RUN` (the staging directory, renamed: visible, and
+    /// never removed by a later run) and the error says where it is.
     pub fn commit(mut self, run_json: &[u8]) -> Result<()> {
-        let keep_on_error = |e: Error, staging: &Path| Error::Output {
-            path: self.output.clone(),
-            reason: format!(
-                "the run finished but its output could not be put in place ({e:#}); the finished \
-                 output is in {}",
-                staging.display()
-            ),
-        };
-        let staging = self.staging.clone();
-        let result = (|| -> Result<()> {
-            let path = staging.join("run.json");
-            write_synced(&path, run_json)?;
-            let marker = Marker {
-                written_by: "personaflow backfill".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                run_id: self.run_id.clone(),
-            };
-            let json = serde_json::to_vec_pretty(&marker).expect("the marker serialises");
-            write_synced(&staging.join(MARKER), &json)?;
-            sync_dir(&staging)?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            // Incomplete: the next run removes it, and so do we.
-            self.abandon();
-            return Err(Error::Output {
-                path: self.output.clone(),
-                reason: format!("the run finished but writing its summary failed: {e:#}"),
-            });
-        }
-        crash_point("commit:staged");
         let real = self.parent.join(&self.name);
-        // From here on the staging directory is complete: on an error it is kept, and named.
-        self.done = true;
         let old = self
             .parent
             .join(format!(".{}.old-{}", self.name, self.run_id));
+        // From here on the staging directory is the run's result: never removed on an error.
+        self.done = true;
+        let staging = self.staging.clone();
+        let failed = |during: &str, e: Error, old_note: String| {
+            let kept = self
+                .parent
+                .join(format!("{}.finished-{}", self.name, self.run_id));
+            let at = match std::fs::rename(&staging, &kept) {
+                Ok(()) => kept,
+                Err(_) => staging.clone(),
+            };
+            Error::Output {
+                path: self.output.clone(),
+                reason: format!(
+                    "the run finished, but {during} failed ({e:#}); the finished output is in \
+                     {}{old_note}",
+                    at.display()
+                ),
+            }
+        };
+        self.stage_summary(run_json)
+            .map_err(|e| failed("writing its summary", e, String::new()))?;
+        crash_point("commit:staged");
         let has_old = match std::fs::symlink_metadata(&real) {
             Ok(_) => {
                 // Checked before the run; checked again, as it may have changed since.
                 check_replaceable(&self.output, &real, true)
-                    .map_err(|e| keep_on_error(e, &staging))?;
+                    .map_err(|e| failed("replacing the output", e, String::new()))?;
                 let empty = std::fs::read_dir(&real)
                     .map(|mut d| d.next().is_none())
                     .unwrap_or(false);
@@ -339,41 +342,54 @@ impl StagedOutput {
                     // rename(2) replaces an empty directory atomically.
                     false
                 } else {
-                    std::fs::rename(&real, &old)
-                        .map_err(|e| keep_on_error(Error::io(&real, e), &staging))?;
+                    injected_failure("commit:move-old")
+                        .and_then(|()| std::fs::rename(&real, &old))
+                        .map_err(|e| {
+                            failed(
+                                "moving the old output aside",
+                                Error::io(&real, e),
+                                String::new(),
+                            )
+                        })?;
                     crash_point("commit:old-moved");
                     true
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(keep_on_error(Error::io(&real, e), &staging)),
-        };
-        if let Err(e) = std::fs::rename(&staging, &real) {
-            let mut reason = format!(
-                "the run finished but its output could not be renamed into place ({}); the \
-                 finished output is in {}",
-                Error::io(&real, e),
-                staging.display()
-            );
-            if has_old {
-                match std::fs::rename(&old, &real) {
-                    Ok(()) => reason.push_str("; the old output is back in place"),
-                    Err(_) => reason.push_str(&format!("; the old output is in {}", old.display())),
-                }
+            Err(e) => {
+                return Err(failed(
+                    "looking at the output",
+                    Error::io(&real, e),
+                    String::new(),
+                ))
             }
-            return Err(Error::Output {
-                path: self.output.clone(),
-                reason,
-            });
+        };
+        let renamed =
+            injected_failure("commit:rename").and_then(|()| std::fs::rename(&staging, &real));
+        if let Err(e) = renamed {
+            let old_note = if !has_old {
+                String::new()
+            } else if std::fs::rename(&old, &real).is_ok() {
+                "; the old output is back in place".to_owned()
+            } else {
+                format!("; the old output is in {}", old.display())
+            };
+            return Err(failed(
+                "renaming it into place",
+                Error::io(&real, e),
+                old_note,
+            ));
         }
         let _ = sync_dir(&self.parent);
         crash_point("commit:new-in-place");
         if has_old {
-            std::fs::remove_dir_all(&old).map_err(|e| Error::Output {
+            let removed =
+                injected_failure("commit:remove-old").and_then(|()| std::fs::remove_dir_all(&old));
+            removed.map_err(|e| Error::Output {
                 path: self.output.clone(),
                 reason: format!(
-                    "the new output is in place, but the old one could not be removed ({}): \
-                     remove {} yourself",
+                    "the new output is in place, but removing the old one failed ({}): remove \
+                     {} yourself (the next run into it does)",
                     Error::io(&old, e),
                     old.display()
                 ),
@@ -381,6 +397,21 @@ impl StagedOutput {
         }
         self.lock.take();
         Ok(())
+    }
+
+    /// Writes `run.json` and the marker into the staging directory, durably.
+    fn stage_summary(&self, run_json: &[u8]) -> Result<()> {
+        let path = self.staging.join("run.json");
+        injected_failure("commit:run-json").map_err(|e| Error::io(&path, e))?;
+        write_synced(&path, run_json)?;
+        let marker = Marker {
+            written_by: "personaflow backfill".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            run_id: self.run_id.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&marker).expect("the marker serialises");
+        write_synced(&self.staging.join(MARKER), &json)?;
+        sync_dir(&self.staging)
     }
 
     /// Removes the staging directory and releases the lock (what dropping does).
@@ -495,10 +526,15 @@ pub fn recover(parent: &Path, name: &str) -> Result<Vec<Recovered>> {
             continue; // put in place above
         }
         if read_marker(&s).is_some() {
+            let kept = parent.join(format!("{name}.finished-{id}"));
+            let at = match std::fs::rename(&s, &kept) {
+                Ok(()) => kept,
+                Err(_) => s.clone(),
+            };
             done.push(Recovered(format!(
-                "{} holds the finished output of an interrupted run that was not put in place; \
-                 it is kept: move it to {} or remove it",
-                s.display(),
+                "an interrupted run finished but did not put its output in place: it is kept in \
+                 {} (move it to {} or remove it)",
+                at.display(),
                 output.display()
             )));
         } else {
@@ -537,6 +573,16 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+/// The failure test hook: an I/O error at `point` when [`FAIL_AT_ENV`] names it.
+fn injected_failure(point: &str) -> std::io::Result<()> {
+    if std::env::var(FAIL_AT_ENV).is_ok_and(|p| p == point) {
+        return Err(std::io::Error::other(format!(
+            "injected failure ({FAIL_AT_ENV}={point})"
+        )));
+    }
+    Ok(())
 }
 
 /// The crash test hook: aborts the process at `point` when [`CRASH_AT_ENV`] names it.
@@ -633,11 +679,11 @@ mod tests {
         recover(p, "out").unwrap();
         assert_eq!(names(p), ["out"]);
         assert!(p.join("out/new").exists());
-        // A complete staging directory that replaced nothing is kept and reported.
+        // A complete staging directory that replaced nothing is kept, visibly, and reported.
         marker(&p.join(".out.staging-5"));
         let r = recover(p, "out").unwrap();
-        assert!(r[0].0.contains("is kept"), "{r:?}");
-        assert_eq!(names(p), [".out.staging-5", "out"]);
+        assert!(r[0].0.contains("out.finished-5"), "{r:?}");
+        assert_eq!(names(p), ["out", "out.finished-5"]);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - `interop`: DuckDB, Polars and pyarrow read the outputs as they are;
 //! - `models`: the VAE embedder and LSTM forecaster through onnxruntime, and their errors;
 //! - `stream`: the continuous Kafka job against librdkafka's mock cluster.
-//! - `drift`: personas, drift and scaling tables, and `evaluate tcpd/nab` on the real data.
+//! - `drift`: personas, drift and scaling tables, and `evaluate tcpd/nab` on the real data;
+//! - `regression`: one test per defect found by trying the binary as a new user, named for it.
 
 mod basics;
 mod broker;
@@ -16,6 +17,7 @@ mod drift;
 mod interop;
 mod models;
 mod real_data;
+mod regression;
 mod simulated;
 mod stream;
 mod support;

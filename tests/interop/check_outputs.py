@@ -13,7 +13,8 @@ import polars as pl
 import pyarrow.dataset as ds
 
 TABLES = [
-    "features", "profiles", "segment_profiles", "resonance", "forecasts", "forecast_error"]
+    "features", "profiles", "segment_profiles", "resonance", "forecasts", "forecast_error",
+    "personas", "persona_assignments", "drift", "scaling"]
 
 
 def main(out: Path) -> None:
@@ -40,7 +41,7 @@ def main(out: Path) -> None:
               SELECT sum(probability) AS s
               FROM read_parquet('{out}/resonance/*/*.parquet', hive_partitioning = true)
               GROUP BY window_end, user_id)"""
-    ).fetchall()[0][0]
+    ).fetchall()[0][0] or 0.0  # no resonance rows: nothing to sum
     assert worst < 1e-4, f"probabilities do not sum to 1 (off by {worst})"
     rejects = pl.read_parquet(f"{out}/rejects/*.parquet")
     assert rejects.height == run["rejects"], (rejects.height, run["rejects"])
