@@ -553,19 +553,27 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
+            None => String::new(),
+        };
+        Self::from_toml_str(&text, file, env)
+    }
+
+    /// Like [`load`](Self::load), with the file's text given (`file` names it in messages and
+    /// anchors a relative mapping path).
+    pub fn from_toml_str(
+        text: &str,
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
         let origin = file
             .map(Path::to_path_buf)
             .unwrap_or_else(|| "<defaults>".into());
-        let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                text.parse::<toml::Table>().map_err(|e| Error::Config {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })?
-            }
-            None => toml::Table::new(),
-        };
+        let mut table = text.parse::<toml::Table>().map_err(|e| Error::Config {
+            path: origin.clone(),
+            reason: toml_error(text, &e),
+        })?;
         let mut sources = Sources::default();
         let mut env: Vec<(String, String)> = env.into_iter().collect();
         env.sort();
@@ -775,6 +783,24 @@ fn env_key_path(name: &str) -> Result<Option<Vec<String>>> {
         return misspelt(hint);
     }
     Ok(Some(path))
+}
+
+/// A TOML syntax error on one line: where (line and column) and what.
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    match e.span() {
+        Some(span) => {
+            let mut start = span.start.min(text.len());
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            let before = &text[..start];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
 }
 
 /// The first `section.key` named in a message.

@@ -249,7 +249,7 @@ impl IngestMapping {
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self> {
         let mut mapping: IngestMapping = toml::from_str(text).map_err(|e| Error::Config {
             path: origin.to_path_buf(),
-            reason: e.to_string(),
+            reason: crate::config::toml_error(text, &e),
         })?;
         mapping.origin = origin.to_path_buf();
         mapping.validate()?;

@@ -313,6 +313,51 @@ pub fn open_reader(
     })
 }
 
+/// Opens a reader of an input held in memory, `bytes` in the text format `format` (CSV, TSV,
+/// whitespace, Zeek or NDJSON; `name` stands for its file in messages and rejects, and a
+/// `.gz` name means gzip data): the same decoding and validation as [`open_reader`] on a file.
+/// For decoding what came from elsewhere than a file, and for fuzzing the decoders.
+///
+/// ```
+/// use personaflow_pipeline::source::{open_bytes, Chunk, Format, IngestMapping};
+/// let csv = b"ts,user_id,action\n1767571200000,u1,view\nnot-a-time,u2,view\n".to_vec();
+/// let mut reader = open_bytes("mem.csv", csv, Format::Csv, &IngestMapping::identity(), 0).unwrap();
+/// let mut chunk = Chunk::default();
+/// while reader.next_chunk(&mut chunk).unwrap() {}
+/// assert_eq!((chunk.events.len(), chunk.rejects.len()), (1, 1));
+/// assert_eq!(chunk.rejects[0].row, 2);
+/// ```
+pub fn open_bytes(
+    name: &str,
+    bytes: Vec<u8>,
+    format: Format,
+    mapping: &IngestMapping,
+    chunk_rows: usize,
+) -> Result<Box<dyn EventReader>> {
+    let compiled = mapping.compile()?;
+    let chunk_rows = if chunk_rows == 0 {
+        DEFAULT_CHUNK_ROWS
+    } else {
+        chunk_rows
+    };
+    let path = Path::new(name);
+    let (input, count) = text_input(path, std::io::Cursor::new(bytes))?;
+    Ok(match format {
+        Format::Parquet => {
+            return Err(Error::BadInput {
+                path: path.to_path_buf(),
+                reason: "Parquet is read from files only".to_owned(),
+            })
+        }
+        Format::Ndjson => Box::new(ndjson_reader::NdjsonReader::from_input(
+            path, input, count, compiled, chunk_rows,
+        )),
+        Format::Csv | Format::Tsv | Format::Whitespace | Format::Zeek => Box::new(
+            text_reader::TextReader::from_input(path, input, count, format, compiled, chunk_rows)?,
+        ),
+    })
+}
+
 /// Checks that `file` can be read through `mapping`, reading only its header (Parquet: its
 /// footer; NDJSON: its first JSON object): every required canonical column (and every column
 /// the mapping renames explicitly) must be present, else [`Error::MissingColumn`] names the
@@ -479,9 +524,18 @@ impl<R: Read> Read for CountingRead<R> {
 /// and binary files). Returns the reader and a counter of the bytes read from the file.
 pub(crate) fn open_text(path: &Path) -> Result<(Box<dyn Read + Send>, Arc<AtomicU64>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    text_input(path, file)
+}
+
+/// A text input from any reader (`path` names it in messages and tells `.gz`): see
+/// [`open_text`].
+pub(crate) fn text_input(
+    path: &Path,
+    input: impl Read + Send + 'static,
+) -> Result<(Box<dyn Read + Send>, Arc<AtomicU64>)> {
     let count = Arc::new(AtomicU64::new(0));
     let counted = CountingRead {
-        inner: file,
+        inner: input,
         count: count.clone(),
     };
     let mut reader: Box<dyn Read + Send> = if is_gzip_name(path) {

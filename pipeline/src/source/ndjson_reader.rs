@@ -178,7 +178,18 @@ impl NdjsonReader {
     /// Opens the file (call [`check`] first to check its columns).
     pub(crate) fn open(path: &Path, compiled: Compiled, chunk_rows: usize) -> Result<Self> {
         let (file, bytes) = open_text(path)?;
-        Ok(NdjsonReader {
+        Ok(Self::from_input(path, file, bytes, compiled, chunk_rows))
+    }
+
+    /// A reader of `file` (named `path` in messages), whose bytes read `bytes` counts.
+    pub(crate) fn from_input(
+        path: &Path,
+        file: Box<dyn Read + Send>,
+        bytes: Arc<AtomicU64>,
+        compiled: Compiled,
+        chunk_rows: usize,
+    ) -> Self {
+        NdjsonReader {
             path: path.to_path_buf(),
             file_label: path.display().to_string(),
             reader: BufReader::new(file),
@@ -189,7 +200,7 @@ impl NdjsonReader {
             rows: 0,
             lines: 0,
             done: false,
-        })
+        }
     }
 }
 

@@ -352,6 +352,18 @@ impl TextReader {
         chunk_rows: usize,
     ) -> Result<Self> {
         let (file, bytes) = open_text(path)?;
+        Self::from_input(path, file, bytes, format, compiled, chunk_rows)
+    }
+
+    /// A reader of `file` (named `path` in messages), whose bytes read `bytes` counts.
+    pub(crate) fn from_input(
+        path: &Path,
+        file: Input,
+        bytes: Arc<AtomicU64>,
+        format: Format,
+        compiled: Compiled,
+        chunk_rows: usize,
+    ) -> Result<Self> {
         let mut reader = match format {
             Format::Csv | Format::Tsv => Self::open_csv(path, file, format, compiled, chunk_rows),
             Format::Zeek => Self::open_zeek(path, file, compiled, chunk_rows),

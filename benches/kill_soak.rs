@@ -1,0 +1,291 @@
+//! The SIGKILL soak of the continuous job on a real broker (tansu): how long a restarted job
+//! takes to its first new checkpoint, and that the union of the outputs of many killed runs
+//! equals the backfill's, row for row.
+//!
+//! ```text
+//! cargo bench --bench kill_soak                    # 20 kills, 300 users over 6 hours
+//! PF_SOAK_KILLS=50 PF_SOAK_USERS=1000 cargo bench --bench kill_soak
+//! ```
+//!
+//! 1. Simulates `PF_SOAK_USERS` users (default 300) for `PF_SOAK_HOURS` hours (default 6),
+//!    seed 17, and starts tansu (`PF_TANSU`, else `~/.cache/personaflow/tools/bin/tansu`,
+//!    which `scripts/setup-tansu.sh` installs) with a 3-partition `events` topic.
+//! 2. A producer thread (an rdkafka client of this process: another Kafka client than the
+//!    job's) writes the events in `PF_SOAK_KILLS + 1` slices in event-time order; each run of
+//!    `personaflow run` gets the next slice, written while it runs.
+//! 3. `PF_SOAK_KILLS` times (default 20): start the job, measure the time from its start to
+//!    its first checkpoint past the previous one (polling `_checkpoint.json` every 10 ms), wait
+//!    a seeded random 0-3 s more, SIGKILL it.
+//! 4. Produces the last slice, runs the job with `--until-end`, backfills the same events with
+//!    the same configuration, and compares every table: rows missing from the stream and rows
+//!    it wrote twice.
+//!
+//! Prints the restart-to-checkpoint p50/p99/max, the state files' size and the comparison;
+//! exits non-zero if a row is missing or duplicated. Numbers are from one run.
+
+#[allow(dead_code)]
+#[path = "../tests/cli/broker.rs"]
+mod broker;
+#[allow(dead_code)]
+#[path = "../tests/cli/support.rs"]
+mod support;
+
+use broker::{Tansu, OUTPUT_TOPICS};
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Partitions of the events topic.
+const PARTITIONS: u32 = 3;
+/// The longest a restarted job may take to its first new checkpoint before the soak fails.
+const CHECKPOINT_DEADLINE: Duration = Duration::from_secs(300);
+/// The tables compared with the backfill.
+const TABLES: [&str; 10] = [
+    "features",
+    "profiles",
+    "segment_profiles",
+    "resonance",
+    "forecasts",
+    "forecast_error",
+    "personas",
+    "persona_assignments",
+    "drift",
+    "scaling",
+];
+/// Persona and drift settings that find personas and drift events among a few hundred users.
+const CONFIG: &str = "[personas]\nmin_users = 5\n[drift]\nbaseline = 20\nrecent = 5\n\
+                      min_points = 3\n";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn checkpointed_through(out: &Path) -> Option<u64> {
+    let bytes = std::fs::read(out.join("_checkpoint.json")).ok()?;
+    let c: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    c["emitted_through"].as_u64()
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let kills: usize = env_or("PF_SOAK_KILLS", 20);
+    let users: u32 = env_or("PF_SOAK_USERS", 300);
+    let hours: f64 = env_or("PF_SOAK_HOURS", 6.0);
+    let tansu = std::env::var_os("PF_TANSU")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/personaflow/tools/bin/tansu"))
+        })
+        .filter(|p| p.is_file())
+        .expect("tansu is needed: run scripts/setup-tansu.sh (or set PF_TANSU)");
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    support::simulate(&sim, users, hours / 24.0, 17, &[]).ok();
+    let events = sim.join("events");
+    let config = tmp.path().join("job.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let cfg = config.to_str().unwrap();
+
+    let broker = Tansu::start(tansu);
+    broker.create_topic("events", PARTITIONS);
+    for t in OUTPUT_TOPICS {
+        broker.create_topic(t, 1);
+    }
+    let brokers = broker.brokers();
+    let out = tmp.path().join("stream");
+    let run = |extra: &[&str]| {
+        let mut c = support::personaflow();
+        c.args([
+            "run",
+            "--brokers",
+            &brokers,
+            "--topic",
+            "events",
+            "--group",
+            "soak",
+        ])
+        .arg("--output")
+        .arg(&out)
+        .args([
+            "--workers",
+            support::WORKERS,
+            "--metrics-addr",
+            "",
+            "--config",
+            cfg,
+        ])
+        .args(extra);
+        c
+    };
+
+    // The producer: one slice per run.
+    let all = read_events(&events);
+    let total = all.len();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let (go, released) = std::sync::mpsc::channel::<usize>();
+    let slices = kills + 1;
+    let per_slice = total.div_ceil(slices);
+    let producing = std::thread::spawn(move || {
+        while let Ok(k) = released.recv() {
+            let slice = all.chunks(per_slice).nth(k).unwrap_or_default();
+            let started = Instant::now();
+            for (i, e) in slice.iter().enumerate() {
+                let payload = personaflow_pipeline::stream::produce::event_json(e).to_string();
+                let mut record = BaseRecord::to("events")
+                    .key(e.user_id.as_str())
+                    .payload(payload.as_str())
+                    .timestamp(e.ts_ms);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((_, r)) => {
+                            record = r;
+                            producer.poll(Duration::from_millis(10));
+                        }
+                    }
+                }
+                // About two seconds a slice.
+                let due = Duration::from_secs_f64(2.0 * i as f64 / slice.len() as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    producer.poll(wait);
+                }
+            }
+            producer.flush(Duration::from_secs(60)).unwrap();
+            if k + 1 == slices {
+                break;
+            }
+        }
+    });
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(env_or("PF_SOAK_SEED", 29));
+    let mut to_checkpoint = Vec::new();
+    let mut last = None;
+    let mut state_bytes = Vec::new();
+    for kill in 0..kills {
+        go.send(kill).unwrap();
+        let started = Instant::now();
+        let mut job = run(&[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let through = loop {
+            if let Some(t) = checkpointed_through(&out).filter(|t| last.is_none_or(|l| *t > l)) {
+                break t;
+            }
+            if let Some(status) = job.try_wait().unwrap() {
+                panic!("run {kill} exited ({status}) before its first checkpoint");
+            }
+            assert!(
+                started.elapsed() < CHECKPOINT_DEADLINE,
+                "run {kill}: no new checkpoint within {CHECKPOINT_DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let secs = started.elapsed().as_secs_f64();
+        to_checkpoint.push(secs);
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..3_000)));
+        job.kill().unwrap();
+        job.wait().unwrap();
+        let state: u64 = std::fs::read_dir(out.join("_state"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        state_bytes.push(state);
+        eprintln!(
+            "kill {:>2}: first new checkpoint {secs:.2}s after the start (through window {through}), state {state} bytes",
+            kill + 1
+        );
+        last = Some(through);
+    }
+    go.send(kills).unwrap();
+    producing.join().unwrap();
+    let finish = support::run_cmd(&mut run(&["--until-end"])).ok();
+    eprintln!("{}", finish.stderr.lines().last().unwrap_or_default());
+    let back = tmp.path().join("backfill");
+    support::backfill(&events, &back, &["--config", cfg]).ok();
+
+    let mut sorted = to_checkpoint.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "kill soak: {kills} SIGKILLs on tansu, {users} users over {hours} h ({total} events, {PARTITIONS} partitions)"
+    );
+    println!(
+        "restart to first new checkpoint: p50 {:.2} s, p99 {:.2} s, max {:.2} s; state files {} KiB per checkpoint (mean over the kills)",
+        quantile(&sorted, 0.5),
+        quantile(&sorted, 0.99),
+        sorted.last().copied().unwrap_or(f64::NAN),
+        state_bytes.iter().sum::<u64>() / state_bytes.len().max(1) as u64 / 1024
+    );
+    println!(
+        "{:<20} {:>9} {:>9} {:>8} {:>10}",
+        "table", "stream", "backfill", "missing", "duplicate"
+    );
+    let mut bad = 0;
+    for table in TABLES {
+        let rows = |root: &Path| {
+            if root.join(table).exists() && !support::parquet_files(&root.join(table)).is_empty() {
+                support::output_table(root, table).sorted_rows()
+            } else {
+                Vec::new()
+            }
+        };
+        let (s, b) = (rows(&out), rows(&back));
+        let mut dedup = s.clone();
+        dedup.dedup();
+        let duplicate = s.len() - dedup.len();
+        let missing = b.iter().filter(|r| dedup.binary_search(r).is_err()).count();
+        let extra = dedup.iter().filter(|r| b.binary_search(r).is_err()).count();
+        bad += duplicate + missing + extra;
+        println!(
+            "{table:<20} {:>9} {:>9} {missing:>8} {duplicate:>10}{}",
+            s.len(),
+            b.len(),
+            if extra > 0 {
+                format!(" ({extra} not in the backfill)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    assert_eq!(bad, 0, "the stream's outputs differ from the backfill's");
+}
+
+/// The events of a simulation, in event-time order.
+fn read_events(events: &Path) -> Vec<personaflow_operators::Event> {
+    use personaflow_pipeline::source::{open_reader, resolve_inputs, Chunk, IngestMapping};
+    let mapping = IngestMapping::identity();
+    let mut all = Vec::new();
+    for file in resolve_inputs(&[events.display().to_string()], &mapping).unwrap() {
+        let mut reader = open_reader(&file, &mapping, 4096).unwrap();
+        let mut chunk = Chunk::default();
+        while reader.next_chunk(&mut chunk).unwrap() {
+            all.append(&mut chunk.events);
+            chunk.clear();
+        }
+    }
+    all.sort_by_key(|e| e.ts_ms);
+    all
+}
