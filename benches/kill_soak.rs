@@ -226,6 +226,21 @@ fn main() {
     eprintln!("{}", finish.stderr.lines().last().unwrap_or_default());
     let back = tmp.path().join("backfill");
     support::backfill(&events, &back, &["--config", cfg]).ok();
+    // The last state, in its binary form and as the JSON of the version before.
+    let (_binary, _json) = {
+        let spec = personaflow_operators::WindowSpec::default();
+        let window = checkpointed_through(&out).expect("a checkpoint");
+        let workers: usize = support::WORKERS.parse().unwrap();
+        let state = personaflow_pipeline::stream::state::load(&out, spec, window, workers)
+            .expect("the last state loads");
+        let binary: u64 = (0..workers)
+            .map(|w| {
+                let p = personaflow_pipeline::stream::state::state_path(&out, spec, window, w);
+                std::fs::metadata(p).map_or(0, |m| m.len())
+            })
+            .sum();
+        (binary, serde_json::to_vec(&state).unwrap().len() as u64)
+    };
 
     let mut sorted = to_checkpoint.clone();
     sorted.sort_by(f64::total_cmp);

@@ -89,7 +89,7 @@ pub fn pin_window(
 ) -> Vec<(String, u32)> {
     let pin = pin.max(1);
     // Expired pins behave as absent ones; dropping them now and then bounds the state.
-    if window % pin == 0 {
+    if window.is_multiple_of(pin) {
         state
             .pins
             .retain(|_, (_, since)| window < since.saturating_add(pin));
