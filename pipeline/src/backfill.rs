@@ -3,10 +3,12 @@
 //!
 //! 1. Every input is resolved and checked (schemas, required columns, Parquet footers) before
 //!    anything is written.
-//! 2. A reader thread decodes the files in path order (inputs are usually time-partitioned),
-//!    rejects bad rows and events that arrive later than `ingest.max_out_of_order` behind the
-//!    newest event seen, and hands chunks to worker 0, which advances the input frontier to
-//!    the newest window minus that bound, so arrangements compact as it goes.
+//! 2. A reader thread decodes the files as one stream in event-time order
+//!    ([`TimeOrdered`]: a k-way merge by each file's first events), rejects bad rows and
+//!    events more than `ingest.max_out_of_order` behind the input's event time (the
+//!    [`EventClock`]: the `ingest.max_outliers + 1`-th newest event, so a few rows dated far
+//!    ahead cannot make the rest late), and hands chunks to worker 0, which advances the input
+//!    frontier with that clock minus the bound, so arrangements compact as it goes.
 //! 3. Outputs are written into a staging directory next to the output directory, which is
 //!    renamed into place only when the whole run succeeded ([`crate::output_dir`]: the output
 //!    is checked and locked before any input is read, and a crash at any step of the commit

@@ -454,7 +454,11 @@ fn sigterm_flushes_commits_and_a_restart_resumes_without_emitting_twice() {
 }
 
 /// Produces a simulation's events to the `events` topic from a thread, in equal slices (in
-/// event-time order), each when [`release`](Self::release)d, spread over about a second.
+/// event-time order), each when [`release`](Self::release)d, spread over about a second, one
+/// message per produce batch: tansu 0.6.0 (in-memory storage) answers a fetch at an offset
+/// inside a record batch with the next batch (and reports the last batch's base offset + 1
+/// as the high watermark), so a consumer resuming inside a batch would lose the rest of it.
+/// Kafka and librdkafka's mock cluster return the batch that holds the offset.
 pub struct SlicedProducer {
     go: std::sync::mpsc::Sender<usize>,
     handle: std::thread::JoinHandle<usize>,
@@ -478,6 +482,8 @@ impl SlicedProducer {
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1")
             .create()
             .unwrap();
         let (go, released) = std::sync::mpsc::channel::<usize>();
@@ -630,14 +636,16 @@ fn against_a_real_broker_process_tansu() {
         broker.create_topic(t, 1);
     }
     let brokers = broker.brokers();
-    run_cmd(&mut produce_cmd(&brokers, &events)).ok();
+    // One message per produce batch (see `SlicedProducer`): tansu mishandles fetches inside
+    // a batch.
+    let producer = SlicedProducer::start(&brokers, &events, 1);
+    producer.release(0);
+    producer.finish();
     let out = tmp.path().join("stream");
-    // Stop it once with SIGTERM part-way, then finish: offsets committed to tansu.
+    // Stop it once with SIGTERM after its first checkpoint, then finish: offsets committed to
+    // tansu, and the restart rewinds into the topic.
     let mut job = spawn_quiet(&mut run_job_cmd(&brokers, &out, &[]));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while windows(&out, "features").len() < 5 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_checkpoint_after(&out, None, &mut job, CHECKPOINT_DEADLINE);
     sigterm(&job);
     assert_eq!(wait_for(&mut job, Duration::from_secs(60)).code(), Some(0));
     let run = run_cmd(&mut run_job_cmd(&brokers, &out, &["--until-end"])).ok();
