@@ -44,19 +44,6 @@ use std::time::{Duration, Instant};
 const PARTITIONS: u32 = 3;
 /// The longest a restarted job may take to its first new checkpoint before the soak fails.
 const CHECKPOINT_DEADLINE: Duration = Duration::from_secs(300);
-/// The tables compared with the backfill.
-const TABLES: [&str; 10] = [
-    "features",
-    "profiles",
-    "segment_profiles",
-    "resonance",
-    "forecasts",
-    "forecast_error",
-    "personas",
-    "persona_assignments",
-    "drift",
-    "scaling",
-];
 /// Persona and drift settings that find personas and drift events among a few hundred users.
 const CONFIG: &str = "[personas]\nmin_users = 5\n[drift]\nbaseline = 20\nrecent = 5\n\
                       min_points = 3\n";
@@ -144,7 +131,7 @@ fn main() {
     };
 
     // The producer: one slice per run.
-    let all = read_events(&events);
+    let all = support::events_in_time_order(&events);
     let total = all.len();
     // One message per produce batch: tansu 0.6.0 (in-memory storage) answers a fetch at an
     // offset inside a batch with the next batch, and reports the last batch's base offset + 1
@@ -287,7 +274,10 @@ fn main() {
         "table", "stream", "backfill", "missing", "duplicate"
     );
     let mut bad = 0;
-    for table in TABLES {
+    for table in support::PARTITIONED_TABLES
+        .iter()
+        .chain(&support::DERIVED_TABLES)
+    {
         let rows = |root: &Path| {
             if root.join(table).exists() && !support::parquet_files(&root.join(table)).is_empty() {
                 support::output_table(root, table).sorted_rows()
@@ -370,21 +360,4 @@ impl Kept {
             Kept::Dir(d) => d,
         }
     }
-}
-
-/// The events of a simulation, in event-time order.
-fn read_events(events: &Path) -> Vec<personaflow_operators::Event> {
-    use personaflow_pipeline::source::{open_reader, resolve_inputs, Chunk, IngestMapping};
-    let mapping = IngestMapping::identity();
-    let mut all = Vec::new();
-    for file in resolve_inputs(&[events.display().to_string()], &mapping).unwrap() {
-        let mut reader = open_reader(&file, &mapping, 4096).unwrap();
-        let mut chunk = Chunk::default();
-        while reader.next_chunk(&mut chunk).unwrap() {
-            all.append(&mut chunk.events);
-            chunk.clear();
-        }
-    }
-    all.sort_by_key(|e| e.ts_ms);
-    all
 }

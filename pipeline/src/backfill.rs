@@ -105,11 +105,7 @@ pub struct Backfill {
 impl Backfill {
     /// The signal that interrupted the run, if one did.
     fn interrupted(&self) -> Option<i32> {
-        self.interrupt
-            .as_ref()
-            .map(|i| i.load(Ordering::Relaxed))
-            .filter(|s| *s != 0)
-            .map(|s| s as i32)
+        signal_in(&self.interrupt)
     }
 }
 
@@ -193,6 +189,14 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The signal number an interrupt flag holds (0: none).
+fn signal_in(flag: &Option<Arc<AtomicUsize>>) -> Option<i32> {
+    flag.as_ref()
+        .map(|i| i.load(Ordering::Relaxed))
+        .filter(|s| *s != 0)
+        .map(|s| s as i32)
+}
+
 /// Tells the reader and the workers to stop: after an error (`abort`), or on a signal.
 #[derive(Debug, Default)]
 struct Stop {
@@ -208,11 +212,7 @@ impl Stop {
 
     /// The signal that interrupted the run, if one did.
     fn signal(&self) -> Option<i32> {
-        self.interrupt
-            .as_ref()
-            .map(|i| i.load(Ordering::Relaxed))
-            .filter(|s| *s != 0)
-            .map(|s| s as i32)
+        signal_in(&self.interrupt)
     }
 
     fn abort(&self) {

@@ -4,9 +4,6 @@
 use crate::support::*;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The tables personas and drift add to a backfill.
-const DERIVED_TABLES: [&str; 4] = ["personas", "persona_assignments", "drift", "scaling"];
-
 #[test]
 fn backfill_writes_consistent_personas_drift_and_scaling() {
     let tmp = tempfile::tempdir().unwrap();

@@ -68,9 +68,8 @@ pub fn assert_same_tables(stream: &Path, backfill: &Path) {
     assert_same(stream, backfill, &DERIVED_TABLES);
 }
 
-/// The persona, drift and scaling tables: their operators remember the whole stream, so a
-/// restarted job matches the backfill on them only by resuming their checkpointed state.
-const DERIVED_TABLES: [&str; 4] = ["personas", "persona_assignments", "drift", "scaling"];
+// DERIVED_TABLES (support): their operators remember the whole stream, so a restarted job
+// matches the backfill on them only by resuming their checkpointed state.
 
 /// Configuration of the restart tests: a small rolling window (W = 8) so that a restart
 /// rewinds part of the topic only, and persona and drift settings that find personas and
@@ -467,18 +466,7 @@ pub struct SlicedProducer {
 impl SlicedProducer {
     /// Reads the events of `events` and waits for the first release.
     pub fn start(brokers: &str, events: &Path, slices: usize) -> SlicedProducer {
-        use personaflow_pipeline::source::{open_reader, resolve_inputs, Chunk, IngestMapping};
-        let mapping = IngestMapping::identity();
-        let mut all = Vec::new();
-        for file in resolve_inputs(&[events.display().to_string()], &mapping).unwrap() {
-            let mut reader = open_reader(&file, &mapping, 4096).unwrap();
-            let mut chunk = Chunk::default();
-            while reader.next_chunk(&mut chunk).unwrap() {
-                all.append(&mut chunk.events);
-                chunk.clear();
-            }
-        }
-        all.sort_by_key(|e| e.ts_ms);
+        let all = events_in_time_order(events);
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")

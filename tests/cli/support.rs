@@ -39,6 +39,28 @@ pub const SEGMENTS: [&str; 5] = [
     "casual_browser",
 ];
 
+/// The tables personas and drift add to a backfill (their operators remember the whole
+/// stream).
+pub const DERIVED_TABLES: [&str; 4] = ["personas", "persona_assignments", "drift", "scaling"];
+
+/// The events of a simulation's `events` directory, read with the product's readers, in
+/// event-time order.
+pub fn events_in_time_order(events: &Path) -> Vec<personaflow_operators::Event> {
+    use personaflow_pipeline::source::{open_reader, resolve_inputs, Chunk, IngestMapping};
+    let mapping = IngestMapping::identity();
+    let mut all = Vec::new();
+    for file in resolve_inputs(&[events.display().to_string()], &mapping).unwrap() {
+        let mut reader = open_reader(&file, &mapping, 4096).unwrap();
+        let mut chunk = Chunk::default();
+        while reader.next_chunk(&mut chunk).unwrap() {
+            all.append(&mut chunk.events);
+            chunk.clear();
+        }
+    }
+    all.sort_by_key(|e| e.ts_ms);
+    all
+}
+
 /// The finished run of a command.
 #[derive(Debug)]
 pub struct Run {

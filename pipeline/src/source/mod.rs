@@ -283,6 +283,15 @@ pub trait EventReader: Send {
     fn bytes_read(&self) -> u64;
 }
 
+/// Records per chunk: `chunk_rows`, or [`DEFAULT_CHUNK_ROWS`] for 0.
+fn chunk_size(chunk_rows: usize) -> usize {
+    if chunk_rows == 0 {
+        DEFAULT_CHUNK_ROWS
+    } else {
+        chunk_rows
+    }
+}
+
 /// Opens a reader for `file` through `mapping`, returning at most `chunk_rows` records per
 /// [`EventReader::next_chunk`] (0 means [`DEFAULT_CHUNK_ROWS`]). Performs the checks of
 /// [`check_input`] first.
@@ -292,11 +301,7 @@ pub fn open_reader(
     chunk_rows: usize,
 ) -> Result<Box<dyn EventReader>> {
     let compiled = mapping.compile()?;
-    let chunk_rows = if chunk_rows == 0 {
-        DEFAULT_CHUNK_ROWS
-    } else {
-        chunk_rows
-    };
+    let chunk_rows = chunk_size(chunk_rows);
     Ok(match file.format {
         Format::Parquet => Box::new(parquet_reader::ParquetReader::open(
             &file.path, compiled, chunk_rows,
@@ -335,11 +340,7 @@ pub fn open_bytes(
     chunk_rows: usize,
 ) -> Result<Box<dyn EventReader>> {
     let compiled = mapping.compile()?;
-    let chunk_rows = if chunk_rows == 0 {
-        DEFAULT_CHUNK_ROWS
-    } else {
-        chunk_rows
-    };
+    let chunk_rows = chunk_size(chunk_rows);
     let path = Path::new(name);
     let (input, count) = text_input(path, std::io::Cursor::new(bytes))?;
     Ok(match format {
