@@ -35,7 +35,6 @@ mod support;
 use broker::{Tansu, OUTPUT_TOPICS};
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -130,61 +129,17 @@ fn main() {
         c
     };
 
-    // The producer: one slice per run.
-    let all = support::events_in_time_order(&events);
-    let total = all.len();
-    // One message per produce batch: tansu 0.6.0 (in-memory storage) answers a fetch at an
-    // offset inside a batch with the next batch, and reports the last batch's base offset + 1
-    // as the high watermark, so with batches a consumer that resumes at a committed or rewind
-    // offset loses the rest of that batch (see BENCHMARKS.md). Kafka does neither.
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .create()
-        .unwrap();
-    let (go, released) = std::sync::mpsc::channel::<usize>();
-    let slices = kills + 1;
-    let per_slice = total.div_ceil(slices);
-    let producing = std::thread::spawn(move || {
-        while let Ok(k) = released.recv() {
-            let slice = all.chunks(per_slice).nth(k).unwrap_or_default();
-            let started = Instant::now();
-            for (i, e) in slice.iter().enumerate() {
-                let payload = personaflow_pipeline::stream::produce::event_json(e).to_string();
-                let mut record = BaseRecord::to("events")
-                    .key(e.user_id.as_str())
-                    .payload(payload.as_str())
-                    .timestamp(e.ts_ms);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((_, r)) => {
-                            record = r;
-                            producer.poll(Duration::from_millis(10));
-                        }
-                    }
-                }
-                // About two seconds a slice.
-                let due = Duration::from_secs_f64(2.0 * i as f64 / slice.len() as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    producer.poll(wait);
-                }
-            }
-            producer.flush(Duration::from_secs(60)).unwrap();
-            if k + 1 == slices {
-                break;
-            }
-        }
-    });
+    // The producer: one slice per run, over about two seconds.
+    let producer =
+        support::SlicedProducer::start(&brokers, &events, kills + 1, Duration::from_secs(2));
+    let total = producer.total();
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(env_or("PF_SOAK_SEED", 29));
     let mut to_checkpoint = Vec::new();
     let mut last = None;
     let mut state_bytes = Vec::new();
     for kill in 0..kills {
-        go.send(kill).unwrap();
+        producer.release(kill);
         let started = Instant::now();
         let mut job = run(&[])
             .stdout(Stdio::null())
@@ -226,8 +181,8 @@ fn main() {
         );
         last = Some(through);
     }
-    go.send(kills).unwrap();
-    producing.join().unwrap();
+    producer.release(kills);
+    producer.finish();
     let (messages, distinct) = topic_contents(&brokers, "events");
     println!(
         "the events topic holds {messages} messages, {distinct} distinct, for {total} events produced"

@@ -616,12 +616,7 @@ fn read_all(
     progress.start(total_bytes, files.len());
     let mut rejects_writer =
         PartitionedWriter::new(staging, Table::Rejects, 0, config.output.row_group_rows);
-    let mut input = TimeOrdered::new(
-        files.to_vec(),
-        mapping,
-        config.ingest.chunk_rows,
-        &mut |_| {},
-    )?;
+    let mut input = TimeOrdered::new(files.to_vec(), mapping, config.ingest.chunk_rows)?;
     let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
     let mut clock = EventClock::new(config.ingest.max_outliers + 1);
     let mut merged = Merged::default();
@@ -722,4 +717,33 @@ fn read_all(
     progress.update(&update);
     rejects_writer.finish_unpartitioned()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_clock_follows_the_kth_newest_window_and_never_goes_back() {
+        let mut clock = EventClock::new(3);
+        assert_eq!((clock.now(), clock.frontier(5)), (None, 0));
+        // While fewer than k windows are seen, the clock is the oldest of them.
+        for w in [100, 102] {
+            clock.observe(w);
+        }
+        assert_eq!(clock.now(), Some(100));
+        clock.observe(101);
+        assert_eq!(clock.now(), Some(100));
+        // Two outliers far ahead do not move it; a third does.
+        clock.observe(400);
+        clock.observe(401);
+        assert_eq!(clock.now(), Some(102));
+        assert_eq!(clock.frontier(5), 97);
+        clock.observe(402);
+        assert_eq!(clock.now(), Some(400));
+        // Older windows never move it back.
+        clock.observe(50);
+        assert_eq!(clock.now(), Some(400));
+        assert_eq!(EventClock::new(0).k, 1, "k is at least 1");
+    }
 }

@@ -746,43 +746,35 @@ fn env_key_path(name: &str) -> Result<Option<Vec<String>>> {
     let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
         // `PERSONAFLOW_SEQUENCE__LENGTH` and the like; other `PERSONAFLOW_*` variables
         // (the test hooks, tool paths) are not settings.
-        if let Some(rest) = name.strip_prefix("PERSONAFLOW_") {
-            let lower = rest.to_ascii_lowercase();
-            if let Some(section) = SECTIONS
-                .iter()
-                .find(|s| lower.strip_prefix(**s).is_some_and(|r| r.starts_with('_')))
-            {
-                let key = lower[section.len()..]
-                    .trim_start_matches('_')
-                    .to_ascii_uppercase();
-                return misspelt(format!(
-                    " (did you mean {ENV_PREFIX}{}__{key}?)",
-                    section.to_ascii_uppercase()
-                ));
-            }
-        }
-        return Ok(None);
+        return match name.strip_prefix("PERSONAFLOW_").and_then(meant_variable) {
+            Some(meant) => misspelt(format!(" (did you mean {meant}?)")),
+            None => Ok(None),
+        };
     };
     let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
     if !SECTIONS.contains(&path[0].as_str()) {
-        let hint = SECTIONS
-            .iter()
-            .find(|s| {
-                path[0]
-                    .strip_prefix(**s)
-                    .is_some_and(|r| r.starts_with('_'))
-            })
-            .map(|s| {
-                format!(
-                    " (did you mean {ENV_PREFIX}{}__{}?)",
-                    s.to_ascii_uppercase(),
-                    path[0][s.len() + 1..].to_ascii_uppercase()
-                )
-            })
-            .unwrap_or_else(|| format!("; the sections are {}", SECTIONS.join(", ")));
+        let hint = meant_variable(&path[0]).map_or_else(
+            || format!("; the sections are {}", SECTIONS.join(", ")),
+            |meant| format!(" (did you mean {meant}?)"),
+        );
         return misspelt(hint);
     }
     Ok(Some(path))
+}
+
+/// The variable meant by `SECTION_KEY...` (a section, one underscore, the rest), if it starts
+/// with a section: `PERSONAFLOW__SECTION__KEY...`.
+fn meant_variable(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let section = SECTIONS
+        .iter()
+        .find(|s| lower.strip_prefix(**s).is_some_and(|r| r.starts_with('_')))?;
+    let key = lower[section.len()..].trim_start_matches('_');
+    Some(format!(
+        "{ENV_PREFIX}{}__{}",
+        section.to_ascii_uppercase(),
+        key.to_ascii_uppercase()
+    ))
 }
 
 /// A TOML syntax error on one line: where (line and column) and what.

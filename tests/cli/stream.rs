@@ -452,71 +452,6 @@ fn sigterm_flushes_commits_and_a_restart_resumes_without_emitting_twice() {
     assert_same_tables(&out, &back);
 }
 
-/// Produces a simulation's events to the `events` topic from a thread, in equal slices (in
-/// event-time order), each when [`release`](Self::release)d, spread over about a second, one
-/// message per produce batch: tansu 0.6.0 (in-memory storage) answers a fetch at an offset
-/// inside a record batch with the next batch (and reports the last batch's base offset + 1
-/// as the high watermark), so a consumer resuming inside a batch would lose the rest of it.
-/// Kafka and librdkafka's mock cluster return the batch that holds the offset.
-pub struct SlicedProducer {
-    go: std::sync::mpsc::Sender<usize>,
-    handle: std::thread::JoinHandle<usize>,
-}
-
-impl SlicedProducer {
-    /// Reads the events of `events` and waits for the first release.
-    pub fn start(brokers: &str, events: &Path, slices: usize) -> SlicedProducer {
-        let all = events_in_time_order(events);
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "0")
-            .set("batch.num.messages", "1")
-            .create()
-            .unwrap();
-        let (go, released) = std::sync::mpsc::channel::<usize>();
-        let handle = std::thread::spawn(move || {
-            let per_slice = all.len().div_ceil(slices);
-            let mut sent = 0;
-            while let Ok(k) = released.recv() {
-                let slice = all.chunks(per_slice).nth(k).unwrap_or_default();
-                for (i, e) in slice.iter().enumerate() {
-                    let payload = personaflow_pipeline::stream::produce::event_json(e).to_string();
-                    producer
-                        .send(
-                            BaseRecord::to("events")
-                                .key(e.user_id.as_str())
-                                .payload(payload.as_str())
-                                .timestamp(e.ts_ms),
-                        )
-                        .unwrap();
-                    sent += 1;
-                    if i % (per_slice / 50).max(1) == 0 {
-                        producer.poll(Duration::from_millis(20));
-                    }
-                }
-                producer.flush(Duration::from_secs(30)).unwrap();
-                if k + 1 == slices {
-                    break;
-                }
-            }
-            sent
-        });
-        SlicedProducer { go, handle }
-    }
-
-    /// Starts producing slice `k`.
-    pub fn release(&self, k: usize) {
-        self.go.send(k).unwrap();
-    }
-
-    /// Waits until every released slice is produced; returns the events sent.
-    pub fn finish(self) -> usize {
-        drop(self.go);
-        self.handle.join().unwrap()
-    }
-}
-
 /// How long a restarted job may take to write its first new checkpoint before a test fails.
 const CHECKPOINT_DEADLINE: Duration = Duration::from_secs(180);
 
@@ -568,7 +503,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     // Each run gets a new slice of the events, produced while it runs: every run has windows
     // to close, whatever the machine's speed.
     const KILLS: usize = 5;
-    let producer = SlicedProducer::start(&brokers, &events, KILLS + 1);
+    let producer = SlicedProducer::start(&brokers, &events, KILLS + 1, Duration::from_secs(1));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let mut last: Option<u64> = None;
     for kill in 0..KILLS {
@@ -587,7 +522,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         last = Some(through);
     }
     producer.release(KILLS);
-    producer.finish();
+    let total = producer.total();
+    assert_eq!(producer.finish(), total, "every event was produced");
     let run = run_cmd(&mut run_job_cmd(
         &brokers,
         &out,
@@ -626,7 +562,7 @@ fn against_a_real_broker_process_tansu() {
     let brokers = broker.brokers();
     // One message per produce batch (see `SlicedProducer`): tansu mishandles fetches inside
     // a batch.
-    let producer = SlicedProducer::start(&brokers, &events, 1);
+    let producer = SlicedProducer::start(&brokers, &events, 1, Duration::from_secs(1));
     producer.release(0);
     producer.finish();
     let out = tmp.path().join("stream");

@@ -61,6 +61,89 @@ pub fn events_in_time_order(events: &Path) -> Vec<personaflow_operators::Event> 
     all
 }
 
+/// Produces a simulation's events to the `events` topic from a thread, in equal slices (in
+/// event-time order), each when [`release`](Self::release)d and spread over `spread`, one
+/// message per produce batch: tansu 0.6.0 (in-memory storage) answers a fetch at an offset
+/// inside a record batch with the next batch (and reports the last batch's base offset + 1
+/// as the high watermark), so a consumer resuming inside a batch would lose the rest of it.
+/// Kafka and librdkafka's mock cluster return the batch that holds the offset.
+pub struct SlicedProducer {
+    go: std::sync::mpsc::Sender<usize>,
+    handle: std::thread::JoinHandle<usize>,
+    total: usize,
+}
+
+impl SlicedProducer {
+    /// Reads the events of `events` and waits for the first release.
+    pub fn start(
+        brokers: &str,
+        events: &Path,
+        slices: usize,
+        spread: std::time::Duration,
+    ) -> SlicedProducer {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        use std::time::{Duration, Instant};
+        let all = events_in_time_order(events);
+        let total = all.len();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1")
+            .create()
+            .unwrap();
+        let (go, released) = std::sync::mpsc::channel::<usize>();
+        let handle = std::thread::spawn(move || {
+            let per_slice = all.len().div_ceil(slices).max(1);
+            let mut sent = 0;
+            while let Ok(k) = released.recv() {
+                let slice = all.chunks(per_slice).nth(k).unwrap_or_default();
+                let started = Instant::now();
+                for (i, e) in slice.iter().enumerate() {
+                    let payload = personaflow_pipeline::stream::produce::event_json(e).to_string();
+                    let mut record = BaseRecord::to("events")
+                        .key(e.user_id.as_str())
+                        .payload(payload.as_str())
+                        .timestamp(e.ts_ms);
+                    // A full queue hands the record back: serve it, and send again.
+                    while let Err((_, r)) = producer.send(record) {
+                        record = r;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                    sent += 1;
+                    let due = spread.mul_f64(i as f64 / slice.len() as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        producer.poll(wait);
+                    }
+                }
+                producer.flush(Duration::from_secs(60)).unwrap();
+                if k + 1 == slices {
+                    break;
+                }
+            }
+            sent
+        });
+        SlicedProducer { go, handle, total }
+    }
+
+    /// Events read, to be produced over all the slices.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Starts producing slice `k`.
+    pub fn release(&self, k: usize) {
+        self.go.send(k).unwrap();
+    }
+
+    /// Waits until every released slice is produced; returns the events sent.
+    pub fn finish(self) -> usize {
+        drop(self.go);
+        self.handle.join().unwrap()
+    }
+}
+
 /// The finished run of a command.
 #[derive(Debug)]
 pub struct Run {

@@ -110,13 +110,8 @@ impl std::fmt::Debug for TimeOrdered {
 
 impl TimeOrdered {
     /// Prepares to read `files` through `mapping`, `chunk_rows` records at a time, peeking
-    /// every file first when there are several (`peeked` is called with how many are done).
-    pub fn new(
-        files: Vec<InputFile>,
-        mapping: &IngestMapping,
-        chunk_rows: usize,
-        peeked: &mut dyn FnMut(usize),
-    ) -> Result<Self> {
+    /// every file first when there are several.
+    pub fn new(files: Vec<InputFile>, mapping: &IngestMapping, chunk_rows: usize) -> Result<Self> {
         let mut heap = BinaryHeap::with_capacity(files.len());
         if files.len() == 1 {
             heap.push(Reverse((i64::MIN, 0)));
@@ -124,7 +119,6 @@ impl TimeOrdered {
             for (i, file) in files.iter().enumerate() {
                 let key = start_key(file, mapping)?.unwrap_or(i64::MIN);
                 heap.push(Reverse((key, i)));
-                peeked(i + 1);
             }
         }
         Ok(TimeOrdered {
@@ -237,8 +231,7 @@ mod tests {
     }
 
     fn read(files: Vec<InputFile>, chunk_rows: usize) -> Vec<(i64, u32, u64)> {
-        let mut merged =
-            TimeOrdered::new(files, &IngestMapping::identity(), chunk_rows, &mut |_| {}).unwrap();
+        let mut merged = TimeOrdered::new(files, &IngestMapping::identity(), chunk_rows).unwrap();
         let mut out = Merged::default();
         while merged.next_chunk(&mut out).unwrap() {}
         out.events
@@ -285,8 +278,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = csv(dir.path(), "a.csv", &[(10, "a"), (-5, "a")]);
         let empty = csv(dir.path(), "e.csv", &[]);
-        let mut merged =
-            TimeOrdered::new(vec![a, empty], &IngestMapping::identity(), 8, &mut |_| {}).unwrap();
+        let mut merged = TimeOrdered::new(vec![a, empty], &IngestMapping::identity(), 8).unwrap();
         let mut out = Merged::default();
         while merged.next_chunk(&mut out).unwrap() {}
         assert_eq!(out.events.len(), 1);

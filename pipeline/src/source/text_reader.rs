@@ -159,54 +159,27 @@ impl QuoteTracker {
         const QUOTE: u8 = b'"';
         for &b in bytes {
             let newline = b == b'\n' || b == b'\r';
+            // Outside quotes, a delimiter starts a field and a line break a record.
+            let unquoted = if b == self.delimiter {
+                StartField
+            } else if newline {
+                StartRecord
+            } else {
+                InField
+            };
             self.state = match self.state {
                 StartRecord if self.comment == Some(b) => InComment,
-                StartRecord | StartField => {
-                    if b == QUOTE {
-                        self.quote_line = self.line;
-                        InQuoted
-                    } else if b == self.delimiter {
-                        StartField
-                    } else if newline {
-                        StartRecord
-                    } else {
-                        InField
-                    }
+                StartRecord | StartField if b == QUOTE => {
+                    self.quote_line = self.line;
+                    InQuoted
                 }
-                InField => {
-                    if b == self.delimiter {
-                        StartField
-                    } else if newline {
-                        StartRecord
-                    } else {
-                        InField
-                    }
-                }
-                InQuoted => {
-                    if b == QUOTE {
-                        QuoteInQuoted
-                    } else {
-                        InQuoted
-                    }
-                }
-                QuoteInQuoted => {
-                    if b == QUOTE {
-                        InQuoted
-                    } else if b == self.delimiter {
-                        StartField
-                    } else if newline {
-                        StartRecord
-                    } else {
-                        InField
-                    }
-                }
-                InComment => {
-                    if newline {
-                        StartRecord
-                    } else {
-                        InComment
-                    }
-                }
+                InQuoted if b == QUOTE => QuoteInQuoted,
+                InQuoted => InQuoted,
+                // `""`: a quote inside the quoted field.
+                QuoteInQuoted if b == QUOTE => InQuoted,
+                StartRecord | StartField | InField | QuoteInQuoted => unquoted,
+                InComment if newline => StartRecord,
+                InComment => InComment,
             };
             if b == b'\n' {
                 self.line += 1;
