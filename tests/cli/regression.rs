@@ -615,7 +615,7 @@ fn compressed_and_utf16_files_are_named_not_dumped_and_gzip_is_read() {
 }
 
 #[test]
-fn a_duplicate_column_is_refused_naming_it() {
+fn a_duplicate_column_or_key_is_refused_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("dup.csv");
     let rows: Vec<String> = good_rows(5).iter().map(|r| format!("{r},u7")).collect();
@@ -624,6 +624,33 @@ fn a_duplicate_column_is_refused_naming_it() {
     assert!(
         line.contains("dup.csv") && line.contains("`user_id` appears 2 times (columns 2, 4)"),
         "{line}"
+    );
+    // A duplicate of a column personaflow does not read is refused too; empty names (trailing
+    // delimiters) are not names.
+    let rows: Vec<String> = good_rows(5).iter().map(|r| format!("{r},a,b,,")).collect();
+    write_events(&input, "ts,user_id,action,note,note,,", &rows);
+    let line = backfill_many(&[&input], &tmp.path().join("out"), &[]).fails_with_one_line();
+    assert!(
+        line.contains("`note` appears 2 times (columns 4, 5)"),
+        "{line}"
+    );
+    let rows: Vec<String> = good_rows(5).iter().map(|r| format!("{r},a,,")).collect();
+    write_events(&input, "ts,user_id,action,note,,", &rows);
+    backfill_many(&[&input], &tmp.path().join("out"), &[]).ok();
+    // In NDJSON (and Kafka records) an object with a key twice is rejected, with the key.
+    let ndjson = tmp.path().join("dup.ndjson");
+    let text = format!(
+        "{{\"ts\": {T0}, \"user_id\": \"u\", \"action\": \"x\"}}\n\
+         {{\"ts\": {T0}, \"user_id\": \"u\", \"action\": \"x\", \"user_id\": \"v\"}}\n"
+    );
+    std::fs::write(&ndjson, text).unwrap();
+    let out = tmp.path().join("out-ndjson");
+    backfill_many(&[&ndjson], &out, &[]).ok();
+    let r = rejects(&out);
+    assert_eq!(r.len(), 1);
+    assert!(
+        r[0].1 == 2 && r[0].3.contains("`user_id` appears twice"),
+        "{r:?}"
     );
 }
 

@@ -41,7 +41,8 @@
 //! or above [`MAX_EVENT_BYTES`]; `latency_ms` is negative, NaN, infinite, not a number or
 //! above [`MAX_EVENT_LATENCY_MS`]; `status` is not an
 //! integer; `authenticated` is not a boolean (`true/false/t/f/yes/no/y/n/1/0`, any case; null
-//! is `false`); or the record as a whole is malformed (wrong number of fields, invalid JSON).
+//! is `false`); or the record as a whole is malformed (wrong number of fields, invalid JSON, a
+//! JSON object with a key twice).
 //! Text values equal to one of the mapping's null markers are null.
 //!
 //! # Compressed and odd files
@@ -385,33 +386,12 @@ pub(crate) fn locate_columns(
     header: &[&str],
     required_only: bool,
 ) -> Result<[Option<usize>; N_FIELDS]> {
+    check_unique_columns(path, header)?;
     let mut indices = [None; N_FIELDS];
     for (i, source) in compiled.sources.iter().enumerate() {
         let Some(source) = source else { continue };
         let found = header.iter().position(|h| *h == source.name);
         let canonical = crate::schema::CANONICAL_COLUMNS[i];
-        let positions: Vec<usize> = header
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| **h == source.name)
-            .map(|(i, _)| i + 1)
-            .collect();
-        if positions.len() > 1 {
-            return Err(Error::BadInput {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "the column `{}` appears {} times (columns {}): which one holds `{canonical}` \
-                     is ambiguous; rename or drop the duplicates",
-                    printable(source.name.as_bytes()),
-                    positions.len(),
-                    positions
-                        .iter()
-                        .map(usize::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
-        }
         let required = crate::schema::REQUIRED_COLUMNS.contains(&canonical);
         match found {
             Some(idx) => indices[i] = Some(idx),
@@ -428,6 +408,36 @@ pub(crate) fn locate_columns(
         }
     }
     Ok(indices)
+}
+
+/// Refuses a header in which a (non-empty) column name appears more than once: which of them
+/// a mapping means is ambiguous, and readers of the file disagree on it. Empty names (as
+/// trailing delimiters make) are not names.
+fn check_unique_columns(path: &Path, header: &[&str]) -> Result<()> {
+    for (first, name) in header.iter().enumerate() {
+        if name.is_empty() || header[..first].contains(name) {
+            continue;
+        }
+        let positions: Vec<String> = header
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| *h == name)
+            .map(|(i, _)| (i + 1).to_string())
+            .collect();
+        if positions.len() > 1 {
+            return Err(Error::BadInput {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the column `{}` appears {} times (columns {}): column names must be \
+                     unique; rename or drop the duplicates",
+                    printable(name.as_bytes()),
+                    positions.len(),
+                    positions.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The error for a canonical column whose source column is absent.

@@ -60,13 +60,56 @@ fn json_cell(value: &Value) -> Cell<'_> {
     }
 }
 
+/// A top-level JSON object, with the first key it has twice (`serde_json`'s `Value` would
+/// silently keep the last value). Anything but an object fails to deserialize with a data
+/// error (valid JSON of another type).
+struct TopObject {
+    object: Map<String, Value>,
+    duplicate: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for TopObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TopObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<TopObject, A::Error> {
+                let mut object = Map::new();
+                let mut duplicate = None;
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    if duplicate.is_none() && object.contains_key(&key) {
+                        duplicate = Some(key.clone());
+                    }
+                    object.insert(key, value);
+                }
+                Ok(TopObject { object, duplicate })
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 /// One JSON object (a line of a file, or a Kafka message) to an event through the mapping.
+/// An object with a key twice is rejected: which value is meant is ambiguous.
 pub(crate) fn decode_object(
     bytes: &[u8],
     compiled: &Compiled,
 ) -> std::result::Result<Event, FieldError> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(object)) => {
+    match serde_json::from_slice::<TopObject>(bytes) {
+        Ok(TopObject {
+            duplicate: Some(key),
+            ..
+        }) => Err(record_error(format!(
+            "the key `{}` appears twice in the object: which value is meant is ambiguous",
+            super::printable(key.as_bytes())
+        ))),
+        Ok(TopObject { object, .. }) => {
             let mut cells: Cells<'_> = null_cells();
             for (cell, source) in cells.iter_mut().zip(compiled.sources.iter()) {
                 if let Some(value) = source.as_ref().and_then(|s| lookup(&object, &s.name)) {
@@ -75,7 +118,9 @@ pub(crate) fn decode_object(
             }
             compiled.converter.event(&cells)
         }
-        Ok(_) => Err(record_error("not a JSON object".to_owned())),
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            Err(record_error("not a JSON object".to_owned()))
+        }
         Err(e) => Err(record_error(format!("invalid JSON: {e}"))),
     }
 }
@@ -261,6 +306,26 @@ mod tests {
         assert_eq!(lookup(object, "id.deep.x"), Some(&json!(1)));
         assert_eq!(lookup(object, "id.missing"), None);
         assert_eq!(lookup(object, "nope"), None);
+    }
+
+    #[test]
+    fn objects_with_a_key_twice_and_other_json_are_rejected_with_a_reason() {
+        let compiled = super::super::IngestMapping::identity().compile().unwrap();
+        let ok = decode_object(br#"{"ts": 1, "user_id": "u", "action": "a"}"#, &compiled);
+        assert!(ok.is_ok());
+        let twice = br#"{"ts": 1, "user_id": "u", "action": "a", "user_id": "v"}"#;
+        let err = decode_object(twice, &compiled).unwrap_err();
+        assert!(err.reason.contains("`user_id` appears twice"), "{err:?}");
+        for (bytes, reason) in [
+            (&b"[1, 2]"[..], "not a JSON object"),
+            (b"\"text\"", "not a JSON object"),
+            (b"null", "not a JSON object"),
+            (b"{\"ts\": ", "invalid JSON"),
+            (b"{} x", "invalid JSON"),
+        ] {
+            let err = decode_object(bytes, &compiled).unwrap_err();
+            assert!(err.reason.starts_with(reason), "{bytes:?}: {err:?}");
+        }
     }
 
     #[test]
