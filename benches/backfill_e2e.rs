@@ -26,7 +26,7 @@
 //! `PF_BENCH_RUNS` [`small,large`] which datasets to run.
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use personaflow_pipeline::source::{
+use personaflow_io::source::{
     open_reader, resolve_inputs, Chunk, IngestMapping, DEFAULT_CHUNK_ROWS,
 };
 use serde_json::{json, Value};

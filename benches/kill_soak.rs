@@ -196,11 +196,11 @@ fn main() {
         let spec = personaflow_operators::WindowSpec::default();
         let window = checkpointed_through(&out).expect("a checkpoint");
         let workers: usize = support::WORKERS.parse().unwrap();
-        let state = personaflow_pipeline::stream::state::load(&out, spec, window, workers)
+        let state = personaflow_dataflow::snapshot::load(&out, spec, window, workers)
             .expect("the last state loads");
         let binary: u64 = (0..workers)
             .map(|w| {
-                let p = personaflow_pipeline::stream::state::state_path(&out, spec, window, w);
+                let p = personaflow_dataflow::snapshot::state_path(&out, spec, window, w);
                 std::fs::metadata(p).map_or(0, |m| m.len())
             })
             .sum();

@@ -4,13 +4,13 @@
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use personaflow_pipeline::backfill::{self, Backfill, Progress, ProgressUpdate};
-use personaflow_pipeline::config::Config;
-use personaflow_pipeline::drift_eval;
-use personaflow_pipeline::evaluate::{check_same_scenario, evaluate_resonance, read_truth};
-use personaflow_pipeline::simulate::{simulate_to_dir, DriftSpec, SimulationConfig};
-use personaflow_pipeline::stream::produce::{produce, Produce};
-use personaflow_pipeline::stream::{self, StartInfo, StreamJob, StreamReporter, StreamStatus};
+use personaflow_dataflow::backfill::{self, Backfill, Progress, ProgressUpdate};
+use personaflow_dataflow::config::Config;
+use personaflow_eval::drift as drift_eval;
+use personaflow_eval::resonance::{check_same_scenario, evaluate_resonance, read_truth};
+use personaflow_kafka::produce::{produce, Produce};
+use personaflow_kafka::{self as stream, StartInfo, StreamJob, StreamReporter, StreamStatus};
+use personaflow_sim::{simulate_to_dir, DriftSpec, SimulationConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -138,19 +138,19 @@ struct BackfillArgs {
 #[derive(Args, Debug)]
 struct SimulateArgs {
     /// Number of users.
-    #[arg(long, default_value_t = personaflow_pipeline::simulate::DEFAULT_USERS)]
+    #[arg(long, default_value_t = personaflow_sim::DEFAULT_USERS)]
     users: usize,
     /// Simulated days (fractions allowed).
-    #[arg(long, default_value_t = personaflow_pipeline::simulate::DEFAULT_DAYS)]
+    #[arg(long, default_value_t = personaflow_sim::DEFAULT_DAYS)]
     days: f64,
     /// Random seed.
-    #[arg(long, default_value_t = personaflow_pipeline::simulate::DEFAULT_SEED)]
+    #[arg(long, default_value_t = personaflow_sim::DEFAULT_SEED)]
     seed: u64,
     /// Output directory (events/ and truth/ are written under it).
     #[arg(long)]
     out: PathBuf,
     /// Share of users that are authenticated (their events carry their segment).
-    #[arg(long, default_value_t = personaflow_pipeline::simulate::DEFAULT_AUTHENTICATED_SHARE)]
+    #[arg(long, default_value_t = personaflow_sim::DEFAULT_AUTHENTICATED_SHARE)]
     authenticated_share: f64,
     /// Drift injection SEGMENT@OFFSET[+RAMP]:KIND=MAGNITUDE, e.g. gamer@36h:bytes=3.0, or
     /// gamer@36h+2h:pace=3 for a roll-out to the segment's users over 2 h (repeatable).
@@ -271,7 +271,7 @@ impl Progress for Bar {
     fn finish(&self) {
         self.0.finish_and_clear();
     }
-    fn models(&self, m: &personaflow_pipeline::dataflow::ModelsReport) {
+    fn models(&self, m: &personaflow_dataflow::graph::ModelsReport) {
         // Above the bar on a terminal; elsewhere (a hidden bar prints nothing) the line comes
         // with the summary at the end, so that a failed run still prints one line only.
         self.0.println(models_line(m));
@@ -295,7 +295,7 @@ impl Progress for QuietProgress {
 }
 
 /// One line saying which models run, and on which execution provider.
-fn models_line(m: &personaflow_pipeline::dataflow::ModelsReport) -> String {
+fn models_line(m: &personaflow_dataflow::graph::ModelsReport) -> String {
     let forecaster = m.forecaster.as_deref().unwrap_or("off");
     match (&m.execution_provider, &m.onnxruntime) {
         (Some(provider), Some(lib)) => format!(
@@ -464,7 +464,7 @@ fn cmd_demo(args: DemoArgs, quiet: bool) -> Result<()> {
     print!("{}", report.to_table());
     if let Some(forecaster) = &summary.models.forecaster {
         let by_h = &summary.forecast_errors;
-        let cells = |f: fn(&personaflow_pipeline::dataflow::HorizonError) -> f64| {
+        let cells = |f: fn(&personaflow_dataflow::graph::HorizonError) -> f64| {
             by_h.values()
                 .map(|e| format!("{:.2}", f(e)))
                 .collect::<Vec<_>>()
@@ -697,8 +697,8 @@ fn cmd_run(args: RunArgs, quiet: bool) -> Result<()> {
 
 fn cmd_produce(args: ProduceArgs, quiet: bool) -> Result<()> {
     let mapping = match &args.mapping {
-        Some(p) => personaflow_pipeline::source::IngestMapping::from_toml_file(p)?,
-        None => personaflow_pipeline::source::IngestMapping::identity(),
+        Some(p) => personaflow_io::source::IngestMapping::from_toml_file(p)?,
+        None => personaflow_io::source::IngestMapping::identity(),
     };
     let job = Produce {
         brokers: args.brokers,
@@ -734,8 +734,8 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("personaflow: error: {e:#}");
             // Interrupted runs exit as shells expect of a signal: 128 + its number.
-            match e.downcast_ref::<personaflow_pipeline::Error>() {
-                Some(personaflow_pipeline::Error::Interrupted { signal }) => {
+            match e.downcast_ref::<personaflow_dataflow::Error>() {
+                Some(personaflow_dataflow::Error::Interrupted { signal }) => {
                     ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
                 }
                 _ => ExitCode::FAILURE,

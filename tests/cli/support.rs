@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 /// Worker threads every backfill in these tests runs with.
 pub const WORKERS: &str = "2";
 /// The simulator's default start, 2026-01-05T00:00:00Z (a Monday), in ms.
-pub const SIM_START_MS: i64 = personaflow_pipeline::simulate::DEFAULT_START_MS;
+pub const SIM_START_MS: i64 = personaflow_sim::DEFAULT_START_MS;
 /// Window length of the default configuration, ms.
 pub const DEFAULT_WINDOW_MS: i64 = personaflow_operators::window::DEFAULT_WINDOW_MS;
 /// The output tables written by `backfill`.
@@ -46,7 +46,7 @@ pub const DERIVED_TABLES: [&str; 4] = ["personas", "persona_assignments", "drift
 /// The events of a simulation's `events` directory, read with the product's readers, in
 /// event-time order.
 pub fn events_in_time_order(events: &Path) -> Vec<personaflow_operators::Event> {
-    use personaflow_pipeline::source::{open_reader, resolve_inputs, Chunk, IngestMapping};
+    use personaflow_io::source::{open_reader, resolve_inputs, Chunk, IngestMapping};
     let mapping = IngestMapping::identity();
     let mut all = Vec::new();
     for file in resolve_inputs(&[events.display().to_string()], &mapping).unwrap() {
@@ -101,7 +101,7 @@ impl SlicedProducer {
                 let slice = all.chunks(per_slice).nth(k).unwrap_or_default();
                 let started = Instant::now();
                 for (i, e) in slice.iter().enumerate() {
-                    let payload = personaflow_pipeline::stream::produce::event_json(e).to_string();
+                    let payload = personaflow_io::source::event_json(e).to_string();
                     let mut record = BaseRecord::to("events")
                         .key(e.user_id.as_str())
                         .payload(payload.as_str())

@@ -1,0 +1,1058 @@
+//! Job configuration: named defaults < TOML file < `PERSONAFLOW__SECTION__KEY` environment
+//! variables < command-line flags (applied by the binary).
+//!
+//! ```toml
+//! [window]
+//! length = "1m"            # tumbling window: "500ms", "30s", "1m", "1h", "1d" or milliseconds
+//!
+//! [sequence]
+//! length = 16              # L: windows per sequence
+//!
+//! [segments]
+//! window = 60              # W: rolling window of segment profiles, in windows
+//!
+//! [resonance]
+//! temperature = 0.1
+//! threshold = 0.5
+//! center = true
+//! cold_start_windows = 1
+//! prior_smoothing = 1.0
+//! min_segment_profiles = 1
+//!
+//! [ingest]
+//! # mapping = "data/mappings/zeek_conn.toml"
+//! max_out_of_order = "5m"  # events older than this behind the input's event time are late
+//! max_outliers = 15        # events dated ahead of the rest that cannot move event time
+//! chunk_rows = 16384
+//!
+//! [embedder]
+//! kind = "vae"             # "vae" (the RNN-VAE encoder) or "standardised" (no model)
+//! max_batch = 1024
+//!
+//! [forecaster]
+//! kind = "lstm"            # "lstm" (the demand forecaster), "persistence" or "none"
+//! max_batch = 1024
+//!
+//! [models]
+//! dir = "models/onnx"      # relative: to the working directory, else the executable's
+//! provider = "auto"        # "cpu", "cuda" or "auto" (CUDA when it registers)
+//! intra_threads = 1        # onnxruntime threads per worker
+//!
+//! [runtime]
+//! workers = 2
+//!
+//! [stream]                 # the continuous job (`personaflow run`); flags override these
+//! # brokers = "127.0.0.1:9092"
+//! # topic = "events"
+//! # group = "personaflow"
+//! # output = "/data/personaflow"
+//! allowed_lateness = "5m"  # watermark = newest event time of a partition minus this
+//! idle_timeout = "30s"     # a partition silent this long stops holding the watermark back
+//! output_topic_prefix = "personaflow."
+//! output_topics = ["profiles", "segment_profiles", "resonance", "forecasts"]
+//! dead_letter_topic = "personaflow.dead_letter"
+//! metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; "" turns it off
+//! fsync = true             # fsync window files and the checkpoint before committing offsets
+//! ```
+
+use crate::{Error, Result};
+use personaflow_io::error::toml_error;
+use personaflow_models::runtime::DEFAULT_INTRA_THREADS;
+use personaflow_models::{Provider, SessionOptions};
+use personaflow_operators::cluster::PersonaConfig;
+use personaflow_operators::drift::DriftConfig;
+use personaflow_operators::resonance::ResonanceConfig;
+pub use personaflow_operators::scaling::{
+    ScalingConfig, DEFAULT_CALIBRATION_WINDOWS, DEFAULT_CAPACITY_PER_INSTANCE, DEFAULT_COVERAGE,
+};
+use personaflow_operators::window::DEFAULT_WINDOW_MS;
+use personaflow_operators::WindowSpec;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub use personaflow_operators::ops::embed::DEFAULT_MAX_BATCH;
+pub use personaflow_operators::segments::DEFAULT_SEGMENT_WINDOW;
+pub use personaflow_operators::sequence::DEFAULT_SEQUENCE_LEN;
+
+/// Prefix of configuration environment variables (`PERSONAFLOW__RESONANCE__TEMPERATURE=0.2`).
+pub const ENV_PREFIX: &str = "PERSONAFLOW__";
+/// Default bound on how far out of event-time order input may arrive.
+pub const DEFAULT_MAX_OUT_OF_ORDER_MS: i64 = 5 * 60_000;
+/// Default rows per read chunk.
+pub const DEFAULT_CHUNK_ROWS: usize = 16_384;
+/// Default number of events dated far ahead of the rest that the input's event time ignores
+/// (it follows the `max_outliers + 1`-th newest event).
+pub const DEFAULT_MAX_OUTLIERS: usize = 15;
+/// Default number of timely worker threads.
+pub const DEFAULT_WORKERS: usize = 2;
+/// Default rows per Parquet row group in outputs.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// A duration written as `"500ms"`, `"30s"`, `"1m"`, `"2h"`, `"1d"` or plain milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DurationRepr", into = "String")]
+pub struct Millis(pub i64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationRepr {
+    Number(i64),
+    Text(String),
+}
+
+impl TryFrom<DurationRepr> for Millis {
+    type Error = String;
+    fn try_from(r: DurationRepr) -> std::result::Result<Self, String> {
+        match r {
+            DurationRepr::Number(n) => Ok(Millis(n)),
+            DurationRepr::Text(s) => parse_duration_ms(&s).map(Millis),
+        }
+    }
+}
+
+impl From<Millis> for String {
+    fn from(m: Millis) -> String {
+        format_duration_ms(m.0)
+    }
+}
+
+/// Parses `"500ms"`, `"30s"`, `"1m"`, `"2h"`, `"1d"` or a plain number of milliseconds.
+pub fn parse_duration_ms(s: &str) -> std::result::Result<i64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. \"30s\", \"1m\", \"1h\""))?;
+    let factor = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {s:?} (ms, s, m, h, d)"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+/// Formats milliseconds with the largest exact unit.
+pub fn format_duration_ms(ms: i64) -> String {
+    for (unit, f) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms != 0 && ms % f == 0 {
+            return format!("{}{unit}", ms / f);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// `[window]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    /// Tumbling window length.
+    pub length: Millis,
+}
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            length: Millis(DEFAULT_WINDOW_MS),
+        }
+    }
+}
+
+/// `[sequence]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SequenceConfig {
+    /// `L`, windows per sequence.
+    pub length: usize,
+}
+impl Default for SequenceConfig {
+    fn default() -> Self {
+        SequenceConfig {
+            length: DEFAULT_SEQUENCE_LEN,
+        }
+    }
+}
+
+/// `[segments]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsConfig {
+    /// `W`, rolling window of segment profiles, in windows.
+    pub window: u64,
+}
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        SegmentsConfig {
+            window: DEFAULT_SEGMENT_WINDOW,
+        }
+    }
+}
+
+/// `[ingest]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Ingest mapping file (relative paths are relative to the config file).
+    pub mapping: Option<PathBuf>,
+    /// How far behind the input's event time an event may arrive; older ones are rejected.
+    pub max_out_of_order: Millis,
+    /// Events dated ahead of all the others that cannot move the input's event time: it
+    /// follows the `max_outliers + 1`-th newest event seen, so a few rows with a wrong clock
+    /// make nothing after them late (they are kept, and processed in their windows).
+    pub max_outliers: usize,
+    /// Rows per read chunk.
+    pub chunk_rows: usize,
+}
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            mapping: None,
+            max_out_of_order: Millis(DEFAULT_MAX_OUT_OF_ORDER_MS),
+            max_outliers: DEFAULT_MAX_OUTLIERS,
+            chunk_rows: DEFAULT_CHUNK_ROWS,
+        }
+    }
+}
+
+/// Which embedder turns sequences into profiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedderKind {
+    /// The RNN-VAE encoder (`models/onnx/rnn_vae_encoder.onnx`): profile = `mu`, anomaly
+    /// score = reconstruction error.
+    Vae,
+    /// Standardised features averaged over the sequence (no model needed).
+    Standardised,
+}
+
+/// `[embedder]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedderConfig {
+    /// The embedder.
+    pub kind: EmbedderKind,
+    /// Largest inference batch.
+    pub max_batch: usize,
+}
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        EmbedderConfig {
+            kind: EmbedderKind::Vae,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// Which forecaster predicts each active user's demand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForecasterKind {
+    /// The LSTM demand forecaster (`models/onnx/demand_forecaster.onnx`).
+    Lstm,
+    /// The current window's demand, repeated (no model needed).
+    Persistence,
+    /// No forecasts (and no `forecasts` / `forecast_error` tables).
+    None,
+}
+
+/// `[forecaster]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecasterConfig {
+    /// The forecaster.
+    pub kind: ForecasterKind,
+    /// Largest inference batch.
+    pub max_batch: usize,
+}
+impl Default for ForecasterConfig {
+    fn default() -> Self {
+        ForecasterConfig {
+            kind: ForecasterKind::Lstm,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// Default directory of the ONNX models.
+pub const DEFAULT_MODELS_DIR: &str = "models/onnx";
+
+/// `[models]`: where the ONNX models are and how onnxruntime runs them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Directory of the ONNX models; a relative path is looked up under the working directory,
+    /// then under the executable's directory and its ancestors.
+    pub dir: PathBuf,
+    /// Execution provider: `cpu`, `cuda` or `auto`.
+    pub provider: Provider,
+    /// onnxruntime intra-op threads per session (one session per worker and model).
+    pub intra_threads: usize,
+}
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            dir: PathBuf::from(DEFAULT_MODELS_DIR),
+            provider: Provider::default(),
+            intra_threads: DEFAULT_INTRA_THREADS,
+        }
+    }
+}
+
+impl ModelsConfig {
+    /// The models directory, resolved as documented on [`ModelsConfig::dir`]; the configured
+    /// path itself if it is found nowhere (opening a model then names it).
+    pub fn resolved_dir(&self) -> PathBuf {
+        if self.dir.is_absolute() || self.dir.is_dir() {
+            return self.dir.clone();
+        }
+        let exe = std::env::current_exe().ok();
+        exe.iter()
+            .flat_map(|e| e.ancestors().skip(1))
+            .map(|a| a.join(&self.dir))
+            .find(|p| p.is_dir())
+            .unwrap_or_else(|| self.dir.clone())
+    }
+
+    /// Session options for onnxruntime.
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            intra_threads: self.intra_threads,
+            provider: self.provider,
+        }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Timely worker threads.
+    pub workers: usize,
+}
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: DEFAULT_WORKERS,
+        }
+    }
+}
+
+/// `[output]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+        }
+    }
+}
+
+/// Default allowed lateness: how far behind the newest event time of its partition an event
+/// may be and still count.
+pub const DEFAULT_ALLOWED_LATENESS_MS: i64 = 5 * 60_000;
+/// Default idle timeout: a partition silent this long (processing time) stops holding the
+/// watermark back.
+pub const DEFAULT_IDLE_TIMEOUT_MS: i64 = 30_000;
+
+/// Default output topics of the continuous job (table names; prefixed with
+/// [`StreamConfig::output_topic_prefix`]).
+pub const DEFAULT_OUTPUT_TOPICS: [&str; 4] =
+    ["profiles", "segment_profiles", "resonance", "forecasts"];
+/// Default prefix of the continuous job's output topics.
+pub const DEFAULT_OUTPUT_TOPIC_PREFIX: &str = "personaflow.";
+/// Default dead-letter topic of the continuous job.
+pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "personaflow.dead_letter";
+/// Default address of the continuous job's Prometheus endpoint.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+/// `[stream]`: the continuous job over Kafka (`personaflow run`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Bootstrap brokers, `HOST:PORT[,HOST:PORT...]`.
+    pub brokers: Option<String>,
+    /// Input topic: one JSON event per message.
+    pub topic: Option<String>,
+    /// Consumer group (offsets are committed to it).
+    pub group: Option<String>,
+    /// Output directory of the Parquet tables and the checkpoint.
+    pub output: Option<PathBuf>,
+    /// A partition's watermark is its newest event time minus this; older events are late.
+    pub allowed_lateness: Millis,
+    /// A partition silent this long (processing time) stops holding the watermark back.
+    pub idle_timeout: Millis,
+    /// Prefix of the output topics.
+    pub output_topic_prefix: String,
+    /// Tables published to Kafka, one topic each (`{prefix}{table}`); empty: none.
+    pub output_topics: Vec<String>,
+    /// Topic of malformed messages (empty: only counted and logged).
+    pub dead_letter_topic: String,
+    /// Address of the Prometheus `/metrics` endpoint (empty: off; port 0: any free port).
+    pub metrics_addr: String,
+    /// fsync window files and the checkpoint before offsets are committed.
+    pub fsync: bool,
+}
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            brokers: None,
+            topic: None,
+            group: None,
+            output: None,
+            allowed_lateness: Millis(DEFAULT_ALLOWED_LATENESS_MS),
+            idle_timeout: Millis(DEFAULT_IDLE_TIMEOUT_MS),
+            output_topic_prefix: DEFAULT_OUTPUT_TOPIC_PREFIX.into(),
+            output_topics: DEFAULT_OUTPUT_TOPICS
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            dead_letter_topic: DEFAULT_DEAD_LETTER_TOPIC.into(),
+            metrics_addr: DEFAULT_METRICS_ADDR.into(),
+            fsync: true,
+        }
+    }
+}
+
+/// The whole job configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[window]`.
+    pub window: WindowConfig,
+    /// `[sequence]`.
+    pub sequence: SequenceConfig,
+    /// `[segments]`.
+    pub segments: SegmentsConfig,
+    /// `[resonance]`.
+    pub resonance: ResonanceConfig,
+    /// `[ingest]`.
+    pub ingest: IngestConfig,
+    /// `[embedder]`.
+    pub embedder: EmbedderConfig,
+    /// `[forecaster]`.
+    pub forecaster: ForecasterConfig,
+    /// `[models]`.
+    pub models: ModelsConfig,
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
+    /// `[output]`.
+    pub output: OutputConfig,
+    /// `[stream]`.
+    pub stream: StreamConfig,
+    /// `[personas]`.
+    pub personas: PersonaConfig,
+    /// `[drift]`.
+    pub drift: DriftConfig,
+    /// `[scaling]`.
+    pub scaling: ScalingConfig,
+}
+
+/// The sections of the configuration, as they are named in files and variables.
+pub const SECTIONS: [&str; 14] = [
+    "window",
+    "sequence",
+    "segments",
+    "resonance",
+    "ingest",
+    "embedder",
+    "forecaster",
+    "models",
+    "runtime",
+    "output",
+    "stream",
+    "personas",
+    "drift",
+    "scaling",
+];
+
+/// The upper bound of every size key (counts of windows, rows, users, threads...), checked
+/// at start: a size far beyond these is a typo, and would run out of memory or time.
+pub const SIZE_LIMITS: [(&str, u64); 31] = [
+    ("sequence.length", 1_024),
+    ("segments.window", 100_000),
+    ("resonance.cold_start_windows", 1_024),
+    ("resonance.min_segment_profiles", 10_000_000),
+    ("ingest.chunk_rows", 1 << 20),
+    ("ingest.max_outliers", 1_024),
+    ("embedder.max_batch", 65_536),
+    ("forecaster.max_batch", 65_536),
+    ("models.intra_threads", 256),
+    ("runtime.workers", 256),
+    ("output.row_group_rows", 1 << 24),
+    ("personas.k", 256),
+    ("personas.k_min", 256),
+    ("personas.k_max", 256),
+    ("personas.batch_size", 1_000_000),
+    ("personas.passes", 100),
+    ("personas.reselect_every", 10_000_000),
+    ("personas.min_users", 10_000_000),
+    ("personas.silhouette_sample", 100_000),
+    ("personas.restarts", 100),
+    ("personas.top_features", 64),
+    ("drift.baseline", 100_000),
+    ("drift.recent", 100_000),
+    ("drift.permutations", 100_000),
+    ("drift.max_points", 100_000),
+    ("drift.top_moved", 64),
+    ("drift.min_points", 100_000),
+    ("drift.confirm", 1_000),
+    ("drift.persona_pin", 10_000_000),
+    ("scaling.calibration_windows", 100_000),
+    (
+        "scaling.horizon",
+        personaflow_operators::scaling::MAX_HORIZON as u64,
+    ),
+];
+
+/// Integer keys that are not sizes (no bound).
+pub const UNBOUNDED_KEYS: [&str; 2] = ["personas.seed", "drift.seed"];
+
+/// The upper bound of every duration key, ms.
+pub const DURATION_LIMITS: [(&str, i64); 4] = [
+    ("window.length", 366 * 86_400_000),
+    ("ingest.max_out_of_order", 3_660 * 86_400_000),
+    ("stream.allowed_lateness", 30 * 86_400_000),
+    ("stream.idle_timeout", 86_400_000),
+];
+
+/// Where each configured key came from: the file, or the variable that set it.
+#[derive(Debug, Default)]
+struct Sources {
+    /// Dotted key (or section) -> the variable that set it.
+    variables: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The variable that set `key` (or a section or key above or below it), if any.
+    fn variable_of(&self, key: &str) -> Option<&str> {
+        self.variables
+            .iter()
+            .rev()
+            .find(|(k, _)| {
+                k == key || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))
+            })
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if any), then `PERSONAFLOW__*`
+    /// variables from `env`. Validates the result. An error names the key and its source:
+    /// the file, or the variable that set it. Variables that look like settings but are
+    /// misspelt (`PERSONAFLOW_SEQUENCE__LENGTH`, `PERSONAFLOW__SEQUENCE_LENGTH`) are errors.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
+            None => String::new(),
+        };
+        Self::from_toml_str(&text, file, env)
+    }
+
+    /// Like [`load`](Self::load), with the file's text given (`file` names it in messages and
+    /// anchors a relative mapping path).
+    pub fn from_toml_str(
+        text: &str,
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let origin = file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| "<defaults>".into());
+        let mut table = text.parse::<toml::Table>().map_err(|e| Error::Config {
+            path: origin.clone(),
+            reason: toml_error(text, &e),
+        })?;
+        let mut sources = Sources::default();
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (key, value) in env {
+            let Some(path) = env_key_path(&key)? else {
+                continue;
+            };
+            set_path(&mut table, &path, parse_env_value(&value)).map_err(|reason| {
+                Error::Config {
+                    path: key.clone().into(),
+                    reason,
+                }
+            })?;
+            sources.variables.push((path.join("."), key));
+        }
+        let blame = |key: &str| -> PathBuf {
+            sources
+                .variable_of(key)
+                .map_or_else(|| origin.clone(), PathBuf::from)
+        };
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let reason = humanize_serde(&e.inner().to_string());
+                Error::Config {
+                    path: blame(&key),
+                    reason: if key == "." {
+                        reason
+                    } else {
+                        format!("{key}: {reason}")
+                    },
+                }
+            })?;
+        if let (Some(mapping), Some(dir)) = (&config.ingest.mapping, file.and_then(Path::parent)) {
+            if mapping.is_relative() && !mapping.exists() {
+                config.ingest.mapping = Some(dir.join(mapping));
+            }
+        }
+        config.validate().map_err(|reason| Error::Config {
+            path: blame(key_in(&reason).unwrap_or_default()),
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks every value's range; the message starts with the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.check_limits()?;
+        if self.window.length.0 <= 0 {
+            return Err(format!(
+                "window.length must be positive, got {}ms",
+                self.window.length.0
+            ));
+        }
+        if self.sequence.length == 0 {
+            return Err("sequence.length must be at least 1".into());
+        }
+        if self.segments.window == 0 {
+            return Err("segments.window must be at least 1".into());
+        }
+        if self.ingest.max_out_of_order.0 < 0 {
+            return Err("ingest.max_out_of_order must not be negative".into());
+        }
+        if self.ingest.chunk_rows == 0
+            || self.embedder.max_batch == 0
+            || self.forecaster.max_batch == 0
+        {
+            return Err(
+                "ingest.chunk_rows, embedder.max_batch and forecaster.max_batch must be at least 1"
+                    .into(),
+            );
+        }
+        if self.models.intra_threads == 0 {
+            return Err("models.intra_threads must be at least 1".into());
+        }
+        if self.runtime.workers == 0 {
+            return Err("runtime.workers must be at least 1".into());
+        }
+        if self.output.row_group_rows == 0 {
+            return Err("output.row_group_rows must be at least 1".into());
+        }
+        if self.stream.allowed_lateness.0 < 0 || self.stream.idle_timeout.0 < 0 {
+            return Err(
+                "stream.allowed_lateness and stream.idle_timeout must not be negative".into(),
+            );
+        }
+        for table in &self.stream.output_topics {
+            if personaflow_io::tables::Table::from_name(table).is_none() {
+                return Err(format!(
+                    "stream.output_topics: unknown table {table:?} (one of {})",
+                    personaflow_io::tables::Table::ALL
+                        .map(|t| t.name())
+                        .join(", ")
+                ));
+            }
+        }
+        let operator = |e: personaflow_operators::Error| match e {
+            personaflow_operators::Error::InvalidConfig(m) => m,
+            other => other.to_string(),
+        };
+        self.scaling.validate().map_err(operator)?;
+        self.personas.validate().map_err(operator)?;
+        self.drift.validate().map_err(operator)?;
+        self.resonance.validate().map_err(operator)
+    }
+
+    /// The ingest mapping (`ingest.mapping`, or the identity mapping of the canonical schema).
+    pub fn ingest_mapping(&self) -> Result<personaflow_io::source::IngestMapping> {
+        match &self.ingest.mapping {
+            Some(path) => Ok(personaflow_io::source::IngestMapping::from_toml_file(path)?),
+            None => Ok(personaflow_io::source::IngestMapping::identity()),
+        }
+    }
+
+    /// The window specification.
+    pub fn window_spec(&self) -> WindowSpec {
+        WindowSpec::try_new(self.window.length.0).expect("validated")
+    }
+
+    /// How many windows of disorder the input may have.
+    pub fn disorder_windows(&self) -> u64 {
+        let len = self.window.length.0.max(1);
+        ((self.ingest.max_out_of_order.0 + len - 1) / len) as u64
+    }
+}
+
+impl Config {
+    /// Checks every size key against [`SIZE_LIMITS`] and every duration against
+    /// [`DURATION_LIMITS`].
+    fn check_limits(&self) -> std::result::Result<(), String> {
+        let value = toml::Value::try_from(self).map_err(|e| e.to_string())?;
+        let lookup = |key: &str| {
+            key.split('.')
+                .try_fold(&value, |v, part| v.get(part))
+                .cloned()
+        };
+        for (key, max) in SIZE_LIMITS {
+            if let Some(toml::Value::Integer(v)) = lookup(key) {
+                if v < 0 || v as u64 > max {
+                    return Err(format!("{key} is {v}, above its bound of {max}"));
+                }
+            }
+        }
+        for (key, max) in DURATION_LIMITS {
+            if let Some(toml::Value::String(text)) = lookup(key) {
+                let ms = parse_duration_ms(&text)?;
+                if ms > max {
+                    return Err(format!(
+                        "{key} is {text}, above its bound of {}",
+                        format_duration_ms(max)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key path of a configuration variable (`PERSONAFLOW__SEQUENCE__LENGTH` ->
+/// `sequence.length`), `None` for variables that are not settings, and an error for one that
+/// looks like a setting but is misspelt.
+fn env_key_path(name: &str) -> Result<Option<Vec<String>>> {
+    let misspelt = |hint: String| {
+        Err(Error::Config {
+            path: name.into(),
+            reason: format!(
+                "not a configuration variable: they are {ENV_PREFIX}SECTION__KEY, with two \
+                 underscores around the section{hint}"
+            ),
+        })
+    };
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        // `PERSONAFLOW_SEQUENCE__LENGTH` and the like; other `PERSONAFLOW_*` variables
+        // (the test hooks, tool paths) are not settings.
+        return match name.strip_prefix("PERSONAFLOW_").and_then(meant_variable) {
+            Some(meant) => misspelt(format!(" (did you mean {meant}?)")),
+            None => Ok(None),
+        };
+    };
+    let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if !SECTIONS.contains(&path[0].as_str()) {
+        let hint = meant_variable(&path[0]).map_or_else(
+            || format!("; the sections are {}", SECTIONS.join(", ")),
+            |meant| format!(" (did you mean {meant}?)"),
+        );
+        return misspelt(hint);
+    }
+    Ok(Some(path))
+}
+
+/// The variable meant by `SECTION_KEY...` (a section, one underscore, the rest), if it starts
+/// with a section: `PERSONAFLOW__SECTION__KEY...`.
+fn meant_variable(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let section = SECTIONS
+        .iter()
+        .find(|s| lower.strip_prefix(**s).is_some_and(|r| r.starts_with('_')))?;
+    let key = lower[section.len()..].trim_start_matches('_');
+    Some(format!(
+        "{ENV_PREFIX}{}__{}",
+        section.to_ascii_uppercase(),
+        key.to_ascii_uppercase()
+    ))
+}
+
+/// The first `section.key` named in a message.
+fn key_in(message: &str) -> Option<&str> {
+    message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .find(|t| {
+            t.split_once('.')
+                .is_some_and(|(s, k)| SECTIONS.contains(&s) && !k.is_empty() && !k.contains('.'))
+        })
+}
+
+/// A serde message as a person would say it: `invalid type: string "sixteen", expected
+/// usize` becomes `expected an integer, got "sixteen"`.
+fn humanize_serde(message: &str) -> String {
+    // toml adds "\nin `key`" lines of its own.
+    let message = message.lines().next().unwrap_or_default().trim();
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message
+            .strip_prefix("invalid value: ")
+            .map_or_else(|| message.to_owned(), str::to_owned);
+    };
+    let Some((got, expected)) = rest.split_once(", expected ") else {
+        return message.to_owned();
+    };
+    let expected = match expected {
+        "usize" | "u64" | "u32" | "u16" | "u8" | "i64" | "i32" | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        "a boolean" | "bool" => "true or false",
+        other => other,
+    };
+    let got = got
+        .strip_prefix("string ")
+        .or_else(|| got.strip_prefix("integer "))
+        .or_else(|| got.strip_prefix("floating point "))
+        .or_else(|| got.strip_prefix("boolean "))
+        .unwrap_or(got)
+        .trim_matches('`');
+    format!("expected {expected}, got {got}")
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    // A bare TOML value ("0.2", "true", "[1, 2]") or, failing that, a string.
+    format!("v = {v}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(v.to_string()))
+}
+
+fn set_path(
+    table: &mut toml::Table,
+    path: &[String],
+    value: toml::Value,
+) -> std::result::Result<(), String> {
+    match path {
+        [] => Err("empty configuration key".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err(format!("`{first}` is not a section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_named_and_valid() {
+        let c = Config::load(None, []).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.window.length.0, DEFAULT_WINDOW_MS);
+        assert_eq!(c.sequence.length, DEFAULT_SEQUENCE_LEN);
+        assert_eq!(c.disorder_windows(), 5);
+    }
+
+    #[test]
+    fn file_then_env_layering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            "[window]\nlength = \"30s\"\n[resonance]\ntemperature = 0.5\n[ingest]\nmapping = \"m.toml\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "PERSONAFLOW__RESONANCE__TEMPERATURE".to_string(),
+                "0.25".to_string(),
+            ),
+            ("PERSONAFLOW__SEQUENCE__LENGTH".to_string(), "8".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&path), env).unwrap();
+        assert_eq!(c.window.length, Millis(30_000));
+        assert_eq!(c.resonance.temperature, 0.25, "env overrides the file");
+        assert_eq!(c.sequence.length, 8);
+        assert_eq!(c.ingest.mapping, Some(dir.path().join("m.toml")));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[resonance]\ntemperature = -1.0\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.toml") && err.contains("temperature"),
+            "{err}"
+        );
+        std::fs::write(&path, "[window]\nlenght = \"1m\"\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(err.contains("lenght"), "unknown keys are refused: {err}");
+        std::fs::write(&path, "[window]\nlength = \"1 fortnight\"\n").unwrap();
+        assert!(Config::load(Some(&path), []).is_err());
+    }
+
+    /// Every integer key of the configuration, dotted.
+    fn integer_keys(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        if let toml::Value::Table(t) = value {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Integer(_) => out.push(key),
+                    toml::Value::Table(_) => integer_keys(v, &key, out),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_size_key_has_a_bound_that_is_checked() {
+        let mut config = Config::default();
+        config.personas.k = Some(3);
+        let value = toml::Value::try_from(&config).unwrap();
+        let mut keys = Vec::new();
+        integer_keys(&value, "", &mut keys);
+        assert!(keys.len() > 20, "{keys:?}");
+        for key in &keys {
+            assert!(
+                SIZE_LIMITS.iter().any(|(k, _)| k == key) || UNBOUNDED_KEYS.contains(&key.as_str()),
+                "{key} has no bound in SIZE_LIMITS"
+            );
+        }
+        let section: Vec<&str> = SECTIONS.to_vec();
+        let mut top: Vec<&str> = value
+            .as_table()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        top.sort();
+        let mut sorted = section.clone();
+        sorted.sort();
+        assert_eq!(top, sorted, "SECTIONS lists every section");
+        // Each bound is enforced, with the key in the message.
+        for (key, max) in SIZE_LIMITS {
+            let (section, name) = key.split_once('.').unwrap();
+            let env = vec![(
+                format!(
+                    "PERSONAFLOW__{}__{}",
+                    section.to_uppercase(),
+                    name.to_uppercase()
+                ),
+                (max as u128 + 1).to_string(),
+            )];
+            let err = Config::load(None, env).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.toml");
+        std::fs::write(&path, "[sequence]\nlength = 100000\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(
+            err.contains("big.toml") && err.contains("sequence.length") && err.contains("1024"),
+            "{err}"
+        );
+        std::fs::write(&path, "[window]\nlength = \"400d\"\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(err.contains("window.length"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_blame_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(&path, "[sequence]\nlength = \"sixteen\"\n").unwrap();
+        let err = Config::load(Some(&path), []).unwrap_err().to_string();
+        assert!(
+            err.contains("job.toml")
+                && err.contains("sequence.length: expected an integer, got \"sixteen\""),
+            "{err}"
+        );
+        // A bad variable is blamed, not the (good) file.
+        std::fs::write(&path, "[sequence]\nlength = 8\n").unwrap();
+        let env = vec![(
+            "PERSONAFLOW__SEQUENCE__LENGTH".to_string(),
+            "sixteen".to_string(),
+        )];
+        let err = Config::load(Some(&path), env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("PERSONAFLOW__SEQUENCE__LENGTH: sequence.length: expected an integer"),
+            "{err}"
+        );
+        let env = vec![(
+            "PERSONAFLOW__RESONANCE__TEMPERATURE".to_string(),
+            "0".to_string(),
+        )];
+        let err = Config::load(Some(&path), env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("PERSONAFLOW__RESONANCE__TEMPERATURE: "),
+            "{err}"
+        );
+        // Misspelt variables are reported, with the name meant.
+        for (name, meant) in [
+            (
+                "PERSONAFLOW_SEQUENCE__LENGTH",
+                "PERSONAFLOW__SEQUENCE__LENGTH",
+            ),
+            (
+                "PERSONAFLOW_SEQUENCE_LENGTH",
+                "PERSONAFLOW__SEQUENCE__LENGTH",
+            ),
+            (
+                "PERSONAFLOW__SEQUENCE_LENGTH",
+                "PERSONAFLOW__SEQUENCE__LENGTH",
+            ),
+        ] {
+            let env = vec![(name.to_string(), "8".to_string())];
+            let err = Config::load(None, env).unwrap_err().to_string();
+            assert!(err.starts_with(name) && err.contains(meant), "{err}");
+        }
+        let env = vec![("PERSONAFLOW__SEQUENCE__LENGHT".to_string(), "8".to_string())];
+        let err = Config::load(None, env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("PERSONAFLOW__SEQUENCE__LENGHT") && err.contains("lenght"),
+            "{err}"
+        );
+        // Other PERSONAFLOW_ variables (tool paths, test hooks) are not settings.
+        let env = vec![(
+            "PERSONAFLOW_PYTHON".to_string(),
+            "/usr/bin/python3".to_string(),
+        )];
+        assert!(Config::load(None, env).is_ok());
+    }
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("1d"), Ok(86_400_000));
+        assert_eq!(parse_duration_ms("250"), Ok(250));
+        assert!(parse_duration_ms("m").is_err());
+        assert_eq!(format_duration_ms(3_600_000), "1h");
+        assert_eq!(format_duration_ms(1_500), "1500ms");
+    }
+}

@@ -1,0 +1,11 @@
+//! personaflow dataflow: the configuration, the graph (one function from events to the output
+//! tables, on timely/differential), the operator-state snapshots a restart resumes from, and
+//! the backfill over files.
+
+pub mod backfill;
+pub mod config;
+pub mod error;
+pub mod graph;
+pub mod snapshot;
+
+pub use error::{Error, Result};

@@ -1,0 +1,355 @@
+//! The continuous job's operator state: what the persona model, the persona pins and the drift
+//! detectors (with their demand histories) hold after a window, one file per worker
+//! (`_state/w{window_end_ms}-{worker}.state` in the output directory), written atomically before
+//! a checkpoint names that window.
+//!
+//! The format is compact binary: the magic bytes `PFSTATE\0`, the format version (u32), the
+//! payload's length (u64) and FNV-1a hash (u64), all little-endian, then the payload, the
+//! [`postcard`] encoding of the state (floats as their 4 or 8 bytes, so they come back bit for
+//! bit). A file whose hash does not match is refused as corrupt. Files of version 1 (JSON,
+//! `.json`) are still read, so a job resumes from a checkpoint of the version before.
+//!
+//! The rest of the dataflow's state is windowed and rebuilt on restart by replaying the last
+//! `L + W` windows of events; these operators remember the whole stream, so they are stored.
+//! On restart the files of the checkpoint's window are merged and split again between the
+//! workers ([`OperatorState::for_worker`]), whose number may have changed.
+
+use crate::graph::OperatorState;
+use crate::{Error, Result};
+use personaflow_io::atomic_file::write_atomically;
+use personaflow_operators::features::Fnv;
+use personaflow_operators::WindowSpec;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Directory of the state files in the output directory.
+pub const STATE_DIR: &str = "_state";
+/// Version of the state file format.
+pub const STATE_VERSION: u32 = 2;
+/// The version of the JSON files written before.
+const JSON_STATE_VERSION: u32 = 1;
+/// The first bytes of a state file.
+const MAGIC: &[u8; 8] = b"PFSTATE\0";
+/// Bytes of the header: magic, version, length, hash.
+const HEADER_BYTES: usize = 8 + 4 + 8 + 8;
+
+/// One worker's state file.
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    /// The worker that wrote it, of `workers`.
+    worker: usize,
+    workers: usize,
+    state: OperatorState,
+}
+
+/// The state file of `worker` for the window `window`.
+pub fn state_path(output: &Path, spec: WindowSpec, window: u64, worker: usize) -> PathBuf {
+    output
+        .join(STATE_DIR)
+        .join(format!("w{}-{worker:03}.state", spec.end_ms(window)))
+}
+
+/// The file of version 1 (JSON) of `worker` for the window `window`.
+fn json_state_path(output: &Path, spec: WindowSpec, window: u64, worker: usize) -> PathBuf {
+    state_path(output, spec, window, worker).with_extension("json")
+}
+
+/// Encodes a state file: header and payload.
+fn encode(file: &StateFile) -> std::result::Result<Vec<u8>, postcard::Error> {
+    let payload = postcard::to_stdvec(file)?;
+    let mut hash = Fnv::default();
+    hash.write(&payload);
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&STATE_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&hash.finish().to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Decodes a state file, checking its header and hash.
+fn decode(bytes: &[u8]) -> std::result::Result<StateFile, String> {
+    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+        return Err("not a personaflow operator state (no PFSTATE header)".into());
+    }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != STATE_VERSION {
+        return Err(format!(
+            "operator state version {version} is not {STATE_VERSION}"
+        ));
+    }
+    let (len, want) = (word(12), word(20));
+    let payload = &bytes[HEADER_BYTES..];
+    if payload.len() as u64 != len {
+        return Err(format!(
+            "corrupt operator state: {} payload bytes, the header says {len} (truncated?)",
+            payload.len()
+        ));
+    }
+    let mut hash = Fnv::default();
+    hash.write(payload);
+    if hash.finish() != want {
+        return Err("corrupt operator state: its hash does not match".into());
+    }
+    postcard::from_bytes(payload).map_err(|e| format!("not a personaflow operator state: {e}"))
+}
+
+/// Writes the state of `worker` (of `workers`) atomically, fsyncing when `fsync`. Returns the
+/// bytes written.
+pub fn store(
+    output: &Path,
+    spec: WindowSpec,
+    worker: usize,
+    workers: usize,
+    state: &OperatorState,
+    fsync: bool,
+) -> Result<u64> {
+    let path = state_path(output, spec, state.window, worker);
+    let dir = path.parent().expect("state files live in a directory");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let file = StateFile {
+        version: STATE_VERSION,
+        worker,
+        workers,
+        state: state.clone(),
+    };
+    let bytes = encode(&file).map_err(|e| personaflow_io::Error::Output {
+        path: path.clone(),
+        reason: format!("operator state does not serialise: {e}"),
+    })?;
+    write_atomically(&path, &bytes, fsync)?;
+    Ok(bytes.len() as u64)
+}
+
+/// The state as of `window`, merged from the files of its `workers` workers: an error names a
+/// missing or unreadable file.
+pub fn load(output: &Path, spec: WindowSpec, window: u64, workers: usize) -> Result<OperatorState> {
+    let mut parts = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let mut path = state_path(output, spec, window, worker);
+        let json = json_state_path(output, spec, window, worker);
+        let legacy = !path.exists() && json.exists();
+        if legacy {
+            path = json;
+        }
+        let bad = |reason: String| personaflow_io::Error::BadInput {
+            path: path.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(&path).map_err(|e| {
+            bad(format!(
+                "the checkpoint needs this operator state file ({e}); without it personas, \
+                 pins and drift baselines cannot resume: restore it, or start a new output \
+                 directory"
+            ))
+        })?;
+        let file: StateFile = if legacy {
+            let file: StateFile = serde_json::from_slice(&bytes)
+                .map_err(|e| bad(format!("not a personaflow operator state: {e}")))?;
+            if file.version != JSON_STATE_VERSION {
+                return Err(Error::from(bad(format!(
+                    "operator state version {} is not {JSON_STATE_VERSION}",
+                    file.version
+                ))));
+            }
+            file
+        } else {
+            decode(&bytes).map_err(bad)?
+        };
+        if (file.worker, file.workers, file.state.window) != (worker, workers, window) {
+            return Err(Error::from(bad(format!(
+                "holds worker {} of {} at window {}, not worker {worker} of {workers} at \
+                 window {window}",
+                file.worker, file.workers, file.state.window
+            ))));
+        }
+        parts.push(file.state);
+    }
+    OperatorState::merge(window, parts)
+}
+
+/// Removes the state files of windows ending before `keep_end_ms` (superseded by a newer
+/// checkpoint). Returns how many were removed.
+pub fn remove_before(output: &Path, keep_end_ms: i64) -> Result<usize> {
+    let dir = output.join(STATE_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&dir, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let end = personaflow_io::tables::window_end_of_file(&name);
+        if end.is_some_and(|end| end < keep_end_ms) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use personaflow_operators::cluster::{Centroid, PersonaModel};
+    use personaflow_operators::drift::DriftConfig;
+    use personaflow_operators::ops::detect_drift::{window_drift, DriftState, Scope, ScopeMember};
+    use personaflow_operators::ops::pin_personas::PinState;
+    use personaflow_operators::scaling::ScalingConfig;
+    use personaflow_operators::vector::Vector;
+
+    fn state(window: u64, users: &[&str], model: bool) -> OperatorState {
+        let mut pins = PinState::default();
+        for (i, u) in users.iter().enumerate() {
+            pins.pins.insert(u.to_string(), (i as u32, window));
+        }
+        OperatorState {
+            window,
+            personas: model.then(|| PersonaModel {
+                centroids: vec![Centroid {
+                    id: 3,
+                    // Values whose shortest decimal form is long: they must come back exactly.
+                    centre: vec![0.1, 1.0 / 3.0, f32::MIN_POSITIVE, -7.123_456_7e-12],
+                    count: 2.0f64.sqrt() * 1e7,
+                }],
+                next_id: 4,
+                selected_at: Some(window),
+            }),
+            pins,
+            drift: drift_state(window),
+        }
+    }
+
+    /// A drift state with a detector and a demand history per segment, after `windows`
+    /// windows of members.
+    fn drift_state(windows: u64) -> DriftState {
+        let mut state = DriftState::default();
+        let config = DriftConfig::default();
+        let scaling = ScalingConfig::default();
+        for w in 0..windows {
+            let mut members = Vec::new();
+            for s in ["a", "b"] {
+                for u in 0..5u32 {
+                    let x = (u as f32 + w as f32) / 7.0;
+                    let m = ScopeMember {
+                        embedding: Vector(vec![x, 1.0 / 3.0]),
+                        features: Vector(vec![x; 3]),
+                        requests: u as u64 + 1,
+                        forecast: Some(Vector(vec![x * 3.0; 4])),
+                    };
+                    members.push(((Scope::Segment(s.into()), format!("u{u}")), m));
+                }
+            }
+            window_drift(&mut state, w, &members, &config, &scaling);
+        }
+        state
+    }
+
+    #[test]
+    fn states_round_trip_exactly_merge_and_split_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WindowSpec::default();
+        let whole = state(9, &["a", "b", "c", "d", "e"], true);
+        assert_eq!(whole.drift.detectors.len(), 2);
+        // Written by 2 workers, read back by 3.
+        for w in 0..2 {
+            let part = whole.for_worker(w, 2);
+            store(dir.path(), spec, w, 2, &part, true).unwrap();
+        }
+        let back = load(dir.path(), spec, 9, 2).unwrap();
+        assert_eq!(back, whole);
+        let parts: Vec<OperatorState> = (0..3).map(|w| back.for_worker(w, 3)).collect();
+        assert_eq!(parts.iter().filter(|p| p.personas.is_some()).count(), 1);
+        assert_eq!(OperatorState::merge(9, parts).unwrap(), whole);
+    }
+
+    #[test]
+    fn missing_foreign_and_overlapping_states_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WindowSpec::default();
+        store(dir.path(), spec, 0, 2, &state(4, &["a"], true), false).unwrap();
+        let err = load(dir.path(), spec, 4, 2).unwrap_err().to_string();
+        assert!(
+            err.contains("w300000-001.state") && err.contains("operator state"),
+            "{err}"
+        );
+        // Worker 1's file says it is worker 0's.
+        let from = state_path(dir.path(), spec, 4, 0);
+        std::fs::copy(&from, state_path(dir.path(), spec, 4, 1)).unwrap();
+        let err = load(dir.path(), spec, 4, 2).unwrap_err().to_string();
+        assert!(err.contains("holds worker 0 of 2"), "{err}");
+        // Two parts holding the same user (or each a persona model) cannot be merged.
+        let err = OperatorState::merge(4, vec![state(4, &["a"], false), state(4, &["a"], false)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"a\""), "{err}");
+        let err = OperatorState::merge(4, vec![state(4, &[], true), state(4, &[], true)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("persona model"), "{err}");
+        std::fs::write(state_path(dir.path(), spec, 4, 1), "{").unwrap();
+        let err = load(dir.path(), spec, 4, 2).unwrap_err().to_string();
+        assert!(err.contains("not a personaflow operator state"), "{err}");
+        // A flipped byte or a cut file is found by the hash and the length.
+        store(dir.path(), spec, 1, 2, &state(4, &["b"], false), false).unwrap();
+        let path = state_path(dir.path(), spec, 4, 1);
+        let good = std::fs::read(&path).unwrap();
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let err = load(dir.path(), spec, 4, 2).unwrap_err().to_string();
+        assert!(err.contains("hash does not match"), "{err}");
+        std::fs::write(&path, &good[..good.len() - 3]).unwrap();
+        let err = load(dir.path(), spec, 4, 2).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn version_1_json_states_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WindowSpec::default();
+        let whole = state(7, &["a", "b"], true);
+        let file = StateFile {
+            version: JSON_STATE_VERSION,
+            worker: 0,
+            workers: 1,
+            state: whole.clone(),
+        };
+        let path = json_state_path(dir.path(), spec, 7, 0);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+        assert_eq!(load(dir.path(), spec, 7, 1).unwrap(), whole);
+    }
+
+    #[test]
+    fn the_binary_state_is_smaller_than_json() {
+        let whole = state(40, &["a", "b", "c"], true);
+        let file = StateFile {
+            version: STATE_VERSION,
+            worker: 0,
+            workers: 1,
+            state: whole,
+        };
+        let binary = encode(&file).unwrap().len();
+        let json = serde_json::to_vec(&file).unwrap().len();
+        assert!(binary * 2 < json, "binary {binary} bytes, JSON {json}");
+    }
+
+    #[test]
+    fn superseded_state_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WindowSpec::default();
+        for w in [3, 4, 5] {
+            store(dir.path(), spec, 0, 1, &state(w, &["a"], false), false).unwrap();
+        }
+        assert_eq!(remove_before(dir.path(), spec.end_ms(4)).unwrap(), 1);
+        assert!(!state_path(dir.path(), spec, 3, 0).exists());
+        assert!(state_path(dir.path(), spec, 4, 0).exists());
+        assert!(state_path(dir.path(), spec, 5, 0).exists());
+    }
+}

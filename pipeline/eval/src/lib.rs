@@ -1,0 +1,9 @@
+//! personaflow eval: how good the outputs are. Resonance against a simulated scenario's ground
+//! truth ([`resonance`]); the drift detector on simulated scenarios with injected drifts, on
+//! the Turing Change Point Dataset and on the Numenta Anomaly Benchmark ([`drift`]).
+
+pub mod drift;
+pub mod error;
+pub mod resonance;
+
+pub use error::{Error, Result};

@@ -1,0 +1,190 @@
+//! The continuous job's checkpoint: which windows it has emitted, and where each partition
+//! must be read again from to rebuild the windowed state, written atomically into the output
+//! directory (`_checkpoint.json`) before offsets are committed.
+//!
+//! On restart the job reads it, removes window files of windows it does not cover (a crash
+//! can leave some windows half-written: they are written again, whole), resumes the operator
+//! state stored as of `emitted_through` ([`super::state`]), rewinds every partition to its
+//! rewind offset, and never writes a window at or before `emitted_through` again.
+
+use crate::{Error, Result};
+use personaflow_io::atomic_file::write_atomically;
+use personaflow_io::tables::window_end_of_file;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// File name of the checkpoint in the output directory.
+pub const CHECKPOINT_FILE: &str = "_checkpoint.json";
+/// Version of the checkpoint format.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// Where one partition stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionCheckpoint {
+    /// The offset committed to the group: the first message whose effect is not yet in
+    /// durable output.
+    pub committed: i64,
+    /// The first offset to read again on restart: the smallest offset of an event in a window
+    /// the state of the next window depends on (`committed` when there is none).
+    pub rewind: i64,
+}
+
+/// The checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Format version.
+    pub version: u32,
+    /// Input topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// Window length, ms: a checkpoint of another window length is refused.
+    pub window_ms: i64,
+    /// Every window up to this index (inclusive) has been emitted; `None`: none yet.
+    pub emitted_through: Option<u64>,
+    /// End of the last emitted window, RFC 3339 (for people).
+    pub emitted_through_end: Option<String>,
+    /// The job's watermark when written, ms.
+    pub watermark_ms: Option<i64>,
+    /// Partitions by number.
+    pub partitions: BTreeMap<i32, PartitionCheckpoint>,
+    /// Workers whose operator state files (`_state/`, one per worker) hold the state as of
+    /// `emitted_through`; `None` in checkpoints of versions that stored no operator state.
+    #[serde(default)]
+    pub state_workers: Option<usize>,
+}
+
+impl Checkpoint {
+    /// The checkpoint in `dir` (`None` when there is none).
+    pub fn load(dir: &Path) -> Result<Option<Checkpoint>> {
+        let path = dir.join(CHECKPOINT_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let c: Checkpoint =
+            serde_json::from_str(&text).map_err(|e| personaflow_io::Error::BadInput {
+                path: path.clone(),
+                reason: format!("not a personaflow checkpoint: {e}"),
+            })?;
+        if c.version != CHECKPOINT_VERSION {
+            return Err(personaflow_io::Error::BadInput {
+                path,
+                reason: format!(
+                    "checkpoint version {} is not {CHECKPOINT_VERSION}",
+                    c.version
+                ),
+            }
+            .into());
+        }
+        Ok(Some(c))
+    }
+
+    /// Writes the checkpoint into `dir` atomically (a temporary file renamed over the old
+    /// one), fsyncing the file and the directory when `fsync`.
+    pub fn store(&self, dir: &Path, fsync: bool) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).expect("checkpoint serialises");
+        Ok(write_atomically(&dir.join(CHECKPOINT_FILE), &json, fsync)?)
+    }
+}
+
+/// Removes, under `dir`, window files of windows ending after `emitted_through_end_ms` (all of
+/// them when `None`) and leftover temporary files: what a crash may have left half-done.
+/// Returns the files removed.
+pub fn remove_unemitted(dir: &Path, emitted_through_end_ms: Option<i64>) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(removed);
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if path.is_dir() {
+            removed.extend(remove_unemitted(&path, emitted_through_end_ms)?);
+            continue;
+        }
+        let stale = if name.starts_with('.') && name.ends_with(".tmp") {
+            true
+        } else if let Some(end) = window_end_of_file(&name) {
+            emitted_through_end_ms.is_none_or(|e| end > e)
+        } else {
+            false
+        };
+        if stale {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_round_trip_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Checkpoint::load(dir.path()).unwrap(), None);
+        let c = Checkpoint {
+            version: CHECKPOINT_VERSION,
+            topic: "events".into(),
+            group: "g".into(),
+            window_ms: 60_000,
+            emitted_through: Some(7),
+            emitted_through_end: None,
+            watermark_ms: Some(480_000),
+            partitions: [(
+                0,
+                PartitionCheckpoint {
+                    committed: 10,
+                    rewind: 3,
+                },
+            )]
+            .into(),
+            state_workers: Some(2),
+        };
+        c.store(dir.path(), true).unwrap();
+        assert_eq!(Checkpoint::load(dir.path()).unwrap(), Some(c));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![CHECKPOINT_FILE], "no temporary file is left");
+        std::fs::write(dir.path().join(CHECKPOINT_FILE), "{").unwrap();
+        let err = Checkpoint::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(CHECKPOINT_FILE), "{err}");
+    }
+
+    #[test]
+    fn unemitted_window_files_and_temporaries_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("profiles/date=2026-01-05");
+        std::fs::create_dir_all(&part).unwrap();
+        for name in [
+            "w60000-000.parquet",
+            "w120000-001.parquet",
+            "w180000-000.parquet",
+            ".w180000-001.parquet.tmp",
+            "notes.txt",
+        ] {
+            std::fs::write(part.join(name), b"x").unwrap();
+        }
+        let removed = remove_unemitted(dir.path(), Some(120_000)).unwrap();
+        assert_eq!(removed.len(), 2);
+        let mut left: Vec<_> = std::fs::read_dir(&part)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec!["notes.txt", "w120000-001.parquet", "w60000-000.parquet"]
+        );
+        assert_eq!(window_end_of_file("w60000-000.parquet"), Some(60_000));
+        assert_eq!(window_end_of_file("part-000-00000.parquet"), None);
+    }
+}

@@ -1,0 +1,1363 @@
+//! The continuous job (`personaflow run`): the backfill's dataflow fed from a Kafka topic.
+//!
+//! - **Consumers.** Each timely worker has its own `rdkafka` consumer in the job's group,
+//!   assigned the partitions `p` with `p % workers == worker` (the job assigns partitions
+//!   itself, as Flink's Kafka source does, so restarts are deterministic; offsets are committed
+//!   to the group). Every message is one JSON event, decoded through the ingest mapping.
+//! - **Event time.** One [`Watermarks`] tracker spans every partition of the job: a
+//!   partition's watermark is its newest event time minus `stream.allowed_lateness`, the job's
+//!   the minimum over active partitions (idle ones stop holding it back after
+//!   `stream.idle_timeout`). Every worker advances its input to the window holding the job's
+//!   watermark, so windows before it close; older events go to the `late` table, counted.
+//! - **Outputs.** A closed window's rows are written per table and worker as one atomic
+//!   Parquet file with an idempotent name, and published to the output topics.
+//! - **Delivery.** Once every sink has written every window before `d`, the output producer
+//!   is flushed, the checkpoint (`_checkpoint.json`: windows emitted, rewind offsets) is written
+//!   and each partition's offset is committed: the first offset whose event is in a window not
+//!   yet emitted. Before the checkpoint names a window, every worker has stored the state of
+//!   its persona, pin and drift operators as of that window ([`super::state`]). On restart
+//!   the job removes files of windows the checkpoint does not cover, resumes that operator
+//!   state (split between the workers, whose number may have changed), rewinds each partition
+//!   to the first event of the `L + W` windows the next window's windowed state depends on,
+//!   rebuilds that state, and never writes an emitted window again.
+//! - **Shutdown.** SIGINT/SIGTERM (the `shutdown` flag) stops consuming, writes every closed
+//!   window, commits and returns; windows still open are emitted after the restart. With
+//!   `until_end` the job instead stops at the partitions' ends as they were at start and
+//!   closes every window, as a backfill does.
+
+use crate::checkpoint::{remove_unemitted, Checkpoint, PartitionCheckpoint, CHECKPOINT_VERSION};
+use crate::metrics::{Metrics, MetricsServer};
+use crate::output::{Publisher, SinkProgress, StreamSinks};
+use crate::watermark::{Arrival, Watermarks};
+use crate::{Error, Result};
+use arrow_array::builder::{
+    Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use personaflow_dataflow::config::{Config, ForecasterKind};
+use personaflow_dataflow::graph::{self, ModelStats, OperatorState, StateMode, StateSnapshots};
+use personaflow_dataflow::snapshot;
+use personaflow_io::atomic_file::write_parquet_atomically;
+use personaflow_io::source::{JsonRecordDecoder, RecordError};
+use personaflow_io::tables::Table;
+use personaflow_operators::{Event, WindowSpec};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Timeout of metadata, offset and commit requests to the brokers.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one poll waits for a message when none is buffered.
+pub const POLL_WAIT: Duration = Duration::from_millis(50);
+/// Most messages taken in one go before the dataflow is stepped.
+pub const MAX_POLL_BATCH: usize = 4096;
+/// Windows the input may run ahead of the outputs before a worker waits for them.
+pub const FLOW_CONTROL_WINDOWS: u64 = 2;
+/// How often consumer lag is refreshed and progress reported.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A continuous job.
+#[derive(Clone, Debug)]
+pub struct StreamJob {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// Input topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// Output directory (created; a checkpoint in it means a restart).
+    pub output: PathBuf,
+    /// The job configuration (`[stream]` and the dataflow's sections).
+    pub config: Config,
+    /// Stop at the partitions' ends as of the start and close every window (a bounded run).
+    pub until_end: bool,
+    /// Set to stop gracefully (SIGINT/SIGTERM).
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// What the job reports as it runs (the binary prints it).
+pub trait StreamReporter: Send + Sync {
+    /// Once, when the job has its partitions and is about to consume.
+    fn started(&self, info: &StartInfo);
+    /// Every [`STATUS_INTERVAL`].
+    fn status(&self, status: &StreamStatus);
+    /// A problem the job survives (e.g. a broker connection error librdkafka retries).
+    fn warning(&self, message: &str);
+}
+
+/// How the job started.
+#[derive(Clone, Debug, Serialize)]
+pub struct StartInfo {
+    /// Partitions of the input topic.
+    pub partitions: usize,
+    /// Windows emitted before this run (restart), by end, RFC 3339.
+    pub resumed_after: Option<String>,
+    /// Files of windows the checkpoint does not cover, removed.
+    pub removed_files: usize,
+    /// The operator state resumed (restart), in words: personas, pinned users, drift scopes.
+    pub resumed_state: Option<String>,
+    /// Where `/metrics` is served.
+    pub metrics_addr: Option<String>,
+    /// The models that run.
+    pub models: graph::ModelsReport,
+    /// Output topics.
+    pub output_topics: Vec<String>,
+}
+
+/// A progress report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StreamStatus {
+    /// New events so far.
+    pub events: u64,
+    /// Events replayed to rebuild state.
+    pub replayed: u64,
+    /// Malformed messages.
+    pub rejects: u64,
+    /// Late events.
+    pub late: u64,
+    /// Windows emitted by this run.
+    pub windows_emitted: u64,
+    /// The job's watermark, RFC 3339.
+    pub watermark: Option<String>,
+    /// Messages behind the partitions' ends.
+    pub lag: i64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StreamSummary {
+    /// Counters at the end.
+    pub status: StreamStatus,
+    /// Last window emitted (by end, RFC 3339).
+    pub emitted_through: Option<String>,
+    /// Rows written per table by this run.
+    pub rows_written: BTreeMap<String, u64>,
+    /// Messages published to output topics.
+    pub published: u64,
+    /// Median window close-to-output latency, seconds.
+    pub latency_p50_secs: Option<f64>,
+    /// 99th percentile of it.
+    pub latency_p99_secs: Option<f64>,
+    /// Wall-clock seconds.
+    pub elapsed_secs: f64,
+    /// New events per second, from the first event consumed to the end.
+    pub events_per_sec: f64,
+    /// Peak resident memory, bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// Operator state files stored (one per worker and checkpoint).
+    pub state_files: u64,
+    /// Bytes of operator state stored.
+    pub state_bytes: u64,
+    /// Why it stopped: `signal` or `end`.
+    pub stopped_by: String,
+    /// The models that ran.
+    pub models: graph::ModelsReport,
+    /// The effective configuration.
+    pub config: Config,
+}
+
+/// One partition's bookkeeping for commits and rewinds.
+#[derive(Clone, Debug, Default)]
+struct PartitionTrack {
+    /// Smallest offset of an event sent to the dataflow, per window (pruned below the
+    /// windows the next window's state needs).
+    window_min: BTreeMap<u64, i64>,
+    /// Next offset to read.
+    next: i64,
+    /// Last committed offset.
+    committed: i64,
+    /// Offsets below this were read before a restart: replays.
+    replay_until: i64,
+    /// End offset of a bounded run.
+    end: Option<i64>,
+    /// Reached `end`.
+    done: bool,
+}
+
+impl PartitionTrack {
+    /// Commit and rewind offsets once every window before `durable` is emitted; `history` is
+    /// how many windows before a window its state depends on. Offsets of windows the next
+    /// window after `checkpointed` (the checkpoint on disk) depends on are kept even when
+    /// `durable` is further on: a restart rewinds from that checkpoint, not from `durable`.
+    fn settle(&mut self, durable: u64, history: u64, checkpointed: u64) -> PartitionCheckpoint {
+        let keep_from = durable.min(checkpointed).saturating_sub(history);
+        self.window_min = self.window_min.split_off(&keep_from);
+        let commit = self
+            .window_min
+            .range(durable..)
+            .map(|(_, o)| *o)
+            .min()
+            .unwrap_or(self.next)
+            .min(self.next);
+        let rewind = self.window_min.values().copied().min().unwrap_or(commit);
+        PartitionCheckpoint {
+            committed: commit.max(self.committed),
+            rewind: rewind.min(commit),
+        }
+    }
+}
+
+/// A message taken from the consumer: partition, offset, key, payload.
+type Polled = (i32, i64, Option<Vec<u8>>, Vec<u8>);
+
+/// A late event, for the `late` table.
+#[derive(Clone, Debug)]
+struct LateRow {
+    partition: i32,
+    offset: i64,
+    user_id: String,
+    ts_ms: i64,
+    watermark_ms: i64,
+    payload: String,
+}
+
+/// Shared by the workers.
+struct Shared {
+    watermarks: Mutex<Watermarks>,
+    tracks: Mutex<BTreeMap<i32, PartitionTrack>>,
+    progress: Arc<SinkProgress>,
+    closing: Arc<AtomicU64>,
+    max_window: AtomicI64,
+    min_window: AtomicU64,
+    /// The window after the last emitted one of the checkpoint on disk.
+    checkpointed: AtomicU64,
+    /// The operator state worker 0 has asked every worker to store (at most one request is
+    /// outstanding): request `r` is the state after window `r - 1` (every window before `r`
+    /// durable). Once every worker has stored it, the checkpoint names it and the next
+    /// request asks for the state as of the newest durable window: checkpoints follow as
+    /// fast as the workers store their state, and never wait on a queue of requests.
+    state_requests: Mutex<Vec<u64>>,
+    /// Per worker: the last request it stored its operator state for.
+    states_written: Vec<AtomicU64>,
+    first_event: std::sync::OnceLock<Instant>,
+    metrics: Arc<Metrics>,
+    publisher: Option<Arc<Publisher>>,
+    failure: Mutex<Option<Error>>,
+}
+
+/// Schema of the `late` table.
+pub fn late_schema() -> Arc<Schema> {
+    let ts = |n: &str| {
+        Field::new(
+            n,
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        )
+    };
+    Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("user_id", DataType::Utf8, false),
+        ts("ts"),
+        ts("watermark"),
+        Field::new("lateness_ms", DataType::Int64, false),
+        Field::new("payload", DataType::Utf8, false),
+    ]))
+}
+
+fn late_batch(rows: &[LateRow]) -> RecordBatch {
+    let mut p = Int32Builder::new();
+    let mut o = Int64Builder::new();
+    let mut u = StringBuilder::new();
+    let mut ts = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    let mut wm = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    let mut l = Int64Builder::new();
+    let mut payload = StringBuilder::new();
+    for r in rows {
+        p.append_value(r.partition);
+        o.append_value(r.offset);
+        u.append_value(&r.user_id);
+        ts.append_value(r.ts_ms);
+        wm.append_value(r.watermark_ms);
+        l.append_value(r.watermark_ms - r.ts_ms);
+        payload.append_value(&r.payload);
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(p.finish()),
+        Arc::new(o.finish()),
+        Arc::new(u.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(wm.finish()),
+        Arc::new(l.finish()),
+        Arc::new(payload.finish()),
+    ];
+    RecordBatch::try_new(late_schema(), cols).expect("late columns match")
+}
+
+/// Writes late rows, one file per partition named by its first offset (idempotent).
+fn write_late(root: &Path, rows: &mut Vec<LateRow>, fsync: bool) -> Result<()> {
+    let mut by_partition: BTreeMap<i32, Vec<LateRow>> = BTreeMap::new();
+    for r in rows.drain(..) {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    for (p, rows) in by_partition {
+        let first = rows.iter().map(|r| r.offset).min().unwrap_or(0);
+        let path = root
+            .join("late")
+            .join(format!("p{p:04}-o{first:012}.parquet"));
+        let batch = late_batch(&rows);
+        write_parquet_atomically(&path, &batch, rows.len().max(1), fsync)?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn rfc3339(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339())
+}
+
+fn consumer_config(job: &StreamJob) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &job.brokers)
+        .set("group.id", &job.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("allow.auto.create.topics", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("enable.partition.eof", "false");
+    c
+}
+
+/// The number of partitions of `topic`, and whether every topic in `others` exists.
+fn check_topics(consumer: &BaseConsumer, job: &StreamJob, others: &[String]) -> Result<usize> {
+    let mut missing = Vec::new();
+    let mut partitions = 0;
+    for (i, topic) in std::iter::once(&job.topic).chain(others).enumerate() {
+        let md = consumer
+            .fetch_metadata(Some(topic), BROKER_TIMEOUT)
+            .map_err(|e| {
+                Error::kafka(format!("metadata of topic {topic} from {}", job.brokers), e)
+            })?;
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        match t {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                if i == 0 {
+                    partitions = t.partitions().len();
+                }
+            }
+            _ => missing.push(topic.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Job(format!(
+            "topic{} {} not found on {}: create {} first (topics are not created automatically)",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join(", "),
+            job.brokers,
+            if missing.len() > 1 { "them" } else { "it" },
+        )));
+    }
+    Ok(partitions)
+}
+
+/// Runs the continuous job until `shutdown` is set (or, with `until_end`, the input ends).
+pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamSummary> {
+    let started = Instant::now();
+    let config = job.config.clone();
+    config
+        .validate()
+        .map_err(|reason| personaflow_dataflow::Error::Config {
+            path: "<config>".into(),
+            reason,
+        })?;
+    let decoder = JsonRecordDecoder::new(&config.ingest_mapping()?)?;
+    let models = graph::check_models(&config)?;
+    let spec = config.window_spec();
+    let sc = &config.stream;
+
+    std::fs::create_dir_all(&job.output).map_err(|e| Error::io(&job.output, e))?;
+    let checkpoint = Checkpoint::load(&job.output)?;
+    if let Some(c) = &checkpoint {
+        if c.topic != job.topic || c.window_ms != spec.len_ms() {
+            return Err(personaflow_io::Error::Output {
+                path: job.output.clone(),
+                reason: format!(
+                    "holds the checkpoint of topic {} with {} ms windows, not of topic {} with \
+                     {} ms windows: use another output directory",
+                    c.topic,
+                    c.window_ms,
+                    job.topic,
+                    spec.len_ms()
+                ),
+            }
+            .into());
+        }
+    }
+    let emitted_through = checkpoint.as_ref().and_then(|c| c.emitted_through);
+    let removed = remove_unemitted(&job.output, emitted_through.map(|e| spec.end_ms(e)))?;
+    // The state of window w depends on the sequences (L windows) of the profiles in its
+    // segments' rolling window (W windows): L + W windows of events.
+    let history = (config.sequence.length as u64) + config.segments.window;
+    let first_needed = emitted_through.map_or(0, |e| (e + 1).saturating_sub(history));
+    // The persona, pin and drift state as of the last emitted window.
+    let initial = match (
+        emitted_through,
+        checkpoint.as_ref().and_then(|c| c.state_workers),
+    ) {
+        (Some(e), Some(n)) => Some(Arc::new(snapshot::load(&job.output, spec, e, n)?)),
+        (Some(_), None) => {
+            reporter.warning(
+                "the checkpoint holds no operator state (written by an older version): \
+                 personas, persona pins and drift baselines start afresh",
+            );
+            None
+        }
+        (None, _) => None,
+    };
+
+    let metrics = Metrics::new();
+    let admin: BaseConsumer = consumer_config(job)
+        .create()
+        .map_err(|e| Error::kafka("creating a consumer", e))?;
+    let out_tables: HashSet<Table> = sc
+        .output_topics
+        .iter()
+        .filter_map(|t| Table::from_name(t))
+        .filter(|t| {
+            config.forecaster.kind != ForecasterKind::None
+                || !matches!(t, Table::Forecasts | Table::ForecastErrors)
+        })
+        .collect();
+    let mut other_topics: Vec<String> = out_tables
+        .iter()
+        .map(|t| format!("{}{}", sc.output_topic_prefix, t.name()))
+        .collect();
+    other_topics.sort();
+    if !sc.dead_letter_topic.is_empty() {
+        other_topics.push(sc.dead_letter_topic.clone());
+    }
+    let partitions = check_topics(&admin, job, &other_topics)?;
+    let publisher = if other_topics.is_empty() {
+        None
+    } else {
+        Some(Arc::new(Publisher::new(
+            &job.brokers,
+            &sc.output_topic_prefix,
+            out_tables,
+            metrics.clone(),
+        )?))
+    };
+
+    // Where each partition starts: the checkpoint's rewind offset; for a partition it does
+    // not know, the offset of the first needed window's start time; else the committed offset.
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition(&job.topic, p);
+    }
+    let committed = admin
+        .committed_offsets(tpl.clone(), BROKER_TIMEOUT)
+        .map_err(|e| Error::kafka(format!("committed offsets of group {}", job.group), e))?;
+    let by_time = if checkpoint.is_some() {
+        let mut t = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            t.add_partition_offset(&job.topic, p, Offset::Offset(spec.start_ms(first_needed)))
+                .map_err(|e| Error::kafka("offsets for times", e))?;
+        }
+        admin.offsets_for_times(t, BROKER_TIMEOUT).ok()
+    } else {
+        None
+    };
+    let offset_in = |list: &TopicPartitionList, p: i32| -> Option<i64> {
+        match list.find_partition(&job.topic, p)?.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o),
+            _ => None,
+        }
+    };
+    let mut tracks = BTreeMap::new();
+    for p in 0..partitions as i32 {
+        let kafka_committed = offset_in(&committed, p);
+        let known = checkpoint
+            .as_ref()
+            .and_then(|c| c.partitions.get(&p))
+            .copied();
+        let start = match (known, by_time.as_ref().and_then(|t| offset_in(t, p))) {
+            (Some(k), _) => Some(k.rewind),
+            (None, Some(t)) => Some(kafka_committed.map_or(t, |c| c.min(t))),
+            (None, None) => kafka_committed,
+        };
+        let replay_until = kafka_committed
+            .into_iter()
+            .chain(known.map(|k| k.committed))
+            .max()
+            .unwrap_or(0);
+        let (low, high) = admin
+            .fetch_watermarks(&job.topic, p, BROKER_TIMEOUT)
+            .map_err(|e| Error::kafka(format!("offsets of {}/{p}", job.topic), e))?;
+        let start = start.unwrap_or(low).max(low);
+        tracks.insert(
+            p,
+            PartitionTrack {
+                window_min: BTreeMap::new(),
+                next: start,
+                committed: replay_until,
+                replay_until,
+                end: job.until_end.then_some(high),
+                done: job.until_end && start >= high,
+            },
+        );
+    }
+    drop(admin);
+
+    let server = if sc.metrics_addr.is_empty() {
+        None
+    } else {
+        Some(MetricsServer::start(&sc.metrics_addr, metrics.clone())?)
+    };
+    let workers = config.runtime.workers;
+    let progress = SinkProgress::new(graph::tables(&config).len() * workers);
+    let closing = Arc::new(AtomicU64::new(u64::MAX));
+    let sinks = StreamSinks {
+        root: job.output.clone(),
+        spec,
+        row_group_rows: config.output.row_group_rows,
+        fsync: sc.fsync,
+        emitted_through,
+        closing: closing.clone(),
+        progress: progress.clone(),
+        publisher: publisher.clone(),
+    };
+    let mut watermarks = Watermarks::new(sc.allowed_lateness.0, sc.idle_timeout.0);
+    for (p, t) in &tracks {
+        if !t.done {
+            watermarks.assign(*p, now_ms());
+        }
+    }
+    let shared = Arc::new(Shared {
+        watermarks: Mutex::new(watermarks),
+        tracks: Mutex::new(tracks),
+        progress,
+        closing,
+        max_window: AtomicI64::new(-1),
+        min_window: AtomicU64::new(u64::MAX),
+        checkpointed: AtomicU64::new(emitted_through.map_or(0, |e| e + 1)),
+        state_requests: Mutex::new(Vec::new()),
+        states_written: (0..workers)
+            .map(|_| AtomicU64::new(emitted_through.map_or(0, |e| e + 1)))
+            .collect(),
+        first_event: std::sync::OnceLock::new(),
+        metrics: metrics.clone(),
+        publisher: publisher.clone(),
+        failure: Mutex::new(None),
+    });
+    reporter.started(&StartInfo {
+        partitions,
+        resumed_after: emitted_through.and_then(|e| rfc3339(spec.end_ms(e))),
+        removed_files: removed.len(),
+        resumed_state: initial.as_ref().map(|s| {
+            format!(
+                "{} personas, {} pinned users, {} drift scopes",
+                s.personas.as_ref().map_or(0, |m| m.centroids.len()),
+                s.pins.pins.len(),
+                s.drift.detectors.len()
+            )
+        }),
+        metrics_addr: server.as_ref().map(|s| s.addr().to_string()),
+        models: models.clone(),
+        output_topics: publisher.as_ref().map(|p| p.topics()).unwrap_or_default(),
+    });
+
+    let ctx = WorkerContext {
+        initial,
+        job: job.clone(),
+        decoder,
+        spec,
+        history,
+        first_needed,
+        emitted_through,
+        shared: shared.clone(),
+        reporter: reporter.clone(),
+    };
+    let model_stats = ModelStats::default();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let initial = ctx
+            .initial
+            .as_ref()
+            .map(|s| s.for_worker(worker.index(), worker.peers()));
+        let mode = StateMode::Kept { initial };
+        let handles = graph::build_with(worker, &ctx.job.config, &sinks, &model_stats, mode);
+        match handles {
+            Ok(h) => ctx.drive(worker, h),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .map_err(personaflow_dataflow::Error::Dataflow)?;
+    let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+    let mut finals = Vec::new();
+    let mut first_error = None;
+    let mut stopped_by = "end".to_string();
+    for result in guards.join() {
+        match result {
+            Ok(Ok(mut done)) => {
+                for (t, n) in std::mem::take(&mut done.rows) {
+                    *rows.entry(t.name().to_string()).or_default() += n;
+                }
+                if done.by_signal {
+                    stopped_by = "signal".into();
+                }
+                finals.push(done);
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(panic) => {
+                first_error.get_or_insert(
+                    personaflow_dataflow::Error::Dataflow(format!("worker panicked: {panic}"))
+                        .into(),
+                );
+            }
+        }
+    }
+    if let Some(e) = first_error.or_else(|| shared.failure.lock().expect("failure lock").take()) {
+        return Err(e);
+    }
+    // Every sink has finished: settle the last windows.
+    let durable = shared.progress.durable().unwrap_or(first_needed);
+    let emitted = settle(&shared, durable, emitted_through)?;
+    for secs in shared.progress.take_latencies(durable) {
+        metrics.observe_latency(secs);
+    }
+    if let Some(e) = emitted {
+        let from = emitted_through
+            .map_or(0, |x| x + 1)
+            .max(shared.min_window.load(Ordering::SeqCst));
+        metrics
+            .windows_emitted
+            .store((e + 1).saturating_sub(from), Ordering::Relaxed);
+    }
+    // After a bounded run every window is emitted: keep the history the next one needs.
+    let durable = if durable == u64::MAX {
+        emitted.map_or(first_needed, |e| e + 1)
+    } else {
+        durable
+    };
+    for f in &mut finals {
+        f.commit(&shared, durable, history)?;
+    }
+    // Every worker's operator state as of the last emitted window, then the checkpoint.
+    if let Some(e) = emitted {
+        for f in &finals {
+            let mut s = f
+                .states
+                .iter()
+                .rev()
+                .find(|s| s.window <= e)
+                .cloned()
+                .unwrap_or_default();
+            s.window = e;
+            snapshot::store(
+                &job.output,
+                spec,
+                f.index,
+                workers,
+                &s,
+                job.config.stream.fsync,
+            )?;
+        }
+    }
+    write_checkpoint(&shared, job, spec, emitted)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = status_of(&shared.metrics);
+    let summary = StreamSummary {
+        emitted_through: emitted.and_then(|e| rfc3339(spec.end_ms(e))),
+        rows_written: rows,
+        published: metrics.published.load(Ordering::Relaxed),
+        latency_p50_secs: metrics.latency_quantile(0.5),
+        latency_p99_secs: metrics.latency_quantile(0.99),
+        elapsed_secs: elapsed,
+        events_per_sec: status.events as f64
+            / shared
+                .first_event
+                .get()
+                .map_or(elapsed, |t| t.elapsed().as_secs_f64())
+                .max(1e-9),
+        peak_rss_bytes: personaflow_dataflow::backfill::peak_rss_bytes(),
+        state_files: metrics.state_files.load(Ordering::Relaxed),
+        state_bytes: metrics.state_bytes.load(Ordering::Relaxed),
+        status,
+        stopped_by,
+        models,
+        config,
+    };
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    personaflow_io::atomic_file::write_atomically(&job.output.join("run.json"), &json, false)?;
+    Ok(summary)
+}
+
+fn status_of(m: &Metrics) -> StreamStatus {
+    let wm = m.watermark_ms.load(Ordering::Relaxed);
+    StreamStatus {
+        events: m.events.load(Ordering::Relaxed),
+        replayed: m.replayed.load(Ordering::Relaxed),
+        rejects: m.rejects.load(Ordering::Relaxed),
+        late: m.late.load(Ordering::Relaxed),
+        windows_emitted: m.windows_emitted.load(Ordering::Relaxed),
+        watermark: (wm != i64::MIN).then(|| rfc3339(wm)).flatten(),
+        lag: m.lag.lock().expect("lag lock").values().sum(),
+    }
+}
+
+/// The last window emitted once every window before `durable` is durable.
+fn emitted_through_at(shared: &Shared, durable: u64, before: Option<u64>) -> Option<u64> {
+    let now = if durable == u64::MAX {
+        u64::try_from(shared.max_window.load(Ordering::SeqCst)).ok()
+    } else {
+        durable.checked_sub(1)
+    };
+    match (now, before) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Flushes the producer (outputs and dead letters) so that everything before `durable` is
+/// acknowledged; returns the last window emitted.
+fn settle(shared: &Shared, durable: u64, before: Option<u64>) -> Result<Option<u64>> {
+    if let Some(p) = &shared.publisher {
+        p.flush()?;
+    }
+    Ok(emitted_through_at(shared, durable, before))
+}
+
+fn write_checkpoint(
+    shared: &Shared,
+    job: &StreamJob,
+    spec: WindowSpec,
+    emitted: Option<u64>,
+) -> Result<()> {
+    let partitions = shared
+        .tracks
+        .lock()
+        .expect("tracks lock")
+        .iter()
+        .map(|(p, t)| {
+            (
+                *p,
+                PartitionCheckpoint {
+                    committed: t.committed,
+                    rewind: t
+                        .window_min
+                        .values()
+                        .copied()
+                        .min()
+                        .unwrap_or(t.committed)
+                        .min(t.committed),
+                },
+            )
+        })
+        .collect();
+    let wm = shared.metrics.watermark_ms.load(Ordering::Relaxed);
+    Checkpoint {
+        version: CHECKPOINT_VERSION,
+        topic: job.topic.clone(),
+        group: job.group.clone(),
+        window_ms: spec.len_ms(),
+        emitted_through: emitted,
+        emitted_through_end: emitted.and_then(|e| rfc3339(spec.end_ms(e))),
+        watermark_ms: (wm != i64::MIN).then_some(wm),
+        partitions,
+        state_workers: Some(shared.states_written.len()),
+    }
+    .store(&job.output, job.config.stream.fsync)?;
+    if let Some(e) = emitted {
+        shared.checkpointed.fetch_max(e + 1, Ordering::SeqCst);
+        // Older operator states are superseded.
+        snapshot::remove_before(&job.output, spec.end_ms(e))?;
+    }
+    Ok(())
+}
+
+struct WorkerContext {
+    /// The operator state to resume from (all workers'; each takes its part).
+    initial: Option<Arc<OperatorState>>,
+    job: StreamJob,
+    decoder: JsonRecordDecoder,
+    spec: WindowSpec,
+    history: u64,
+    first_needed: u64,
+    emitted_through: Option<u64>,
+    shared: Arc<Shared>,
+    reporter: Arc<dyn StreamReporter>,
+}
+
+/// What a worker hands back: its consumer (for the final commit), what it wrote, and its
+/// operator state after each window it kept (for the final checkpoint).
+struct WorkerDone {
+    index: usize,
+    states: Vec<OperatorState>,
+    consumer: BaseConsumer,
+    partitions: Vec<i32>,
+    late: Vec<LateRow>,
+    rows: BTreeMap<Table, u64>,
+    by_signal: bool,
+    topic: String,
+    output: PathBuf,
+    fsync: bool,
+}
+
+impl WorkerDone {
+    /// Writes the late rows and commits this worker's partitions as of `durable`.
+    fn commit(&mut self, shared: &Shared, durable: u64, history: u64) -> Result<()> {
+        write_late(&self.output, &mut self.late, self.fsync)?;
+        commit_partitions(
+            &self.consumer,
+            &self.topic,
+            &self.partitions,
+            shared,
+            durable,
+            history,
+        )
+    }
+}
+
+fn commit_partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    shared: &Shared,
+    durable: u64,
+    history: u64,
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    {
+        let mut tracks = shared.tracks.lock().expect("tracks lock");
+        for p in partitions {
+            let t = tracks.get_mut(p).expect("assigned partitions are tracked");
+            let c = t.settle(durable, history, shared.checkpointed.load(Ordering::SeqCst));
+            if c.committed > t.committed {
+                t.committed = c.committed;
+                tpl.add_partition_offset(topic, *p, Offset::Offset(c.committed))
+                    .map_err(|e| Error::kafka("offsets to commit", e))?;
+            }
+        }
+    }
+    if tpl.count() > 0 {
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| Error::kafka(format!("committing offsets of {topic}"), e))?;
+        shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+impl WorkerContext {
+    fn fail(&self, e: Error) {
+        self.shared
+            .failure
+            .lock()
+            .expect("failure lock")
+            .get_or_insert(e);
+        self.job.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    fn drive(
+        &self,
+        worker: &mut timely::worker::Worker,
+        handles: graph::DataflowHandles,
+    ) -> Result<WorkerDone> {
+        let index = worker.index();
+        let peers = worker.peers();
+        let job = &self.job;
+        let sc = &job.config.stream;
+        let shared = &*self.shared;
+        let graph::DataflowHandles {
+            input,
+            probe,
+            report,
+            embed_errors,
+            snapshots,
+            ..
+        } = handles;
+        let snapshots = snapshots.expect("the continuous job keeps operator snapshots");
+        let mut input = Some(input);
+        let partitions: Vec<i32> = shared
+            .tracks
+            .lock()
+            .expect("tracks lock")
+            .keys()
+            .copied()
+            .filter(|p| *p as usize % peers == index)
+            .collect();
+        let consumer: BaseConsumer = consumer_config(job)
+            .create()
+            .map_err(|e| Error::kafka("creating a consumer", e))?;
+        let mut tpl = TopicPartitionList::new();
+        {
+            let tracks = shared.tracks.lock().expect("tracks lock");
+            for p in &partitions {
+                let t = &tracks[p];
+                tpl.add_partition_offset(&job.topic, *p, Offset::Offset(t.next))
+                    .map_err(|e| Error::kafka("assignment", e))?;
+            }
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| Error::kafka(format!("assigning partitions of {}", job.topic), e))?;
+        if let Some(i) = input.as_mut() {
+            i.advance_to(self.first_needed);
+        }
+        let mut late: Vec<LateRow> = Vec::new();
+        let mut last_durable = self.first_needed;
+        // Lag is known from the first round on.
+        self.refresh_lag(&consumer, &partitions);
+        let mut last_status = Instant::now();
+        let mut by_signal = false;
+        let mut batch: Vec<Polled> = Vec::new();
+        loop {
+            if job.shutdown.load(Ordering::SeqCst) {
+                by_signal = true;
+                break;
+            }
+            let all_done = {
+                let tracks = shared.tracks.lock().expect("tracks lock");
+                partitions.iter().all(|p| tracks[p].done)
+            };
+            if all_done && job.until_end {
+                break;
+            }
+            // Take what is buffered (waiting a little when nothing is).
+            batch.clear();
+            if !all_done {
+                let mut wait = POLL_WAIT;
+                while batch.len() < MAX_POLL_BATCH {
+                    match consumer.poll(wait) {
+                        Some(Ok(m)) => batch.push((
+                            m.partition(),
+                            m.offset(),
+                            m.key().map(<[u8]>::to_vec),
+                            m.payload().unwrap_or_default().to_vec(),
+                        )),
+                        Some(Err(e)) => {
+                            self.reporter.warning(&format!("consumer: {e}"));
+                            break;
+                        }
+                        None => break,
+                    }
+                    wait = Duration::ZERO;
+                }
+            } else {
+                std::thread::sleep(POLL_WAIT);
+            }
+            if let Err(e) = self.ingest(&batch, input.as_mut(), &mut late) {
+                self.fail(e);
+                break;
+            }
+            // Close the windows the job's watermark has passed.
+            let wm = shared
+                .watermarks
+                .lock()
+                .expect("wm lock")
+                .watermark(now_ms());
+            if let (Some(wm), Some(i)) = (wm, input.as_mut()) {
+                shared.metrics.watermark_ms.fetch_max(wm, Ordering::Relaxed);
+                let target = self.spec.index(wm).unwrap_or(0).max(self.first_needed);
+                if target > *i.time() {
+                    i.advance_to(target);
+                    shared.progress.closed(target);
+                    // Flow control: let the outputs catch up before taking more input.
+                    let settled = target.saturating_sub(FLOW_CONTROL_WINDOWS);
+                    while probe.less_than(&settled) && !job.shutdown.load(Ordering::SeqCst) {
+                        worker.step();
+                    }
+                }
+            }
+            if job.until_end {
+                let done = {
+                    let tracks = shared.tracks.lock().expect("tracks lock");
+                    partitions.iter().all(|p| tracks[p].done)
+                };
+                if done {
+                    input = None;
+                }
+            }
+            worker.step();
+            if let Some(e) = report.borrow_mut().error.take() {
+                self.fail(e.into());
+                break;
+            }
+            if let Some(e) = embed_errors.borrow_mut().take() {
+                self.fail(Error::from(e));
+                break;
+            }
+            // Commit what is durable.
+            if let Some(d) = shared.progress.durable() {
+                if d > last_durable && d != u64::MAX {
+                    let done =
+                        self.checkpoint(index, &consumer, &partitions, d, last_durable, &mut late);
+                    if let Err(e) = done {
+                        self.fail(e);
+                        break;
+                    }
+                    last_durable = d;
+                }
+            }
+            let stored = self
+                .store_requested_states(index, last_durable, &snapshots)
+                .and_then(|_| {
+                    if index == 0 {
+                        self.advance_checkpoint()
+                    } else {
+                        Ok(())
+                    }
+                });
+            if let Err(e) = stored {
+                self.fail(e);
+                break;
+            }
+            if last_status.elapsed() >= STATUS_INTERVAL {
+                last_status = Instant::now();
+                self.refresh_lag(&consumer, &partitions);
+                if index == 0 {
+                    self.reporter.status(&status_of(&shared.metrics));
+                }
+            }
+        }
+        // Stop: windows still open are not written (they are emitted whole after a restart);
+        // then close the input and let the dataflow write every closed window.
+        if let Some(i) = input.take() {
+            if by_signal {
+                shared.closing.fetch_min(*i.time(), Ordering::SeqCst);
+            }
+            drop(i);
+        }
+        while worker.step_or_park(None) {}
+        let mut r = report.borrow_mut();
+        if let Some(e) = r.error.take() {
+            return Err(e.into());
+        }
+        if let Some(e) = embed_errors.borrow_mut().take() {
+            return Err(Error::from(e));
+        }
+        Ok(WorkerDone {
+            index,
+            states: snapshots.history(),
+            consumer,
+            partitions,
+            late,
+            rows: std::mem::take(&mut r.rows),
+            by_signal,
+            topic: job.topic.clone(),
+            output: job.output.clone(),
+            fsync: sc.fsync,
+        })
+    }
+
+    /// Decodes and routes one batch of messages.
+    fn ingest(
+        &self,
+        batch: &[Polled],
+        mut input: Option<&mut timely::dataflow::InputHandleVec<u64, Event>>,
+        late: &mut Vec<LateRow>,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let shared = &*self.shared;
+        let m = &shared.metrics;
+        let now = now_ms();
+        let mut wm = shared.watermarks.lock().expect("wm lock");
+        let mut tracks = shared.tracks.lock().expect("tracks lock");
+        for (p, offset, key, payload) in batch {
+            m.messages.fetch_add(1, Ordering::Relaxed);
+            let t = tracks.get_mut(p).expect("assigned partitions are tracked");
+            t.next = offset + 1;
+            let replay = *offset < t.replay_until;
+            if t.end.is_some_and(|end| t.next >= end) && !t.done {
+                t.done = true;
+            }
+            let event = self.decoder.decode(payload).and_then(|e| {
+                if self.spec.index(e.ts_ms).is_none() {
+                    Err(RecordError {
+                        field: Some("ts".into()),
+                        reason: "invalid: event time before 1970".into(),
+                    })
+                } else {
+                    Ok(e)
+                }
+            });
+            let event = match event {
+                Ok(e) => e,
+                Err(err) => {
+                    if !replay {
+                        m.rejects.fetch_add(1, Ordering::Relaxed);
+                        if let (Some(pb), false) = (
+                            &shared.publisher,
+                            self.job.config.stream.dead_letter_topic.is_empty(),
+                        ) {
+                            pb.dead_letter(
+                                &self.job.config.stream.dead_letter_topic,
+                                key.as_deref(),
+                                payload,
+                                &err,
+                                &format!("{}/{p}/{offset}", self.job.topic),
+                            )?;
+                        }
+                    }
+                    continue;
+                }
+            };
+            let window = self.spec.index(event.ts_ms).expect("checked above");
+            if window < self.first_needed {
+                continue; // history no window to come depends on
+            }
+            // Late: older than the job's watermark, or in a window this worker's input has
+            // already closed.
+            let late_against = match wm.observe(*p, event.ts_ms, now) {
+                Arrival::Late { lateness_ms } => Some(event.ts_ms + lateness_ms),
+                Arrival::OnTime => input
+                    .as_deref()
+                    .filter(|i| window < *i.time())
+                    .map(|i| self.spec.start_ms(*i.time())),
+            };
+            if let Some(watermark_ms) = late_against {
+                if !replay {
+                    m.late.fetch_add(1, Ordering::Relaxed);
+                    late.push(LateRow {
+                        partition: *p,
+                        offset: *offset,
+                        user_id: event.user_id.clone(),
+                        ts_ms: event.ts_ms,
+                        watermark_ms,
+                        payload: String::from_utf8_lossy(payload).into_owned(),
+                    });
+                }
+                continue;
+            }
+            let Some(i) = input.as_deref_mut() else {
+                continue;
+            };
+            if replay {
+                m.replayed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                m.events.fetch_add(1, Ordering::Relaxed);
+            }
+            let e = t.window_min.entry(window).or_insert(*offset);
+            *e = (*e).min(*offset);
+            shared.max_window.fetch_max(window as i64, Ordering::SeqCst);
+            shared.min_window.fetch_min(window, Ordering::SeqCst);
+            shared.first_event.get_or_init(Instant::now);
+            i.send(event);
+        }
+        for (p, t) in tracks.iter() {
+            if t.done && t.end.is_some() {
+                wm.revoke(*p, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every window before `durable` is written: flush the producer, write late rows, commit
+    /// this worker's partitions (worker 0 writes the checkpoint once every worker has stored
+    /// its operator state: [`advance_checkpoint`](Self::advance_checkpoint)).
+    fn checkpoint(
+        &self,
+        index: usize,
+        consumer: &BaseConsumer,
+        partitions: &[i32],
+        durable: u64,
+        before: u64,
+        late: &mut Vec<LateRow>,
+    ) -> Result<()> {
+        let shared = &*self.shared;
+        settle(shared, durable, self.emitted_through)?;
+        write_late(&self.job.output, late, self.job.config.stream.fsync)?;
+        if index == 0 {
+            let from = before
+                .max(self.emitted_through.map_or(0, |e| e + 1))
+                .max(shared.min_window.load(Ordering::SeqCst));
+            let newly = durable.saturating_sub(from);
+            shared
+                .metrics
+                .windows_emitted
+                .fetch_add(newly, Ordering::Relaxed);
+            for secs in shared.progress.take_latencies(durable) {
+                shared.metrics.observe_latency(secs);
+            }
+        }
+        commit_partitions(
+            consumer,
+            &self.job.topic,
+            partitions,
+            shared,
+            durable,
+            self.history,
+        )?;
+        Ok(())
+    }
+
+    /// Stores this worker's operator state for each request of worker 0 it has not stored
+    /// yet, in order, once this worker has settled every window before it (its late rows
+    /// written, its partitions committed). Every window before a request is durable, so the
+    /// operators have processed them and their snapshots are final. Then drops the snapshots
+    /// no request can need: requests only grow.
+    fn store_requested_states(
+        &self,
+        index: usize,
+        settled: u64,
+        snapshots: &StateSnapshots,
+    ) -> Result<()> {
+        let shared = &*self.shared;
+        let written = &shared.states_written[index];
+        let pending: Vec<u64> = {
+            let requests = shared.state_requests.lock().expect("requests lock");
+            let w = written.load(Ordering::SeqCst);
+            requests
+                .iter()
+                .copied()
+                .filter(|r| *r > w && *r <= settled)
+                .collect()
+        };
+        for request in pending {
+            let window = request - 1;
+            let bytes = snapshot::store(
+                &self.job.output,
+                self.spec,
+                index,
+                shared.states_written.len(),
+                &snapshots.through(window),
+                self.job.config.stream.fsync,
+            )?;
+            shared.metrics.count_state(bytes);
+            written.store(request, Ordering::SeqCst);
+        }
+        // Requests to come are at least the last one issued, which this worker has stored
+        // unless one is still pending: keep what the oldest of those needs.
+        let keep = {
+            let requests = shared.state_requests.lock().expect("requests lock");
+            let w = written.load(Ordering::SeqCst);
+            requests.iter().copied().find(|r| *r > w).unwrap_or(w)
+        };
+        if keep > 0 {
+            snapshots.prune(keep - 1);
+        }
+        Ok(())
+    }
+
+    /// Worker 0: writes the checkpoint once every worker has stored its operator state for the
+    /// outstanding request, then asks for the state as of the last durable window.
+    fn advance_checkpoint(&self) -> Result<()> {
+        let shared = &*self.shared;
+        let stored = shared
+            .states_written
+            .iter()
+            .map(|w| w.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(0);
+        let checkpointed = shared.checkpointed.load(Ordering::SeqCst);
+        if stored > checkpointed {
+            let emitted = emitted_through_at(shared, stored, self.emitted_through);
+            write_checkpoint(shared, &self.job, self.spec, emitted)?;
+            let mut requests = shared.state_requests.lock().expect("requests lock");
+            requests.retain(|r| *r > stored);
+        }
+        if let Some(d) = shared.progress.durable() {
+            let mut requests = shared.state_requests.lock().expect("requests lock");
+            let checkpointed = shared.checkpointed.load(Ordering::SeqCst);
+            if requests.is_empty() && d != u64::MAX && d > checkpointed {
+                requests.push(d);
+            }
+        }
+        Ok(())
+    }
+
+    fn refresh_lag(&self, consumer: &BaseConsumer, partitions: &[i32]) {
+        for p in partitions {
+            if let Ok((_, high)) =
+                consumer.fetch_watermarks(&self.job.topic, *p, Duration::from_secs(1))
+            {
+                let next = self.shared.tracks.lock().expect("tracks lock")[p].next;
+                self.shared
+                    .metrics
+                    .lag
+                    .lock()
+                    .expect("lag lock")
+                    .insert(*p, (high - next).max(0));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_point_at_the_first_unemitted_event_and_rewinds_keep_the_history() {
+        let mut t = PartitionTrack {
+            next: 100,
+            ..PartitionTrack::default()
+        };
+        // Offsets by window, out of order within the partition.
+        for (w, o) in [
+            (1, 10),
+            (2, 20),
+            (3, 35),
+            (3, 30),
+            (4, 40),
+            (6, 60),
+            (5, 70),
+        ] {
+            let e = t.window_min.entry(w).or_insert(o);
+            *e = (*e).min(o);
+        }
+        // Windows before 4 are emitted; the next window's state needs 2 windows of history.
+        let c = t.settle(4, 2, 4);
+        assert_eq!(c.committed, 40, "window 4's first event is not yet emitted");
+        assert_eq!(c.rewind, 20, "windows 2 and 3 are history of window 4");
+        assert_eq!(
+            t.window_min.keys().copied().collect::<Vec<_>>(),
+            vec![2, 3, 4, 5, 6]
+        );
+        // Everything emitted: commit the next offset; never go back.
+        t.committed = 40;
+        let c = t.settle(7, 2, 7);
+        assert_eq!((c.committed, c.rewind), (100, 60));
+        t.committed = 100;
+        t.next = 90; // a rewound restart reading again
+        assert_eq!(t.settle(7, 2, 7).committed, 100);
+        // Regression (found by the SIGKILL test): another worker may see a later durable
+        // window than the checkpoint on disk; the history of the checkpoint's next window
+        // stays, or a restart from that checkpoint rebuilds a state with events missing.
+        let mut t = PartitionTrack {
+            next: 100,
+            ..PartitionTrack::default()
+        };
+        t.window_min.extend([(1, 10), (2, 20), (5, 50), (9, 90)]);
+        let c = t.settle(9, 2, 4);
+        assert_eq!(
+            (c.committed, c.rewind),
+            (90, 20),
+            "window 4 needs windows 2 and 3"
+        );
+    }
+
+    #[test]
+    fn late_rows_carry_their_lateness() {
+        let b = late_batch(&[LateRow {
+            partition: 2,
+            offset: 7,
+            user_id: "u".into(),
+            ts_ms: 1_000,
+            watermark_ms: 61_000,
+            payload: "{}".into(),
+        }]);
+        assert_eq!(b.schema(), late_schema());
+        let l = b
+            .column(5)
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap();
+        assert_eq!(l.value(0), 60_000);
+    }
+}

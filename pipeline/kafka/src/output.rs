@@ -1,0 +1,439 @@
+//! The continuous job's outputs: one Parquet file per table, window and worker, written
+//! atomically under an idempotent name (`profiles/date=2026-01-05/w{window_end_ms}-{worker}.parquet`),
+//! the same tables published as JSON messages to Kafka topics, and the bookkeeping that says
+//! up to which window every output is durable (so offsets can be committed).
+
+use crate::metrics::Metrics;
+use crate::{Error, Result};
+use arrow_array::{Array, RecordBatch, StringArray};
+use personaflow_io::atomic_file::write_parquet_atomically;
+use personaflow_io::source::RecordError;
+use personaflow_io::tables::{date_partition, SinkFactory, Table, WindowSink};
+use personaflow_operators::WindowSpec;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a flush of the output producer may take before the job fails.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Header of a dead-letter message that holds the error.
+pub const ERROR_HEADER: &str = "personaflow.error";
+/// Header of a dead-letter message that names the refused field.
+pub const FIELD_HEADER: &str = "personaflow.field";
+/// Header of a dead-letter message that says where it came from (`topic/partition/offset`).
+pub const SOURCE_HEADER: &str = "personaflow.source";
+
+/// Up to which window every sink of every worker has written, and when windows closed.
+#[derive(Debug)]
+pub struct SinkProgress {
+    expected: usize,
+    frontiers: Mutex<HashMap<(usize, Table), u64>>,
+    closes: Mutex<BTreeMap<u64, Instant>>,
+}
+
+impl SinkProgress {
+    /// Progress of `expected` sinks (tables x workers).
+    pub fn new(expected: usize) -> Arc<SinkProgress> {
+        Arc::new(SinkProgress {
+            expected,
+            frontiers: Mutex::new(HashMap::new()),
+            closes: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn set(&self, worker: usize, table: Table, frontier: u64) {
+        let mut f = self.frontiers.lock().expect("progress lock");
+        let e = f.entry((worker, table)).or_insert(frontier);
+        *e = (*e).max(frontier);
+    }
+
+    /// Every window before the returned one is durable in every sink (`None` until every
+    /// sink has reported).
+    pub fn durable(&self) -> Option<u64> {
+        let f = self.frontiers.lock().expect("progress lock");
+        if f.len() < self.expected {
+            return None;
+        }
+        f.values().min().copied()
+    }
+
+    /// Records that the watermark closed every window before `frontier` (now, unless it had
+    /// already).
+    pub fn closed(&self, frontier: u64) {
+        let mut c = self.closes.lock().expect("progress lock");
+        if c.last_key_value().is_none_or(|(k, _)| *k < frontier) {
+            c.insert(frontier, Instant::now());
+        }
+    }
+
+    /// The close-to-output latencies (seconds) of the closes that `durable` covers, removed.
+    pub fn take_latencies(&self, durable: u64) -> Vec<f64> {
+        let mut c = self.closes.lock().expect("progress lock");
+        let rest = c.split_off(&(durable.saturating_add(1)));
+        let done = std::mem::replace(&mut *c, rest);
+        done.values().map(|t| t.elapsed().as_secs_f64()).collect()
+    }
+}
+
+/// The continuous job's sinks.
+#[derive(Clone, Debug)]
+pub struct StreamSinks {
+    /// Output directory.
+    pub root: PathBuf,
+    /// Windows.
+    pub spec: WindowSpec,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// fsync files before they count as durable.
+    pub fsync: bool,
+    /// Windows up to this one were emitted before a restart: they are not written again.
+    pub emitted_through: Option<u64>,
+    /// Windows from this one on are not written (set on shutdown, when the input is closed
+    /// with windows still open: they are emitted, whole, after the restart).
+    pub closing: Arc<AtomicU64>,
+    /// Where durability is reported.
+    pub progress: Arc<SinkProgress>,
+    /// Output topics (`None`: none).
+    pub publisher: Option<Arc<Publisher>>,
+}
+
+impl SinkFactory for StreamSinks {
+    fn sink(&self, table: Table, worker: usize) -> Box<dyn WindowSink> {
+        Box::new(WindowFileSink {
+            sinks: self.clone(),
+            table,
+            worker,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct WindowFileSink {
+    sinks: StreamSinks,
+    table: Table,
+    worker: usize,
+}
+
+impl WindowFileSink {
+    fn path(&self, window: u64) -> PathBuf {
+        let s = &self.sinks;
+        s.root
+            .join(self.table.name())
+            .join(format!("date={}", date_partition(s.spec.start_ms(window))))
+            .join(format!(
+                "w{}-{:03}.parquet",
+                s.spec.end_ms(window),
+                self.worker
+            ))
+    }
+}
+
+impl WindowSink for WindowFileSink {
+    fn table(&self) -> Table {
+        self.table
+    }
+
+    fn write_window(&mut self, window: u64, batch: &RecordBatch) -> personaflow_io::Result<u64> {
+        let s = &self.sinks;
+        if s.emitted_through.is_some_and(|e| window <= e)
+            || window >= s.closing.load(Ordering::SeqCst)
+        {
+            return Ok(0);
+        }
+        let path = self.path(window);
+        write_parquet_atomically(&path, batch, s.row_group_rows, s.fsync)?;
+        if let Some(p) = &s.publisher {
+            p.publish(self.table, batch)
+                .map_err(|e| personaflow_io::Error::Sink {
+                    table: self.table.name().to_string(),
+                    source: Box::new(e),
+                })?;
+        }
+        Ok(batch.num_rows() as u64)
+    }
+
+    fn advance(&mut self, frontier: Option<u64>) -> personaflow_io::Result<()> {
+        let closing = self.sinks.closing.load(Ordering::SeqCst);
+        let f = frontier.unwrap_or(u64::MAX).min(closing);
+        self.sinks.progress.set(self.worker, self.table, f);
+        Ok(())
+    }
+}
+
+/// `batch` with its `UTC` timestamp columns relabelled `+00:00` (the same instants), which
+/// the JSON writer formats without a time-zone database: `2026-01-05T00:01:00+00:00`.
+fn utc_offset_timestamps(batch: &RecordBatch) -> RecordBatch {
+    use arrow_array::TimestampMillisecondArray;
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match column.as_any().downcast_ref::<TimestampMillisecondArray>() {
+            Some(ts) => {
+                let relabelled = ts.clone().with_timezone("+00:00");
+                fields.push(Field::new(
+                    field.name(),
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+                    field.is_nullable(),
+                ));
+                columns.push(Arc::new(relabelled) as arrow_array::ArrayRef);
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("same columns")
+}
+
+/// Counts failed deliveries of the output producer.
+#[derive(Debug, Default)]
+pub struct DeliveryContext {
+    failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            use rdkafka::Message;
+            let mut f = self.failure.lock().expect("delivery lock");
+            f.get_or_insert_with(|| format!("delivery to {} failed: {e}", m.topic()));
+        }
+    }
+}
+
+/// The job's producer: output topics (JSON rows keyed by user or segment) and the
+/// dead-letter topic. Idempotent (`enable.idempotence`), so retries never duplicate a message
+/// within a run.
+pub struct Publisher {
+    producer: ThreadedProducer<DeliveryContext>,
+    prefix: String,
+    tables: HashSet<Table>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("prefix", &self.prefix)
+            .field("tables", &self.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A producer to `brokers` publishing `tables` as `{prefix}{table}`.
+    pub fn new(
+        brokers: &str,
+        prefix: &str,
+        tables: HashSet<Table>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Publisher> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "20")
+            .set("message.timeout.ms", "60000")
+            .create_with_context(DeliveryContext::default())
+            .map_err(|e| Error::kafka("creating the output producer", e))?;
+        Ok(Publisher {
+            producer,
+            prefix: prefix.to_string(),
+            tables,
+            metrics,
+        })
+    }
+
+    /// The topic of `table`.
+    pub fn topic(&self, table: Table) -> String {
+        format!("{}{}", self.prefix, table.name())
+    }
+
+    /// The output topics.
+    pub fn topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.tables.iter().map(|t| self.topic(*t)).collect();
+        t.sort();
+        t
+    }
+
+    /// Publishes the rows of `batch` if `table` is published: one JSON object per row, keyed
+    /// by `user_id` (or `segment` where there is no user).
+    pub fn publish(&self, table: Table, batch: &RecordBatch) -> Result<()> {
+        if !self.tables.contains(&table) {
+            return Ok(());
+        }
+        let topic = self.topic(table);
+        let batch = &utc_offset_timestamps(batch);
+        let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+        writer
+            .write(batch)
+            .and_then(|_| writer.finish())
+            .map_err(|e| Error::Job(format!("{topic}: rows to JSON: {e}")))?;
+        let json = writer.into_inner();
+        let schema = batch.schema();
+        let key_col = schema
+            .index_of("user_id")
+            .or_else(|_| schema.index_of("segment"))
+            .ok()
+            .and_then(|i| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+            });
+        for (row, line) in json
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let key = key_col
+                .as_ref()
+                .filter(|c| c.is_valid(row))
+                .map(|c| c.value(row).as_bytes())
+                .unwrap_or_default();
+            self.send(BaseRecord::to(&topic).key(key).payload(line))?;
+            self.metrics.published.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Sends a malformed message to `topic` as it came, with the error, the refused field and
+    /// its origin in headers.
+    pub fn dead_letter(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        error: &RecordError,
+        source: &str,
+    ) -> Result<()> {
+        let reason = error.to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: ERROR_HEADER,
+                value: Some(reason.as_str()),
+            })
+            .insert(Header {
+                key: SOURCE_HEADER,
+                value: Some(source),
+            });
+        if let Some(field) = &error.field {
+            headers = headers.insert(Header {
+                key: FIELD_HEADER,
+                value: Some(field.as_str()),
+            });
+        }
+        let mut record = BaseRecord::to(topic).payload(payload).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        self.send(record)
+    }
+
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, r)) => {
+                    return Err(Error::kafka(format!("producing to {}", r.topic), e));
+                }
+            }
+        }
+    }
+
+    /// Waits until every message sent is acknowledged; an error if one failed.
+    pub fn flush(&self) -> Result<()> {
+        self.producer
+            .flush(FLUSH_TIMEOUT)
+            .map_err(|e| Error::kafka("flushing the output producer", e))?;
+        if let Some(f) = self
+            .producer
+            .context()
+            .failure
+            .lock()
+            .expect("delivery lock")
+            .clone()
+        {
+            return Err(Error::Job(f));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use personaflow_io::tables::{resonance_batch, ResonanceRow};
+
+    #[test]
+    fn window_files_are_atomic_idempotent_and_skip_emitted_and_closing_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WindowSpec::try_new(60_000).unwrap();
+        let progress = SinkProgress::new(1);
+        let sinks = StreamSinks {
+            root: dir.path().to_path_buf(),
+            spec,
+            row_group_rows: 1024,
+            fsync: true,
+            emitted_through: Some(3),
+            closing: Arc::new(AtomicU64::new(u64::MAX)),
+            progress: progress.clone(),
+            publisher: None,
+        };
+        let mut sink = sinks.sink(Table::Resonance, 1);
+        let batch = resonance_batch(&[ResonanceRow {
+            window_end: spec.end_ms(5),
+            user_id: "u".into(),
+            segment: "s".into(),
+            cosine: 0.1,
+            probability: 1.0,
+            resonating: true,
+            top: true,
+            cold_start: false,
+        }]);
+        assert_eq!(sink.write_window(3, &batch).unwrap(), 0, "emitted before");
+        assert_eq!(progress.durable(), None);
+        assert_eq!(sink.write_window(5, &batch).unwrap(), 1);
+        assert_eq!(sink.write_window(5, &batch).unwrap(), 1, "same name again");
+        let file = dir
+            .path()
+            .join("resonance/date=1970-01-01/w360000-001.parquet");
+        assert!(file.is_file());
+        let files = crate::checkpoint::remove_unemitted(dir.path(), Some(360_000)).unwrap();
+        assert!(files.is_empty(), "no temporary file is left: {files:?}");
+        sink.advance(Some(6)).unwrap();
+        assert_eq!(progress.durable(), Some(6));
+        sinks.closing.store(7, Ordering::SeqCst);
+        assert_eq!(sink.write_window(7, &batch).unwrap(), 0, "closing");
+        sink.advance(None).unwrap();
+        assert_eq!(progress.durable(), Some(7), "the end is capped at closing");
+    }
+
+    #[test]
+    fn latencies_are_taken_once_per_close() {
+        let p = SinkProgress::new(0);
+        p.closed(3);
+        p.closed(3);
+        p.closed(5);
+        assert_eq!(p.take_latencies(3).len(), 1);
+        assert_eq!(p.take_latencies(10).len(), 1);
+        assert!(p.take_latencies(10).is_empty());
+    }
+}
