@@ -586,13 +586,18 @@ fn bench_drift(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(
-    benches,
-    bench_features,
-    bench_sequences,
-    bench_segment_sums,
-    bench_resonance,
-    bench_personas,
-    bench_drift
-);
-criterion_main!(benches);
+/// The benches as criterion's group (in a module of its own: the function the macro makes
+/// has no documentation).
+mod group {
+    use super::*;
+    criterion_group!(
+        benches,
+        bench_features,
+        bench_sequences,
+        bench_segment_sums,
+        bench_resonance,
+        bench_personas,
+        bench_drift
+    );
+}
+criterion_main!(group::benches);

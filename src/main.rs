@@ -62,7 +62,7 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Bootstrap brokers HOST:PORT[,HOST:PORT] [config: stream.brokers].
+    /// Bootstrap brokers, HOST:PORT separated by commas [config: stream.brokers].
     #[arg(long)]
     brokers: Option<String>,
     /// Input topic, one JSON event per message [config: stream.topic].
@@ -93,7 +93,7 @@ struct RunArgs {
 
 #[derive(Args, Debug)]
 struct ProduceArgs {
-    /// Bootstrap brokers HOST:PORT[,HOST:PORT].
+    /// Bootstrap brokers, HOST:PORT separated by commas.
     #[arg(long)]
     brokers: String,
     /// Topic (must exist).
@@ -464,7 +464,7 @@ fn cmd_demo(args: DemoArgs, quiet: bool) -> Result<()> {
     print!("{}", report.to_table());
     if let Some(forecaster) = &summary.models.forecaster {
         let by_h = &summary.forecast_errors;
-        let cells = |f: fn(&personaflow_dataflow::graph::HorizonError) -> f64| {
+        let cells = |f: fn(&personaflow_dataflow::graph::HorizonAccuracy) -> f64| {
             by_h.values()
                 .map(|e| format!("{:.2}", f(e)))
                 .collect::<Vec<_>>()

@@ -11,7 +11,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Default forecast horizon `H`, in windows.
-pub const DEFAULT_HORIZON: usize = 4;
+pub const DEFAULT_FORECAST_HORIZON: usize = 4;
 
 /// Name of the baseline forecaster in outputs.
 pub const PERSISTENCE_FORECASTER_NAME: &str = "persistence-v1";
@@ -101,7 +101,7 @@ pub struct PersistenceForecaster {
 impl Default for PersistenceForecaster {
     fn default() -> Self {
         PersistenceForecaster {
-            horizon: DEFAULT_HORIZON,
+            horizon: DEFAULT_FORECAST_HORIZON,
         }
     }
 }
@@ -143,7 +143,7 @@ impl Forecaster for PersistenceForecaster {
 /// How far off one forecast was for one window: the forecast made at window `made_at` for
 /// window `made_at + horizon`, against what the user actually did there.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ForecastError {
+pub struct ForecastResidual {
     /// The window the forecast was made at.
     pub made_at: u64,
     /// Windows ahead, `h` (1-based): the forecast is for window `made_at + horizon`.
@@ -158,7 +158,7 @@ pub struct ForecastError {
     pub actual_bytes: u64,
 }
 
-impl ForecastError {
+impl ForecastResidual {
     /// The window the forecast was for, `made_at + horizon`.
     pub fn target(&self) -> u64 {
         self.made_at + u64::from(self.horizon)
@@ -193,10 +193,10 @@ pub fn forecast_error(
     forecast: &Forecast,
     target: u64,
     actual: (u64, u64),
-) -> Option<ForecastError> {
+) -> Option<ForecastResidual> {
     let h = target.checked_sub(made_at)?;
     let (requests, bytes) = forecast.at(usize::try_from(h).ok()?)?;
-    Some(ForecastError {
+    Some(ForecastResidual {
         made_at,
         horizon: u32::try_from(h).ok()?,
         predicted_requests: Score(requests),
@@ -271,7 +271,7 @@ mod tests {
         let seq = build_sequence(2, 4, &[(0, &earlier), (2, &now)]).unwrap();
         let mut p = PersistenceForecaster::default();
         assert_eq!(p.name(), PERSISTENCE_FORECASTER_NAME);
-        assert_eq!(p.horizon(), DEFAULT_HORIZON);
+        assert_eq!(p.horizon(), DEFAULT_FORECAST_HORIZON);
         let out = p.forecast_batch(&[&seq, &seq]).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0], forecast(&[3.0; 4], &[315.0; 4]));

@@ -31,7 +31,7 @@ pub const DEFAULT_COVERAGE: f64 = 0.9;
 pub const MIN_CALIBRATION_RESIDUALS: usize = 10;
 
 /// Default windows a recommendation looks ahead (1-minute windows: a quarter of an hour).
-pub const DEFAULT_HORIZON: usize = 15;
+pub const DEFAULT_SCALING_HORIZON: usize = 15;
 
 /// Most windows a recommendation may look ahead.
 pub const MAX_HORIZON: usize = 1440;
@@ -64,7 +64,7 @@ impl Default for ScalingConfig {
             capacity_per_instance: DEFAULT_CAPACITY_PER_INSTANCE,
             calibration_windows: DEFAULT_CALIBRATION_WINDOWS,
             coverage: DEFAULT_COVERAGE,
-            horizon: DEFAULT_HORIZON,
+            horizon: DEFAULT_SCALING_HORIZON,
             onset_trend: false,
         }
     }

@@ -5,7 +5,7 @@
 
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::features::{WindowAgg, WindowSummary};
-use personaflow_operators::forecast::{Forecast, ForecastError, PersistenceForecaster};
+use personaflow_operators::forecast::{Forecast, ForecastResidual, PersistenceForecaster};
 use personaflow_operators::ops::*;
 use personaflow_operators::resonance::{resonance, Resonance, ResonanceConfig};
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
@@ -99,7 +99,7 @@ struct Captured {
     segments: Updates<(String, SegmentSum)>,
     resonance: Updates<(UserWindow, Resonance)>,
     forecasts: Updates<(UserWindow, Forecast)>,
-    forecast_errors: Updates<(UserWindow, ForecastError)>,
+    forecast_errors: Updates<(UserWindow, ForecastResidual)>,
 }
 
 fn run_dataflow(
@@ -220,7 +220,7 @@ struct Oracle {
     /// All updates, sorted.
     forecasts: Vec<((UserWindow, Forecast), u64, isize)>,
     /// All updates, sorted.
-    forecast_errors: Vec<((UserWindow, ForecastError), u64, isize)>,
+    forecast_errors: Vec<((UserWindow, ForecastResidual), u64, isize)>,
 }
 
 /// Recomputes everything from scratch at every time, from the raw events.
@@ -267,7 +267,7 @@ fn oracle(
                 break;
             }
             let (actual_requests, actual_bytes) = demand(&(user.clone(), target));
-            let error = ForecastError {
+            let error = ForecastResidual {
                 made_at: *w,
                 horizon: h as u32,
                 predicted_requests: requests,
@@ -476,7 +476,7 @@ fn incremental_equals_recomputation_at_every_window() {
         disorder: 3,
         seq_len: 4,
         segment_window: 10,
-        horizon: personaflow_operators::forecast::DEFAULT_HORIZON,
+        horizon: personaflow_operators::forecast::DEFAULT_FORECAST_HORIZON,
     });
 }
 

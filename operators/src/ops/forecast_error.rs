@@ -1,6 +1,6 @@
 //! `forecast_error`: every demand forecast against what the user then did, window by window.
 
-use crate::forecast::{forecast_error, Forecast, ForecastError};
+use crate::forecast::{forecast_error, Forecast, ForecastResidual};
 use crate::ops::UserWindow;
 use crate::sequence::Sequence;
 use differential_dataflow::consolidation::consolidate;
@@ -30,7 +30,7 @@ enum Observed {
 /// Scores forecasts against what happened.
 pub trait ForecastErrors<'scope> {
     /// For each forecast fact `((user, w), forecast)` at `w` and each `h` in `1..=H` (`H` the
-    /// forecast's [`horizon`](Forecast::horizon)), one fact `((user, w + h), ForecastError)` at
+    /// forecast's [`horizon`](Forecast::horizon)), one fact `((user, w + h), ForecastResidual)` at
     /// window `w + h`, once `w + h` is complete on both inputs: the prediction `h` windows
     /// ahead against the user's events and bytes in their sequence at `w + h`, or `(0, 0)` if
     /// the user has no sequence there.
@@ -87,7 +87,7 @@ pub trait ForecastErrors<'scope> {
     fn forecast_error(
         self,
         sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
-    ) -> VecCollection<'scope, u64, (UserWindow, ForecastError), isize>;
+    ) -> VecCollection<'scope, u64, (UserWindow, ForecastResidual), isize>;
 }
 
 /// The forecasts made at one window, waiting for their targets.
@@ -112,7 +112,7 @@ impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, 
     fn forecast_error(
         self,
         sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
-    ) -> VecCollection<'scope, u64, (UserWindow, ForecastError), isize> {
+    ) -> VecCollection<'scope, u64, (UserWindow, ForecastResidual), isize> {
         let windows = seen_windows(sequences.clone()).inner.broadcast();
         let observed = sequences
             .map(|((user, window), s)| Observed::Demand {
@@ -127,7 +127,7 @@ impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, 
                 observed.inner,
                 Pipeline,
                 Pipeline,
-                "ForecastError",
+                "ForecastResidual",
                 move |_cap, _info| {
                     let mut pending: Pending<(UserWindow, Forecast)> = BTreeMap::new();
                     let mut made: BTreeMap<u64, Made> = BTreeMap::new();

@@ -126,7 +126,7 @@ pub struct RunSummary {
     pub inference: graph::InferenceReport,
     /// Forecast errors per horizon (1-based) over the forecasts whose windows passed in the
     /// run (details in the `forecast_error` table): when they grow, retrain the forecaster.
-    pub forecast_errors: BTreeMap<u32, graph::HorizonError>,
+    pub forecast_errors: BTreeMap<u32, graph::HorizonAccuracy>,
     /// Input files.
     pub inputs: Vec<String>,
     /// Input bytes.
@@ -401,7 +401,7 @@ fn run_in(
     .map_err(Error::Dataflow)?;
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
     let mut window_blocks = Vec::new();
-    let mut forecast_errors: BTreeMap<u32, graph::HorizonError> = BTreeMap::new();
+    let mut forecast_errors: BTreeMap<u32, graph::HorizonAccuracy> = BTreeMap::new();
     let mut first_error = None;
     for result in guards.join() {
         match result {
@@ -595,7 +595,7 @@ fn drive(
 /// What one worker did.
 struct WorkerReport {
     rows: BTreeMap<Table, u64>,
-    forecast_errors: BTreeMap<u32, graph::HorizonError>,
+    forecast_errors: BTreeMap<u32, graph::HorizonAccuracy>,
     blocks: Vec<WindowBlock>,
 }
 

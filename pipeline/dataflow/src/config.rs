@@ -41,6 +41,9 @@
 //! [runtime]
 //! workers = 2
 //!
+//! [output]
+//! row_group_rows = 131072  # rows per Parquet row group
+//!
 //! [stream]                 # the continuous job (`personaflow run`); flags override these
 //! # brokers = "127.0.0.1:9092"
 //! # topic = "events"
@@ -53,6 +56,41 @@
 //! dead_letter_topic = "personaflow.dead_letter"
 //! metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; "" turns it off
 //! fsync = true             # fsync window files and the checkpoint before committing offsets
+//!
+//! [personas]
+//! # k = 5                  # fixed number of personas; unset: chosen in k_min..=k_max by silhouette
+//! k_min = 2
+//! k_max = 8
+//! decay = 0.5              # weight a persona's past count keeps from one window to the next
+//! batch_size = 256         # points per mini-batch
+//! passes = 3               # passes over each window's points
+//! reselect_every = 60      # windows between silhouette searches for k (0: only the first)
+//! min_users = 20           # users a window needs before the first personas are formed
+//! silhouette_sample = 400
+//! restarts = 4             # k-means++ restarts of each batch run
+//! top_features = 3         # features listed as characterising each persona
+//! seed = 1592630901
+//!
+//! [drift]
+//! baseline = 60            # windows a baseline is calibrated over
+//! recent = 20              # windows the current distribution is taken over
+//! min_effect = 1.0         # smallest drift, in baseline spreads, that counts
+//! z = 1.0                  # standard errors the centroid distance must exceed
+//! alpha = 0.001            # significance level of the permutation test
+//! permutations = 999
+//! max_points = 64          # points of a window kept for the test
+//! top_moved = 3            # features reported as having moved most
+//! min_points = 8           # users the current window and the baseline each need
+//! confirm = 1              # consecutive rejecting windows an alarm needs
+//! persona_pin = 1440       # windows a user counts for the persona it was pinned to
+//! seed = 1592630901
+//!
+//! [scaling]
+//! capacity_per_instance = 500.0  # requests per window one instance handles
+//! calibration_windows = 60 # recent windows whose forecast errors calibrate (0: uncalibrated)
+//! coverage = 0.9           # share of the demand the recommendation is sized for
+//! horizon = 15             # windows a recommendation looks ahead
+//! onset_trend = false      # carry a drift's demand rise since its onset forward
 //! ```
 
 use crate::{Error, Result};
@@ -861,6 +899,39 @@ fn set_path(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The TOML block of this module's documentation.
+    fn documented_example() -> String {
+        include_str!("config.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| {
+                l.strip_prefix("//! ")
+                    .unwrap_or(l.trim_start_matches("//!"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_documented_example_names_every_section_and_holds_the_defaults() {
+        let text = documented_example();
+        for section in SECTIONS {
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "[{section}] is not documented"
+            );
+        }
+        let c = Config::from_toml_str(&text, None, []).unwrap();
+        assert_eq!(
+            c,
+            Config::default(),
+            "{}",
+            toml::to_string(&Config::default()).unwrap()
+        );
+    }
 
     #[test]
     fn defaults_are_named_and_valid() {

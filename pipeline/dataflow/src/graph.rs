@@ -28,7 +28,7 @@ use personaflow_models::stats::{InferenceStats, InferenceSummary};
 use personaflow_operators::cluster::PersonaModel;
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::forecast::{
-    Forecast, ForecastError, Forecaster, PersistenceForecaster, DEFAULT_HORIZON,
+    Forecast, ForecastResidual, Forecaster, PersistenceForecaster, DEFAULT_FORECAST_HORIZON,
 };
 use personaflow_operators::ops::detect_drift::{
     DriftEvent, DriftSnapshots, DriftState, Scope, ScopeMember,
@@ -56,7 +56,7 @@ use timely::worker::Worker;
 
 /// Absolute forecast errors at one horizon, over the forecasts whose windows have passed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct HorizonError {
+pub struct HorizonAccuracy {
     /// Forecasts scored.
     pub forecasts: u64,
     /// Mean absolute error of predicted events.
@@ -65,7 +65,7 @@ pub struct HorizonError {
     pub mae_bytes: f64,
 }
 
-impl HorizonError {
+impl HorizonAccuracy {
     fn add(&mut self, requests_abs_error: f64, bytes_abs_error: f64) {
         self.forecasts += 1;
         let n = self.forecasts as f64;
@@ -74,7 +74,7 @@ impl HorizonError {
     }
 
     /// Combines two workers' errors.
-    pub fn merge(&mut self, other: &HorizonError) {
+    pub fn merge(&mut self, other: &HorizonAccuracy) {
         let n = (self.forecasts + other.forecasts).max(1) as f64;
         let (a, b) = (self.forecasts as f64 / n, other.forecasts as f64 / n);
         self.mae_requests = self.mae_requests * a + other.mae_requests * b;
@@ -89,7 +89,7 @@ pub struct SinkReport {
     /// Rows written per table.
     pub rows: BTreeMap<Table, u64>,
     /// Forecast errors per horizon (1-based): the signal that says when to retrain.
-    pub forecast_errors: BTreeMap<u32, HorizonError>,
+    pub forecast_errors: BTreeMap<u32, HorizonAccuracy>,
     /// The first write error.
     pub error: Option<Error>,
 }
@@ -309,7 +309,9 @@ fn open_forecaster(config: &Config, stats: &ModelStats) -> Result<OpenedForecast
     match config.forecaster.kind {
         ForecasterKind::None => Ok((None, None)),
         ForecasterKind::Persistence => Ok((
-            Some(Box::new(PersistenceForecaster::try_new(DEFAULT_HORIZON)?)),
+            Some(Box::new(PersistenceForecaster::try_new(
+                DEFAULT_FORECAST_HORIZON,
+            )?)),
             None,
         )),
         ForecasterKind::Lstm => {
@@ -455,7 +457,7 @@ pub fn build_with(
                 "SinkForecastErrors",
                 writer(Table::ForecastErrors),
                 report.clone(),
-                move |es: &mut Vec<(UserWindow, ForecastError)>| {
+                move |es: &mut Vec<(UserWindow, ForecastResidual)>| {
                     let mut acc = accuracy.borrow_mut();
                     for (_, e) in es.iter() {
                         acc.forecast_errors
@@ -705,7 +707,7 @@ fn forecast_rows(
     forecasts: &mut [(UserWindow, Forecast)],
 ) -> RecordBatch {
     forecasts.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut rows = Vec::with_capacity(forecasts.len() * DEFAULT_HORIZON);
+    let mut rows = Vec::with_capacity(forecasts.len() * DEFAULT_FORECAST_HORIZON);
     for ((user, w), f) in forecasts.iter() {
         for h in 1..=f.horizon() {
             let (requests, bytes) = f.at(h).expect("h is within the horizon");
@@ -726,7 +728,7 @@ fn forecast_rows(
 fn forecast_error_rows(
     spec: &WindowSpec,
     forecaster: &str,
-    errors: &mut [(UserWindow, ForecastError)],
+    errors: &mut [(UserWindow, ForecastResidual)],
 ) -> RecordBatch {
     errors.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.made_at.cmp(&b.1.made_at)));
     let rows: Vec<ForecastErrorRow> = errors

@@ -3,7 +3,7 @@
 //! human annotations, as in van den Burg & Williams 2020) and on the Numenta Anomaly
 //! Benchmark (detections against the labelled anomaly windows).
 //!
-//! Metric series (TCPD, NAB) go through the same [`DriftDetector`] as the pipeline's segment
+//! Metric series (TCPD, NAB) go through the same [`DriftDetector`](personaflow_operators::drift::DriftDetector) as the pipeline's segment
 //! and persona profiles: one step per row, the row's values as the step's single point.
 
 use crate::resonance::{for_each_batch, parquet_files};

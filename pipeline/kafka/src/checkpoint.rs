@@ -4,7 +4,7 @@
 //!
 //! On restart the job reads it, removes window files of windows it does not cover (a crash
 //! can leave some windows half-written: they are written again, whole), resumes the operator
-//! state stored as of `emitted_through` ([`super::state`]), rewinds every partition to its
+//! state stored as of `emitted_through` ([`personaflow_dataflow::snapshot`]), rewinds every partition to its
 //! rewind offset, and never writes a window at or before `emitted_through` again.
 
 use crate::{Error, Result};

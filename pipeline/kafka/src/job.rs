@@ -15,7 +15,7 @@
 //!   is flushed, the checkpoint (`_checkpoint.json`: windows emitted, rewind offsets) is written
 //!   and each partition's offset is committed: the first offset whose event is in a window not
 //!   yet emitted. Before the checkpoint names a window, every worker has stored the state of
-//!   its persona, pin and drift operators as of that window ([`super::state`]). On restart
+//!   its persona, pin and drift operators as of that window ([`personaflow_dataflow::snapshot`]). On restart
 //!   the job removes files of windows the checkpoint does not cover, resumes that operator
 //!   state (split between the workers, whose number may have changed), rewinds each partition
 //!   to the first event of the `L + W` windows the next window's windowed state depends on,
