@@ -24,7 +24,8 @@ use personaflow_io::output_dir::{self, StagedOutput};
 use personaflow_io::source::{
     check_input, resolve_inputs, IngestMapping, InputFile, Merged, Reject, TimeOrdered,
 };
-use personaflow_io::tables::{rejects_batch, PartitionedWriter, RejectRow, Table};
+use personaflow_io::tables::{RejectRow, Table, TableRow};
+use personaflow_io::writer::PartitionedWriter;
 use personaflow_operators::features::{feature_schema_hash, FEATURE_SCHEMA_VERSION};
 use personaflow_operators::Event;
 use serde::Serialize;
@@ -320,10 +321,10 @@ pub fn run(job: &Backfill, progress: Arc<dyn Progress>) -> Result<RunSummary> {
     let spec = config.window_spec();
     let partition = summary
         .first_window_index
-        .map_or(personaflow_io::tables::EPOCH_PARTITION.to_string(), |w| {
-            personaflow_io::tables::date_partition(spec.start_ms(w))
+        .map_or(personaflow_io::writer::EPOCH_PARTITION.to_string(), |w| {
+            personaflow_io::writer::date_partition(spec.start_ms(w))
         });
-    personaflow_io::tables::write_empty_tables(
+    personaflow_io::writer::write_empty_tables(
         staged.staging(),
         &graph::tables(config),
         &partition,
@@ -678,7 +679,7 @@ fn read_all(
                     reason: r.reason.clone(),
                 })
                 .collect();
-            rejects_writer.write(None, &rejects_batch(&rows))?;
+            rejects_writer.write(None, &RejectRow::to_batch(&rows))?;
         }
         {
             let mut s = stats.lock().expect("stats lock");

@@ -17,11 +17,10 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::VecCollection;
 use personaflow_io::tables::{
-    drift_batch, features_batch, forecast_errors_batch, forecasts_batch, persona_assignments_batch,
-    personas_batch, profiles_batch, resonance_batch, scaling_batch, segment_profiles_batch,
-    DriftRow, FeatureRow, ForecastErrorRow, ForecastRow, PartitionedSinks, PersonaAssignmentRow,
-    PersonaRow, ProfileRow, ResonanceRow, SegmentProfileRow, SinkFactory, Table, WindowSink,
+    DriftRow, FeatureRow, ForecastErrorRow, ForecastRow, PersonaAssignmentRow, PersonaRow,
+    ProfileRow, ResonanceRow, ScalingRow, SegmentProfileRow, Table, TableRow,
 };
+use personaflow_io::writer::{PartitionedSinks, SinkFactory, WindowSink};
 use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::stats::{InferenceStats, InferenceSummary};
@@ -541,7 +540,7 @@ pub fn build_with(
             report.clone(),
             move |window, updates| {
                 let rows = drift_rows(&spec, window, updates);
-                (!rows.is_empty()).then(|| drift_batch(&rows))
+                (!rows.is_empty()).then(|| DriftRow::to_batch(&rows))
             },
         );
         sink_windows(
@@ -550,8 +549,8 @@ pub fn build_with(
             writer(Table::Scaling),
             report.clone(),
             move |window, updates| {
-                let rows = drift_rows(&spec, window, updates);
-                (!rows.is_empty()).then(|| scaling_batch(&rows))
+                let rows = scaling_rows(&spec, window, updates);
+                (!rows.is_empty()).then(|| ScalingRow::to_batch(&rows))
             },
         );
 
@@ -620,14 +619,11 @@ fn persona_rows(
             personas: p.personas,
             reselected: p.reselected,
             centroid: p.centroid.0.clone(),
-            top_features: p
-                .characteristics
-                .iter()
-                .map(|(n, z)| (n.clone(), z.0))
-                .collect(),
+            top_features: p.characteristics.iter().map(|(n, _)| n.clone()).collect(),
+            top_feature_z: p.characteristics.iter().map(|(_, z)| z.0).collect(),
         })
         .collect();
-    (!rows.is_empty()).then(|| personas_batch(&rows))
+    (!rows.is_empty()).then(|| PersonaRow::to_batch(&rows))
 }
 
 fn assignment_rows(spec: &WindowSpec, xs: &mut [(UserWindow, PersonaAssignment)]) -> RecordBatch {
@@ -643,20 +639,31 @@ fn assignment_rows(spec: &WindowSpec, xs: &mut [(UserWindow, PersonaAssignment)]
             probabilities: a.probabilities.0.clone(),
         })
         .collect();
-    persona_assignments_batch(&rows)
+    PersonaAssignmentRow::to_batch(&rows)
 }
 
-/// The window's drift events as rows (sorted by scope), netted.
-pub fn drift_rows(
-    spec: &WindowSpec,
+/// The window's drift events (sorted by scope), netted.
+fn drift_events(
     window: u64,
     mut updates: Vec<((Scope, DriftEvent), isize)>,
-) -> Vec<DriftRow> {
+) -> Vec<(u64, Scope, DriftEvent)> {
     consolidate(&mut updates);
     updates
         .into_iter()
         .filter(|(_, r)| *r > 0)
-        .map(|((scope, e), _)| DriftRow {
+        .map(|((scope, e), _)| (window, scope, e))
+        .collect()
+}
+
+/// The window's drift events as `drift` rows.
+pub fn drift_rows(
+    spec: &WindowSpec,
+    window: u64,
+    updates: Vec<((Scope, DriftEvent), isize)>,
+) -> Vec<DriftRow> {
+    drift_events(window, updates)
+        .into_iter()
+        .map(|(window, scope, e)| DriftRow {
             window_end: spec.end_ms(window),
             scope: scope.kind().to_string(),
             scope_id: scope.id(),
@@ -665,7 +672,26 @@ pub fn drift_rows(
             threshold: e.threshold.0,
             score: e.score.0,
             p_value: e.p_value.0,
-            moved: e.moved.iter().map(|(n, z)| (n.clone(), z.0)).collect(),
+            moved_features: e.moved.iter().map(|(n, _)| n.clone()).collect(),
+            moved_z: e.moved.iter().map(|(_, z)| z.0).collect(),
+            users: e.users,
+            action: e.action().to_string(),
+        })
+        .collect()
+}
+
+/// The window's drift events as `scaling` rows (their recommendations).
+pub fn scaling_rows(
+    spec: &WindowSpec,
+    window: u64,
+    updates: Vec<((Scope, DriftEvent), isize)>,
+) -> Vec<ScalingRow> {
+    drift_events(window, updates)
+        .into_iter()
+        .map(|(window, scope, e)| ScalingRow {
+            window_end: spec.end_ms(window),
+            scope: scope.kind().to_string(),
+            scope_id: scope.id(),
             users: e.users,
             current_requests: e.current_requests.0,
             predicted_requests: e.predicted_requests.0.clone(),
@@ -698,7 +724,7 @@ fn features_rows(spec: &WindowSpec, seqs: &mut [(UserWindow, Sequence)]) -> Reco
             values: seq.current().to_vec(),
         })
         .collect();
-    features_batch(&rows)
+    FeatureRow::to_batch(&rows)
 }
 
 fn forecast_rows(
@@ -722,7 +748,7 @@ fn forecast_rows(
             });
         }
     }
-    forecasts_batch(&rows)
+    ForecastRow::to_batch(&rows)
 }
 
 fn forecast_error_rows(
@@ -733,19 +759,19 @@ fn forecast_error_rows(
     errors.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.made_at.cmp(&b.1.made_at)));
     let rows: Vec<ForecastErrorRow> = errors
         .iter()
-        .map(|((user, w), e)| ForecastErrorRow {
-            window_end: spec.end_ms(*w),
-            user_id: user.clone(),
-            forecaster: forecaster.to_string(),
-            made_at_window_end: spec.end_ms(e.made_at),
-            horizon: e.horizon,
-            predicted_requests: e.predicted_requests.0,
-            actual_requests: e.actual_requests,
-            predicted_bytes: e.predicted_bytes.0,
-            actual_bytes: e.actual_bytes,
+        .map(|((user, w), e)| {
+            ForecastErrorRow::new(
+                spec.end_ms(*w),
+                user.clone(),
+                forecaster.to_string(),
+                spec.end_ms(e.made_at),
+                e.horizon,
+                (e.predicted_requests.0, e.actual_requests),
+                (e.predicted_bytes.0, e.actual_bytes),
+            )
         })
         .collect();
-    forecast_errors_batch(&rows)
+    ForecastErrorRow::to_batch(&rows)
 }
 
 fn profile_rows(
@@ -771,7 +797,7 @@ fn profile_rows(
             country: p.context.country.clone(),
         })
         .collect();
-    profiles_batch(&rows)
+    ProfileRow::to_batch(&rows)
 }
 
 fn resonance_rows(spec: &WindowSpec, rs: &mut [(UserWindow, Resonance)]) -> RecordBatch {
@@ -791,7 +817,7 @@ fn resonance_rows(spec: &WindowSpec, rs: &mut [(UserWindow, Resonance)]) -> Reco
             });
         }
     }
-    resonance_batch(&rows)
+    ResonanceRow::to_batch(&rows)
 }
 
 /// Sinks a collection window by window: updates are buffered per window and, once the input
@@ -913,7 +939,7 @@ fn sink_segments<'scope>(
                 embedding: sum.mean(),
             })
             .collect();
-        Some(segment_profiles_batch(&rows))
+        Some(SegmentProfileRow::to_batch(&rows))
     });
 }
 

@@ -182,7 +182,7 @@ pub fn remove_before(output: &Path, keep_end_ms: i64) -> Result<usize> {
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(&dir, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        let end = personaflow_io::tables::window_end_of_file(&name);
+        let end = personaflow_io::writer::window_end_of_file(&name);
         if end.is_some_and(|end| end < keep_end_ms) {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;

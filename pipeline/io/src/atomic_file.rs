@@ -2,7 +2,7 @@
 //! optionally with fsyncs, so a reader or a restart after a crash sees the old content or the
 //! new, never a part.
 
-use crate::tables::writer_properties_for;
+use crate::writer::writer_properties_for;
 use crate::{Error, Result};
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;

@@ -8,5 +8,6 @@ pub mod output_dir;
 pub mod schema;
 pub mod source;
 pub mod tables;
+pub mod writer;
 
 pub use error::{Error, Result};

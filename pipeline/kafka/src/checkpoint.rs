@@ -9,7 +9,7 @@
 
 use crate::{Error, Result};
 use personaflow_io::atomic_file::write_atomically;
-use personaflow_io::tables::window_end_of_file;
+use personaflow_io::writer::window_end_of_file;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

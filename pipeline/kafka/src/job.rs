@@ -30,17 +30,12 @@ use crate::metrics::{Metrics, MetricsServer};
 use crate::output::{Publisher, SinkProgress, StreamSinks};
 use crate::watermark::{Arrival, Watermarks};
 use crate::{Error, Result};
-use arrow_array::builder::{
-    Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
-};
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use personaflow_dataflow::config::{Config, ForecasterKind};
 use personaflow_dataflow::graph::{self, ModelStats, OperatorState, StateMode, StateSnapshots};
 use personaflow_dataflow::snapshot;
 use personaflow_io::atomic_file::write_parquet_atomically;
 use personaflow_io::source::{JsonRecordDecoder, RecordError};
-use personaflow_io::tables::Table;
+use personaflow_io::tables::{LateRow, Table, TableRow};
 use personaflow_operators::{Event, WindowSpec};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -208,17 +203,6 @@ impl PartitionTrack {
 /// A message taken from the consumer: partition, offset, key, payload.
 type Polled = (i32, i64, Option<Vec<u8>>, Vec<u8>);
 
-/// A late event, for the `late` table.
-#[derive(Clone, Debug)]
-struct LateRow {
-    partition: i32,
-    offset: i64,
-    user_id: String,
-    ts_ms: i64,
-    watermark_ms: i64,
-    payload: String,
-}
-
 /// Shared by the workers.
 struct Shared {
     watermarks: Mutex<Watermarks>,
@@ -243,55 +227,6 @@ struct Shared {
     failure: Mutex<Option<Error>>,
 }
 
-/// Schema of the `late` table.
-pub fn late_schema() -> Arc<Schema> {
-    let ts = |n: &str| {
-        Field::new(
-            n,
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        )
-    };
-    Arc::new(Schema::new(vec![
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
-        Field::new("user_id", DataType::Utf8, false),
-        ts("ts"),
-        ts("watermark"),
-        Field::new("lateness_ms", DataType::Int64, false),
-        Field::new("payload", DataType::Utf8, false),
-    ]))
-}
-
-fn late_batch(rows: &[LateRow]) -> RecordBatch {
-    let mut p = Int32Builder::new();
-    let mut o = Int64Builder::new();
-    let mut u = StringBuilder::new();
-    let mut ts = TimestampMillisecondBuilder::new().with_timezone("UTC");
-    let mut wm = TimestampMillisecondBuilder::new().with_timezone("UTC");
-    let mut l = Int64Builder::new();
-    let mut payload = StringBuilder::new();
-    for r in rows {
-        p.append_value(r.partition);
-        o.append_value(r.offset);
-        u.append_value(&r.user_id);
-        ts.append_value(r.ts_ms);
-        wm.append_value(r.watermark_ms);
-        l.append_value(r.watermark_ms - r.ts_ms);
-        payload.append_value(&r.payload);
-    }
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(p.finish()),
-        Arc::new(o.finish()),
-        Arc::new(u.finish()),
-        Arc::new(ts.finish()),
-        Arc::new(wm.finish()),
-        Arc::new(l.finish()),
-        Arc::new(payload.finish()),
-    ];
-    RecordBatch::try_new(late_schema(), cols).expect("late columns match")
-}
-
 /// Writes late rows, one file per partition named by its first offset (idempotent).
 fn write_late(root: &Path, rows: &mut Vec<LateRow>, fsync: bool) -> Result<()> {
     let mut by_partition: BTreeMap<i32, Vec<LateRow>> = BTreeMap::new();
@@ -303,7 +238,7 @@ fn write_late(root: &Path, rows: &mut Vec<LateRow>, fsync: bool) -> Result<()> {
         let path = root
             .join("late")
             .join(format!("p{p:04}-o{first:012}.parquet"));
-        let batch = late_batch(&rows);
+        let batch = LateRow::to_batch(&rows);
         write_parquet_atomically(&path, &batch, rows.len().max(1), fsync)?;
     }
     Ok(())
@@ -1123,14 +1058,14 @@ impl WorkerContext {
             if let Some(watermark_ms) = late_against {
                 if !replay {
                     m.late.fetch_add(1, Ordering::Relaxed);
-                    late.push(LateRow {
-                        partition: *p,
-                        offset: *offset,
-                        user_id: event.user_id.clone(),
-                        ts_ms: event.ts_ms,
+                    late.push(LateRow::new(
+                        *p,
+                        *offset,
+                        event.user_id.clone(),
+                        event.ts_ms,
                         watermark_ms,
-                        payload: String::from_utf8_lossy(payload).into_owned(),
-                    });
+                        String::from_utf8_lossy(payload).into_owned(),
+                    ));
                 }
                 continue;
             }
@@ -1344,15 +1279,8 @@ mod tests {
 
     #[test]
     fn late_rows_carry_their_lateness() {
-        let b = late_batch(&[LateRow {
-            partition: 2,
-            offset: 7,
-            user_id: "u".into(),
-            ts_ms: 1_000,
-            watermark_ms: 61_000,
-            payload: "{}".into(),
-        }]);
-        assert_eq!(b.schema(), late_schema());
+        let b = LateRow::to_batch(&[LateRow::new(2, 7, "u".into(), 1_000, 61_000, "{}".into())]);
+        assert_eq!(b.schema(), LateRow::schema());
         let l = b
             .column(5)
             .as_any()

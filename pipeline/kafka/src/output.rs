@@ -8,7 +8,8 @@ use crate::{Error, Result};
 use arrow_array::{Array, RecordBatch, StringArray};
 use personaflow_io::atomic_file::write_parquet_atomically;
 use personaflow_io::source::RecordError;
-use personaflow_io::tables::{date_partition, SinkFactory, Table, WindowSink};
+use personaflow_io::tables::Table;
+use personaflow_io::writer::{date_partition, SinkFactory, WindowSink};
 use personaflow_operators::WindowSpec;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -380,7 +381,7 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use personaflow_io::tables::{resonance_batch, ResonanceRow};
+    use personaflow_io::tables::{ResonanceRow, TableRow};
 
     #[test]
     fn window_files_are_atomic_idempotent_and_skip_emitted_and_closing_windows() {
@@ -398,7 +399,7 @@ mod tests {
             publisher: None,
         };
         let mut sink = sinks.sink(Table::Resonance, 1);
-        let batch = resonance_batch(&[ResonanceRow {
+        let batch = ResonanceRow::to_batch(&[ResonanceRow {
             window_end: spec.end_ms(5),
             user_id: "u".into(),
             segment: "s".into(),

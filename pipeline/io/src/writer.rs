@@ -1,0 +1,330 @@
+//! The Parquet writer of the output tables: files laid out in Hive-style date partitions
+//! (`resonance/date=2026-01-05/part-000-00000.parquet`), readable as they are by DuckDB,
+//! Polars and pyarrow, and the sinks the dataflow writes each table's windows to.
+//!
+//! Writers only ever write inside the run's staging directory; the backfill renames the whole
+//! directory into place when the run succeeds, so a failed run leaves no partial output.
+
+use crate::tables::Table;
+use crate::{Error, Result};
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Where one table's rows go, window by window, on one worker. The dataflow's sinks call
+/// [`write_window`](WindowSink::write_window) with each complete window's rows and
+/// [`advance`](WindowSink::advance) as the frontier moves; the backfill writes date-partitioned
+/// files, the continuous job one atomic file per window (and Kafka messages).
+pub trait WindowSink {
+    /// The table.
+    fn table(&self) -> Table;
+    /// Writes the rows of `window`, which is complete; returns the rows written (a sink may
+    /// skip a window, e.g. one already emitted before a restart, and return 0).
+    fn write_window(&mut self, window: u64, batch: &RecordBatch) -> Result<u64>;
+    /// Every window before `frontier` has been passed to `write_window` (or had no rows);
+    /// `None`: the input ended and every window has.
+    fn advance(&mut self, frontier: Option<u64>) -> Result<()>;
+}
+
+/// Creates the sinks of a dataflow.
+pub trait SinkFactory {
+    /// The sink of `table` on worker `worker`.
+    fn sink(&self, table: Table, worker: usize) -> Box<dyn WindowSink>;
+}
+
+/// The backfill's sinks: a [`PartitionedWriter`] per table and worker under `root`.
+#[derive(Clone, Debug)]
+pub struct PartitionedSinks {
+    /// The output (staging) directory.
+    pub root: PathBuf,
+    /// Windows, for the date partitions.
+    pub spec: personaflow_operators::WindowSpec,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+}
+
+impl SinkFactory for PartitionedSinks {
+    fn sink(&self, table: Table, worker: usize) -> Box<dyn WindowSink> {
+        Box::new(PartitionedSink {
+            writer: PartitionedWriter::new(&self.root, table, worker, self.row_group_rows),
+            spec: self.spec,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct PartitionedSink {
+    writer: PartitionedWriter,
+    spec: personaflow_operators::WindowSpec,
+}
+
+impl WindowSink for PartitionedSink {
+    fn table(&self) -> Table {
+        self.writer.table()
+    }
+
+    fn write_window(&mut self, window: u64, batch: &RecordBatch) -> Result<u64> {
+        let partition = date_partition(self.spec.start_ms(window));
+        self.writer.write(Some(&partition), batch)?;
+        Ok(batch.num_rows() as u64)
+    }
+
+    fn advance(&mut self, frontier: Option<u64>) -> Result<()> {
+        if frontier.is_none() {
+            self.writer.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// The partition of the empty file of a table without rows when the run had no window:
+/// `date=1970-01-01` (readers infer a partition column's type from its values, and pyarrow
+/// refuses a table whose only partition is Hive's null, `__HIVE_DEFAULT_PARTITION__`).
+pub const EPOCH_PARTITION: &str = "1970-01-01";
+
+/// Gives every table of `tables` without a file under `root` one Parquet file with no rows
+/// and the table's schema, in the date partition `partition`, so that every table exists for
+/// readers (DuckDB's, Polars' and pyarrow's globs and datasets) even when it has no rows.
+/// Returns the tables that got one.
+pub fn write_empty_tables(
+    root: &Path,
+    tables: &[Table],
+    partition: &str,
+    row_group_rows: usize,
+) -> Result<Vec<Table>> {
+    let mut written = Vec::new();
+    for &table in tables {
+        let dir = root.join(table.name());
+        if dir.is_dir() && has_parquet_file(&dir).map_err(|e| Error::io(&dir, e))? {
+            continue;
+        }
+        let mut writer = PartitionedWriter::new(root, table, 0, row_group_rows);
+        writer.write_empty(partition)?;
+        written.push(table);
+    }
+    Ok(written)
+}
+
+/// Whether `dir` holds a `.parquet` file, at any depth.
+fn has_parquet_file(dir: &Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if has_parquet_file(&path)? {
+                return Ok(true);
+            }
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The window end encoded in a window file's name (`w{window_end_ms}-{worker}.parquet`, and the
+/// operator-state files `w{window_end_ms}-{worker}.state`).
+pub fn window_end_of_file(name: &str) -> Option<i64> {
+    let rest = name.strip_prefix('w')?;
+    let (end, _) = rest.split_once('-')?;
+    end.parse().ok()
+}
+
+/// The `date=YYYY-MM-DD` partition of a window, by the window's start (UTC).
+pub fn date_partition(window_start_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(window_start_ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The Parquet writer properties of `table`'s files: zstd, `row_group_rows` rows per group.
+pub fn writer_properties(table: Table, row_group_rows: usize) -> WriterProperties {
+    writer_properties_for(&table.schema(), row_group_rows)
+}
+
+/// The Parquet writer properties of files of `schema`: zstd, `row_group_rows` rows per group,
+/// dictionaries for string columns.
+pub fn writer_properties_for(schema: &Schema, row_group_rows: usize) -> WriterProperties {
+    // Dictionary encoding pays off for the repetitive string columns (users, segments,
+    // context, reasons), not for floats, where it only costs time.
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_dictionary_enabled(false);
+    for field in schema.fields() {
+        if field.data_type() == &DataType::Utf8 {
+            props =
+                props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+        }
+    }
+    props.build()
+}
+
+/// Writes one table of one worker: one Parquet file per date partition it sees, named
+/// `part-{worker:03}-{seq:05}.parquet`, zstd-compressed.
+#[derive(Debug)]
+pub struct PartitionedWriter {
+    dir: PathBuf,
+    table: Table,
+    worker: usize,
+    props: WriterProperties,
+    current: Option<(String, PathBuf, ArrowWriter<File>)>,
+    seq: usize,
+    rows: u64,
+    files: Vec<PathBuf>,
+}
+
+impl PartitionedWriter {
+    /// A writer for `table` under `root/<table>/`.
+    pub fn new(root: &Path, table: Table, worker: usize, row_group_rows: usize) -> Self {
+        let props = writer_properties(table, row_group_rows);
+        PartitionedWriter {
+            dir: root.join(table.name()),
+            table,
+            worker,
+            props,
+            current: None,
+            seq: 0,
+            rows: 0,
+            files: Vec::new(),
+        }
+    }
+
+    /// Appends a batch to partition `partition` (`None`: the table is not partitioned).
+    pub fn write(&mut self, partition: Option<&str>, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let key = partition.unwrap_or("");
+        if self.current.as_ref().map(|c| c.0.as_str()) != Some(key) {
+            self.close_current()?;
+            let dir = match partition {
+                Some(p) => self.dir.join(format!("date={p}")),
+                None => self.dir.clone(),
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let path = dir.join(format!("part-{:03}-{:05}.parquet", self.worker, self.seq));
+            self.seq += 1;
+            let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+            let writer = ArrowWriter::try_new(file, self.table.schema(), Some(self.props.clone()))
+                .map_err(|e| Error::parquet(&path, e))?;
+            self.current = Some((key.to_string(), path, writer));
+        }
+        let (_, path, writer) = self.current.as_mut().expect("opened above");
+        writer
+            .write(batch)
+            .map_err(|e| Error::parquet(path.as_path(), e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some((_, path, writer)) = self.current.take() {
+            writer.close().map_err(|e| Error::parquet(&path, e))?;
+            self.files.push(path);
+        }
+        Ok(())
+    }
+
+    /// Closes the open file; returns rows written.
+    pub fn finish(&mut self) -> Result<u64> {
+        self.close_current()?;
+        Ok(self.rows)
+    }
+
+    /// Like [`finish`](Self::finish), but writes a file with no rows (and the table's schema)
+    /// if nothing was written, so the table always exists for readers.
+    pub fn finish_unpartitioned(&mut self) -> Result<u64> {
+        if self.rows == 0 && self.current.is_none() && self.files.is_empty() {
+            let dir = self.dir.clone();
+            self.write_empty_file(&dir)?;
+        }
+        self.finish()
+    }
+
+    /// Writes a file with no rows (and the table's schema) into partition `partition`.
+    pub fn write_empty(&mut self, partition: &str) -> Result<()> {
+        self.close_current()?;
+        let dir = self.dir.join(format!("date={partition}"));
+        self.write_empty_file(&dir)
+    }
+
+    fn write_empty_file(&mut self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(format!("part-{:03}-{:05}.parquet", self.worker, self.seq));
+        self.seq += 1;
+        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let writer = ArrowWriter::try_new(file, self.table.schema(), Some(self.props.clone()))
+            .map_err(|e| Error::parquet(&path, e))?;
+        writer.close().map_err(|e| Error::parquet(&path, e))?;
+        self.files.push(path);
+        Ok(())
+    }
+
+    /// The table written.
+    pub fn table(&self) -> Table {
+        self.table
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Files completed so far.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::{ResonanceRow, TableRow};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[test]
+    fn partitioned_writer_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PartitionedWriter::new(dir.path(), Table::Resonance, 1, 1024);
+        let row = |we: i64| ResonanceRow {
+            window_end: we,
+            user_id: "u".into(),
+            segment: "gamer".into(),
+            cosine: 0.5,
+            probability: 0.9,
+            resonating: true,
+            top: true,
+            cold_start: false,
+        };
+        w.write(
+            Some("2026-01-05"),
+            &ResonanceRow::to_batch(&[row(1), row(2)]),
+        )
+        .unwrap();
+        w.write(Some("2026-01-06"), &ResonanceRow::to_batch(&[row(3)]))
+            .unwrap();
+        assert_eq!(w.finish().unwrap(), 3);
+        let files = w.files().to_vec();
+        assert_eq!(files.len(), 2);
+        assert!(files[0].ends_with("resonance/date=2026-01-05/part-001-00000.parquet"));
+        let f = File::open(&files[0]).unwrap();
+        let rows: usize = ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
+        assert_eq!(rows, 2);
+    }
+
+    #[test]
+    fn partitions_follow_the_window_start_date() {
+        assert_eq!(date_partition(0), "1970-01-01");
+        assert_eq!(date_partition(86_400_000 - 1), "1970-01-01");
+        assert_eq!(date_partition(86_400_000), "1970-01-02");
+    }
+}
