@@ -18,6 +18,7 @@
 //! on SIGINT and SIGTERM).
 
 use crate::config::Config;
+use crate::driver::Driver;
 use crate::graph::{self, DataflowHandles};
 use crate::{Error, Result};
 use personaflow_io::output_dir::{self, StagedOutput};
@@ -39,14 +40,8 @@ use std::time::Instant;
 
 /// Chunks buffered between the reader thread and the dataflow.
 const READ_AHEAD_CHUNKS: usize = 4;
-/// Windows the input may run ahead of the outputs before the feeder waits for them.
-const FLOW_CONTROL_WINDOWS: u64 = 2;
 /// Window timings in `run.json` are reported per block of this many windows.
 pub const TIMING_BLOCK_WINDOWS: u64 = 60;
-/// Longest a worker parks while draining before it looks at the frontier again.
-const PARK: std::time::Duration = std::time::Duration::from_secs(1);
-/// How long the drain may make no progress before the stages' frontiers are reported.
-const STALL_REPORT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Receives progress of a long backfill (the binary shows a progress bar).
 pub trait Progress: Send + Sync {
@@ -475,14 +470,7 @@ fn drive(
     receiver: Option<Receiver<Msg>>,
     abort: &Stop,
 ) -> Result<WorkerReport> {
-    let DataflowHandles {
-        mut input,
-        probe,
-        report,
-        embed_errors,
-        stages,
-        ..
-    } = handles;
+    let (mut driver, _) = Driver::new(handles);
     let mut failure = None;
     let mut blocks: Vec<WindowBlock> = Vec::new();
     let mut block_start: Option<(u64, Instant, u64)> = None;
@@ -513,27 +501,19 @@ fn drive(
                     let mut advances = advances.into_iter().peekable();
                     for (i, e) in events.into_iter().enumerate() {
                         while let Some((_, target)) = advances.next_if(|(at, _)| *at == i) {
-                            if target > *input.time() {
-                                input.advance_to(target);
-                                let settled = target.saturating_sub(FLOW_CONTROL_WINDOWS);
-                                while probe.less_than(&settled) && !abort.now() {
-                                    worker.step();
-                                }
-                            }
+                            driver.advance(worker, target, &|| abort.now());
                         }
-                        input.send(e);
+                        driver.send(e);
                     }
-                    if epoch > *input.time() {
-                        input.advance_to(epoch);
-                    }
-                    worker.step();
+                    driver.advance_without_waiting(epoch);
+                    driver.step(worker);
                 }
                 Msg::Failed(e) => {
                     failure = Some(e);
                     break;
                 }
             }
-            if report.borrow().error.is_some() || embed_errors.borrow().is_some() {
+            if driver.failed() {
                 abort.abort();
             }
             if let Some(signal) = abort.signal() {
@@ -545,50 +525,17 @@ fn drive(
             }
         }
     }
-    drop(input);
-    // Drain. The workers park between steps; a watchdog names the stages that hold the
-    // dataflow back if the frontier has not moved for `STALL_REPORT` (once per stall).
-    let mut last_move = (probe.with_frontier(|f| f.to_vec()), Instant::now());
-    let mut reported = false;
-    while worker.step_or_park(Some(PARK)) {
-        if report.borrow().error.is_some() || embed_errors.borrow().is_some() {
-            abort.abort();
-        }
-        let now = probe.with_frontier(|f| f.to_vec());
-        if now != last_move.0 {
-            last_move = (now, Instant::now());
-            reported = false;
-        } else if !reported && last_move.1.elapsed() >= STALL_REPORT {
-            reported = true;
-            let stages: Vec<String> = stages
-                .iter()
-                .map(|(name, p)| p.with_frontier(|f| format!("{name} {:?}", f.to_vec())))
-                .collect();
-            eprintln!(
-                "warning: worker {}: the output frontier has stayed at {:?} for {}s; stage frontiers: {}",
-                worker.index(),
-                last_move.0,
-                STALL_REPORT.as_secs(),
-                stages.join(", ")
-            );
-        }
-    }
+    driver.drain(worker, &mut || abort.abort());
     if let Some(e) = failure {
         return Err(e);
     }
-    if let Some(e) = embed_errors.borrow_mut().take() {
-        return Err(Error::Operator(e));
-    }
-    let mut report = report.borrow_mut();
-    if let Some(e) = report.error.take() {
-        return Err(e);
-    }
+    let report = driver.finish()?;
     if let Some(origin) = blocks.first().map(|b| b.first_window) {
         blocks.iter_mut().for_each(|b| b.first_window -= origin);
     }
     Ok(WorkerReport {
-        rows: std::mem::take(&mut report.rows),
-        forecast_errors: std::mem::take(&mut report.forecast_errors),
+        rows: report.rows,
+        forecast_errors: report.forecast_errors,
         blocks,
     })
 }

@@ -2,12 +2,16 @@
 //! `personaflow-operators`, and a Parquet sink per output table.
 //!
 //! ```text
-//! events ─> window_aggregate ─> sequences ─┬─> features sink
-//!                                          ├─> embed_profiles ─┬─> profiles sink
-//!                                          │                   ├─> segment_profiles ─┬─> segment_profiles sink
-//!                                          │                   └─> resonance <───────┘─> resonance sink
-//!                                          └─> forecast_demand ─┬─> forecasts sink
-//!                                               (+ sequences) ──┴─> forecast_error ─> forecast_error sink
+//! events ─> window_aggregate ─> sequences ─┬─> features
+//!                                          ├─> embed_profiles ─┬─> profiles
+//!                                          │                   ├─> segment_profiles ─┬─> segment_profiles
+//!                                          │                   │                     └─> resonance (+ profiles) ─> resonance
+//!                                          │                   ├─> personas ─> personas, persona_assignments
+//!                                          │                   │      └─> pin_personas ──────────┐
+//!                                          │                   └─> members (profile + forecast) ─┴─> detect_drift
+//!                                          │                       by segment and by pinned persona   ─> drift, scaling
+//!                                          └─> forecast_demand ─┬─> forecasts (and the members' forecasts)
+//!                                               (+ sequences) ──┴─> forecast_error
 //! ```
 
 use crate::config::{Config, EmbedderKind, ForecasterKind};

@@ -1,9 +1,10 @@
 //! personaflow dataflow: the configuration, the graph (one function from events to the output
-//! tables, on timely/differential), the operator-state snapshots a restart resumes from, and
-//! the backfill over files.
+//! tables, on timely/differential), the one driver loop that feeds it, the operator-state
+//! snapshots a restart resumes from, and the backfill over files.
 
 pub mod backfill;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod graph;
 pub mod snapshot;

@@ -31,6 +31,7 @@ use crate::output::{Publisher, SinkProgress, StreamSinks};
 use crate::watermark::{Arrival, Watermarks};
 use crate::{Error, Result};
 use personaflow_dataflow::config::{Config, ForecasterKind};
+use personaflow_dataflow::driver::Driver;
 use personaflow_dataflow::graph::{self, ModelStats, OperatorState, StateMode, StateSnapshots};
 use personaflow_dataflow::snapshot;
 use personaflow_io::atomic_file::write_parquet_atomically;
@@ -54,8 +55,6 @@ pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const POLL_WAIT: Duration = Duration::from_millis(50);
 /// Most messages taken in one go before the dataflow is stepped.
 pub const MAX_POLL_BATCH: usize = 4096;
-/// Windows the input may run ahead of the outputs before a worker waits for them.
-pub const FLOW_CONTROL_WINDOWS: u64 = 2;
 /// How often consumer lag is refreshed and progress reported.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -806,16 +805,8 @@ impl WorkerContext {
         let job = &self.job;
         let sc = &job.config.stream;
         let shared = &*self.shared;
-        let graph::DataflowHandles {
-            input,
-            probe,
-            report,
-            embed_errors,
-            snapshots,
-            ..
-        } = handles;
+        let (mut driver, snapshots) = Driver::new(handles);
         let snapshots = snapshots.expect("the continuous job keeps operator snapshots");
-        let mut input = Some(input);
         let partitions: Vec<i32> = shared
             .tracks
             .lock()
@@ -839,9 +830,7 @@ impl WorkerContext {
         consumer
             .assign(&tpl)
             .map_err(|e| Error::kafka(format!("assigning partitions of {}", job.topic), e))?;
-        if let Some(i) = input.as_mut() {
-            i.advance_to(self.first_needed);
-        }
+        driver.advance_without_waiting(self.first_needed);
         let mut late: Vec<LateRow> = Vec::new();
         let mut last_durable = self.first_needed;
         // Lag is known from the first round on.
@@ -884,7 +873,7 @@ impl WorkerContext {
             } else {
                 std::thread::sleep(POLL_WAIT);
             }
-            if let Err(e) = self.ingest(&batch, input.as_mut(), &mut late) {
+            if let Err(e) = self.ingest(&batch, driver.input(), &mut late) {
                 self.fail(e);
                 break;
             }
@@ -894,17 +883,14 @@ impl WorkerContext {
                 .lock()
                 .expect("wm lock")
                 .watermark(now_ms());
-            if let (Some(wm), Some(i)) = (wm, input.as_mut()) {
+            if let (Some(wm), Some(time)) = (wm, driver.time()) {
                 shared.metrics.watermark_ms.fetch_max(wm, Ordering::Relaxed);
                 let target = self.spec.index(wm).unwrap_or(0).max(self.first_needed);
-                if target > *i.time() {
-                    i.advance_to(target);
+                if target > time {
+                    // The close is timed from here; the driver then lets the outputs catch
+                    // up before more input is taken.
                     shared.progress.closed(target);
-                    // Flow control: let the outputs catch up before taking more input.
-                    let settled = target.saturating_sub(FLOW_CONTROL_WINDOWS);
-                    while probe.less_than(&settled) && !job.shutdown.load(Ordering::SeqCst) {
-                        worker.step();
-                    }
+                    driver.advance(worker, target, &|| job.shutdown.load(Ordering::SeqCst));
                 }
             }
             if job.until_end {
@@ -913,16 +899,12 @@ impl WorkerContext {
                     partitions.iter().all(|p| tracks[p].done)
                 };
                 if done {
-                    input = None;
+                    driver.close();
                 }
             }
-            worker.step();
-            if let Some(e) = report.borrow_mut().error.take() {
+            driver.step(worker);
+            if let Some(e) = driver.take_failure() {
                 self.fail(e.into());
-                break;
-            }
-            if let Some(e) = embed_errors.borrow_mut().take() {
-                self.fail(Error::from(e));
                 break;
             }
             // Commit what is durable.
@@ -960,27 +942,18 @@ impl WorkerContext {
         }
         // Stop: windows still open are not written (they are emitted whole after a restart);
         // then close the input and let the dataflow write every closed window.
-        if let Some(i) = input.take() {
-            if by_signal {
-                shared.closing.fetch_min(*i.time(), Ordering::SeqCst);
-            }
-            drop(i);
+        if let (Some(time), true) = (driver.time(), by_signal) {
+            shared.closing.fetch_min(time, Ordering::SeqCst);
         }
-        while worker.step_or_park(None) {}
-        let mut r = report.borrow_mut();
-        if let Some(e) = r.error.take() {
-            return Err(e.into());
-        }
-        if let Some(e) = embed_errors.borrow_mut().take() {
-            return Err(Error::from(e));
-        }
+        driver.drain(worker, &mut || {});
+        let report = driver.finish()?;
         Ok(WorkerDone {
             index,
             states: snapshots.history(),
             consumer,
             partitions,
             late,
-            rows: std::mem::take(&mut r.rows),
+            rows: report.rows,
             by_signal,
             topic: job.topic.clone(),
             output: job.output.clone(),
