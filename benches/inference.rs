@@ -16,7 +16,7 @@
 use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::{Provider, SessionOptions};
-use personaflow_operators::features::NUM_FEATURES;
+use personaflow_operators::window::features::NUM_FEATURES;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;

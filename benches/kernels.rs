@@ -8,16 +8,16 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use differential_dataflow::difference::{Abelian, Semigroup};
-use personaflow_operators::cluster::{batch_kmeans, rng_for, PersonaConfig, PersonaModel};
+use personaflow_operators::drift::operator::{window_drift, DriftState, Scope, ScopeMember};
+use personaflow_operators::drift::scaling::{DemandHistory, ScalingConfig};
 use personaflow_operators::drift::{permutation_p_value, DriftConfig};
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
-use personaflow_operators::features::{window_features, WindowAgg, WindowSummary};
-use personaflow_operators::ops::detect_drift::{window_drift, DriftState, Scope, ScopeMember};
+use personaflow_operators::personas::{batch_kmeans, rng_for, PersonaConfig, PersonaModel};
 use personaflow_operators::resonance::{context_prior, resonance, ResonanceConfig};
-use personaflow_operators::scaling::{DemandHistory, ScalingConfig};
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
-use personaflow_operators::sequence::{build_sequence, DEFAULT_SEQUENCE_LEN};
+use personaflow_operators::sequences::{build_sequence, DEFAULT_SEQUENCE_LEN};
 use personaflow_operators::vector::Vector;
+use personaflow_operators::window::features::{window_features, WindowAgg, WindowSummary};
 use personaflow_operators::{Context, Event, WindowSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -483,7 +483,7 @@ fn bench_personas(c: &mut Criterion) {
 
 /// One window's members of `DRIFT_SCOPES` segments, sorted by scope then user.
 fn drift_members(rng: &mut ChaCha8Rng) -> Vec<((Scope, String), ScopeMember)> {
-    let features = personaflow_operators::features::NUM_FEATURES;
+    let features = personaflow_operators::window::features::NUM_FEATURES;
     let mut members: Vec<((Scope, String), ScopeMember)> = (0..DRIFT_SCOPES)
         .flat_map(|s| (0..DRIFT_MEMBERS).map(move |u| (s, u)))
         .map(|(s, u)| {

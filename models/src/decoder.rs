@@ -8,7 +8,7 @@ use crate::metadata::ModelInfo;
 use crate::runtime::SessionOptions;
 use crate::tensors::{model_accessors, Model};
 use crate::Result;
-use personaflow_operators::features::NUM_FEATURES;
+use personaflow_operators::window::features::NUM_FEATURES;
 use std::path::Path;
 
 /// File name of the decoder in `models/onnx/`.

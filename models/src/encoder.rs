@@ -9,8 +9,8 @@ use crate::runtime::SessionOptions;
 use crate::tensors::{model_accessors, Model, SequenceBatch};
 use crate::Result;
 use personaflow_operators::embed::{Embedder, Embedding};
-use personaflow_operators::features::NUM_FEATURES;
-use personaflow_operators::sequence::Sequence;
+use personaflow_operators::sequences::Sequence;
+use personaflow_operators::window::features::NUM_FEATURES;
 use std::path::Path;
 
 /// File name of the encoder in `models/onnx/`.

@@ -7,9 +7,9 @@
 use crate::runtime::SessionOptions;
 use crate::tensors::{model_accessors, Model, SequenceBatch};
 use crate::Result;
-use personaflow_operators::features::NUM_FEATURES;
 use personaflow_operators::forecast::{Forecast, Forecaster};
-use personaflow_operators::sequence::Sequence;
+use personaflow_operators::sequences::Sequence;
+use personaflow_operators::window::features::NUM_FEATURES;
 use std::path::Path;
 
 /// File name of the forecaster in `models/onnx/`.

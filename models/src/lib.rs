@@ -24,7 +24,9 @@ mod tensors;
 
 pub use runtime::{Provider, SessionOptions};
 
-use personaflow_operators::features::{feature_schema_hash, FEATURE_SCHEMA_VERSION, NUM_FEATURES};
+use personaflow_operators::window::features::{
+    feature_schema_hash, FEATURE_SCHEMA_VERSION, NUM_FEATURES,
+};
 use serde::{Deserialize, Serialize};
 
 /// Errors of the models crate.

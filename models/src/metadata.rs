@@ -4,7 +4,7 @@
 
 use crate::{Error, FeatureSchemaRef, Result};
 use ort::session::Session;
-use personaflow_operators::features::NUM_FEATURES;
+use personaflow_operators::window::features::NUM_FEATURES;
 use personaflow_operators::Context;
 use serde::{Deserialize, Serialize};
 

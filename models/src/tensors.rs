@@ -7,8 +7,8 @@ use crate::stats::InferenceStats;
 use crate::{Error, Result};
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
-use personaflow_operators::features::NUM_FEATURES;
-use personaflow_operators::sequence::Sequence;
+use personaflow_operators::sequences::Sequence;
+use personaflow_operators::window::features::NUM_FEATURES;
 use std::borrow::Cow;
 use std::path::Path;
 

@@ -7,7 +7,7 @@ use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::{Error, Provider, SessionOptions};
 use personaflow_operators::embed::Embedder;
-use personaflow_operators::features::NUM_FEATURES;
+use personaflow_operators::window::features::NUM_FEATURES;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

@@ -16,7 +16,7 @@
 The training data comes from the real pipeline: `personaflow simulate` + `personaflow backfill`
 (the `features` and `profiles` tables), and the NAB NYC taxi demand series through
 data/configs/nab_nyc_taxi.toml. Sequences are rebuilt from the features table exactly as
-operators/src/sequence.rs builds them (velocity features recomputed within each sequence; a
+operators/src/sequences/mod.rs builds them (velocity features recomputed within each sequence; a
 self-check compares them with the pipeline's). Normalisation statistics are learned here and
 baked into the exported graphs; they also travel in each model's metadata.
 
@@ -154,7 +154,7 @@ def ln1p_f32(v: np.ndarray) -> np.ndarray:
 
 def build_sequences(t: Table, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
     """[N, L, F] features and [N, L] mask of the sequences ending at `rows` (mirrors
-    operators/src/sequence.rs: zeros where inactive, velocity against the previous active step
+    operators/src/sequences/mod.rs: zeros where inactive, velocity against the previous active step
     inside the sequence)."""
     f = len(t.names)
     vel_e, vel_b = t.names.index("velocity_events"), t.names.index("velocity_bytes")

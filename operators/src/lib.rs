@@ -1,9 +1,10 @@
-//! personaflow operators: record types, window features, embeddings, segment profiles,
-//! resonance and demand forecasts, first as plain functions and then as differential-dataflow
-//! operators over them.
-//!
-//! Every stage of the dataflow is one file in [`ops`], an extension trait named for its verb;
-//! the math it uses lives in the plain modules at the top level and is tested directly.
+//! personaflow operators: record types and the stages of the dataflow, each a module named for
+//! it that holds its math as plain functions (tested directly) and its differential-dataflow
+//! operator, an extension trait named for its verb: [`window`] (features, `window_aggregate`),
+//! [`sequences`], [`embed`], [`segments`], [`resonance`], [`forecast`] (demand forecasts and
+//! their residuals), [`personas`] (clustering and pins), [`drift`] (detection, scaling, the
+//! single-series change-point detector). [`ops`] holds what the operators share and re-exports
+//! every operator trait. No I/O, no Kafka, no onnxruntime.
 
 pub mod event;
 pub mod window;
@@ -45,15 +46,12 @@ pub enum Error {
 /// Result type of the operators crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub mod changepoint;
-pub mod cluster;
 pub mod drift;
 pub mod embed;
-pub mod features;
 pub mod forecast;
 pub mod ops;
+pub mod personas;
 pub mod resonance;
-pub mod scaling;
 pub mod segments;
-pub mod sequence;
+pub mod sequences;
 pub mod vector;

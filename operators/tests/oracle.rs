@@ -4,13 +4,13 @@
 //! demand forecasts and forecast errors.
 
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
-use personaflow_operators::features::{WindowAgg, WindowSummary};
 use personaflow_operators::forecast::{Forecast, ForecastResidual, PersistenceForecaster};
 use personaflow_operators::ops::*;
 use personaflow_operators::resonance::{resonance, Resonance, ResonanceConfig};
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
-use personaflow_operators::sequence::{build_sequence, Sequence};
+use personaflow_operators::sequences::{build_sequence, Sequence};
 use personaflow_operators::vector::Score;
+use personaflow_operators::window::features::{WindowAgg, WindowSummary};
 use personaflow_operators::{Event, WindowSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

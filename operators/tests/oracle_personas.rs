@@ -3,19 +3,19 @@
 //! folds the plain functions over the windows in order, compared at every window.
 
 use differential_dataflow::input::{Input, InputSession};
-use personaflow_operators::cluster::{rng_for, PersonaConfig, PersonaModel};
-use personaflow_operators::drift::DriftConfig;
-use personaflow_operators::event::Context;
-use personaflow_operators::ops::detect_drift::{
+use personaflow_operators::drift::operator::{
     window_drift, DetectDrift, DriftEvent, DriftState, Scope, ScopeMember,
 };
-use personaflow_operators::ops::personas::model_worker;
-use personaflow_operators::ops::personas::{window_personas, Persona, PersonaAssignment};
-use personaflow_operators::ops::pin_personas::{pin_window, PinState};
+use personaflow_operators::drift::scaling::ScalingConfig;
+use personaflow_operators::drift::DriftConfig;
+use personaflow_operators::event::Context;
 use personaflow_operators::ops::{
     state_through, ClusterPersonas, PinPersonas, Profile, Snapshots, UserWindow,
 };
-use personaflow_operators::scaling::ScalingConfig;
+use personaflow_operators::personas::operator::model_worker;
+use personaflow_operators::personas::operator::{window_personas, Persona, PersonaAssignment};
+use personaflow_operators::personas::pin::{pin_window, PinState};
+use personaflow_operators::personas::{rng_for, PersonaConfig, PersonaModel};
 use personaflow_operators::vector::Vector;
 use rand::seq::SliceRandom;
 use rand::Rng;

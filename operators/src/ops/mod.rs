@@ -1,5 +1,6 @@
-//! The differential-dataflow operators, one per file, each an extension trait named for its
-//! verb. Timestamps are window indexes (`u64`).
+//! What the differential-dataflow operators share, and every operator's extension trait in one
+//! place (each operator lives with its stage: [`crate::window::aggregate`],
+//! [`crate::sequences::operator`], ...). Timestamps are window indexes (`u64`).
 //!
 //! Most collections here are *facts*: a record is inserted at the window it describes and is
 //! never retracted by its producer. [`hold::Hold::hold_for`] gives facts a lifetime (inserted
@@ -10,30 +11,20 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-mod batch;
-pub mod detect_drift;
-pub mod embed;
-pub mod forecast_demand;
-pub mod forecast_error;
+pub(crate) mod batch;
 pub mod hold;
-pub mod personas;
-pub mod pin_personas;
-pub mod resonance;
-pub mod segment_profiles;
-pub mod sequences;
-pub mod window_aggregate;
 
-pub use detect_drift::DetectDrift;
-pub use embed::{EmbedProfiles, ErrorSlot, Profile};
-pub use forecast_demand::ForecastDemand;
-pub use forecast_error::ForecastErrors;
+pub use crate::drift::operator::DetectDrift;
+pub use crate::embed::operator::{EmbedProfiles, ErrorSlot, Profile};
+pub use crate::forecast::demand::ForecastDemand;
+pub use crate::forecast::residuals::ForecastErrors;
+pub use crate::personas::operator::ClusterPersonas;
+pub use crate::personas::pin::PinPersonas;
+pub use crate::resonance::operator::Resonate;
+pub use crate::segments::operator::SegmentProfiles;
+pub use crate::sequences::operator::Sequences;
+pub use crate::window::aggregate::WindowAggregate;
 pub use hold::Hold;
-pub use personas::ClusterPersonas;
-pub use pin_personas::PinPersonas;
-pub use resonance::Resonate;
-pub use segment_profiles::SegmentProfiles;
-pub use sequences::Sequences;
-pub use window_aggregate::WindowAggregate;
 
 /// A user and a window index: the key of per-user, per-window records.
 pub type UserWindow = (String, u64);

@@ -27,7 +27,7 @@ use personaflow_io::source::{
 };
 use personaflow_io::tables::{RejectRow, Table, TableRow};
 use personaflow_io::writer::PartitionedWriter;
-use personaflow_operators::features::{feature_schema_hash, FEATURE_SCHEMA_VERSION};
+use personaflow_operators::window::features::{feature_schema_hash, FEATURE_SCHEMA_VERSION};
 use personaflow_operators::Event;
 use serde::Serialize;
 use std::cmp::Reverse;

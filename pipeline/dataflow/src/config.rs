@@ -97,20 +97,20 @@ use crate::{Error, Result};
 use personaflow_io::error::toml_error;
 use personaflow_models::runtime::DEFAULT_INTRA_THREADS;
 use personaflow_models::{Provider, SessionOptions};
-use personaflow_operators::cluster::PersonaConfig;
-use personaflow_operators::drift::DriftConfig;
-use personaflow_operators::resonance::ResonanceConfig;
-pub use personaflow_operators::scaling::{
+pub use personaflow_operators::drift::scaling::{
     ScalingConfig, DEFAULT_CALIBRATION_WINDOWS, DEFAULT_CAPACITY_PER_INSTANCE, DEFAULT_COVERAGE,
 };
+use personaflow_operators::drift::DriftConfig;
+use personaflow_operators::personas::PersonaConfig;
+use personaflow_operators::resonance::ResonanceConfig;
 use personaflow_operators::window::DEFAULT_WINDOW_MS;
 use personaflow_operators::WindowSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub use personaflow_operators::ops::embed::DEFAULT_MAX_BATCH;
+pub use personaflow_operators::embed::operator::DEFAULT_MAX_BATCH;
 pub use personaflow_operators::segments::DEFAULT_SEGMENT_WINDOW;
-pub use personaflow_operators::sequence::DEFAULT_SEQUENCE_LEN;
+pub use personaflow_operators::sequences::DEFAULT_SEQUENCE_LEN;
 
 /// Prefix of configuration environment variables (`PERSONAFLOW__RESONANCE__TEMPERATURE=0.2`).
 pub const ENV_PREFIX: &str = "PERSONAFLOW__";
@@ -555,7 +555,7 @@ pub const SIZE_LIMITS: [(&str, u64); 31] = [
     ("scaling.calibration_windows", 100_000),
     (
         "scaling.horizon",
-        personaflow_operators::scaling::MAX_HORIZON as u64,
+        personaflow_operators::drift::scaling::MAX_HORIZON as u64,
     ),
 ];
 

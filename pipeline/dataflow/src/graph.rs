@@ -28,22 +28,22 @@ use personaflow_io::writer::{PartitionedSinks, SinkFactory, WindowSink};
 use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::stats::{InferenceStats, InferenceSummary};
-use personaflow_operators::cluster::PersonaModel;
+use personaflow_operators::drift::operator::{
+    DriftEvent, DriftSnapshots, DriftState, Scope, ScopeMember,
+};
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::forecast::{
     Forecast, ForecastResidual, Forecaster, PersistenceForecaster, DEFAULT_FORECAST_HORIZON,
 };
-use personaflow_operators::ops::detect_drift::{
-    DriftEvent, DriftSnapshots, DriftState, Scope, ScopeMember,
-};
-use personaflow_operators::ops::personas::{
-    self, Persona, PersonaAssignment, PersonaCollections, PersonaSnapshots,
-};
-use personaflow_operators::ops::pin_personas::{PinSnapshots, PinState};
 use personaflow_operators::ops::*;
+use personaflow_operators::personas::operator::{
+    model_worker, Persona, PersonaAssignment, PersonaCollections, PersonaSnapshots,
+};
+use personaflow_operators::personas::pin::{PinSnapshots, PinState};
+use personaflow_operators::personas::PersonaModel;
 use personaflow_operators::resonance::Resonance;
 use personaflow_operators::segments::SegmentSum;
-use personaflow_operators::sequence::Sequence;
+use personaflow_operators::sequences::Sequence;
 use personaflow_operators::vector::Vector;
 use personaflow_operators::{Event, WindowSpec};
 use serde::{Deserialize, Serialize};
@@ -158,7 +158,7 @@ impl OperatorState {
             personas: self
                 .personas
                 .clone()
-                .filter(|_| index == personas::model_worker(peers)),
+                .filter(|_| index == model_worker(peers)),
             pins: self.pins.owned_by(index, peers),
             drift: self.drift.owned_by(index, peers),
         }

@@ -17,7 +17,7 @@
 use crate::graph::OperatorState;
 use crate::{Error, Result};
 use personaflow_io::atomic_file::write_atomically;
-use personaflow_operators::features::Fnv;
+use personaflow_operators::window::features::Fnv;
 use personaflow_operators::WindowSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -195,11 +195,11 @@ pub fn remove_before(output: &Path, keep_end_ms: i64) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use personaflow_operators::cluster::{Centroid, PersonaModel};
+    use personaflow_operators::drift::operator::{window_drift, DriftState, Scope, ScopeMember};
+    use personaflow_operators::drift::scaling::ScalingConfig;
     use personaflow_operators::drift::DriftConfig;
-    use personaflow_operators::ops::detect_drift::{window_drift, DriftState, Scope, ScopeMember};
-    use personaflow_operators::ops::pin_personas::PinState;
-    use personaflow_operators::scaling::ScalingConfig;
+    use personaflow_operators::personas::pin::PinState;
+    use personaflow_operators::personas::{Centroid, PersonaModel};
     use personaflow_operators::vector::Vector;
 
     fn state(window: u64, users: &[&str], model: bool) -> OperatorState {

@@ -20,13 +20,13 @@ use personaflow_io::tables::{
 };
 use personaflow_io::writer::{SinkFactory, WindowSink};
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
-use personaflow_operators::features::{WindowAgg, WindowSummary};
 use personaflow_operators::forecast::{
     Forecaster, PersistenceForecaster, DEFAULT_FORECAST_HORIZON,
 };
 use personaflow_operators::resonance::resonance;
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
-use personaflow_operators::sequence::build_sequence;
+use personaflow_operators::sequences::build_sequence;
+use personaflow_operators::window::features::{WindowAgg, WindowSummary};
 use personaflow_operators::{Event, WindowSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -13,7 +13,7 @@ use arrow_array::types::{Float32Type, TimestampMillisecondType, UInt64Type};
 use arrow_array::Array;
 use personaflow_dataflow::backfill::{self, Backfill, NoProgress};
 use personaflow_dataflow::config::Config;
-use personaflow_operators::changepoint::{ChangeConfig, ChangeDetector};
+use personaflow_operators::drift::changepoint::{ChangeConfig, ChangeDetector};
 use personaflow_sim::{simulate_to_dir, DriftSpec, SimulationConfig};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -911,7 +911,10 @@ pub fn check_scaling(output: &Path, window_ms: i64) -> Result<Vec<ScalingCheck>>
                 expected: floats(predicted, i),
                 upper: floats(upper, i),
                 // What `recommend` would size for the realized peak (at least one instance).
-                needed_instances: personaflow_operators::scaling::instances(realized_peak, cap),
+                needed_instances: personaflow_operators::drift::scaling::instances(
+                    realized_peak,
+                    cap,
+                ),
                 capacity_per_instance: cap,
             });
         }

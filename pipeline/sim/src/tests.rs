@@ -10,7 +10,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 
 use super::*;
-use personaflow_operators::features::Fnv;
+use personaflow_operators::window::features::Fnv;
 
 fn config(users: usize, days: f64, seed: u64) -> SimulationConfig {
     SimulationConfig::new(users, days, seed)

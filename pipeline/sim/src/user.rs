@@ -20,7 +20,7 @@ use super::drift::{Effects, Timeline};
 use super::profiles::{Action, SegmentProfile, CLIENT_ERRORS, COUNTRIES, PROFILES, SERVER_ERRORS};
 use super::World;
 use super::{UserTruth, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
-use personaflow_operators::features::Fnv;
+use personaflow_operators::window::features::Fnv;
 
 /// A time that never comes.
 pub(crate) const NEVER: i64 = i64::MAX;

@@ -1,5 +1,5 @@
 //! Column kinds: how a field of a row type becomes Arrow fields and arrays. A table's row type
-//! names a kind per field (see [`table_rows!`](crate::table_rows)); the kind gives the field's
+//! names a kind per field (in `tables/rows.rs`); the kind gives the field's
 //! Arrow type and nullability and builds its column.
 
 use arrow_array::builder::{
@@ -8,7 +8,7 @@ use arrow_array::builder::{
 };
 use arrow_array::ArrayRef;
 use arrow_schema::{DataType, Field, TimeUnit};
-use personaflow_operators::features::{FEATURES, NUM_FEATURES};
+use personaflow_operators::window::features::{FEATURES, NUM_FEATURES};
 use std::sync::Arc;
 
 /// How values of one field of a row type become Arrow columns.

@@ -151,7 +151,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use personaflow_operators::features::NUM_FEATURES;
+    use personaflow_operators::window::features::NUM_FEATURES;
     use std::fmt::Write as _;
 
     /// Every table's columns: name, Arrow type, nullability.

@@ -4,6 +4,10 @@
 //!
 //! [`SegmentSum`] is a differential-dataflow difference type: fixed-point integers, so sums and
 //! retractions are exact and a segment whose profiles all expired consolidates to nothing.
+//!
+//! Its operator: [`operator::SegmentProfiles`].
+
+pub mod operator;
 
 use crate::event::Context;
 use crate::vector::Vector;

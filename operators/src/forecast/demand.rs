@@ -4,7 +4,7 @@
 use crate::forecast::{Forecast, Forecaster};
 use crate::ops::batch::BatchByWindow;
 use crate::ops::{ErrorSlot, UserWindow};
-use crate::sequence::Sequence;
+use crate::sequences::Sequence;
 use crate::{Error, Result};
 use differential_dataflow::VecCollection;
 
@@ -101,10 +101,10 @@ fn forecast_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{WindowAgg, WindowSummary};
     use crate::forecast::PersistenceForecaster;
-    use crate::sequence::build_sequence;
+    use crate::sequences::build_sequence;
     use crate::vector::Score;
+    use crate::window::features::{WindowAgg, WindowSummary};
     use crate::{Event, WindowSpec};
 
     /// Returns what it was built with, whatever the batch.

@@ -1,6 +1,6 @@
 //! Drift of a profile distribution against its baseline (DESIGN.md step 8), as a plain state
 //! machine fed one step (window) at a time (the scaling recommendation a drift carries is in
-//! [`crate::scaling`]).
+//! [`crate::drift::scaling`]).
 //!
 //! Each step brings a sample of points (the profiles of a segment's or persona's users in a
 //! window), keyed by user. The detector
@@ -21,8 +21,14 @@
 //!    current window away from the baseline; a few unusual users do not stay long), estimates
 //!    the **onset** as the split of the steps since the baseline that best separates before
 //!    from after, and starts a new baseline from the onset.
+//!
+//! With it: the scaling recommendation ([`scaling`]), the operator over segments and personas ([`operator::DetectDrift`]), and the single-series detector of the metric benchmarks ([`changepoint`]).
 
-use crate::cluster::{rng_for, ColumnStats};
+pub mod changepoint;
+pub mod operator;
+pub mod scaling;
+
+use crate::personas::{rng_for, ColumnStats};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -102,7 +108,7 @@ impl Default for DriftConfig {
             min_points: DEFAULT_MIN_POINTS,
             confirm: DEFAULT_CONFIRM_STEPS,
             persona_pin: DEFAULT_PERSONA_PIN_STEPS,
-            seed: crate::cluster::DEFAULT_SEED,
+            seed: crate::personas::DEFAULT_SEED,
         }
     }
 }
@@ -484,7 +490,7 @@ impl DriftDetector {
         let onset_at = all[split].at;
         let (fb, sb) = feature_mean(&base);
         let (fr, _) = feature_mean(&recent);
-        let moved = crate::cluster::distinguishing_features(&fr, &fb, &sb, config.top_moved);
+        let moved = crate::personas::distinguishing_features(&fr, &fb, &sb, config.top_moved);
         // Baseline reset: the steps from the onset on start the new baseline.
         let from = split - self.baseline.len();
         let new_baseline: Vec<Arc<Step>> = self.since.drain(..).skip(from).collect();

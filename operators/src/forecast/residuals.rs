@@ -2,7 +2,7 @@
 
 use crate::forecast::{forecast_error, Forecast, ForecastResidual};
 use crate::ops::UserWindow;
-use crate::sequence::Sequence;
+use crate::sequences::Sequence;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};

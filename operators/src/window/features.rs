@@ -4,7 +4,7 @@
 //! Events of one user in one window are folded into a [`WindowAgg`], a commutative monoid of
 //! integers (so an event costs O(1) and the result does not depend on arrival order); the
 //! aggregate becomes a fixed-length feature vector with [`window_features`]. The two velocity
-//! features need the user's earlier windows and are filled in by [`crate::sequence`].
+//! features need the user's earlier windows and are filled in by [`crate::sequences`].
 
 use crate::event::{Context, Event};
 use crate::vector::Vector;
@@ -497,7 +497,7 @@ const EPOCH_WEEKDAY_OFFSET: i64 = 3;
 ///
 /// ```
 /// use personaflow_operators::{Event, WindowSpec};
-/// use personaflow_operators::features::{window_features, WindowAgg, FEATURES};
+/// use personaflow_operators::window::features::{window_features, WindowAgg, FEATURES};
 /// let mut e = Event::new(30_000, "u1", "page_view");
 /// e.bytes_in = Some(6_000);
 /// let x = window_features(&WindowAgg::of(&e), 0, &WindowSpec::default());

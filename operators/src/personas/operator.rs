@@ -1,11 +1,11 @@
 //! `personas`: streaming clustering of user profiles into personas with stable ids (DESIGN.md
 //! step 7).
 
-use crate::cluster::{distinguishing_features, ColumnStats, PersonaConfig, PersonaModel};
-use crate::features::FEATURES;
 use crate::ops::batch::BatchByWindow;
 use crate::ops::{worker_of, Profile, Snapshots, UserWindow};
+use crate::personas::{distinguishing_features, ColumnStats, PersonaConfig, PersonaModel};
 use crate::vector::{Score, Vector};
+use crate::window::features::FEATURES;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -146,7 +146,7 @@ pub trait ClusterPersonas<'scope> {
     /// (and the initial one at `w`), where a checkpoint takes it ([`Snapshots`]).
     ///
     /// ```
-    /// use personaflow_operators::cluster::PersonaConfig;
+    /// use personaflow_operators::personas::PersonaConfig;
     /// use personaflow_operators::{Event, WindowSpec};
     /// use personaflow_operators::embed::StandardisedEmbedder;
     /// use personaflow_operators::ops::*;

@@ -3,13 +3,13 @@
 //! (DESIGN.md step 8).
 
 use crate::drift::{DriftConfig, DriftDetector, Step};
-use crate::features::{Fnv, CALENDAR_START, FEATURES, NUM_BASE_FEATURES};
+use crate::window::features::{Fnv, CALENDAR_START, FEATURES, NUM_BASE_FEATURES};
 
 /// Calendar features (hour and weekday, sine and cosine).
 const CALENDAR_FEATURES: usize = NUM_BASE_FEATURES - CALENDAR_START;
+use crate::drift::scaling::{recommend, DemandForecast, DemandHistory, Scaling, ScalingConfig};
 use crate::ops::batch::BatchByWindow;
 use crate::ops::{worker_of, Snapshots};
-use crate::scaling::{recommend, DemandForecast, DemandHistory, Scaling, ScalingConfig};
 use crate::vector::{Score, Vector};
 use crate::Error;
 use differential_dataflow::VecCollection;
@@ -103,7 +103,7 @@ pub struct DriftEvent {
 impl DriftEvent {
     /// The recommendation's action (`scale_out`, `scale_in`, `hold`).
     pub fn action(&self) -> &'static str {
-        crate::scaling::action(self.change)
+        crate::drift::scaling::action(self.change)
     }
 }
 
@@ -169,7 +169,7 @@ impl DriftState {
     /// names a scope two parts hold.
     ///
     /// ```
-    /// use personaflow_operators::ops::detect_drift::DriftState;
+    /// use personaflow_operators::drift::operator::DriftState;
     /// let whole = DriftState::default();
     /// let parts: Vec<DriftState> = (0..3).map(|i| whole.owned_by(i, 3)).collect();
     /// assert_eq!(DriftState::merge(parts).unwrap(), whole);
@@ -330,8 +330,8 @@ pub trait DetectDrift<'scope> {
     /// ```
     /// use differential_dataflow::input::Input;
     /// use personaflow_operators::drift::DriftConfig;
-    /// use personaflow_operators::ops::detect_drift::{DetectDrift, Scope, ScopeMember};
-    /// use personaflow_operators::scaling::ScalingConfig;
+    /// use personaflow_operators::drift::operator::{DetectDrift, Scope, ScopeMember};
+    /// use personaflow_operators::drift::scaling::ScalingConfig;
     /// use personaflow_operators::vector::Vector;
     /// use std::sync::{Arc, Mutex};
     /// let found = Arc::new(Mutex::new(Vec::new()));

@@ -1,4 +1,9 @@
 //! Tumbling event-time windows: the timely timestamp of the whole dataflow is the window index.
+//!
+//! The stage `window_aggregate`: the per-window features of a user ([`features`]) and the operator that folds events into them ([`aggregate`]).
+
+pub mod aggregate;
+pub mod features;
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

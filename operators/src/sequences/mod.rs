@@ -1,9 +1,13 @@
 //! Sequences: a user's last `L` windows of features, built for each window the user is
 //! active in (DESIGN.md step 3).
+//!
+//! Its operator: [`operator::Sequences`].
+
+pub mod operator;
 
 use crate::event::Context;
-use crate::features::{WindowSummary, NUM_FEATURES, VELOCITY_BYTES, VELOCITY_EVENTS};
 use crate::vector::Vector;
+use crate::window::features::{WindowSummary, NUM_FEATURES, VELOCITY_BYTES, VELOCITY_EVENTS};
 use serde::{Deserialize, Serialize};
 
 /// Default sequence length `L`, in windows.
@@ -74,8 +78,8 @@ impl Sequence {
 ///
 /// ```
 /// use personaflow_operators::{Event, WindowSpec};
-/// use personaflow_operators::features::{WindowAgg, WindowSummary};
-/// use personaflow_operators::sequence::build_sequence;
+/// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+/// use personaflow_operators::sequences::build_sequence;
 /// let spec = WindowSpec::default();
 /// let s = |w: u64| WindowSummary::new(&WindowAgg::of(&Event::new(w as i64 * 60_000, "u", "a")), w, &spec);
 /// let seq = build_sequence(10, 4, &[(7, &s(7)), (10, &s(10)), (3, &s(3))]).unwrap();
@@ -131,7 +135,7 @@ fn ln1p(v: u64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{WindowAgg, NUM_BASE_FEATURES};
+    use crate::window::features::{WindowAgg, NUM_BASE_FEATURES};
     use crate::{Event, WindowSpec};
 
     fn summary(w: u64, events: usize) -> WindowSummary {

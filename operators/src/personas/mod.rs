@@ -5,6 +5,11 @@
 //! Everything here is a plain function of its inputs and a seed, so a window's result does not
 //! depend on the order its points arrived in once the caller sorts them by a key (the
 //! [`PersonaModel`] sorts by user).
+//!
+//! Its operators: [`operator::ClusterPersonas`] and, for persona drift cohorts, [`pin::PinPersonas`].
+
+pub mod operator;
+pub mod pin;
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -65,7 +70,7 @@ pub fn nearest(x: &[f32], centroids: &[Vec<f32>]) -> (usize, f64) {
 /// Sum of squared distances of the points to their nearest centroid.
 ///
 /// ```
-/// use personaflow_operators::cluster::inertia;
+/// use personaflow_operators::personas::inertia;
 /// let points = vec![vec![0.0, 0.0], vec![2.0, 0.0]];
 /// assert_eq!(inertia(&points, &[vec![1.0, 0.0]]), 2.0);
 /// ```
@@ -200,7 +205,7 @@ fn farthest(points: &[Vec<f32>], labels: &[usize], centroids: &[Vec<f32>]) -> Op
 /// the lowest inertia wins. The reference the streaming model is measured against.
 ///
 /// ```
-/// use personaflow_operators::cluster::{batch_kmeans, rng_for};
+/// use personaflow_operators::personas::{batch_kmeans, rng_for};
 /// let points = vec![vec![0.0], vec![0.1], vec![10.0], vec![10.1]];
 /// let run = batch_kmeans(&points, 2, 3, &mut rng_for(1, 0, 0));
 /// assert!(run.inertia < 0.011);
@@ -293,7 +298,7 @@ pub fn choose_k(
 /// O(rows² · cols): `result[i]` is row `i`'s column.
 ///
 /// ```
-/// use personaflow_operators::cluster::hungarian;
+/// use personaflow_operators::personas::hungarian;
 /// let cost = vec![vec![4.0, 1.0, 3.0], vec![2.0, 0.0, 5.0], vec![3.0, 2.0, 2.0]];
 /// assert_eq!(hungarian(&cost), vec![1, 0, 2]);
 /// ```
@@ -368,7 +373,7 @@ pub fn hungarian(cost: &[Vec<f64>]) -> Vec<usize> {
 /// `next_id` on.
 ///
 /// ```
-/// use personaflow_operators::cluster::match_ids;
+/// use personaflow_operators::personas::match_ids;
 /// let old = vec![(7, vec![0.0f32]), (3, vec![10.0])];
 /// let mut next = 8;
 /// let ids = match_ids(&old, &[vec![9.5], vec![20.0], vec![0.5]], &mut next);
@@ -700,7 +705,7 @@ impl PersonaModel {
 /// (ties by index). Features with no spread in the population are skipped.
 ///
 /// ```
-/// use personaflow_operators::cluster::distinguishing_features;
+/// use personaflow_operators::personas::distinguishing_features;
 /// let top = distinguishing_features(&[5.0, 1.0, 0.0], &[1.0, 1.0, 0.0], &[2.0, 1.0, 0.0], 2);
 /// assert_eq!(top, vec![(0, 2.0), (1, 0.0)]);
 /// ```

@@ -98,7 +98,7 @@ impl ScalingConfig {
     /// extended with the last forecast. Without forecasts there is nothing to extend.
     ///
     /// ```
-    /// use personaflow_operators::scaling::ScalingConfig;
+    /// use personaflow_operators::drift::scaling::ScalingConfig;
     /// let c = ScalingConfig { horizon: 5, ..ScalingConfig::default() };
     /// assert_eq!(c.over_horizon(&[1.0, 2.0, 3.0]), vec![1.0, 2.0, 3.0, 3.0, 3.0]);
     /// assert_eq!(c.over_horizon(&[]), Vec::<f64>::new());
@@ -174,7 +174,7 @@ impl DemandForecast {
     /// A fall is not carried (scale-ins follow the calibrated forecast alone).
     ///
     /// ```
-    /// use personaflow_operators::scaling::DemandForecast;
+    /// use personaflow_operators::drift::scaling::DemandForecast;
     /// let mut f = DemandForecast::uncalibrated(&[10.0, 10.0, 10.0]);
     /// f.carry_trend(2.0);
     /// assert_eq!((f.expected, f.upper, f.trend), (vec![12.0, 14.0, 16.0], vec![12.0, 14.0, 16.0], 2.0));
@@ -252,7 +252,7 @@ impl DemandHistory {
     /// error; `None` with fewer than [`MIN_TREND_WINDOWS`] windows.
     ///
     /// ```
-    /// use personaflow_operators::scaling::DemandHistory;
+    /// use personaflow_operators::drift::scaling::DemandHistory;
     /// let mut history = DemandHistory::default();
     /// for w in 0..30u64 {
     ///     // Flat at 10, then rising by 2 a window from window 20.
@@ -291,7 +291,7 @@ impl DemandHistory {
     /// demand is `current`.
     ///
     /// ```
-    /// use personaflow_operators::scaling::DemandHistory;
+    /// use personaflow_operators::drift::scaling::DemandHistory;
     /// let demand = |w: u64| 10.0 + (w % 5) as f64;
     /// let mut history = DemandHistory::default();
     /// // The scope's users forecast 60% of the scope's next demand (the rest comes from users
@@ -433,7 +433,7 @@ pub fn instances(requests: f64, capacity: f64) -> u64 {
 /// recommendation is to hold.
 ///
 /// ```
-/// use personaflow_operators::scaling::recommend;
+/// use personaflow_operators::drift::scaling::recommend;
 /// let r = recommend(3, 100.0, &[150.0, 220.0, 180.0], &[170.0, 260.0, 200.0], 100.0);
 /// assert_eq!((r.current_instances, r.recommended_instances, r.change, r.peak_horizon), (1, 3, 2, 2));
 /// assert_eq!(r.action(), "scale_out");

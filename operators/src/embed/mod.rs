@@ -2,9 +2,13 @@
 //!
 //! The RNN-VAE encoder of the models crate implements [`Embedder`]; this crate ships the
 //! [`StandardisedEmbedder`] baseline, which needs no model.
+//!
+//! Its operator: [`operator::EmbedProfiles`].
 
-use crate::features::{FEATURES, NUM_FEATURES};
-use crate::sequence::Sequence;
+pub mod operator;
+
+use crate::sequences::Sequence;
+use crate::window::features::{FEATURES, NUM_FEATURES};
 use crate::Result;
 
 /// The embedding of one sequence.
@@ -34,8 +38,8 @@ pub trait Embedder {
 /// ```
 /// use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 /// use personaflow_operators::{Event, WindowSpec};
-/// use personaflow_operators::features::{WindowAgg, WindowSummary};
-/// use personaflow_operators::sequence::build_sequence;
+/// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+/// use personaflow_operators::sequences::build_sequence;
 /// let s = WindowSummary::new(&WindowAgg::of(&Event::new(0, "u", "a")), 0, &WindowSpec::default());
 /// let seq = build_sequence(0, 16, &[(0, &s)]).unwrap();
 /// let mut e = StandardisedEmbedder::default();
@@ -102,8 +106,8 @@ impl Embedder for StandardisedEmbedder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{WindowAgg, WindowSummary};
-    use crate::sequence::build_sequence;
+    use crate::sequences::build_sequence;
+    use crate::window::features::{WindowAgg, WindowSummary};
     use crate::{Event, WindowSpec};
 
     #[test]

@@ -6,9 +6,9 @@
 //! drift instead follows a cohort: a user counts for the persona it was assigned when first seen,
 //! for `pin` windows; then the user's assignment at that window pins it again.
 
-use crate::features::Fnv;
 use crate::ops::batch::BatchByWindow;
 use crate::ops::{worker_of, Snapshots, UserWindow};
+use crate::window::features::Fnv;
 use crate::{Error, Result};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,7 @@ impl PinState {
     /// user two parts hold.
     ///
     /// ```
-    /// use personaflow_operators::ops::pin_personas::PinState;
+    /// use personaflow_operators::personas::pin::PinState;
     /// let mut whole = PinState::default();
     /// whole.pins.insert("u1".into(), (3, 0));
     /// whole.pins.insert("u2".into(), (1, 4));
@@ -73,7 +73,7 @@ impl PinState {
 /// was taken at; a user without a live pin is pinned to its assignment now.
 ///
 /// ```
-/// use personaflow_operators::ops::pin_personas::{pin_window, PinState};
+/// use personaflow_operators::personas::pin::{pin_window, PinState};
 /// let mut state = PinState::default();
 /// let a = |p: u32| vec![("u".to_string(), p)];
 /// assert_eq!(pin_window(&mut state, 0, &a(3), 10), a(3));
@@ -110,7 +110,7 @@ pub fn pin_window(
 pub trait PinPersonas<'scope> {
     /// For each user's persona assignment at each window, the persona the user is pinned to
     /// ([`pin_window`]), as a fact at that window. Users travel to the worker of their hash (as
-    /// in [`WindowAggregate`](super::WindowAggregate)), which keeps their pins and applies the
+    /// in [`WindowAggregate`](crate::ops::WindowAggregate)), which keeps their pins and applies the
     /// windows in order. `initial` `(w, state)` resumes from the pins as of the end of window
     /// `w` (this worker's part: [`PinState::owned_by`]), skipping windows up to `w`. With
     /// `snapshots`, the pins are kept there after each window (and the initial ones at `w`),
@@ -118,7 +118,7 @@ pub trait PinPersonas<'scope> {
     ///
     /// ```
     /// use differential_dataflow::input::Input;
-    /// use personaflow_operators::ops::pin_personas::PinPersonas;
+    /// use personaflow_operators::personas::pin::PinPersonas;
     /// use std::sync::{Arc, Mutex};
     /// let seen = Arc::new(Mutex::new(Vec::new()));
     /// let sink = seen.clone();

@@ -17,7 +17,7 @@
 //!    `floor(alpha (P + 1) - 1)` permutations at least as extreme: then the change is
 //!    reported at the best split, and the window restarts from there (the reset).
 
-use crate::cluster::rng_for;
+use crate::personas::rng_for;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};

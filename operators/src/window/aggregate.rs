@@ -1,8 +1,8 @@
 //! `window_aggregate`: events to per-user, per-window feature summaries (DESIGN.md step 2).
 
 use crate::event::Event;
-use crate::features::{Fnv, WindowAgg, WindowSummary};
 use crate::ops::UserWindow;
+use crate::window::features::{Fnv, WindowAgg, WindowSummary};
 use crate::window::WindowSpec;
 use differential_dataflow::{AsCollection, VecCollection};
 use std::collections::{BTreeMap, HashMap};

@@ -4,8 +4,13 @@
 //!
 //! The LSTM forecaster of the models crate implements [`Forecaster`]; this crate ships the
 //! [`PersistenceForecaster`] baseline, which needs no model.
+//!
+//! Its operators: [`demand::ForecastDemand`] and [`residuals::ForecastErrors`].
 
-use crate::sequence::Sequence;
+pub mod demand;
+pub mod residuals;
+
+use crate::sequences::Sequence;
 use crate::vector::Score;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -82,8 +87,8 @@ pub trait Forecaster {
 /// ```
 /// use personaflow_operators::forecast::{Forecaster, PersistenceForecaster};
 /// use personaflow_operators::{Event, WindowSpec};
-/// use personaflow_operators::features::{WindowAgg, WindowSummary};
-/// use personaflow_operators::sequence::build_sequence;
+/// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+/// use personaflow_operators::sequences::build_sequence;
 /// let mut e = Event::new(0, "u", "a");
 /// e.bytes_in = Some(500);
 /// let s = WindowSummary::new(&WindowAgg::of(&e), 0, &WindowSpec::default());
@@ -209,8 +214,8 @@ pub fn forecast_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{WindowAgg, WindowSummary};
-    use crate::sequence::build_sequence;
+    use crate::sequences::build_sequence;
+    use crate::window::features::{WindowAgg, WindowSummary};
     use crate::{Event, WindowSpec};
 
     fn forecast(requests: &[f32], bytes: &[f32]) -> Forecast {

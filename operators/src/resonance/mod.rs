@@ -5,6 +5,10 @@
 //! the global mean of the segment profiles), turned into probabilities with a softmax at a
 //! temperature; a segment "resonates" when its probability reaches a threshold. Users with no
 //! history get a context prior (device, os, country) multiplied in.
+//!
+//! Its operator: [`operator::Resonate`].
+
+pub mod operator;
 
 use crate::event::Context;
 use crate::segments::{SegmentTable, CONTEXT_FIELDS};

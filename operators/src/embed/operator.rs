@@ -5,7 +5,7 @@ use crate::embed::Embedder;
 use crate::event::Context;
 use crate::ops::batch::BatchByWindow;
 use crate::ops::UserWindow;
-use crate::sequence::Sequence;
+use crate::sequences::Sequence;
 use crate::vector::{Score, Vector};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};

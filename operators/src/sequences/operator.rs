@@ -1,8 +1,8 @@
 //! `sequences`: each active user's last `L` windows (DESIGN.md step 3).
 
-use crate::features::WindowSummary;
 use crate::ops::{Hold, UserWindow};
-use crate::sequence::{build_sequence, Sequence};
+use crate::sequences::{build_sequence, Sequence};
+use crate::window::features::WindowSummary;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
