@@ -16,9 +16,15 @@ pub use window::WindowSpec;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A configuration value is out of range.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    /// A setting is out of its range: the setting (`personas.k_min`) and what its value must be
+    /// (`(3) must be at least 2 and at most k_max (2)`, `must be > 0, got 0`).
+    #[error("invalid configuration: {key} {reason}")]
+    InvalidConfig {
+        /// The setting, as configured (`section.key`), or the parameter's name.
+        key: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// An embedder failed on a batch.
     #[error("embedder {embedder} failed: {reason}")]
     Embedder {
@@ -41,6 +47,16 @@ pub enum Error {
     /// Operator states to merge overlap: two of them hold the same key (a scope, a user).
     #[error("operator states overlap: {0} is in more than one")]
     StateOverlap(String),
+}
+
+impl Error {
+    /// A setting out of its range.
+    pub fn invalid_config(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Result type of the operators crate.

@@ -116,27 +116,32 @@ impl Default for DriftConfig {
 impl DriftConfig {
     /// Checks the ranges.
     pub fn validate(&self) -> crate::Result<()> {
-        let bad = |m: String| Err(crate::Error::InvalidConfig(m));
-        if self.baseline < 2 || self.recent == 0 {
-            return bad(format!(
-                "drift.baseline ({}) must be at least 2 and drift.recent ({}) at least 1",
-                self.baseline, self.recent
-            ));
+        let bad = |key: &str, reason: String| Err(crate::Error::invalid_config(key, reason));
+        if self.baseline < 2 {
+            return bad(
+                "drift.baseline",
+                format!("({}) must be at least 2", self.baseline),
+            );
         }
         if self.alpha.is_nan() || self.alpha <= 0.0 || self.alpha >= 1.0 {
-            return bad(format!("drift.alpha ({}) must be in (0, 1)", self.alpha));
+            return bad("drift.alpha", format!("({}) must be in (0, 1)", self.alpha));
         }
-        if self.min_effect < 0.0 || self.z < 0.0 {
-            return bad("drift.min_effect and drift.z must not be negative".into());
+        for (key, value) in [("drift.min_effect", self.min_effect), ("drift.z", self.z)] {
+            if value.is_nan() || value < 0.0 {
+                return bad(key, format!("({value}) must not be negative"));
+            }
         }
-        if self.persona_pin == 0 {
-            return bad("drift.persona_pin must be at least 1 window".into());
-        }
-        if self.confirm == 0 || self.min_points < 2 {
-            return bad("drift.confirm must be at least 1 and drift.min_points at least 2".into());
-        }
-        if self.permutations == 0 || self.max_points < 2 {
-            return bad("drift.permutations must be at least 1, max_points at least 2".into());
+        for (key, value, min) in [
+            ("drift.recent", self.recent, 1),
+            ("drift.persona_pin", self.persona_pin as usize, 1),
+            ("drift.confirm", self.confirm, 1),
+            ("drift.min_points", self.min_points, 2),
+            ("drift.permutations", self.permutations, 1),
+            ("drift.max_points", self.max_points, 2),
+        ] {
+            if value < min {
+                return bad(key, format!("({value}) must be at least {min}"));
+            }
         }
         Ok(())
     }

@@ -75,21 +75,25 @@ impl ScalingConfig {
     pub fn validate(&self) -> crate::Result<()> {
         let c = self.capacity_per_instance;
         if c.is_nan() || c <= 0.0 || c.is_infinite() {
-            return Err(crate::Error::InvalidConfig(format!(
-                "scaling.capacity_per_instance must be a finite number > 0, got {c}"
-            )));
+            return Err(crate::Error::invalid_config(
+                "scaling.capacity_per_instance",
+                format!("must be a finite number > 0, got {c}"),
+            ));
         }
         if !(self.coverage > 0.0 && self.coverage < 1.0) {
-            return Err(crate::Error::InvalidConfig(format!(
-                "scaling.coverage must be in (0, 1), got {}",
-                self.coverage
-            )));
+            return Err(crate::Error::invalid_config(
+                "scaling.coverage",
+                format!("must be in (0, 1), got {}", self.coverage),
+            ));
         }
         if self.horizon > MAX_HORIZON {
-            return Err(crate::Error::InvalidConfig(format!(
-                "scaling.horizon must be at most {MAX_HORIZON} windows, got {}",
-                self.horizon
-            )));
+            return Err(crate::Error::invalid_config(
+                "scaling.horizon",
+                format!(
+                    "must be at most {MAX_HORIZON} windows, got {}",
+                    self.horizon
+                ),
+            ));
         }
         Ok(())
     }

@@ -115,8 +115,9 @@ impl PersistenceForecaster {
     /// A persistence forecaster of `horizon` windows; it must be positive.
     pub fn try_new(horizon: usize) -> Result<Self> {
         if horizon == 0 {
-            return Err(Error::InvalidConfig(
-                "forecast horizon must be at least 1 window, got 0".into(),
+            return Err(Error::invalid_config(
+                "forecast horizon",
+                "must be at least 1 window, got 0",
             ));
         }
         Ok(PersistenceForecaster { horizon })

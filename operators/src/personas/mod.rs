@@ -460,26 +460,36 @@ impl Default for PersonaConfig {
 impl PersonaConfig {
     /// Checks the ranges.
     pub fn validate(&self) -> crate::Result<()> {
-        let bad = |m: String| Err(crate::Error::InvalidConfig(m));
-        if let Some(k) = self.k {
-            if k == 0 {
-                return bad("personas.k must be at least 1".into());
-            }
+        let bad = |key: &str, reason: String| Err(crate::Error::invalid_config(key, reason));
+        if self.k == Some(0) {
+            return bad("personas.k", "must be at least 1".into());
         }
         if self.k_min < 2 || self.k_min > self.k_max {
-            return bad(format!(
-                "personas.k_min ({}) must be at least 2 and at most k_max ({})",
-                self.k_min, self.k_max
-            ));
+            return bad(
+                "personas.k_min",
+                format!(
+                    "({}) must be at least 2 and at most k_max ({})",
+                    self.k_min, self.k_max
+                ),
+            );
         }
         if !(0.0..=1.0).contains(&self.decay) {
-            return bad(format!("personas.decay ({}) must be in 0..=1", self.decay));
+            return bad(
+                "personas.decay",
+                format!("({}) must be in 0..=1", self.decay),
+            );
         }
-        if self.batch_size == 0 || self.passes == 0 || self.restarts == 0 {
-            return bad("personas.batch_size, passes and restarts must be at least 1".into());
+        for (key, value) in [
+            ("personas.batch_size", self.batch_size),
+            ("personas.passes", self.passes),
+            ("personas.restarts", self.restarts),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1".into());
+            }
         }
         if self.silhouette_sample < 2 {
-            return bad("personas.silhouette_sample must be at least 2".into());
+            return bad("personas.silhouette_sample", "must be at least 2".into());
         }
         Ok(())
     }

@@ -60,22 +60,22 @@ impl ResonanceConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(Error::InvalidConfig(format!(
-                "resonance.temperature must be > 0, got {}",
-                self.temperature
-            )));
+            return Err(Error::invalid_config(
+                "resonance.temperature",
+                format!("must be > 0, got {}", self.temperature),
+            ));
         }
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
-            return Err(Error::InvalidConfig(format!(
-                "resonance.threshold must be in (0, 1], got {}",
-                self.threshold
-            )));
+            return Err(Error::invalid_config(
+                "resonance.threshold",
+                format!("must be in (0, 1], got {}", self.threshold),
+            ));
         }
         if !(self.prior_smoothing > 0.0 && self.prior_smoothing.is_finite()) {
-            return Err(Error::InvalidConfig(format!(
-                "resonance.prior_smoothing must be > 0, got {}",
-                self.prior_smoothing
-            )));
+            return Err(Error::invalid_config(
+                "resonance.prior_smoothing",
+                format!("must be > 0, got {}", self.prior_smoothing),
+            ));
         }
         Ok(())
     }

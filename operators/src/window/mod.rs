@@ -29,9 +29,10 @@ impl WindowSpec {
     /// A window of `len_ms` milliseconds; it must be positive.
     pub fn try_new(len_ms: i64) -> Result<Self> {
         if len_ms <= 0 {
-            return Err(Error::InvalidConfig(format!(
-                "window length must be positive, got {len_ms} ms"
-            )));
+            return Err(Error::invalid_config(
+                "window length",
+                format!("must be positive, got {len_ms} ms"),
+            ));
         }
         Ok(WindowSpec { len_ms })
     }

@@ -283,10 +283,7 @@ struct ReadStats {
 pub fn run(job: &Backfill, progress: Arc<dyn Progress>) -> Result<RunSummary> {
     let started = Instant::now();
     let config = &job.config;
-    config.validate().map_err(|reason| Error::Config {
-        path: "<config>".into(),
-        reason,
-    })?;
+    config.validate()?;
     let mapping = config.ingest_mapping()?;
     let files = resolve_inputs(&job.inputs, &mapping)?;
     // Before reading anything: the output must be apart from the inputs, and usable.
@@ -414,7 +411,9 @@ fn run_in(
                 first_error.get_or_insert(e);
             }
             Err(panic) => {
-                first_error.get_or_insert(Error::Dataflow(format!("worker panicked: {panic}")));
+                first_error.get_or_insert(Error::WorkerPanicked {
+                    message: panic.to_string(),
+                });
             }
         }
     }

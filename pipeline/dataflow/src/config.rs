@@ -93,8 +93,9 @@
 //! onset_trend = false      # carry a drift's demand rise since its onset forward
 //! ```
 
+use crate::error::{ConfigError, ConfigErrorKind};
 use crate::{Error, Result};
-use personaflow_io::error::toml_error;
+use personaflow_io::error::toml_error_at;
 use personaflow_models::runtime::DEFAULT_INTRA_THREADS;
 use personaflow_models::{Provider, SessionOptions};
 pub use personaflow_operators::drift::scaling::{
@@ -114,6 +115,8 @@ pub use personaflow_operators::sequences::DEFAULT_SEQUENCE_LEN;
 
 /// Prefix of configuration environment variables (`PERSONAFLOW__RESONANCE__TEMPERATURE=0.2`).
 pub const ENV_PREFIX: &str = "PERSONAFLOW__";
+/// The origin of a configuration built in code, in errors.
+pub const IN_CODE: &str = "<config>";
 /// Default bound on how far out of event-time order input may arrive.
 pub const DEFAULT_MAX_OUT_OF_ORDER_MS: i64 = 5 * 60_000;
 /// Default rows per read chunk.
@@ -616,9 +619,9 @@ impl Config {
         let origin = file
             .map(Path::to_path_buf)
             .unwrap_or_else(|| "<defaults>".into());
-        let mut table = text.parse::<toml::Table>().map_err(|e| Error::Config {
-            path: origin.clone(),
-            reason: toml_error(text, &e),
+        let mut table = text.parse::<toml::Table>().map_err(|e| {
+            let (at, message) = toml_error_at(text, &e);
+            ConfigError::new(&origin, None, ConfigErrorKind::Syntax { at, message })
         })?;
         let mut sources = Sources::default();
         let mut env: Vec<(String, String)> = env.into_iter().collect();
@@ -627,12 +630,8 @@ impl Config {
             let Some(path) = env_key_path(&key)? else {
                 continue;
             };
-            set_path(&mut table, &path, parse_env_value(&value)).map_err(|reason| {
-                Error::Config {
-                    path: key.clone().into(),
-                    reason,
-                }
-            })?;
+            set_path(&mut table, &path, parse_env_value(&value))
+                .map_err(|reason| ConfigError::new(&key, None, ConfigErrorKind::Type(reason)))?;
             sources.variables.push((path.join("."), key));
         }
         let blame = |key: &str| -> PathBuf {
@@ -643,82 +642,85 @@ impl Config {
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
                 let key = e.path().to_string();
-                let reason = humanize_serde(&e.inner().to_string());
-                Error::Config {
-                    path: blame(&key),
-                    reason: if key == "." {
-                        reason
-                    } else {
-                        format!("{key}: {reason}")
-                    },
-                }
+                let kind = ConfigErrorKind::Type(humanize_serde(&e.inner().to_string()));
+                ConfigError::new(blame(&key), (key != ".").then_some(key.as_str()), kind)
             })?;
         if let (Some(mapping), Some(dir)) = (&config.ingest.mapping, file.and_then(Path::parent)) {
             if mapping.is_relative() && !mapping.exists() {
                 config.ingest.mapping = Some(dir.join(mapping));
             }
         }
-        config.validate().map_err(|reason| Error::Config {
-            path: blame(key_in(&reason).unwrap_or_default()),
-            reason,
+        config.validate().map_err(|mut e| {
+            e.origin = blame(e.key.as_deref().unwrap_or_default());
+            e
         })?;
         Ok(config)
     }
 
-    /// Checks every value's range; the message starts with the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    /// Checks every value's range (a configuration built in code is `<config>` in the error;
+    /// [`load`](Self::load) names the file or variable that set the key).
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError::new(
+                IN_CODE,
+                Some(key),
+                ConfigErrorKind::OutOfRange(reason),
+            ))
+        };
         self.check_limits()?;
         if self.window.length.0 <= 0 {
-            return Err(format!(
-                "window.length must be positive, got {}ms",
-                self.window.length.0
-            ));
-        }
-        if self.sequence.length == 0 {
-            return Err("sequence.length must be at least 1".into());
-        }
-        if self.segments.window == 0 {
-            return Err("segments.window must be at least 1".into());
+            return bad(
+                "window.length",
+                format!("must be positive, got {}ms", self.window.length.0),
+            );
         }
         if self.ingest.max_out_of_order.0 < 0 {
-            return Err("ingest.max_out_of_order must not be negative".into());
+            return bad("ingest.max_out_of_order", "must not be negative".into());
         }
-        if self.ingest.chunk_rows == 0
-            || self.embedder.max_batch == 0
-            || self.forecaster.max_batch == 0
-        {
-            return Err(
-                "ingest.chunk_rows, embedder.max_batch and forecaster.max_batch must be at least 1"
-                    .into(),
-            );
+        for (key, value) in [
+            ("sequence.length", self.sequence.length as u64),
+            ("segments.window", self.segments.window),
+            ("ingest.chunk_rows", self.ingest.chunk_rows as u64),
+            ("embedder.max_batch", self.embedder.max_batch as u64),
+            ("forecaster.max_batch", self.forecaster.max_batch as u64),
+            ("models.intra_threads", self.models.intra_threads as u64),
+            ("runtime.workers", self.runtime.workers as u64),
+            ("output.row_group_rows", self.output.row_group_rows as u64),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1".into());
+            }
         }
-        if self.models.intra_threads == 0 {
-            return Err("models.intra_threads must be at least 1".into());
-        }
-        if self.runtime.workers == 0 {
-            return Err("runtime.workers must be at least 1".into());
-        }
-        if self.output.row_group_rows == 0 {
-            return Err("output.row_group_rows must be at least 1".into());
-        }
-        if self.stream.allowed_lateness.0 < 0 || self.stream.idle_timeout.0 < 0 {
-            return Err(
-                "stream.allowed_lateness and stream.idle_timeout must not be negative".into(),
-            );
+        for (key, value) in [
+            ("stream.allowed_lateness", self.stream.allowed_lateness.0),
+            ("stream.idle_timeout", self.stream.idle_timeout.0),
+        ] {
+            if value < 0 {
+                return bad(key, "must not be negative".into());
+            }
         }
         for table in &self.stream.output_topics {
             if personaflow_io::tables::Table::from_name(table).is_none() {
-                return Err(format!(
-                    "stream.output_topics: unknown table {table:?} (one of {})",
-                    personaflow_io::tables::Table::ALL
-                        .map(|t| t.name())
-                        .join(", ")
+                let tables = personaflow_io::tables::Table::ALL.map(|t| t.name());
+                return Err(ConfigError::new(
+                    IN_CODE,
+                    Some("stream.output_topics"),
+                    ConfigErrorKind::Type(format!(
+                        "unknown table {table:?} (one of {})",
+                        tables.join(", ")
+                    )),
                 ));
             }
         }
         let operator = |e: personaflow_operators::Error| match e {
-            personaflow_operators::Error::InvalidConfig(m) => m,
-            other => other.to_string(),
+            personaflow_operators::Error::InvalidConfig { key, reason } => {
+                ConfigError::new(IN_CODE, Some(&key), ConfigErrorKind::OutOfRange(reason))
+            }
+            other => ConfigError::new(
+                IN_CODE,
+                None,
+                ConfigErrorKind::OutOfRange(other.to_string()),
+            ),
         };
         self.scaling.validate().map_err(operator)?;
         self.personas.validate().map_err(operator)?;
@@ -749,8 +751,16 @@ impl Config {
 impl Config {
     /// Checks every size key against [`SIZE_LIMITS`] and every duration against
     /// [`DURATION_LIMITS`].
-    fn check_limits(&self) -> std::result::Result<(), String> {
-        let value = toml::Value::try_from(self).map_err(|e| e.to_string())?;
+    fn check_limits(&self) -> std::result::Result<(), ConfigError> {
+        let value = toml::Value::try_from(self)
+            .map_err(|e| ConfigError::new(IN_CODE, None, ConfigErrorKind::Type(e.to_string())))?;
+        let above = |key: &str, value: String, bound: String| {
+            Err(ConfigError::new(
+                IN_CODE,
+                Some(key),
+                ConfigErrorKind::AboveBound { value, bound },
+            ))
+        };
         let lookup = |key: &str| {
             key.split('.')
                 .try_fold(&value, |v, part| v.get(part))
@@ -759,18 +769,16 @@ impl Config {
         for (key, max) in SIZE_LIMITS {
             if let Some(toml::Value::Integer(v)) = lookup(key) {
                 if v < 0 || v as u64 > max {
-                    return Err(format!("{key} is {v}, above its bound of {max}"));
+                    return above(key, v.to_string(), max.to_string());
                 }
             }
         }
         for (key, max) in DURATION_LIMITS {
             if let Some(toml::Value::String(text)) = lookup(key) {
-                let ms = parse_duration_ms(&text)?;
+                let ms = parse_duration_ms(&text)
+                    .map_err(|m| ConfigError::new(IN_CODE, Some(key), ConfigErrorKind::Type(m)))?;
                 if ms > max {
-                    return Err(format!(
-                        "{key} is {text}, above its bound of {}",
-                        format_duration_ms(max)
-                    ));
+                    return above(key, text, format_duration_ms(max));
                 }
             }
         }
@@ -783,13 +791,7 @@ impl Config {
 /// looks like a setting but is misspelt.
 fn env_key_path(name: &str) -> Result<Option<Vec<String>>> {
     let misspelt = |hint: String| {
-        Err(Error::Config {
-            path: name.into(),
-            reason: format!(
-                "not a configuration variable: they are {ENV_PREFIX}SECTION__KEY, with two \
-                 underscores around the section{hint}"
-            ),
-        })
+        Err(ConfigError::new(name, None, ConfigErrorKind::NotAVariable { hint }).into())
     };
     let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
         // `PERSONAFLOW_SEQUENCE__LENGTH` and the like; other `PERSONAFLOW_*` variables
@@ -823,16 +825,6 @@ fn meant_variable(text: &str) -> Option<String> {
         section.to_ascii_uppercase(),
         key.to_ascii_uppercase()
     ))
-}
-
-/// The first `section.key` named in a message.
-fn key_in(message: &str) -> Option<&str> {
-    message
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
-        .find(|t| {
-            t.split_once('.')
-                .is_some_and(|(s, k)| SECTIONS.contains(&s) && !k.is_empty() && !k.contains('.'))
-        })
 }
 
 /// A serde message as a person would say it: `invalid type: string "sixteen", expected

@@ -10,22 +10,22 @@ pub enum Error {
     /// Reading an input, writing an output or a state file failed (the file is named).
     #[error(transparent)]
     Io(#[from] personaflow_io::Error),
-    /// A configuration file or variable is invalid: `path` is the file or variable that set the
-    /// value (`<defaults>` for none).
-    #[error("{}: {reason}", path.display())]
-    Config {
-        /// The configuration file, or the `PERSONAFLOW__*` variable.
-        path: PathBuf,
-        /// What is wrong (starts with the key where there is one).
-        reason: String,
-    },
+    /// The configuration cannot be used (where, which key, what is wrong).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// An operator failed (for example an embedder).
     #[error(transparent)]
     Operator(#[from] personaflow_operators::Error),
     /// A model could not be loaded or run.
     #[error(transparent)]
     Model(#[from] personaflow_models::Error),
-    /// The dataflow failed to run (a worker panicked or a sink failed).
+    /// A worker of the dataflow panicked (with this message).
+    #[error("dataflow: worker panicked: {message}")]
+    WorkerPanicked {
+        /// The panic's message.
+        message: String,
+    },
+    /// The dataflow could not be run (timely's error).
     #[error("dataflow: {0}")]
     Dataflow(String),
     /// The run was stopped by a signal (SIGINT, SIGTERM) before it finished; nothing was
@@ -36,6 +36,84 @@ pub enum Error {
         signal: i32,
     },
 }
+
+/// A configuration that cannot be used: where the value came from, its key, and what is
+/// wrong with it (as ripgrep's globset reports a glob: context plus a kind).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigError {
+    /// The file or the `PERSONAFLOW__*` variable that set the value; `<defaults>` when none
+    /// did, `<config>` for a configuration built in code.
+    pub origin: PathBuf,
+    /// The key (`sequence.length`), when the error is about one.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub kind: ConfigErrorKind,
+}
+
+/// What is wrong with a configuration.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    /// The text is not TOML.
+    #[error("{}{message}", at.map(|(l, c)| format!("line {l}, column {c}: ")).unwrap_or_default())]
+    Syntax {
+        /// Line and column (1-based) where it went wrong, when known.
+        at: Option<(usize, usize)>,
+        /// The parser's message, on one line.
+        message: String,
+    },
+    /// A value has the wrong type or form, or the key is unknown.
+    #[error("{0}")]
+    Type(String),
+    /// A size or duration is above its documented bound.
+    #[error("is {value}, above its bound of {bound}")]
+    AboveBound {
+        /// The value as given.
+        value: String,
+        /// The bound.
+        bound: String,
+    },
+    /// A value is outside its range.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A `PERSONAFLOW_*` variable looks like a setting but is not one.
+    #[error(
+        "not a configuration variable: they are PERSONAFLOW__SECTION__KEY, with two underscores \
+         around the section{hint}"
+    )]
+    NotAVariable {
+        /// What it may have meant (` (did you mean ...?)`), or the sections.
+        hint: String,
+    },
+}
+
+impl ConfigError {
+    /// An error of `key` (none: the configuration as a whole) from `origin`.
+    pub fn new(origin: impl Into<PathBuf>, key: Option<&str>, kind: ConfigErrorKind) -> Self {
+        ConfigError {
+            origin: origin.into(),
+            key: key.map(str::to_owned),
+            kind,
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: ", self.origin.display())?;
+        match (&self.key, &self.kind) {
+            // `sequence.length must be at least 1`, `sequence.length is 100000, above ...`
+            (Some(key), ConfigErrorKind::OutOfRange(_) | ConfigErrorKind::AboveBound { .. }) => {
+                write!(f, "{key} {}", self.kind)
+            }
+            // `sequence.length: expected an integer, got "sixteen"`
+            (Some(key), _) => write!(f, "{key}: {}", self.kind),
+            (None, _) => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// The name of a signal number, for messages.
 pub fn signal_name(signal: i32) -> String {

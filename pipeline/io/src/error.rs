@@ -103,18 +103,25 @@ impl Error {
 
 /// A TOML syntax error on one line: where (line and column) and what.
 pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().replace('\n', "; ");
-    match e.span() {
-        Some(span) => {
-            let mut start = span.start.min(text.len());
-            while !text.is_char_boundary(start) {
-                start -= 1;
-            }
-            let before = &text[..start];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message,
+    match toml_error_at(text, e) {
+        (Some((line, column)), message) => format!("line {line}, column {column}: {message}"),
+        (None, message) => message,
     }
+}
+
+/// Where (line and column, 1-based, when known) a TOML syntax error is, and its message on one
+/// line.
+pub fn toml_error_at(text: &str, e: &toml::de::Error) -> (Option<(usize, usize)>, String) {
+    let message = e.message().trim().replace('\n', "; ");
+    let at = e.span().map(|span| {
+        let mut start = span.start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let before = &text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, column)
+    });
+    (at, message)
 }

@@ -21,10 +21,43 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    /// The job cannot run as configured or asked (a missing topic, broker or flag; a
-    /// checkpoint of another topic).
-    #[error("{0}")]
-    Job(String),
+    /// Topics the job or the producer needs are not on the brokers.
+    #[error(
+        "topic{} {} not found on {brokers}: create {} first (topics are not created automatically)",
+        if topics.len() > 1 { "s" } else { "" },
+        topics.join(", "),
+        if topics.len() > 1 { "them" } else { "it" }
+    )]
+    TopicsMissing {
+        /// The missing topics.
+        topics: Vec<String>,
+        /// The bootstrap brokers asked.
+        brokers: String,
+    },
+    /// A message to an output or dead-letter topic was not delivered.
+    #[error("delivery to {topic} failed")]
+    Delivery {
+        /// The topic.
+        topic: String,
+        /// The producer's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// A table's rows could not be encoded as JSON messages.
+    #[error("{topic}: rows to JSON")]
+    Json {
+        /// The output topic.
+        topic: String,
+        /// The encoder's error.
+        source: arrow_schema::ArrowError,
+    },
+    /// The metrics endpoint could not be served.
+    #[error("metrics endpoint {addr}")]
+    Metrics {
+        /// The address asked for.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 /// Result type of the kafka crate.

@@ -285,13 +285,10 @@ fn check_topics(consumer: &BaseConsumer, job: &StreamJob, others: &[String]) -> 
         }
     }
     if !missing.is_empty() {
-        return Err(Error::Job(format!(
-            "topic{} {} not found on {}: create {} first (topics are not created automatically)",
-            if missing.len() > 1 { "s" } else { "" },
-            missing.join(", "),
-            job.brokers,
-            if missing.len() > 1 { "them" } else { "it" },
-        )));
+        return Err(Error::TopicsMissing {
+            topics: missing,
+            brokers: job.brokers.clone(),
+        });
     }
     Ok(partitions)
 }
@@ -302,10 +299,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     let config = job.config.clone();
     config
         .validate()
-        .map_err(|reason| personaflow_dataflow::Error::Config {
-            path: "<config>".into(),
-            reason,
-        })?;
+        .map_err(personaflow_dataflow::Error::from)?;
     let decoder = JsonRecordDecoder::new(&config.ingest_mapping()?)?;
     let models = graph::check_models(&config)?;
     let spec = config.window_spec();
@@ -547,8 +541,10 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
             }
             Err(panic) => {
                 first_error.get_or_insert(
-                    personaflow_dataflow::Error::Dataflow(format!("worker panicked: {panic}"))
-                        .into(),
+                    personaflow_dataflow::Error::WorkerPanicked {
+                        message: panic.to_string(),
+                    }
+                    .into(),
                 );
             }
         }

@@ -219,14 +219,20 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Serves `metrics` on `addr` (`HOST:PORT`; port 0 picks a free one).
     pub fn start(addr: &str, metrics: Arc<Metrics>) -> Result<MetricsServer> {
-        let listener = TcpListener::bind(addr)
-            .map_err(|e| Error::Job(format!("metrics endpoint {addr}: {e}")))?;
+        let listener = TcpListener::bind(addr).map_err(|source| Error::Metrics {
+            addr: addr.to_string(),
+            source,
+        })?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| Error::Job(format!("metrics endpoint {addr}: {e}")))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| Error::Job(format!("metrics endpoint {addr}: {e}")))?;
+            .map_err(|source| Error::Metrics {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| Error::Metrics {
+            addr: addr.to_string(),
+            source,
+        })?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -244,7 +250,10 @@ impl MetricsServer {
                     }
                 }
             })
-            .map_err(|e| Error::Job(format!("metrics endpoint: {e}")))?;
+            .map_err(|source| Error::Metrics {
+                addr: addr.to_string(),
+                source,
+            })?;
         Ok(MetricsServer {
             addr: local,
             stop,

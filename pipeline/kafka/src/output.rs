@@ -198,7 +198,7 @@ fn utc_offset_timestamps(batch: &RecordBatch) -> RecordBatch {
 /// Counts failed deliveries of the output producer.
 #[derive(Debug, Default)]
 pub struct DeliveryContext {
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<(String, KafkaError)>>,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -209,7 +209,7 @@ impl ProducerContext for DeliveryContext {
         if let Err((e, m)) = result {
             use rdkafka::Message;
             let mut f = self.failure.lock().expect("delivery lock");
-            f.get_or_insert_with(|| format!("delivery to {} failed: {e}", m.topic()));
+            f.get_or_insert_with(|| (m.topic().to_string(), e.clone()));
         }
     }
 }
@@ -281,7 +281,10 @@ impl Publisher {
         writer
             .write(batch)
             .and_then(|_| writer.finish())
-            .map_err(|e| Error::Job(format!("{topic}: rows to JSON: {e}")))?;
+            .map_err(|source| Error::Json {
+                topic: topic.clone(),
+                source,
+            })?;
         let json = writer.into_inner();
         let schema = batch.schema();
         let key_col = schema
@@ -364,7 +367,7 @@ impl Publisher {
         self.producer
             .flush(FLUSH_TIMEOUT)
             .map_err(|e| Error::kafka("flushing the output producer", e))?;
-        if let Some(f) = self
+        if let Some((topic, source)) = self
             .producer
             .context()
             .failure
@@ -372,7 +375,7 @@ impl Publisher {
             .expect("delivery lock")
             .clone()
         {
-            return Err(Error::Job(f));
+            return Err(Error::Delivery { topic, source });
         }
         Ok(())
     }

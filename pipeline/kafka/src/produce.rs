@@ -70,10 +70,10 @@ pub fn produce(job: &Produce, progress: &mut dyn FnMut(u64)) -> Result<ProduceSu
         .iter()
         .any(|t| t.name() == job.topic && t.error().is_none() && !t.partitions().is_empty())
     {
-        return Err(Error::Job(format!(
-            "topic {} not found on {}: create it first (topics are not created automatically)",
-            job.topic, job.brokers
-        )));
+        return Err(Error::TopicsMissing {
+            topics: vec![job.topic.clone()],
+            brokers: job.brokers.clone(),
+        });
     }
     let mut summary = ProduceSummary::default();
     let mut chunk = personaflow_io::source::Chunk::default();
