@@ -40,7 +40,10 @@ def canonical(value):
 
 
 def read(out: Path, table: str):
-    data = ds.dataset(out / table, format="parquet", partitioning="hive").to_table()
+    files = sorted(str(p) for p in (out / table).rglob("*.parquet") if not p.name.startswith("."))
+    data = ds.dataset(
+        files, format="parquet", partitioning="hive", partition_base_dir=str(out / table)
+    ).to_table()
     names = sorted(data.column_names)
     rows = sorted(
         tuple(canonical(row[n]) for n in names) for row in data.select(names).to_pylist()
