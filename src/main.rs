@@ -1,5 +1,7 @@
 //! `personaflow`: learns how users behave from event logs and computes per-user features,
-//! latent profiles, segment profiles and resonance as Parquet tables.
+//! latent profiles, segment profiles, resonance, demand forecasts, personas, drift and scaling
+//! advice as Parquet tables, over files (`backfill`) or a Kafka topic (`run`). One module of
+//! the library crates per command; this binary parses flags, shows progress and prints.
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
