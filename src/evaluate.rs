@@ -1,0 +1,144 @@
+//! `personaflow evaluate`: resonance against a scenario's truth; the drift detector on
+//! scenarios, TCPD and NAB.
+
+use crate::common::*;
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use personaflow_eval::drift as drift_eval;
+use personaflow_eval::resonance::{check_same_scenario, evaluate_resonance, read_truth};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct EvaluateArgs {
+    #[command(subcommand)]
+    what: Option<EvaluateCommand>,
+    /// The simulation directory (with truth/users.parquet).
+    #[arg(long, required = true)]
+    scenario: Option<PathBuf>,
+    /// The backfill output directory.
+    #[arg(long, required = true)]
+    output: Option<PathBuf>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum EvaluateCommand {
+    /// Simulate scenarios with drifts injected at known times (and two without), backfill
+    /// them, and report detection delay and false alarms.
+    Scenarios(ScenarioArgs),
+    /// Run the drift detector on the Turing Change Point Dataset series in DIR and score F1
+    /// against the human annotations (margin 5 rows).
+    Tcpd(SeriesArgs),
+    /// Run the drift detector on the Numenta Anomaly Benchmark series in DIR and score its
+    /// detections against the labelled anomaly windows.
+    Nab(SeriesArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SeriesArgs {
+    /// The dataset directory.
+    dir: PathBuf,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write `{file: [change-point rows]}` here (tcpd only).
+    #[arg(long)]
+    predictions: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ScenarioArgs {
+    /// Users per scenario (at 300, a segment has only about 5 distinct authenticated users
+    /// an hour: too few to test its distribution).
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Simulated days per scenario (drifts start 6 h in).
+    #[arg(long, default_value_t = 0.5)]
+    days: f64,
+    /// Job configuration (TOML).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Keep the scenarios and outputs here [default: a temporary directory, removed].
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Requests per window one instance serves, for the scaling recommendations (replaces
+    /// `scaling.capacity_per_instance`: the scenarios' segments send 10 to 60 requests a
+    /// window).
+    #[arg(long, default_value_t = drift_eval::SCENARIO_CAPACITY_PER_INSTANCE)]
+    capacity: f64,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub(crate) fn cmd_evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
+    match args.what {
+        Some(EvaluateCommand::Tcpd(a)) => {
+            let report = drift_eval::evaluate_tcpd(&a.dir, &drift_eval::series_config())?;
+            print!("{}", report.to_table());
+            write_json(a.json.as_deref(), &report)?;
+            write_json(a.predictions.as_deref(), &report.predictions())
+        }
+        Some(EvaluateCommand::Nab(a)) => {
+            if a.predictions.is_some() {
+                bail!("--predictions is for `evaluate tcpd`");
+            }
+            let report = drift_eval::evaluate_nab(&a.dir, &drift_eval::series_config())?;
+            print!("{}", report.to_table());
+            write_json(a.json.as_deref(), &report)
+        }
+        Some(EvaluateCommand::Scenarios(a)) => {
+            let mut config = load_config(a.config.as_deref(), None, None)?;
+            if !(a.capacity.is_finite() && a.capacity > 0.0) {
+                bail!("--capacity must be a positive number, got {}", a.capacity);
+            }
+            config.scaling.capacity_per_instance = a.capacity;
+            let temp;
+            let work = match &a.keep {
+                Some(dir) => dir.clone(),
+                None => {
+                    temp = tempfile_dir()?;
+                    temp.clone()
+                }
+            };
+            let scenarios = drift_eval::default_scenarios();
+            let total = scenarios.len();
+            let mut done = 0;
+            let report = drift_eval::evaluate_scenarios(
+                &scenarios,
+                a.users,
+                a.days,
+                &config,
+                &work,
+                &mut |r| {
+                    done += 1;
+                    if !quiet {
+                        eprintln!(
+                            "scenario {done}/{total} {}: {} drift events",
+                            r.scenario.name, r.events
+                        );
+                    }
+                },
+            );
+            if a.keep.is_none() {
+                std::fs::remove_dir_all(&work).ok();
+            }
+            let report = report?;
+            print!("{}", report.to_table());
+            write_json(a.json.as_deref(), &report)
+        }
+        None => {
+            let (Some(scenario), Some(output)) = (args.scenario, args.output) else {
+                bail!("evaluate needs --scenario and --output, or one of scenarios, tcpd, nab");
+            };
+            let truth = read_truth(&scenario.join("truth").join("users.parquet"))?;
+            check_same_scenario(&truth, &output)?;
+            let report = evaluate_resonance(&truth, &output)?;
+            print!("{}", report.to_table());
+            write_json(args.json.as_deref(), &report)
+        }
+    }
+}
