@@ -12,21 +12,12 @@ use personaflow_operators::sequences::{build_sequence, Sequence};
 use personaflow_operators::vector::Score;
 use personaflow_operators::window::features::{WindowAgg, WindowSummary};
 use personaflow_operators::{Event, WindowSpec};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use support::{arrival_order, out_of_order, RandomEvents, SEGMENTS};
 use timely::dataflow::operators::Input;
 
-const SEGMENTS: [&str; 3] = ["gamer", "video_streamer", "iot_device"];
-const ACTIONS: [&str; 6] = [
-    "game_move",
-    "stream_chunk",
-    "heartbeat",
-    "page_view",
-    "chat",
-    "search",
-];
+mod support;
 
 struct Params {
     seed: u64,
@@ -40,54 +31,14 @@ struct Params {
 }
 
 fn random_events(p: &Params, spec: &WindowSpec) -> Vec<Event> {
-    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-    let users: Vec<(String, Option<&str>, &str)> = (0..p.users)
-        .map(|i| {
-            let seg = SEGMENTS[i % SEGMENTS.len()];
-            let auth = rng.random_bool(0.6);
-            let device = ["tv", "pc", "phone"][rng.random_range(0..3)];
-            (format!("user-{i:03}"), auth.then_some(seg), device)
-        })
-        .collect();
-    (0..p.events)
-        .map(|_| {
-            let u = rng.random_range(0..users.len());
-            let (name, seg, device) = &users[u];
-            let w = rng.random_range(0..p.windows);
-            let ts = spec.start_ms(w) + rng.random_range(0..spec.len_ms());
-            // Each segment prefers its own action, so profiles differ between segments.
-            let action = if rng.random_bool(0.6) {
-                ACTIONS[u % SEGMENTS.len()]
-            } else {
-                ACTIONS[rng.random_range(0..ACTIONS.len())]
-            };
-            let mut e = Event::new(ts, name.clone(), action);
-            e.authenticated = seg.is_some();
-            e.segment = seg.map(str::to_string);
-            e.bytes_in = Some(rng.random_range(0..100_000));
-            e.bytes_out = rng.random_bool(0.8).then(|| rng.random_range(0..5_000));
-            e.latency_ms = rng.random_bool(0.7).then(|| rng.random_range(1.0..500.0));
-            e.status = Some(if rng.random_bool(0.05) { 503 } else { 200 });
-            e.session_id = Some(format!("{name}-s{}", w / 5));
-            e.device = Some(device.to_string());
-            e.country = Some(["DE", "US"][u % 2].to_string());
-            e
-        })
-        .collect()
-}
-
-/// Orders events so that each arrives at most `disorder` windows after events of later windows.
-fn arrival_order(mut events: Vec<Event>, p: &Params, spec: &WindowSpec) -> Vec<Event> {
-    let mut rng = ChaCha8Rng::seed_from_u64(p.seed ^ 0x5eed);
-    let mut keyed: Vec<(u64, u64, Event)> = events
-        .drain(..)
-        .map(|e| {
-            let w = spec.index(e.ts_ms).unwrap();
-            (w + rng.random_range(0..=p.disorder), rng.random(), e)
-        })
-        .collect();
-    keyed.sort_by_key(|(k, tie, _)| (*k, *tie));
-    keyed.into_iter().map(|(_, _, e)| e).collect()
+    RandomEvents {
+        seed: p.seed,
+        users: p.users,
+        windows: p.windows,
+        events: p.events,
+        session_windows: 5,
+    }
+    .draw(spec)
 }
 
 type Updates<D> = Arc<Mutex<Vec<(D, u64, isize)>>>;
@@ -364,14 +315,9 @@ fn check(p: Params) {
     let spec = WindowSpec::default();
     let cfg = ResonanceConfig::default();
     let events = random_events(&p, &spec);
-    let arrival = arrival_order(events.clone(), &p, &spec);
-    assert_ne!(
-        arrival.iter().map(|e| e.ts_ms).collect::<Vec<_>>(),
-        {
-            let mut v: Vec<i64> = events.iter().map(|e| e.ts_ms).collect();
-            v.sort();
-            v
-        },
+    let arrival = arrival_order(&events, p.seed, p.disorder, &spec);
+    assert!(
+        out_of_order(&arrival),
         "the input really arrives out of order"
     );
     let until = p.windows + p.segment_window.max(p.seq_len as u64) + 2;

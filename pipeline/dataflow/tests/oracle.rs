@@ -27,20 +27,14 @@ use personaflow_operators::resonance::resonance;
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
 use personaflow_operators::sequences::build_sequence;
 use personaflow_operators::window::features::{WindowAgg, WindowSummary};
-use personaflow_operators::{Event, WindowSpec};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use personaflow_operators::Event;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use support::{arrival_order, out_of_order, RandomEvents, SEGMENTS};
 
-const SEGMENTS: [&str; 3] = ["gamer", "video_streamer", "iot_device"];
-const ACTIONS: [&str; 5] = [
-    "game_move",
-    "stream_chunk",
-    "heartbeat",
-    "page_view",
-    "search",
-];
+#[path = "../../../operators/tests/support/mod.rs"]
+mod support;
+
 const SEQUENCE_LENGTH: usize = 3;
 const SEGMENT_WINDOW: u64 = 5;
 
@@ -95,57 +89,6 @@ fn rows_of(batch: &RecordBatch) -> Vec<Vec<String>> {
     (0..batch.num_rows())
         .map(|r| formatters.iter().map(|f| f.value(r).to_string()).collect())
         .collect()
-}
-
-fn random_events(seed: u64, users: usize, windows: u64, n: usize, spec: &WindowSpec) -> Vec<Event> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let people: Vec<(String, Option<&str>)> = (0..users)
-        .map(|i| {
-            let auth = rng.random_bool(0.6);
-            (
-                format!("user-{i:03}"),
-                auth.then_some(SEGMENTS[i % SEGMENTS.len()]),
-            )
-        })
-        .collect();
-    (0..n)
-        .map(|_| {
-            let u = rng.random_range(0..people.len());
-            let (name, segment) = &people[u];
-            let w = rng.random_range(0..windows);
-            let ts = spec.start_ms(w) + rng.random_range(0..spec.len_ms());
-            let action = if rng.random_bool(0.6) {
-                ACTIONS[u % SEGMENTS.len()]
-            } else {
-                ACTIONS[rng.random_range(0..ACTIONS.len())]
-            };
-            let mut e = Event::new(ts, name.clone(), action);
-            e.authenticated = segment.is_some();
-            e.segment = segment.map(str::to_string);
-            e.bytes_in = Some(rng.random_range(0..100_000));
-            e.bytes_out = rng.random_bool(0.8).then(|| rng.random_range(0..5_000));
-            e.latency_ms = rng.random_bool(0.7).then(|| rng.random_range(1.0..500.0));
-            e.status = Some(if rng.random_bool(0.05) { 503 } else { 200 });
-            e.session_id = Some(format!("{name}-s{}", w / 4));
-            e.device = Some(["tv", "pc", "phone"][u % 3].to_string());
-            e.country = Some(["DE", "US"][u % 2].to_string());
-            e
-        })
-        .collect()
-}
-
-/// Each event arrives up to `disorder` windows after events of later windows.
-fn arrival_order(events: &[Event], seed: u64, disorder: u64, spec: &WindowSpec) -> Vec<Event> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-    let mut keyed: Vec<(u64, u64, Event)> = events
-        .iter()
-        .map(|e| {
-            let w = spec.index(e.ts_ms).unwrap();
-            (w + rng.random_range(0..=disorder), rng.random(), e.clone())
-        })
-        .collect();
-    keyed.sort_by_key(|(k, tie, _)| (*k, *tie));
-    keyed.into_iter().map(|(_, _, e)| e).collect()
 }
 
 fn config() -> Config {
@@ -368,15 +311,17 @@ fn at<'a>(rows: &'a [Vec<String>], window: &str) -> Vec<&'a Vec<String>> {
 fn check(seed: u64, users: usize, windows: u64, n: usize, disorder: u64) {
     let config = config();
     let spec = config.window_spec();
-    let events = random_events(seed, users, windows, n, &spec);
+    let events = RandomEvents {
+        seed,
+        users,
+        windows,
+        events: n,
+        session_windows: 4,
+    }
+    .draw(&spec);
     let arrival = arrival_order(&events, seed, disorder, &spec);
-    assert_ne!(
-        arrival.iter().map(|e| e.ts_ms).collect::<Vec<_>>(),
-        {
-            let mut v: Vec<i64> = events.iter().map(|e| e.ts_ms).collect();
-            v.sort();
-            v
-        },
+    assert!(
+        out_of_order(&arrival),
         "the input really arrives out of order"
     );
     let got = run_graph(&config, arrival, disorder);
