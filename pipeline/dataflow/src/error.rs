@@ -13,6 +13,14 @@ pub enum Error {
     /// The configuration cannot be used (where, which key, what is wrong).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// An operator state file a checkpoint names cannot be used.
+    #[error("{}: {kind}", path.display())]
+    StateFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        kind: StateFileError,
+    },
     /// An operator failed (for example an embedder).
     #[error(transparent)]
     Operator(#[from] personaflow_operators::Error),
@@ -114,6 +122,59 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// What is wrong with an operator state file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateFileError {
+    /// It cannot be read (missing, unreadable).
+    #[error(
+        "the checkpoint needs this operator state file ({0}); without it personas, pins and \
+         drift baselines cannot resume: restore it, or start a new output directory"
+    )]
+    Unreadable(std::io::Error),
+    /// It does not start with the state header.
+    #[error("not a personaflow operator state (no PFSTATE header)")]
+    NoHeader,
+    /// It is of another version of the format.
+    #[error("operator state version {found} is not {expected}")]
+    Version {
+        /// The file's version.
+        found: u32,
+        /// The version read.
+        expected: u32,
+    },
+    /// Its payload is not as long as its header says.
+    #[error(
+        "corrupt operator state: {found} payload bytes, the header says {expected} (truncated?)"
+    )]
+    Truncated {
+        /// Payload bytes in the file.
+        found: u64,
+        /// Payload bytes the header gives.
+        expected: u64,
+    },
+    /// Its payload does not hash to the header's hash.
+    #[error("corrupt operator state: its hash does not match")]
+    HashMismatch,
+    /// Its payload does not decode (the decoder's message).
+    #[error("not a personaflow operator state: {0}")]
+    Undecodable(String),
+    /// The state does not encode (the encoder's message).
+    #[error("operator state does not serialise: {0}")]
+    Unencodable(String),
+    /// It holds another worker's or window's state.
+    #[error(
+        "holds worker {} of {} at window {}, not worker {} of {} at window {}",
+        found.0, found.1, found.2, expected.0, expected.1, expected.2
+    )]
+    OtherPart {
+        /// Worker, workers and window in the file.
+        found: (usize, usize, u64),
+        /// Worker, workers and window asked for.
+        expected: (usize, usize, u64),
+    },
+}
 
 /// The name of a signal number, for messages.
 pub fn signal_name(signal: i32) -> String {

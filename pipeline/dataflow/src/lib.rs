@@ -9,4 +9,4 @@ pub mod error;
 pub mod graph;
 pub mod snapshot;
 
-pub use error::{ConfigError, ConfigErrorKind, Error, Result};
+pub use error::{ConfigError, ConfigErrorKind, Error, Result, StateFileError};

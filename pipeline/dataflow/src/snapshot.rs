@@ -15,7 +15,7 @@
 //! workers ([`OperatorState::for_worker`]), whose number may have changed.
 
 use crate::graph::OperatorState;
-use crate::{Error, Result};
+use crate::{Error, Result, StateFileError};
 use personaflow_io::atomic_file::write_atomically;
 use personaflow_operators::window::features::Fnv;
 use personaflow_operators::WindowSpec;
@@ -70,31 +70,32 @@ fn encode(file: &StateFile) -> std::result::Result<Vec<u8>, postcard::Error> {
 }
 
 /// Decodes a state file, checking its header and hash.
-fn decode(bytes: &[u8]) -> std::result::Result<StateFile, String> {
+fn decode(bytes: &[u8]) -> std::result::Result<StateFile, StateFileError> {
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
-        return Err("not a personaflow operator state (no PFSTATE header)".into());
+        return Err(StateFileError::NoHeader);
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version != STATE_VERSION {
-        return Err(format!(
-            "operator state version {version} is not {STATE_VERSION}"
-        ));
+        return Err(StateFileError::Version {
+            found: version,
+            expected: STATE_VERSION,
+        });
     }
     let (len, want) = (word(12), word(20));
     let payload = &bytes[HEADER_BYTES..];
     if payload.len() as u64 != len {
-        return Err(format!(
-            "corrupt operator state: {} payload bytes, the header says {len} (truncated?)",
-            payload.len()
-        ));
+        return Err(StateFileError::Truncated {
+            found: payload.len() as u64,
+            expected: len,
+        });
     }
     let mut hash = Fnv::default();
     hash.write(payload);
     if hash.finish() != want {
-        return Err("corrupt operator state: its hash does not match".into());
+        return Err(StateFileError::HashMismatch);
     }
-    postcard::from_bytes(payload).map_err(|e| format!("not a personaflow operator state: {e}"))
+    postcard::from_bytes(payload).map_err(|e| StateFileError::Undecodable(e.to_string()))
 }
 
 /// Writes the state of `worker` (of `workers`) atomically, fsyncing when `fsync`. Returns the
@@ -116,9 +117,9 @@ pub fn store(
         workers,
         state: state.clone(),
     };
-    let bytes = encode(&file).map_err(|e| personaflow_io::Error::Output {
+    let bytes = encode(&file).map_err(|e| Error::StateFile {
         path: path.clone(),
-        reason: format!("operator state does not serialise: {e}"),
+        kind: StateFileError::Unencodable(e.to_string()),
     })?;
     write_atomically(&path, &bytes, fsync)?;
     Ok(bytes.len() as u64)
@@ -135,36 +136,30 @@ pub fn load(output: &Path, spec: WindowSpec, window: u64, workers: usize) -> Res
         if legacy {
             path = json;
         }
-        let bad = |reason: String| personaflow_io::Error::BadInput {
+        let bad = |kind: StateFileError| Error::StateFile {
             path: path.clone(),
-            reason,
+            kind,
         };
-        let bytes = std::fs::read(&path).map_err(|e| {
-            bad(format!(
-                "the checkpoint needs this operator state file ({e}); without it personas, \
-                 pins and drift baselines cannot resume: restore it, or start a new output \
-                 directory"
-            ))
-        })?;
+        let bytes = std::fs::read(&path).map_err(|e| bad(StateFileError::Unreadable(e)))?;
         let file: StateFile = if legacy {
             let file: StateFile = serde_json::from_slice(&bytes)
-                .map_err(|e| bad(format!("not a personaflow operator state: {e}")))?;
+                .map_err(|e| bad(StateFileError::Undecodable(e.to_string())))?;
             if file.version != JSON_STATE_VERSION {
-                return Err(Error::from(bad(format!(
-                    "operator state version {} is not {JSON_STATE_VERSION}",
-                    file.version
-                ))));
+                return Err(bad(StateFileError::Version {
+                    found: file.version,
+                    expected: JSON_STATE_VERSION,
+                }));
             }
             file
         } else {
             decode(&bytes).map_err(bad)?
         };
-        if (file.worker, file.workers, file.state.window) != (worker, workers, window) {
-            return Err(Error::from(bad(format!(
-                "holds worker {} of {} at window {}, not worker {worker} of {workers} at \
-                 window {window}",
-                file.worker, file.workers, file.state.window
-            ))));
+        let found = (file.worker, file.workers, file.state.window);
+        if found != (worker, workers, window) {
+            return Err(bad(StateFileError::OtherPart {
+                found,
+                expected: (worker, workers, window),
+            }));
         }
         parts.push(file.state);
     }

@@ -204,18 +204,13 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 
 /// A bad-input error naming the file, the 1-based line and the field when known.
 fn input_error(path: &Path, line: Option<u64>, field: Option<&str>, reason: String) -> Error {
-    let mut at = String::new();
-    if let Some(line) = line {
-        at += &format!("line {line}: ");
-    }
-    if let Some(field) = field {
-        at += &format!("field {field:?}: ");
-    }
-    personaflow_io::Error::BadInput {
-        path: path.to_path_buf(),
-        reason: format!("{at}{reason}"),
-    }
-    .into()
+    let field = field.map(str::to_owned);
+    let kind = personaflow_io::InputErrorKind::Dataset {
+        line,
+        field,
+        reason,
+    };
+    personaflow_io::Error::bad_input(path, kind).into()
 }
 
 /// Reads the value `columns` of a CSV file with a header (a simple comma-separated format

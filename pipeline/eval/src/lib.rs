@@ -6,4 +6,4 @@ pub mod drift;
 pub mod error;
 pub mod resonance;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, ScenarioMismatch};

@@ -2,7 +2,7 @@
 //! their mean resonance (probability) to their own segment, and top-segment accuracy on the
 //! users whose segment the pipeline was not given (unauthenticated users, last window).
 
-use crate::{Error, Result};
+use crate::{Error, Result, ScenarioMismatch};
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
 use arrow_array::RecordBatch;
@@ -141,34 +141,29 @@ pub fn check_same_scenario(truth: &HashMap<String, TruthUser>, output: &Path) ->
             }
         })?;
     }
-    let mismatch = |reason: String| -> Result<()> {
-        Err(personaflow_io::Error::Output {
-            path: output.to_path_buf(),
-            reason: format!(
-                "does not look like a backfill of this scenario's events: {reason}; evaluate \
-                 an output with the scenario it was computed from"
-            ),
-        }
-        .into())
+    let mismatch = |evidence: ScenarioMismatch| -> Result<()> {
+        Err(Error::OtherScenario {
+            output: output.to_path_buf(),
+            evidence,
+        })
     };
     if users.is_empty() {
         return Ok(()); // nothing to score, nothing to mix up
     }
     let unknown = users.keys().filter(|u| !truth.contains_key(*u)).count();
     if unknown * 2 > users.len() {
-        return mismatch(format!(
-            "{unknown} of its {} users are not in the scenario's truth",
-            users.len()
-        ));
+        return mismatch(ScenarioMismatch::UnknownUsers {
+            unknown,
+            users: users.len(),
+        });
     }
     let judged: Vec<bool> = users.values().flatten().copied().collect();
     let disagree = judged.iter().filter(|ok| !**ok).count();
     if disagree as f64 > MAX_SEGMENT_DISAGREEMENT * judged.len() as f64 {
-        return mismatch(format!(
-            "{disagree} of its {} authenticated users carry another segment than the truth \
-             gives them",
-            judged.len()
-        ));
+        return mismatch(ScenarioMismatch::OtherSegments {
+            disagree,
+            judged: judged.len(),
+        });
     }
     Ok(())
 }

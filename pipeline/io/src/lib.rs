@@ -10,4 +10,4 @@ pub mod source;
 pub mod tables;
 pub mod writer;
 
-pub use error::{Error, Result};
+pub use error::{Error, InputErrorKind, OldOutput, OutputErrorKind, Result, SettingsErrorKind};

@@ -25,7 +25,7 @@
 //! so is a mount point (a finished run is renamed into place; a mount point cannot be
 //! replaced), all before any input is read.
 
-use crate::{Error, Result};
+use crate::{Error, OldOutput, OutputErrorKind, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write as _;
@@ -115,7 +115,7 @@ pub fn check_not_overlapping(output: &Path, inputs: &[PathBuf]) -> Result<()> {
     let out = resolved(output)?;
     for input in inputs {
         let Ok(inp) = resolved(input) else { continue };
-        let reason = if out == inp {
+        let relation = if out == inp {
             "is also an input"
         } else if out.starts_with(&inp) {
             "lies inside the input"
@@ -124,14 +124,11 @@ pub fn check_not_overlapping(output: &Path, inputs: &[PathBuf]) -> Result<()> {
         } else {
             continue;
         };
-        return Err(Error::Output {
-            path: output.to_path_buf(),
-            reason: format!(
-                "{reason} {}: the output is replaced as a whole, so it must be apart from \
-                 every input",
-                input.display()
-            ),
-        });
+        let input = input.clone();
+        return Err(Error::output(
+            output,
+            OutputErrorKind::OverlapsInput { relation, input },
+        ));
     }
     Ok(())
 }
@@ -213,14 +210,12 @@ impl OutputLock {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
                     let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    return Err(Error::Output {
-                        path: output.to_path_buf(),
-                        reason: format!(
-                            "another personaflow run is writing it ({}; lock {})",
-                            holder.trim(),
-                            path.display()
-                        ),
-                    });
+                    let holder = holder.trim().to_owned();
+                    let lock = path.clone();
+                    return Err(Error::output(
+                        output,
+                        OutputErrorKind::Locked { holder, lock },
+                    ));
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
             }
@@ -235,10 +230,10 @@ impl OutputLock {
                 return Ok(OutputLock { path, file });
             }
         }
-        Err(Error::Output {
-            path: output.to_path_buf(),
-            reason: format!("could not take the lock {}", path.display()),
-        })
+        Err(Error::output(
+            output,
+            OutputErrorKind::LockNotTaken { lock: path },
+        ))
     }
 }
 
@@ -262,10 +257,7 @@ impl StagedOutput {
     pub fn prepare(output: &Path, overwrite: bool) -> Result<StagedOutput> {
         let real = resolved(output)?;
         let (Some(parent), Some(name)) = (real.parent(), real.file_name()) else {
-            return Err(Error::Output {
-                path: output.to_path_buf(),
-                reason: "is the root directory: choose a directory to write into".into(),
-            });
+            return Err(Error::output(output, OutputErrorKind::Root));
         };
         let name = name.to_string_lossy().into_owned();
         let parent = parent.to_path_buf();
@@ -310,7 +302,7 @@ impl StagedOutput {
         // From here on the staging directory is the run's result: never removed on an error.
         self.done = true;
         let staging = self.staging.clone();
-        let failed = |during: &str, e: Error, old_note: String| {
+        let failed = |during: &'static str, e: Error, old: Option<OldOutput>| {
             let kept = self
                 .parent
                 .join(format!("{}.finished-{}", self.name, self.run_id));
@@ -318,23 +310,24 @@ impl StagedOutput {
                 Ok(()) => kept,
                 Err(_) => staging.clone(),
             };
-            Error::Output {
-                path: self.output.clone(),
-                reason: format!(
-                    "the run finished, but {during} failed ({e:#}); the finished output is in \
-                     {}{old_note}",
-                    at.display()
-                ),
-            }
+            Error::output(
+                &self.output,
+                OutputErrorKind::AfterRun {
+                    during,
+                    cause: Box::new(e),
+                    finished: at,
+                    old,
+                },
+            )
         };
         self.stage_summary(run_json)
-            .map_err(|e| failed("writing its summary", e, String::new()))?;
+            .map_err(|e| failed("writing its summary", e, None))?;
         crash_point("commit:staged");
         let has_old = match std::fs::symlink_metadata(&real) {
             Ok(_) => {
                 // Checked before the run; checked again, as it may have changed since.
                 check_replaceable(&self.output, &real, true)
-                    .map_err(|e| failed("replacing the output", e, String::new()))?;
+                    .map_err(|e| failed("replacing the output", e, None))?;
                 let empty = std::fs::read_dir(&real)
                     .map(|mut d| d.next().is_none())
                     .unwrap_or(false);
@@ -345,39 +338,29 @@ impl StagedOutput {
                     injected_failure("commit:move-old")
                         .and_then(|()| std::fs::rename(&real, &old))
                         .map_err(|e| {
-                            failed(
-                                "moving the old output aside",
-                                Error::io(&real, e),
-                                String::new(),
-                            )
+                            failed("moving the old output aside", Error::io(&real, e), None)
                         })?;
                     crash_point("commit:old-moved");
                     true
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => {
-                return Err(failed(
-                    "looking at the output",
-                    Error::io(&real, e),
-                    String::new(),
-                ))
-            }
+            Err(e) => return Err(failed("looking at the output", Error::io(&real, e), None)),
         };
         let renamed =
             injected_failure("commit:rename").and_then(|()| std::fs::rename(&staging, &real));
         if let Err(e) = renamed {
-            let old_note = if !has_old {
-                String::new()
+            let old_output = if !has_old {
+                None
             } else if std::fs::rename(&old, &real).is_ok() {
-                "; the old output is back in place".to_owned()
+                Some(OldOutput::Restored)
             } else {
-                format!("; the old output is in {}", old.display())
+                Some(OldOutput::At(old.clone()))
             };
             return Err(failed(
                 "renaming it into place",
                 Error::io(&real, e),
-                old_note,
+                old_output,
             ));
         }
         let _ = sync_dir(&self.parent);
@@ -385,14 +368,14 @@ impl StagedOutput {
         if has_old {
             let removed =
                 injected_failure("commit:remove-old").and_then(|()| std::fs::remove_dir_all(&old));
-            removed.map_err(|e| Error::Output {
-                path: self.output.clone(),
-                reason: format!(
-                    "the new output is in place, but removing the old one failed ({}): remove \
-                     {} yourself (the next run into it does)",
-                    Error::io(&old, e),
-                    old.display()
-                ),
+            removed.map_err(|e| {
+                Error::output(
+                    &self.output,
+                    OutputErrorKind::OldNotRemoved {
+                        cause: Box::new(Error::io(&old, e)),
+                        old: old.clone(),
+                    },
+                )
             })?;
         }
         self.lock.take();
@@ -432,24 +415,17 @@ impl Drop for StagedOutput {
 
 /// Refuses an existing `real` output (named `output` in messages) that cannot be replaced.
 fn check_replaceable(output: &Path, real: &Path, overwrite: bool) -> Result<()> {
-    let refuse = |reason: String| Error::Output {
-        path: output.to_path_buf(),
-        reason,
-    };
+    let refuse = |kind: OutputErrorKind| Error::output(output, kind);
     let meta = match std::fs::symlink_metadata(real) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io(output, e)),
     };
     if !meta.is_dir() {
-        return Err(refuse("exists and is not a directory".into()));
+        return Err(refuse(OutputErrorKind::NotADirectory));
     }
     if is_mount_point(real) {
-        return Err(refuse(
-            "is a mount point: a finished run is renamed into place, which cannot replace a \
-             mount point; write into a directory inside it"
-                .into(),
-        ));
+        return Err(refuse(OutputErrorKind::MountPoint));
     }
     let empty = std::fs::read_dir(real)
         .map_err(|e| Error::io(output, e))?
@@ -459,16 +435,12 @@ fn check_replaceable(output: &Path, real: &Path, overwrite: bool) -> Result<()> 
         return Ok(());
     }
     if !overwrite {
-        return Err(refuse(
-            "exists and is not empty; pass --overwrite to replace a personaflow output".into(),
-        ));
+        return Err(refuse(OutputErrorKind::NotEmpty));
     }
     if read_marker(real).is_none() {
-        return Err(refuse(format!(
-            "exists, is not empty and was not written by personaflow (it has no {MARKER} \
-             marker): --overwrite replaces only personaflow outputs; remove it yourself or \
-             choose another directory"
-        )));
+        return Err(refuse(OutputErrorKind::NotPersonaflowOutput {
+            marker: MARKER,
+        }));
     }
     Ok(())
 }

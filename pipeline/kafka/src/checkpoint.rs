@@ -10,6 +10,7 @@
 use crate::{Error, Result};
 use personaflow_io::atomic_file::write_atomically;
 use personaflow_io::writer::window_end_of_file;
+use personaflow_io::InputErrorKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,20 +65,22 @@ impl Checkpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let c: Checkpoint =
-            serde_json::from_str(&text).map_err(|e| personaflow_io::Error::BadInput {
-                path: path.clone(),
-                reason: format!("not a personaflow checkpoint: {e}"),
-            })?;
+        let c: Checkpoint = serde_json::from_str(&text).map_err(|e| {
+            personaflow_io::Error::bad_input(
+                &path,
+                InputErrorKind::NotA {
+                    what: "personaflow checkpoint",
+                    reason: e.to_string(),
+                },
+            )
+        })?;
         if c.version != CHECKPOINT_VERSION {
-            return Err(personaflow_io::Error::BadInput {
-                path,
-                reason: format!(
-                    "checkpoint version {} is not {CHECKPOINT_VERSION}",
-                    c.version
-                ),
-            }
-            .into());
+            let kind = InputErrorKind::Version {
+                what: "checkpoint",
+                found: c.version,
+                expected: CHECKPOINT_VERSION,
+            };
+            return Err(personaflow_io::Error::bad_input(path, kind).into());
         }
         Ok(Some(c))
     }

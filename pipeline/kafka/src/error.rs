@@ -21,6 +21,25 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// The output directory holds the checkpoint of another job.
+    #[error(
+        "output {}: holds the checkpoint of topic {found_topic} with {found_window_ms} ms \
+         windows, not of topic {topic} with {window_ms} ms windows: use another output \
+         directory",
+        output.display()
+    )]
+    OtherJob {
+        /// The output directory.
+        output: PathBuf,
+        /// The checkpoint's topic.
+        found_topic: String,
+        /// The checkpoint's window length.
+        found_window_ms: i64,
+        /// This job's topic.
+        topic: String,
+        /// This job's window length.
+        window_ms: i64,
+    },
     /// Topics the job or the producer needs are not on the brokers.
     #[error(
         "topic{} {} not found on {brokers}: create {} first (topics are not created automatically)",

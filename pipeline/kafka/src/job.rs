@@ -309,18 +309,13 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     let checkpoint = Checkpoint::load(&job.output)?;
     if let Some(c) = &checkpoint {
         if c.topic != job.topic || c.window_ms != spec.len_ms() {
-            return Err(personaflow_io::Error::Output {
-                path: job.output.clone(),
-                reason: format!(
-                    "holds the checkpoint of topic {} with {} ms windows, not of topic {} with \
-                     {} ms windows: use another output directory",
-                    c.topic,
-                    c.window_ms,
-                    job.topic,
-                    spec.len_ms()
-                ),
-            }
-            .into());
+            return Err(Error::OtherJob {
+                output: job.output.clone(),
+                found_topic: c.topic.clone(),
+                found_window_ms: c.window_ms,
+                topic: job.topic.clone(),
+                window_ms: spec.len_ms(),
+            });
         }
     }
     let emitted_through = checkpoint.as_ref().and_then(|c| c.emitted_through);

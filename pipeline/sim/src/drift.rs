@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use super::{segment_index, SEGMENTS};
-use personaflow_io::{Error, Result};
+use personaflow_io::{Error, Result, SettingsErrorKind};
 
 /// Where drift parse and validation errors point (the `path` of [`Error::Config`]).
 const DRIFT_SOURCE: &str = "<drift>";
@@ -111,7 +111,7 @@ pub struct DriftSpec {
 fn drift_error(reason: String) -> Error {
     Error::Config {
         path: PathBuf::from(DRIFT_SOURCE),
-        reason,
+        kind: SettingsErrorKind::Invalid(reason),
     }
 }
 

@@ -61,7 +61,7 @@ pub use output::{
 use profiles::PROFILES;
 use user::{action_table, ActionTable, User};
 
-pub use personaflow_io::{Error, Result};
+pub use personaflow_io::{Error, Result, SettingsErrorKind};
 
 /// The segments users belong to.
 pub const SEGMENTS: [&str; 5] = [
@@ -180,7 +180,7 @@ impl Default for SimulationConfig {
 fn config_error(reason: impl Into<String>) -> Error {
     Error::Config {
         path: PathBuf::from(CONFIG_SOURCE),
-        reason: reason.into(),
+        kind: SettingsErrorKind::Invalid(reason.into()),
     }
 }
 

@@ -25,7 +25,7 @@ use serde::Serialize;
 use super::drift::DriftRecord;
 use super::{SimulationConfig, Simulator, UserTruth, DAY_MS};
 use personaflow_io::schema::{event_schema, events_to_batch};
-use personaflow_io::{Error, Result};
+use personaflow_io::{Error, OutputErrorKind, Result};
 
 /// Directory (under the output directory) of the event files.
 pub const EVENTS_DIR: &str = "events";
@@ -157,20 +157,15 @@ fn drift_records(config: &SimulationConfig) -> Vec<DriftRecord> {
 fn prepare_events_dir(events_dir: &Path, overwrite: bool) -> Result<()> {
     if events_dir.exists() {
         if !events_dir.is_dir() {
-            return Err(Error::Output {
-                path: events_dir.to_path_buf(),
-                reason: "exists and is not a directory".into(),
-            });
+            return Err(Error::output(events_dir, OutputErrorKind::NotADirectory));
         }
         let mut entries = fs::read_dir(events_dir).map_err(|e| Error::io(events_dir, e))?;
         if entries.next().is_some() {
             if !overwrite {
-                return Err(Error::Output {
-                    path: events_dir.to_path_buf(),
-                    reason: "already exists and is not empty; refusing to overwrite it \
-                             (set `overwrite`, or pass --overwrite, to replace it)"
-                        .into(),
-                });
+                return Err(Error::output(
+                    events_dir,
+                    OutputErrorKind::NotEmptyNoOverwrite,
+                ));
             }
             fs::remove_dir_all(events_dir).map_err(|e| Error::io(events_dir, e))?;
         }
@@ -234,10 +229,8 @@ fn write_users(path: &Path, truth: &[UserTruth]) -> Result<()> {
 
 /// Writes `value` as pretty JSON to `path`, atomically.
 fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let mut text = serde_json::to_vec_pretty(value).map_err(|e| Error::Output {
-        path: path.to_path_buf(),
-        reason: format!("cannot encode JSON: {e}"),
-    })?;
+    let mut text = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::output(path, OutputErrorKind::Json(e)))?;
     text.push(b'\n');
     let temp = temp_path(path);
     let mut file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
@@ -332,10 +325,7 @@ impl PartitionedWriter {
     fn open_part(&self, day: i64, part: usize) -> Result<OpenPart> {
         let date = DateTime::from_timestamp_millis(day * DAY_MS)
             .map(|d| d.format("%Y-%m-%d").to_string())
-            .ok_or_else(|| Error::Output {
-                path: self.root.clone(),
-                reason: format!("day {day} since the epoch is out of range"),
-            })?;
+            .ok_or_else(|| Error::output(&self.root, OutputErrorKind::DayOutOfRange(day)))?;
         let dir = self.root.join(format!("date={date}"));
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("part-{part:05}.parquet"));

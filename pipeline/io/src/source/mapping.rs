@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::convert::{Converter, TsFormat, N_FIELDS, SCALABLE};
 use super::Format;
 use crate::schema::CANONICAL_COLUMNS;
-use crate::{Error, Result};
+use crate::{Error, Result, SettingsErrorKind};
 
 /// The values that mean "no value" when a mapping does not say: the empty string.
 pub const DEFAULT_NULL_MARKERS: [&str; 1] = [""];
@@ -247,9 +247,12 @@ impl IngestMapping {
 
     /// Parses and validates a mapping; `origin` names it in error messages.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self> {
-        let mut mapping: IngestMapping = toml::from_str(text).map_err(|e| Error::Config {
-            path: origin.to_path_buf(),
-            reason: crate::error::toml_error(text, &e),
+        let mut mapping: IngestMapping = toml::from_str(text).map_err(|e| {
+            let (at, message) = crate::error::toml_error_at(text, &e);
+            Error::Config {
+                path: origin.to_path_buf(),
+                kind: SettingsErrorKind::Parse { at, message },
+            }
         })?;
         mapping.origin = origin.to_path_buf();
         mapping.validate()?;
@@ -270,7 +273,7 @@ impl IngestMapping {
     fn config_error(&self, reason: String) -> Error {
         Error::Config {
             path: self.origin.clone(),
-            reason,
+            kind: SettingsErrorKind::Invalid(reason),
         }
     }
 
@@ -401,9 +404,9 @@ mod tests {
 
     fn config_reason(text: &str) -> String {
         match parse(text) {
-            Err(Error::Config { path, reason }) => {
+            Err(Error::Config { path, kind }) => {
                 assert_eq!(path, Path::new("test.toml"));
-                reason
+                kind.to_string()
             }
             other => panic!("expected a config error, got {other:?}"),
         }

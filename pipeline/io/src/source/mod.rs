@@ -61,7 +61,7 @@ use std::sync::Arc;
 use personaflow_operators::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, InputErrorKind, Result};
 
 mod convert;
 mod json_record;
@@ -345,12 +345,7 @@ pub fn open_bytes(
     let path = Path::new(name);
     let (input, count) = text_input(path, std::io::Cursor::new(bytes))?;
     Ok(match format {
-        Format::Parquet => {
-            return Err(Error::BadInput {
-                path: path.to_path_buf(),
-                reason: "Parquet is read from files only".to_owned(),
-            })
-        }
+        Format::Parquet => return Err(Error::bad_input(path, InputErrorKind::ParquetFromBytes)),
         Format::Ndjson => Box::new(ndjson_reader::NdjsonReader::from_input(
             path, input, count, compiled, chunk_rows,
         )),
@@ -418,23 +413,18 @@ fn check_unique_columns(path: &Path, header: &[&str]) -> Result<()> {
         if name.is_empty() || header[..first].contains(name) {
             continue;
         }
-        let positions: Vec<String> = header
+        let positions: Vec<usize> = header
             .iter()
             .enumerate()
             .filter(|(_, h)| *h == name)
-            .map(|(i, _)| (i + 1).to_string())
+            .map(|(i, _)| i + 1)
             .collect();
         if positions.len() > 1 {
-            return Err(Error::BadInput {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "the column `{}` appears {} times (columns {}): column names must be \
-                     unique; rename or drop the duplicates",
-                    printable(name.as_bytes()),
-                    positions.len(),
-                    positions.join(", ")
-                ),
-            });
+            let name = printable(name.as_bytes());
+            return Err(Error::bad_input(
+                path,
+                InputErrorKind::DuplicateColumn { name, positions },
+            ));
         }
     }
     Ok(())
@@ -561,10 +551,7 @@ pub(crate) fn text_input(
         .read_to_end(&mut head)
         .map_err(|e| {
             if is_gzip_name(path) && e.kind() == std::io::ErrorKind::InvalidInput {
-                Error::BadInput {
-                    path: path.to_path_buf(),
-                    reason: format!("is named .gz but is not gzip data ({e})"),
-                }
+                Error::bad_input(path, InputErrorKind::NotGzip(e))
             } else {
                 Error::io(path, e)
             }
@@ -575,29 +562,15 @@ pub(crate) fn text_input(
 
 /// Refuses the start of a text file that is not UTF-8 text.
 fn check_text_head(path: &Path, head: &[u8]) -> Result<()> {
-    let refuse = |reason: &str| {
-        Err(Error::BadInput {
-            path: path.to_path_buf(),
-            reason: reason.to_owned(),
-        })
-    };
+    let refuse = |kind| Err(Error::bad_input(path, kind));
     if head.starts_with(&GZIP_MAGIC) {
-        return refuse(
-            "is gzip-compressed data under a name that does not end in .gz: name it \
-             e.g. events.csv.gz to have it decompressed as it is read",
-        );
+        return refuse(InputErrorKind::GzipWithoutGzName);
     }
     if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
-        return refuse(
-            "is UTF-16 text (it starts with a UTF-16 byte order mark); personaflow reads \
-             UTF-8: convert it, e.g. `iconv -f UTF-16 -t UTF-8`",
-        );
+        return refuse(InputErrorKind::Utf16);
     }
     if head.contains(&0) {
-        return refuse(
-            "holds NUL bytes in its first 4 KiB: it is not UTF-8 text (binary data, or UTF-16 \
-             without a byte order mark)",
-        );
+        return refuse(InputErrorKind::Binary);
     }
     Ok(())
 }

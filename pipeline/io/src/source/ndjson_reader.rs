@@ -17,7 +17,7 @@ use super::{
     missing_column, null_cells, open_text, push_row, record_error, Chunk, EventReader, FieldError,
 };
 use crate::schema::{CANONICAL_COLUMNS, REQUIRED_COLUMNS};
-use crate::{Error, Result};
+use crate::{Error, InputErrorKind, Result};
 
 /// How many non-blank lines [`check`] reads at most to find a JSON object to check.
 pub(crate) const NDJSON_CHECK_LINES: usize = 100;
@@ -169,11 +169,7 @@ pub(crate) fn check(path: &Path, compiled: &Compiled) -> Result<()> {
             continue;
         }
         if seen == 0 && line.trim_ascii_start().starts_with(b"[") {
-            return Err(Error::BadInput {
-                path: path.to_path_buf(),
-                reason: "starts with a JSON array; expected one JSON object per line (NDJSON)"
-                    .to_owned(),
-            });
+            return Err(Error::bad_input(path, InputErrorKind::JsonArray));
         }
         seen += 1;
         let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&line) else {
@@ -198,10 +194,7 @@ pub(crate) fn check(path: &Path, compiled: &Compiled) -> Result<()> {
     if seen == 0 {
         Ok(())
     } else {
-        Err(Error::BadInput {
-            path: path.to_path_buf(),
-            reason: format!("none of the first {seen} non-blank lines is a JSON object"),
-        })
+        Err(Error::bad_input(path, InputErrorKind::NoJsonObject(seen)))
     }
 }
 

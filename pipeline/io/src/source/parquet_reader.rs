@@ -21,7 +21,7 @@ use super::convert::{Cell, Cells, MS_PER_DAY, N_FIELDS};
 use super::mapping::Compiled;
 use super::{locate_columns, null_cells, push_row, Chunk, EventReader};
 use crate::schema::CANONICAL_COLUMNS;
-use crate::{Error, Result};
+use crate::{Error, InputErrorKind, Result};
 
 /// What a source column is converted to before its rows are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,14 +199,15 @@ impl ParquetReader {
         for (i, idx) in indices.iter().enumerate() {
             let Some(idx) = *idx else { continue };
             let field = schema.field(idx);
-            let target = target(field.data_type()).ok_or_else(|| Error::BadInput {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "column `{}` (for `{}`) has type {}, which cannot be read as an event field",
-                    field.name(),
-                    CANONICAL_COLUMNS[i],
-                    field.data_type()
-                ),
+            let target = target(field.data_type()).ok_or_else(|| {
+                Error::bad_input(
+                    path,
+                    InputErrorKind::ColumnType {
+                        column: field.name().to_string(),
+                        canonical: CANONICAL_COLUMNS[i].to_string(),
+                        data_type: field.data_type().to_string(),
+                    },
+                )
             })?;
             plan[i] = Some((idx, target));
         }

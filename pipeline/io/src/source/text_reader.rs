@@ -13,7 +13,7 @@ use super::{
     Format,
 };
 use crate::schema::CANONICAL_COLUMNS;
-use crate::{Error, Result};
+use crate::{Error, InputErrorKind, Result};
 
 /// A text input: decompressed if need be, after [`open_text`]'s checks.
 type Input = Box<dyn Read + Send>;
@@ -89,16 +89,10 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
     if e.is_io_error() {
         match e.into_kind() {
             csv::ErrorKind::Io(io) => Error::io(path, io),
-            other => Error::BadInput {
-                path: path.to_path_buf(),
-                reason: format!("{other:?}"),
-            },
+            other => Error::bad_input(path, InputErrorKind::Csv(format!("{other:?}"))),
         }
     } else {
-        Error::BadInput {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
+        Error::bad_input(path, InputErrorKind::Csv(e.to_string()))
     }
 }
 
@@ -294,10 +288,10 @@ impl ZeekHeader {
             match decoded.as_slice() {
                 [sep] => self.separator = Some(*sep),
                 _ => {
-                    return Err(Error::BadInput {
-                        path: path.to_path_buf(),
-                        reason: format!("Zeek #separator {value:?} is not one byte"),
-                    })
+                    return Err(Error::bad_input(
+                        path,
+                        InputErrorKind::ZeekSeparator(value.to_string()),
+                    ))
                 }
             }
             return Ok(());
@@ -499,10 +493,7 @@ impl TextReader {
             header.fields.clone()
         };
         if names.is_none() && pending {
-            return Err(Error::BadInput {
-                path: path.to_path_buf(),
-                reason: "Zeek log without a #fields header before its first record".to_owned(),
-            });
+            return Err(Error::bad_input(path, InputErrorKind::ZeekWithoutFields));
         }
         Self::apply_zeek_header(&mut compiled, &header);
         let source = Source::Lines {
@@ -627,13 +618,10 @@ impl TextReader {
             {
                 self.done = true;
                 if let Some(line) = reader.get_ref().open_quote_line() {
-                    return Err(Error::BadInput {
-                        path: self.path.clone(),
-                        reason: format!(
-                            "line {line}: a quoted field opens on this line and is never \
-                             closed: the file ends inside it (is a closing quote missing?)"
-                        ),
-                    });
+                    return Err(Error::bad_input(
+                        self.path.clone(),
+                        InputErrorKind::UnclosedQuote { line },
+                    ));
                 }
                 break;
             }
@@ -683,13 +671,14 @@ fn check_multiline_record(
     let line = record.position().map_or(0, |p| p.line());
     let spanned: usize = record.iter().map(lines_spanned).max().unwrap_or(1);
     let refuse = |what: String| {
-        Err(Error::BadInput {
-            path: path.to_path_buf(),
-            reason: format!(
-                "line {line} (record {row}): {what}: is a closing quote missing? Every line \
-                 after an unclosed quote becomes part of one value"
-            ),
-        })
+        Err(Error::bad_input(
+            path,
+            InputErrorKind::QuoteSpansLines {
+                line,
+                record: row,
+                what,
+            },
+        ))
     };
     if record.len() != n_columns {
         return refuse(format!(
