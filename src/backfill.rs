@@ -14,22 +14,15 @@ pub(crate) struct BackfillArgs {
     /// Output directory; must not exist or be empty (see --overwrite).
     #[arg(long, short)]
     output: PathBuf,
-    /// Job configuration (TOML); PERSONAFLOW__SECTION__KEY variables override it.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Ingest mapping (TOML) for inputs not in the canonical schema.
-    #[arg(long, short)]
-    mapping: Option<PathBuf>,
-    /// Worker threads [default: 2].
-    #[arg(long, short)]
-    workers: Option<usize>,
+    #[command(flatten)]
+    job: JobFlags,
     /// Replace a non-empty output directory.
     #[arg(long)]
     overwrite: bool,
 }
 
 pub(crate) fn cmd_backfill(args: BackfillArgs, quiet: bool) -> Result<()> {
-    let config = load_config(args.config.as_deref(), args.mapping, args.workers)?;
+    let config = args.job.config()?;
     let job = Backfill {
         inputs: args.input,
         output: args.output.clone(),

@@ -127,3 +127,24 @@ pub(crate) fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> 
     }
     Ok(())
 }
+
+/// The flags of the jobs (`backfill`, `run`): configuration, ingest mapping, workers.
+#[derive(clap::Args, Debug)]
+pub(crate) struct JobFlags {
+    /// Job configuration (TOML); PERSONAFLOW__SECTION__KEY variables override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Ingest mapping (TOML) for events not in the canonical schema.
+    #[arg(long, short)]
+    mapping: Option<PathBuf>,
+    /// Worker threads [default: 2] (in `run`, one consumer each).
+    #[arg(long, short)]
+    workers: Option<usize>,
+}
+
+impl JobFlags {
+    /// The configuration: defaults < file < `PERSONAFLOW__*` variables < these flags.
+    pub(crate) fn config(&self) -> Result<Config> {
+        load_config(self.config.as_deref(), self.mapping.clone(), self.workers)
+    }
+}

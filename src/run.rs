@@ -22,15 +22,8 @@ pub(crate) struct RunArgs {
     /// Output directory (tables, late events, checkpoint) [config: stream.output].
     #[arg(long, short)]
     output: Option<PathBuf>,
-    /// Job configuration (TOML); PERSONAFLOW__SECTION__KEY variables override it.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Ingest mapping (TOML) for messages not in the canonical schema.
-    #[arg(long, short)]
-    mapping: Option<PathBuf>,
-    /// Worker threads, one consumer each [default: 2].
-    #[arg(long, short)]
-    workers: Option<usize>,
+    #[command(flatten)]
+    job: JobFlags,
     /// Prometheus endpoint HOST:PORT ("" turns it off) [config: stream.metrics_addr].
     #[arg(long)]
     metrics_addr: Option<String>,
@@ -91,7 +84,7 @@ impl StreamReporter for RunReporter {
 }
 
 pub(crate) fn cmd_run(args: RunArgs, quiet: bool) -> Result<()> {
-    let mut config = load_config(args.config.as_deref(), args.mapping, args.workers)?;
+    let mut config = args.job.config()?;
     let sc = &mut config.stream;
     if let Some(b) = args.brokers {
         sc.brokers = Some(b);
