@@ -5,6 +5,7 @@
 
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::forecast::{Forecast, ForecastResidual, PersistenceForecaster};
+use personaflow_operators::ops::advance::advance_input;
 use personaflow_operators::ops::*;
 use personaflow_operators::resonance::{resonance, Resonance, ResonanceConfig};
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
@@ -94,6 +95,9 @@ fn run_dataflow(
             fe_c.clone(),
         );
         let cfg = cfg.clone();
+        // The outputs' frontier, for the flow control of `advance_input`.
+        let probe = timely::dataflow::ProbeHandle::new();
+        let p = probe.clone();
         let mut input = worker.dataflow::<u64, _, _>(move |scope| {
             let (input, events) = scope.new_input::<Vec<Event>>();
             let summaries = events.window_aggregate(spec).inspect(tap(&sum_c));
@@ -104,7 +108,8 @@ fn run_dataflow(
                 .forecast_demand(Box::new(forecaster), 5, ErrorSlot::default())
                 .inspect(tap(&fc_c))
                 .forecast_error(sequences.clone())
-                .inspect(tap(&fe_c));
+                .inspect(tap(&fe_c))
+                .probe_with(&p);
             let profiles = sequences
                 .embed_profiles(
                     Box::new(StandardisedEmbedder::default()),
@@ -116,7 +121,10 @@ fn run_dataflow(
                 .clone()
                 .segment_profiles(segment_window)
                 .inspect(tap(&seg_c));
-            profiles.resonance(segments, cfg).inspect(tap(&res_c));
+            profiles
+                .resonance(segments, cfg)
+                .inspect(tap(&res_c))
+                .probe_with(&p);
             input
         });
         let (index, peers) = (worker.index(), worker.peers());
@@ -126,10 +134,7 @@ fn run_dataflow(
             max_seen = max_seen.max(w);
             let epoch = max_seen.saturating_sub(disorder);
             assert!(w >= epoch, "arrival order respects the disorder bound");
-            if epoch > *input.time() {
-                input.advance_to(epoch);
-                worker.step();
-            }
+            advance_input(worker, &mut input, &probe, epoch, &|| false);
             if i % peers == index {
                 input.send(e.clone());
             }

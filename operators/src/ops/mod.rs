@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+pub mod advance;
 pub(crate) mod batch;
 pub mod hold;
 

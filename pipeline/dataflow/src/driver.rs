@@ -35,6 +35,7 @@
 
 use crate::graph::{DataflowHandles, SinkReport, StateSnapshots};
 use crate::{Error, Result};
+use personaflow_operators::ops::advance::advance_input;
 use personaflow_operators::ops::ErrorSlot;
 use personaflow_operators::Event;
 use std::cell::RefCell;
@@ -43,10 +44,7 @@ use std::time::{Duration, Instant};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
-/// Windows the outputs may lag behind the input frontier before the driver stops taking
-/// input and steps the dataflow until they catch up: bounds the open windows, and so memory,
-/// whatever the input's speed.
-pub const FLOW_CONTROL_WINDOWS: u64 = 2;
+pub use personaflow_operators::ops::advance::FLOW_CONTROL_WINDOWS;
 
 /// How long a draining worker parks between steps when it has nothing to do.
 pub const PARK: Duration = Duration::from_secs(1);
@@ -108,18 +106,10 @@ impl Driver {
     /// until the outputs are within [`FLOW_CONTROL_WINDOWS`] of it or `stop` says so. Returns
     /// whether the input moved.
     pub fn advance(&mut self, worker: &mut Worker, window: u64, stop: &dyn Fn() -> bool) -> bool {
-        let Some(input) = self.input.as_mut() else {
-            return false;
-        };
-        if window <= *input.time() {
-            return false;
+        match self.input.as_mut() {
+            Some(input) => advance_input(worker, input, &self.probe, window, stop),
+            None => false,
         }
-        input.advance_to(window);
-        let settled = window.saturating_sub(FLOW_CONTROL_WINDOWS);
-        while self.probe.less_than(&settled) && !stop() {
-            worker.step();
-        }
-        true
     }
 
     /// Advances the input to `window` if that is later, without waiting for the outputs.

@@ -1,0 +1,51 @@
+//! The step every feeder of a dataflow takes when event time moves: advance the input, then
+//! let the outputs catch up to within [`FLOW_CONTROL_WINDOWS`] before taking more input. The
+//! production driver (`personaflow_dataflow::driver`) and the operators' oracle tests both
+//! advance through [`advance_input`].
+
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::worker::Worker;
+
+/// Windows the outputs may lag behind the input frontier before the feeder stops taking input
+/// and steps the dataflow until they catch up: bounds the open windows, and so memory,
+/// whatever the input's speed.
+pub const FLOW_CONTROL_WINDOWS: u64 = 2;
+
+/// Advances `input` to `window` if that is later than its time, then steps `worker` until
+/// `probe` (the outputs' frontier) is within [`FLOW_CONTROL_WINDOWS`] of it or `stop` says so.
+/// Returns whether the input moved.
+///
+/// ```
+/// use personaflow_operators::ops::advance::advance_input;
+/// use timely::dataflow::operators::{Input, Probe};
+/// use timely::dataflow::ProbeHandle;
+/// timely::execute_directly(|worker| {
+///     let probe = ProbeHandle::new();
+///     let mut input = worker.dataflow::<u64, _, _>(|scope| {
+///         let (input, stream) = scope.new_input::<Vec<u32>>();
+///         stream.probe_with(&probe);
+///         input
+///     });
+///     input.send(1);
+///     assert!(advance_input(worker, &mut input, &probe, 5, &|| false));
+///     assert!(!probe.less_than(&3), "the outputs caught up to within 2 windows");
+///     assert!(!advance_input(worker, &mut input, &probe, 4, &|| false), "never backwards");
+/// });
+/// ```
+pub fn advance_input<D: Clone + 'static>(
+    worker: &mut Worker,
+    input: &mut InputHandleVec<u64, D>,
+    probe: &ProbeHandle<u64>,
+    window: u64,
+    stop: &dyn Fn() -> bool,
+) -> bool {
+    if window <= *input.time() {
+        return false;
+    }
+    input.advance_to(window);
+    let settled = window.saturating_sub(FLOW_CONTROL_WINDOWS);
+    while probe.less_than(&settled) && !stop() {
+        worker.step();
+    }
+    true
+}
