@@ -3,7 +3,8 @@
 //! operator, an extension trait named for its verb: [`window`] (features, `window_aggregate`),
 //! [`sequences`], [`embed`], [`segments`], [`resonance`], [`forecast`] (demand forecasts and
 //! their residuals), [`personas`] (clustering and pins), [`drift`] (detection, scaling, the
-//! single-series change-point detector). [`ops`] holds what the operators share and re-exports
+//! single-series change-point detector), [`policies`] (the persona catalogue blended into
+//! network policies and socket profiles, and the link model feedback is judged by). [`ops`] holds what the operators share and re-exports
 //! every operator trait. No I/O, no Kafka, no onnxruntime.
 
 pub mod event;
@@ -67,6 +68,7 @@ pub mod embed;
 pub mod forecast;
 pub mod ops;
 pub mod personas;
+pub mod policies;
 pub mod resonance;
 pub mod segments;
 pub mod sequences;

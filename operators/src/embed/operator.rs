@@ -5,6 +5,7 @@ use crate::embed::Embedder;
 use crate::event::Context;
 use crate::ops::batch::BatchByWindow;
 use crate::ops::UserWindow;
+use crate::policies::socket::WindowDemand;
 use crate::sequences::Sequence;
 use crate::vector::{Score, Vector};
 use differential_dataflow::VecCollection;
@@ -38,6 +39,8 @@ pub struct Profile {
     /// The window's behavioural features (the sequence's last step), which personas and drift
     /// are described by.
     pub features: Vector,
+    /// What the window asked of the network (for policies and socket profiles).
+    pub demand: WindowDemand,
 }
 
 /// Embeds sequences.
@@ -94,6 +97,7 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
                                 segment: seq.segment.clone(),
                                 context: seq.context.clone(),
                                 features: Vector(seq.current().to_vec()),
+                                demand: seq.demand.clone(),
                             };
                             profiles.push((key.clone(), profile));
                         }

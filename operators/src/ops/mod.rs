@@ -21,6 +21,7 @@ pub use crate::forecast::demand::ForecastDemand;
 pub use crate::forecast::residuals::ForecastErrors;
 pub use crate::personas::operator::ClusterPersonas;
 pub use crate::personas::pin::PinPersonas;
+pub use crate::policies::operator::ShapePolicies;
 pub use crate::resonance::operator::Resonate;
 pub use crate::segments::operator::SegmentProfiles;
 pub use crate::sequences::operator::Sequences;

@@ -6,6 +6,7 @@
 pub mod operator;
 
 use crate::event::Context;
+use crate::policies::socket::WindowDemand;
 use crate::vector::Vector;
 use crate::window::features::{WindowSummary, NUM_FEATURES, VELOCITY_BYTES, VELOCITY_EVENTS};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,8 @@ pub struct Sequence {
     pub segment: Option<String>,
     /// Context seen in the current window.
     pub context: Context,
+    /// What the current window asked of the network.
+    pub demand: WindowDemand,
 }
 
 impl Sequence {
@@ -125,6 +128,7 @@ pub fn build_sequence(
         authenticated: current.authenticated,
         segment: current.segment.clone(),
         context: current.context.clone(),
+        demand: current.demand.clone(),
     })
 }
 

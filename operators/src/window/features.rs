@@ -7,6 +7,7 @@
 //! features need the user's earlier windows and are filled in by [`crate::sequences`].
 
 use crate::event::{Context, Event};
+use crate::policies::socket::{RequestType, WindowDemand};
 use crate::vector::Vector;
 use crate::window::WindowSpec;
 use serde::{Deserialize, Serialize};
@@ -338,6 +339,9 @@ pub struct WindowAgg {
     pub actions: [u32; MIX_BUCKETS],
     /// Category counts per hashed bucket.
     pub categories: [u32; MIX_BUCKETS],
+    /// Events per request type ([`RequestType::of`] their category and action), indexed as
+    /// [`REQUEST_TYPES`](crate::policies::socket::REQUEST_TYPES).
+    pub requests: [u32; 4],
     /// Smallest [`MAX_TRACKED_SESSIONS`] session-id hashes, sorted.
     pub sessions: Vec<u64>,
     /// Whether any event was authenticated.
@@ -393,6 +397,8 @@ impl WindowAgg {
             let c = &mut self.categories[mix_bucket(c)];
             *c = c.saturating_add(1);
         }
+        let r = &mut self.requests[RequestType::of(e.category.as_deref(), &e.action).index()];
+        *r = r.saturating_add(1);
         if let Some(s) = &e.session_id {
             insert_session(&mut self.sessions, Fnv::hash_str(s));
         }
@@ -419,6 +425,9 @@ impl WindowAgg {
             self.actions[i] = self.actions[i].saturating_add(o.actions[i]);
             self.categories[i] = self.categories[i].saturating_add(o.categories[i]);
         }
+        for i in 0..self.requests.len() {
+            self.requests[i] = self.requests[i].saturating_add(o.requests[i]);
+        }
         for s in &o.sessions {
             insert_session(&mut self.sessions, *s);
         }
@@ -432,6 +441,16 @@ impl WindowAgg {
     /// Bytes received and sent (saturating).
     pub fn bytes(&self) -> u64 {
         self.bytes_in.saturating_add(self.bytes_out)
+    }
+
+    /// What the window asked of the network.
+    pub fn demand(&self) -> WindowDemand {
+        WindowDemand {
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            latency_mean_us: (self.latency_n > 0).then(|| self.latency_sum_us / self.latency_n),
+            requests: self.requests,
+        }
     }
 
     /// The context (device, os, country) last seen in the window.
@@ -469,6 +488,8 @@ pub struct WindowSummary {
     pub segment: Option<String>,
     /// Device, os, country.
     pub context: Context,
+    /// What the window asked of the network.
+    pub demand: WindowDemand,
 }
 
 impl WindowSummary {
@@ -485,6 +506,7 @@ impl WindowSummary {
                 None
             },
             context: agg.context(),
+            demand: agg.demand(),
         }
     }
 }

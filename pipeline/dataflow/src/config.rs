@@ -52,7 +52,7 @@
 //! allowed_lateness = "5m"  # watermark = newest event time of a partition minus this
 //! idle_timeout = "30s"     # a partition silent this long stops holding the watermark back
 //! output_topic_prefix = "personaflow."
-//! output_topics = ["profiles", "segment_profiles", "resonance", "forecasts"]
+//! output_topics = ["profiles", "segment_profiles", "resonance", "forecasts", "policies"]
 //! dead_letter_topic = "personaflow.dead_letter"
 //! metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; "" turns it off
 //! fsync = true             # fsync window files and the checkpoint before committing offsets
@@ -91,6 +91,17 @@
 //! coverage = 0.9           # share of the demand the recommendation is sized for
 //! horizon = 15             # windows a recommendation looks ahead
 //! onset_trend = false      # carry a drift's demand rise since its onset forward
+//!
+//! [policy]
+//! enabled = true           # the policies, socket_profiles and shaping_feedback tables
+//! # catalogue = "data/personas.toml"  # unset: the built-in catalogue (that file)
+//! security_floor = 0.2     # probability from which an entry's security profile counts
+//! headroom = 1.25          # allocation and rate limits = predicted demand x headroom
+//! horizon = 4              # windows of forecast the allocation covers
+//! risk_windows = 60        # windows of a segment's anomaly scores risk is calibrated on
+//! risk_elevated = 0.9      # risk from which the security level is "elevated"
+//! risk_strict = 0.99       # risk from which it is "strict"
+//! default_rtt_ms = 50.0    # round trip assumed where no latency was observed
 //! ```
 
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -103,6 +114,7 @@ pub use personaflow_operators::drift::scaling::{
 };
 use personaflow_operators::drift::DriftConfig;
 use personaflow_operators::personas::PersonaConfig;
+use personaflow_operators::policies::{PersonaCatalogue, PolicyConfig};
 use personaflow_operators::resonance::ResonanceConfig;
 use personaflow_operators::window::DEFAULT_WINDOW_MS;
 use personaflow_operators::WindowSpec;
@@ -414,8 +426,13 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: i64 = 30_000;
 
 /// Default output topics of the continuous job (table names; prefixed with
 /// [`StreamConfig::output_topic_prefix`]).
-pub const DEFAULT_OUTPUT_TOPICS: [&str; 4] =
-    ["profiles", "segment_profiles", "resonance", "forecasts"];
+pub const DEFAULT_OUTPUT_TOPICS: [&str; 5] = [
+    "profiles",
+    "segment_profiles",
+    "resonance",
+    "forecasts",
+    "policies",
+];
 /// Default prefix of the continuous job's output topics.
 pub const DEFAULT_OUTPUT_TOPIC_PREFIX: &str = "personaflow.";
 /// Default dead-letter topic of the continuous job.
@@ -471,6 +488,32 @@ impl Default for StreamConfig {
     }
 }
 
+/// The built-in persona catalogue, `data/personas.toml`.
+pub const BUILT_IN_CATALOGUE: &str = include_str!("../../../data/personas.toml");
+/// How the built-in catalogue is named in messages.
+pub const BUILT_IN_CATALOGUE_NAME: &str = "<built-in data/personas.toml>";
+
+/// Parses and validates a persona catalogue's text (`origin` names it in errors).
+pub fn parse_catalogue(origin: &Path, text: &str) -> Result<PersonaCatalogue> {
+    let table = text.parse::<toml::Table>().map_err(|e| {
+        let (at, message) = toml_error_at(text, &e);
+        ConfigError::new(origin, None, ConfigErrorKind::Syntax { at, message })
+    })?;
+    let catalogue: PersonaCatalogue = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| {
+        let key = e.path().to_string();
+        let kind = ConfigErrorKind::Type(humanize_serde(&e.inner().to_string()));
+        ConfigError::new(origin, (key != ".").then_some(key.as_str()), kind)
+    })?;
+    catalogue.validate().map_err(|e| match e {
+        personaflow_operators::Error::InvalidConfig { key, reason } => {
+            ConfigError::new(origin, Some(&key), ConfigErrorKind::OutOfRange(reason))
+        }
+        other => ConfigError::new(origin, None, ConfigErrorKind::OutOfRange(other.to_string())),
+    })?;
+    Ok(catalogue)
+}
+
 /// The whole job configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -503,10 +546,12 @@ pub struct Config {
     pub drift: DriftConfig,
     /// `[scaling]`.
     pub scaling: ScalingConfig,
+    /// `[policy]`.
+    pub policy: PolicyConfig,
 }
 
 /// The sections of the configuration, as they are named in files and variables.
-pub const SECTIONS: [&str; 14] = [
+pub const SECTIONS: [&str; 15] = [
     "window",
     "sequence",
     "segments",
@@ -521,11 +566,12 @@ pub const SECTIONS: [&str; 14] = [
     "personas",
     "drift",
     "scaling",
+    "policy",
 ];
 
 /// The upper bound of every size key (counts of windows, rows, users, threads...), checked
 /// at start: a size far beyond these is a typo, and would run out of memory or time.
-pub const SIZE_LIMITS: [(&str, u64); 31] = [
+pub const SIZE_LIMITS: [(&str, u64); 33] = [
     ("sequence.length", 1_024),
     ("segments.window", 100_000),
     ("resonance.cold_start_windows", 1_024),
@@ -556,6 +602,8 @@ pub const SIZE_LIMITS: [(&str, u64); 31] = [
     ("drift.confirm", 1_000),
     ("drift.persona_pin", 10_000_000),
     ("scaling.calibration_windows", 100_000),
+    ("policy.horizon", 1_024),
+    ("policy.risk_windows", 100_000),
     (
         "scaling.horizon",
         personaflow_operators::drift::scaling::MAX_HORIZON as u64,
@@ -650,10 +698,21 @@ impl Config {
                 config.ingest.mapping = Some(dir.join(mapping));
             }
         }
+        if let (Some(catalogue), Some(dir)) =
+            (&config.policy.catalogue, file.and_then(Path::parent))
+        {
+            if catalogue.is_relative() && !catalogue.exists() {
+                config.policy.catalogue = Some(dir.join(catalogue));
+            }
+        }
         config.validate().map_err(|mut e| {
             e.origin = blame(e.key.as_deref().unwrap_or_default());
             e
         })?;
+        if config.policy.enabled {
+            // A bad catalogue fails here, before the job reads or writes anything.
+            config.catalogue()?;
+        }
         Ok(config)
     }
 
@@ -723,6 +782,17 @@ impl Config {
             ),
         };
         self.scaling.validate().map_err(operator)?;
+        self.policy.validate().map_err(operator)?;
+        if self.policy.risk_windows > self.segments.window {
+            return bad(
+                "policy.risk_windows",
+                format!(
+                    "({}) must be at most segments.window ({}): a restarted job rebuilds the \
+                     risk calibration from the windows it replays",
+                    self.policy.risk_windows, self.segments.window
+                ),
+            );
+        }
         self.personas.validate().map_err(operator)?;
         self.drift.validate().map_err(operator)?;
         self.resonance.validate().map_err(operator)
@@ -734,6 +804,22 @@ impl Config {
             Some(path) => Ok(personaflow_io::source::IngestMapping::from_toml_file(path)?),
             None => Ok(personaflow_io::source::IngestMapping::identity()),
         }
+    }
+
+    /// The persona catalogue: `policy.catalogue`, or the built-in one (`data/personas.toml`),
+    /// validated. An error names the file and the key (`personas.gamer.dscp`).
+    pub fn catalogue(&self) -> Result<PersonaCatalogue> {
+        let (origin, text) = match &self.policy.catalogue {
+            Some(path) => (
+                path.clone(),
+                std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
+            ),
+            None => (
+                PathBuf::from(BUILT_IN_CATALOGUE_NAME),
+                BUILT_IN_CATALOGUE.to_string(),
+            ),
+        };
+        parse_catalogue(&origin, &text)
     }
 
     /// The window specification.

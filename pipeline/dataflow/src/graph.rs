@@ -12,6 +12,10 @@
 //!                                          │                       by segment and by pinned persona   ─> drift, scaling
 //!                                          └─> forecast_demand ─┬─> forecasts (and the members' forecasts)
 //!                                               (+ sequences) ──┴─> forecast_error
+//!
+//! profile + resonance + forecast + persona probabilities ─> policies ─┬─> policies, socket_profiles
+//!      (gathered by user; risk calibrated by segment)                  └─> shaping_feedback
+//!                                                   (allocation at w against demand at w + 1)
 //! ```
 
 use crate::config::{Config, EmbedderKind, ForecasterKind};
@@ -22,7 +26,8 @@ use differential_dataflow::difference::Semigroup;
 use differential_dataflow::VecCollection;
 use personaflow_io::tables::{
     DriftRow, FeatureRow, ForecastErrorRow, ForecastRow, PersonaAssignmentRow, PersonaRow,
-    ProfileRow, ResonanceRow, ScalingRow, SegmentProfileRow, Table, TableRow,
+    PolicyRow, ProfileRow, ResonanceRow, ScalingRow, SegmentProfileRow, ShapingFeedbackRow,
+    SocketProfileRow, Table, TableRow,
 };
 use personaflow_io::writer::{PartitionedSinks, SinkFactory, WindowSink};
 use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
@@ -41,16 +46,19 @@ use personaflow_operators::personas::operator::{
 };
 use personaflow_operators::personas::pin::{PinSnapshots, PinState};
 use personaflow_operators::personas::PersonaModel;
+use personaflow_operators::policies::link::feedback;
+use personaflow_operators::policies::{Policy, PolicyPart, SocketProfile};
 use personaflow_operators::resonance::Resonance;
 use personaflow_operators::segments::SegmentSum;
 use personaflow_operators::sequences::Sequence;
-use personaflow_operators::vector::Vector;
+use personaflow_operators::vector::{Score, Vector};
 use personaflow_operators::{Event, WindowSpec};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Input;
@@ -370,6 +378,9 @@ pub fn tables(config: &Config) -> Vec<Table> {
             Table::Forecasts | Table::ForecastErrors => {
                 config.forecaster.kind != ForecasterKind::None
             }
+            Table::Policies | Table::SocketProfiles | Table::ShapingFeedback => {
+                config.policy.enabled
+            }
             _ => true,
         })
         .collect()
@@ -389,6 +400,10 @@ pub fn build_with(
     let embedder = make_embedder(config, stats)?;
     let embedder_name = embedder.name().to_string();
     let forecaster = make_forecaster(config, stats)?;
+    let catalogue = match config.policy.enabled {
+        true => Some(Arc::new(config.catalogue()?)),
+        false => None,
+    };
     let report = Rc::new(RefCell::new(SinkReport::default()));
     let embed_errors = ErrorSlot::default();
     let (snapshots, initial) = match state {
@@ -432,6 +447,7 @@ pub fn build_with(
             embed_errors.clone(),
         );
         let mut forecast_requests = None;
+        let mut forecast_parts = None;
         if let Some(forecaster) = forecaster {
             let name = forecaster.name().to_string();
             let forecasts = sequences.clone().forecast_demand(
@@ -440,6 +456,7 @@ pub fn build_with(
                 embed_errors.clone(),
             );
             let errors = forecasts.clone().forecast_error(sequences.clone());
+            forecast_parts = Some(forecasts.clone().map(|(k, f)| (k, PolicyPart::Forecast(f))));
             forecast_requests = Some(forecasts.clone().probe_with(&stage("forecasts")).map(
                 |(k, f)| {
                     let requests = f.requests.iter().map(|s| s.0).collect();
@@ -529,6 +546,50 @@ pub fn build_with(
             report.clone(),
             move |window, updates| persona_rows(&spec, window, updates),
         );
+        if let Some(catalogue) = catalogue {
+            let mut parts = profiles
+                .clone()
+                .map(|(k, p)| (k, PolicyPart::of_profile(&p)))
+                .concat(
+                    resonance
+                        .clone()
+                        .map(|(k, r)| (k, PolicyPart::of_resonance(&r))),
+                )
+                .concat(
+                    personas
+                        .assignments
+                        .clone()
+                        .map(|(k, a)| (k, PolicyPart::of_assignment(&a))),
+                );
+            if let Some(f) = forecast_parts {
+                parts = parts.concat(f);
+            }
+            let policies = parts
+                .policies(catalogue, config.policy.clone(), spec)
+                .probe_with(&stage("policies"));
+            let feedback = shaping_feedback(policies.clone(), sequences.clone(), &spec);
+            sink_facts(
+                policies.clone().probe_with(&probe),
+                "SinkPolicies",
+                writer(Table::Policies),
+                report.clone(),
+                move |ps: &mut Vec<(UserWindow, (Policy, SocketProfile))>| policy_rows(&spec, ps),
+            );
+            sink_facts(
+                policies.probe_with(&probe),
+                "SinkSocketProfiles",
+                writer(Table::SocketProfiles),
+                report.clone(),
+                move |ps: &mut Vec<(UserWindow, (Policy, SocketProfile))>| socket_rows(&spec, ps),
+            );
+            sink_facts(
+                feedback.probe_with(&probe),
+                "SinkShapingFeedback",
+                writer(Table::ShapingFeedback),
+                report.clone(),
+                move |fs: &mut Vec<(UserWindow, FeedbackRecord)>| feedback_rows(&spec, fs),
+            );
+        }
         sink_facts(
             personas.assignments.probe_with(&probe),
             "SinkPersonaAssignments",
@@ -596,6 +657,184 @@ pub fn build_with(
         stages,
         snapshots,
     })
+}
+
+/// What a feedback row carries of the policy that made the allocation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct Allocation {
+    persona: String,
+    allocated_bps: u64,
+    burst_bytes: u64,
+    rate_limit_rps: Score,
+    latency_target_ms: Score,
+}
+
+/// A feedback fact: the allocation made at `made_at` for the window of its key, and the
+/// demand that came in it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct FeedbackRecord {
+    made_at: u64,
+    allocation: Allocation,
+    demand_bytes: u64,
+    demand_requests: u64,
+}
+
+/// Each policy's allocation at window `w` against the user's demand in window `w + 1` (zero
+/// when the user was inactive), as a fact at `w + 1`. The allocation goes through the
+/// forecast-error operator as a one-window "forecast" of the bytes and requests it allows,
+/// which scores it once `w + 1` is complete (with the zeros of inactive users); the
+/// allocation's other terms are joined back on (user, w + 1).
+fn shaping_feedback<'scope>(
+    policies: VecCollection<'scope, u64, (UserWindow, (Policy, SocketProfile)), isize>,
+    sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
+    spec: &WindowSpec,
+) -> VecCollection<'scope, u64, (UserWindow, FeedbackRecord), isize> {
+    use differential_dataflow::hashable::Hashable as _;
+    use differential_dataflow::AsCollection as _;
+    use timely::dataflow::operators::Exchange as _;
+    let secs = spec.len_ms() as f64 / 1_000.0;
+    // The forecast-error operator needs the allocations on the worker of the user's sequences
+    // (the sequences' reduction places users by differential's hash of the key).
+    let allowed = policies
+        .clone()
+        .map(move |(k, (p, _))| {
+            let bytes = p.allocated_bps as f64 * secs / 8.0;
+            let requests = f64::from(p.rate_limit_rps.0) * secs;
+            let f = Forecast::try_new(vec![requests as f32], vec![bytes as f32])
+                .expect("one request and one byte prediction");
+            (k, f)
+        })
+        .inner
+        .exchange(
+            |(((user, _), _), _, _): &((UserWindow, Forecast), u64, isize)| user.hashed().into(),
+        )
+        .as_collection();
+    let scored = allowed
+        .forecast_error(sequences)
+        .map(|((user, w), e)| ((user, w), (e.made_at, e.actual_bytes, e.actual_requests)));
+    let allocations = policies
+        .map(|((user, w), (p, _))| {
+            let a = Allocation {
+                persona: p.persona,
+                allocated_bps: p.allocated_bps,
+                burst_bytes: p.burst_bytes,
+                rate_limit_rps: p.rate_limit_rps,
+                latency_target_ms: p.latency_target_ms,
+            };
+            ((user, w + 1), a)
+        })
+        .hold_for(2);
+    allocations.join(scored.hold_for(1)).map(
+        |(k, (allocation, (made_at, demand_bytes, demand_requests)))| {
+            (
+                k,
+                FeedbackRecord {
+                    made_at,
+                    allocation,
+                    demand_bytes,
+                    demand_requests,
+                },
+            )
+        },
+    )
+}
+
+fn policy_rows(spec: &WindowSpec, ps: &mut [(UserWindow, (Policy, SocketProfile))]) -> RecordBatch {
+    ps.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows: Vec<PolicyRow> = ps
+        .iter()
+        .map(|((user, w), (p, _))| PolicyRow {
+            window_end: spec.end_ms(*w),
+            user_id: user.clone(),
+            persona: p.persona.clone(),
+            personas: p.personas.iter().map(|(n, _)| n.clone()).collect(),
+            probabilities: p.personas.iter().map(|(_, x)| x.0).collect(),
+            diffserv_class: p.diffserv_class.clone(),
+            dscp: u32::from(p.dscp),
+            endpoint_class: p.endpoint_class.clone(),
+            floor_bps: p.floor_bps,
+            guaranteed_bps: p.guaranteed_bps,
+            ceiling_bps: p.ceiling_bps,
+            allocated_bps: p.allocated_bps,
+            sized_for_bps: p.sized_for_bps,
+            burst_bytes: p.burst_bytes,
+            priority_weight: p.priority_weight.0,
+            latency_target_ms: p.latency_target_ms.0,
+            rate_limit_rps: p.rate_limit_rps.0,
+            request_limit_rps: p.request_limit_rps.0,
+            send_buffer_min: p.send_buffer[0],
+            send_buffer_max: p.send_buffer[1],
+            receive_buffer_min: p.receive_buffer[0],
+            receive_buffer_max: p.receive_buffer[1],
+            authentication: p.authentication.name().to_string(),
+            inspection: p.inspection.name().to_string(),
+            allowed_app_classes: p.allowed_app_classes.clone(),
+            allowed_ports: p.allowed_ports.iter().map(|r| r.to_string()).collect(),
+            vpn_required: p.vpn_required,
+            current_bytes: p.current_bytes,
+            current_requests: p.current_requests,
+        })
+        .collect();
+    PolicyRow::to_batch(&rows)
+}
+
+fn socket_rows(spec: &WindowSpec, ps: &mut [(UserWindow, (Policy, SocketProfile))]) -> RecordBatch {
+    ps.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows: Vec<SocketProfileRow> = ps
+        .iter()
+        .map(|((user, w), (_, s))| SocketProfileRow {
+            window_end: spec.end_ms(*w),
+            user_id: user.clone(),
+            predicted_bytes_per_s: s.predicted_bytes_per_s.0,
+            predicted_requests_per_s: s.predicted_requests_per_s.0,
+            request_type: s.request_type.name().to_string(),
+            risk: s.risk.map(|r| r.0),
+            rtt_ms: s.rtt_ms.0,
+            send_buffer: s.send_buffer,
+            receive_buffer: s.receive_buffer,
+            rate_limit_bytes_per_s: s.rate_limit_bytes_per_s,
+            security_level: s.security_level.name().to_string(),
+            endpoint: s.endpoint.clone(),
+        })
+        .collect();
+    SocketProfileRow::to_batch(&rows)
+}
+
+fn feedback_rows(spec: &WindowSpec, fs: &mut [(UserWindow, FeedbackRecord)]) -> RecordBatch {
+    fs.sort_by(|a, b| a.0.cmp(&b.0));
+    let secs = spec.len_ms() as f64 / 1_000.0;
+    let rows: Vec<ShapingFeedbackRow> = fs
+        .iter()
+        .map(|((user, w), f)| {
+            let a = &f.allocation;
+            let judged = feedback(
+                a.allocated_bps as f64,
+                a.burst_bytes as f64,
+                f64::from(a.rate_limit_rps.0),
+                f64::from(a.latency_target_ms.0),
+                f.demand_bytes as f64,
+                f.demand_requests,
+                secs,
+            );
+            ShapingFeedbackRow {
+                window_end: spec.end_ms(*w),
+                user_id: user.clone(),
+                made_at_window_end: spec.end_ms(f.made_at),
+                persona: a.persona.clone(),
+                allocated_bps: a.allocated_bps,
+                rate_limit_rps: a.rate_limit_rps.0,
+                latency_target_ms: a.latency_target_ms.0,
+                demand_bytes: f.demand_bytes,
+                demand_requests: f.demand_requests,
+                shortfall_bytes: judged.shortfall_bytes,
+                waste_bytes: judged.waste_bytes,
+                excess_requests: judged.excess_requests,
+                served_share: judged.served_share,
+                within_target: judged.within_target,
+            }
+        })
+        .collect();
+    ShapingFeedbackRow::to_batch(&rows)
 }
 
 fn scope_member(p: &Profile, forecast: Option<Vector>) -> ScopeMember {

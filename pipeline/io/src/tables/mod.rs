@@ -137,6 +137,12 @@ tables! {
     Drift => DriftRow,
     /// The scaling recommendation of each drift event.
     Scaling => ScalingRow,
+    /// Per user and window: the blended network policy.
+    Policies => PolicyRow,
+    /// Per user and window: predicted behaviour and the socket settings it implies.
+    SocketProfiles => SocketProfileRow,
+    /// Per user and window passed: the allocation against the demand that came.
+    ShapingFeedback => ShapingFeedbackRow,
     /// Rejected input rows.
     Rejects => RejectRow,
 }

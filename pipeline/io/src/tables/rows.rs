@@ -229,6 +229,130 @@ table_rows! {
         action: String => Utf8,
     }
 
+    /// A row of `policies`: one user's blended network policy in a window.
+    PolicyRow = "policies" {
+        /// Window end, ms.
+        window_end: i64 => Timestamp,
+        /// User.
+        user_id: String => Utf8,
+        /// The most probable catalogue entry.
+        persona: String => Utf8,
+        /// Catalogue entries with a positive probability, most probable first.
+        personas: Vec<String> => ListUtf8,
+        /// Their probabilities, in the same order.
+        probabilities: Vec<f32> => ListF32,
+        /// RFC 4594 service class of the most probable entry.
+        diffserv_class: String => Utf8,
+        /// Its DSCP.
+        dscp: u32 => U32,
+        /// Its endpoint class.
+        endpoint_class: String => Utf8,
+        /// Blended floor bandwidth, bits/s.
+        floor_bps: u64 => U64,
+        /// Blended static reservation, bits/s.
+        guaranteed_bps: u64 => U64,
+        /// Blended ceiling, bits/s.
+        ceiling_bps: u64 => U64,
+        /// Allocation for the coming windows (forecast x headroom in [floor, ceiling]), bits/s.
+        allocated_bps: u64 => U64,
+        /// Demand the allocation was sized for (the forecast's peak), bits/s.
+        sized_for_bps: u64 => U64,
+        /// Blended burst, bytes.
+        burst_bytes: u64 => U64,
+        /// Blended priority weight.
+        priority_weight: f32 => F32,
+        /// Blended latency target, ms.
+        latency_target_ms: f32 => F32,
+        /// Request rate limit for the coming windows, requests/s.
+        rate_limit_rps: f32 => F32,
+        /// Blended request limit (the bound of `rate_limit_rps`), requests/s.
+        request_limit_rps: f32 => F32,
+        /// Blended send buffer minimum, bytes.
+        send_buffer_min: u64 => U64,
+        /// Blended send buffer maximum, bytes.
+        send_buffer_max: u64 => U64,
+        /// Blended receive buffer minimum, bytes.
+        receive_buffer_min: u64 => U64,
+        /// Blended receive buffer maximum, bytes.
+        receive_buffer_max: u64 => U64,
+        /// Strictest authentication: `none`, `password`, `mfa` or `certificate`.
+        authentication: String => Utf8,
+        /// Deepest inspection: `none`, `metadata` or `full`.
+        inspection: String => Utf8,
+        /// Application classes allowed.
+        allowed_app_classes: Vec<String> => ListUtf8,
+        /// Ports allowed (`443`, `27000-27050`).
+        allowed_ports: Vec<String> => ListUtf8,
+        /// A VPN is required.
+        vpn_required: bool => Bool,
+        /// Bytes in + out in the window.
+        current_bytes: u64 => U64,
+        /// Events in the window.
+        current_requests: u64 => U64,
+    }
+
+    /// A row of `socket_profiles`: one client's predicted behaviour and the socket settings it
+    /// implies, in a window.
+    SocketProfileRow = "socket_profiles" {
+        /// Window end, ms.
+        window_end: i64 => Timestamp,
+        /// User.
+        user_id: String => Utf8,
+        /// Predicted bytes/s in the next window.
+        predicted_bytes_per_s: f32 => F32,
+        /// Predicted requests/s in the next window.
+        predicted_requests_per_s: f32 => F32,
+        /// `streaming`, `bulk`, `transactional` or `control`.
+        request_type: String => Utf8,
+        /// Anomaly score quantile in the segment's recent scores, [0, 1] (null: no score).
+        risk: Option<f32> => OptF32,
+        /// Round trip the buffers are sized for, ms.
+        rtt_ms: f32 => F32,
+        /// Send buffer (`SO_SNDBUF`), bytes.
+        send_buffer: u64 => U64,
+        /// Receive buffer (`SO_RCVBUF`), bytes.
+        receive_buffer: u64 => U64,
+        /// Rate limit, bytes/s.
+        rate_limit_bytes_per_s: u64 => U64,
+        /// `standard`, `elevated` or `strict`.
+        security_level: String => Utf8,
+        /// Endpoint class for the request type.
+        endpoint: String => Utf8,
+    }
+
+    /// A row of `shaping_feedback`: the allocation made for a window against the demand that
+    /// came in it.
+    ShapingFeedbackRow = "shaping_feedback" {
+        /// End of the window judged, ms.
+        window_end: i64 => Timestamp,
+        /// User.
+        user_id: String => Utf8,
+        /// End of the window whose policy made the allocation, ms.
+        made_at_window_end: i64 => Timestamp,
+        /// The policy's most probable catalogue entry.
+        persona: String => Utf8,
+        /// Allocated bandwidth, bits/s.
+        allocated_bps: u64 => U64,
+        /// Rate limit, requests/s.
+        rate_limit_rps: f32 => F32,
+        /// Latency target, ms.
+        latency_target_ms: f32 => F32,
+        /// Bytes that came (0: the user was inactive).
+        demand_bytes: u64 => U64,
+        /// Requests that came.
+        demand_requests: u64 => U64,
+        /// Bytes beyond the allocation.
+        shortfall_bytes: f64 => F64,
+        /// Bytes allocated and unused.
+        waste_bytes: f64 => F64,
+        /// Requests beyond the rate limit.
+        excess_requests: f64 => F64,
+        /// Share of the demand served within the latency target on the allocation (link model).
+        served_share: f64 => F64,
+        /// All of the demand was served within the target.
+        within_target: bool => Bool,
+    }
+
     /// A row of `rejects`: an input row that did not become an event.
     RejectRow = "rejects" {
         /// Input file.

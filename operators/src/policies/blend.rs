@@ -1,0 +1,691 @@
+//! Blending: a user's probabilities over catalogue entries, turned into one network policy
+//! (DESIGN.md step 9).
+//!
+//! - The probabilities are the user's resonance distribution over segments, each segment's
+//!   mass moved to the entry the catalogue maps it to (unmapped segments, and mass the
+//!   distribution does not cover, to `default`). A user with no segment to resonate with
+//!   (a source without segments) is mapped through its clustered persona probabilities the
+//!   same way ([`persona_distribution`]).
+//! - Numeric settings (bandwidth bounds, burst, priority weight, latency target, request
+//!   bounds, socket buffer bounds) are the probability-weighted means of the entries'.
+//! - Class, DSCP and endpoint class follow the most probable entry (ties: the first by name).
+//! - Security is the strictest among the entries whose probability is at least
+//!   `policy.security_floor` (the most probable always counts): the strongest authentication,
+//!   the deepest inspection, the application classes and ports all of them allow (the most
+//!   probable entry's when they share none), and a VPN if any requires one.
+//! - The allocation is sized from the demand forecast: the largest of the next `H` windows'
+//!   predicted bytes, as a rate, times `policy.headroom`, clamped to the blended
+//!   `[floor, ceiling]` bandwidth; the rate limit likewise from predicted requests, clamped to
+//!   the blended `[floor, limit]`. Without a forecaster, the current window's demand stands in
+//!   for the forecast.
+
+use crate::policies::catalogue::{
+    Authentication, Inspection, PersonaCatalogue, PersonaEntry, PortRange, DEFAULT_PERSONA,
+};
+use crate::vector::Score;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Default `policy.security_floor`: entries with at least this probability shape security.
+pub const DEFAULT_SECURITY_FLOOR: f64 = 0.2;
+/// Default `policy.headroom`: allocation and rate limits are the predicted demand times this.
+pub const DEFAULT_HEADROOM: f64 = 1.25;
+/// Default `policy.horizon`: windows of forecast the allocation covers (the forecaster's `H`).
+pub const DEFAULT_POLICY_HORIZON: usize = crate::forecast::DEFAULT_FORECAST_HORIZON;
+/// Default `policy.risk_windows`: windows of a segment's anomaly scores a user's risk is the
+/// quantile against.
+pub const DEFAULT_RISK_WINDOWS: u64 = 60;
+/// Default `policy.risk_elevated`: risk at or above which the security level is `elevated`.
+pub const DEFAULT_RISK_ELEVATED: f64 = 0.9;
+/// Default `policy.risk_strict`: risk at or above which the security level is `strict`.
+pub const DEFAULT_RISK_STRICT: f64 = 0.99;
+/// Default `policy.default_rtt_ms`: the round trip assumed for a user without latencies.
+pub const DEFAULT_RTT_MS: f64 = 50.0;
+
+/// `[policy]`: how policies and socket profiles are made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Make the `policies`, `socket_profiles` and `shaping_feedback` tables.
+    pub enabled: bool,
+    /// The persona catalogue (TOML; default: the built-in `data/personas.toml`).
+    pub catalogue: Option<PathBuf>,
+    /// Probability from which an entry's security profile counts, in (0, 1].
+    pub security_floor: f64,
+    /// Allocation = predicted demand × headroom (>= 1).
+    pub headroom: f64,
+    /// Windows of forecast the allocation covers (>= 1; at most the forecaster's horizon is
+    /// used).
+    pub horizon: usize,
+    /// Windows of a segment's anomaly scores that risk is calibrated against (at most
+    /// `segments.window`, so a restarted job rebuilds them from its replay).
+    pub risk_windows: u64,
+    /// Risk from which the security level is `elevated`, in (0, 1).
+    pub risk_elevated: f64,
+    /// Risk from which the security level is `strict`, in [risk_elevated, 1].
+    pub risk_strict: f64,
+    /// Round trip assumed where no latency was observed, ms.
+    pub default_rtt_ms: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            enabled: true,
+            catalogue: None,
+            security_floor: DEFAULT_SECURITY_FLOOR,
+            headroom: DEFAULT_HEADROOM,
+            horizon: DEFAULT_POLICY_HORIZON,
+            risk_windows: DEFAULT_RISK_WINDOWS,
+            risk_elevated: DEFAULT_RISK_ELEVATED,
+            risk_strict: DEFAULT_RISK_STRICT,
+            default_rtt_ms: DEFAULT_RTT_MS,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, reason: String| Err(Error::invalid_config(key, reason));
+        if !(self.security_floor > 0.0 && self.security_floor <= 1.0) {
+            return bad(
+                "policy.security_floor",
+                format!("({}) must be in (0, 1]", self.security_floor),
+            );
+        }
+        if !(self.headroom.is_finite() && self.headroom >= 1.0) {
+            return bad(
+                "policy.headroom",
+                format!("({}) must be a finite number >= 1", self.headroom),
+            );
+        }
+        if self.horizon == 0 {
+            return bad("policy.horizon", "must be at least 1 window".into());
+        }
+        if self.risk_windows == 0 {
+            return bad("policy.risk_windows", "must be at least 1 window".into());
+        }
+        if !(self.risk_elevated > 0.0 && self.risk_elevated < 1.0) {
+            return bad(
+                "policy.risk_elevated",
+                format!("({}) must be in (0, 1)", self.risk_elevated),
+            );
+        }
+        if !(self.risk_strict >= self.risk_elevated && self.risk_strict <= 1.0) {
+            return bad(
+                "policy.risk_strict",
+                format!(
+                    "({}) must be in [risk_elevated ({}), 1]",
+                    self.risk_strict, self.risk_elevated
+                ),
+            );
+        }
+        if !(self.default_rtt_ms.is_finite() && self.default_rtt_ms > 0.0) {
+            return bad(
+                "policy.default_rtt_ms",
+                format!("({}) must be a finite number > 0", self.default_rtt_ms),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a policy is sized from: the demand the user is predicted to have, and what they had.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DemandOutlook {
+    /// Largest predicted bytes in one of the next `H` windows (`None`: no forecast).
+    pub peak_bytes: Option<f64>,
+    /// Largest predicted requests in one of the next `H` windows.
+    pub peak_requests: Option<f64>,
+    /// Bytes in the current window.
+    pub current_bytes: f64,
+    /// Requests in the current window.
+    pub current_requests: f64,
+}
+
+impl DemandOutlook {
+    /// The bytes and requests per window the allocation is sized for: the forecast's peak, or
+    /// the current window's when there is no forecast.
+    pub fn sized_for(&self) -> (f64, f64) {
+        (
+            self.peak_bytes.unwrap_or(self.current_bytes).max(0.0),
+            self.peak_requests.unwrap_or(self.current_requests).max(0.0),
+        )
+    }
+}
+
+/// One user's blended network policy in one window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Policy {
+    /// Catalogue entries with a positive probability, most probable first (ties by name).
+    pub personas: Vec<(String, Score)>,
+    /// The most probable entry.
+    pub persona: String,
+    /// Its RFC 4594 class.
+    pub diffserv_class: String,
+    /// Its DSCP.
+    pub dscp: u8,
+    /// Its endpoint class.
+    pub endpoint_class: String,
+    /// Blended floor bandwidth, bits/s.
+    pub floor_bps: u64,
+    /// Blended static reservation, bits/s.
+    pub guaranteed_bps: u64,
+    /// Blended ceiling, bits/s.
+    pub ceiling_bps: u64,
+    /// The allocation for the coming windows: forecast × headroom in `[floor, ceiling]`, bits/s.
+    pub allocated_bps: u64,
+    /// The demand the allocation was sized for, bits/s (before headroom and clamping).
+    pub sized_for_bps: u64,
+    /// Blended burst, bytes.
+    pub burst_bytes: u64,
+    /// Blended priority weight.
+    pub priority_weight: Score,
+    /// Blended latency target, ms.
+    pub latency_target_ms: Score,
+    /// Request rate limit for the coming windows: forecast × headroom in the blended
+    /// `[floor, limit]`, requests/s.
+    pub rate_limit_rps: Score,
+    /// Blended request limit, requests/s (the bound of `rate_limit_rps`).
+    pub request_limit_rps: Score,
+    /// Blended send buffer bounds, bytes.
+    pub send_buffer: [u64; 2],
+    /// Blended receive buffer bounds, bytes.
+    pub receive_buffer: [u64; 2],
+    /// Strictest authentication among the entries above the security floor.
+    pub authentication: Authentication,
+    /// Deepest inspection among them.
+    pub inspection: Inspection,
+    /// Application classes all of them allow.
+    pub allowed_app_classes: Vec<String>,
+    /// Ports all of them allow.
+    pub allowed_ports: Vec<PortRange>,
+    /// Any of them requires a VPN.
+    pub vpn_required: bool,
+    /// Bytes in the window the policy was made in.
+    pub current_bytes: u64,
+    /// Requests in that window.
+    pub current_requests: u64,
+}
+
+/// A user's probabilities over catalogue entries: `segments` (segment, probability) mapped
+/// through the catalogue when there are any, else `personas` (clustered persona id,
+/// probability); unmapped mass, and mass missing from a distribution summing to less than 1,
+/// goes to `default`. Entries come out by name, probabilities summing to 1.
+///
+/// ```
+/// use personaflow_operators::policies::blend::persona_distribution;
+/// use personaflow_operators::policies::catalogue::PersonaCatalogue;
+/// let c = PersonaCatalogue::example(); // maps segment "gamer" to entry "gamer"
+/// let d = persona_distribution(&c, &[("gamer".into(), 0.7), ("video".into(), 0.3)], &[]);
+/// assert_eq!(d, vec![("default".to_string(), 0.3), ("gamer".to_string(), 0.7)]);
+/// assert_eq!(persona_distribution(&c, &[], &[]), vec![("default".to_string(), 1.0)]);
+/// ```
+pub fn persona_distribution(
+    catalogue: &PersonaCatalogue,
+    segments: &[(String, f64)],
+    personas: &[(u32, f64)],
+) -> Vec<(String, f64)> {
+    let mut mass: BTreeMap<&str, f64> = BTreeMap::new();
+    let clean = |p: f64| if p.is_finite() && p > 0.0 { p } else { 0.0 };
+    if !segments.is_empty() {
+        for (s, p) in segments {
+            *mass.entry(catalogue.entry_of_segment(s)).or_default() += clean(*p);
+        }
+    } else {
+        for (id, p) in personas {
+            *mass.entry(catalogue.entry_of_persona(*id)).or_default() += clean(*p);
+        }
+    }
+    let total: f64 = mass.values().sum();
+    if total > 1.0 {
+        mass.values_mut().for_each(|p| *p /= total);
+    } else if total < 1.0 {
+        *mass.entry(DEFAULT_PERSONA).or_default() += 1.0 - total;
+    }
+    mass.into_iter()
+        .filter(|(_, p)| *p > 0.0)
+        .map(|(n, p)| (n.to_string(), p))
+        .collect()
+}
+
+/// The policy of a user whose probabilities over catalogue entries are `distribution` (as
+/// [`persona_distribution`] makes it; entries not in the catalogue count as `default`) and
+/// whose demand is `demand`, for windows of `window_secs` seconds.
+///
+/// ```
+/// use personaflow_operators::policies::blend::{blend, DemandOutlook, PolicyConfig};
+/// use personaflow_operators::policies::catalogue::PersonaCatalogue;
+/// let c = PersonaCatalogue::example();
+/// let demand = DemandOutlook { peak_bytes: Some(7_500_000.0), ..DemandOutlook::default() };
+/// // One-hot: the entry exactly; 7.5 MB a minute is 1 Mbit/s, x 1.25 headroom.
+/// let p = blend(&c, &[("gamer".into(), 1.0)], &demand, 60.0, &PolicyConfig::default());
+/// assert_eq!((p.dscp, p.guaranteed_bps, p.ceiling_bps), (32, 2_000_000, 20_000_000));
+/// assert_eq!(p.allocated_bps, 1_250_000);
+/// ```
+pub fn blend(
+    catalogue: &PersonaCatalogue,
+    distribution: &[(String, f64)],
+    demand: &DemandOutlook,
+    window_secs: f64,
+    config: &PolicyConfig,
+) -> Policy {
+    let default = catalogue
+        .get(DEFAULT_PERSONA)
+        .expect("a validated catalogue has a default entry");
+    let mut entries: Vec<(&str, &PersonaEntry, f64)> = distribution
+        .iter()
+        .filter(|(_, p)| p.is_finite() && *p > 0.0)
+        .map(
+            |(n, p)| match catalogue.personas.get_key_value(n.as_str()) {
+                Some((name, e)) => (name.as_str(), e, *p),
+                None => (DEFAULT_PERSONA, default, *p),
+            },
+        )
+        .collect();
+    if entries.is_empty() {
+        entries.push((DEFAULT_PERSONA, default, 1.0));
+    }
+    // Merge duplicates (entries mapped to default), then most probable first, ties by name.
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries.dedup_by(|b, a| {
+        if a.0 == b.0 {
+            a.2 += b.2;
+            true
+        } else {
+            false
+        }
+    });
+    let total: f64 = entries.iter().map(|e| e.2).sum();
+    entries.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(b.0)));
+    let weighted = |f: &dyn Fn(&PersonaEntry) -> f64| -> f64 {
+        let v = entries.iter().map(|(_, e, p)| p * f(e)).sum::<f64>() / total;
+        // Keep the mean inside the entries' range despite rounding.
+        let (lo, hi) = entries
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), (_, e, _)| {
+                (lo.min(f(e)), hi.max(f(e)))
+            });
+        v.clamp(lo, hi)
+    };
+    let (top_name, top, _) = entries[0];
+    let kbps = |v: f64| (v * 1_000.0).round() as u64;
+    let floor_kbps = weighted(&|e| e.bandwidth.floor_kbps);
+    let ceiling_kbps = weighted(&|e| e.bandwidth.ceiling_kbps);
+    let request_floor = weighted(&|e| e.requests.floor_per_s);
+    let request_limit = weighted(&|e| e.requests.limit_per_s);
+    let (bytes, requests) = demand.sized_for();
+    let secs = window_secs.max(f64::MIN_POSITIVE);
+    let sized_for_bps = bytes * 8.0 / secs;
+    let allocated =
+        (sized_for_bps * config.headroom).clamp(floor_kbps * 1_000.0, ceiling_kbps * 1_000.0);
+    let rate_limit = (requests / secs * config.headroom).clamp(request_floor, request_limit);
+    let buffer = |f: &dyn Fn(&PersonaEntry) -> [u64; 2]| -> [u64; 2] {
+        [
+            weighted(&|e| f(e)[0] as f64).round() as u64,
+            weighted(&|e| f(e)[1] as f64).round() as u64,
+        ]
+    };
+    // Security: the strictest among the entries at or above the floor (the top one always).
+    let secure: Vec<&PersonaEntry> = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, _, p))| *i == 0 || *p / total >= config.security_floor)
+        .map(|(_, (_, e, _))| *e)
+        .collect();
+    let mut app_classes: Vec<String> = top.security.allowed_app_classes.clone();
+    app_classes.retain(|c| {
+        secure
+            .iter()
+            .all(|e| e.security.allowed_app_classes.contains(c))
+    });
+    if app_classes.is_empty() {
+        app_classes = top.security.allowed_app_classes.clone();
+    }
+    app_classes.sort();
+    app_classes.dedup();
+    let mut ports = secure
+        .iter()
+        .skip(1)
+        .fold(normalise_ports(&top.security.allowed_ports), |acc, e| {
+            intersect_ports(&acc, &normalise_ports(&e.security.allowed_ports))
+        });
+    if ports.is_empty() {
+        ports = normalise_ports(&top.security.allowed_ports);
+    }
+    Policy {
+        personas: entries
+            .iter()
+            .map(|(n, _, p)| (n.to_string(), Score((p / total) as f32)))
+            .collect(),
+        persona: top_name.to_string(),
+        diffserv_class: top.diffserv_class.clone(),
+        dscp: top.dscp,
+        endpoint_class: top.endpoint_class.clone(),
+        floor_bps: kbps(floor_kbps),
+        guaranteed_bps: kbps(weighted(&|e| e.bandwidth.guaranteed_kbps)),
+        ceiling_bps: kbps(ceiling_kbps),
+        allocated_bps: (allocated.round() as u64).clamp(kbps(floor_kbps), kbps(ceiling_kbps)),
+        sized_for_bps: sized_for_bps.round() as u64,
+        burst_bytes: kbps(weighted(&|e| e.bandwidth.burst_kb)),
+        priority_weight: Score(weighted(&|e| e.priority_weight) as f32),
+        latency_target_ms: Score(weighted(&|e| e.latency_target_ms) as f32),
+        rate_limit_rps: Score(rate_limit as f32),
+        request_limit_rps: Score(request_limit as f32),
+        send_buffer: buffer(&|e| e.socket.send_buffer),
+        receive_buffer: buffer(&|e| e.socket.receive_buffer),
+        authentication: secure
+            .iter()
+            .map(|e| e.security.authentication)
+            .max()
+            .unwrap_or(top.security.authentication),
+        inspection: secure
+            .iter()
+            .map(|e| e.security.inspection)
+            .max()
+            .unwrap_or(top.security.inspection),
+        allowed_app_classes: app_classes,
+        allowed_ports: ports,
+        vpn_required: secure.iter().any(|e| e.security.vpn_required),
+        current_bytes: demand.current_bytes.max(0.0).round() as u64,
+        current_requests: demand.current_requests.max(0.0).round() as u64,
+    }
+}
+
+/// Sorted, merged port ranges.
+fn normalise_ports(ports: &[PortRange]) -> Vec<PortRange> {
+    let mut v = ports.to_vec();
+    v.sort();
+    let mut out: Vec<PortRange> = Vec::with_capacity(v.len());
+    for p in v {
+        match out.last_mut() {
+            Some(last) if u32::from(p.first) <= u32::from(last.last) + 1 => {
+                last.last = last.last.max(p.last)
+            }
+            _ => out.push(p),
+        }
+    }
+    out
+}
+
+/// The ports in both of two normalised lists.
+fn intersect_ports(a: &[PortRange], b: &[PortRange]) -> Vec<PortRange> {
+    let mut out = Vec::new();
+    for x in a {
+        for y in b {
+            let (first, last) = (x.first.max(y.first), x.last.min(y.last));
+            if first <= last {
+                out.push(PortRange { first, last });
+            }
+        }
+    }
+    normalise_ports(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policies::catalogue::PersonaCatalogue;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn catalogue() -> PersonaCatalogue {
+        let mut c = PersonaCatalogue::example();
+        let mut streamer = c.personas["gamer"].clone();
+        streamer.diffserv_class = "multimedia-streaming".into();
+        streamer.dscp = 26;
+        streamer.bandwidth.ceiling_kbps = 50_000.0;
+        streamer.bandwidth.guaranteed_kbps = 5_000.0;
+        streamer.latency_target_ms = 400.0;
+        streamer.security.authentication = Authentication::Mfa;
+        streamer.security.allowed_app_classes = vec!["video".into(), "web".into()];
+        streamer.security.allowed_ports = vec!["443".parse().unwrap(), "1935".parse().unwrap()];
+        streamer.security.vpn_required = true;
+        c.personas.insert("streamer".into(), streamer);
+        c.validate().unwrap();
+        c
+    }
+
+    /// A blend of every entry with seeded random probabilities and demand.
+    fn random_case(
+        rng: &mut ChaCha8Rng,
+        c: &PersonaCatalogue,
+    ) -> (Vec<(String, f64)>, DemandOutlook) {
+        let mut d: Vec<(String, f64)> = Vec::new();
+        for n in c.personas.keys() {
+            if rng.random_bool(0.7) {
+                d.push((n.clone(), rng.random_range(0.0..1.0)));
+            }
+        }
+        let total: f64 = d.iter().map(|x| x.1).sum();
+        d.iter_mut().for_each(|x| x.1 /= total.max(1e-9));
+        let demand = DemandOutlook {
+            peak_bytes: rng.random_bool(0.8).then(|| rng.random_range(0.0..1e9)),
+            peak_requests: rng.random_bool(0.8).then(|| rng.random_range(0.0..5_000.0)),
+            current_bytes: rng.random_range(0.0..1e8),
+            current_requests: rng.random_range(0.0..500.0),
+        };
+        (d, demand)
+    }
+
+    /// Property: every blended numeric value lies within the range of the entries blended.
+    #[test]
+    fn every_blended_value_lies_within_the_personas_range() {
+        let c = catalogue();
+        let mut rng = ChaCha8Rng::seed_from_u64(18);
+        for _ in 0..2_000 {
+            let (d, demand) = random_case(&mut rng, &c);
+            let p = blend(&c, &d, &demand, 60.0, &PolicyConfig::default());
+            let used: Vec<&PersonaEntry> = p.personas.iter().map(|(n, _)| &c.personas[n]).collect();
+            let within = |v: f64, f: &dyn Fn(&PersonaEntry) -> f64, what: &str| {
+                let lo = used.iter().map(|e| f(e)).fold(f64::MAX, f64::min);
+                let hi = used.iter().map(|e| f(e)).fold(f64::MIN, f64::max);
+                assert!(
+                    v >= lo - 1e-6 * lo.abs() - 0.5 && v <= hi + 1e-6 * hi.abs() + 0.5,
+                    "{what}: {v} not in [{lo}, {hi}] for {d:?}"
+                );
+            };
+            within(
+                p.floor_bps as f64,
+                &|e| e.bandwidth.floor_kbps * 1e3,
+                "floor",
+            );
+            within(
+                p.guaranteed_bps as f64,
+                &|e| e.bandwidth.guaranteed_kbps * 1e3,
+                "guaranteed",
+            );
+            within(
+                p.ceiling_bps as f64,
+                &|e| e.bandwidth.ceiling_kbps * 1e3,
+                "ceiling",
+            );
+            within(
+                p.burst_bytes as f64,
+                &|e| e.bandwidth.burst_kb * 1e3,
+                "burst",
+            );
+            within(
+                p.priority_weight.0 as f64,
+                &|e| e.priority_weight,
+                "priority",
+            );
+            within(
+                p.latency_target_ms.0 as f64,
+                &|e| e.latency_target_ms,
+                "latency",
+            );
+            within(
+                p.request_limit_rps.0 as f64,
+                &|e| e.requests.limit_per_s,
+                "limit",
+            );
+            within(
+                p.send_buffer[0] as f64,
+                &|e| e.socket.send_buffer[0] as f64,
+                "sndbuf",
+            );
+            within(
+                p.receive_buffer[1] as f64,
+                &|e| e.socket.receive_buffer[1] as f64,
+                "rcvbuf",
+            );
+            // The allocation lies within the blended bounds, and within every entry's range.
+            assert!(p.floor_bps <= p.allocated_bps && p.allocated_bps <= p.ceiling_bps);
+            let r = p.rate_limit_rps.0 as f64;
+            assert!(
+                r >= p
+                    .personas
+                    .iter()
+                    .map(|(n, _)| c.personas[n].requests.floor_per_s)
+                    .fold(f64::MAX, f64::min)
+                    - 1e-3
+            );
+            assert!(r <= p.request_limit_rps.0 as f64 + 1e-3);
+            let sum: f32 = p.personas.iter().map(|x| x.1 .0).sum();
+            assert!((sum - 1.0).abs() < 1e-4);
+            // Security is at least as strict as the top entry's.
+            let top = &c.personas[&p.persona];
+            assert!(p.authentication >= top.security.authentication);
+            assert!(p.inspection >= top.security.inspection);
+            assert!(p.vpn_required >= top.security.vpn_required);
+            assert!(p
+                .allowed_app_classes
+                .iter()
+                .all(|a| top.security.allowed_app_classes.contains(a)));
+        }
+    }
+
+    /// Property: a one-hot distribution reproduces its entry exactly.
+    #[test]
+    fn a_one_hot_distribution_reproduces_its_persona_exactly() {
+        let c = catalogue();
+        for (name, e) in &c.personas {
+            let p = blend(
+                &c,
+                &[(name.clone(), 1.0)],
+                &DemandOutlook::default(),
+                60.0,
+                &PolicyConfig::default(),
+            );
+            assert_eq!(p.persona, *name);
+            assert_eq!(p.diffserv_class, e.diffserv_class);
+            assert_eq!(p.dscp, e.dscp);
+            assert_eq!(p.endpoint_class, e.endpoint_class);
+            assert_eq!(p.floor_bps as f64, e.bandwidth.floor_kbps * 1e3);
+            assert_eq!(p.guaranteed_bps as f64, e.bandwidth.guaranteed_kbps * 1e3);
+            assert_eq!(p.ceiling_bps as f64, e.bandwidth.ceiling_kbps * 1e3);
+            assert_eq!(p.burst_bytes as f64, e.bandwidth.burst_kb * 1e3);
+            assert_eq!(p.priority_weight.0, e.priority_weight as f32);
+            assert_eq!(p.latency_target_ms.0, e.latency_target_ms as f32);
+            assert_eq!(p.request_limit_rps.0, e.requests.limit_per_s as f32);
+            assert_eq!(p.send_buffer, e.socket.send_buffer);
+            assert_eq!(p.receive_buffer, e.socket.receive_buffer);
+            assert_eq!(p.authentication, e.security.authentication);
+            assert_eq!(p.inspection, e.security.inspection);
+            let mut classes = e.security.allowed_app_classes.clone();
+            classes.sort();
+            assert_eq!(p.allowed_app_classes, classes);
+            assert_eq!(p.allowed_ports, normalise_ports(&e.security.allowed_ports));
+            assert_eq!(p.vpn_required, e.security.vpn_required);
+            // No demand: the floors.
+            assert_eq!(p.allocated_bps, p.floor_bps);
+            assert_eq!(p.rate_limit_rps.0, e.requests.floor_per_s as f32);
+        }
+    }
+
+    #[test]
+    fn security_is_the_strictest_above_the_floor_only() {
+        let c = catalogue();
+        let config = PolicyConfig::default();
+        let demand = DemandOutlook::default();
+        // Streamer at 0.3 >= 0.2: its MFA, VPN and the classes both allow.
+        let p = blend(
+            &c,
+            &[("gamer".into(), 0.7), ("streamer".into(), 0.3)],
+            &demand,
+            60.0,
+            &config,
+        );
+        assert_eq!(p.persona, "gamer");
+        assert_eq!(p.dscp, 32);
+        assert_eq!(p.authentication, Authentication::Mfa);
+        assert!(p.vpn_required);
+        assert_eq!(p.allowed_app_classes, vec!["web".to_string()]);
+        assert_eq!(p.allowed_ports, vec!["443".parse().unwrap()]);
+        // At 0.1 it does not count.
+        let p = blend(
+            &c,
+            &[("gamer".into(), 0.9), ("streamer".into(), 0.1)],
+            &demand,
+            60.0,
+            &config,
+        );
+        assert_eq!(p.authentication, Authentication::Password);
+        assert!(!p.vpn_required);
+        assert_eq!(p.allowed_ports.len(), 2);
+    }
+
+    #[test]
+    fn the_allocation_follows_the_forecast_peak_within_the_bounds() {
+        let c = catalogue();
+        let config = PolicyConfig::default();
+        let at = |bytes: f64| {
+            let d = DemandOutlook {
+                peak_bytes: Some(bytes),
+                current_bytes: 1.0,
+                ..Default::default()
+            };
+            blend(&c, &[("gamer".into(), 1.0)], &d, 60.0, &config).allocated_bps
+        };
+        assert_eq!(at(0.0), 64_000);
+        assert_eq!(at(60.0 * 1e6 / 8.0), 1_250_000);
+        assert_eq!(at(1e12), 20_000_000);
+        // Without a forecast, the current window stands in.
+        let d = DemandOutlook {
+            current_bytes: 60.0 * 1e6 / 8.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            blend(&c, &[("gamer".into(), 1.0)], &d, 60.0, &config).allocated_bps,
+            1_250_000
+        );
+    }
+
+    #[test]
+    fn port_lists_merge_and_intersect() {
+        let p = |s: &str| s.parse::<PortRange>().unwrap();
+        assert_eq!(
+            normalise_ports(&[p("80-90"), p("85-100"), p("101"), p("443")]),
+            vec![p("80-101"), p("443")]
+        );
+        assert_eq!(
+            intersect_ports(&[p("1-100")], &[p("50-200"), p("443")]),
+            vec![p("50-100")]
+        );
+    }
+
+    #[test]
+    fn config_ranges_are_checked() {
+        let mut c = PolicyConfig::default();
+        assert!(c.validate().is_ok());
+        c.headroom = 0.5;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("policy.headroom"));
+        let c = PolicyConfig {
+            risk_strict: 0.5,
+            ..PolicyConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("policy.risk_strict"));
+    }
+}

@@ -1,0 +1,18 @@
+//! Policies: acting on profiles (DESIGN.md step 9). A persona catalogue ([`catalogue`]) is
+//! blended by each user's probabilities into one network policy per user and window, sized
+//! from the demand forecast ([`blend`]); the socket parameters the user's predicted behaviour
+//! implies ([`socket`]); the link model that judges an allocation against the demand that
+//! came, and the feedback it gives ([`link`]).
+//!
+//! Its operator: [`operator::ShapePolicies`].
+
+pub mod blend;
+pub mod catalogue;
+pub mod link;
+pub mod operator;
+pub mod socket;
+
+pub use blend::{Policy, PolicyConfig};
+pub use catalogue::PersonaCatalogue;
+pub use operator::PolicyPart;
+pub use socket::{RequestType, SocketProfile, WindowDemand};

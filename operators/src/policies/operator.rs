@@ -1,0 +1,316 @@
+//! `policies`: each active user's blended policy and socket profile, window by window.
+
+use crate::embed::operator::Profile;
+use crate::forecast::Forecast;
+use crate::ops::batch::BatchByWindow;
+use crate::ops::UserWindow;
+use crate::personas::operator::PersonaAssignment;
+use crate::policies::blend::{blend, persona_distribution, DemandOutlook, Policy, PolicyConfig};
+use crate::policies::catalogue::PersonaCatalogue;
+use crate::policies::socket::{socket_profile, RiskBySegment, SocketProfile, WindowDemand};
+use crate::resonance::Resonance;
+use crate::vector::Score;
+use crate::window::features::Fnv;
+use crate::WindowSpec;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use timely::dataflow::channels::pact::Exchange;
+
+/// One of the things a policy is made from, for one user and window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PolicyPart {
+    /// From the profile: anomaly score, known segment, events and the window's demand.
+    Profile {
+        /// Anomaly score.
+        anomaly_score: Option<Score>,
+        /// Known segment (authenticated users).
+        segment: Option<String>,
+        /// Events in the window.
+        events: u64,
+        /// The window's demand.
+        demand: WindowDemand,
+    },
+    /// The resonance distribution: (segment, probability), and the top segment.
+    Resonance {
+        /// Segment probabilities.
+        scores: Vec<(String, Score)>,
+        /// Most probable segment.
+        top: String,
+    },
+    /// The demand forecast.
+    Forecast(Forecast),
+    /// Clustered persona probabilities.
+    Personas(Vec<(u32, Score)>),
+}
+
+impl PolicyPart {
+    /// A profile's part.
+    pub fn of_profile(p: &Profile) -> Self {
+        PolicyPart::Profile {
+            anomaly_score: p.anomaly_score,
+            segment: p.segment.clone(),
+            events: p.events,
+            demand: p.demand.clone(),
+        }
+    }
+
+    /// A resonance's part.
+    pub fn of_resonance(r: &Resonance) -> Self {
+        PolicyPart::Resonance {
+            scores: r
+                .scores
+                .iter()
+                .map(|s| (s.segment.clone(), s.probability))
+                .collect(),
+            top: r.top_segment().to_string(),
+        }
+    }
+
+    /// A persona assignment's part.
+    pub fn of_assignment(a: &PersonaAssignment) -> Self {
+        PolicyPart::Personas(
+            a.ids
+                .iter()
+                .copied()
+                .zip(a.probabilities.0.iter().map(|p| Score(*p)))
+                .collect(),
+        )
+    }
+}
+
+/// Everything known of one user in one window, gathered from the parts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct Gathered {
+    user: String,
+    anomaly_score: Option<Score>,
+    segment: Option<String>,
+    events: u64,
+    demand: WindowDemand,
+    scores: Vec<(String, Score)>,
+    top: Option<String>,
+    forecast: Option<Forecast>,
+    personas: Vec<(u32, Score)>,
+}
+
+impl Gathered {
+    /// The segment the user's risk is calibrated in: the known one, else the top resonance
+    /// segment, else none (`""`).
+    fn risk_segment(&self) -> &str {
+        self.segment
+            .as_deref()
+            .or(self.top.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// Makes policies.
+pub trait ShapePolicies<'scope> {
+    /// For each user with a [`PolicyPart::Profile`] fact at window `w`, one fact
+    /// `((user, w), (Policy, SocketProfile))` at `w`, made from the parts of `(user, w)`
+    /// present (resonance, forecast and persona parts are optional) as
+    /// [`blend`](crate::policies::blend) and [`socket`](crate::policies::socket) say.
+    ///
+    /// Parts travel to a worker by user and are gathered once their window is complete; the
+    /// gathered users then travel by the segment their risk is calibrated in, whose worker
+    /// keeps that segment's anomaly scores of the last `policy.risk_windows` windows (so the
+    /// results do not depend on the number of workers). That is the operator's only state, and
+    /// it is windowed: a restarted job rebuilds it from the windows it replays.
+    ///
+    /// ```
+    /// use personaflow_operators::{Event, WindowSpec};
+    /// use personaflow_operators::embed::StandardisedEmbedder;
+    /// use personaflow_operators::ops::*;
+    /// use personaflow_operators::policies::{PolicyConfig, PersonaCatalogue, PolicyPart};
+    /// use std::sync::Arc;
+    /// use timely::dataflow::operators::ToStream;
+    /// let mut e = Event::new(1_000, "u", "stream_chunk");
+    /// e.bytes_in = Some(7_500_000);
+    /// timely::example(move |scope| {
+    ///     vec![e]
+    ///         .to_stream(scope)
+    ///         .container::<Vec<_>>()
+    ///         .window_aggregate(WindowSpec::default())
+    ///         .sequences(16)
+    ///         .embed_profiles(Box::new(StandardisedEmbedder::default()), 64, ErrorSlot::default())
+    ///         .map(|(k, p)| (k, PolicyPart::of_profile(&p)))
+    ///         .policies(Arc::new(PersonaCatalogue::example()), PolicyConfig::default(), WindowSpec::default())
+    ///         .inspect(|(((u, w), (p, s)), _, _)| {
+    ///             // No resonance: all to default; 1 Mbit/s now, x 1.25.
+    ///             assert!(u == "u" && *w == 0 && p.persona == "default" && p.allocated_bps == 1_250_000);
+    ///             assert_eq!(s.request_type.name(), "streaming");
+    ///         });
+    /// });
+    /// ```
+    fn policies(
+        self,
+        catalogue: Arc<PersonaCatalogue>,
+        config: PolicyConfig,
+        spec: WindowSpec,
+    ) -> VecCollection<'scope, u64, (UserWindow, (Policy, SocketProfile)), isize>;
+}
+
+impl<'scope> ShapePolicies<'scope> for VecCollection<'scope, u64, (UserWindow, PolicyPart), isize> {
+    fn policies(
+        self,
+        catalogue: Arc<PersonaCatalogue>,
+        config: PolicyConfig,
+        spec: WindowSpec,
+    ) -> VecCollection<'scope, u64, (UserWindow, (Policy, SocketProfile)), isize> {
+        let gathered = self.fold_by_window(
+            Exchange::new(
+                |(((user, _), _), _, _): &((UserWindow, PolicyPart), u64, isize)| {
+                    Fnv::hash_str(user)
+                },
+            ),
+            "GatherPolicyParts",
+            |_window, parts, out| out.extend(gather(parts)),
+        );
+        let window_secs = spec.len_ms() as f64 / 1_000.0;
+        let mut risk = RiskBySegment::new();
+        gathered.fold_by_window(
+            Exchange::new(|(g, _, _): &(Gathered, u64, isize)| Fnv::hash_str(g.risk_segment())),
+            "ShapePolicies",
+            move |window, users, out| {
+                shape_window(
+                    &catalogue,
+                    &config,
+                    window_secs,
+                    &mut risk,
+                    window,
+                    users,
+                    out,
+                )
+            },
+        )
+    }
+}
+
+/// The users of one window, their parts gathered (parts sorted by key, as `fold_by_window`
+/// hands them); users without a profile part are dropped.
+fn gather(parts: Vec<(UserWindow, PolicyPart)>) -> Vec<Gathered> {
+    let mut by_user: BTreeMap<String, (bool, Gathered)> = BTreeMap::new();
+    for ((user, _), part) in parts {
+        let (has_profile, g) = by_user.entry(user.clone()).or_insert_with(|| {
+            (
+                false,
+                Gathered {
+                    user,
+                    ..Gathered::default()
+                },
+            )
+        });
+        match part {
+            PolicyPart::Profile {
+                anomaly_score,
+                segment,
+                events,
+                demand,
+            } => {
+                *has_profile = true;
+                g.anomaly_score = anomaly_score;
+                g.segment = segment;
+                g.events = events;
+                g.demand = demand;
+            }
+            PolicyPart::Resonance { scores, top } => {
+                g.scores = scores;
+                g.top = Some(top);
+            }
+            PolicyPart::Forecast(f) => g.forecast = Some(f),
+            PolicyPart::Personas(p) => g.personas = p,
+        }
+    }
+    by_user
+        .into_values()
+        .filter(|(p, _)| *p)
+        .map(|(_, g)| g)
+        .collect()
+}
+
+/// Scores one window's users (of the segments this worker holds) against their segments'
+/// recent anomaly scores, then adds theirs; blends each user's policy and socket profile.
+fn shape_window(
+    catalogue: &PersonaCatalogue,
+    config: &PolicyConfig,
+    window_secs: f64,
+    risk: &mut RiskBySegment,
+    window: u64,
+    users: Vec<Gathered>,
+    out: &mut Vec<(UserWindow, (Policy, SocketProfile))>,
+) {
+    let mut by_segment: BTreeMap<String, Vec<Gathered>> = BTreeMap::new();
+    for g in users {
+        by_segment
+            .entry(g.risk_segment().to_string())
+            .or_default()
+            .push(g);
+    }
+    for (segment, users) in by_segment {
+        let calibration = risk.entry(segment).or_default();
+        calibration.push(
+            window,
+            users
+                .iter()
+                .filter_map(|g| g.anomaly_score.map(|s| s.0))
+                .collect(),
+            config.risk_windows,
+        );
+        for g in users {
+            let r = g.anomaly_score.and_then(|s| calibration.quantile(s.0));
+            let (policy, socket) = policy_of(catalogue, config, window_secs, &g, r);
+            out.push(((g.user, window), (policy, socket)));
+        }
+    }
+}
+
+/// One user's policy and socket profile.
+fn policy_of(
+    catalogue: &PersonaCatalogue,
+    config: &PolicyConfig,
+    window_secs: f64,
+    g: &Gathered,
+    risk: Option<f64>,
+) -> (Policy, SocketProfile) {
+    let segments: Vec<(String, f64)> = g
+        .scores
+        .iter()
+        .map(|(s, p)| (s.clone(), f64::from(p.0)))
+        .collect();
+    let personas: Vec<(u32, f64)> = g
+        .personas
+        .iter()
+        .map(|(id, p)| (*id, f64::from(p.0)))
+        .collect();
+    let distribution = persona_distribution(catalogue, &segments, &personas);
+    let horizon = |f: &Forecast| f.horizon().min(config.horizon);
+    let peak = |f: &Forecast, pick: fn((f32, f32)) -> f32| {
+        (1..=horizon(f))
+            .filter_map(|h| f.at(h).map(pick))
+            .map(f64::from)
+            .fold(0.0f64, f64::max)
+    };
+    let demand = DemandOutlook {
+        peak_bytes: g.forecast.as_ref().map(|f| peak(f, |x| x.1)),
+        peak_requests: g.forecast.as_ref().map(|f| peak(f, |x| x.0)),
+        current_bytes: (g.demand.bytes_in + g.demand.bytes_out) as f64,
+        current_requests: g.events as f64,
+    };
+    let policy = blend(catalogue, &distribution, &demand, window_secs, config);
+    let next = g
+        .forecast
+        .as_ref()
+        .and_then(|f| f.at(1))
+        .map(|(r, b)| (f64::from(b), f64::from(r)));
+    let socket = socket_profile(
+        &policy,
+        &g.demand,
+        next,
+        risk,
+        &catalogue.endpoints,
+        window_secs,
+        config,
+    );
+    (policy, socket)
+}
