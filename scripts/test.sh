@@ -2,7 +2,9 @@
 # The whole test suite: sets up .venv (onnxruntime for the models, and the Python packages of
 # the interop checks; once), installs the tansu Kafka broker for the real-broker test (once,
 # into ~/.cache/personaflow/tools; about 15 minutes on 2 cores the first time), then runs
-# every Rust test (unit, doc, oracle, parity, CLI integration, interop, Kafka).
+# every Rust test (unit, doc, oracle, parity, CLI integration, interop, Kafka, and the
+# rendered policies applied in a network namespace, with nftables installed from Debian by
+# scripts/setup-netfilter.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +21,7 @@ fi
 export PERSONAFLOW_PYTHON="$PWD/$venv/bin/python"
 PERSONAFLOW_TANSU="$(scripts/setup-tansu.sh)"
 export PERSONAFLOW_TANSU
+# nftables for the network-namespace test of rendered policies (Debian package, once).
+scripts/setup-netfilter.sh >/dev/null
 
 cargo test --workspace "$@"

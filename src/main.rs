@@ -7,6 +7,7 @@ mod backfill;
 mod common;
 mod demo;
 mod evaluate;
+mod policy;
 mod produce;
 mod run;
 mod simulate;
@@ -48,6 +49,8 @@ enum Command {
     Run(run::RunArgs),
     /// Write event files to a Kafka topic as JSON events (for tests, load tests, replays).
     Produce(produce::ProduceArgs),
+    /// Render a user's policy as a tc script, an nftables rule set or JSON.
+    Policy(policy::PolicyArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => evaluate::cmd_evaluate(a, quiet),
         Command::Run(a) => run::cmd_run(a, quiet),
         Command::Produce(a) => produce::cmd_produce(a, quiet),
+        Command::Policy(a) => policy::cmd_policy(a, quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -271,6 +271,7 @@ fn oracle(
                     segment: seq.segment.clone(),
                     context: seq.context.clone(),
                     features: seq.current().to_vec().into(),
+                    demand: seq.demand.clone(),
                 },
             ));
         }

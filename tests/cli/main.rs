@@ -9,6 +9,8 @@
 //! - `models`: the VAE embedder and LSTM forecaster through onnxruntime, and their errors;
 //! - `stream`: the continuous Kafka job against librdkafka's mock cluster.
 //! - `drift`: personas, drift and scaling tables, and `evaluate tcpd/nab` on the real data;
+//! - `policy`: the policies, socket profiles and feedback a backfill writes, and `policy
+//!   render` applied in a network namespace with a real TCP flow through it;
 //! - `regression`: one test per defect found by trying the binary as a new user, named for it.
 
 mod basics;
@@ -16,6 +18,7 @@ mod broker;
 mod drift;
 mod interop;
 mod models;
+mod policy;
 mod real_data;
 mod regression;
 mod simulated;

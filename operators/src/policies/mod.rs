@@ -2,7 +2,8 @@
 //! blended by each user's probabilities into one network policy per user and window, sized
 //! from the demand forecast ([`blend`]); the socket parameters the user's predicted behaviour
 //! implies ([`socket`]); the link model that judges an allocation against the demand that
-//! came, and the feedback it gives ([`link`]).
+//! came, and the feedback it gives ([`link`]); a policy as a tc script and an nftables rule set
+//! ([`render`]).
 //!
 //! Its operator: [`operator::ShapePolicies`].
 
@@ -10,6 +11,7 @@ pub mod blend;
 pub mod catalogue;
 pub mod link;
 pub mod operator;
+pub mod render;
 pub mod socket;
 
 pub use blend::{Policy, PolicyConfig};

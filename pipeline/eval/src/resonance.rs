@@ -5,13 +5,9 @@
 use crate::{Error, Result, ScenarioMismatch};
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMillisecondType;
-use arrow_array::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Ground truth of one simulated user.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,70 +233,4 @@ pub fn evaluate_resonance(
     Ok(report)
 }
 
-/// Every `.parquet` file under `dir`, recursively, sorted.
-pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
-            let path = entry.map_err(|e| Error::io(&d, e))?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Streams the named top-level columns of a Parquet file (in that order) batch by batch.
-pub fn for_each_batch(
-    path: &Path,
-    columns: &[&str],
-    mut f: impl FnMut(&RecordBatch),
-) -> Result<()> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
-    // Top-level columns (roots), so that list columns are found by their own name.
-    let fields = builder.schema().fields().clone();
-    let mut indices = Vec::new();
-    for c in columns {
-        let idx = fields.iter().position(|f| f.name() == c).ok_or_else(|| {
-            personaflow_io::Error::MissingColumn {
-                path: path.to_path_buf(),
-                column: c.to_string(),
-                hint: String::new(),
-            }
-        })?;
-        indices.push(idx);
-    }
-    let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(|e| Error::parquet(path, e))?;
-    for batch in reader {
-        let batch = batch.map_err(|e| personaflow_io::Error::Arrow {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        // Projection keeps file order; put the columns in the order asked for.
-        let schema = batch.schema();
-        let cols: Vec<_> = columns
-            .iter()
-            .map(|c| batch.column(schema.index_of(c).expect("projected")).clone())
-            .collect();
-        let fields: Vec<_> = columns
-            .iter()
-            .map(|c| schema.field_with_name(c).expect("projected").clone())
-            .collect();
-        let batch =
-            RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), cols)
-                .expect("same columns");
-        f(&batch);
-    }
-    Ok(())
-}
+pub use personaflow_io::tables::read::{for_each_batch, parquet_files};

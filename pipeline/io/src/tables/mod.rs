@@ -81,6 +81,7 @@ macro_rules! table_rows {
 }
 
 pub mod columns;
+pub mod read;
 mod rows;
 
 pub use rows::*;
