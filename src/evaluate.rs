@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use personaflow_eval::drift as drift_eval;
 use personaflow_eval::resonance::{check_same_scenario, evaluate_resonance, read_truth};
+use personaflow_eval::shaping;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -35,6 +36,41 @@ pub(crate) enum EvaluateCommand {
     /// Run the drift detector on the Numenta Anomaly Benchmark series in DIR and score its
     /// detections against the labelled anomaly windows.
     Nab(SeriesArgs),
+    /// Simulate scenarios (with and without drift), backfill them, train a Q-learning shaper
+    /// on three and compare it with static, predictive and reactive allocation on the three
+    /// held out, on a shared-bottleneck link simulator.
+    Shaping(ShapingArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ShapingArgs {
+    /// Users per scenario.
+    #[arg(long, default_value_t = shaping::ShapingConfig::default().users)]
+    users: usize,
+    /// Simulated days per scenario (drifts start 6 h in).
+    #[arg(long, default_value_t = shaping::ShapingConfig::default().days)]
+    days: f64,
+    /// Link capacity as a multiple of each scenario's mean demand rate.
+    #[arg(long, default_value_t = shaping::DEFAULT_CAPACITY_FACTOR)]
+    capacity_factor: f64,
+    /// Waste penalty of the shaper's reward.
+    #[arg(long, default_value_t = shaping::DEFAULT_WASTE_PENALTY)]
+    waste_penalty: f64,
+    /// Training epochs.
+    #[arg(long, default_value_t = shaping::DEFAULT_EPOCHS)]
+    epochs: usize,
+    /// Seed of the shaper's exploration.
+    #[arg(long, default_value_t = shaping::DEFAULT_SEED)]
+    seed: u64,
+    /// Job configuration (TOML).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Keep the scenarios and outputs here [default: a temporary directory, removed].
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -130,9 +166,59 @@ pub(crate) fn cmd_evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
             print!("{}", report.to_table());
             write_json(a.json.as_deref(), &report)
         }
+        Some(EvaluateCommand::Shaping(a)) => {
+            let job = load_config(a.config.as_deref(), None, None)?;
+            if !job.policy.enabled {
+                bail!("evaluate shaping needs policies: [policy] enabled = false in the configuration");
+            }
+            if !(a.capacity_factor.is_finite() && a.capacity_factor > 0.0) {
+                bail!(
+                    "--capacity-factor must be a positive number, got {}",
+                    a.capacity_factor
+                );
+            }
+            if !(a.waste_penalty.is_finite() && a.waste_penalty >= 0.0) {
+                bail!(
+                    "--waste-penalty must be a number >= 0, got {}",
+                    a.waste_penalty
+                );
+            }
+            let config = shaping::ShapingConfig {
+                users: a.users,
+                days: a.days,
+                capacity_factor: a.capacity_factor,
+                waste_penalty: a.waste_penalty,
+                epochs: a.epochs,
+                seed: a.seed,
+                ..shaping::ShapingConfig::default()
+            };
+            let temp;
+            let work = match &a.keep {
+                Some(dir) => dir.clone(),
+                None => {
+                    temp = tempfile_dir()?;
+                    temp.clone()
+                }
+            };
+            let scenarios = shaping::default_shaping_scenarios();
+            let total = scenarios.len();
+            let mut done = 0;
+            let report = shaping::evaluate_shaping(&scenarios, &config, &job, &work, &mut |name| {
+                done += 1;
+                if !quiet {
+                    eprintln!("scenario {done}/{total} {name}: backfilled");
+                }
+            });
+            if a.keep.is_none() {
+                std::fs::remove_dir_all(&work).ok();
+            }
+            let report = report?;
+            print!("{}", report.to_table());
+            write_json(a.json.as_deref(), &report)
+        }
         None => {
             let (Some(scenario), Some(output)) = (args.scenario, args.output) else {
-                bail!("evaluate needs --scenario and --output, or one of scenarios, tcpd, nab");
+                bail!("evaluate needs --scenario and --output, or one of scenarios, shaping, tcpd, nab");
             };
             let truth = read_truth(&scenario.join("truth").join("users.parquet"))?;
             check_same_scenario(&truth, &output)?;

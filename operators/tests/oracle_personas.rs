@@ -57,6 +57,7 @@ fn random_profiles(seed: u64) -> Vec<(UserWindow, Profile)> {
                     segment: Some(format!("s{}", u % 3)),
                     context: Context::default(),
                     features: Vector(features),
+                    demand: Default::default(),
                 },
             ));
         }

@@ -100,7 +100,7 @@ pub struct LinkOutcome {
 /// // 10 Mbit/s shared; one user idle on 5 Mbit/s reserved, one needing 8 Mbit/s on 5.
 /// let out = share_link(&[u(5e6, 0.0), u(5e6, 480.0)], 10e6, 60.0);
 /// assert_eq!(out[0].wasted_bits, 5e6 * 60.0);
-/// assert_eq!(out[1].rate_bps, 10e6); // borrowed the idle reservation
+/// assert_eq!(out[1].rate_bps, 8e6); // 3 Mbit/s borrowed from the idle reservation
 /// assert_eq!(out[1].served_bits, 480e6);
 /// ```
 pub fn share_link(users: &[LinkUser], capacity_bps: f64, window_secs: f64) -> Vec<LinkOutcome> {

@@ -1,9 +1,10 @@
 //! The oracle test of the production graph: [`graph::build_with`], driven by the one
 //! [`Driver`] on two workers with seeded random events that arrive out of order, must write, at
-//! every window, exactly the rows of features, profiles, segment profiles, resonance, forecasts
-//! and forecast errors that a from-scratch recomputation from the raw events gives (with the
-//! plain-function cores of the operators: `build_sequence`, the embedder, `SegmentSum`,
-//! `resonance`, the persistence forecaster). The operators' own oracle tests
+//! every window, exactly the rows of features, profiles, segment profiles, resonance, forecasts,
+//! forecast errors, policies, socket profiles and shaping feedback that a from-scratch
+//! recomputation from the raw events gives (with the plain-function cores of the operators:
+//! `build_sequence`, the embedder, `SegmentSum`, `resonance`, the persistence forecaster,
+//! `blend`, `socket_profile`, `RiskCalibration`, `feedback`). The operators' own oracle tests
 //! (`operators/tests/`) check each operator's updates at every time; this one checks the
 //! assembly: the wiring, the exchanges, the sinks' row conversions and the driver.
 
@@ -15,14 +16,17 @@ use personaflow_dataflow::config::{Config, EmbedderKind, ForecasterKind};
 use personaflow_dataflow::driver::Driver;
 use personaflow_dataflow::graph::{self, ModelStats, StateMode};
 use personaflow_io::tables::{
-    FeatureRow, ForecastErrorRow, ForecastRow, ProfileRow, ResonanceRow, SegmentProfileRow, Table,
-    TableRow,
+    FeatureRow, ForecastErrorRow, ForecastRow, PolicyRow, ProfileRow, ResonanceRow,
+    SegmentProfileRow, ShapingFeedbackRow, SocketProfileRow, Table, TableRow,
 };
 use personaflow_io::writer::{SinkFactory, WindowSink};
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::forecast::{
     Forecaster, PersistenceForecaster, DEFAULT_FORECAST_HORIZON,
 };
+use personaflow_operators::policies::blend::{blend, persona_distribution, DemandOutlook};
+use personaflow_operators::policies::link::feedback;
+use personaflow_operators::policies::socket::{socket_profile, RiskCalibration};
 use personaflow_operators::resonance::resonance;
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
 use personaflow_operators::sequences::build_sequence;
@@ -97,6 +101,7 @@ fn config() -> Config {
     config.forecaster.kind = ForecasterKind::Persistence;
     config.sequence.length = SEQUENCE_LENGTH;
     config.segments.window = SEGMENT_WINDOW;
+    config.policy.risk_windows = SEGMENT_WINDOW;
     config
 }
 
@@ -164,6 +169,10 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
     let (mut features, mut profiles, mut segment_rows, mut resonance_rows) =
         (vec![], vec![], vec![], vec![]);
     let (mut forecasts, mut errors) = (vec![], vec![]);
+    let (mut policy_rows, mut socket_rows, mut feedback_rows) = (vec![], vec![], vec![]);
+    let catalogue = config.catalogue().unwrap();
+    let secs = spec.len_ms() as f64 / 1_000.0;
+    let mut risk: BTreeMap<String, RiskCalibration> = BTreeMap::new();
     // Per window: the authenticated profiles (embedding, context, segment) seen in it.
     let mut seen: BTreeMap<u64, Vec<(String, SegmentSum)>> = BTreeMap::new();
     let mut previous_sums: BTreeMap<String, SegmentSum> = BTreeMap::new();
@@ -210,6 +219,8 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                 e.vector,
                 seq.history_windows,
                 seq.context.clone(),
+                seq.clone(),
+                e.anomaly_score,
             ));
             // Persistence: every horizon repeats the window's demand; each forecast is scored
             // once its target window has passed, up to the last window with data.
@@ -261,8 +272,143 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
             sums.iter().map(|(s, v)| (s.as_str(), v)),
             cfg.min_segment_profiles,
         );
-        for (user, embedding, history, context) in &window_profiles {
-            let Some(r) = resonance(t, embedding, *history, context, &table, cfg) else {
+        // Policies: each user's resonance (if any) mapped onto the catalogue, sized from the
+        // persistence forecast; risk against the user's segment's recent anomaly scores.
+        let mut by_risk_segment: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let resonances: Vec<_> = window_profiles
+            .iter()
+            .map(|(_, embedding, history, context, _, _)| {
+                resonance(t, embedding, *history, context, &table, cfg)
+            })
+            .collect();
+        for (i, (_, _, _, _, seq, _)) in window_profiles.iter().enumerate() {
+            let segment = seq
+                .segment
+                .clone()
+                .or_else(|| resonances[i].as_ref().map(|r| r.top_segment().to_string()))
+                .unwrap_or_default();
+            by_risk_segment.entry(segment).or_default().push(i);
+        }
+        for (segment, members) in &by_risk_segment {
+            let calibration = risk.entry(segment.clone()).or_default();
+            let scores = members
+                .iter()
+                .filter_map(|&i| window_profiles[i].5)
+                .collect();
+            calibration.push(t, scores, config.policy.risk_windows);
+            for &i in members {
+                let (user, _, _, _, seq, anomaly) = &window_profiles[i];
+                let segments: Vec<(String, f64)> = resonances[i].as_ref().map_or(vec![], |r| {
+                    r.scores
+                        .iter()
+                        .map(|s| (s.segment.clone(), f64::from(s.probability.0)))
+                        .collect()
+                });
+                let distribution = persona_distribution(&catalogue, &segments, &[]);
+                let forecast = forecaster.forecast_one(seq);
+                let peak = |pick: fn((f32, f32)) -> f32| {
+                    (1..=forecast.horizon().min(config.policy.horizon))
+                        .map(|h| f64::from(pick(forecast.at(h).unwrap())))
+                        .fold(0.0f64, f64::max)
+                };
+                let demand = DemandOutlook {
+                    peak_bytes: Some(peak(|x| x.1)),
+                    peak_requests: Some(peak(|x| x.0)),
+                    current_bytes: (seq.demand.bytes_in + seq.demand.bytes_out) as f64,
+                    current_requests: seq.events as f64,
+                };
+                let p = blend(&catalogue, &distribution, &demand, secs, &config.policy);
+                let next = forecast.at(1).map(|(r, b)| (f64::from(b), f64::from(r)));
+                let r = anomaly.and_then(|a| calibration.quantile(a));
+                let so = socket_profile(
+                    &p,
+                    &seq.demand,
+                    next,
+                    r,
+                    &catalogue.endpoints,
+                    secs,
+                    &config.policy,
+                );
+                policy_rows.push(PolicyRow {
+                    window_end: spec.end_ms(t),
+                    user_id: user.clone(),
+                    persona: p.persona.clone(),
+                    personas: p.personas.iter().map(|(n, _)| n.clone()).collect(),
+                    probabilities: p.personas.iter().map(|(_, x)| x.0).collect(),
+                    diffserv_class: p.diffserv_class.clone(),
+                    dscp: u32::from(p.dscp),
+                    endpoint_class: p.endpoint_class.clone(),
+                    floor_bps: p.floor_bps,
+                    guaranteed_bps: p.guaranteed_bps,
+                    ceiling_bps: p.ceiling_bps,
+                    allocated_bps: p.allocated_bps,
+                    sized_for_bps: p.sized_for_bps,
+                    burst_bytes: p.burst_bytes,
+                    priority_weight: p.priority_weight.0,
+                    latency_target_ms: p.latency_target_ms.0,
+                    rate_limit_rps: p.rate_limit_rps.0,
+                    request_limit_rps: p.request_limit_rps.0,
+                    send_buffer_min: p.send_buffer[0],
+                    send_buffer_max: p.send_buffer[1],
+                    receive_buffer_min: p.receive_buffer[0],
+                    receive_buffer_max: p.receive_buffer[1],
+                    authentication: p.authentication.name().to_string(),
+                    inspection: p.inspection.name().to_string(),
+                    allowed_app_classes: p.allowed_app_classes.clone(),
+                    allowed_ports: p.allowed_ports.iter().map(|r| r.to_string()).collect(),
+                    vpn_required: p.vpn_required,
+                    current_bytes: p.current_bytes,
+                    current_requests: p.current_requests,
+                });
+                socket_rows.push(SocketProfileRow {
+                    window_end: spec.end_ms(t),
+                    user_id: user.clone(),
+                    predicted_bytes_per_s: so.predicted_bytes_per_s.0,
+                    predicted_requests_per_s: so.predicted_requests_per_s.0,
+                    request_type: so.request_type.name().to_string(),
+                    risk: so.risk.map(|r| r.0),
+                    rtt_ms: so.rtt_ms.0,
+                    send_buffer: so.send_buffer,
+                    receive_buffer: so.receive_buffer,
+                    rate_limit_bytes_per_s: so.rate_limit_bytes_per_s,
+                    security_level: so.security_level.name().to_string(),
+                    endpoint: so.endpoint.clone(),
+                });
+                // Judged in the next window, when it has data anywhere.
+                if t < last_window {
+                    let (requests, bytes) = all
+                        .get(&(user.clone(), t + 1))
+                        .map_or((0, 0), |s| (s.events, s.bytes));
+                    let f = feedback(
+                        p.allocated_bps as f64,
+                        p.burst_bytes as f64,
+                        f64::from(p.rate_limit_rps.0),
+                        f64::from(p.latency_target_ms.0),
+                        bytes as f64,
+                        requests,
+                        secs,
+                    );
+                    feedback_rows.push(ShapingFeedbackRow {
+                        window_end: spec.end_ms(t + 1),
+                        user_id: user.clone(),
+                        made_at_window_end: spec.end_ms(t),
+                        persona: p.persona.clone(),
+                        allocated_bps: p.allocated_bps,
+                        rate_limit_rps: p.rate_limit_rps.0,
+                        latency_target_ms: p.latency_target_ms.0,
+                        demand_bytes: bytes,
+                        demand_requests: requests,
+                        shortfall_bytes: f.shortfall_bytes,
+                        waste_bytes: f.waste_bytes,
+                        excess_requests: f.excess_requests,
+                        served_share: f.served_share,
+                        within_target: f.within_target,
+                    });
+                }
+            }
+        }
+        for (i, (user, _, _, _, _, _)) in window_profiles.iter().enumerate() {
+            let Some(r) = &resonances[i] else {
                 continue;
             };
             for (i, s) in r.scores.iter().enumerate() {
@@ -298,6 +444,15 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
     tables.insert(
         Table::ForecastErrors,
         rows_of(&ForecastErrorRow::to_batch(&errors)),
+    );
+    tables.insert(Table::Policies, rows_of(&PolicyRow::to_batch(&policy_rows)));
+    tables.insert(
+        Table::SocketProfiles,
+        rows_of(&SocketProfileRow::to_batch(&socket_rows)),
+    );
+    tables.insert(
+        Table::ShapingFeedback,
+        rows_of(&ShapingFeedbackRow::to_batch(&feedback_rows)),
     );
     tables.values_mut().for_each(|rows| rows.sort());
     tables

@@ -1,0 +1,844 @@
+//! Evaluation of shaping policies on a link simulator (`personaflow evaluate shaping`).
+//!
+//! Simulator scenarios (with and without drift) are backfilled with the job's configuration;
+//! each policy a backfill writes is an allocation for the user's next window, and the
+//! `shaping_feedback` table says what that window's demand then was. Every window, the users
+//! judged in it share one bottleneck ([`share_link`]: reservations, scaled down together when
+//! they exceed the link, then borrowing of unused capacity by priority weight up to each
+//! user's ceiling). Five allocation policies are compared on the same demand:
+//!
+//! - **static persona**: the most probable entry's guaranteed rate, ceiling, weight, target and
+//!   burst (a hard assignment);
+//! - **static blend**: the blended guaranteed rate (the policy without a forecast);
+//! - **predictive**: the policy's allocation (forecast peak × headroom in [floor, ceiling]);
+//! - **reactive**: the last window's demand × headroom in [floor, ceiling];
+//! - **learned**: a tabular Q-learning shaper that scales the predictive allocation. State:
+//!   the most probable entry, the forecast's bucket (powers of 4 of bits/s), and the user's
+//!   shortfall in its previous judged window under the shaper (none, partial, most). Actions:
+//!   [`ACTIONS`]. Reward: the share of the window's demand served within its latency target
+//!   on the allocation alone, minus `waste_penalty` × the bits allocated and unused, in units
+//!   of the predictive allocation's bits.
+//!   Trained offline on the training scenarios' feedback tables (each action's outcome
+//!   recomputed with the link model from the realised demand), evaluated greedily on held-out
+//!   scenarios whose seeds and drifts it never saw.
+//!
+//! Scores: **QoE**, the share of all demanded bits served within their latency target;
+//! **waste**, reserved bits unused (as a share of demanded bits); **Jain fairness** of users'
+//! QoE.
+
+use crate::resonance::{for_each_batch, parquet_files};
+use crate::Result;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, TimestampMillisecondType, UInt64Type};
+use personaflow_dataflow::backfill::{self, Backfill, NoProgress};
+use personaflow_dataflow::config::Config;
+use personaflow_operators::policies::catalogue::PersonaCatalogue;
+use personaflow_operators::policies::link::{served_within_target, share_link, LinkUser};
+use personaflow_sim::{simulate_to_dir, DriftSpec, SimulationConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Scale factors the learned shaper applies to the predictive allocation.
+pub const ACTIONS: [f64; 6] = [0.5, 0.75, 1.0, 1.5, 2.0, 3.0];
+/// Forecast buckets of the shaper's state (powers of 4 from 16 kbit/s).
+pub const FORECAST_BUCKETS: usize = 8;
+/// Shortfall buckets of the shaper's state: none (all served in target), partial (at least
+/// half), most (less than half).
+pub const SHORTFALL_BUCKETS: usize = 3;
+/// Default link capacity, as a multiple of the scenario's mean demand rate.
+pub const DEFAULT_CAPACITY_FACTOR: f64 = 1.5;
+/// Default waste penalty of the shaper's reward.
+pub const DEFAULT_WASTE_PENALTY: f64 = 0.25;
+/// Default training epochs over the training traces.
+pub const DEFAULT_EPOCHS: usize = 30;
+/// Default learning rate.
+pub const DEFAULT_ALPHA: f64 = 0.1;
+/// Default discount.
+pub const DEFAULT_GAMMA: f64 = 0.5;
+/// Default exploration rate of the first epoch (decays linearly to a tenth of it).
+pub const DEFAULT_EPSILON: f64 = 0.3;
+/// Default seed of the exploration.
+pub const DEFAULT_SEED: u64 = 4594;
+
+/// How the evaluation runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShapingConfig {
+    /// Users per scenario.
+    pub users: usize,
+    /// Simulated days per scenario.
+    pub days: f64,
+    /// Link capacity as a multiple of each scenario's mean demand rate.
+    pub capacity_factor: f64,
+    /// Waste penalty λ of the reward.
+    pub waste_penalty: f64,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Learning rate.
+    pub alpha: f64,
+    /// Discount.
+    pub gamma: f64,
+    /// Initial exploration rate.
+    pub epsilon: f64,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for ShapingConfig {
+    fn default() -> Self {
+        ShapingConfig {
+            users: 600,
+            days: 0.5,
+            capacity_factor: DEFAULT_CAPACITY_FACTOR,
+            waste_penalty: DEFAULT_WASTE_PENALTY,
+            epochs: DEFAULT_EPOCHS,
+            alpha: DEFAULT_ALPHA,
+            gamma: DEFAULT_GAMMA,
+            epsilon: DEFAULT_EPSILON,
+            seed: DEFAULT_SEED,
+        }
+    }
+}
+
+/// A scenario of the evaluation.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShapingScenario {
+    /// Name.
+    pub name: String,
+    /// Drift injections.
+    pub drifts: Vec<String>,
+    /// Seed.
+    pub seed: u64,
+    /// Used for training (else held out).
+    pub train: bool,
+}
+
+/// The built-in scenarios: three to train on, three held out (other seeds, other drifts).
+pub fn default_shaping_scenarios() -> Vec<ShapingScenario> {
+    let s = |name: &str, drifts: &[&str], seed: u64, train: bool| ShapingScenario {
+        name: name.into(),
+        drifts: drifts.iter().map(|d| d.to_string()).collect(),
+        seed,
+        train,
+    };
+    vec![
+        s("train-no-drift", &[], 101, true),
+        s("train-gamer-bytes-x3", &["gamer@6h:bytes=3.0"], 102, true),
+        s(
+            "train-streamer-rate-x3",
+            &["video_streamer@6h:rate=3.0"],
+            103,
+            true,
+        ),
+        s("test-no-drift", &[], 201, false),
+        s(
+            "test-worker-pace-x3",
+            &["remote_worker@6h:pace=3.0"],
+            202,
+            false,
+        ),
+        s(
+            "test-iot-mix-to-gamer",
+            &["iot_device@6h:mix:gamer=0.8"],
+            203,
+            false,
+        ),
+    ]
+}
+
+/// One policy's allocation for a user's next window, and the demand that came.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// User.
+    pub user: String,
+    /// The window judged (end, ms).
+    pub window_end: i64,
+    /// Index of the most probable entry in the catalogue.
+    pub persona: usize,
+    /// The most probable entry's guaranteed rate, bits/s.
+    pub persona_guaranteed_bps: f64,
+    /// Its ceiling.
+    pub persona_ceiling_bps: f64,
+    /// Its priority weight.
+    pub persona_weight: f64,
+    /// Its latency target, s.
+    pub persona_target_secs: f64,
+    /// Its burst, bits.
+    pub persona_burst_bits: f64,
+    /// Blended floor.
+    pub floor_bps: f64,
+    /// Blended guaranteed.
+    pub guaranteed_bps: f64,
+    /// Blended ceiling.
+    pub ceiling_bps: f64,
+    /// The predictive allocation.
+    pub allocated_bps: f64,
+    /// The forecast it was sized from.
+    pub sized_for_bps: f64,
+    /// The demand of the policy's own window, bits/s.
+    pub current_bps: f64,
+    /// Blended weight.
+    pub weight: f64,
+    /// Blended latency target, s.
+    pub target_secs: f64,
+    /// Blended burst, bits.
+    pub burst_bits: f64,
+    /// Demand in the judged window, bits.
+    pub demand_bits: f64,
+}
+
+/// A scenario's steps, by judged window.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    /// Window length, s.
+    pub window_secs: f64,
+    /// Steps per judged window, in window order.
+    pub windows: BTreeMap<i64, Vec<Step>>,
+}
+
+impl Trace {
+    /// Mean demand rate over the trace's windows, bits/s.
+    pub fn mean_demand_bps(&self) -> f64 {
+        let total: f64 = self.windows.values().flatten().map(|s| s.demand_bits).sum();
+        total / (self.windows.len().max(1) as f64 * self.window_secs)
+    }
+}
+
+/// The allocation policies compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShapingPolicy {
+    /// The top entry's guaranteed rate.
+    StaticPersona,
+    /// The blended guaranteed rate.
+    StaticBlend,
+    /// The policy's forecast-sized allocation.
+    Predictive,
+    /// Last window's demand × headroom.
+    Reactive,
+    /// The Q-learning shaper.
+    Learned,
+}
+
+/// Every policy, in report order.
+pub const POLICIES: [ShapingPolicy; 5] = [
+    ShapingPolicy::StaticPersona,
+    ShapingPolicy::StaticBlend,
+    ShapingPolicy::Predictive,
+    ShapingPolicy::Reactive,
+    ShapingPolicy::Learned,
+];
+
+impl ShapingPolicy {
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShapingPolicy::StaticPersona => "static persona",
+            ShapingPolicy::StaticBlend => "static blend",
+            ShapingPolicy::Predictive => "predictive",
+            ShapingPolicy::Reactive => "reactive",
+            ShapingPolicy::Learned => "learned (Q)",
+        }
+    }
+}
+
+/// The Q-learning shaper's table.
+#[derive(Clone, Debug, Serialize)]
+pub struct QTable {
+    personas: usize,
+    q: Vec<f64>,
+}
+
+/// The shaper's state: (persona, forecast bucket, shortfall bucket).
+pub type ShaperState = (usize, usize, usize);
+
+impl QTable {
+    fn new(personas: usize) -> Self {
+        QTable {
+            personas,
+            q: vec![0.0; personas.max(1) * FORECAST_BUCKETS * SHORTFALL_BUCKETS * ACTIONS.len()],
+        }
+    }
+
+    fn index(&self, (p, f, s): ShaperState, a: usize) -> usize {
+        ((p.min(self.personas.saturating_sub(1)) * FORECAST_BUCKETS + f) * SHORTFALL_BUCKETS + s)
+            * ACTIONS.len()
+            + a
+    }
+
+    /// The greedy action of a state (ties: the smallest scale, the cheapest).
+    pub fn best(&self, s: ShaperState) -> usize {
+        (0..ACTIONS.len())
+            .max_by(|&a, &b| {
+                self.q[self.index(s, a)]
+                    .total_cmp(&self.q[self.index(s, b)])
+                    .then(b.cmp(&a))
+            })
+            .unwrap_or(2)
+    }
+
+    fn value(&self, s: ShaperState) -> f64 {
+        self.q[self.index(s, self.best(s))]
+    }
+}
+
+/// The forecast bucket of a rate: `floor(log4(bps / 16 kbit/s))` in `0..FORECAST_BUCKETS`.
+pub fn forecast_bucket(bps: f64) -> usize {
+    if bps <= 16_000.0 {
+        return 0;
+    }
+    ((bps / 16_000.0).log(4.0).floor() as usize).min(FORECAST_BUCKETS - 1)
+}
+
+/// The shortfall bucket of a served share.
+pub fn shortfall_bucket(served_share: f64) -> usize {
+    if served_share >= 0.999 {
+        0
+    } else if served_share >= 0.5 {
+        1
+    } else {
+        2
+    }
+}
+
+/// The learned allocation: the predictive one scaled by `ACTIONS[a]`, in [floor, ceiling].
+fn scaled(step: &Step, a: usize) -> f64 {
+    (step.allocated_bps * ACTIONS[a]).clamp(step.floor_bps, step.ceiling_bps.max(step.floor_bps))
+}
+
+/// The reward of allocating `bps` to `step` on its own: served share minus the waste penalty
+/// times the unused bits, in units of the predictive allocation's bits.
+fn reward(step: &Step, bps: f64, window_secs: f64, waste_penalty: f64) -> (f64, f64) {
+    let served = served_within_target(
+        step.demand_bits,
+        bps,
+        step.burst_bits,
+        window_secs,
+        step.target_secs,
+    );
+    // Waste in units of the unscaled (predictive) allocation, so that scaling up costs more.
+    let wasted = (bps * window_secs - step.demand_bits).max(0.0)
+        / (step.allocated_bps * window_secs).max(1.0);
+    (served - waste_penalty * wasted, served)
+}
+
+/// Trains the shaper on `traces`: per user, its steps in window order are an episode.
+pub fn train(traces: &[Trace], personas: usize, config: &ShapingConfig) -> QTable {
+    let mut q = QTable::new(personas);
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let episodes: Vec<(f64, Vec<&Step>)> = traces
+        .iter()
+        .flat_map(|t| {
+            let mut by_user: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
+            for s in t.windows.values().flatten() {
+                by_user.entry(&s.user).or_default().push(s);
+            }
+            by_user.into_values().map(move |v| (t.window_secs, v))
+        })
+        .collect();
+    let epochs = config.epochs.max(1);
+    for epoch in 0..epochs {
+        let epsilon = config.epsilon * (1.0 - 0.9 * epoch as f64 / epochs as f64);
+        for (secs, steps) in &episodes {
+            let mut shortfall = 0;
+            for (i, step) in steps.iter().enumerate() {
+                let s = (step.persona, forecast_bucket(step.sized_for_bps), shortfall);
+                let a = if rng.random_bool(epsilon.clamp(0.0, 1.0)) {
+                    rng.random_range(0..ACTIONS.len())
+                } else {
+                    q.best(s)
+                };
+                let (r, served) = reward(step, scaled(step, a), *secs, config.waste_penalty);
+                shortfall = shortfall_bucket(served);
+                // A user's trace ends where the data ends, not where the user does: the last
+                // step bootstraps from its own state, as if the user carried on alike.
+                let n = steps.get(i + 1).unwrap_or(step);
+                let next = q.value((n.persona, forecast_bucket(n.sized_for_bps), shortfall));
+                let k = q.index(s, a);
+                q.q[k] += config.alpha * (r + config.gamma * next - q.q[k]);
+            }
+        }
+    }
+    q
+}
+
+/// One policy's score on one scenario.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PolicyScore {
+    /// Share of demanded bits served within their latency target.
+    pub qoe: f64,
+    /// Reserved bits unused, as a share of demanded bits.
+    pub waste: f64,
+    /// Jain fairness of users' QoE.
+    pub jain: f64,
+    /// Demanded bits.
+    pub demanded_bits: f64,
+    /// Served in target.
+    pub served_bits: f64,
+    /// Reserved and unused.
+    pub wasted_bits: f64,
+    /// User-windows judged.
+    pub user_windows: u64,
+}
+
+/// Plays `policy` over `trace` on a link of `capacity_bps`.
+pub fn play(
+    trace: &Trace,
+    policy: ShapingPolicy,
+    q: Option<&QTable>,
+    capacity_bps: f64,
+    headroom: f64,
+) -> PolicyScore {
+    let mut score = PolicyScore::default();
+    let mut per_user: HashMap<&str, (f64, f64)> = HashMap::new();
+    let mut shortfall: HashMap<&str, usize> = HashMap::new();
+    for steps in trace.windows.values() {
+        let users: Vec<LinkUser> = steps
+            .iter()
+            .map(|s| {
+                let (allocated, ceiling, weight, target, burst) = match policy {
+                    ShapingPolicy::StaticPersona => (
+                        s.persona_guaranteed_bps,
+                        s.persona_ceiling_bps,
+                        s.persona_weight,
+                        s.persona_target_secs,
+                        s.persona_burst_bits,
+                    ),
+                    ShapingPolicy::StaticBlend => (
+                        s.guaranteed_bps,
+                        s.ceiling_bps,
+                        s.weight,
+                        s.target_secs,
+                        s.burst_bits,
+                    ),
+                    ShapingPolicy::Predictive => (
+                        s.allocated_bps,
+                        s.ceiling_bps,
+                        s.weight,
+                        s.target_secs,
+                        s.burst_bits,
+                    ),
+                    ShapingPolicy::Reactive => (
+                        (s.current_bps * headroom)
+                            .clamp(s.floor_bps, s.ceiling_bps.max(s.floor_bps)),
+                        s.ceiling_bps,
+                        s.weight,
+                        s.target_secs,
+                        s.burst_bits,
+                    ),
+                    ShapingPolicy::Learned => {
+                        let short = shortfall.get(s.user.as_str()).copied().unwrap_or(0);
+                        let state = (s.persona, forecast_bucket(s.sized_for_bps), short);
+                        let a = q.map_or(2, |q| q.best(state));
+                        (
+                            scaled(s, a),
+                            s.ceiling_bps,
+                            s.weight,
+                            s.target_secs,
+                            s.burst_bits,
+                        )
+                    }
+                };
+                LinkUser {
+                    allocated_bps: allocated,
+                    ceiling_bps: ceiling,
+                    priority_weight: weight,
+                    demand_bits: s.demand_bits,
+                    burst_bits: burst,
+                    target_secs: target,
+                }
+            })
+            .collect();
+        let outcomes = share_link(&users, capacity_bps, trace.window_secs);
+        for ((s, u), o) in steps.iter().zip(&users).zip(&outcomes) {
+            score.demanded_bits += u.demand_bits;
+            score.served_bits += o.served_bits;
+            score.wasted_bits += o.wasted_bits;
+            score.user_windows += 1;
+            let e = per_user.entry(&s.user).or_default();
+            e.0 += o.served_bits;
+            e.1 += u.demand_bits;
+            let share = if u.demand_bits > 0.0 {
+                o.served_bits / u.demand_bits
+            } else {
+                1.0
+            };
+            shortfall.insert(&s.user, shortfall_bucket(share));
+        }
+    }
+    score.qoe = score.served_bits / score.demanded_bits.max(1.0);
+    score.waste = score.wasted_bits / score.demanded_bits.max(1.0);
+    let shares: Vec<f64> = per_user
+        .values()
+        .filter(|(_, d)| *d > 0.0)
+        .map(|(s, d)| s / d)
+        .collect();
+    let (sum, sq): (f64, f64) = shares
+        .iter()
+        .fold((0.0, 0.0), |(a, b), x| (a + x, b + x * x));
+    score.jain = if sq > 0.0 {
+        sum * sum / (shares.len() as f64 * sq)
+    } else {
+        1.0
+    };
+    score
+}
+
+/// The trace of a backfill's output: its policies joined with their feedback.
+pub fn read_trace(output: &Path, catalogue: &PersonaCatalogue, window_secs: f64) -> Result<Trace> {
+    let names: Vec<&String> = catalogue.personas.keys().collect();
+    // (user, made_at) -> the policy's terms.
+    let mut policies: HashMap<(String, i64), Step> = HashMap::new();
+    let columns = [
+        "window_end",
+        "user_id",
+        "persona",
+        "floor_bps",
+        "guaranteed_bps",
+        "ceiling_bps",
+        "allocated_bps",
+        "sized_for_bps",
+        "burst_bytes",
+        "priority_weight",
+        "latency_target_ms",
+        "current_bytes",
+    ];
+    for path in parquet_files(&output.join("policies"))? {
+        for_each_batch(&path, &columns, |b| {
+            let c = b.columns();
+            let ts = c[0].as_primitive::<TimestampMillisecondType>();
+            let (user, persona) = (c[1].as_string::<i32>(), c[2].as_string::<i32>());
+            let u = |k: usize, i: usize| c[k].as_primitive::<UInt64Type>().value(i) as f64;
+            let f = |k: usize, i: usize| f64::from(c[k].as_primitive::<Float32Type>().value(i));
+            for i in 0..b.num_rows() {
+                let name = persona.value(i);
+                let Some(entry) = catalogue.get(name) else {
+                    continue;
+                };
+                let step = Step {
+                    user: user.value(i).to_string(),
+                    window_end: 0,
+                    persona: names.iter().position(|n| *n == name).unwrap_or(0),
+                    persona_guaranteed_bps: entry.bandwidth.guaranteed_kbps * 1e3,
+                    persona_ceiling_bps: entry.bandwidth.ceiling_kbps * 1e3,
+                    persona_weight: entry.priority_weight,
+                    persona_target_secs: entry.latency_target_ms / 1e3,
+                    persona_burst_bits: entry.bandwidth.burst_kb * 8e3,
+                    floor_bps: u(3, i),
+                    guaranteed_bps: u(4, i),
+                    ceiling_bps: u(5, i),
+                    allocated_bps: u(6, i),
+                    sized_for_bps: u(7, i),
+                    burst_bits: u(8, i) * 8.0,
+                    weight: f(9, i),
+                    target_secs: f(10, i) / 1e3,
+                    current_bps: u(11, i) * 8.0 / window_secs,
+                    demand_bits: 0.0,
+                };
+                policies.insert((step.user.clone(), ts.value(i)), step);
+            }
+        })?;
+    }
+    let mut trace = Trace {
+        window_secs,
+        windows: BTreeMap::new(),
+    };
+    let columns = [
+        "window_end",
+        "user_id",
+        "made_at_window_end",
+        "demand_bytes",
+    ];
+    for path in parquet_files(&output.join("shaping_feedback"))? {
+        for_each_batch(&path, &columns, |b| {
+            let c = b.columns();
+            let ts = c[0].as_primitive::<TimestampMillisecondType>();
+            let user = c[1].as_string::<i32>();
+            let made = c[2].as_primitive::<TimestampMillisecondType>();
+            let demand = c[3].as_primitive::<UInt64Type>();
+            for i in 0..b.num_rows() {
+                let key = (user.value(i).to_string(), made.value(i));
+                if let Some(p) = policies.get(&key) {
+                    let mut step = p.clone();
+                    step.window_end = ts.value(i);
+                    step.demand_bits = demand.value(i) as f64 * 8.0;
+                    trace.windows.entry(step.window_end).or_default().push(step);
+                }
+            }
+        })?;
+    }
+    for steps in trace.windows.values_mut() {
+        steps.sort_by(|a, b| a.user.cmp(&b.user));
+    }
+    Ok(trace)
+}
+
+/// One scenario's scores.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShapingResult {
+    /// The scenario.
+    pub scenario: ShapingScenario,
+    /// Link capacity, bits/s.
+    pub capacity_bps: f64,
+    /// Score per policy (held-out scenarios: all five; training ones: all but the learned).
+    pub scores: BTreeMap<ShapingPolicy, PolicyScore>,
+}
+
+/// The evaluation's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShapingReport {
+    /// How it ran.
+    pub config: ShapingConfig,
+    /// Per scenario.
+    pub results: Vec<ShapingResult>,
+    /// Per policy, over the held-out scenarios (bits summed over them).
+    pub held_out: BTreeMap<ShapingPolicy, PolicyScore>,
+    /// The learned shaper.
+    pub q_table: QTable,
+    /// The better of predictive and learned, by held-out QoE.
+    pub best: ShapingPolicy,
+    /// Its QoE over the static blend's, minus 1.
+    pub qoe_gain_over_static_blend: f64,
+    /// Its waste is at most the static blend's.
+    pub no_more_waste: bool,
+    /// Its QoE is above the reactive policy's.
+    pub beats_reactive: bool,
+}
+
+impl ShapingReport {
+    /// The report as a table.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{:<26} {:<16} {:>7} {:>8} {:>6}\n",
+            "scenario", "policy", "QoE", "waste", "Jain"
+        ));
+        let mut row = |name: &str, p: ShapingPolicy, s: &PolicyScore| {
+            out.push_str(&format!(
+                "{:<26} {:<16} {:>6.1}% {:>7.1}% {:>6.3}\n",
+                name,
+                p.name(),
+                100.0 * s.qoe,
+                100.0 * s.waste,
+                s.jain
+            ));
+        };
+        for r in &self.results {
+            for (p, s) in &r.scores {
+                row(&r.scenario.name, *p, s);
+            }
+        }
+        for (p, s) in &self.held_out {
+            row("held-out (all)", *p, s);
+        }
+        out.push_str(&format!(
+            "goal: {} QoE {:+.1}% over the static blend (>= +10%: {}), waste {} the static blend's, {} the reactive policy\n",
+            self.best.name(),
+            100.0 * self.qoe_gain_over_static_blend,
+            if self.qoe_gain_over_static_blend >= 0.10 { "met" } else { "NOT met" },
+            if self.no_more_waste { "at most" } else { "ABOVE" },
+            if self.beats_reactive { "beats" } else { "does NOT beat" },
+        ));
+        out
+    }
+}
+
+fn add(total: &mut PolicyScore, s: &PolicyScore) {
+    total.demanded_bits += s.demanded_bits;
+    total.served_bits += s.served_bits;
+    total.wasted_bits += s.wasted_bits;
+    total.user_windows += s.user_windows;
+    total.qoe = total.served_bits / total.demanded_bits.max(1.0);
+    total.waste = total.wasted_bits / total.demanded_bits.max(1.0);
+}
+
+/// Runs the evaluation: simulates and backfills each scenario under `work` with `job`,
+/// trains the shaper on the training scenarios and scores every policy.
+pub fn evaluate_shaping(
+    scenarios: &[ShapingScenario],
+    config: &ShapingConfig,
+    job: &Config,
+    work: &Path,
+    on_done: &mut dyn FnMut(&str),
+) -> Result<ShapingReport> {
+    let catalogue = job.catalogue()?;
+    let window_secs = job.window_spec().len_ms() as f64 / 1e3;
+    let mut traces: Vec<(ShapingScenario, Trace)> = Vec::new();
+    for scenario in scenarios {
+        let drifts: Vec<DriftSpec> = scenario
+            .drifts
+            .iter()
+            .map(|d| d.parse())
+            .collect::<personaflow_io::Result<_>>()?;
+        let sim = SimulationConfig {
+            users: config.users,
+            days: config.days,
+            seed: scenario.seed,
+            overwrite: true,
+            drifts,
+            ..SimulationConfig::default()
+        };
+        let dir = work.join(&scenario.name);
+        simulate_to_dir(&sim, &dir.join("scenario"), &mut |_| {})?;
+        let run = Backfill {
+            inputs: vec![dir.join("scenario").join("events").display().to_string()],
+            output: dir.join("output"),
+            config: job.clone(),
+            overwrite: true,
+            interrupt: None,
+        };
+        backfill::run(&run, Arc::new(NoProgress))?;
+        traces.push((
+            scenario.clone(),
+            read_trace(&run.output, &catalogue, window_secs)?,
+        ));
+        on_done(&scenario.name);
+    }
+    let training: Vec<Trace> = traces
+        .iter()
+        .filter(|(s, _)| s.train)
+        .map(|(_, t)| t.clone())
+        .collect();
+    let q = train(&training, catalogue.personas.len(), config);
+    let headroom = job.policy.headroom;
+    let mut results = Vec::new();
+    let mut held_out: BTreeMap<ShapingPolicy, PolicyScore> = BTreeMap::new();
+    for (scenario, trace) in &traces {
+        let capacity = config.capacity_factor * trace.mean_demand_bps();
+        let mut scores = BTreeMap::new();
+        for p in POLICIES {
+            if p == ShapingPolicy::Learned && scenario.train {
+                continue;
+            }
+            let s = play(trace, p, Some(&q), capacity, headroom);
+            if !scenario.train {
+                add(held_out.entry(p).or_default(), &s);
+            }
+            scores.insert(p, s);
+        }
+        results.push(ShapingResult {
+            scenario: scenario.clone(),
+            capacity_bps: capacity,
+            scores,
+        });
+    }
+    // Jain over the held-out scenarios: the mean of theirs.
+    let tests = results.iter().filter(|r| !r.scenario.train).count().max(1) as f64;
+    for (p, total) in held_out.iter_mut() {
+        total.jain = results
+            .iter()
+            .filter(|r| !r.scenario.train)
+            .filter_map(|r| r.scores.get(p).map(|s| s.jain))
+            .sum::<f64>()
+            / tests;
+    }
+    let get = |p: ShapingPolicy| held_out.get(&p).cloned().unwrap_or_default();
+    let best = if get(ShapingPolicy::Learned).qoe >= get(ShapingPolicy::Predictive).qoe {
+        ShapingPolicy::Learned
+    } else {
+        ShapingPolicy::Predictive
+    };
+    let blend = get(ShapingPolicy::StaticBlend);
+    let b = get(best);
+    Ok(ShapingReport {
+        config: config.clone(),
+        results,
+        qoe_gain_over_static_blend: b.qoe / blend.qoe.max(1e-12) - 1.0,
+        no_more_waste: b.wasted_bits <= blend.wasted_bits,
+        beats_reactive: b.qoe > get(ShapingPolicy::Reactive).qoe,
+        held_out,
+        q_table: q,
+        best,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(user: &str, window_end: i64, allocated: f64, demand_bits: f64) -> Step {
+        Step {
+            user: user.into(),
+            window_end,
+            persona: 0,
+            persona_guaranteed_bps: 1e6,
+            persona_ceiling_bps: 1e7,
+            persona_weight: 1.0,
+            persona_target_secs: 0.1,
+            persona_burst_bits: 0.0,
+            floor_bps: 1e4,
+            guaranteed_bps: 1e6,
+            ceiling_bps: 1e7,
+            allocated_bps: allocated,
+            sized_for_bps: allocated / 1.25,
+            current_bps: allocated / 1.25,
+            weight: 1.0,
+            target_secs: 0.1,
+            burst_bits: 0.0,
+            demand_bits,
+        }
+    }
+
+    #[test]
+    fn buckets_cover_their_ranges() {
+        assert_eq!(forecast_bucket(0.0), 0);
+        assert_eq!(forecast_bucket(64_000.0), 1);
+        assert_eq!(forecast_bucket(1e12), FORECAST_BUCKETS - 1);
+        assert_eq!(
+            (
+                shortfall_bucket(1.0),
+                shortfall_bucket(0.7),
+                shortfall_bucket(0.1)
+            ),
+            (0, 1, 2)
+        );
+    }
+
+    /// Users whose demand always exceeds the predictive allocation: the shaper learns to scale
+    /// up; users who never use theirs: to scale down.
+    #[test]
+    fn the_shaper_learns_to_scale_towards_the_demand() {
+        let mut trace = Trace {
+            window_secs: 60.0,
+            windows: BTreeMap::new(),
+        };
+        for w in 0..200 {
+            let hungry = step("hungry", w, 1e6, 2.5e6 * 60.0);
+            let idle = Step {
+                persona: 1,
+                ..step("idle", w, 1e6, 0.0)
+            };
+            trace.windows.insert(w, vec![hungry, idle]);
+        }
+        let q = train(&[trace.clone()], 2, &ShapingConfig::default());
+        let b = forecast_bucket(1e6 / 1.25);
+        assert!(
+            ACTIONS[q.best((0, b, 2))] >= 2.0,
+            "hungry: {}",
+            ACTIONS[q.best((0, b, 2))]
+        );
+        let qs: Vec<f64> = (0..ACTIONS.len())
+            .map(|a| q.q[q.index((1, b, 0), a)])
+            .collect();
+        assert_eq!(ACTIONS[q.best((1, b, 0))], 0.5, "{qs:?}");
+    }
+
+    #[test]
+    fn play_scores_demand_served_waste_and_fairness() {
+        let mut trace = Trace {
+            window_secs: 60.0,
+            windows: BTreeMap::new(),
+        };
+        trace
+            .windows
+            .insert(0, vec![step("a", 0, 1e6, 60e6), step("b", 0, 1e6, 0.0)]);
+        let s = play(&trace, ShapingPolicy::Predictive, None, 1e9, 1.25);
+        assert_eq!(s.qoe, 1.0);
+        assert_eq!(s.wasted_bits, 60e6);
+        assert_eq!(s.jain, 1.0);
+        assert_eq!(s.user_windows, 2);
+    }
+}
