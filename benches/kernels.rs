@@ -1,6 +1,6 @@
 //! Criterion benches of the per-event and per-profile kernels of the dataflow: window feature
-//! aggregation, sequences and the baseline embedder, segment sums and resonance, and the
-//! per-window cores of personas, drift and scaling.
+//! aggregation, sequences and the baseline embedder, segment sums and resonance, the
+//! per-window cores of personas, drift and scaling, and policies (blend and socket profile).
 //!
 //! Run with `cargo bench --bench kernels` (add a filter, e.g. `-- resonance`, to run a part).
 //! Every input is drawn from a seeded [`ChaCha8Rng`], so runs compare like with like. Each
@@ -586,6 +586,82 @@ fn bench_drift(c: &mut Criterion) {
     group.finish();
 }
 
+/// Blending the built-in persona catalogue (`data/personas.toml`) and making the socket
+/// profile, per user-window, for users resonating with the five segments with random
+/// probabilities, forecasts, demand and risk: the cost the policies stage adds per
+/// user-window (issue goal: at most 2 µs).
+fn bench_policies(c: &mut Criterion) {
+    use personaflow_operators::policies::blend::{
+        blend, persona_distribution, DemandOutlook, PolicyConfig,
+    };
+    use personaflow_operators::policies::socket::{socket_profile, WindowDemand};
+    let catalogue = personaflow_dataflow::config::Config::default()
+        .catalogue()
+        .unwrap();
+    let config = PolicyConfig::default();
+    let segments = [
+        "gamer",
+        "video_streamer",
+        "remote_worker",
+        "iot_device",
+        "casual_browser",
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let users: Vec<(Vec<(String, f64)>, DemandOutlook, WindowDemand, f64)> = (0..USERS)
+        .map(|_| {
+            let raw: Vec<f64> = segments
+                .iter()
+                .map(|_| rng.random_range(0.0..1.0f64).powi(4))
+                .collect();
+            let total: f64 = raw.iter().sum();
+            let probs = segments
+                .iter()
+                .zip(&raw)
+                .map(|(s, p)| (s.to_string(), p / total))
+                .collect();
+            let outlook = DemandOutlook {
+                peak_bytes: Some(rng.random_range(0.0..6e8)),
+                peak_requests: Some(rng.random_range(0.0..300.0)),
+                current_bytes: rng.random_range(0.0..6e8),
+                current_requests: rng.random_range(0.0..300.0),
+            };
+            let demand = WindowDemand {
+                bytes_in: rng.random_range(0..500_000_000),
+                bytes_out: rng.random_range(0..50_000_000),
+                latency_mean_us: Some(rng.random_range(1_000..500_000)),
+                requests: [
+                    rng.random_range(0..20),
+                    rng.random_range(0..20),
+                    rng.random_range(0..20),
+                    rng.random_range(0..20),
+                ],
+            };
+            (probs, outlook, demand, rng.random_range(0.0..1.0))
+        })
+        .collect();
+    let mut group = c.benchmark_group("policies");
+    group.throughput(Throughput::Elements(USERS as u64));
+    group.bench_function("blend+socket_profile/per_user_window", |b| {
+        b.iter(|| {
+            for (probs, outlook, demand, risk) in &users {
+                let d = persona_distribution(&catalogue, probs, &[]);
+                let p = blend(&catalogue, &d, outlook, 60.0, &config);
+                let s = socket_profile(
+                    &p,
+                    demand,
+                    Some((1e7, 20.0)),
+                    Some(*risk),
+                    &catalogue.endpoints,
+                    60.0,
+                    &config,
+                );
+                black_box((p, s));
+            }
+        })
+    });
+    group.finish();
+}
+
 /// The benches as criterion's group (in a module of its own: the function the macro makes
 /// has no documentation).
 mod group {
@@ -597,7 +673,8 @@ mod group {
         bench_segment_sums,
         bench_resonance,
         bench_personas,
-        bench_drift
+        bench_drift,
+        bench_policies
     );
 }
 criterion_main!(group::benches);

@@ -6,11 +6,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The job's output topics (the defaults) and its dead-letter topic.
-pub const OUTPUT_TOPICS: [&str; 5] = [
+pub const OUTPUT_TOPICS: [&str; 6] = [
     "personaflow.profiles",
     "personaflow.segment_profiles",
     "personaflow.resonance",
     "personaflow.forecasts",
+    "personaflow.policies",
     "personaflow.dead_letter",
 ];
 

@@ -409,3 +409,102 @@ fn rendered_tc_and_nft_apply_in_a_namespace_and_hold_the_rate() {
     assert_eq!(refused.trim(), "refused", "port 9 got through");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn a_bad_catalogue_fails_before_any_output_naming_the_file_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    simulate(&sim, 20, 0.02, 3, &[]).ok();
+    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/personas.toml"))
+        .unwrap();
+    let cases: [(&str, String, &str); 4] = [
+        (
+            "dscp",
+            good.replacen("dscp = 32", "dscp = 46", 1),
+            "personas.gamer.dscp: 46 is not a DSCP of class real-time-interactive",
+        ),
+        (
+            "bounds",
+            good.replacen("ceiling_kbps = 50000.0", "ceiling_kbps = 10.0", 1),
+            "personas.gamer.bandwidth: needs floor_kbps <= guaranteed_kbps <= ceiling_kbps",
+        ),
+        (
+            "mapping",
+            good.replacen("gamer = \"gamer\"", "gamer = \"gamers\"", 1),
+            "mapping.segments.gamer: maps to \"gamers\", which is not in [personas]",
+        ),
+        (
+            "type",
+            good.replacen(
+                "allowed_ports = [80, 443, 3074,",
+                "allowed_ports = [80, 443, 70000,",
+                1,
+            ),
+            "personas.gamer.security.allowed_ports",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        assert_ne!(text, good, "{name}: the case changes the catalogue");
+        let catalogue = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&catalogue, text).unwrap();
+        let config = tmp.path().join(format!("{name}-job.toml"));
+        std::fs::write(&config, format!("[policy]\ncatalogue = \"{name}.toml\"\n")).unwrap();
+        let out = tmp.path().join(format!("out-{name}"));
+        let run = backfill(
+            &sim.join("events"),
+            &out,
+            &["--config", config.to_str().unwrap()],
+        );
+        let line = run.fails_with_one_line();
+        assert!(line.contains(&format!("{name}.toml")), "{name}: {line}");
+        assert!(line.contains(expected), "{name}: {line}");
+        assert!(!out.exists(), "{name}: nothing is written");
+    }
+}
+
+#[test]
+fn evaluate_shaping_compares_the_five_policies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("job.toml");
+    // Model-free and small: this is about the command, EVALUATION.md has the real run.
+    std::fs::write(
+        &config,
+        "[embedder]\nkind = \"standardised\"\n[forecaster]\nkind = \"persistence\"\n",
+    )
+    .unwrap();
+    let json = tmp.path().join("shaping.json");
+    let run = run(&[
+        "evaluate",
+        "shaping",
+        "--users",
+        "60",
+        "--days",
+        "0.3",
+        "--epochs",
+        "3",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .ok();
+    for policy in [
+        "static persona",
+        "static blend",
+        "predictive",
+        "reactive",
+        "learned (Q)",
+    ] {
+        assert!(run.stdout.contains(policy), "{policy} in\n{}", run.stdout);
+    }
+    assert!(run.stdout.contains("held-out (all)"), "{}", run.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let held_out = report["held_out"].as_object().unwrap();
+    assert_eq!(held_out.len(), 5);
+    for (policy, score) in held_out {
+        let qoe = score["qoe"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&qoe), "{policy}: {qoe}");
+        assert!(score["demanded_bits"].as_f64().unwrap() > 0.0, "{policy}");
+    }
+}

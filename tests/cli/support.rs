@@ -21,13 +21,16 @@ pub const SIM_START_MS: i64 = personaflow_sim::DEFAULT_START_MS;
 /// Window length of the default configuration, ms.
 pub const DEFAULT_WINDOW_MS: i64 = personaflow_operators::window::DEFAULT_WINDOW_MS;
 /// The output tables written by `backfill`.
-pub const PARTITIONED_TABLES: [&str; 6] = [
+pub const PARTITIONED_TABLES: [&str; 9] = [
     "features",
     "profiles",
     "segment_profiles",
     "resonance",
     "forecasts",
     "forecast_error",
+    "policies",
+    "socket_profiles",
+    "shaping_feedback",
 ];
 /// The segments the issue requires of the simulator, written out independently of
 /// `simulate::SEGMENTS` on purpose: a segment dropped from the simulator fails the tests.

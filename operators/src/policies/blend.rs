@@ -34,9 +34,9 @@ pub const DEFAULT_SECURITY_FLOOR: f64 = 0.2;
 pub const DEFAULT_HEADROOM: f64 = 1.25;
 /// Default `policy.horizon`: windows of forecast the allocation covers (the forecaster's `H`).
 pub const DEFAULT_POLICY_HORIZON: usize = crate::forecast::DEFAULT_FORECAST_HORIZON;
-/// Default `policy.risk_windows`: windows of a segment's anomaly scores a user's risk is the
-/// quantile against.
-pub const DEFAULT_RISK_WINDOWS: u64 = 60;
+/// Default `policy.risk_windows`: 0, the job's `segments.window` (windows of a segment's
+/// anomaly scores a user's risk is the quantile against).
+pub const DEFAULT_RISK_WINDOWS: u64 = 0;
 /// Default `policy.risk_elevated`: risk at or above which the security level is `elevated`.
 pub const DEFAULT_RISK_ELEVATED: f64 = 0.9;
 /// Default `policy.risk_strict`: risk at or above which the security level is `strict`.
@@ -60,7 +60,8 @@ pub struct PolicyConfig {
     /// used).
     pub horizon: usize,
     /// Windows of a segment's anomaly scores that risk is calibrated against (at most
-    /// `segments.window`, so a restarted job rebuilds them from its replay).
+    /// `segments.window`, so a restarted job rebuilds them from its replay; 0: the job's
+    /// `segments.window`, and 1 for the operator used alone).
     pub risk_windows: u64,
     /// Risk from which the security level is `elevated`, in (0, 1).
     pub risk_elevated: f64,
@@ -104,9 +105,6 @@ impl PolicyConfig {
         }
         if self.horizon == 0 {
             return bad("policy.horizon", "must be at least 1 window".into());
-        }
-        if self.risk_windows == 0 {
-            return bad("policy.risk_windows", "must be at least 1 window".into());
         }
         if !(self.risk_elevated > 0.0 && self.risk_elevated < 1.0) {
             return bad(

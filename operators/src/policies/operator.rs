@@ -255,7 +255,7 @@ fn shape_window(
                 .iter()
                 .filter_map(|g| g.anomaly_score.map(|s| s.0))
                 .collect(),
-            config.risk_windows,
+            config.risk_windows.max(1),
         );
         for g in users {
             let r = g.anomaly_score.and_then(|s| calibration.quantile(s.0));

@@ -98,7 +98,7 @@
 //! security_floor = 0.2     # probability from which an entry's security profile counts
 //! headroom = 1.25          # allocation and rate limits = predicted demand x headroom
 //! horizon = 4              # windows of forecast the allocation covers
-//! risk_windows = 60        # windows of a segment's anomaly scores risk is calibrated on
+//! risk_windows = 0         # windows of a segment's anomaly scores risk is calibrated on (0: segments.window)
 //! risk_elevated = 0.9      # risk from which the security level is "elevated"
 //! risk_strict = 0.99       # risk from which it is "strict"
 //! default_rtt_ms = 50.0    # round trip assumed where no latency was observed
@@ -820,6 +820,16 @@ impl Config {
             ),
         };
         parse_catalogue(&origin, &text)
+    }
+
+    /// `[policy]` as the policies operator takes it (`risk_windows` 0 resolved to
+    /// `segments.window`).
+    pub fn policy_config(&self) -> PolicyConfig {
+        let mut p = self.policy.clone();
+        if p.risk_windows == 0 {
+            p.risk_windows = self.segments.window;
+        }
+        p
     }
 
     /// The window specification.

@@ -565,7 +565,7 @@ pub fn build_with(
                 parts = parts.concat(f);
             }
             let policies = parts
-                .policies(catalogue, config.policy.clone(), spec)
+                .policies(catalogue, config.policy_config(), spec)
                 .probe_with(&stage("policies"));
             let feedback = shaping_feedback(policies.clone(), sequences.clone(), &spec);
             sink_facts(

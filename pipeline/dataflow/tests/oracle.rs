@@ -101,7 +101,6 @@ fn config() -> Config {
     config.forecaster.kind = ForecasterKind::Persistence;
     config.sequence.length = SEQUENCE_LENGTH;
     config.segments.window = SEGMENT_WINDOW;
-    config.policy.risk_windows = SEGMENT_WINDOW;
     config
 }
 
@@ -295,7 +294,7 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                 .iter()
                 .filter_map(|&i| window_profiles[i].5)
                 .collect();
-            calibration.push(t, scores, config.policy.risk_windows);
+            calibration.push(t, scores, config.policy_config().risk_windows);
             for &i in members {
                 let (user, _, _, _, seq, anomaly) = &window_profiles[i];
                 let segments: Vec<(String, f64)> = resonances[i].as_ref().map_or(vec![], |r| {
