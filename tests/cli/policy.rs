@@ -421,17 +421,17 @@ fn a_bad_catalogue_fails_before_any_output_naming_the_file_and_key() {
         (
             "dscp",
             good.replacen("dscp = 32", "dscp = 46", 1),
-            "personas.gamer.dscp: 46 is not a DSCP of class real-time-interactive",
+            "personas.gamer.dscp (46) is not a DSCP of class real-time-interactive",
         ),
         (
             "bounds",
             good.replacen("ceiling_kbps = 50000.0", "ceiling_kbps = 10.0", 1),
-            "personas.gamer.bandwidth: needs floor_kbps <= guaranteed_kbps <= ceiling_kbps",
+            "personas.gamer.bandwidth needs floor_kbps <= guaranteed_kbps <= ceiling_kbps",
         ),
         (
             "mapping",
             good.replacen("gamer = \"gamer\"", "gamer = \"gamers\"", 1),
-            "mapping.segments.gamer: maps to \"gamers\", which is not in [personas]",
+            "mapping.segments.gamer maps to \"gamers\", which is not in [personas]",
         ),
         (
             "type",
@@ -440,7 +440,7 @@ fn a_bad_catalogue_fails_before_any_output_naming_the_file_and_key() {
                 "allowed_ports = [80, 443, 70000,",
                 1,
             ),
-            "personas.gamer.security.allowed_ports",
+            "personas.gamer.security.allowed_ports[2]: port 70000 is not in 1..=65535",
         ),
     ];
     for (name, text, expected) in cases {
@@ -463,7 +463,7 @@ fn a_bad_catalogue_fails_before_any_output_naming_the_file_and_key() {
 }
 
 #[test]
-fn evaluate_shaping_compares_the_five_policies() {
+fn evaluate_shaping_compares_the_policies_with_foresight() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("job.toml");
     // Model-free and small: this is about the command, EVALUATION.md has the real run.
@@ -501,7 +501,7 @@ fn evaluate_shaping_compares_the_five_policies() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let held_out = report["held_out"].as_object().unwrap();
-    assert_eq!(held_out.len(), 5);
+    assert_eq!(held_out.len(), 6);
     for (policy, score) in held_out {
         let qoe = score["qoe"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&qoe), "{policy}: {qoe}");

@@ -261,6 +261,17 @@ fn the_continuous_job_writes_exactly_what_the_backfill_writes() {
         first["user_id"].is_string() && first["probability"].is_number(),
         "{first}"
     );
+    // And the policies topic every policy row.
+    let rows = output_table(&out, "policies").len();
+    let msgs = consume_all(&brokers, "personaflow.policies", rows);
+    assert_eq!(msgs.len(), rows);
+    let first: serde_json::Value = serde_json::from_slice(&msgs[0].0).unwrap();
+    assert!(
+        first["user_id"].is_string()
+            && first["allocated_bps"].is_number()
+            && first["dscp"].is_number(),
+        "{first}"
+    );
 }
 
 #[test]

@@ -340,7 +340,7 @@ impl PersonaCatalogue {
                 return bad(
                     key("dscp"),
                     format!(
-                        "{} is not a DSCP of class {} (one of {dscps:?})",
+                        "({}) is not a DSCP of class {} (one of {dscps:?})",
                         p.dscp, p.diffserv_class
                     ),
                 );

@@ -124,7 +124,8 @@ pub struct DataflowHandles {
 
 /// The long-lived state of one worker's stateful operators as of the end of `window`: the
 /// persona model, users' persona pins, drift detectors and demand histories. Everything else
-/// in the dataflow is windowed and rebuilt from the last `L + W` windows of events; this is
+/// in the dataflow is windowed and rebuilt from the last `L + W` windows of events (`L + W + R`
+/// with policies, `R` their risk windows); this is
 /// not, so a continuous job checkpoints it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OperatorState {

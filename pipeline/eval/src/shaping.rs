@@ -23,6 +23,9 @@
 //!   recomputed from the realised demand), and evaluated greedily on held-out scenarios whose
 //!   seeds and drifts it never saw.
 //!
+//! - **foresight** (a reference, not a policy): each user reserves exactly the demand that
+//!   then came: what allocation alone can reach on the link.
+//!
 //! Scores: **QoE**, the share of all demanded bits served within their latency target;
 //! **waste**, reserved bits unused (as a share of demanded bits); **Jain fairness** of users'
 //! QoE.
@@ -230,15 +233,19 @@ pub enum ShapingPolicy {
     Reactive,
     /// The Q-learning shaper.
     Learned,
+    /// A reference, not a policy: each user reserves exactly the demand that then came
+    /// (perfect foresight, no bounds): what allocation alone can reach on this link.
+    Foresight,
 }
 
 /// Every policy, in report order.
-pub const POLICIES: [ShapingPolicy; 5] = [
+pub const POLICIES: [ShapingPolicy; 6] = [
     ShapingPolicy::StaticPersona,
     ShapingPolicy::StaticBlend,
     ShapingPolicy::Predictive,
     ShapingPolicy::Reactive,
     ShapingPolicy::Learned,
+    ShapingPolicy::Foresight,
 ];
 
 impl ShapingPolicy {
@@ -250,6 +257,7 @@ impl ShapingPolicy {
             ShapingPolicy::Predictive => "predictive",
             ShapingPolicy::Reactive => "reactive",
             ShapingPolicy::Learned => "learned (Q)",
+            ShapingPolicy::Foresight => "foresight (ref)",
         }
     }
 }
@@ -500,6 +508,13 @@ pub fn play(
                     ShapingPolicy::Predictive => (
                         s.allocated_bps,
                         s.ceiling_bps,
+                        s.weight,
+                        s.target_secs,
+                        s.burst_bits,
+                    ),
+                    ShapingPolicy::Foresight => (
+                        s.demand_bits / trace.window_secs,
+                        s.ceiling_bps.max(s.demand_bits / trace.window_secs),
                         s.weight,
                         s.target_secs,
                         s.burst_bits,

@@ -321,8 +321,15 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     let emitted_through = checkpoint.as_ref().and_then(|c| c.emitted_through);
     let removed = remove_unemitted(&job.output, emitted_through.map(|e| spec.end_ms(e)))?;
     // The state of window w depends on the sequences (L windows) of the profiles in its
-    // segments' rolling window (W windows): L + W windows of events.
-    let history = (config.sequence.length as u64) + config.segments.window;
+    // segments' rolling window (W windows): L + W windows of events; a policy's risk, on the
+    // anomaly scores of the last R (`policy.risk_windows`) windows, each placed in a segment
+    // by resonance there: L + W + R when policies are on.
+    let risk_windows = if config.policy.enabled {
+        config.policy_config().risk_windows
+    } else {
+        0
+    };
+    let history = (config.sequence.length as u64) + config.segments.window + risk_windows;
     let first_needed = emitted_through.map_or(0, |e| (e + 1).saturating_sub(history));
     // The persona, pin and drift state as of the last emitted window.
     let initial = match (
