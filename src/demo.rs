@@ -91,6 +91,19 @@ pub(crate) fn cmd_demo(args: DemoArgs, quiet: bool) -> Result<()> {
             cells(|e| e.mae_bytes / 1000.0)
         );
     }
+    if job.config.policy.enabled {
+        let secs = job.config.window_spec().len_ms() as f64 / 1_000.0;
+        let f = personaflow_eval::shaping::feedback_summary(&output, secs)?;
+        println!(
+            "policies: {} allocations judged against the next window's demand: {:.1}% of the \
+             demand served within its latency target, {:.1}% of allocations wholly; {:.1}% of \
+             the allocated bytes unused",
+            f.judged,
+            100.0 * f.served_share,
+            100.0 * f.within_target,
+            100.0 * f.waste_share
+        );
+    }
     if args.out.is_some() {
         println!(
             "scenario: {}\noutputs:  {}",

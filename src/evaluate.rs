@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use personaflow_eval::drift as drift_eval;
 use personaflow_eval::resonance::{check_same_scenario, evaluate_resonance, read_truth};
 use personaflow_eval::shaping;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -110,6 +110,19 @@ pub(crate) struct ScenarioArgs {
     json: Option<PathBuf>,
 }
 
+/// Runs `f` in `keep`, or in a temporary directory removed afterwards.
+fn in_work_dir<T>(keep: Option<&Path>, f: impl FnOnce(&Path) -> T) -> Result<T> {
+    match keep {
+        Some(dir) => Ok(f(dir)),
+        None => {
+            let temp = tempfile_dir()?;
+            let out = f(&temp);
+            std::fs::remove_dir_all(&temp).ok();
+            Ok(out)
+        }
+    }
+}
+
 pub(crate) fn cmd_evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
     match args.what {
         Some(EvaluateCommand::Tcpd(a)) => {
@@ -132,37 +145,27 @@ pub(crate) fn cmd_evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
                 bail!("--capacity must be a positive number, got {}", a.capacity);
             }
             config.scaling.capacity_per_instance = a.capacity;
-            let temp;
-            let work = match &a.keep {
-                Some(dir) => dir.clone(),
-                None => {
-                    temp = tempfile_dir()?;
-                    temp.clone()
-                }
-            };
             let scenarios = drift_eval::default_scenarios();
             let total = scenarios.len();
             let mut done = 0;
-            let report = drift_eval::evaluate_scenarios(
-                &scenarios,
-                a.users,
-                a.days,
-                &config,
-                &work,
-                &mut |r| {
-                    done += 1;
-                    if !quiet {
-                        eprintln!(
-                            "scenario {done}/{total} {}: {} drift events",
-                            r.scenario.name, r.events
-                        );
-                    }
-                },
-            );
-            if a.keep.is_none() {
-                std::fs::remove_dir_all(&work).ok();
-            }
-            let report = report?;
+            let report = in_work_dir(a.keep.as_deref(), |work| {
+                drift_eval::evaluate_scenarios(
+                    &scenarios,
+                    a.users,
+                    a.days,
+                    &config,
+                    work,
+                    &mut |r| {
+                        done += 1;
+                        if !quiet {
+                            eprintln!(
+                                "scenario {done}/{total} {}: {} drift events",
+                                r.scenario.name, r.events
+                            );
+                        }
+                    },
+                )
+            })??;
             print!("{}", report.to_table());
             write_json(a.json.as_deref(), &report)
         }
@@ -192,27 +195,17 @@ pub(crate) fn cmd_evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
                 seed: a.seed,
                 ..shaping::ShapingConfig::default()
             };
-            let temp;
-            let work = match &a.keep {
-                Some(dir) => dir.clone(),
-                None => {
-                    temp = tempfile_dir()?;
-                    temp.clone()
-                }
-            };
             let scenarios = shaping::default_shaping_scenarios();
             let total = scenarios.len();
             let mut done = 0;
-            let report = shaping::evaluate_shaping(&scenarios, &config, &job, &work, &mut |name| {
-                done += 1;
-                if !quiet {
-                    eprintln!("scenario {done}/{total} {name}: backfilled");
-                }
-            });
-            if a.keep.is_none() {
-                std::fs::remove_dir_all(&work).ok();
-            }
-            let report = report?;
+            let report = in_work_dir(a.keep.as_deref(), |work| {
+                shaping::evaluate_shaping(&scenarios, &config, &job, work, &mut |name| {
+                    done += 1;
+                    if !quiet {
+                        eprintln!("scenario {done}/{total} {name}: backfilled");
+                    }
+                })
+            })??;
             print!("{}", report.to_table());
             write_json(a.json.as_deref(), &report)
         }

@@ -208,6 +208,29 @@ except OSError:
     pass
 "#;
 
+/// Starts the sender in namespace `ns` on 10.231.0.1:`port` and waits until it listens.
+fn spawn_sender(ns: &str, script: &Path, port: &str) -> std::process::Child {
+    let mut sender = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "python3",
+            script.to_str().unwrap(),
+            "10.231.0.1",
+            port,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sender.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "listening");
+    sender
+}
+
 #[test]
 fn rendered_tc_and_nft_apply_in_a_namespace_and_hold_the_rate() {
     let missing = netns_missing();
@@ -321,24 +344,7 @@ fn rendered_tc_and_nft_apply_in_a_namespace_and_hold_the_rate() {
     let (sender_py, receiver_py) = (tmp.path().join("sender.py"), tmp.path().join("receiver.py"));
     std::fs::write(&sender_py, SENDER).unwrap();
     std::fs::write(&receiver_py, RECEIVER).unwrap();
-    let mut sender = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &a,
-            "python3",
-            sender_py.to_str().unwrap(),
-            "10.231.0.1",
-            "443",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sender.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "listening");
+    let mut sender = spawn_sender(&a, &sender_py, "443");
     let measured = in_ns(
         &b,
         &[
@@ -376,23 +382,7 @@ fn rendered_tc_and_nft_apply_in_a_namespace_and_hold_the_rate() {
 
     // A port the policy does not allow is dropped on the way in from the user.
     let started = Instant::now();
-    let mut blocked_sender = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &a,
-            "python3",
-            sender_py.to_str().unwrap(),
-            "10.231.0.1",
-            "9",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(blocked_sender.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut blocked_sender = spawn_sender(&a, &sender_py, "9");
     let refused = in_ns(
         &b,
         &[

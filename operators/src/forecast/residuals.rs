@@ -90,8 +90,20 @@ pub trait ForecastErrors<'scope> {
     ) -> VecCollection<'scope, u64, (UserWindow, ForecastResidual), isize>;
 }
 
+/// Scores forecasts that carry a payload: as [`ForecastErrors::forecast_error`], each residual
+/// with its forecast's payload (e.g. the allocation a policy sized from the forecast).
+pub trait ForecastErrorsWith<'scope, P> {
+    /// For each fact `((user, w), (forecast, payload))`, the facts
+    /// `((user, w + h), (ForecastResidual, payload))` that
+    /// [`forecast_error`](ForecastErrors::forecast_error) gives for the forecast.
+    fn forecast_error_with(
+        self,
+        sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
+    ) -> VecCollection<'scope, u64, (UserWindow, (ForecastResidual, P)), isize>;
+}
+
 /// The forecasts made at one window, waiting for their targets.
-struct Made {
+struct Made<P> {
     /// Capability at `next`.
     cap: Capability<u64>,
     /// The window the forecasts were made at.
@@ -100,8 +112,8 @@ struct Made {
     next: u64,
     /// The last target window of any of the forecasts.
     last: u64,
-    /// User and forecast.
-    forecasts: Vec<(String, Forecast)>,
+    /// User, forecast and payload.
+    forecasts: Vec<(String, Forecast, P)>,
 }
 
 type Pending<D> = BTreeMap<u64, (Capability<u64>, Vec<(D, isize)>)>;
@@ -113,6 +125,21 @@ impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, 
         self,
         sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
     ) -> VecCollection<'scope, u64, (UserWindow, ForecastResidual), isize> {
+        self.map(|(k, f)| (k, (f, ())))
+            .forecast_error_with(sequences)
+            .map(|(k, (e, ()))| (k, e))
+    }
+}
+
+impl<'scope, P> ForecastErrorsWith<'scope, P>
+    for VecCollection<'scope, u64, (UserWindow, (Forecast, P)), isize>
+where
+    P: Clone + Ord + 'static,
+{
+    fn forecast_error_with(
+        self,
+        sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
+    ) -> VecCollection<'scope, u64, (UserWindow, (ForecastResidual, P)), isize> {
         let windows = seen_windows(sequences.clone()).inner.broadcast();
         let observed = sequences
             .map(|((user, window), s)| Observed::Demand {
@@ -129,8 +156,8 @@ impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, 
                 Pipeline,
                 "ForecastResidual",
                 move |_cap, _info| {
-                    let mut pending: Pending<(UserWindow, Forecast)> = BTreeMap::new();
-                    let mut made: BTreeMap<u64, Made> = BTreeMap::new();
+                    let mut pending: Pending<(UserWindow, (Forecast, P))> = BTreeMap::new();
+                    let mut made: BTreeMap<u64, Made<P>> = BTreeMap::new();
                     let mut demand: DemandUpdates = BTreeMap::new();
                     // The largest window that has a sequence on some worker.
                     let mut last_window: Option<u64> = None;
@@ -185,12 +212,12 @@ impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, 
                             }
                             let (mut cap, mut updates) = entry.remove();
                             consolidate(&mut updates);
-                            let forecasts: Vec<(String, Forecast)> = updates
+                            let forecasts: Vec<(String, Forecast, P)> = updates
                                 .into_iter()
                                 .filter(|(((_, w), _), r)| *r > 0 && *w == window)
-                                .map(|(((user, _), f), _)| (user, f))
+                                .map(|(((user, _), (f, p)), _)| (user, f, p))
                                 .collect();
-                            let horizon = forecasts.iter().map(|(_, f)| f.horizon()).max();
+                            let horizon = forecasts.iter().map(|(_, f, _)| f.horizon()).max();
                             if let Some(h @ 1..) = horizon {
                                 let next = window + 1;
                                 cap.downgrade(&next);
@@ -223,10 +250,14 @@ impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, 
                             let actuals = net_demand(demand.remove(&target).unwrap_or_default());
                             for m in made.values_mut().filter(|m| m.next == target) {
                                 let mut session = output.session(&m.cap);
-                                for (user, f) in &m.forecasts {
+                                for (user, f, p) in &m.forecasts {
                                     let actual = actuals.get(user).copied().unwrap_or((0, 0));
                                     if let Some(e) = forecast_error(m.made_at, f, target, actual) {
-                                        session.give((((user.clone(), target), e), target, 1isize));
+                                        session.give((
+                                            ((user.clone(), target), (e, p.clone())),
+                                            target,
+                                            1isize,
+                                        ));
                                     }
                                 }
                                 drop(session);

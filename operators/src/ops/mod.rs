@@ -18,7 +18,7 @@ pub mod hold;
 pub use crate::drift::operator::DetectDrift;
 pub use crate::embed::operator::{EmbedProfiles, ErrorSlot, Profile};
 pub use crate::forecast::demand::ForecastDemand;
-pub use crate::forecast::residuals::ForecastErrors;
+pub use crate::forecast::residuals::{ForecastErrors, ForecastErrorsWith};
 pub use crate::personas::operator::ClusterPersonas;
 pub use crate::personas::pin::PinPersonas;
 pub use crate::policies::operator::ShapePolicies;

@@ -682,9 +682,9 @@ struct FeedbackRecord {
 
 /// Each policy's allocation at window `w` against the user's demand in window `w + 1` (zero
 /// when the user was inactive), as a fact at `w + 1`. The allocation goes through the
-/// forecast-error operator as a one-window "forecast" of the bytes and requests it allows,
-/// which scores it once `w + 1` is complete (with the zeros of inactive users); the
-/// allocation's other terms are joined back on (user, w + 1).
+/// forecast-error operator as a one-window "forecast" of the bytes and requests it allows
+/// (with the allocation's other terms as its payload), which scores it once `w + 1` is
+/// complete, with the zeros of inactive users.
 fn shaping_feedback<'scope>(
     policies: VecCollection<'scope, u64, (UserWindow, (Policy, SocketProfile)), isize>,
     sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
@@ -696,25 +696,12 @@ fn shaping_feedback<'scope>(
     let secs = spec.len_ms() as f64 / 1_000.0;
     // The forecast-error operator needs the allocations on the worker of the user's sequences
     // (the sequences' reduction places users by differential's hash of the key).
-    let allowed = policies
-        .clone()
+    policies
         .map(move |(k, (p, _))| {
             let bytes = p.allocated_bps as f64 * secs / 8.0;
             let requests = f64::from(p.rate_limit_rps.0) * secs;
             let f = Forecast::try_new(vec![requests as f32], vec![bytes as f32])
                 .expect("one request and one byte prediction");
-            (k, f)
-        })
-        .inner
-        .exchange(
-            |(((user, _), _), _, _): &((UserWindow, Forecast), u64, isize)| user.hashed().into(),
-        )
-        .as_collection();
-    let scored = allowed
-        .forecast_error(sequences)
-        .map(|((user, w), e)| ((user, w), (e.made_at, e.actual_bytes, e.actual_requests)));
-    let allocations = policies
-        .map(|((user, w), (p, _))| {
             let a = Allocation {
                 persona: p.persona,
                 allocated_bps: p.allocated_bps,
@@ -722,22 +709,27 @@ fn shaping_feedback<'scope>(
                 rate_limit_rps: p.rate_limit_rps,
                 latency_target_ms: p.latency_target_ms,
             };
-            ((user, w + 1), a)
+            (k, (f, a))
         })
-        .hold_for(2);
-    allocations.join(scored.hold_for(1)).map(
-        |(k, (allocation, (made_at, demand_bytes, demand_requests)))| {
+        .inner
+        .exchange(
+            |(((user, _), _), _, _): &((UserWindow, (Forecast, Allocation)), u64, isize)| {
+                user.hashed().into()
+            },
+        )
+        .as_collection()
+        .forecast_error_with(sequences)
+        .map(|(k, (e, allocation))| {
             (
                 k,
                 FeedbackRecord {
-                    made_at,
+                    made_at: e.made_at,
                     allocation,
-                    demand_bytes,
-                    demand_requests,
+                    demand_bytes: e.actual_bytes,
+                    demand_requests: e.actual_requests,
                 },
             )
-        },
-    )
+        })
 }
 
 fn policy_rows(spec: &WindowSpec, ps: &mut [(UserWindow, (Policy, SocketProfile))]) -> RecordBatch {

@@ -946,6 +946,40 @@ pub fn read_drift_table(output: &Path) -> Result<Vec<(i64, String, String, Strin
     Ok(rows)
 }
 
+/// Simulates `users` over `days` with `seed` and `drifts` into `dir/scenario`, and backfills
+/// it with `config` into `dir/output`: what every scenario evaluation starts with.
+pub fn simulate_and_backfill(
+    dir: &Path,
+    drifts: &[String],
+    seed: u64,
+    users: usize,
+    days: f64,
+    config: &Config,
+) -> Result<(SimulationConfig, Backfill, backfill::RunSummary)> {
+    let drifts: Vec<DriftSpec> = drifts
+        .iter()
+        .map(|d| d.parse())
+        .collect::<personaflow_io::Result<_>>()?;
+    let sim = SimulationConfig {
+        users,
+        days,
+        seed,
+        overwrite: true,
+        drifts,
+        ..SimulationConfig::default()
+    };
+    simulate_to_dir(&sim, &dir.join("scenario"), &mut |_| {})?;
+    let job = Backfill {
+        inputs: vec![dir.join("scenario").join("events").display().to_string()],
+        output: dir.join("output"),
+        config: config.clone(),
+        overwrite: true,
+        interrupt: None,
+    };
+    let summary = backfill::run(&job, Arc::new(NoProgress))?;
+    Ok((sim, job, summary))
+}
+
 /// Runs each scenario (simulate `users` for `days`, backfill with `config`) under `work` and
 /// scores the drift table against the injections.
 pub fn evaluate_scenarios(
@@ -959,36 +993,22 @@ pub fn evaluate_scenarios(
     let spec = config.window_spec();
     let mut results = Vec::new();
     for scenario in scenarios {
-        let drifts: Vec<DriftSpec> = scenario
-            .drifts
-            .iter()
-            .map(|d| d.parse())
-            .collect::<personaflow_io::Result<_>>()?;
-        let sim = SimulationConfig {
+        let (sim, job, summary) = simulate_and_backfill(
+            &work.join(&scenario.name),
+            &scenario.drifts,
+            scenario.seed,
             users,
             days,
-            seed: scenario.seed,
-            overwrite: true,
-            drifts: drifts.clone(),
-            ..SimulationConfig::default()
-        };
-        let dir = work.join(&scenario.name);
-        simulate_to_dir(&sim, &dir.join("scenario"), &mut |_| {})?;
-        let job = Backfill {
-            inputs: vec![dir.join("scenario").join("events").display().to_string()],
-            output: dir.join("output"),
-            config: config.clone(),
-            overwrite: true,
-            interrupt: None,
-        };
-        let summary = backfill::run(&job, Arc::new(NoProgress))?;
+            config,
+        )?;
+        let drifts = &sim.drifts;
         let rows = read_drift_table(&job.output)?;
         let segment: Vec<&(i64, String, String, String)> =
             rows.iter().filter(|r| r.1 == "segment").collect();
         let mut used = BTreeSet::new();
         let mut delays = Vec::new();
         let mut actions = Vec::new();
-        for d in &drifts {
+        for d in drifts {
             let start = sim.start_ms + d.start_offset_ms;
             let first = segment
                 .iter()

@@ -30,21 +30,19 @@
 //! **waste**, reserved bits unused (as a share of demanded bits); **Jain fairness** of users'
 //! QoE.
 
+use crate::drift::simulate_and_backfill;
 use crate::resonance::{for_each_batch, parquet_files};
 use crate::Result;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, TimestampMillisecondType, UInt64Type};
-use personaflow_dataflow::backfill::{self, Backfill, NoProgress};
 use personaflow_dataflow::config::Config;
 use personaflow_operators::policies::catalogue::PersonaCatalogue;
 use personaflow_operators::policies::link::{share_link, LinkUser};
-use personaflow_sim::{simulate_to_dir, DriftSpec, SimulationConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
 /// Scale factors the learned shaper applies to the predictive allocation.
 pub const ACTIONS: [f64; 7] = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0];
@@ -673,6 +671,77 @@ pub fn read_trace(output: &Path, catalogue: &PersonaCatalogue, window_secs: f64)
     Ok(trace)
 }
 
+/// What a run's `shaping_feedback` table says of its allocations, overall and per persona.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FeedbackSummary {
+    /// Allocations judged.
+    pub judged: u64,
+    /// Share of the demanded bytes served within the latency target (on each allocation
+    /// alone, no shared link).
+    pub served_share: f64,
+    /// Share of the judged allocations whose whole demand was.
+    pub within_target: f64,
+    /// Share of the allocated bytes left unused.
+    pub waste_share: f64,
+    /// Per persona: (judged, served share of demand, waste share of allocation).
+    pub personas: BTreeMap<String, (u64, f64, f64)>,
+}
+
+/// Summarises the `shaping_feedback` table of `output` (windows of `window_secs`).
+pub fn feedback_summary(output: &Path, window_secs: f64) -> Result<FeedbackSummary> {
+    // persona -> (judged, within, demanded, served, allocated, wasted)
+    let mut acc: BTreeMap<String, (u64, u64, f64, f64, f64, f64)> = BTreeMap::new();
+    let columns = [
+        "persona",
+        "allocated_bps",
+        "demand_bytes",
+        "waste_bytes",
+        "served_share",
+        "within_target",
+    ];
+    for path in parquet_files(&output.join("shaping_feedback"))? {
+        for_each_batch(&path, &columns, |b| {
+            let c = b.columns();
+            let persona = c[0].as_string::<i32>();
+            let allocated = c[1].as_primitive::<UInt64Type>();
+            let demand = c[2].as_primitive::<UInt64Type>();
+            let waste = c[3].as_primitive::<arrow_array::types::Float64Type>();
+            let served = c[4].as_primitive::<arrow_array::types::Float64Type>();
+            let within = c[5].as_boolean();
+            for i in 0..b.num_rows() {
+                let e = acc.entry(persona.value(i).to_string()).or_default();
+                let d = demand.value(i) as f64;
+                e.0 += 1;
+                e.1 += u64::from(within.value(i));
+                e.2 += d;
+                e.3 += d * served.value(i);
+                e.4 += allocated.value(i) as f64 * window_secs / 8.0;
+                e.5 += waste.value(i);
+            }
+        })?;
+    }
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 1.0 };
+    let mut s = FeedbackSummary::default();
+    let mut total = (0u64, 0u64, 0.0, 0.0, 0.0, 0.0);
+    for (persona, e) in &acc {
+        s.personas
+            .insert(persona.clone(), (e.0, ratio(e.3, e.2), ratio(e.5, e.4)));
+        total = (
+            total.0 + e.0,
+            total.1 + e.1,
+            total.2 + e.2,
+            total.3 + e.3,
+            total.4 + e.4,
+            total.5 + e.5,
+        );
+    }
+    s.judged = total.0;
+    s.within_target = ratio(total.1 as f64, total.0 as f64);
+    s.served_share = ratio(total.3, total.2);
+    s.waste_share = ratio(total.5, total.4);
+    Ok(s)
+}
+
 /// One scenario's scores.
 #[derive(Clone, Debug, Serialize)]
 pub struct ShapingResult {
@@ -765,29 +834,14 @@ pub fn evaluate_shaping(
     let window_secs = job.window_spec().len_ms() as f64 / 1e3;
     let mut traces: Vec<(ShapingScenario, Trace)> = Vec::new();
     for scenario in scenarios {
-        let drifts: Vec<DriftSpec> = scenario
-            .drifts
-            .iter()
-            .map(|d| d.parse())
-            .collect::<personaflow_io::Result<_>>()?;
-        let sim = SimulationConfig {
-            users: config.users,
-            days: config.days,
-            seed: scenario.seed,
-            overwrite: true,
-            drifts,
-            ..SimulationConfig::default()
-        };
-        let dir = work.join(&scenario.name);
-        simulate_to_dir(&sim, &dir.join("scenario"), &mut |_| {})?;
-        let run = Backfill {
-            inputs: vec![dir.join("scenario").join("events").display().to_string()],
-            output: dir.join("output"),
-            config: job.clone(),
-            overwrite: true,
-            interrupt: None,
-        };
-        backfill::run(&run, Arc::new(NoProgress))?;
+        let (_, run, _) = simulate_and_backfill(
+            &work.join(&scenario.name),
+            &scenario.drifts,
+            scenario.seed,
+            config.users,
+            config.days,
+            job,
+        )?;
         traces.push((
             scenario.clone(),
             read_trace(&run.output, &catalogue, window_secs)?,
