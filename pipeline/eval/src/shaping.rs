@@ -396,7 +396,9 @@ pub fn train(traces: &[(Trace, f64)], personas: usize, config: &ShapingConfig) -
         for (trace, capacity) in traces {
             let mut shortfall: HashMap<String, usize> = HashMap::new();
             // user -> (state, action, reward) awaiting the user's next state.
-            let mut pending: HashMap<String, (ShaperState, usize, f64)> = HashMap::new();
+            // A BTreeMap: the updates left at the end are applied in a fixed order (the run is
+            // deterministic for its seed).
+            let mut pending: BTreeMap<String, (ShaperState, usize, f64)> = BTreeMap::new();
             for steps in trace.windows.values() {
                 let states = states(steps, &shortfall, *capacity);
                 let mut actions = Vec::with_capacity(steps.len());
@@ -479,7 +481,7 @@ pub fn play(
     headroom: f64,
 ) -> PolicyScore {
     let mut score = PolicyScore::default();
-    let mut per_user: HashMap<&str, (f64, f64)> = HashMap::new();
+    let mut per_user: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
     let mut learned_shortfall: HashMap<String, usize> = HashMap::new();
     for steps in trace.windows.values() {
         let learned_states = (policy == ShapingPolicy::Learned)
