@@ -607,7 +607,9 @@ fn bench_policies(c: &mut Criterion) {
         "casual_browser",
     ];
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let users: Vec<(Vec<(String, f64)>, DemandOutlook, WindowDemand, f64)> = (0..USERS)
+    /// A user's segment probabilities, demand outlook, window demand and risk.
+    type PolicyCase = (Vec<(String, f64)>, DemandOutlook, WindowDemand, f64);
+    let users: Vec<PolicyCase> = (0..USERS)
         .map(|_| {
             let raw: Vec<f64> = segments
                 .iter()

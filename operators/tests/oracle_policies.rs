@@ -25,7 +25,9 @@ const WINDOWS: u64 = 40;
 const USERS: usize = 40;
 const SEGMENTS: [&str; 3] = ["gamer", "video", "web"];
 
-type Out = BTreeMap<u64, BTreeSet<(UserWindow, (Policy, SocketProfile))>>;
+/// A policy fact.
+type Shaped = (UserWindow, (Policy, SocketProfile));
+type Out = BTreeMap<u64, BTreeSet<Shaped>>;
 
 fn random_parts(seed: u64) -> Vec<(UserWindow, PolicyPart)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -111,7 +113,7 @@ fn catalogue() -> PersonaCatalogue {
 }
 
 fn run(parts: &[(UserWindow, PolicyPart)], config: &PolicyConfig, seed: u64) -> Out {
-    let seen: Arc<Mutex<Vec<((UserWindow, (Policy, SocketProfile)), u64, isize)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<(Shaped, u64, isize)>>> = Arc::default();
     let s = seen.clone();
     let mut shuffled = parts.to_vec();
     shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(seed + 1));

@@ -358,9 +358,10 @@ impl PersonaCatalogue {
             positive("bandwidth.burst_kb", p.bandwidth.burst_kb)?;
             positive("requests.floor_per_s", p.requests.floor_per_s)?;
             let b = &p.bandwidth;
-            if !(b.floor_kbps <= b.guaranteed_kbps && b.guaranteed_kbps <= b.ceiling_kbps)
-                || !b.ceiling_kbps.is_finite()
-            {
+            let ordered = b.floor_kbps <= b.guaranteed_kbps
+                && b.guaranteed_kbps <= b.ceiling_kbps
+                && b.ceiling_kbps.is_finite();
+            if !ordered {
                 return bad(
                     key("bandwidth"),
                     format!(
@@ -370,7 +371,8 @@ impl PersonaCatalogue {
                 );
             }
             let r = &p.requests;
-            if !(r.floor_per_s <= r.limit_per_s) || !r.limit_per_s.is_finite() {
+            let ordered = r.floor_per_s <= r.limit_per_s && r.limit_per_s.is_finite();
+            if !ordered {
                 return bad(
                     key("requests"),
                     format!(

@@ -714,7 +714,7 @@ fn shaping_feedback<'scope>(
         .inner
         .exchange(
             |(((user, _), _), _, _): &((UserWindow, (Forecast, Allocation)), u64, isize)| {
-                user.hashed().into()
+                user.hashed()
             },
         )
         .as_collection()
