@@ -569,19 +569,11 @@ pub fn build_with(
                 .policies(catalogue, config.policy_config(), spec)
                 .probe_with(&stage("policies"));
             let feedback = shaping_feedback(policies.clone(), sequences.clone(), &spec);
-            sink_facts(
-                policies.clone().probe_with(&probe),
-                "SinkPolicies",
-                writer(Table::Policies),
-                report.clone(),
-                move |ps: &mut Vec<(UserWindow, (Policy, SocketProfile))>| policy_rows(&spec, ps),
-            );
-            sink_facts(
+            sink_policies(
                 policies.probe_with(&probe),
-                "SinkSocketProfiles",
-                writer(Table::SocketProfiles),
+                [writer(Table::Policies), writer(Table::SocketProfiles)],
+                spec,
                 report.clone(),
-                move |ps: &mut Vec<(UserWindow, (Policy, SocketProfile))>| socket_rows(&spec, ps),
             );
             sink_facts(
                 feedback.probe_with(&probe),
@@ -732,19 +724,68 @@ fn shaping_feedback<'scope>(
         })
 }
 
-fn policy_rows(spec: &WindowSpec, ps: &mut [(UserWindow, (Policy, SocketProfile))]) -> RecordBatch {
-    ps.sort_by(|a, b| a.0.cmp(&b.0));
-    let rows: Vec<PolicyRow> = ps
-        .iter()
-        .map(|((user, w), (p, _))| PolicyRow {
-            window_end: spec.end_ms(*w),
+/// Sinks policies and socket profiles, both tables from the same records.
+fn sink_policies<'scope>(
+    collection: VecCollection<'scope, u64, (UserWindow, (Policy, SocketProfile)), isize>,
+    [policies, sockets]: [Box<dyn WindowSink>; 2],
+    spec: WindowSpec,
+    report: Rc<RefCell<SinkReport>>,
+) {
+    sink_windows_to(
+        collection,
+        "SinkPolicies",
+        vec![policies, sockets],
+        report,
+        move |_window, mut updates| {
+            consolidate(&mut updates);
+            let records: Vec<(UserWindow, (Policy, SocketProfile))> = updates
+                .into_iter()
+                .filter(|(_, r)| *r > 0)
+                .map(|(d, _)| d)
+                .collect();
+            if records.is_empty() {
+                return vec![None, None];
+            }
+            let (p, s) = policy_rows(&spec, records);
+            vec![Some(p), Some(s)]
+        },
+    );
+}
+
+/// The `policies` and `socket_profiles` batches of a window's records (consolidated, hence in
+/// key order), their strings moved into the rows.
+fn policy_rows(
+    spec: &WindowSpec,
+    records: Vec<(UserWindow, (Policy, SocketProfile))>,
+) -> (RecordBatch, RecordBatch) {
+    let mut policies = Vec::with_capacity(records.len());
+    let mut sockets = Vec::with_capacity(records.len());
+    for ((user, w), (p, s)) in records {
+        let window_end = spec.end_ms(w);
+        sockets.push(SocketProfileRow {
+            window_end,
             user_id: user.clone(),
-            persona: p.persona.clone(),
-            personas: p.personas.iter().map(|(n, _)| n.clone()).collect(),
-            probabilities: p.personas.iter().map(|(_, x)| x.0).collect(),
-            diffserv_class: p.diffserv_class.clone(),
+            predicted_bytes_per_s: s.predicted_bytes_per_s.0,
+            predicted_requests_per_s: s.predicted_requests_per_s.0,
+            request_type: s.request_type.name().to_string(),
+            risk: s.risk.map(|r| r.0),
+            rtt_ms: s.rtt_ms.0,
+            send_buffer: s.send_buffer,
+            receive_buffer: s.receive_buffer,
+            rate_limit_bytes_per_s: s.rate_limit_bytes_per_s,
+            security_level: s.security_level.name().to_string(),
+            endpoint: s.endpoint,
+        });
+        let (personas, probabilities) = p.personas.into_iter().map(|(n, x)| (n, x.0)).unzip();
+        policies.push(PolicyRow {
+            window_end,
+            user_id: user,
+            persona: p.persona,
+            personas,
+            probabilities,
+            diffserv_class: p.diffserv_class,
             dscp: u32::from(p.dscp),
-            endpoint_class: p.endpoint_class.clone(),
+            endpoint_class: p.endpoint_class,
             floor_bps: p.floor_bps,
             guaranteed_bps: p.guaranteed_bps,
             ceiling_bps: p.ceiling_bps,
@@ -761,36 +802,17 @@ fn policy_rows(spec: &WindowSpec, ps: &mut [(UserWindow, (Policy, SocketProfile)
             receive_buffer_max: p.receive_buffer[1],
             authentication: p.authentication.name().to_string(),
             inspection: p.inspection.name().to_string(),
-            allowed_app_classes: p.allowed_app_classes.clone(),
+            allowed_app_classes: p.allowed_app_classes,
             allowed_ports: p.allowed_ports.iter().map(|r| r.to_string()).collect(),
             vpn_required: p.vpn_required,
             current_bytes: p.current_bytes,
             current_requests: p.current_requests,
-        })
-        .collect();
-    PolicyRow::to_batch(&rows)
-}
-
-fn socket_rows(spec: &WindowSpec, ps: &mut [(UserWindow, (Policy, SocketProfile))]) -> RecordBatch {
-    ps.sort_by(|a, b| a.0.cmp(&b.0));
-    let rows: Vec<SocketProfileRow> = ps
-        .iter()
-        .map(|((user, w), (_, s))| SocketProfileRow {
-            window_end: spec.end_ms(*w),
-            user_id: user.clone(),
-            predicted_bytes_per_s: s.predicted_bytes_per_s.0,
-            predicted_requests_per_s: s.predicted_requests_per_s.0,
-            request_type: s.request_type.name().to_string(),
-            risk: s.risk.map(|r| r.0),
-            rtt_ms: s.rtt_ms.0,
-            send_buffer: s.send_buffer,
-            receive_buffer: s.receive_buffer,
-            rate_limit_bytes_per_s: s.rate_limit_bytes_per_s,
-            security_level: s.security_level.name().to_string(),
-            endpoint: s.endpoint.clone(),
-        })
-        .collect();
-    SocketProfileRow::to_batch(&rows)
+        });
+    }
+    (
+        PolicyRow::to_batch(&policies),
+        SocketProfileRow::to_batch(&sockets),
+    )
 }
 
 fn feedback_rows(spec: &WindowSpec, fs: &mut [(UserWindow, FeedbackRecord)]) -> RecordBatch {
@@ -1062,14 +1084,31 @@ fn resonance_rows(spec: &WindowSpec, rs: &mut [(UserWindow, Resonance)]) -> Reco
 fn sink_windows<'scope, D, F>(
     collection: VecCollection<'scope, u64, D, isize>,
     name: &str,
-    mut sink: Box<dyn WindowSink>,
+    sink: Box<dyn WindowSink>,
     report: Rc<RefCell<SinkReport>>,
     mut to_batch: F,
 ) where
     D: Clone + 'static,
     F: FnMut(u64, Vec<(D, isize)>) -> Option<RecordBatch> + 'static,
 {
-    let table = sink.table();
+    sink_windows_to(collection, name, vec![sink], report, move |w, updates| {
+        vec![to_batch(w, updates)]
+    });
+}
+
+/// As [`sink_windows`], into several sinks at once: `to_batches` gives each of them its batch
+/// (in the order of `sinks`) from the window's updates, so that tables made from the same
+/// records need no copy of them.
+fn sink_windows_to<'scope, D, F>(
+    collection: VecCollection<'scope, u64, D, isize>,
+    name: &str,
+    mut sinks: Vec<Box<dyn WindowSink>>,
+    report: Rc<RefCell<SinkReport>>,
+    mut to_batches: F,
+) where
+    D: Clone + 'static,
+    F: FnMut(u64, Vec<(D, isize)>) -> Vec<Option<RecordBatch>> + 'static,
+{
     let mut pending: BTreeMap<u64, Vec<(D, isize)>> = BTreeMap::new();
     let mut finished = false;
     let mut advanced: Option<u64> = None;
@@ -1088,20 +1127,34 @@ fn sink_windows<'scope, D, F>(
                 if frontier.less_equal(&window) {
                     break;
                 }
-                if let Some(batch) = to_batch(window, entry.remove()) {
-                    let result = sink.write_window(window, &batch);
-                    record(&report, table, result);
+                let batches = to_batches(window, entry.remove());
+                for (sink, batch) in sinks.iter_mut().zip(batches) {
+                    if let Some(batch) = batch {
+                        let result = sink.write_window(window, &batch);
+                        record(&report, sink.table(), result);
+                    }
                 }
             }
-            if frontier.is_empty() {
-                if !finished {
+            let moved = if frontier.is_empty() {
+                (!finished).then(|| {
                     finished = true;
-                    record(&report, table, sink.advance(None).map(|_| 0));
-                }
-            } else if let Some(&f) = frontier.frontier().first() {
-                if advanced != Some(f) {
-                    advanced = Some(f);
-                    record(&report, table, sink.advance(Some(f)).map(|_| 0));
+                    None
+                })
+            } else {
+                frontier
+                    .frontier()
+                    .first()
+                    .copied()
+                    .filter(|f| advanced != Some(*f))
+                    .map(|f| {
+                        advanced = Some(f);
+                        Some(f)
+                    })
+            };
+            if let Some(to) = moved {
+                for sink in sinks.iter_mut() {
+                    let table = sink.table();
+                    record(&report, table, sink.advance(to).map(|_| 0));
                 }
             }
         });
