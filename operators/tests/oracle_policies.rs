@@ -10,9 +10,7 @@ use personaflow_operators::ops::{ShapePolicies, UserWindow};
 use personaflow_operators::policies::blend::{blend, persona_distribution, DemandOutlook};
 use personaflow_operators::policies::catalogue::PersonaCatalogue;
 use personaflow_operators::policies::socket::socket_profile;
-use personaflow_operators::policies::{
-    Policy, PolicyConfig, PolicyPart, SocketProfile, WindowDemand,
-};
+use personaflow_operators::policies::{PolicyConfig, PolicyPart, Shaped, WindowDemand};
 use personaflow_operators::vector::Score;
 use personaflow_operators::WindowSpec;
 use rand::seq::SliceRandom;
@@ -26,8 +24,8 @@ const USERS: usize = 40;
 const SEGMENTS: [&str; 3] = ["gamer", "video", "web"];
 
 /// A policy fact.
-type Shaped = (UserWindow, (Policy, SocketProfile));
-type Out = BTreeMap<u64, BTreeSet<Shaped>>;
+type Fact = (UserWindow, Shaped);
+type Out = BTreeMap<u64, BTreeSet<Fact>>;
 
 fn random_parts(seed: u64) -> Vec<(UserWindow, PolicyPart)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -113,7 +111,7 @@ fn catalogue() -> PersonaCatalogue {
 }
 
 fn run(parts: &[(UserWindow, PolicyPart)], config: &PolicyConfig, seed: u64) -> Out {
-    let seen: Arc<Mutex<Vec<(Shaped, u64, isize)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<(Fact, u64, isize)>>> = Arc::default();
     let s = seen.clone();
     let mut shuffled = parts.to_vec();
     shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(seed + 1));
@@ -263,7 +261,7 @@ fn oracle(parts: &[(UserWindow, PolicyPart)], config: &PolicyConfig) -> Out {
         );
         out.entry(k.1)
             .or_default()
-            .insert((k.clone(), (policy, socket)));
+            .insert((k.clone(), Box::new((policy, socket))));
     }
     out
 }
@@ -286,7 +284,7 @@ fn policies_equal_recomputation_at_every_window() {
         let elevated = want
             .values()
             .flatten()
-            .filter(|(_, (_, s))| s.risk.is_some_and(|r| r.0 >= 0.9))
+            .filter(|(_, shaped)| shaped.1.risk.is_some_and(|r| r.0 >= 0.9))
             .count();
         assert!(elevated > 10, "{elevated}");
     }

@@ -15,6 +15,10 @@ pub mod render;
 pub mod socket;
 
 pub use blend::{Policy, PolicyConfig};
+
+/// A user's policy and socket profile of one window, boxed: the records are large (several
+/// hundred bytes) and move through exchanges, sorts and sinks, where a box moves as a pointer.
+pub type Shaped = Box<(Policy, SocketProfile)>;
 pub use catalogue::PersonaCatalogue;
 pub use operator::PolicyPart;
 pub use socket::{RequestType, SocketProfile, WindowDemand};

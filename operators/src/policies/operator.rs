@@ -8,6 +8,7 @@ use crate::personas::operator::PersonaAssignment;
 use crate::policies::blend::{blend, persona_distribution, DemandOutlook, Policy, PolicyConfig};
 use crate::policies::catalogue::PersonaCatalogue;
 use crate::policies::socket::{socket_profile, RiskBySegment, SocketProfile, WindowDemand};
+use crate::policies::Shaped;
 use crate::resonance::Resonance;
 use crate::vector::Score;
 use crate::window::features::Fnv;
@@ -108,7 +109,7 @@ impl Gathered {
 /// Makes policies.
 pub trait ShapePolicies<'scope> {
     /// For each user with a [`PolicyPart::Profile`] fact at window `w`, one fact
-    /// `((user, w), (Policy, SocketProfile))` at `w`, made from the parts of `(user, w)`
+    /// `((user, w), Shaped)` (its policy and socket profile) at `w`, made from the parts of `(user, w)`
     /// present (resonance, forecast and persona parts are optional) as
     /// [`blend`](crate::policies::blend) and [`socket`](crate::policies::socket) say.
     ///
@@ -136,7 +137,8 @@ pub trait ShapePolicies<'scope> {
     ///         .embed_profiles(Box::new(StandardisedEmbedder::default()), 64, ErrorSlot::default())
     ///         .map(|(k, p)| (k, PolicyPart::of_profile(&p)))
     ///         .policies(Arc::new(PersonaCatalogue::example()), PolicyConfig::default(), WindowSpec::default())
-    ///         .inspect(|(((u, w), (p, s)), _, _)| {
+    ///         .inspect(|(((u, w), shaped), _, _)| {
+    ///             let (p, s) = &**shaped;
     ///             // No resonance: all to default; 1 Mbit/s now, x 1.25.
     ///             assert!(u == "u" && *w == 0 && p.persona == "default" && p.allocated_bps == 1_250_000);
     ///             assert_eq!(s.request_type.name(), "streaming");
@@ -148,7 +150,7 @@ pub trait ShapePolicies<'scope> {
         catalogue: Arc<PersonaCatalogue>,
         config: PolicyConfig,
         spec: WindowSpec,
-    ) -> VecCollection<'scope, u64, (UserWindow, (Policy, SocketProfile)), isize>;
+    ) -> VecCollection<'scope, u64, (UserWindow, Shaped), isize>;
 }
 
 impl<'scope> ShapePolicies<'scope> for VecCollection<'scope, u64, (UserWindow, PolicyPart), isize> {
@@ -157,7 +159,7 @@ impl<'scope> ShapePolicies<'scope> for VecCollection<'scope, u64, (UserWindow, P
         catalogue: Arc<PersonaCatalogue>,
         config: PolicyConfig,
         spec: WindowSpec,
-    ) -> VecCollection<'scope, u64, (UserWindow, (Policy, SocketProfile)), isize> {
+    ) -> VecCollection<'scope, u64, (UserWindow, Shaped), isize> {
         let gathered = self.fold_by_window(
             Exchange::new(
                 |(((user, _), _), _, _): &((UserWindow, PolicyPart), u64, isize)| {
@@ -238,7 +240,7 @@ fn shape_window(
     risk: &mut RiskBySegment,
     window: u64,
     users: Vec<Gathered>,
-    out: &mut Vec<(UserWindow, (Policy, SocketProfile))>,
+    out: &mut Vec<(UserWindow, Shaped)>,
 ) {
     let mut by_segment: BTreeMap<String, Vec<Gathered>> = BTreeMap::new();
     for g in users {
@@ -260,7 +262,7 @@ fn shape_window(
         for g in users {
             let r = g.anomaly_score.and_then(|s| calibration.quantile(s.0));
             let (policy, socket) = policy_of(catalogue, config, window_secs, &g, r);
-            out.push(((g.user, window), (policy, socket)));
+            out.push(((g.user, window), Box::new((policy, socket))));
         }
     }
 }

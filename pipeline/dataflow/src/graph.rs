@@ -47,7 +47,7 @@ use personaflow_operators::personas::operator::{
 use personaflow_operators::personas::pin::{PinSnapshots, PinState};
 use personaflow_operators::personas::PersonaModel;
 use personaflow_operators::policies::link::feedback;
-use personaflow_operators::policies::{Policy, PolicyPart, SocketProfile};
+use personaflow_operators::policies::{PolicyPart, Shaped};
 use personaflow_operators::resonance::Resonance;
 use personaflow_operators::segments::SegmentSum;
 use personaflow_operators::sequences::Sequence;
@@ -678,7 +678,7 @@ struct FeedbackRecord {
 /// (with the allocation's other terms as its payload), which scores it once `w + 1` is
 /// complete, with the zeros of inactive users.
 fn shaping_feedback<'scope>(
-    policies: VecCollection<'scope, u64, (UserWindow, (Policy, SocketProfile)), isize>,
+    policies: VecCollection<'scope, u64, (UserWindow, Shaped), isize>,
     sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
     spec: &WindowSpec,
 ) -> VecCollection<'scope, u64, (UserWindow, FeedbackRecord), isize> {
@@ -689,13 +689,14 @@ fn shaping_feedback<'scope>(
     // The forecast-error operator needs the allocations on the worker of the user's sequences
     // (the sequences' reduction places users by differential's hash of the key).
     policies
-        .map(move |(k, (p, _))| {
+        .map(move |(k, shaped)| {
+            let p = &shaped.0;
             let bytes = p.allocated_bps as f64 * secs / 8.0;
             let requests = f64::from(p.rate_limit_rps.0) * secs;
             let f = Forecast::try_new(vec![requests as f32], vec![bytes as f32])
                 .expect("one request and one byte prediction");
             let a = Allocation {
-                persona: p.persona,
+                persona: p.persona.clone(),
                 allocated_bps: p.allocated_bps,
                 burst_bytes: p.burst_bytes,
                 rate_limit_rps: p.rate_limit_rps,
@@ -726,7 +727,7 @@ fn shaping_feedback<'scope>(
 
 /// Sinks policies and socket profiles, both tables from the same records.
 fn sink_policies<'scope>(
-    collection: VecCollection<'scope, u64, (UserWindow, (Policy, SocketProfile)), isize>,
+    collection: VecCollection<'scope, u64, (UserWindow, Shaped), isize>,
     [policies, sockets]: [Box<dyn WindowSink>; 2],
     spec: WindowSpec,
     report: Rc<RefCell<SinkReport>>,
@@ -738,7 +739,7 @@ fn sink_policies<'scope>(
         report,
         move |_window, mut updates| {
             consolidate(&mut updates);
-            let records: Vec<(UserWindow, (Policy, SocketProfile))> = updates
+            let records: Vec<(UserWindow, Shaped)> = updates
                 .into_iter()
                 .filter(|(_, r)| *r > 0)
                 .map(|(d, _)| d)
@@ -756,11 +757,12 @@ fn sink_policies<'scope>(
 /// key order), their strings moved into the rows.
 fn policy_rows(
     spec: &WindowSpec,
-    records: Vec<(UserWindow, (Policy, SocketProfile))>,
+    records: Vec<(UserWindow, Shaped)>,
 ) -> (RecordBatch, RecordBatch) {
     let mut policies = Vec::with_capacity(records.len());
     let mut sockets = Vec::with_capacity(records.len());
-    for ((user, w), (p, s)) in records {
+    for ((user, w), shaped) in records {
+        let (p, s) = *shaped;
         let window_end = spec.end_ms(w);
         sockets.push(SocketProfileRow {
             window_end,
