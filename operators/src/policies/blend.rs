@@ -218,16 +218,16 @@ pub struct Policy {
 /// use personaflow_operators::policies::blend::persona_distribution;
 /// use personaflow_operators::policies::catalogue::PersonaCatalogue;
 /// let c = PersonaCatalogue::example(); // maps segment "gamer" to entry "gamer"
-/// let d = persona_distribution(&c, &[("gamer".into(), 0.7), ("video".into(), 0.3)], &[]);
-/// assert_eq!(d, vec![("default".to_string(), 0.3), ("gamer".to_string(), 0.7)]);
-/// assert_eq!(persona_distribution(&c, &[], &[]), vec![("default".to_string(), 1.0)]);
+/// let d = persona_distribution(&c, &[("gamer".to_string(), 0.7), ("video".to_string(), 0.3)], &[]);
+/// assert_eq!(d, vec![("default", 0.3), ("gamer", 0.7)]);
+/// assert_eq!(persona_distribution(&c, &[], &[]), vec![("default", 1.0)]);
 /// ```
-pub fn persona_distribution(
-    catalogue: &PersonaCatalogue,
+pub fn persona_distribution<'c>(
+    catalogue: &'c PersonaCatalogue,
     segments: &[(String, f64)],
     personas: &[(u32, f64)],
-) -> Vec<(String, f64)> {
-    let mut mass: BTreeMap<&str, f64> = BTreeMap::new();
+) -> Vec<(&'c str, f64)> {
+    let mut mass: BTreeMap<&'c str, f64> = BTreeMap::new();
     let clean = |p: f64| if p.is_finite() && p > 0.0 { p } else { 0.0 };
     if !segments.is_empty() {
         for (s, p) in segments {
@@ -244,10 +244,7 @@ pub fn persona_distribution(
     } else if total < 1.0 {
         *mass.entry(DEFAULT_PERSONA).or_default() += 1.0 - total;
     }
-    mass.into_iter()
-        .filter(|(_, p)| *p > 0.0)
-        .map(|(n, p)| (n.to_string(), p))
-        .collect()
+    mass.into_iter().filter(|(_, p)| *p > 0.0).collect()
 }
 
 /// The policy of a user whose probabilities over catalogue entries are `distribution` (as
@@ -260,13 +257,13 @@ pub fn persona_distribution(
 /// let c = PersonaCatalogue::example();
 /// let demand = DemandOutlook { peak_bytes: Some(7_500_000.0), ..DemandOutlook::default() };
 /// // One-hot: the entry exactly; 7.5 MB a minute is 1 Mbit/s, x 1.25 headroom.
-/// let p = blend(&c, &[("gamer".into(), 1.0)], &demand, 60.0, &PolicyConfig::default());
+/// let p = blend(&c, &[("gamer", 1.0)], &demand, 60.0, &PolicyConfig::default());
 /// assert_eq!((p.dscp, p.guaranteed_bps, p.ceiling_bps), (32, 2_000_000, 20_000_000));
 /// assert_eq!(p.allocated_bps, 1_250_000);
 /// ```
 pub fn blend(
     catalogue: &PersonaCatalogue,
-    distribution: &[(String, f64)],
+    distribution: &[(&str, f64)],
     demand: &DemandOutlook,
     window_secs: f64,
     config: &PolicyConfig,
@@ -277,12 +274,10 @@ pub fn blend(
     let mut entries: Vec<(&str, &PersonaEntry, f64)> = distribution
         .iter()
         .filter(|(_, p)| p.is_finite() && *p > 0.0)
-        .map(
-            |(n, p)| match catalogue.personas.get_key_value(n.as_str()) {
-                Some((name, e)) => (name.as_str(), e, *p),
-                None => (DEFAULT_PERSONA, default, *p),
-            },
-        )
+        .map(|(n, p)| match catalogue.personas.get_key_value(*n) {
+            Some((name, e)) => (name.as_str(), e, *p),
+            None => (DEFAULT_PERSONA, default, *p),
+        })
         .collect();
     if entries.is_empty() {
         entries.push((DEFAULT_PERSONA, default, 1.0));
@@ -476,6 +471,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(18);
         for _ in 0..2_000 {
             let (d, demand) = random_case(&mut rng, &c);
+            let d: Vec<(&str, f64)> = d.iter().map(|(n, p)| (n.as_str(), *p)).collect();
             let p = blend(&c, &d, &demand, 60.0, &PolicyConfig::default());
             let used: Vec<&PersonaEntry> = p.personas.iter().map(|(n, _)| &c.personas[n]).collect();
             let within = |v: f64, f: &dyn Fn(&PersonaEntry) -> f64, what: &str| {
@@ -564,7 +560,7 @@ mod tests {
         for (name, e) in &c.personas {
             let p = blend(
                 &c,
-                &[(name.clone(), 1.0)],
+                &[(name.as_str(), 1.0)],
                 &DemandOutlook::default(),
                 60.0,
                 &PolicyConfig::default(),
@@ -603,7 +599,7 @@ mod tests {
         // Streamer at 0.3 >= 0.2: its MFA, VPN and the classes both allow.
         let p = blend(
             &c,
-            &[("gamer".into(), 0.7), ("streamer".into(), 0.3)],
+            &[("gamer", 0.7), ("streamer", 0.3)],
             &demand,
             60.0,
             &config,
@@ -617,7 +613,7 @@ mod tests {
         // At 0.1 it does not count.
         let p = blend(
             &c,
-            &[("gamer".into(), 0.9), ("streamer".into(), 0.1)],
+            &[("gamer", 0.9), ("streamer", 0.1)],
             &demand,
             60.0,
             &config,
@@ -637,7 +633,7 @@ mod tests {
                 current_bytes: 1.0,
                 ..Default::default()
             };
-            blend(&c, &[("gamer".into(), 1.0)], &d, 60.0, &config).allocated_bps
+            blend(&c, &[("gamer", 1.0)], &d, 60.0, &config).allocated_bps
         };
         assert_eq!(at(0.0), 64_000);
         assert_eq!(at(60.0 * 1e6 / 8.0), 1_250_000);
@@ -648,7 +644,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            blend(&c, &[("gamer".into(), 1.0)], &d, 60.0, &config).allocated_bps,
+            blend(&c, &[("gamer", 1.0)], &d, 60.0, &config).allocated_bps,
             1_250_000
         );
     }

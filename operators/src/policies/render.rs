@@ -68,7 +68,7 @@ pub fn valid_device(dev: &str) -> bool {
 /// use personaflow_operators::policies::catalogue::PersonaCatalogue;
 /// use personaflow_operators::policies::render::tc_script;
 /// let c = PersonaCatalogue::example();
-/// let p = blend(&c, &[("gamer".into(), 1.0)], &DemandOutlook::default(), 60.0, &PolicyConfig::default());
+/// let p = blend(&c, &[("gamer", 1.0)], &DemandOutlook::default(), 60.0, &PolicyConfig::default());
 /// let s = tc_script(&p, "u1", "2026-01-05T00:01:00Z", "veth0");
 /// assert!(s.contains("classid 1:10 htb rate 64000bit ceil 20000000bit burst 32000b"));
 /// ```
@@ -151,7 +151,7 @@ fn nft_rate(per_s: f64) -> String {
 /// use personaflow_operators::policies::catalogue::PersonaCatalogue;
 /// use personaflow_operators::policies::render::nft_ruleset;
 /// let c = PersonaCatalogue::example();
-/// let p = blend(&c, &[("gamer".into(), 1.0)], &DemandOutlook::default(), 60.0, &PolicyConfig::default());
+/// let p = blend(&c, &[("gamer", 1.0)], &DemandOutlook::default(), 60.0, &PolicyConfig::default());
 /// let s = nft_ruleset(&p, "u1", "2026-01-05T00:01:00Z", "veth0");
 /// assert!(s.contains("elements = { 443, 27000-27050 }"));
 /// assert!(s.contains("ip dscp set 32"));

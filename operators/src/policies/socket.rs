@@ -245,7 +245,7 @@ pub struct SocketProfile {
 /// use personaflow_operators::policies::socket::{socket_profile, WindowDemand, SecurityLevel};
 /// let c = PersonaCatalogue::example();
 /// let config = PolicyConfig::default();
-/// let policy = blend(&c, &[("gamer".into(), 1.0)], &DemandOutlook::default(), 60.0, &config);
+/// let policy = blend(&c, &[("gamer", 1.0)], &DemandOutlook::default(), 60.0, &config);
 /// let demand = WindowDemand { bytes_in: 900, bytes_out: 100, latency_mean_us: Some(100_000), requests: [0, 0, 5, 1] };
 /// // 6 MB predicted next minute: 100 kB/s; RTT 100 ms: BDP 10 kB, 9 kB of it received.
 /// let s = socket_profile(&policy, &demand, Some((6e6, 60.0)), Some(0.95), &c.endpoints, 60.0, &config);
