@@ -190,19 +190,22 @@ impl<'scope> ShapePolicies<'scope> for VecCollection<'scope, u64, (UserWindow, P
 }
 
 /// The users of one window, their parts gathered (parts sorted by key, as `fold_by_window`
-/// hands them); users without a profile part are dropped.
+/// hands them, so each user's parts are consecutive); users without a profile part are
+/// dropped.
 fn gather(parts: Vec<(UserWindow, PolicyPart)>) -> Vec<Gathered> {
-    let mut by_user: BTreeMap<String, (bool, Gathered)> = BTreeMap::new();
+    // (has a profile part, what is gathered) of each user, in the parts' (key) order.
+    let mut users: Vec<(bool, Gathered)> = Vec::new();
     for ((user, _), part) in parts {
-        let (has_profile, g) = by_user.entry(user.clone()).or_insert_with(|| {
-            (
+        if users.last().is_none_or(|(_, g)| g.user != user) {
+            users.push((
                 false,
                 Gathered {
                     user,
                     ..Gathered::default()
                 },
-            )
-        });
+            ));
+        }
+        let (has_profile, g) = users.last_mut().expect("pushed");
         match part {
             PolicyPart::Profile {
                 anomaly_score,
@@ -224,8 +227,8 @@ fn gather(parts: Vec<(UserWindow, PolicyPart)>) -> Vec<Gathered> {
             PolicyPart::Personas(p) => g.personas = p,
         }
     }
-    by_user
-        .into_values()
+    users
+        .into_iter()
         .filter(|(p, _)| *p)
         .map(|(_, g)| g)
         .collect()
