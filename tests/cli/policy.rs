@@ -482,8 +482,10 @@ fn evaluate_shaping_compares_the_policies_with_foresight() {
         "static persona",
         "static blend",
         "predictive",
+        "predictive + admission",
         "reactive",
         "learned (Q)",
+        "foresight + admission (ref)",
     ] {
         assert!(run.stdout.contains(policy), "{policy} in\n{}", run.stdout);
     }
@@ -491,7 +493,7 @@ fn evaluate_shaping_compares_the_policies_with_foresight() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let held_out = report["held_out"].as_object().unwrap();
-    assert_eq!(held_out.len(), 6);
+    assert_eq!(held_out.len(), 8);
     for (policy, score) in held_out {
         let qoe = score["qoe"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&qoe), "{policy}: {qoe}");

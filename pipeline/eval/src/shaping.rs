@@ -5,7 +5,7 @@
 //! `shaping_feedback` table says what that window's demand then was. Every window, the users
 //! judged in it share one bottleneck ([`share_link`]: reservations, scaled down together when
 //! they exceed the link, then borrowing of unused capacity by priority weight up to each
-//! user's ceiling). Five allocation policies are compared on the same demand:
+//! user's ceiling). Six allocation policies are compared on the same demand:
 //!
 //! - **static persona**: the most probable entry's guaranteed rate, ceiling, weight, target and
 //!   burst (a hard assignment);
@@ -23,8 +23,13 @@
 //!   recomputed from the realised demand), and evaluated greedily on held-out scenarios whose
 //!   seeds and drifts it never saw.
 //!
+//! - **predictive + admission**: the predictive allocations, and when they ask more than the
+//!   link has, [`admit_order`] keeps reservations by priority weight and size while they fit
+//!   and drops the rest to their floor (serving some users in full rather than all late);
+//!
 //! - **foresight** (a reference, not a policy): each user reserves exactly the demand that
-//!   then came: what allocation alone can reach on the link.
+//!   then came: what allocation alone can reach on the link; **foresight + admission**, the
+//!   same with admission: the most an allocation can reach here.
 //!
 //! Scores: **QoE**, the share of all demanded bits served within their latency target;
 //! **waste**, reserved bits unused (as a share of demanded bits); **Jain fairness** of users'
@@ -234,16 +239,23 @@ pub enum ShapingPolicy {
     /// A reference, not a policy: each user reserves exactly the demand that then came
     /// (perfect foresight, no bounds): what allocation alone can reach on this link.
     Foresight,
+    /// The predictive allocations, with [`admit`] when they ask more than the link has.
+    PredictiveAdmission,
+    /// A reference: foresight with [`admit`], the most any allocation with admission can
+    /// reach on this link.
+    ForesightAdmission,
 }
 
 /// Every policy, in report order.
-pub const POLICIES: [ShapingPolicy; 6] = [
+pub const POLICIES: [ShapingPolicy; 8] = [
     ShapingPolicy::StaticPersona,
     ShapingPolicy::StaticBlend,
     ShapingPolicy::Predictive,
+    ShapingPolicy::PredictiveAdmission,
     ShapingPolicy::Reactive,
     ShapingPolicy::Learned,
     ShapingPolicy::Foresight,
+    ShapingPolicy::ForesightAdmission,
 ];
 
 impl ShapingPolicy {
@@ -256,6 +268,8 @@ impl ShapingPolicy {
             ShapingPolicy::Reactive => "reactive",
             ShapingPolicy::Learned => "learned (Q)",
             ShapingPolicy::Foresight => "foresight (ref)",
+            ShapingPolicy::PredictiveAdmission => "predictive + admission",
+            ShapingPolicy::ForesightAdmission => "foresight + admission (ref)",
         }
     }
 }
@@ -453,6 +467,65 @@ pub fn train(traces: &[(Trace, f64)], personas: usize, config: &ShapingConfig) -
     q
 }
 
+/// Admission when the reservations ask more of the link than it has: users keep their
+/// reservation in order of priority weight (highest first), then of reservation (smallest
+/// first, so that as many as possible are served in full), while the reservations kept fit the
+/// link; the others fall back to their floor (and still borrow what is left, up to their
+/// ceiling). Proportional scaling, which HTB does, leaves every user short in an overloaded
+/// window, and a user short of its arrival rate misses its latency target within seconds:
+/// admission serves some users in full instead of all of them late. It needs the link's
+/// capacity, which a deployment knows and the policies table does not.
+///
+/// ```
+/// use personaflow_eval::shaping::admit_order;
+/// // 10 Mbit/s: the two reservations of weight 2 (6 Mbit/s), then 3 of weight 1 fit; 6 does not.
+/// let kept = admit_order(&[(6e6, 1.0), (3e6, 1.0), (2e6, 2.0), (4e6, 2.0)], 10e6);
+/// assert_eq!(kept, vec![false, true, true, true]);
+/// ```
+/// `reservations` are (bits/s, priority weight); returns which are kept.
+pub fn admit_order(reservations: &[(f64, f64)], capacity_bps: f64) -> Vec<bool> {
+    let total: f64 = reservations.iter().map(|r| r.0.max(0.0)).sum();
+    if total <= capacity_bps {
+        return vec![true; reservations.len()];
+    }
+    let mut order: Vec<usize> = (0..reservations.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ra, rb) = (&reservations[a], &reservations[b]);
+        rb.1.total_cmp(&ra.1)
+            .then(ra.0.total_cmp(&rb.0))
+            .then(a.cmp(&b))
+    });
+    let mut kept = vec![false; reservations.len()];
+    let mut used = 0.0;
+    for i in order {
+        let r = reservations[i].0.max(0.0);
+        if used + r <= capacity_bps {
+            used += r;
+            kept[i] = true;
+        }
+    }
+    kept
+}
+
+/// [`admit_order`] applied to one window's link users: those not kept are reserved their
+/// floor (the step's, or their reservation if smaller).
+fn admit(mut users: Vec<LinkUser>, steps: &[Step], capacity_bps: f64) -> Vec<LinkUser> {
+    let reservations: Vec<(f64, f64)> = users
+        .iter()
+        .map(|u| (u.allocated_bps, u.priority_weight))
+        .collect();
+    for ((u, s), kept) in users
+        .iter_mut()
+        .zip(steps)
+        .zip(admit_order(&reservations, capacity_bps))
+    {
+        if !kept {
+            u.allocated_bps = u.allocated_bps.min(s.floor_bps);
+        }
+    }
+    users
+}
+
 /// One policy's score on one scenario.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PolicyScore {
@@ -505,14 +578,14 @@ pub fn play(
                         s.target_secs,
                         s.burst_bits,
                     ),
-                    ShapingPolicy::Predictive => (
+                    ShapingPolicy::Predictive | ShapingPolicy::PredictiveAdmission => (
                         s.allocated_bps,
                         s.ceiling_bps,
                         s.weight,
                         s.target_secs,
                         s.burst_bits,
                     ),
-                    ShapingPolicy::Foresight => (
+                    ShapingPolicy::Foresight | ShapingPolicy::ForesightAdmission => (
                         s.demand_bits / trace.window_secs,
                         s.ceiling_bps.max(s.demand_bits / trace.window_secs),
                         s.weight,
@@ -549,6 +622,12 @@ pub fn play(
                 }
             })
             .collect();
+        let users = match policy {
+            ShapingPolicy::PredictiveAdmission | ShapingPolicy::ForesightAdmission => {
+                admit(users, steps, capacity_bps)
+            }
+            _ => users,
+        };
         let outcomes = share_link(&users, capacity_bps, trace.window_secs);
         for ((s, u), o) in steps.iter().zip(&users).zip(&outcomes) {
             score.demanded_bits += u.demand_bits;
@@ -781,12 +860,12 @@ impl ShapingReport {
     pub fn to_table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "{:<26} {:<16} {:>7} {:>8} {:>6}\n",
+            "{:<26} {:<27} {:>7} {:>8} {:>6}\n",
             "scenario", "policy", "QoE", "waste", "Jain"
         ));
         let mut row = |name: &str, p: ShapingPolicy, s: &PolicyScore| {
             out.push_str(&format!(
-                "{:<26} {:<16} {:>6.1}% {:>7.1}% {:>6.3}\n",
+                "{:<26} {:<27} {:>6.1}% {:>7.1}% {:>6.3}\n",
                 name,
                 p.name(),
                 100.0 * s.qoe,
@@ -889,11 +968,14 @@ pub fn evaluate_shaping(
             / tests;
     }
     let get = |p: ShapingPolicy| held_out.get(&p).cloned().unwrap_or_default();
-    let best = if get(ShapingPolicy::Learned).qoe >= get(ShapingPolicy::Predictive).qoe {
-        ShapingPolicy::Learned
-    } else {
-        ShapingPolicy::Predictive
-    };
+    let best = [
+        ShapingPolicy::Learned,
+        ShapingPolicy::Predictive,
+        ShapingPolicy::PredictiveAdmission,
+    ]
+    .into_iter()
+    .max_by(|a, b| get(*a).qoe.total_cmp(&get(*b).qoe))
+    .unwrap_or(ShapingPolicy::Predictive);
     let blend = get(ShapingPolicy::StaticBlend);
     let b = get(best);
     Ok(ShapingReport {
@@ -996,5 +1078,33 @@ mod tests {
         assert_eq!(s.wasted_bits, 60e6);
         assert_eq!(s.jain, 1.0);
         assert_eq!(s.user_windows, 2);
+    }
+
+    #[test]
+    fn admission_serves_some_users_in_full_where_scaling_serves_none() {
+        let mut trace = Trace {
+            window_secs: 60.0,
+            windows: BTreeMap::new(),
+        };
+        // Three users asking 4 Mbit/s each of a 10 Mbit/s link.
+        let steps: Vec<Step> = ["a", "b", "c"]
+            .iter()
+            .map(|u| step(u, 0, 4e6, 4e6 * 60.0))
+            .collect();
+        trace.windows.insert(0, steps);
+        let scaled = play(&trace, ShapingPolicy::Predictive, None, 10e6, 1.25);
+        let admitted = play(&trace, ShapingPolicy::PredictiveAdmission, None, 10e6, 1.25);
+        assert!(scaled.qoe < 0.1, "{scaled:?}");
+        // Two served in full; the third borrows the last 2 Mbit/s and misses its target.
+        assert!((admitted.qoe - 2.0 / 3.0).abs() < 0.01, "{admitted:?}");
+        assert!(admitted.jain < 0.7, "less fair: {admitted:?}");
+    }
+
+    #[test]
+    fn admission_keeps_everyone_when_the_link_suffices() {
+        let r = [(1e6, 1.0), (2e6, 4.0), (3e6, 0.5)];
+        assert_eq!(admit_order(&r, 6e6), vec![true; 3]);
+        // Short: weight first (b), then the smallest (a); c does not fit.
+        assert_eq!(admit_order(&r, 5e6), vec![true, true, false]);
     }
 }
