@@ -261,7 +261,7 @@ fn oracle(parts: &[(UserWindow, PolicyPart)], config: &PolicyConfig) -> Out {
         );
         out.entry(k.1)
             .or_default()
-            .insert((k.clone(), Box::new((policy, socket))));
+            .insert((k.clone(), std::sync::Arc::new((policy, socket))));
     }
     out
 }

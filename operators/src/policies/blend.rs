@@ -220,18 +220,20 @@ pub struct Policy {
 /// let c = PersonaCatalogue::example(); // maps segment "gamer" to entry "gamer"
 /// let d = persona_distribution(&c, &[("gamer".to_string(), 0.7), ("video".to_string(), 0.3)], &[]);
 /// assert_eq!(d, vec![("default", 0.3), ("gamer", 0.7)]);
-/// assert_eq!(persona_distribution(&c, &[], &[]), vec![("default", 1.0)]);
+/// assert_eq!(persona_distribution::<&str>(&c, &[], &[]), vec![("default", 1.0)]);
 /// ```
-pub fn persona_distribution<'c>(
+pub fn persona_distribution<'c, S: AsRef<str>>(
     catalogue: &'c PersonaCatalogue,
-    segments: &[(String, f64)],
+    segments: &[(S, f64)],
     personas: &[(u32, f64)],
 ) -> Vec<(&'c str, f64)> {
     let mut mass: BTreeMap<&'c str, f64> = BTreeMap::new();
     let clean = |p: f64| if p.is_finite() && p > 0.0 { p } else { 0.0 };
     if !segments.is_empty() {
         for (s, p) in segments {
-            *mass.entry(catalogue.entry_of_segment(s)).or_default() += clean(*p);
+            *mass
+                .entry(catalogue.entry_of_segment(s.as_ref()))
+                .or_default() += clean(*p);
         }
     } else {
         for (id, p) in personas {

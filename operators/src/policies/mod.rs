@@ -16,9 +16,11 @@ pub mod socket;
 
 pub use blend::{Policy, PolicyConfig};
 
-/// A user's policy and socket profile of one window, boxed: the records are large (several
-/// hundred bytes) and move through exchanges, sorts and sinks, where a box moves as a pointer.
-pub type Shaped = Box<(Policy, SocketProfile)>;
+/// A user's policy and socket profile of one window, shared: the records are large (several
+/// hundred bytes, a dozen heap strings) and move through exchanges, sorts and sinks, where an
+/// `Arc` moves as a pointer, and go to two consumers (the sinks and the feedback), where it is
+/// cloned as a reference count rather than deeply.
+pub type Shaped = std::sync::Arc<(Policy, SocketProfile)>;
 pub use catalogue::PersonaCatalogue;
 pub use operator::PolicyPart;
 pub use socket::{RequestType, SocketProfile, WindowDemand};

@@ -7,7 +7,9 @@ use crate::ops::UserWindow;
 use crate::personas::operator::PersonaAssignment;
 use crate::policies::blend::{blend, persona_distribution, DemandOutlook, Policy, PolicyConfig};
 use crate::policies::catalogue::PersonaCatalogue;
-use crate::policies::socket::{socket_profile, RiskBySegment, SocketProfile, WindowDemand};
+use crate::policies::socket::{
+    socket_profile, RiskBySegment, RiskCalibration, SocketProfile, WindowDemand,
+};
 use crate::policies::Shaped;
 use crate::resonance::Resonance;
 use crate::vector::Score;
@@ -15,7 +17,6 @@ use crate::window::features::Fnv;
 use crate::WindowSpec;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use timely::dataflow::channels::pact::Exchange;
 
@@ -245,28 +246,38 @@ fn shape_window(
     users: Vec<Gathered>,
     out: &mut Vec<(UserWindow, Shaped)>,
 ) {
-    let mut by_segment: BTreeMap<String, Vec<Gathered>> = BTreeMap::new();
-    for g in users {
-        by_segment
-            .entry(g.risk_segment().to_string())
-            .or_default()
-            .push(g);
-    }
-    for (segment, users) in by_segment {
-        let calibration = risk.entry(segment).or_default();
+    // By segment (a stable sort: users keep their order within one).
+    let mut users = users;
+    users.sort_by(|a, b| a.risk_segment().cmp(b.risk_segment()));
+    out.reserve(users.len());
+    let mut rest = &mut users[..];
+    while !rest.is_empty() {
+        let n = rest
+            .iter()
+            .take_while(|g| g.risk_segment() == rest[0].risk_segment())
+            .count();
+        let (same, next) = std::mem::take(&mut rest).split_at_mut(n);
+        let segment = same[0].risk_segment();
+        if !risk.contains_key(segment) {
+            risk.insert(segment.to_string(), RiskCalibration::default());
+        }
+        let calibration = risk.get_mut(segment).expect("inserted");
         calibration.push(
             window,
-            users
-                .iter()
+            same.iter()
                 .filter_map(|g| g.anomaly_score.map(|s| s.0))
                 .collect(),
             config.risk_windows.max(1),
         );
-        for g in users {
+        for g in same.iter_mut() {
             let r = g.anomaly_score.and_then(|s| calibration.quantile(s.0));
-            let (policy, socket) = policy_of(catalogue, config, window_secs, &g, r);
-            out.push(((g.user, window), Box::new((policy, socket))));
+            let (policy, socket) = policy_of(catalogue, config, window_secs, g, r);
+            out.push((
+                (std::mem::take(&mut g.user), window),
+                Arc::new((policy, socket)),
+            ));
         }
+        rest = next;
     }
 }
 
@@ -278,10 +289,10 @@ fn policy_of(
     g: &Gathered,
     risk: Option<f64>,
 ) -> (Policy, SocketProfile) {
-    let segments: Vec<(String, f64)> = g
+    let segments: Vec<(&str, f64)> = g
         .scores
         .iter()
-        .map(|(s, p)| (s.clone(), f64::from(p.0)))
+        .map(|(s, p)| (s.as_str(), f64::from(p.0)))
         .collect();
     let personas: Vec<(u32, f64)> = g
         .personas

@@ -762,7 +762,7 @@ fn policy_rows(
     let mut policies = Vec::with_capacity(records.len());
     let mut sockets = Vec::with_capacity(records.len());
     for ((user, w), shaped) in records {
-        let (p, s) = *shaped;
+        let (p, s) = std::sync::Arc::unwrap_or_clone(shaped);
         let window_end = spec.end_ms(w);
         sockets.push(SocketProfileRow {
             window_end,
