@@ -10,6 +10,7 @@ mod evaluate;
 mod policy;
 mod produce;
 mod run;
+mod serve;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Render a user's policy as a tc script, an nftables rule set or JSON.
     Policy(policy::PolicyArgs),
+    /// Serve a run's outputs over HTTP: per-user lookups, segments, personas, drift.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::cmd_run(a, quiet),
         Command::Produce(a) => produce::cmd_produce(a, quiet),
         Command::Policy(a) => policy::cmd_policy(a, quiet),
+        Command::Serve(a) => serve::cmd_serve(a, quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@
 //! - `drift`: personas, drift and scaling tables, and `evaluate tcpd/nab` on the real data;
 //! - `policy`: the policies, socket profiles and feedback a backfill writes, and `policy
 //!   render` applied in a network namespace with a real TCP flow through it;
+//! - `serve`: `personaflow serve` on a real port, its answers against the tables;
 //! - `regression`: one test per defect found by trying the binary as a new user, named for it.
 
 mod basics;
@@ -21,6 +22,7 @@ mod models;
 mod policy;
 mod real_data;
 mod regression;
+mod serve;
 mod simulated;
 mod stream;
 mod support;

@@ -1,0 +1,547 @@
+//! The HTTP API: versioned JSON over the [`PersonaStore`], with bearer-token auth, validated
+//! parameters and limits.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `GET /healthz` | the process is up (no auth) |
+//! | `GET /readyz` | the store is loaded (no auth; 503 until then) |
+//! | `GET /v1/users/{id}` | the user's latest view ([`PersonaStore::user`]) |
+//! | `GET /v1/users/{id}/history?from&to` | the user's kept windows in the range |
+//! | `POST /v1/users:batchGet` | `{"ids": [...]}` (at most [`MAX_BATCH_IDS`]): `users`, `missing` |
+//! | `GET /v1/segments` | each segment's latest profile |
+//! | `GET /v1/personas` | the latest window's personas |
+//! | `GET /v1/drift?from&to` | drift events and their scaling recommendations |
+//!
+//! Times (`from`, `to`) are epoch milliseconds or RFC 3339. A bad request gets 400 and
+//! `{"error": {"status": 400, "parameter": "...", "message": "..."}}`; an unknown user 404.
+
+use crate::store::PersonaStore;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Most ids in one `batchGet`.
+pub const MAX_BATCH_IDS: usize = 1_000;
+/// Largest request body accepted, bytes.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Longest user id accepted, bytes.
+pub const MAX_USER_ID_BYTES: usize = 512;
+/// Requests served at once by default; more get 503.
+pub const DEFAULT_MAX_CONCURRENT: usize = 1_024;
+
+/// What the API serves, and how.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// The bearer token every `/v1` request must carry; `None`: no auth (loopback only, which
+    /// [`crate::api::check_bind`] enforces).
+    pub token: Option<String>,
+    /// Requests served at once; more get 503.
+    pub max_concurrent: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            token: None,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+        }
+    }
+}
+
+/// The API's shared state.
+#[derive(Debug)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<PersonaStore>,
+    /// Set once the store is loaded (or the job has emitted its first window).
+    pub ready: AtomicBool,
+    config: ApiConfig,
+    permits: Semaphore,
+}
+
+impl AppState {
+    /// State over `store`.
+    pub fn new(store: Arc<PersonaStore>, config: ApiConfig) -> Arc<Self> {
+        Arc::new(AppState {
+            store,
+            ready: AtomicBool::new(false),
+            permits: Semaphore::new(config.max_concurrent.max(1)),
+            config,
+        })
+    }
+}
+
+/// A request the API refuses: status, the parameter at fault (if one is) and why.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    parameter: Option<String>,
+    message: String,
+}
+
+impl ApiError {
+    fn bad(parameter: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            parameter: Some(parameter.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn not_found(parameter: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            parameter: Some(parameter.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn status(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            parameter: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": {
+                "status": self.status.as_u16(),
+                "parameter": self.parameter,
+                "message": self.message,
+            }
+        });
+        let mut r = (self.status, json_body(body.to_string())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"personaflow\""),
+            );
+        }
+        r
+    }
+}
+
+fn json_body(body: String) -> Response {
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Byte strings equal, in time that depends on their lengths only (not on where they differ).
+///
+/// ```
+/// use personaflow_serve::api::constant_time_eq;
+/// assert!(constant_time_eq(b"secret", b"secret"));
+/// assert!(!constant_time_eq(b"secret", b"secreT"));
+/// assert!(!constant_time_eq(b"secret", b"secret2"));
+/// ```
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses to serve without a token anywhere but on loopback.
+pub fn check_bind(addr: &std::net::SocketAddr, token: Option<&str>) -> crate::Result<()> {
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(crate::Error::NoTokenOffLoopback {
+            addr: addr.to_string(),
+        });
+    }
+    Ok(())
+}
+
+async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.config.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes()));
+        if !ok {
+            return ApiError::status(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn limit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    match state.permits.try_acquire() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight; retry",
+        )
+        .into_response(),
+    }
+}
+
+/// The router: every route, auth on `/v1`, limits on everything.
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/users/{id}", get(user))
+        .route("/v1/users/{id}/history", get(history))
+        .route("/v1/users:batchGet", post(batch_get))
+        .route("/v1/segments", get(segments))
+        .route("/v1/personas", get(personas))
+        .route("/v1/drift", get(drift))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { json_body("{\"status\":\"ok\"}".into()) }),
+        )
+        .route("/readyz", get(readyz))
+        .merge(v1)
+        .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), limit))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        json_body(format!(
+            "{{\"status\":\"ready\",\"users\":{}}}",
+            state.store.users()
+        ))
+    } else {
+        ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "loading").into_response()
+    }
+}
+
+fn check_user_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_USER_ID_BYTES {
+        return Err(ApiError::bad(
+            "id",
+            format!("a user id is 1 to {MAX_USER_ID_BYTES} bytes"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(ApiError::bad("id", "a user id has no control characters"));
+    }
+    Ok(())
+}
+
+async fn user(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_user_id(&id)?;
+    state
+        .store
+        .user(&id)
+        .map(json_body)
+        .ok_or_else(|| ApiError::not_found("id", format!("no user {id:?} in the store")))
+}
+
+/// A time parameter: epoch milliseconds or RFC 3339.
+fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            ApiError::bad(
+                name,
+                format!("{value:?} is neither epoch milliseconds nor RFC 3339 ({e})"),
+            )
+        })
+}
+
+/// `from` and `to` (inclusive) from `query`, which may hold nothing else.
+fn time_range(query: &HashMap<String, String>) -> Result<(i64, i64), ApiError> {
+    if let Some(k) = query.keys().find(|k| *k != "from" && *k != "to") {
+        return Err(ApiError::bad(k, "unknown parameter (expected from, to)"));
+    }
+    let from = query
+        .get("from")
+        .map(|v| parse_time("from", v))
+        .transpose()?
+        .unwrap_or(i64::MIN);
+    let to = query
+        .get("to")
+        .map(|v| parse_time("to", v))
+        .transpose()?
+        .unwrap_or(i64::MAX);
+    if from > to {
+        return Err(ApiError::bad("from", "from is after to"));
+    }
+    Ok((from, to))
+}
+
+async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    check_user_id(&id)?;
+    let (from, to) = time_range(&query)?;
+    let windows = state
+        .store
+        .history(&id, from, to)
+        .ok_or_else(|| ApiError::not_found("id", format!("no user {id:?} in the store")))?;
+    Ok(json_body(format!(
+        "{{\"user_id\":{},\"history_windows\":{},\"windows\":[{}]}}",
+        serde_json::to_string(&id).expect("a string"),
+        state.store.config().history_windows,
+        windows.join(",")
+    )))
+}
+
+async fn batch_get(
+    State(state): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct BatchGet {
+        ids: Vec<String>,
+    }
+    let req: BatchGet = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad("ids", format!("expected {{\"ids\": [\"...\"]}}: {e}")))?;
+    if req.ids.len() > MAX_BATCH_IDS {
+        return Err(ApiError::bad(
+            "ids",
+            format!("{} ids; at most {MAX_BATCH_IDS} per request", req.ids.len()),
+        ));
+    }
+    for id in &req.ids {
+        check_user_id(id).map_err(|e| ApiError::bad("ids", e.message))?;
+    }
+    let mut found = Vec::with_capacity(req.ids.len());
+    let mut missing = Vec::new();
+    for id in &req.ids {
+        match state.store.user(id) {
+            Some(v) => found.push(v),
+            None => missing.push(id.as_str()),
+        }
+    }
+    Ok(json_body(format!(
+        "{{\"users\":[{}],\"missing\":{}}}",
+        found.join(","),
+        serde_json::to_string(&missing).expect("strings")
+    )))
+}
+
+fn list(name: &str, rows: &[Box<str>]) -> Response {
+    json_body(format!("{{\"{name}\":[{}]}}", rows.join(",")))
+}
+
+async fn segments(State(state): State<Arc<AppState>>) -> Response {
+    list("segments", &state.store.segments())
+}
+
+async fn personas(State(state): State<Arc<AppState>>) -> Response {
+    list("personas", &state.store.personas())
+}
+
+async fn drift(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (from, to) = time_range(&query)?;
+    let (drift, scaling) = state.store.drift(from, to);
+    Ok(json_body(format!(
+        "{{\"drift\":[{}],\"scaling\":[{}]}}",
+        drift.join(","),
+        scaling.join(",")
+    )))
+}
+
+/// Serves `state` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| crate::Error::Serve { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use axum::http::Request as HttpRequest;
+    use http_body_util::BodyExt;
+    use personaflow_io::tables::{ProfileRow, Table, TableRow};
+    use tower::ServiceExt;
+
+    fn state(token: Option<&str>) -> Arc<AppState> {
+        let store = Arc::new(PersonaStore::new(StoreConfig::default()));
+        let row = ProfileRow {
+            window_end: 60_000,
+            user_id: "u1".into(),
+            embedder: "e".into(),
+            embedding: vec![0.1],
+            anomaly_score: Some(0.3),
+            history_windows: 0,
+            events: 2,
+            authenticated: false,
+            segment: None,
+            device: None,
+            os: None,
+            country: None,
+        };
+        store
+            .apply(Table::Profiles, &ProfileRow::to_batch(&[row]))
+            .unwrap();
+        let s = AppState::new(
+            store,
+            ApiConfig {
+                token: token.map(String::from),
+                ..ApiConfig::default()
+            },
+        );
+        s.ready.store(true, Ordering::Release);
+        s
+    }
+
+    async fn call(
+        state: Arc<AppState>,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = HttpRequest::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = router(state)
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn users_are_found_missing_ones_are_404_and_bad_ids_400() {
+        let s = state(None);
+        let (st, v) = call(s.clone(), "GET", "/v1/users/u1", None, "").await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(v["user_id"], "u1");
+        let (st, v) = call(s.clone(), "GET", "/v1/users/nobody", None, "").await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["parameter"], "id");
+        let (st, v) = call(s.clone(), "GET", "/v1/users/a%01b", None, "").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+        let (st, _) = call(s.clone(), "GET", "/v1/users/..%2F..%2Fetc", None, "").await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "a name, never a path");
+    }
+
+    #[tokio::test]
+    async fn the_token_is_required_when_set() {
+        let s = state(Some("t0k"));
+        assert_eq!(
+            call(s.clone(), "GET", "/v1/users/u1", None, "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(s.clone(), "GET", "/v1/users/u1", Some("t0K"), "")
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(s.clone(), "GET", "/v1/users/u1", Some("t0k"), "")
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(call(s, "GET", "/healthz", None, "").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn batch_get_splits_found_and_missing_and_limits_the_ids() {
+        let s = state(None);
+        let (st, v) = call(
+            s.clone(),
+            "POST",
+            "/v1/users:batchGet",
+            None,
+            r#"{"ids":["u1","u2"]}"#,
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["users"].as_array().unwrap().len(), 1);
+        assert_eq!(v["missing"], serde_json::json!(["u2"]));
+        let many = serde_json::json!({ "ids": vec!["x"; MAX_BATCH_IDS + 1] }).to_string();
+        let (st, v) = call(s.clone(), "POST", "/v1/users:batchGet", None, &many).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["parameter"], "ids");
+        let (st, _) = call(s, "POST", "/v1/users:batchGet", None, "{\"idz\":[]}").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn time_ranges_are_validated_by_name() {
+        let s = state(None);
+        let (st, v) = call(s.clone(), "GET", "/v1/drift?from=yesterday", None, "").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["parameter"], "from");
+        let (st, v) = call(s.clone(), "GET", "/v1/drift?from=10&to=5", None, "").await;
+        assert_eq!(
+            (st, &v["error"]["parameter"]),
+            (StatusCode::BAD_REQUEST, &"from".into())
+        );
+        let (st, v) = call(s.clone(), "GET", "/v1/drift?form=1", None, "").await;
+        assert_eq!(
+            (st, &v["error"]["parameter"]),
+            (StatusCode::BAD_REQUEST, &"form".into())
+        );
+        let (st, v) = call(
+            s,
+            "GET",
+            "/v1/users/u1/history?from=1970-01-01T00:00:00Z&to=60000",
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["windows"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn no_token_only_on_loopback() {
+        let lo: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(check_bind(&lo, None).is_ok());
+        assert!(check_bind(&any, None).is_err());
+        assert!(check_bind(&any, Some("t")).is_ok());
+    }
+}

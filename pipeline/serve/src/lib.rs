@@ -1,0 +1,14 @@
+//! personaflow serve: the persona store and the HTTP API over it.
+//!
+//! - [`store`]: each user's latest records (and the last few windows of them), segments,
+//!   personas, drift and scaling, in memory; fed the record batches the sinks write, by the
+//!   continuous job as windows are emitted or from a backfill's outputs.
+//! - [`api`]: the versioned JSON API (axum on tokio), bearer-token auth, validation and
+//!   limits.
+
+pub mod api;
+pub mod error;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use store::{PersonaStore, StoreConfig};

@@ -1,0 +1,331 @@
+//! `personaflow serve` over a backfill's outputs: the real binary on a real port, spoken to
+//! over TCP with plain HTTP/1.1; the answers checked against the Parquet tables.
+
+use crate::support::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A small simulation backfilled model-free.
+fn backfilled(dir: &Path) -> PathBuf {
+    let sim = dir.join("sim");
+    simulate(&sim, 120, 0.1, 23, &[]).ok();
+    let out = dir.join("out");
+    let mut cmd = personaflow();
+    backfill_cmd(
+        cmd.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
+            .env("PERSONAFLOW__FORECASTER__KIND", "persistence"),
+        &sim.join("events"),
+        &out,
+        &[],
+    );
+    run_cmd(&mut cmd).ok();
+    out
+}
+
+/// A running server; killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Starts `personaflow serve ARGS --bind 127.0.0.1:0` and waits (up to two minutes) for the
+/// line that names the address it bound.
+fn start(args: &[&str]) -> Server {
+    let child = personaflow()
+        .arg("serve")
+        .args(args)
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Owned by the guard from here: killed and waited for however this ends.
+    let mut server = Server {
+        child,
+        addr: String::new(),
+    };
+    let stdout = server.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("the server says where it serves within two minutes");
+        if let Some(rest) = line.strip_prefix("serving http://") {
+            server.addr = rest.split(':').take(2).collect::<Vec<_>>().join(":");
+            return server;
+        }
+    }
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("a response head");
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+/// Each user's rows of `table` in its latest window, as (window_end, rows).
+fn latest_rows(out: &Path, table: &str) -> BTreeMap<String, (i64, Vec<usize>)> {
+    let t = output_table(out, table);
+    let mut latest: BTreeMap<String, (i64, Vec<usize>)> = BTreeMap::new();
+    for r in 0..t.len() {
+        let user = t.column("user_id")[r].str().to_string();
+        let w = t.column("window_end")[r].int();
+        let e = latest.entry(user).or_insert((i64::MIN, Vec::new()));
+        if w > e.0 {
+            *e = (w, vec![r]);
+        } else if w == e.0 {
+            e.1.push(r);
+        }
+    }
+    latest
+}
+
+#[test]
+fn serve_answers_each_users_latest_records_as_the_tables_hold_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = backfilled(tmp.path());
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let server = start(&[
+        "--outputs",
+        out.to_str().unwrap(),
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let addr = server.addr.as_str();
+    let tok = Some("s3cret-token");
+
+    assert_eq!(http(addr, "GET", "/healthz", None, "").0, 200);
+    assert_eq!(http(addr, "GET", "/readyz", None, "").0, 200);
+
+    let policies = output_table(&out, "policies");
+    let latest_policy = latest_rows(&out, "policies");
+    let profiles = output_table(&out, "profiles");
+    let latest_profile = latest_rows(&out, "profiles");
+    let assignments = output_table(&out, "persona_assignments");
+    let latest_assignment = latest_rows(&out, "persona_assignments");
+    let forecasts = latest_rows(&out, "forecasts");
+    assert!(latest_profile.len() > 30, "{} users", latest_profile.len());
+
+    // Without the token (or with a wrong one): 401, and nothing about the user.
+    let some_user = latest_profile.keys().next().unwrap().clone();
+    let (st, body) = http(addr, "GET", &format!("/v1/users/{some_user}"), None, "");
+    assert_eq!(st, 401, "{body}");
+    assert!(!body.contains("profile"));
+    let (st, _) = http(
+        addr,
+        "GET",
+        &format!("/v1/users/{some_user}"),
+        Some("s3cret-tokeN"),
+        "",
+    );
+    assert_eq!(st, 401);
+
+    // Every user: the latest profile, policy and persona, as the tables say.
+    for (user, (w, rows)) in &latest_profile {
+        let (st, body) = http(addr, "GET", &format!("/v1/users/{user}"), tok, "");
+        assert_eq!(st, 200, "{user}: {body}");
+        let v = json(&body);
+        assert_eq!(v["user_id"], user.as_str());
+        let r = rows[0];
+        assert_eq!(
+            v["profile"]["events"].as_u64().unwrap(),
+            profiles.column("events")[r].int() as u64,
+            "{user}"
+        );
+        let newest = [&latest_policy, &latest_assignment, &forecasts]
+            .iter()
+            .filter_map(|m| m.get(user).map(|(w, _)| *w))
+            .fold(*w, i64::max);
+        assert_eq!(v["window_end"].as_i64().unwrap(), newest, "{user}");
+        if let Some((_, rows)) = latest_policy.get(user) {
+            let r = rows[0];
+            assert_eq!(
+                v["policy"]["persona"],
+                policies.column("persona")[r].str(),
+                "{user}"
+            );
+            assert_eq!(
+                v["policy"]["allocated_bps"].as_u64().unwrap(),
+                policies.column("allocated_bps")[r].int() as u64,
+                "{user}"
+            );
+        }
+        if let Some((_, rows)) = latest_assignment.get(user) {
+            assert_eq!(
+                v["persona"]["persona_id"].as_i64().unwrap(),
+                assignments.column("persona_id")[rows[0]].int(),
+                "{user}"
+            );
+        }
+        if let Some((_, rows)) = forecasts.get(user) {
+            assert_eq!(
+                v["forecast"].as_array().unwrap().len(),
+                rows.len(),
+                "{user}"
+            );
+        }
+    }
+
+    // batchGet: found and missing.
+    let ids: Vec<&String> = latest_profile.keys().take(3).collect();
+    let body = serde_json::json!({ "ids": [ids[0], ids[1], ids[2], "no-such-user"] }).to_string();
+    let (st, resp) = http(addr, "POST", "/v1/users:batchGet", tok, &body);
+    assert_eq!(st, 200, "{resp}");
+    let v = json(&resp);
+    assert_eq!(v["users"].as_array().unwrap().len(), 3);
+    assert_eq!(v["missing"], serde_json::json!(["no-such-user"]));
+
+    // Store-wide lists.
+    let v = json(&http(addr, "GET", "/v1/segments", tok, "").1);
+    assert!(!v["segments"].as_array().unwrap().is_empty());
+    let personas = output_table(&out, "personas");
+    let last = personas.column("window_end").iter().map(|v| v.int()).max();
+    let want = personas
+        .column("window_end")
+        .iter()
+        .filter(|v| Some(v.int()) == last)
+        .count();
+    let v = json(&http(addr, "GET", "/v1/personas", tok, "").1);
+    assert_eq!(
+        v["personas"].as_array().unwrap().len(),
+        want,
+        "the latest window's"
+    );
+    let (st, body) = http(
+        addr,
+        "GET",
+        "/v1/drift?from=0&to=9223372036854775807",
+        tok,
+        "",
+    );
+    assert_eq!(st, 200, "{body}");
+    let drift = output_table(&out, "drift");
+    assert_eq!(json(&body)["drift"].as_array().unwrap().len(), drift.len());
+
+    // Hostile parameters: a name is never a path; bad values are 400 naming the parameter.
+    for path in [
+        "/v1/users/..%2F..%2Fetc%2Fpasswd",
+        "/v1/users/%2Fetc%2Fpasswd",
+        "/v1/users/..",
+    ] {
+        let (st, body) = http(addr, "GET", path, tok, "");
+        assert_eq!(st, 404, "{path}: {body}");
+        assert!(!body.contains("root:"), "{path}");
+    }
+    for (path, parameter) in [
+        ("/v1/drift?from=1e999", "from"),
+        ("/v1/drift?to=tomorrow", "to"),
+        ("/v1/drift?from=5&to=4", "from"),
+        ("/v1/drift?table=..%2Fsecret", "table"),
+        ("/v1/users/a%00b", "id"),
+    ] {
+        let (st, body) = http(addr, "GET", path, tok, "");
+        assert_eq!(st, 400, "{path}: {body}");
+        assert_eq!(json(&body)["error"]["parameter"], parameter, "{path}");
+    }
+    let huge = format!("{{\"ids\":[\"{}\"]}}", "x".repeat(400 * 1024));
+    let (st, _) = http(addr, "POST", "/v1/users:batchGet", tok, &huge);
+    assert_eq!(st, 413, "a body over the limit");
+    drop(server);
+}
+
+#[test]
+fn serve_refuses_to_run_without_a_token_off_loopback_and_names_bad_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let line = run(&[
+        "serve",
+        "--outputs",
+        tmp.path().to_str().unwrap(),
+        "--bind",
+        "0.0.0.0:0",
+    ])
+    .fails_with_one_line();
+    assert!(
+        line.contains("without a token") && line.contains("--token-file"),
+        "{line}"
+    );
+    let empty = tmp.path().join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let line = run(&[
+        "serve",
+        "--outputs",
+        tmp.path().to_str().unwrap(),
+        "--token-file",
+        empty.to_str().unwrap(),
+    ])
+    .fails_with_one_line();
+    assert!(
+        line.contains("empty-token") && line.contains("empty"),
+        "{line}"
+    );
+    let line = run(&[
+        "serve",
+        "--outputs",
+        "/no/such/dir",
+        "--bind",
+        "127.0.0.1:0",
+    ])
+    .fails_with_one_line();
+    assert!(line.contains("/no/such/dir"), "{line}");
+}
