@@ -30,6 +30,13 @@ pub(crate) struct RunArgs {
     /// Stop at the partitions' ends as of the start, closing every window (a bounded run).
     #[arg(long)]
     until_end: bool,
+    /// Serve the HTTP API (as `personaflow serve` does) at HOST:PORT from the job's own
+    /// state: each user's latest records, updated as each window is emitted.
+    #[arg(long)]
+    serve: Option<std::net::SocketAddr>,
+    /// With --serve: the bearer token file (its first line); without it, loopback only.
+    #[arg(long, requires = "serve")]
+    token_file: Option<PathBuf>,
 }
 
 /// Prints what the continuous job reports.
@@ -118,6 +125,11 @@ pub(crate) fn cmd_run(args: RunArgs, quiet: bool) -> Result<()> {
         signal_hook::flag::register(signal, shutdown.clone())
             .context("installing the signal handler")?;
     }
+    // Held until the job ends: the server stops with it.
+    let served = args
+        .serve
+        .map(|bind| crate::serve::serve_job(&output, bind, args.token_file.as_deref()))
+        .transpose()?;
     let job = StreamJob {
         brokers,
         topic,
@@ -126,6 +138,9 @@ pub(crate) fn cmd_run(args: RunArgs, quiet: bool) -> Result<()> {
         config,
         until_end: args.until_end,
         shutdown,
+        observer: served
+            .as_ref()
+            .map(|(store, _)| store.clone() as Arc<dyn personaflow_io::writer::WindowObserver>),
     };
     let summary = stream::run(&job, Arc::new(RunReporter { quiet }))?;
     if !quiet {

@@ -107,6 +107,90 @@ pub(crate) fn cmd_serve(a: ServeArgs, quiet: bool) -> Result<()> {
     })
 }
 
+/// A server running on its own thread (for `run --serve`); stopped when dropped.
+pub(crate) struct BackgroundServer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl BackgroundServer {
+    /// Binds `bind` (an error here is the caller's), prints the address, and serves `state`
+    /// on a thread until dropped.
+    pub(crate) fn start(bind: SocketAddr, state: Arc<AppState>) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the server's runtime")?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(bind))
+            .with_context(|| format!("binding --serve {bind}"))?;
+        let addr = listener.local_addr().context("the bound address")?;
+        println!(
+            "serving http://{addr}: {} users loaded; {}",
+            state.store.users(),
+            if state.has_token() {
+                "bearer token required on /v1"
+            } else {
+                "no auth (loopback only)"
+            }
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("personaflow-serve".into())
+            .spawn(move || {
+                runtime.block_on(api::serve(listener, state, async {
+                    stopped.await.ok();
+                }))?;
+                Ok(())
+            })
+            .context("starting the server's thread")?;
+        Ok(BackgroundServer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            s.send(()).ok();
+        }
+        if let Some(t) = self.thread.take() {
+            if let Ok(Err(e)) = t.join() {
+                eprintln!("personaflow: warning: the server stopped with: {e:#}");
+            }
+        }
+    }
+}
+
+/// The store and server of `run --serve`: the store loaded from what `output` already holds
+/// (a restart), then kept current by the job.
+pub(crate) fn serve_job(
+    output: &Path,
+    bind: SocketAddr,
+    token_file: Option<&Path>,
+) -> Result<(Arc<PersonaStore>, BackgroundServer)> {
+    let token = token_file.map(read_token).transpose()?;
+    api::check_bind(&bind, token.as_deref())?;
+    let store = Arc::new(PersonaStore::new(StoreConfig::default()));
+    if output.is_dir() {
+        store
+            .load_outputs(output, |_, _| {})
+            .with_context(|| format!("loading {} into the store", output.display()))?;
+    }
+    let state = AppState::new(
+        store.clone(),
+        ApiConfig {
+            token,
+            ..ApiConfig::default()
+        },
+    );
+    state.ready.store(true, Ordering::Release);
+    Ok((store, BackgroundServer::start(bind, state)?))
+}
+
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -42,14 +42,19 @@ impl Drop for Server {
 /// Starts `personaflow serve ARGS --bind 127.0.0.1:0` and waits (up to two minutes) for the
 /// line that names the address it bound.
 fn start(args: &[&str]) -> Server {
-    let child = personaflow()
-        .arg("serve")
-        .args(args)
-        .args(["--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    start_cmd(
+        personaflow()
+            .arg("serve")
+            .args(args)
+            .args(["--bind", "127.0.0.1:0"])
+            .stderr(Stdio::inherit()),
+    )
+}
+
+/// Spawns `cmd` (which serves, on a port it prints) and waits up to two minutes for the line
+/// that names the address.
+fn start_cmd(cmd: &mut std::process::Command) -> Server {
+    let child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     // Owned by the guard from here: killed and waited for however this ends.
     let mut server = Server {
         child,
@@ -328,4 +333,90 @@ fn serve_refuses_to_run_without_a_token_off_loopback_and_names_bad_inputs() {
     ])
     .fails_with_one_line();
     assert!(line.contains("/no/such/dir"), "{line}");
+}
+
+#[test]
+fn run_serve_answers_from_the_jobs_own_state_as_windows_are_emitted() {
+    use crate::stream::{cluster, produce_cmd, run_job_cmd};
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    simulate(&sim, 40, 0.1, 29, &[]).ok();
+    let (_cluster, brokers) = cluster(2);
+    run_cmd(&mut produce_cmd(&brokers, &sim.join("events"))).ok();
+    let config = tmp.path().join("job.toml");
+    std::fs::write(
+        &config,
+        "[embedder]\nkind = \"standardised\"\n[forecaster]\nkind = \"persistence\"\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("stream");
+    let mut cmd = run_job_cmd(
+        &brokers,
+        &out,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--serve",
+            "127.0.0.1:0",
+        ],
+    );
+    let server = start_cmd(cmd.stderr(Stdio::null()));
+    let addr = server.addr.as_str();
+    // Wait for some windows to be emitted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let dir = out.join("profiles");
+        if dir.is_dir() && parquet_files(&dir).len() >= 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no profiles within two minutes");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The files first, then the store: the store sees a window before its file is written,
+    // so it is at least as new as the files for every user, and agrees with them on every
+    // window both hold.
+    let profiles = output_table(&out, "profiles");
+    let latest = latest_rows(&out, "profiles");
+    let mut compared = 0;
+    for (user, (w, _)) in &latest {
+        let (st, body) = http(addr, "GET", &format!("/v1/users/{user}"), None, "");
+        assert_eq!(st, 200, "{user}: {body}");
+        assert!(
+            json(&body)["window_end"].as_i64().unwrap() >= *w,
+            "{user}: {body}"
+        );
+        let (st, body) = http(addr, "GET", &format!("/v1/users/{user}/history"), None, "");
+        assert_eq!(st, 200, "{user}: {body}");
+        for window in json(&body)["windows"].as_array().unwrap() {
+            let we = window["window_end"].as_i64().unwrap();
+            let row = (0..profiles.len()).find(|&r| {
+                profiles.column("user_id")[r].str() == user
+                    && profiles.column("window_end")[r].int() == we
+            });
+            if let (Some(r), false) = (row, window["profile"].is_null()) {
+                assert_eq!(
+                    window["profile"]["events"].as_i64().unwrap(),
+                    profiles.column("events")[r].int(),
+                    "{user} at {we}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 10, "only {compared} user-windows compared");
+    let mut server = server;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "the job did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
 }

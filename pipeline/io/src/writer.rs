@@ -31,6 +31,15 @@ pub trait WindowSink {
     fn advance(&mut self, frontier: Option<u64>) -> Result<()>;
 }
 
+/// Watches every complete window a job's sinks write (the persona store of `run --serve`
+/// does: it keeps each user's latest records). Called from the sinks' workers, so it must be
+/// shareable; an error stops the job like a failed write.
+pub trait WindowObserver: Send + Sync + std::fmt::Debug {
+    /// `batch` is `table`'s rows of `window` from one worker (a window's rows of one table
+    /// may come in one batch per worker).
+    fn window(&self, table: Table, window: u64, batch: &RecordBatch) -> Result<()>;
+}
+
 /// Creates the sinks of a dataflow.
 pub trait SinkFactory {
     /// The sink of `table` on worker `worker`.

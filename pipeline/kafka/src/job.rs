@@ -75,6 +75,9 @@ pub struct StreamJob {
     pub until_end: bool,
     /// Set to stop gracefully (SIGINT/SIGTERM).
     pub shutdown: Arc<AtomicBool>,
+    /// Shown every complete window of every table as it is emitted (and the replayed ones
+    /// after a restart); `run --serve` keeps its persona store current with it.
+    pub observer: Option<Arc<dyn personaflow_io::writer::WindowObserver>>,
 }
 
 /// What the job reports as it runs (the binary prints it).
@@ -457,6 +460,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         closing: closing.clone(),
         progress: progress.clone(),
         publisher: publisher.clone(),
+        observer: job.observer.clone(),
     };
     let mut watermarks = Watermarks::new(sc.allowed_lateness.0, sc.idle_timeout.0);
     for (p, t) in &tracks {

@@ -9,7 +9,7 @@ use arrow_array::{Array, RecordBatch, StringArray};
 use personaflow_io::atomic_file::write_parquet_atomically;
 use personaflow_io::source::RecordError;
 use personaflow_io::tables::Table;
-use personaflow_io::writer::{date_partition, SinkFactory, WindowSink};
+use personaflow_io::writer::{date_partition, SinkFactory, WindowObserver, WindowSink};
 use personaflow_operators::WindowSpec;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -103,6 +103,8 @@ pub struct StreamSinks {
     pub progress: Arc<SinkProgress>,
     /// Output topics (`None`: none).
     pub publisher: Option<Arc<Publisher>>,
+    /// Also shown every complete window, replayed ones included (`None`: nothing is).
+    pub observer: Option<Arc<dyn WindowObserver>>,
 }
 
 impl SinkFactory for StreamSinks {
@@ -143,9 +145,14 @@ impl WindowSink for WindowFileSink {
 
     fn write_window(&mut self, window: u64, batch: &RecordBatch) -> personaflow_io::Result<u64> {
         let s = &self.sinks;
-        if s.emitted_through.is_some_and(|e| window <= e)
-            || window >= s.closing.load(Ordering::SeqCst)
-        {
+        if window >= s.closing.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        // The observer sees replayed windows too: it may have started empty.
+        if let Some(o) = &s.observer {
+            o.window(self.table, window, batch)?;
+        }
+        if s.emitted_through.is_some_and(|e| window <= e) {
             return Ok(0);
         }
         let path = self.path(window);
@@ -388,6 +395,15 @@ mod tests {
 
     #[test]
     fn window_files_are_atomic_idempotent_and_skip_emitted_and_closing_windows() {
+        #[derive(Debug, Default)]
+        struct Seen(std::sync::Mutex<Vec<u64>>);
+        impl WindowObserver for Seen {
+            fn window(&self, _: Table, w: u64, _: &RecordBatch) -> personaflow_io::Result<()> {
+                self.0.lock().unwrap().push(w);
+                Ok(())
+            }
+        }
+        let seen = Arc::new(Seen::default());
         let dir = tempfile::tempdir().unwrap();
         let spec = WindowSpec::try_new(60_000).unwrap();
         let progress = SinkProgress::new(1);
@@ -400,6 +416,7 @@ mod tests {
             closing: Arc::new(AtomicU64::new(u64::MAX)),
             progress: progress.clone(),
             publisher: None,
+            observer: Some(seen.clone()),
         };
         let mut sink = sinks.sink(Table::Resonance, 1);
         let batch = ResonanceRow::to_batch(&[ResonanceRow {
@@ -428,6 +445,11 @@ mod tests {
         assert_eq!(sink.write_window(7, &batch).unwrap(), 0, "closing");
         sink.advance(None).unwrap();
         assert_eq!(progress.durable(), Some(7), "the end is capped at closing");
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            vec![3, 5, 5],
+            "the observer sees replayed windows, not closing ones"
+        );
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Whether `/v1` needs a token.
+    pub fn has_token(&self) -> bool {
+        self.config.token.is_some()
+    }
+
     /// State over `store`.
     pub fn new(store: Arc<PersonaStore>, config: ApiConfig) -> Arc<Self> {
         Arc::new(AppState {

@@ -471,6 +471,22 @@ impl PersonaStore {
     }
 }
 
+/// The continuous job shows the store every window it emits (`run --serve`).
+impl personaflow_io::writer::WindowObserver for PersonaStore {
+    fn window(
+        &self,
+        table: Table,
+        _window: u64,
+        batch: &RecordBatch,
+    ) -> personaflow_io::Result<()> {
+        self.apply(table, batch)
+            .map_err(|e| personaflow_io::Error::Sink {
+                table: table.name().to_string(),
+                source: Box::new(e),
+            })
+    }
+}
+
 fn join<'a>(parts: impl Iterator<Item = &'a str>) -> String {
     let mut s = String::new();
     for (i, p) in parts.enumerate() {
