@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /healthz` | the process is up (no auth) |
 //! | `GET /readyz` | the store is loaded (no auth; 503 until then) |
+//! | `GET /metrics` | Prometheus: requests and latency per route (no auth) |
 //! | `GET /v1/users/{id}` | the user's latest view ([`PersonaStore::user`]) |
 //! | `GET /v1/users/{id}/history?from&to` | the user's kept windows in the range |
 //! | `POST /v1/users:batchGet` | `{"ids": [...]}` (at most [`MAX_BATCH_IDS`]): `users`, `missing` |
@@ -15,8 +16,10 @@
 //! Times (`from`, `to`) are epoch milliseconds or RFC 3339. A bad request gets 400 and
 //! `{"error": {"status": 400, "parameter": "...", "message": "..."}}`; an unknown user 404.
 
+use crate::metrics::RouteMetrics;
 use crate::store::PersonaStore;
 use axum::body::Body;
+use axum::extract::MatchedPath;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -36,6 +39,19 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const MAX_USER_ID_BYTES: usize = 512;
 /// Requests served at once by default; more get 503.
 pub const DEFAULT_MAX_CONCURRENT: usize = 1_024;
+
+/// Every route, as its pattern (the metrics' `route` label).
+pub const ROUTES: [&str; 9] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/users/{id}",
+    "/v1/users/{id}/history",
+    "/v1/users:batchGet",
+    "/v1/segments",
+    "/v1/personas",
+    "/v1/drift",
+];
 
 /// What the API serves, and how.
 #[derive(Clone, Debug)]
@@ -65,6 +81,7 @@ pub struct AppState {
     pub ready: AtomicBool,
     config: ApiConfig,
     permits: Semaphore,
+    metrics: RouteMetrics,
 }
 
 impl AppState {
@@ -80,6 +97,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             permits: Semaphore::new(config.max_concurrent.max(1)),
             config,
+            metrics: RouteMetrics::new(&ROUTES),
         })
     }
 }
@@ -191,6 +209,21 @@ async fn auth(State(state): State<Arc<AppState>>, request: Request, next: Next) 
     next.run(request).await
 }
 
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let response = next.run(request).await;
+    state.metrics.observe(
+        route.as_deref().unwrap_or(crate::metrics::UNMATCHED),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
 async fn limit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     match state.permits.try_acquire() {
         Ok(_permit) => next.run(request).await,
@@ -218,11 +251,22 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { json_body("{\"status\":\"ok\"}".into()) }),
         )
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(v1)
         .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut r = Response::new(Body::from(state.metrics.render()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -539,6 +583,35 @@ mod tests {
         .await;
         assert_eq!(st, StatusCode::OK, "{v}");
         assert_eq!(v["windows"].as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn metrics_count_requests_per_route_and_status() {
+        let s = state(None);
+        call(s.clone(), "GET", "/v1/users/u1", None, "").await;
+        call(s.clone(), "GET", "/v1/users/nobody", None, "").await;
+        call(s.clone(), "GET", "/nowhere", None, "").await;
+        let resp = router(s)
+            .oneshot(HttpRequest::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let text = String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        for line in [
+            "personaflow_http_requests_total{route=\"/v1/users/{id}\",status=\"200\"} 1",
+            "personaflow_http_requests_total{route=\"/v1/users/{id}\",status=\"404\"} 1",
+            "personaflow_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+            "personaflow_http_request_duration_seconds_count{route=\"/v1/users/{id}\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]
