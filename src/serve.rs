@@ -78,6 +78,8 @@ pub(crate) fn cmd_serve(a: ServeArgs, quiet: bool) -> Result<()> {
         ApiConfig {
             token: token.clone(),
             max_concurrent: a.max_concurrent,
+            outputs: Some(a.outputs.clone()),
+            ..ApiConfig::default()
         },
     );
     state.ready.store(true, Ordering::Release);
@@ -184,6 +186,7 @@ pub(crate) fn serve_job(
         store.clone(),
         ApiConfig {
             token,
+            outputs: Some(output.to_path_buf()),
             ..ApiConfig::default()
         },
     );

@@ -82,8 +82,20 @@ fn start_cmd(cmd: &mut std::process::Command) -> Server {
     }
 }
 
-/// One HTTP/1.1 request; returns (status, body).
+/// One HTTP/1.1 request; returns (status, body as text).
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let (status, bytes) = http_bytes(addr, method, path, token, body);
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http_bytes(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let auth = token
@@ -97,30 +109,35 @@ fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -
     .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").expect("a response head");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let rest = &raw[split + 4..];
     let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let body = if head.contains("transfer-encoding: chunked") {
         dechunk(rest)
     } else {
-        rest.to_string()
+        rest.to_vec()
     };
     (status, body)
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
     loop {
-        let (size, rest) = s.split_once("\r\n").unwrap();
+        let eol = s
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size");
+        let size = std::str::from_utf8(&s[..eol]).unwrap();
         let n = usize::from_str_radix(size.trim(), 16).unwrap();
         if n == 0 {
             return out;
         }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
+        out.extend_from_slice(&s[eol + 2..eol + 2 + n]);
+        s = &s[eol + 2 + n + 2..];
     }
 }
 
@@ -289,10 +306,127 @@ fn serve_answers_each_users_latest_records_as_the_tables_hold_them() {
         assert_eq!(st, 400, "{path}: {body}");
         assert_eq!(json(&body)["error"]["parameter"], parameter, "{path}");
     }
+    check_downloads(addr, tok, &out, &some_user);
+
     let huge = format!("{{\"ids\":[\"{}\"]}}", "x".repeat(400 * 1024));
     let (st, _) = http(addr, "POST", "/v1/users:batchGet", tok, &huge);
     assert_eq!(st, 413, "a body over the limit");
     drop(server);
+}
+
+/// Table downloads: filtered, projected, in every format, against the files; and read by
+/// pyarrow, Polars and DuckDB when `PERSONAFLOW_PYTHON` names a Python that has them.
+fn check_downloads(addr: &str, tok: Option<&str>, out: &Path, user: &str) {
+    let (st, body) = http(addr, "GET", "/v1/tables", tok, "");
+    assert_eq!(st, 200, "{body}");
+    let tables = json(&body);
+    let resonance = tables["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "resonance")
+        .unwrap();
+    assert_eq!(resonance["available"], true);
+
+    let table = output_table(out, "resonance");
+    let mine: Vec<usize> = (0..table.len())
+        .filter(|&r| table.column("user_id")[r].str() == user)
+        .collect();
+    assert!(!mine.is_empty());
+    let base = format!("/v1/tables/resonance?user={user}");
+    let (st, csv) = http(addr, "GET", &format!("{base}&format=csv"), tok, "");
+    assert_eq!(st, 200, "{csv}");
+    assert_eq!(csv.lines().count(), mine.len() + 1, "a header and the rows");
+    assert!(csv.starts_with("window_end,user_id,segment,"), "{csv}");
+    let (st, nd) = http(
+        addr,
+        "GET",
+        &format!("{base}&format=ndjson&columns=user_id,probability"),
+        tok,
+        "",
+    );
+    assert_eq!(st, 200, "{nd}");
+    let rows: Vec<serde_json::Value> = nd.lines().map(json).collect();
+    assert_eq!(rows.len(), mine.len());
+    for r in &rows {
+        assert_eq!(r.as_object().unwrap().len(), 2, "{r}");
+        assert_eq!(r["user_id"], user);
+    }
+    // A time range: the user's middle window only.
+    let mut windows: Vec<i64> = mine
+        .iter()
+        .map(|&r| table.column("window_end")[r].int())
+        .collect();
+    windows.sort();
+    let w = windows[windows.len() / 2];
+    let want = windows.iter().filter(|x| **x == w).count();
+    let (st, nd) = http(
+        addr,
+        "GET",
+        &format!("{base}&format=ndjson&from={w}&to={w}"),
+        tok,
+        "",
+    );
+    assert_eq!(st, 200, "{nd}");
+    assert_eq!(nd.lines().count(), want);
+    let (st, nd) = http(
+        addr,
+        "GET",
+        &format!("{base}&format=ndjson&limit=1"),
+        tok,
+        "",
+    );
+    assert_eq!((st, nd.lines().count()), (200, 1));
+    // Parquet, whole table, read back by the parquet crate.
+    let (st, bytes) = http_bytes(addr, "GET", "/v1/tables/resonance?format=parquet", tok, "");
+    assert_eq!(st, 200);
+    let file = out.parent().unwrap().join("download.parquet");
+    std::fs::write(&file, bytes).unwrap();
+    let got = read_parquet(&file);
+    assert_eq!(got.len(), table.len());
+    assert_eq!(got.sorted_rows(), table.sorted_rows());
+    // Hostile or wrong parameters.
+    for (path, status, parameter) in [
+        ("/v1/tables/..%2Fresonance", 404, "table"),
+        ("/v1/tables/%2Fetc%2Fpasswd", 404, "table"),
+        ("/v1/tables/resonance?columns=nope", 400, "columns"),
+        ("/v1/tables/resonance?format=xlsx", 400, "format"),
+        (
+            "/v1/tables/resonance?from=0&to=9223372036854775807",
+            400,
+            "to",
+        ),
+        ("/v1/tables/policies?segment=gamer", 400, "segment"),
+        ("/v1/tables/resonance?limit=-1", 400, "limit"),
+        ("/v1/tables/resonance?where=1", 400, "where"),
+    ] {
+        let (st, body) = http(addr, "GET", path, tok, "");
+        assert_eq!(st, status, "{path}: {body}");
+        assert_eq!(json(&body)["error"]["parameter"], parameter, "{path}");
+    }
+    if let Some(python) = std::env::var_os("PERSONAFLOW_PYTHON") {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/check_downloads.py");
+        let result = std::process::Command::new(python)
+            .arg(script)
+            .arg(format!("http://{addr}"))
+            .arg(tok.unwrap_or(""))
+            .arg(user)
+            .arg(mine.len().to_string())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        assert!(
+            result.status.success(),
+            "download interop failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert!(stdout.contains("downloads agree"), "{stdout}");
+    } else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "PERSONAFLOW_PYTHON must be set in CI"
+        );
+    }
 }
 
 #[test]

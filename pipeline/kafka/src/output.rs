@@ -175,33 +175,6 @@ impl WindowSink for WindowFileSink {
     }
 }
 
-/// `batch` with its `UTC` timestamp columns relabelled `+00:00` (the same instants), which
-/// the JSON writer formats without a time-zone database: `2026-01-05T00:01:00+00:00`.
-fn utc_offset_timestamps(batch: &RecordBatch) -> RecordBatch {
-    use arrow_array::TimestampMillisecondArray;
-    use arrow_schema::{DataType, Field, Schema, TimeUnit};
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        match column.as_any().downcast_ref::<TimestampMillisecondArray>() {
-            Some(ts) => {
-                let relabelled = ts.clone().with_timezone("+00:00");
-                fields.push(Field::new(
-                    field.name(),
-                    DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
-                    field.is_nullable(),
-                ));
-                columns.push(Arc::new(relabelled) as arrow_array::ArrayRef);
-            }
-            None => {
-                fields.push(field.as_ref().clone());
-                columns.push(column.clone());
-            }
-        }
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("same columns")
-}
-
 /// Counts failed deliveries of the output producer.
 #[derive(Debug, Default)]
 pub struct DeliveryContext {
@@ -283,7 +256,7 @@ impl Publisher {
             return Ok(());
         }
         let topic = self.topic(table);
-        let batch = &utc_offset_timestamps(batch);
+        let batch = &personaflow_io::tables::utc_offset_timestamps(batch);
         let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
         writer
             .write(batch)

@@ -12,6 +12,8 @@
 //! | `GET /v1/segments` | each segment's latest profile |
 //! | `GET /v1/personas` | the latest window's personas |
 //! | `GET /v1/drift?from&to` | drift events and their scaling recommendations |
+//! | `GET /v1/tables` | the tables, their columns, and whether the run has them |
+//! | `GET /v1/tables/{table}?from&to&user&segment&columns&format&limit` | a table, streamed ([`crate::download`]) |
 //!
 //! Times (`from`, `to`) are epoch milliseconds or RFC 3339. A bad request gets 400 and
 //! `{"error": {"status": 400, "parameter": "...", "message": "..."}}`; an unknown user 404.
@@ -41,7 +43,7 @@ pub const MAX_USER_ID_BYTES: usize = 512;
 pub const DEFAULT_MAX_CONCURRENT: usize = 1_024;
 
 /// Every route, as its pattern (the metrics' `route` label).
-pub const ROUTES: [&str; 9] = [
+pub const ROUTES: [&str; 11] = [
     "/healthz",
     "/readyz",
     "/metrics",
@@ -51,7 +53,14 @@ pub const ROUTES: [&str; 9] = [
     "/v1/segments",
     "/v1/personas",
     "/v1/drift",
+    "/v1/tables",
+    "/v1/tables/{table}",
 ];
+
+/// Downloads streamed at once by default; more get 503.
+pub const DEFAULT_MAX_DOWNLOADS: usize = 4;
+/// Bytes a download buffers before handing them to the connection.
+pub const DOWNLOAD_CHUNK_BYTES: usize = 256 * 1024;
 
 /// What the API serves, and how.
 #[derive(Clone, Debug)]
@@ -61,6 +70,10 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Requests served at once; more get 503.
     pub max_concurrent: usize,
+    /// Downloads streamed at once; more get 503.
+    pub max_downloads: usize,
+    /// The run's output directory, for `/v1/tables` (`None`: no downloads).
+    pub outputs: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -68,6 +81,8 @@ impl Default for ApiConfig {
         ApiConfig {
             token: None,
             max_concurrent: DEFAULT_MAX_CONCURRENT,
+            max_downloads: DEFAULT_MAX_DOWNLOADS,
+            outputs: None,
         }
     }
 }
@@ -81,6 +96,7 @@ pub struct AppState {
     pub ready: AtomicBool,
     config: ApiConfig,
     permits: Semaphore,
+    downloads: Arc<Semaphore>,
     metrics: RouteMetrics,
 }
 
@@ -96,6 +112,7 @@ impl AppState {
             store,
             ready: AtomicBool::new(false),
             permits: Semaphore::new(config.max_concurrent.max(1)),
+            downloads: Arc::new(Semaphore::new(config.max_downloads.max(1))),
             config,
             metrics: RouteMetrics::new(&ROUTES),
         })
@@ -244,6 +261,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/segments", get(segments))
         .route("/v1/personas", get(personas))
         .route("/v1/drift", get(drift))
+        .route("/v1/tables", get(tables))
+        .route("/v1/tables/{table}", get(download))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(
@@ -418,6 +437,121 @@ async fn drift(
         drift.join(","),
         scaling.join(",")
     )))
+}
+
+async fn tables(State(state): State<Arc<AppState>>) -> Response {
+    let tables: Vec<serde_json::Value> = personaflow_io::tables::Table::ALL
+        .iter()
+        .map(|t| {
+            let available = state
+                .config
+                .outputs
+                .as_ref()
+                .is_some_and(|o| o.join(t.name()).is_dir());
+            let columns: Vec<serde_json::Value> = t
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
+                .collect();
+            serde_json::json!({"name": t.name(), "available": available, "columns": columns})
+        })
+        .collect();
+    json_body(serde_json::json!({ "tables": tables }).to_string())
+}
+
+/// A `Write` that hands what is written to a channel in chunks (the body of a streamed
+/// response); fails once the receiver (the connection) is gone.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = axum::body::Bytes::from(std::mem::take(&mut self.buf));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= DOWNLOAD_CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+async fn download(
+    State(state): State<Arc<AppState>>,
+    Path(table): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use crate::download::{write_download, DownloadQuery};
+    let q = DownloadQuery::parse(&table, &query).map_err(|e| ApiError {
+        status: if e.not_found {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        },
+        parameter: Some(e.parameter),
+        message: e.message,
+    })?;
+    let outputs = state.config.outputs.clone().ok_or_else(|| {
+        ApiError::status(StatusCode::NOT_FOUND, "this server has no output directory")
+    })?;
+    let permit = state.downloads.clone().try_acquire_owned().map_err(|_| {
+        ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many downloads in flight; retry",
+        )
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let format = q.format;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(DOWNLOAD_CHUNK_BYTES),
+        };
+        let result = write_download(&outputs, &q, &mut w)
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                use std::io::Write as _;
+                w.flush().map_err(|e| e.to_string())
+            });
+        if let Err(e) = result {
+            // Aborts the response: the client sees a truncated transfer, not a short file.
+            tx.blocking_send(Err(std::io::Error::other(e))).ok();
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{table}.{}\"",
+        format.extension()
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
 }
 
 /// Serves `state` on `listener` until `shutdown` completes.

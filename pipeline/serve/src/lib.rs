@@ -5,9 +5,11 @@
 //!   continuous job as windows are emitted or from a backfill's outputs.
 //! - [`api`]: the versioned JSON API (axum on tokio), bearer-token auth, validation and
 //!   limits.
+//! - [`download`]: a table, filtered and in a chosen format, streamed.
 //! - [`metrics`]: requests and latency per route, for `/metrics`.
 
 pub mod api;
+pub mod download;
 pub mod error;
 pub mod metrics;
 pub mod store;

@@ -148,6 +148,33 @@ tables! {
     Rejects => RejectRow,
 }
 
+/// `batch` with its `UTC` timestamp columns relabelled `+00:00` (the same instants), which
+/// the JSON writer formats without a time-zone database: `2026-01-05T00:01:00+00:00`.
+pub fn utc_offset_timestamps(batch: &RecordBatch) -> RecordBatch {
+    use arrow_array::TimestampMillisecondArray;
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match column.as_any().downcast_ref::<TimestampMillisecondArray>() {
+            Some(ts) => {
+                let relabelled = ts.clone().with_timezone("+00:00");
+                fields.push(Field::new(
+                    field.name(),
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+                    field.is_nullable(),
+                ));
+                columns.push(std::sync::Arc::new(relabelled) as arrow_array::ArrayRef);
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).expect("same columns")
+}
+
 impl Table {
     /// The table named `name` (its directory name).
     pub fn from_name(name: &str) -> Option<Table> {
