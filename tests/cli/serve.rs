@@ -307,6 +307,7 @@ fn serve_answers_each_users_latest_records_as_the_tables_hold_them() {
         assert_eq!(json(&body)["error"]["parameter"], parameter, "{path}");
     }
     check_downloads(addr, tok, &out, &some_user);
+    check_feedback(addr, tok, &out, &some_user);
 
     let huge = format!("{{\"ids\":[\"{}\"]}}", "x".repeat(400 * 1024));
     let (st, _) = http(addr, "POST", "/v1/users:batchGet", tok, &huge);
@@ -427,6 +428,52 @@ fn check_downloads(addr: &str, tok: Option<&str>, out: &Path, user: &str) {
             "PERSONAFLOW_PYTHON must be set in CI"
         );
     }
+}
+
+/// Feedback from another service: validated, accepted, and appended to `service_feedback`
+/// (written within about a second; the test waits for the file, up to a minute).
+fn check_feedback(addr: &str, tok: Option<&str>, out: &Path, user: &str) {
+    let path = format!("/v1/users/{user}/feedback");
+    let report = r#"{"source":"cdn-edge-7","observed_at":"2026-01-05T01:00:00Z","observed_bytes":123456,"qoe":0.875,"latency_ms":42.5}"#;
+    assert_eq!(http(addr, "POST", &path, None, report).0, 401);
+    let (st, body) = http(addr, "POST", &path, tok, report);
+    assert_eq!(st, 202, "{body}");
+    for (bad, parameter) in [
+        (r#"{"source":"x","qoe":7}"#, "qoe"),
+        (r#"{"source":"x"}"#, "observed_bytes"),
+        (r#"{"qoe":0.5}"#, "body"),
+        ("not json", "body"),
+    ] {
+        let (st, body) = http(addr, "POST", &path, tok, bad);
+        assert_eq!(st, 400, "{bad}: {body}");
+        assert_eq!(json(&body)["error"]["parameter"], parameter, "{bad}");
+    }
+    let (st, _) = http(addr, "POST", "/v1/users/nobody-here/feedback", tok, report);
+    assert_eq!(st, 404);
+    let dir = out.join("service_feedback");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.is_dir() || parquet_files(&dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no service_feedback file within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = output_table(out, "service_feedback");
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.column("user_id")[0].str(), user);
+    assert_eq!(t.column("source")[0].str(), "cdn-edge-7");
+    assert_eq!(t.column("observed_at")[0].int(), 1_767_574_800_000);
+    let (st, nd) = http(
+        addr,
+        "GET",
+        "/v1/tables/service_feedback?format=ndjson&from=2026-01-05T00:00:00Z&to=2026-01-05T02:00:00Z",
+        tok,
+        "",
+    );
+    assert_eq!(st, 200, "{nd}");
+    let row = json(nd.lines().next().expect("a row"));
+    assert_eq!(row["observed_bytes"], 123456);
 }
 
 #[test]

@@ -375,7 +375,7 @@ pub fn tables(config: &Config) -> Vec<Table> {
     Table::ALL
         .into_iter()
         .filter(|t| match t {
-            Table::Rejects => false,
+            _ if !t.from_dataflow() => false,
             Table::Forecasts | Table::ForecastErrors => {
                 config.forecaster.kind != ForecasterKind::None
             }

@@ -8,6 +8,7 @@
 //! | `GET /metrics` | Prometheus: requests and latency per route (no auth) |
 //! | `GET /v1/users/{id}` | the user's latest view ([`PersonaStore::user`]) |
 //! | `GET /v1/users/{id}/history?from&to` | the user's kept windows in the range |
+//! | `POST /v1/users/{id}/feedback` | a service's report of the user ([`crate::feedback`]): 202 |
 //! | `POST /v1/users:batchGet` | `{"ids": [...]}` (at most [`MAX_BATCH_IDS`]): `users`, `missing` |
 //! | `GET /v1/segments` | each segment's latest profile |
 //! | `GET /v1/personas` | the latest window's personas |
@@ -43,12 +44,13 @@ pub const MAX_USER_ID_BYTES: usize = 512;
 pub const DEFAULT_MAX_CONCURRENT: usize = 1_024;
 
 /// Every route, as its pattern (the metrics' `route` label).
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 12] = [
     "/healthz",
     "/readyz",
     "/metrics",
     "/v1/users/{id}",
     "/v1/users/{id}/history",
+    "/v1/users/{id}/feedback",
     "/v1/users:batchGet",
     "/v1/segments",
     "/v1/personas",
@@ -98,6 +100,7 @@ pub struct AppState {
     permits: Semaphore,
     downloads: Arc<Semaphore>,
     metrics: RouteMetrics,
+    feedback: Option<Arc<crate::feedback::FeedbackLog>>,
 }
 
 impl AppState {
@@ -108,6 +111,10 @@ impl AppState {
 
     /// State over `store`.
     pub fn new(store: Arc<PersonaStore>, config: ApiConfig) -> Arc<Self> {
+        let feedback = config
+            .outputs
+            .as_deref()
+            .map(|o| Arc::new(crate::feedback::FeedbackLog::new(o)));
         Arc::new(AppState {
             store,
             ready: AtomicBool::new(false),
@@ -115,6 +122,7 @@ impl AppState {
             downloads: Arc::new(Semaphore::new(config.max_downloads.max(1))),
             config,
             metrics: RouteMetrics::new(&ROUTES),
+            feedback,
         })
     }
 }
@@ -257,6 +265,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/users/{id}", get(user))
         .route("/v1/users/{id}/history", get(history))
+        .route("/v1/users/{id}/feedback", post(feedback))
         .route("/v1/users:batchGet", post(batch_get))
         .route("/v1/segments", get(segments))
         .route("/v1/personas", get(personas))
@@ -377,6 +386,53 @@ async fn history(
         state.store.config().history_windows,
         windows.join(",")
     )))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn feedback(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    use crate::feedback::{FeedbackReport, FLUSH_ROWS};
+    check_user_id(&id)?;
+    let log = state.feedback.clone().ok_or_else(|| {
+        ApiError::status(
+            StatusCode::NOT_FOUND,
+            "this server has no output directory to append feedback to",
+        )
+    })?;
+    let report: FeedbackReport = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(
+            "body",
+            format!("expected {{\"source\": \"...\", \"qoe\": 0.9, ...}}: {e}"),
+        )
+    })?;
+    let report = report
+        .validate(now_ms())
+        .map_err(|e| ApiError::bad(e.field, e.message))?;
+    if state.store.user(&id).is_none() {
+        return Err(ApiError::not_found(
+            "id",
+            format!("no user {id:?} in the store"),
+        ));
+    }
+    let pending = log.append(&id, report);
+    if pending >= FLUSH_ROWS {
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = log.flush() {
+                eprintln!("personaflow: warning: writing service feedback: {e}");
+            }
+        });
+    }
+    let mut r = json_body("{\"accepted\":true}".into());
+    *r.status_mut() = StatusCode::ACCEPTED;
+    Ok(r)
 }
 
 async fn batch_get(
@@ -564,10 +620,38 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    axum::serve(listener, router(state))
+    // Buffered feedback is written every FLUSH_INTERVAL_MS, and once more at the end.
+    let flusher = state.feedback.clone().map(|log| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+                crate::feedback::FLUSH_INTERVAL_MS,
+            ));
+            loop {
+                tick.tick().await;
+                let log = log.clone();
+                let flushed = tokio::task::spawn_blocking(move || log.flush()).await;
+                if let Ok(Err(e)) = flushed {
+                    eprintln!("personaflow: warning: writing service feedback: {e}");
+                }
+            }
+        })
+    });
+    let served = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|source| crate::Error::Serve { addr, source })
+        .map_err(|source| crate::Error::Serve { addr, source });
+    if let Some(f) = flusher {
+        f.abort();
+    }
+    if let Some(log) = state.feedback.clone() {
+        tokio::task::spawn_blocking(move || log.flush())
+            .await
+            .map_err(|e| crate::Error::Serve {
+                addr: "feedback".into(),
+                source: std::io::Error::other(e),
+            })??;
+    }
+    served
 }
 
 #[cfg(test)]

@@ -99,9 +99,9 @@ fn bad(parameter: &str, message: impl Into<String>) -> BadParameter {
 pub struct DownloadQuery {
     /// The table.
     pub table: Table,
-    /// Rows with `window_end >= from` (ms).
+    /// Rows with `from <=` their time ([`Table::time_column`]), ms.
     pub from: Option<i64>,
-    /// Rows with `window_end <= to` (ms).
+    /// Rows with their time `<= to`, ms.
     pub to: Option<i64>,
     /// Rows of this user only.
     pub user: Option<String>,
@@ -173,8 +173,11 @@ impl DownloadQuery {
                 ));
             }
         }
-        if (from.is_some() || to.is_some()) && !has("window_end") {
-            return Err(bad("from", format!("{} has no window_end", table.name())));
+        if (from.is_some() || to.is_some()) && table.time_column().is_none() {
+            return Err(bad(
+                if from.is_some() { "from" } else { "to" },
+                format!("{} has no time column", table.name()),
+            ));
         }
         let user = params.get("user").cloned();
         if user.is_some() && !has("user_id") {
@@ -365,8 +368,9 @@ pub fn write_download<W: Write + Send>(
     ));
     // Read the selected columns and those the filters need.
     let mut read: Vec<String> = selected.clone();
+    let time = q.table.time_column().unwrap_or("window_end");
     for (c, used) in [
-        ("window_end", q.from.is_some() || q.to.is_some()),
+        (time, q.from.is_some() || q.to.is_some()),
         ("user_id", q.user.is_some()),
         ("segment", q.segment.is_some()),
     ] {
@@ -433,10 +437,11 @@ fn filtered(
     let n = b.num_rows();
     let mut keep = vec![true; n];
     if q.from.is_some() || q.to.is_some() {
+        let time = q.table.time_column().unwrap_or("window_end");
         let ts = b
-            .column_by_name("window_end")
+            .column_by_name(time)
             .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
-            .ok_or_else(|| werr("window_end is not a timestamp"))?;
+            .ok_or_else(|| werr(format!("{time} is not a timestamp")))?;
         let (f, t) = (q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX));
         for (k, i) in keep.iter_mut().zip(0..n) {
             *k &= (f..=t).contains(&ts.value(i));

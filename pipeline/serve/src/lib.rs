@@ -6,11 +6,13 @@
 //! - [`api`]: the versioned JSON API (axum on tokio), bearer-token auth, validation and
 //!   limits.
 //! - [`download`]: a table, filtered and in a chosen format, streamed.
+//! - [`feedback`]: other services' reports, appended to `service_feedback`.
 //! - [`metrics`]: requests and latency per route, for `/metrics`.
 
 pub mod api;
 pub mod download;
 pub mod error;
+pub mod feedback;
 pub mod metrics;
 pub mod store;
 

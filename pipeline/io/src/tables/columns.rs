@@ -100,6 +100,11 @@ scalar_kind!(
     |b, v| b.append_value(*v), |n| UInt64Builder::with_capacity(n)
 );
 scalar_kind!(
+    /// `Option<u64>` as nullable `UInt64`.
+    OptU64, Option<u64>, UInt64Builder, DataType::UInt64, true,
+    |b, v| b.append_option(*v), |n| UInt64Builder::with_capacity(n)
+);
+scalar_kind!(
     /// `f32` as `Float32`.
     F32, f32, Float32Builder, DataType::Float32, false,
     |b, v| b.append_value(*v), |n| Float32Builder::with_capacity(n)

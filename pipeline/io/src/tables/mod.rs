@@ -144,6 +144,8 @@ tables! {
     SocketProfiles => SocketProfileRow,
     /// Per user and window passed: the allocation against the demand that came.
     ShapingFeedback => ShapingFeedbackRow,
+    /// What other services reported of users (`POST /v1/users/{id}/feedback`).
+    ServiceFeedback => ServiceFeedbackRow,
     /// Rejected input rows.
     Rejects => RejectRow,
 }
@@ -176,6 +178,22 @@ pub fn utc_offset_timestamps(batch: &RecordBatch) -> RecordBatch {
 }
 
 impl Table {
+    /// The column rows are placed in time by (`window_end` for the dataflow's tables); `None`
+    /// for `rejects`.
+    pub fn time_column(self) -> Option<&'static str> {
+        match self {
+            Table::ServiceFeedback => Some("observed_at"),
+            Table::Rejects => None,
+            _ => Some("window_end"),
+        }
+    }
+
+    /// Written by the dataflow's sinks (`service_feedback` is the server's, `rejects` the
+    /// readers').
+    pub fn from_dataflow(self) -> bool {
+        !matches!(self, Table::ServiceFeedback | Table::Rejects)
+    }
+
     /// The table named `name` (its directory name).
     pub fn from_name(name: &str) -> Option<Table> {
         Table::ALL.into_iter().find(|t| t.name() == name)

@@ -353,6 +353,27 @@ table_rows! {
         within_target: bool => Bool,
     }
 
+    /// A row of `service_feedback`: what another service observed of a user, as it reported
+    /// it to `POST /v1/users/{id}/feedback`; appended by the server.
+    ServiceFeedbackRow = "service_feedback" {
+        /// The time observed (the service's, else the receipt), ms.
+        observed_at: i64 => Timestamp,
+        /// When the server received it, ms.
+        received_at: i64 => Timestamp,
+        /// User.
+        user_id: String => Utf8,
+        /// The reporting service.
+        source: String => Utf8,
+        /// Bytes the service saw the user move.
+        observed_bytes: Option<u64> => OptU64,
+        /// Requests the service saw.
+        observed_requests: Option<u64> => OptU64,
+        /// The user's quality of experience as the service judged it, in [0, 1].
+        qoe: Option<f32> => OptF32,
+        /// Latency the service measured, ms.
+        latency_ms: Option<f32> => OptF32,
+    }
+
     /// A row of `rejects`: an input row that did not become an event.
     RejectRow = "rejects" {
         /// Input file.
