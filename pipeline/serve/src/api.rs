@@ -6,6 +6,7 @@
 //! | `GET /healthz` | the process is up (no auth) |
 //! | `GET /readyz` | the store is loaded (no auth; 503 until then) |
 //! | `GET /metrics` | Prometheus: requests and latency per route (no auth) |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document of all this ([`crate::openapi`]; no auth) |
 //! | `GET /v1/users/{id}` | the user's latest view ([`PersonaStore::user`]) |
 //! | `GET /v1/users/{id}/history?from&to` | the user's kept windows in the range |
 //! | `POST /v1/users/{id}/feedback` | a service's report of the user ([`crate::feedback`]): 202 |
@@ -44,10 +45,11 @@ pub const MAX_USER_ID_BYTES: usize = 512;
 pub const DEFAULT_MAX_CONCURRENT: usize = 1_024;
 
 /// Every route, as its pattern (the metrics' `route` label).
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 13] = [
     "/healthz",
     "/readyz",
     "/metrics",
+    "/openapi.json",
     "/v1/users/{id}",
     "/v1/users/{id}/history",
     "/v1/users/{id}/feedback",
@@ -101,6 +103,7 @@ pub struct AppState {
     downloads: Arc<Semaphore>,
     metrics: RouteMetrics,
     feedback: Option<Arc<crate::feedback::FeedbackLog>>,
+    openapi: String,
 }
 
 impl AppState {
@@ -115,6 +118,8 @@ impl AppState {
             .outputs
             .as_deref()
             .map(|o| Arc::new(crate::feedback::FeedbackLog::new(o)));
+        let openapi =
+            crate::openapi::document_with_example(store.any_user().as_deref()).to_string();
         Arc::new(AppState {
             store,
             ready: AtomicBool::new(false),
@@ -123,6 +128,7 @@ impl AppState {
             config,
             metrics: RouteMetrics::new(&ROUTES),
             feedback,
+            openapi,
         })
     }
 }
@@ -280,12 +286,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .merge(v1)
         .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+async fn openapi(State(state): State<Arc<AppState>>) -> Response {
+    json_body(state.openapi.clone())
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

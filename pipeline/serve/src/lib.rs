@@ -7,6 +7,7 @@
 //!   limits.
 //! - [`download`]: a table, filtered and in a chosen format, streamed.
 //! - [`feedback`]: other services' reports, appended to `service_feedback`.
+//! - [`openapi`]: the API's OpenAPI 3.1 document, generated from the code.
 //! - [`metrics`]: requests and latency per route, for `/metrics`.
 
 pub mod api;
@@ -14,6 +15,7 @@ pub mod download;
 pub mod error;
 pub mod feedback;
 pub mod metrics;
+pub mod openapi;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -219,6 +219,17 @@ impl PersonaStore {
             .sum()
     }
 
+    /// Some user the store holds (the first of the first non-empty shard), if any.
+    pub fn any_user(&self) -> Option<String> {
+        self.shards.iter().find_map(|s| {
+            s.read()
+                .expect("not poisoned")
+                .keys()
+                .next()
+                .map(|k| k.to_string())
+        })
+    }
+
     /// Rows applied so far.
     pub fn rows_applied(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)
