@@ -647,6 +647,11 @@ pub async fn serve(
             }
         })
     });
+    // Answers are small and go out whole: no Nagle delay waiting for an ACK.
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|tcp| {
+        tcp.set_nodelay(true).ok();
+    });
     let served = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await

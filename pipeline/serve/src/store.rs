@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 /// Windows of each user kept for `history` by default.
-pub const DEFAULT_HISTORY_WINDOWS: usize = 12;
+pub const DEFAULT_HISTORY_WINDOWS: usize = 4;
 /// Lock shards of the user map by default (more shards, less contention between lookups and
 /// the job's updates).
 pub const DEFAULT_SHARDS: usize = 64;
