@@ -31,7 +31,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     until_end: bool,
     /// Serve the HTTP API (as `personaflow serve` does) at HOST:PORT from the job's own
-    /// state: each user's latest records, updated as each window is emitted.
+    /// state: each user's latest records, updated as each window is emitted. With
+    /// --until-end, the final state is served until SIGINT/SIGTERM.
     #[arg(long)]
     serve: Option<std::net::SocketAddr>,
     /// With --serve: the bearer token file (its first line); without it, loopback only.
@@ -137,7 +138,7 @@ pub(crate) fn cmd_run(args: RunArgs, quiet: bool) -> Result<()> {
         output: output.clone(),
         config,
         until_end: args.until_end,
-        shutdown,
+        shutdown: shutdown.clone(),
         observer: served
             .as_ref()
             .map(|(store, _)| store.clone() as Arc<dyn personaflow_io::writer::WindowObserver>),
@@ -165,5 +166,15 @@ pub(crate) fn cmd_run(args: RunArgs, quiet: bool) -> Result<()> {
             eprintln!("  {table:<19} {rows:>12} rows");
         }
     }
+    // A bounded run that serves keeps serving its final state until told to stop.
+    if served.is_some() && args.until_end && summary.stopped_by != "signal" {
+        if !quiet {
+            eprintln!("run: done; serving the final state until SIGINT/SIGTERM");
+        }
+        while !shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    drop(served);
     Ok(())
 }

@@ -8,7 +8,7 @@
 
 use crate::support::*;
 use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,28 +22,10 @@ fn num(v: &Value) -> f64 {
     }
 }
 
-/// A small simulation backfilled model-free (policies need no model), shared by the tests of
-/// this module.
-fn backfilled(dir: &Path) -> PathBuf {
-    let sim = dir.join("sim");
-    simulate(&sim, 150, 0.1, 18, &[]).ok();
-    let out = dir.join("out");
-    let mut cmd = personaflow();
-    backfill_cmd(
-        cmd.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
-            .env("PERSONAFLOW__FORECASTER__KIND", "persistence"),
-        &sim.join("events"),
-        &out,
-        &[],
-    );
-    run_cmd(&mut cmd).ok();
-    out
-}
-
 #[test]
 fn policies_socket_profiles_and_feedback_are_consistent() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = backfilled(tmp.path());
+    let out = backfilled_model_free(tmp.path(), 150, 0.1, 18);
     let profiles = output_table(&out, "profiles");
     let policies = output_table(&out, "policies");
     let sockets = output_table(&out, "socket_profiles");
@@ -245,7 +227,7 @@ fn rendered_tc_and_nft_apply_in_a_namespace_and_hold_the_rate() {
         );
     }
     let tmp = tempfile::tempdir().unwrap();
-    let out = backfilled(tmp.path());
+    let out = backfilled_model_free(tmp.path(), 150, 0.1, 18);
     // The user whose latest policy has the smallest ceiling above 2 Mbit/s (a rate a Python
     // sender fills easily).
     let policies = output_table(&out, "policies");

@@ -5,26 +5,9 @@ use crate::support::*;
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// A small simulation backfilled model-free.
-fn backfilled(dir: &Path) -> PathBuf {
-    let sim = dir.join("sim");
-    simulate(&sim, 120, 0.1, 23, &[]).ok();
-    let out = dir.join("out");
-    let mut cmd = personaflow();
-    backfill_cmd(
-        cmd.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
-            .env("PERSONAFLOW__FORECASTER__KIND", "persistence"),
-        &sim.join("events"),
-        &out,
-        &[],
-    );
-    run_cmd(&mut cmd).ok();
-    out
-}
 
 /// A running server; killed when dropped.
 struct Server {
@@ -165,7 +148,7 @@ fn latest_rows(out: &Path, table: &str) -> BTreeMap<String, (i64, Vec<usize>)> {
 #[test]
 fn serve_answers_each_users_latest_records_as_the_tables_hold_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = backfilled(tmp.path());
+    let out = backfilled_model_free(tmp.path(), 120, 0.1, 23);
     let token_file = tmp.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
     let server = start(&[
@@ -490,7 +473,7 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let out = backfilled(tmp.path());
+    let out = backfilled_model_free(tmp.path(), 120, 0.1, 23);
     let token_file = tmp.path().join("token");
     std::fs::write(&token_file, "fuzz-token\n").unwrap();
     let server = start(&[
@@ -581,61 +564,75 @@ fn run_serve_answers_from_the_jobs_own_state_as_windows_are_emitted() {
     )
     .unwrap();
     let out = tmp.path().join("stream");
+    let log = tmp.path().join("run.log");
+    // A bounded run: it consumes everything, closes every window, then keeps serving.
     let mut cmd = run_job_cmd(
         &brokers,
         &out,
         &[
             "--config",
             config.to_str().unwrap(),
+            "--until-end",
             "--serve",
             "127.0.0.1:0",
         ],
     );
-    let server = start_cmd(cmd.stderr(Stdio::null()));
-    let addr = server.addr.as_str();
-    // Wait for some windows to be emitted.
+    let mut server = start_cmd(cmd.stderr(std::fs::File::create(&log).unwrap()));
+    let addr = server.addr.clone();
+    // While it runs: the store is never behind the files (it sees a window before its file is
+    // written). Files first, then the store.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let dir = out.join("profiles");
-        if dir.is_dir() && parquet_files(&dir).len() >= 40 {
+        if dir.is_dir() && !parquet_files(&dir).is_empty() {
             break;
         }
         assert!(Instant::now() < deadline, "no profiles within two minutes");
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
-    // The files first, then the store: the store sees a window before its file is written,
-    // so it is at least as new as the files for every user, and agrees with them on every
-    // window both hold.
-    let profiles = output_table(&out, "profiles");
-    let latest = latest_rows(&out, "profiles");
-    let mut compared = 0;
-    for (user, (w, _)) in &latest {
-        let (st, body) = http(addr, "GET", &format!("/v1/users/{user}"), None, "");
+    for (user, (w, _)) in &latest_rows(&out, "profiles") {
+        let (st, body) = http(&addr, "GET", &format!("/v1/users/{user}"), None, "");
         assert_eq!(st, 200, "{user}: {body}");
         assert!(
             json(&body)["window_end"].as_i64().unwrap() >= *w,
             "{user}: {body}"
         );
-        let (st, body) = http(addr, "GET", &format!("/v1/users/{user}/history"), None, "");
+    }
+    // Once the run is done, the store holds exactly the files' latest records.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("run: done; serving the final state")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish within three minutes:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let profiles = output_table(&out, "profiles");
+    let latest = latest_rows(&out, "profiles");
+    let policies = output_table(&out, "policies");
+    let latest_policy = latest_rows(&out, "policies");
+    assert!(latest.len() >= 10, "{} users", latest.len());
+    for (user, (_, rows)) in &latest {
+        let (st, body) = http(&addr, "GET", &format!("/v1/users/{user}"), None, "");
         assert_eq!(st, 200, "{user}: {body}");
-        for window in json(&body)["windows"].as_array().unwrap() {
-            let we = window["window_end"].as_i64().unwrap();
-            let row = (0..profiles.len()).find(|&r| {
-                profiles.column("user_id")[r].str() == user
-                    && profiles.column("window_end")[r].int() == we
-            });
-            if let (Some(r), false) = (row, window["profile"].is_null()) {
-                assert_eq!(
-                    window["profile"]["events"].as_i64().unwrap(),
-                    profiles.column("events")[r].int(),
-                    "{user} at {we}"
-                );
-                compared += 1;
-            }
+        let v = json(&body);
+        assert_eq!(
+            v["profile"]["events"].as_i64().unwrap(),
+            profiles.column("events")[rows[0]].int(),
+            "{user}"
+        );
+        if let Some((_, rows)) = latest_policy.get(user) {
+            assert_eq!(
+                v["policy"]["allocated_bps"].as_i64().unwrap(),
+                policies.column("allocated_bps")[rows[0]].int(),
+                "{user}"
+            );
         }
     }
-    assert!(compared >= 10, "only {compared} user-windows compared");
-    let mut server = server;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()

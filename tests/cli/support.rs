@@ -266,6 +266,25 @@ pub fn backfill_cmd<'c>(
         .args(extra)
 }
 
+/// A simulation of `users` users over `days` days (`seed`) in `dir/sim`, backfilled with the
+/// model-free embedder and forecaster into `dir/out` (for tests about what comes after the
+/// models); returns the output directory.
+pub fn backfilled_model_free(dir: &Path, users: u32, days: f64, seed: u64) -> PathBuf {
+    let sim = dir.join("sim");
+    simulate(&sim, users, days, seed, &[]).ok();
+    let out = dir.join("out");
+    let mut cmd = personaflow();
+    backfill_cmd(
+        cmd.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
+            .env("PERSONAFLOW__FORECASTER__KIND", "persistence"),
+        &sim.join("events"),
+        &out,
+        &[],
+    );
+    run_cmd(&mut cmd).ok();
+    out
+}
+
 /// `run.json` of an output directory.
 pub fn run_json(output: &Path) -> serde_json::Value {
     let path = output.join("run.json");

@@ -239,10 +239,11 @@ pub enum ShapingPolicy {
     /// A reference, not a policy: each user reserves exactly the demand that then came
     /// (perfect foresight, no bounds): what allocation alone can reach on this link.
     Foresight,
-    /// The predictive allocations, with [`admit`] when they ask more than the link has.
+    /// The predictive allocations, with admission ([`admit_order`]) when they ask more than
+    /// the link has.
     PredictiveAdmission,
-    /// A reference: foresight with [`admit`], the most any allocation with admission can
-    /// reach on this link.
+    /// A reference: foresight with admission ([`admit_order`]), the most any allocation with
+    /// admission can reach on this link.
     ForesightAdmission,
 }
 

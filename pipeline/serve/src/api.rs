@@ -346,17 +346,7 @@ async fn user(
 
 /// A time parameter: epoch milliseconds or RFC 3339.
 fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = value.parse::<i64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(value)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| {
-            ApiError::bad(
-                name,
-                format!("{value:?} is neither epoch milliseconds nor RFC 3339 ({e})"),
-            )
-        })
+    crate::download::parse_time(name, value).map_err(|e| ApiError::bad(name, e.message))
 }
 
 /// `from` and `to` (inclusive) from `query`, which may hold nothing else.

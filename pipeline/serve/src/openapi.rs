@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document of the API (`GET /openapi.json`), generated from the code: the
-//! routes from [`ROUTES`](crate::api::ROUTES) and their parameters and limits from the
+//! routes from [`crate::api::ROUTES`] and their parameters and limits from the
 //! constants the handlers use, the record schemas from the tables' Arrow schemas (one
 //! definition per table), so the document cannot drift from what is served.
 //!
