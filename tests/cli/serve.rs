@@ -293,8 +293,12 @@ fn serve_answers_each_users_latest_records_as_the_tables_hold_them() {
     check_feedback(addr, tok, &out, &some_user);
 
     let huge = format!("{{\"ids\":[\"{}\"]}}", "x".repeat(400 * 1024));
-    let (st, _) = http(addr, "POST", "/v1/users:batchGet", tok, &huge);
+    let (st, body) = http(addr, "POST", "/v1/users:batchGet", tok, &huge);
     assert_eq!(st, 413, "a body over the limit");
+    assert_eq!(json(&body)["error"]["parameter"], "body");
+    let (st, body) = http(addr, "DELETE", "/v1/users/u1", tok, "");
+    assert_eq!(st, 405);
+    assert_eq!(json(&body)["error"]["status"], 405);
     drop(server);
 }
 

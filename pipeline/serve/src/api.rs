@@ -255,6 +255,40 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
+/// Errors axum answers itself (a body over the limit, a method the route lacks, a body that
+/// is not JSON) in the API's JSON error shape.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parameter, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            Some("body".to_string()),
+            format!("the body is over {MAX_BODY_BYTES} bytes"),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (None, "the route does not take this method".into()),
+        _ => (
+            None,
+            status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_ascii_lowercase(),
+        ),
+    };
+    ApiError {
+        status,
+        parameter,
+        message,
+    }
+    .into_response()
+}
+
 async fn limit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     match state.permits.try_acquire() {
         Ok(_permit) => next.run(request).await,
@@ -290,6 +324,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(v1)
         .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -836,6 +871,18 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn errors_axum_answers_itself_come_in_the_json_shape() {
+        let s = state(None);
+        let huge = format!("{{\"ids\":[\"{}\"]}}", "x".repeat(MAX_BODY_BYTES));
+        let (st, v) = call(s.clone(), "POST", "/v1/users:batchGet", None, &huge).await;
+        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(v["error"]["parameter"], "body");
+        let (st, v) = call(s, "DELETE", "/v1/users/u1", None, "").await;
+        assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(v["error"]["status"], 405);
     }
 
     #[test]

@@ -98,12 +98,7 @@ fn error_responses(codes: &[u16]) -> Map<String, Value> {
             503 => "Too many requests in flight, or not ready.",
             _ => "Error.",
         };
-        let schema = if *c == 413 {
-            json!({})
-        } else {
-            schema_ref("Error")
-        };
-        m.insert(c.to_string(), json_response(what, schema));
+        m.insert(c.to_string(), json_response(what, schema_ref("Error")));
     }
     m
 }
