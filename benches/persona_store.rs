@@ -242,6 +242,59 @@ async fn connection(
     (latencies, errors)
 }
 
+/// The Redis sink's cost per user-window: `PF_BENCH_REDIS_USERS` [100,000] users' windows
+/// written to a redis-server of the bench's own (`PERSONAFLOW_REDIS_SERVER`, which
+/// `scripts/test.sh` installs; skipped without it), pipelined per table batch as the job does.
+fn redis_cost(rng: &mut ChaCha8Rng) {
+    let Ok(bin) = std::env::var("PERSONAFLOW_REDIS_SERVER") else {
+        println!("persona_store: redis sink skipped (set PERSONAFLOW_REDIS_SERVER)");
+        return;
+    };
+    let users: usize = env_or("PF_BENCH_REDIS_USERS", 100_000);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let url = format!("redis://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sink = loop {
+        match personaflow_serve::redis::RedisSink::connect(&url, "personaflow:user:") {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server did not answer: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let mut writing = Duration::ZERO;
+    const CHUNK: usize = 10_000;
+    for lo in (0..users).step_by(CHUNK) {
+        let b = batches(lo..(lo + CHUNK).min(users), 1_767_571_200_000, rng);
+        let t = Instant::now();
+        for (table, batch) in &b {
+            sink.write(*table, batch).expect("writes");
+        }
+        writing += t.elapsed();
+    }
+    server.kill().ok();
+    server.wait().ok();
+    println!(
+        "persona_store: redis sink: {users} user-windows (persona, resonance, policy: 3 HSETs each) in {:.2} s: {:.2} us per user-window, pipelined per batch of {CHUNK} users",
+        writing.as_secs_f64(),
+        writing.as_secs_f64() * 1e6 / users as f64
+    );
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("persona_store: run it with `cargo bench --bench persona_store`; skipped");
@@ -283,6 +336,8 @@ fn main() {
         (after - before) as f64 / users as f64,
         (after - before) as f64 / user_windows,
     );
+
+    redis_cost(&mut rng);
 
     let state = AppState::new(store, ApiConfig::default());
     state.ready.store(true, Ordering::Release);

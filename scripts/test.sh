@@ -4,7 +4,8 @@
 # into ~/.cache/personaflow/tools; about 15 minutes on 2 cores the first time), then runs
 # every Rust test (unit, doc, oracle, parity, CLI integration, interop, Kafka, and the
 # rendered policies applied in a network namespace, with nftables installed from Debian by
-# scripts/setup-netfilter.sh).
+# scripts/setup-netfilter.sh; the Redis sink against a real redis-server, from Debian by
+# scripts/setup-redis.sh; the HTTP API fuzzed by schemathesis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +24,8 @@ PERSONAFLOW_TANSU="$(scripts/setup-tansu.sh)"
 export PERSONAFLOW_TANSU
 # nftables for the network-namespace test of rendered policies (Debian package, once).
 scripts/setup-netfilter.sh >/dev/null
+# redis-server for the Redis sink's test, which starts its own on 127.0.0.1 (Debian, once).
+PERSONAFLOW_REDIS_SERVER="$(scripts/setup-redis.sh)"
+export PERSONAFLOW_REDIS_SERVER
 
 cargo test --workspace "$@"

@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use personaflow_dataflow::backfill::{self, Backfill};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub(crate) struct BackfillArgs {
@@ -23,12 +24,15 @@ pub(crate) struct BackfillArgs {
 
 pub(crate) fn cmd_backfill(args: BackfillArgs, quiet: bool) -> Result<()> {
     let config = args.job.config()?;
+    let observer =
+        redis_sink(&config)?.map(|r| r as Arc<dyn personaflow_io::writer::WindowObserver>);
     let job = Backfill {
         inputs: args.input,
         output: args.output.clone(),
         config,
         overwrite: args.overwrite,
         interrupt: Some(interrupt_flag()?),
+        observer,
     };
     let summary = backfill::run(&job, progress(quiet))?;
     if !quiet {

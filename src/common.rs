@@ -148,3 +148,20 @@ impl JobFlags {
         load_config(self.config.as_deref(), self.mapping.clone(), self.workers)
     }
 }
+
+/// The Redis sink of `config`'s `[sinks.redis]`, connected (so that a wrong URL or a server
+/// that is down fails before any work), if there is one.
+pub(crate) fn redis_sink(
+    config: &personaflow_dataflow::config::Config,
+) -> Result<Option<Arc<personaflow_serve::redis::RedisSink>>> {
+    config
+        .sinks
+        .redis
+        .as_ref()
+        .map(|r| {
+            personaflow_serve::redis::RedisSink::connect(&r.url, &r.key_prefix)
+                .map(Arc::new)
+                .with_context(|| "[sinks.redis]".to_string())
+        })
+        .transpose()
+}

@@ -64,6 +64,7 @@ pub(crate) fn cmd_demo(args: DemoArgs, quiet: bool) -> Result<()> {
         config,
         overwrite: true,
         interrupt: Some(interrupt_flag()?),
+        observer: None,
     };
     let summary = backfill::run(&job, progress(quiet))?;
     let truth = read_truth(&scenario.join("truth").join("users.parquet"))?;

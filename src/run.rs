@@ -131,6 +131,18 @@ pub(crate) fn cmd_run(args: RunArgs, quiet: bool) -> Result<()> {
         .serve
         .map(|bind| crate::serve::serve_job(&output, bind, args.token_file.as_deref()))
         .transpose()?;
+    // The persona store (with --serve) and the Redis sink see every emitted window.
+    let mut observers: Vec<Arc<dyn personaflow_io::writer::WindowObserver>> = Vec::new();
+    if let Some((store, _)) = &served {
+        observers.push(store.clone());
+    }
+    if let Some(r) = redis_sink(&config)? {
+        observers.push(r);
+    }
+    let observer = (!observers.is_empty()).then(|| {
+        Arc::new(personaflow_io::writer::Observers(observers))
+            as Arc<dyn personaflow_io::writer::WindowObserver>
+    });
     let job = StreamJob {
         brokers,
         topic,
@@ -139,9 +151,7 @@ pub(crate) fn cmd_run(args: RunArgs, quiet: bool) -> Result<()> {
         config,
         until_end: args.until_end,
         shutdown: shutdown.clone(),
-        observer: served
-            .as_ref()
-            .map(|(store, _)| store.clone() as Arc<dyn personaflow_io::writer::WindowObserver>),
+        observer,
     };
     let summary = stream::run(&job, Arc::new(RunReporter { quiet }))?;
     if !quiet {

@@ -652,3 +652,152 @@ fn run_serve_answers_from_the_jobs_own_state_as_windows_are_emitted() {
     };
     assert_eq!(code, Some(0));
 }
+
+/// A redis-server of its own on 127.0.0.1 (Debian's, found by `PERSONAFLOW_REDIS_SERVER`,
+/// which `scripts/test.sh` sets); stopped when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Redis {
+    fn start(bin: &str) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let redis = Redis { child, port };
+        let url = personaflow_serve::redis::parse_url(&redis.url()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while personaflow_serve::redis::RespClient::connect(&url).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer within a minute"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+#[test]
+fn the_redis_sink_mirrors_each_users_latest_persona_resonance_and_policy() {
+    let Ok(bin) = std::env::var("PERSONAFLOW_REDIS_SERVER") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "PERSONAFLOW_REDIS_SERVER must be set in CI (run scripts/test.sh)"
+        );
+        eprintln!(
+            "skipped: set PERSONAFLOW_REDIS_SERVER (scripts/test.sh does) to test the Redis sink"
+        );
+        return;
+    };
+    let redis = Redis::start(&bin);
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    simulate(&sim, 80, 0.1, 31, &[]).ok();
+    let config = tmp.path().join("job.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[embedder]\nkind = \"standardised\"\n[forecaster]\nkind = \"persistence\"\n\
+             [sinks.redis]\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    backfill(
+        &sim.join("events"),
+        &out,
+        &["--config", config.to_str().unwrap()],
+    )
+    .ok();
+
+    let url = personaflow_serve::redis::parse_url(&redis.url()).unwrap();
+    let mut client = personaflow_serve::redis::RespClient::connect(&url).unwrap();
+    let policies = output_table(&out, "policies");
+    let latest_policy = latest_rows(&out, "policies");
+    let resonance = output_table(&out, "resonance");
+    let latest_resonance = latest_rows(&out, "resonance");
+    let assignments = output_table(&out, "persona_assignments");
+    let latest_assignment = latest_rows(&out, "persona_assignments");
+    assert!(latest_policy.len() >= 20, "{} users", latest_policy.len());
+    for (user, (w, rows)) in &latest_policy {
+        let h = client.hgetall(&format!("personaflow:user:{user}")).unwrap();
+        let r = rows[0];
+        assert_eq!(h["policy_window_end"], w.to_string(), "{user}");
+        assert_eq!(
+            h["allocated_bps"],
+            policies.column("allocated_bps")[r].int().to_string(),
+            "{user}"
+        );
+        assert_eq!(
+            h["catalogue_persona"],
+            policies.column("persona")[r].str(),
+            "{user}"
+        );
+        let policy: serde_json::Value = serde_json::from_str(&h["policy"]).unwrap();
+        assert_eq!(
+            policy["dscp"].as_i64().unwrap(),
+            policies.column("dscp")[r].int()
+        );
+    }
+    for (user, (w, rows)) in &latest_resonance {
+        let h = client.hgetall(&format!("personaflow:user:{user}")).unwrap();
+        assert_eq!(h["resonance_window_end"], w.to_string(), "{user}");
+        let top = rows
+            .iter()
+            .find(|&&r| resonance.column("top")[r].bool())
+            .map(|&r| resonance.column("segment")[r].str().to_string())
+            .unwrap_or_default();
+        assert_eq!(h["top_segment"], top, "{user}");
+        let dist: serde_json::Value = serde_json::from_str(&h["resonance"]).unwrap();
+        assert_eq!(dist.as_object().unwrap().len(), rows.len(), "{user}");
+    }
+    for (user, (_, rows)) in &latest_assignment {
+        let h = client.hgetall(&format!("personaflow:user:{user}")).unwrap();
+        assert_eq!(
+            h["persona_id"],
+            assignments.column("persona_id")[rows[0]].int().to_string(),
+            "{user}"
+        );
+    }
+    // A server that is not there fails the run before any output, naming the address.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[sinks.redis]\nurl = \"redis://127.0.0.1:1\"\n").unwrap();
+    let out2 = tmp.path().join("out2");
+    let line = run(&[
+        "backfill",
+        "--input",
+        sim.join("events").to_str().unwrap(),
+        "--output",
+        out2.to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ])
+    .fails_with_one_line();
+    assert!(
+        line.contains("sinks.redis") && line.contains("127.0.0.1:1"),
+        "{line}"
+    );
+    assert!(!out2.exists(), "nothing is written");
+}

@@ -96,6 +96,9 @@ pub struct Backfill {
     /// When it holds a signal number (not 0), the run stops, writes nothing and fails with
     /// [`Error::Interrupted`].
     pub interrupt: Option<Arc<AtomicUsize>>,
+    /// Shown every window as it is written (the Redis sink is one); it sees the run as it
+    /// goes, before the output is put in place.
+    pub observer: Option<Arc<dyn personaflow_io::writer::WindowObserver>>,
 }
 
 impl Backfill {
@@ -382,8 +385,15 @@ fn run_in(
     let worker_abort = abort.clone();
     let model_stats = graph::ModelStats::default();
     let worker_stats = model_stats.clone();
+    let observer = job.observer.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let handles = graph::build(worker, &worker_config, &staging_root, &worker_stats)?;
+        let handles = graph::build(
+            worker,
+            &worker_config,
+            &staging_root,
+            &worker_stats,
+            observer.clone(),
+        )?;
         let receiver = if worker.index() == 0 {
             rx.lock().expect("receiver lock").take()
         } else {

@@ -102,6 +102,11 @@
 //! risk_elevated = 0.9      # risk from which the security level is "elevated"
 //! risk_strict = 0.99       # risk from which it is "strict"
 //! default_rtt_ms = 50.0    # round trip assumed where no latency was observed
+//!
+//! [sinks]                  # mirrors besides the Parquet tables (none by default)
+//! # [sinks.redis]          # each user's latest persona, resonance and policy as a hash
+//! # url = "redis://127.0.0.1:6379"   # redis://[:password@]host[:port][/db]
+//! # key_prefix = "personaflow:user:" # the hash of user U is <key_prefix>U
 //! ```
 
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -548,10 +553,39 @@ pub struct Config {
     pub scaling: ScalingConfig,
     /// `[policy]`.
     pub policy: PolicyConfig,
+    /// `[sinks]`.
+    pub sinks: SinksConfig,
+}
+
+/// The default prefix of the Redis sink's keys.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "personaflow:user:";
+
+/// `[sinks]`: where results are mirrored besides the Parquet tables.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// `[sinks.redis]`: each user's latest persona, resonance and policy as a hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSinkConfig>,
+}
+
+/// `[sinks.redis]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSinkConfig {
+    /// `redis://[:password@]host[:port][/db]`.
+    pub url: String,
+    /// The hash of user `U` is `<key_prefix>U`.
+    #[serde(default = "default_redis_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_redis_key_prefix() -> String {
+    DEFAULT_REDIS_KEY_PREFIX.to_string()
 }
 
 /// The sections of the configuration, as they are named in files and variables.
-pub const SECTIONS: [&str; 15] = [
+pub const SECTIONS: [&str; 16] = [
     "window",
     "sequence",
     "segments",
@@ -567,6 +601,7 @@ pub const SECTIONS: [&str; 15] = [
     "drift",
     "scaling",
     "policy",
+    "sinks",
 ];
 
 /// The upper bound of every size key (counts of windows, rows, users, threads...), checked

@@ -18,7 +18,7 @@
 //! config.embedder.kind = EmbedderKind::Standardised;
 //! config.forecaster.kind = ForecasterKind::None;
 //! let spec = config.window_spec();
-//! let sinks = PartitionedSinks { root: out.path().into(), spec, row_group_rows: 1024 };
+//! let sinks = PartitionedSinks { root: out.path().into(), spec, row_group_rows: 1024, observer: None };
 //! let rows = timely::execute_directly(move |worker| {
 //!     let handles = graph::build_with(worker, &config, &sinks, &ModelStats::default(), StateMode::Off)
 //!         .unwrap();

@@ -355,17 +355,19 @@ pub fn check_models(config: &Config) -> Result<ModelsReport> {
 }
 
 /// Builds the dataflow on `worker`, writing date-partitioned tables under `out_root` (the
-/// backfill's layout).
+/// backfill's layout), and showing every window to `observer` (if any).
 pub fn build(
     worker: &mut Worker,
     config: &Config,
     out_root: &Path,
     stats: &ModelStats,
+    observer: Option<std::sync::Arc<dyn personaflow_io::writer::WindowObserver>>,
 ) -> Result<DataflowHandles> {
     let sinks = PartitionedSinks {
         root: out_root.to_path_buf(),
         spec: config.window_spec(),
         row_group_rows: config.output.row_group_rows,
+        observer,
     };
     build_with(worker, config, &sinks, stats, StateMode::Off)
 }

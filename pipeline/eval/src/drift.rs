@@ -975,6 +975,7 @@ pub fn simulate_and_backfill(
         config: config.clone(),
         overwrite: true,
         interrupt: None,
+        observer: None,
     };
     let summary = backfill::run(&job, Arc::new(NoProgress))?;
     Ok((sim, job, summary))

@@ -40,6 +40,18 @@ pub trait WindowObserver: Send + Sync + std::fmt::Debug {
     fn window(&self, table: Table, window: u64, batch: &RecordBatch) -> Result<()>;
 }
 
+/// Several observers, each shown every window in turn (the first error stops the rest).
+#[derive(Debug, Default)]
+pub struct Observers(pub Vec<std::sync::Arc<dyn WindowObserver>>);
+
+impl WindowObserver for Observers {
+    fn window(&self, table: Table, window: u64, batch: &RecordBatch) -> Result<()> {
+        self.0
+            .iter()
+            .try_for_each(|o| o.window(table, window, batch))
+    }
+}
+
 /// Creates the sinks of a dataflow.
 pub trait SinkFactory {
     /// The sink of `table` on worker `worker`.
@@ -55,6 +67,8 @@ pub struct PartitionedSinks {
     pub spec: personaflow_operators::WindowSpec,
     /// Rows per row group.
     pub row_group_rows: usize,
+    /// Also shown every window written (`None`: nothing is).
+    pub observer: Option<std::sync::Arc<dyn WindowObserver>>,
 }
 
 impl SinkFactory for PartitionedSinks {
@@ -62,6 +76,7 @@ impl SinkFactory for PartitionedSinks {
         Box::new(PartitionedSink {
             writer: PartitionedWriter::new(&self.root, table, worker, self.row_group_rows),
             spec: self.spec,
+            observer: self.observer.clone(),
         })
     }
 }
@@ -70,6 +85,7 @@ impl SinkFactory for PartitionedSinks {
 struct PartitionedSink {
     writer: PartitionedWriter,
     spec: personaflow_operators::WindowSpec,
+    observer: Option<std::sync::Arc<dyn WindowObserver>>,
 }
 
 impl WindowSink for PartitionedSink {
@@ -80,6 +96,9 @@ impl WindowSink for PartitionedSink {
     fn write_window(&mut self, window: u64, batch: &RecordBatch) -> Result<u64> {
         let partition = date_partition(self.spec.start_ms(window));
         self.writer.write(Some(&partition), batch)?;
+        if let Some(o) = &self.observer {
+            o.window(self.writer.table(), window, batch)?;
+        }
         Ok(batch.num_rows() as u64)
     }
 

@@ -45,6 +45,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The Redis sink could not connect, or Redis refused a command.
+    #[error("redis at {addr}: {reason}")]
+    Redis {
+        /// The server (or URL).
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// Refused to serve without a token on an address other than loopback.
     #[error(
         "refusing to serve {addr} without a token: pass --token-file, or bind a loopback \

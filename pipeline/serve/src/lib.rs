@@ -8,6 +8,7 @@
 //! - [`download`]: a table, filtered and in a chosen format, streamed.
 //! - [`feedback`]: other services' reports, appended to `service_feedback`.
 //! - [`openapi`]: the API's OpenAPI 3.1 document, generated from the code.
+//! - [`redis`]: the Redis sink, each user's latest persona, resonance and policy as a hash.
 //! - [`metrics`]: requests and latency per route, for `/metrics`.
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod feedback;
 pub mod metrics;
 pub mod openapi;
+pub mod redis;
 pub mod store;
 
 pub use error::{Error, Result};
