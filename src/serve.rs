@@ -63,7 +63,7 @@ pub(crate) fn cmd_serve(a: ServeArgs, quiet: bool) -> Result<()> {
         b.enable_steady_tick(std::time::Duration::from_millis(200));
         b
     });
-    store
+    let warnings = store
         .load_outputs(&a.outputs, |table, rows| {
             if let Some(b) = &bar {
                 b.set_message(format!("loaded {} ({rows} rows)", table.name()));
@@ -72,6 +72,9 @@ pub(crate) fn cmd_serve(a: ServeArgs, quiet: bool) -> Result<()> {
         .with_context(|| format!("loading {}", a.outputs.display()))?;
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    for w in warnings {
+        eprintln!("personaflow: warning: {w}");
     }
     let state = AppState::new(
         store.clone(),
@@ -178,9 +181,12 @@ pub(crate) fn serve_job(
     api::check_bind(&bind, token.as_deref())?;
     let store = Arc::new(PersonaStore::new(StoreConfig::default()));
     if output.is_dir() {
-        store
+        let warnings = store
             .load_outputs(output, |_, _| {})
             .with_context(|| format!("loading {} into the store", output.display()))?;
+        for w in warnings {
+            eprintln!("personaflow: warning: {w}");
+        }
     }
     let state = AppState::new(
         store.clone(),

@@ -444,8 +444,15 @@ impl PersonaStore {
         (pick(&g.drift), pick(&g.scaling))
     }
 
-    /// Loads a backfill's outputs: every table the store keeps, file by file.
-    pub fn load_outputs(&self, dir: &Path, mut progress: impl FnMut(Table, u64)) -> Result<()> {
+    /// Loads a run's outputs: every table the store keeps, file by file. A table whose files
+    /// lack a column the store needs (an output of an older version) is skipped whole, and
+    /// said so in the warnings returned; any other error fails the load.
+    pub fn load_outputs(
+        &self,
+        dir: &Path,
+        mut progress: impl FnMut(Table, u64),
+    ) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
         for table in Table::ALL {
             let kept = USER_TABLES.iter().any(|(t, _)| *t == table)
                 || matches!(
@@ -458,8 +465,13 @@ impl PersonaStore {
             }
             let schema = table.schema();
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let files = parquet_files(&tdir)?;
+            if let Some(w) = missing_columns(&files, &names)? {
+                warnings.push(format!("{}: not loaded: {w}", table.name()));
+                continue;
+            }
             let mut rows = 0u64;
-            for path in parquet_files(&tdir)? {
+            for path in files {
                 let mut failed = None;
                 for_each_batch(&path, &names, |b| {
                     if failed.is_none() {
@@ -478,8 +490,26 @@ impl PersonaStore {
             }
             progress(table, rows);
         }
-        Ok(())
+        Ok(warnings)
     }
+}
+
+/// The first of `files` that lacks one of `columns`, said as "FILE has no column C", read
+/// from the files' footers only.
+fn missing_columns(files: &[std::path::PathBuf], columns: &[&str]) -> Result<Option<String>> {
+    for path in files {
+        let file = std::fs::File::open(path).map_err(|e| personaflow_io::Error::io(path, e))?;
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| personaflow_io::Error::parquet(path, e))?;
+        let schema = builder.schema();
+        if let Some(c) = columns.iter().find(|c| schema.field_with_name(c).is_err()) {
+            return Ok(Some(format!(
+                "{} has no column {c} (written by an older version?)",
+                path.display()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The continuous job shows the store every window it emits (`run --serve`).
@@ -689,6 +719,30 @@ mod tests {
             v["policy"].get("user_id").is_none(),
             "said once, at the top"
         );
+    }
+
+    #[test]
+    fn a_table_of_an_older_schema_is_skipped_whole_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = dir.path().join("profiles/date=2026-01-05");
+        std::fs::create_dir_all(&profiles).unwrap();
+        // A profiles file without `country`.
+        let batch = ProfileRow::to_batch(&[profile("u", 60_000, 0.1)]);
+        let old = batch
+            .project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())
+            .unwrap();
+        personaflow_io::atomic_file::write_parquet_atomically(
+            &profiles.join("part-0.parquet"),
+            &old,
+            1024,
+            false,
+        )
+        .unwrap();
+        let store = PersonaStore::new(StoreConfig::default());
+        let warnings = store.load_outputs(dir.path(), |_, _| {}).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("no column country"), "{warnings:?}");
+        assert_eq!(store.users(), 0);
     }
 
     #[test]
