@@ -452,7 +452,7 @@ async fn feedback(
     let report = report
         .validate(now_ms())
         .map_err(|e| ApiError::bad(e.field, e.message))?;
-    if state.store.user(&id).is_none() {
+    if !state.store.contains(&id) {
         return Err(ApiError::not_found(
             "id",
             format!("no user {id:?} in the store"),

@@ -68,6 +68,15 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// This error as a sink's of `table` (`sink` names which, e.g. `resonance (redis)`), as
+    /// the job's [`WindowObserver`](personaflow_io::writer::WindowObserver)s report it.
+    pub(crate) fn into_sink(self, sink: String) -> personaflow_io::Error {
+        personaflow_io::Error::Sink {
+            table: sink,
+            source: Box::new(self),
+        }
+    }
+
     pub(crate) fn column(column: &str, reason: &str) -> Self {
         Error::Column {
             column: column.to_string(),

@@ -452,10 +452,7 @@ impl personaflow_io::writer::WindowObserver for RedisSink {
         batch: &RecordBatch,
     ) -> personaflow_io::Result<()> {
         self.write(table, batch)
-            .map_err(|e| personaflow_io::Error::Sink {
-                table: format!("{} (redis)", table.name()),
-                source: Box::new(e),
-            })
+            .map_err(|e| e.into_sink(format!("{} (redis)", table.name())))
     }
 }
 

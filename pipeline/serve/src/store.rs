@@ -345,10 +345,15 @@ impl PersonaStore {
         } else {
             None
         };
+        // Borrowed from the batch: only the top segment's name is copied.
         let segments = if table == Table::Resonance {
-            strings(batch, "segment")?
+            Some(
+                column(batch, "segment")?
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| Error::column("segment", "not a string"))?,
+            )
         } else {
-            Vec::new()
+            None
         };
         let mut by_shard: Vec<Vec<(&str, i64, Box<str>)>> =
             (0..self.shards.len()).map(|_| Vec::new()).collect();
@@ -359,7 +364,7 @@ impl PersonaStore {
                     let top_segment = rows
                         .iter()
                         .find(|&&i| top.as_ref().is_some_and(|t| t.value(i)))
-                        .map(|&i| segments[i].as_str());
+                        .and_then(|&i| segments.map(|s| s.value(i)));
                     format!(
                         "{{\"top_segment\":{},\"segments\":[{}]}}",
                         serde_json::to_string(&top_segment).expect("a string"),
@@ -389,6 +394,14 @@ impl PersonaStore {
             }
         }
         Ok(())
+    }
+
+    /// Whether the store holds `user`.
+    pub fn contains(&self, user: &str) -> bool {
+        self.shards[self.shard(user)]
+            .read()
+            .expect("not poisoned")
+            .contains_key(user)
     }
 
     /// The user's latest view as JSON: `user_id`, `window_end` (ms, the latest window with any
@@ -521,10 +534,7 @@ impl personaflow_io::writer::WindowObserver for PersonaStore {
         batch: &RecordBatch,
     ) -> personaflow_io::Result<()> {
         self.apply(table, batch)
-            .map_err(|e| personaflow_io::Error::Sink {
-                table: table.name().to_string(),
-                source: Box::new(e),
-            })
+            .map_err(|e| e.into_sink(table.name().to_string()))
     }
 }
 
