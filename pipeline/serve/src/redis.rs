@@ -1,7 +1,12 @@
 //! The Redis sink (`[sinks.redis]`): each user's latest persona, resonance and policy as a
 //! hash `<key_prefix><user>`, written every window with one pipelined round trip per table
 //! batch. Speaks RESP2 over TCP itself (the handful of commands it needs: `AUTH`, `SELECT`,
-//! `PING`, `HSET`), so it needs no client library.
+//! `PING`, `SCRIPT LOAD`, `EVALSHA`), so it needs no client library.
+//!
+//! Each table's fields are written only if they are not older than what the hash holds (a
+//! server-side script, [`LATEST_SCRIPT`], compares the table's `*_window_end` field and sets
+//! the fields in one step): the job's workers write their windows independently, and a
+//! restarted job replays windows, so a user's older window may arrive after a newer one.
 //!
 //! Fields: from `persona_assignments`, `persona_id`, `persona_distance`,
 //! `persona_probabilities` (a JSON object, persona id to probability) and
@@ -29,6 +34,13 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// The script each user's write runs: `KEYS[1]` the hash, `ARGV[1]` the table's window
+/// field, `ARGV[2]` the window; the rest, field-value pairs, are set unless the hash holds a
+/// later window of that table. Returns 1 when it wrote, 0 when the write was older.
+pub const LATEST_SCRIPT: &str = "local cur = redis.call('HGET', KEYS[1], ARGV[1]) \
+     if cur and tonumber(cur) > tonumber(ARGV[2]) then return 0 end \
+     redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 3)) return 1";
 
 /// How long connecting, reading or writing may take before the sink fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -245,15 +257,64 @@ impl RespClient {
 pub struct RedisSink {
     url: RedisUrl,
     prefix: String,
-    client: Mutex<Option<RespClient>>,
+    /// The connection and the SHA-1 of [`LATEST_SCRIPT`] as it loaded it.
+    client: Mutex<Option<(RespClient, Vec<u8>)>>,
     users_written: AtomicU64,
+}
+
+/// One user's write of one table's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserWrite {
+    /// The hash.
+    pub key: String,
+    /// The table's window field (`policy_window_end`, ...).
+    pub window_field: String,
+    /// The window (epoch ms).
+    pub window: i64,
+    /// The other fields and their values.
+    pub fields: Vec<(String, String)>,
+}
+
+impl UserWrite {
+    /// `EVALSHA sha 1 key window_field window field value ...`.
+    pub fn command(&self, sha: &[u8]) -> Vec<Vec<u8>> {
+        let mut cmd = Vec::with_capacity(6 + 2 * self.fields.len());
+        cmd.push(b"EVALSHA".to_vec());
+        cmd.push(sha.to_vec());
+        cmd.push(b"1".to_vec());
+        cmd.push(self.key.as_bytes().to_vec());
+        cmd.push(self.window_field.as_bytes().to_vec());
+        cmd.push(self.window.to_string().into_bytes());
+        for (k, v) in &self.fields {
+            cmd.push(k.as_bytes().to_vec());
+            cmd.push(v.as_bytes().to_vec());
+        }
+        cmd
+    }
+}
+
+/// Connects and loads [`LATEST_SCRIPT`]; returns the connection and the script's SHA-1.
+fn connect_with_script(url: &RedisUrl) -> Result<(RespClient, Vec<u8>)> {
+    let mut c = RespClient::connect(url)?;
+    let reply = c.pipeline(&[vec![
+        b"SCRIPT".to_vec(),
+        b"LOAD".to_vec(),
+        LATEST_SCRIPT.as_bytes().to_vec(),
+    ]])?;
+    match reply.into_iter().next() {
+        Some(Reply::Bulk(Some(sha))) => Ok((c, sha)),
+        other => Err(Error::Redis {
+            addr: url.addr.clone(),
+            reason: format!("SCRIPT LOAD answered {other:?}"),
+        }),
+    }
 }
 
 impl RedisSink {
     /// Connects to `url` (so that a wrong URL or a server that is down fails at start).
     pub fn connect(url: &str, key_prefix: &str) -> Result<Self> {
         let url = parse_url(url)?;
-        let client = RespClient::connect(&url)?;
+        let client = connect_with_script(&url)?;
         Ok(RedisSink {
             url,
             prefix: key_prefix.to_string(),
@@ -262,13 +323,15 @@ impl RedisSink {
         })
     }
 
-    /// User-table writes so far (one `HSET` each).
+    /// User-table writes so far (one per user and table batch; a write older than what the
+    /// hash holds counts too, though the script leaves the hash as it was).
     pub fn users_written(&self) -> u64 {
         self.users_written.load(Ordering::Relaxed)
     }
 
-    /// The `HSET` commands of a table's batch (none for tables the sink does not mirror).
-    pub fn commands(&self, table: Table, batch: &RecordBatch) -> Result<Vec<Vec<Vec<u8>>>> {
+    /// The writes of a table's batch, one per user: `(key, window field, window, fields)`
+    /// (none for tables the sink does not mirror).
+    pub fn writes(&self, table: Table, batch: &RecordBatch) -> Result<Vec<UserWrite>> {
         let col = |name: &str| {
             batch
                 .column_by_name(name)
@@ -380,16 +443,19 @@ impl RedisSink {
         }
         Ok(per_user
             .into_iter()
-            .map(|(user, (_, fields))| {
-                let mut cmd = vec![
-                    b"HSET".to_vec(),
-                    format!("{}{user}", self.prefix).into_bytes(),
-                ];
-                for (k, v) in fields {
-                    cmd.push(k.into_bytes());
-                    cmd.push(v.into_bytes());
+            .map(|(user, (window, mut fields))| {
+                // The window field goes first, as the script's ARGV[1] and ARGV[2].
+                let at = fields
+                    .iter()
+                    .position(|(k, _)| k.ends_with("_window_end"))
+                    .expect("every table's fields name its window");
+                let (window_field, _) = fields.remove(at);
+                UserWrite {
+                    key: format!("{}{user}", self.prefix),
+                    window_field,
+                    window,
+                    fields,
                 }
-                cmd
             })
             .collect())
     }
@@ -404,7 +470,7 @@ impl RedisSink {
         {
             return Ok(());
         }
-        let commands = self.commands(table, batch)?;
+        let writes = self.writes(table, batch)?;
         let mut guard = self.client.lock().expect("not poisoned");
         let mut result = Err(Error::Redis {
             addr: self.url.addr.clone(),
@@ -412,7 +478,7 @@ impl RedisSink {
         });
         for _attempt in 0..2 {
             if guard.is_none() {
-                match RespClient::connect(&self.url) {
+                match connect_with_script(&self.url) {
                     Ok(c) => *guard = Some(c),
                     Err(e) => {
                         result = Err(e);
@@ -420,15 +486,24 @@ impl RedisSink {
                     }
                 }
             }
-            match guard.as_mut().expect("connected").pipeline(&commands) {
+            let (client, sha) = guard.as_mut().expect("connected");
+            let commands: Vec<Vec<Vec<u8>>> = writes.iter().map(|w| w.command(sha)).collect();
+            match client.pipeline(&commands) {
                 Ok(replies) => {
                     if let Some(Reply::Error(e)) =
                         replies.iter().find(|r| matches!(r, Reply::Error(_)))
                     {
-                        return Err(Error::Redis {
+                        let e = Error::Redis {
                             addr: self.url.addr.clone(),
                             reason: e.clone(),
-                        });
+                        };
+                        if e.to_string().contains("NOSCRIPT") {
+                            // The server lost its scripts (restarted, flushed): load it again.
+                            *guard = None;
+                            result = Err(e);
+                            continue;
+                        }
+                        return Err(e);
                     }
                     self.users_written
                         .fetch_add(commands.len() as u64, Ordering::Relaxed);
