@@ -5,7 +5,8 @@
 # every Rust test (unit, doc, oracle, parity, CLI integration, interop, Kafka, and the
 # rendered policies applied in a network namespace, with nftables installed from Debian by
 # scripts/setup-netfilter.sh; the Redis sink against a real redis-server, from Debian by
-# scripts/setup-redis.sh; the HTTP API fuzzed by schemathesis).
+# scripts/setup-redis.sh; the HTTP API fuzzed by schemathesis; the dashboard opened in headless
+# Chromium, from Debian by scripts/setup-chromium.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +28,8 @@ scripts/setup-netfilter.sh >/dev/null
 # redis-server for the Redis sink's test, which starts its own on 127.0.0.1 (Debian, once).
 PERSONAFLOW_REDIS_SERVER="$(scripts/setup-redis.sh)"
 export PERSONAFLOW_REDIS_SERVER
+# Chromium for the dashboard's test, which opens the page headless (Debian, once).
+PERSONAFLOW_CHROMIUM="$(scripts/setup-chromium.sh)"
+export PERSONAFLOW_CHROMIUM
 
 cargo test --workspace "$@"

@@ -487,6 +487,8 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema() {
         token_file.to_str().unwrap(),
     ]);
     let result = std::process::Command::new(python)
+        // Its cache (`.schemathesis/`) goes there too, not into the clone.
+        .current_dir(tmp.path())
         .args(["-m", "schemathesis.cli", "run"])
         .arg(format!("http://{}/openapi.json", server.addr))
         .args([
@@ -637,6 +639,51 @@ fn run_serve_answers_from_the_jobs_own_state_as_windows_are_emitted() {
             );
         }
     }
+    // The dashboard's series were fed by the job once per window: each segment's mean
+    // resonance in each window is the files' recount.
+    let (st, body) = http(&addr, "GET", "/v1/timeline?points=5000", None, "");
+    assert_eq!(st, 200, "{body}");
+    let timeline = json(&body);
+    let resonance = output_table(&out, "resonance");
+    let mut sums: BTreeMap<(i64, String), (f64, u64)> = BTreeMap::new();
+    for r in 0..resonance.len() {
+        let e = sums
+            .entry((
+                resonance.column("window_end")[r].int(),
+                resonance.column("segment")[r].str().to_string(),
+            ))
+            .or_default();
+        e.0 += resonance.column("probability")[r].float();
+        e.1 += 1;
+    }
+    let windows: Vec<i64> = timeline["resonance"]["window_end"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_i64().unwrap())
+        .collect();
+    let mut want_windows: Vec<i64> = sums.keys().map(|(w, _)| *w).collect();
+    want_windows.dedup();
+    assert_eq!(windows, want_windows, "one point per window");
+    let mut compared = 0;
+    for series in timeline["resonance"]["series"].as_array().unwrap() {
+        let name = series["name"].as_str().unwrap();
+        for (i, w) in windows.iter().enumerate() {
+            let got = series["mean_probability"][i].as_f64();
+            match sums.get(&(*w, name.to_string())) {
+                Some((sum, n)) => {
+                    let want = sum / *n as f64;
+                    assert!(
+                        (got.unwrap() - want).abs() < 1e-6,
+                        "{w} {name}: {got:?} vs {want}"
+                    );
+                    compared += 1;
+                }
+                None => assert_eq!(got, None, "{w} {name}"),
+            }
+        }
+    }
+    assert_eq!(compared, sums.len());
     let status = std::process::Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -781,6 +828,42 @@ fn the_redis_sink_mirrors_each_users_latest_persona_resonance_and_policy() {
             "{user}"
         );
     }
+    // A user's older window arriving after a newer one (the workers write independently, a
+    // restarted job replays) leaves the newer one; a newer one replaces it.
+    {
+        use personaflow_io::tables::{ResonanceRow, Table, TableRow};
+        let sink = personaflow_serve::redis::RedisSink::connect(&redis.url(), "personaflow:user:")
+            .unwrap();
+        let (user, (w, _)) = latest_resonance.iter().next().unwrap();
+        let key = format!("personaflow:user:{user}");
+        let before = client.hgetall(&key).unwrap();
+        let row = |window_end: i64| ResonanceRow {
+            window_end,
+            user_id: user.clone(),
+            segment: "zz_test".into(),
+            cosine: 1.0,
+            probability: 1.0,
+            resonating: true,
+            top: true,
+            cold_start: false,
+        };
+        let older = ResonanceRow::to_batch(&[row(w - 60_000)]);
+        sink.write(Table::Resonance, &older).unwrap();
+        assert_eq!(
+            client.hgetall(&key).unwrap(),
+            before,
+            "an older window changed nothing"
+        );
+        let newer = ResonanceRow::to_batch(&[row(w + 60_000)]);
+        sink.write(Table::Resonance, &newer).unwrap();
+        let after = client.hgetall(&key).unwrap();
+        assert_eq!(after["top_segment"], "zz_test");
+        assert_eq!(after["resonance_window_end"], (w + 60_000).to_string());
+        assert_eq!(
+            after.get("policy_window_end"),
+            before.get("policy_window_end")
+        );
+    }
     // A server that is not there fails the run before any output, naming the address.
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "[sinks.redis]\nurl = \"redis://127.0.0.1:1\"\n").unwrap();
@@ -800,4 +883,219 @@ fn the_redis_sink_mirrors_each_users_latest_persona_resonance_and_policy() {
         "{line}"
     );
     assert!(!out2.exists(), "nothing is written");
+}
+
+/// The dashboard in a real browser: a drift scenario backfilled, served with a token, the page
+/// opened in headless Chromium (`tests/interop/dashboard.py` drives it over the DevTools
+/// protocol, waiting for the page to say it has drawn), and what it drew compared with the
+/// tables: one series per segment and forecaster, every drift event, the latest window's
+/// personas, and the looked-up user's top segment and distribution. The screenshot is kept
+/// as an artifact under the target directory.
+#[test]
+fn the_dashboard_draws_the_runs_series_and_looks_a_user_up_in_chromium() {
+    let (Ok(chromium), Some(python)) = (
+        std::env::var("PERSONAFLOW_CHROMIUM"),
+        std::env::var_os("PERSONAFLOW_PYTHON"),
+    ) else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "PERSONAFLOW_CHROMIUM and PERSONAFLOW_PYTHON must be set in CI (run scripts/test.sh)"
+        );
+        eprintln!(
+            "skipped: set PERSONAFLOW_CHROMIUM and PERSONAFLOW_PYTHON (scripts/test.sh does)"
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    simulate(&sim, 200, 0.25, 5, &["--drift", "gamer@3h:bytes=6"]).ok();
+    let out = tmp.path().join("out");
+    let mut cmd = personaflow();
+    backfill_cmd(
+        cmd.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
+            .env("PERSONAFLOW__FORECASTER__KIND", "persistence")
+            // Few users per window: personas and drift from a small scenario.
+            .env("PERSONAFLOW__PERSONAS__MIN_USERS", "5")
+            .env("PERSONAFLOW__DRIFT__MIN_POINTS", "4"),
+        &sim.join("events"),
+        &out,
+        &[],
+    );
+    run_cmd(&mut cmd).ok();
+
+    // What the charts should show, from the tables.
+    let distinct = |table: &str, column: &str| -> Vec<String> {
+        let t = output_table(&out, table);
+        let set: std::collections::BTreeSet<String> = (0..t.len())
+            .map(|r| t.column(column)[r].str().to_string())
+            .collect();
+        set.into_iter().collect()
+    };
+    let segments = distinct("resonance", "segment");
+    let profiled = distinct("segment_profiles", "segment");
+    let forecasters = distinct("forecast_error", "forecaster");
+    let drift = output_table(&out, "drift");
+    assert!(drift.len() > 0, "the scenario's drift is detected");
+    let personas = output_table(&out, "personas");
+    let last = (0..personas.len())
+        .map(|r| personas.column("window_end")[r].int())
+        .max()
+        .expect("personas");
+    let mut latest_personas: Vec<i64> = (0..personas.len())
+        .filter(|&r| personas.column("window_end")[r].int() == last)
+        .map(|r| personas.column("persona_id")[r].int())
+        .collect();
+    latest_personas.sort();
+    let resonance = output_table(&out, "resonance");
+    let latest = latest_rows(&out, "resonance");
+    let (user, (_, rows)) = latest
+        .iter()
+        .max_by_key(|(u, (w, _))| (*w, std::cmp::Reverse((*u).clone())))
+        .unwrap();
+    let top = rows
+        .iter()
+        .find(|&&r| resonance.column("top")[r].bool())
+        .map(|&r| resonance.column("segment")[r].str().to_string())
+        .expect("a top segment");
+    let mut user_segments: Vec<String> = rows
+        .iter()
+        .map(|&r| resonance.column("segment")[r].str().to_string())
+        .collect();
+    user_segments.sort();
+
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "dash-token\n").unwrap();
+    let server = start(&[
+        "--outputs",
+        out.to_str().unwrap(),
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    // The page itself needs no token (it holds no data); the API it reads does.
+    let (st, page) = http(&server.addr, "GET", "/", None, "");
+    assert_eq!(st, 200);
+    assert!(page.contains("<script src=\"/dashboard.js\""), "{page}");
+    assert_eq!(http(&server.addr, "GET", "/v1/timeline", None, "").0, 401);
+
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("dashboard.png");
+    std::fs::remove_file(&screenshot).ok();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/dashboard.py");
+    let result = std::process::Command::new(python)
+        .arg(script)
+        .arg(chromium)
+        .arg(format!("http://{}/", server.addr))
+        .arg(user)
+        .arg(&screenshot)
+        .arg("dash-token")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "the browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let found = json(&stdout);
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        let mut n: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(found["problems"], serde_json::json!([]), "{stdout}");
+    assert_eq!(
+        found["token_form_hidden"], true,
+        "the token from the address was used"
+    );
+    assert_eq!(found["token_left_in_address"], false);
+    assert_eq!(found["empty"], serde_json::json!([]), "every chart drew");
+    let charts = &found["charts"];
+
+    let r = &charts["resonance"];
+    assert_eq!(names(&r["series"]), segments);
+    assert_eq!(r["x_label"], "window end (UTC)");
+    assert_eq!(r["y_label"], "mean resonance probability");
+    assert!(r["points"].as_u64().unwrap() > 100, "{r}");
+    let s = &charts["segment-sizes"];
+    assert_eq!(names(&s["series"]), profiled);
+    assert_eq!(s["y_label"], "profiles");
+    let f = &charts["forecast-error"];
+    assert_eq!(names(&f["series"]), forecasters);
+    assert_eq!(f["y_label"], "mean absolute error (requests)");
+    assert_eq!(f["x_label"], "target window end (UTC)");
+
+    let d = &charts["drift"];
+    let mut drawn: Vec<String> = d["drift_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["scope"].as_str().unwrap().to_string())
+        .collect();
+    drawn.sort();
+    let mut events: Vec<String> = (0..drift.len())
+        .map(|r| {
+            format!(
+                "{}:{}",
+                drift.column("scope")[r].str(),
+                drift.column("scope_id")[r].str()
+            )
+        })
+        .collect();
+    events.sort();
+    assert_eq!(
+        drawn, events,
+        "one mark per drift event, on its scope's row"
+    );
+    assert_eq!(
+        found["drift_table_rows"].as_u64().unwrap() as usize,
+        drift.len().min(12)
+    );
+
+    let m = &charts["persona-map"];
+    let mut drawn: Vec<i64> = m["personas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect();
+    drawn.sort();
+    assert_eq!(drawn, latest_personas);
+    assert!(m["x_label"]
+        .as_str()
+        .unwrap()
+        .starts_with("first principal axis ("));
+
+    let lookup = &found["lookup"];
+    assert_eq!(lookup["user"], user.as_str(), "{lookup}");
+    assert_eq!(lookup["title"], user.as_str());
+    assert!(
+        lookup["headings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h.as_str().unwrap().ends_with(&format!("top segment {top}"))),
+        "{lookup}"
+    );
+    assert_eq!(names(&lookup["bars"]), user_segments);
+    assert!(lookup["headings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h == "Policy"));
+    assert_eq!(found["toggled_y_label"], "share of top segments");
+
+    let png = std::fs::read(&screenshot).expect("the screenshot was saved");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+    eprintln!("dashboard screenshot: {}", screenshot.display());
+    drop(server);
 }

@@ -3,6 +3,7 @@
 //!
 //! | route | answers |
 //! |---|---|
+//! | `GET /` | the dashboard ([`crate::dashboard`]; its script and style at `/dashboard.js` and `/dashboard.css`; no auth: the page holds no data, and asks for a token if the API needs one) |
 //! | `GET /healthz` | the process is up (no auth) |
 //! | `GET /readyz` | the store is loaded (no auth; 503 until then) |
 //! | `GET /metrics` | Prometheus: requests and latency per route (no auth) |
@@ -14,6 +15,7 @@
 //! | `GET /v1/segments` | each segment's latest profile |
 //! | `GET /v1/personas` | the latest window's personas |
 //! | `GET /v1/drift?from&to` | drift events and their scaling recommendations |
+//! | `GET /v1/timeline?points` | the dashboard's series: resonance, segment sizes, forecast error per window, in at most `points` buckets; the persona map ([`crate::timeline`]) |
 //! | `GET /v1/tables` | the tables, their columns, and whether the run has them |
 //! | `GET /v1/tables/{table}?from&to&user&segment&columns&format&limit` | a table, streamed ([`crate::download`]) |
 //!
@@ -45,7 +47,10 @@ pub const MAX_USER_ID_BYTES: usize = 512;
 pub const DEFAULT_MAX_CONCURRENT: usize = 1_024;
 
 /// Every route, as its pattern (the metrics' `route` label).
-pub const ROUTES: [&str; 13] = [
+pub const ROUTES: [&str; 17] = [
+    "/",
+    "/dashboard.js",
+    "/dashboard.css",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -57,6 +62,7 @@ pub const ROUTES: [&str; 13] = [
     "/v1/segments",
     "/v1/personas",
     "/v1/drift",
+    "/v1/timeline",
     "/v1/tables",
     "/v1/tables/{table}",
 ];
@@ -310,10 +316,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/segments", get(segments))
         .route("/v1/personas", get(personas))
         .route("/v1/drift", get(drift))
+        .route("/v1/timeline", get(timeline))
         .route("/v1/tables", get(tables))
         .route("/v1/tables/{table}", get(download))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
+        .route("/", get(|| async { crate::dashboard::page() }))
+        .route(
+            "/dashboard.js",
+            get(|| async { crate::dashboard::script() }),
+        )
+        .route(
+            "/dashboard.css",
+            get(|| async { crate::dashboard::style() }),
+        )
         .route(
             "/healthz",
             get(|| async { json_body("{\"status\":\"ok\"}".into()) }),
@@ -529,6 +545,36 @@ async fn drift(
         drift.join(","),
         scaling.join(",")
     )))
+}
+
+async fn timeline(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use crate::timeline::{DEFAULT_POINTS, MAX_POINTS};
+    if let Some(k) = query.keys().find(|k| *k != "points") {
+        return Err(ApiError::bad(k, "unknown parameter (expected points)"));
+    }
+    let points = match query.get("points") {
+        None => DEFAULT_POINTS,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|p| (1..=MAX_POINTS).contains(p))
+            .ok_or_else(|| ApiError::bad("points", format!("1 to {MAX_POINTS}")))?,
+    };
+    let store = state.store.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let series = store.timeline(points);
+        let mut v = serde_json::to_value(&series).expect("serialisable");
+        v["latest_window_end"] = serde_json::json!(store.latest_window_end());
+        v["users"] = serde_json::json!(store.users());
+        v["example_user"] = serde_json::json!(store.any_user());
+        v.to_string()
+    })
+    .await
+    .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(json_body(body))
 }
 
 async fn tables(State(state): State<Arc<AppState>>) -> Response {

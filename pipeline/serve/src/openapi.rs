@@ -240,7 +240,60 @@ pub fn document_with_example(user: Option<&str>) -> Value {
             )
         })
         .collect();
+    let page = |what: &str, content_type: &str| {
+        json!({"get": {
+            "summary": what, "security": [],
+            "responses": {"200": {"description": what,
+                "content": {content_type: {"schema": {"type": "string"}}}}},
+        }})
+    };
+    let values = json!({"type": "array", "items": {"type": ["number", "null"]}});
+    let named = json!({
+        "type": "object",
+        "properties": {
+            "window_end": {"type": "array", "items": {"type": "integer"}, "description": "Each point's last window end (epoch ms)."},
+            "series": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "values": values}, "required": ["name", "values"]}},
+        },
+        "required": ["window_end", "series"],
+    });
+    let timeline = json!({
+        "type": "object",
+        "properties": {
+            "windows": {"type": "integer", "minimum": 0},
+            "bucket_windows": {"type": "integer", "minimum": 1},
+            "latest_window_end": {"type": ["integer", "null"]},
+            "users": {"type": "integer", "minimum": 0},
+            "example_user": {"type": ["string", "null"]},
+            "resonance": {"type": "object", "properties": {
+                "window_end": {"type": "array", "items": {"type": "integer"}},
+                "series": {"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"},
+                    "mean_probability": values,
+                    "top_share": values,
+                }, "required": ["name", "mean_probability", "top_share"]}},
+            }, "required": ["window_end", "series"]},
+            "segment_sizes": named,
+            "forecast_error": named,
+            "persona_map": {"type": "object", "properties": {
+                "window_end": {"type": ["integer", "null"]},
+                "explained": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+                "personas": {"type": "array", "items": {"type": "object", "properties": {
+                    "persona_id": {"type": "integer", "minimum": 0},
+                    "size": {"type": "integer", "minimum": 0},
+                    "x": {"type": "number"},
+                    "y": {"type": "number"},
+                    "top_features": {"type": "array", "items": {"type": "string"}},
+                }, "required": ["persona_id", "size", "x", "y", "top_features"]}},
+            }, "required": ["window_end", "explained", "personas"]},
+        },
+        "required": ["windows", "bucket_windows", "latest_window_end", "users", "example_user",
+            "resonance", "segment_sizes", "forecast_error", "persona_map"],
+    });
     let paths = json!({
+        "/": page("The dashboard.", "text/html"),
+        "/dashboard.js": page("The dashboard's script.", "text/javascript"),
+        "/dashboard.css": page("The dashboard's style.", "text/css"),
         "/healthz": {"get": {
             "summary": "The process is up.", "security": [],
             "responses": {"200": json_response("Up.", json!({"type": "object"}))},
@@ -341,6 +394,13 @@ pub fn document_with_example(user: Option<&str>) -> Value {
                 },
                 "required": ["drift", "scaling"],
             })), &[400, 401, 503]),
+        }},
+        "/v1/timeline": {"get": {
+            "summary": "The dashboard's series: per segment resonance and size, per forecaster error, per window in at most `points` buckets; the latest personas on a plane.",
+            "parameters": [{"name": "points", "in": "query", "required": false,
+                "schema": {"type": "integer", "minimum": 1, "maximum": crate::timeline::MAX_POINTS,
+                    "default": crate::timeline::DEFAULT_POINTS}}],
+            "responses": responses((200, "The series.", timeline), &[400, 401, 503]),
         }},
         "/v1/tables": {"get": {
             "summary": "The tables, their columns, and whether this run has them.",

@@ -24,6 +24,7 @@
 //! assert!(store.user("u2").is_none());
 //! ```
 
+use crate::timeline::{Timeline, TimelineSeries, DEFAULT_TIMELINE_WINDOWS};
 use crate::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{TimestampMillisecondType, UInt32Type};
@@ -54,6 +55,38 @@ pub const USER_TABLES: [(Table, &str); 6] = [
     (Table::SocketProfiles, "socket_profile"),
     (Table::Forecasts, "forecast"),
 ];
+
+/// Every table the store reads: the user tables, the store-wide ones, and forecast errors
+/// (for the dashboard's sums only).
+pub const STORE_TABLES: [Table; 11] = [
+    Table::Profiles,
+    Table::Resonance,
+    Table::PersonaAssignments,
+    Table::Policies,
+    Table::SocketProfiles,
+    Table::Forecasts,
+    Table::SegmentProfiles,
+    Table::Personas,
+    Table::Drift,
+    Table::Scaling,
+    Table::ForecastErrors,
+];
+
+/// The columns of `table` the store reads: all but of forecast errors, of which only what
+/// the dashboard's sums need.
+fn store_columns(table: Table) -> Vec<String> {
+    match table {
+        Table::ForecastErrors => ["window_end", "forecaster", "abs_error_requests"]
+            .map(String::from)
+            .to_vec(),
+        _ => table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect(),
+    }
+}
 
 /// The store's options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +178,7 @@ pub struct PersonaStore {
     config: StoreConfig,
     shards: Vec<RwLock<HashMap<Box<str>, UserEntry>>>,
     global: RwLock<Global>,
+    timeline: RwLock<Timeline>,
     latest_window: AtomicI64,
     rows: AtomicU64,
 }
@@ -197,6 +231,7 @@ impl PersonaStore {
                 .collect(),
             config,
             global: RwLock::new(Global::default()),
+            timeline: RwLock::new(Timeline::new(DEFAULT_TIMELINE_WINDOWS)),
             latest_window: AtomicI64::new(i64::MIN),
             rows: AtomicU64::new(0),
         }
@@ -242,9 +277,10 @@ impl PersonaStore {
     }
 
     /// Applies a batch of `table`'s rows (as its sink writes them). Tables the store does not
-    /// keep (features, forecast errors, shaping feedback, rejects) are ignored.
+    /// keep (features, shaping feedback, rejects) are ignored; of forecast errors, only the
+    /// dashboard's sums are kept.
     pub fn apply(&self, table: Table, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
+        if batch.num_rows() == 0 || !STORE_TABLES.contains(&table) {
             return Ok(());
         }
         let windows = timestamps(batch, "window_end")?;
@@ -253,6 +289,10 @@ impl PersonaStore {
         }
         self.rows
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.timeline
+            .write()
+            .expect("not poisoned")
+            .apply(table, batch)?;
         if let Some(part) = USER_TABLES.iter().position(|(t, _)| *t == table) {
             return self.apply_users(table, part, batch, &windows);
         }
@@ -457,6 +497,11 @@ impl PersonaStore {
         (pick(&g.drift), pick(&g.scaling))
     }
 
+    /// The dashboard's series, each cut into at most `points` points.
+    pub fn timeline(&self, points: usize) -> TimelineSeries {
+        self.timeline.read().expect("not poisoned").series(points)
+    }
+
     /// Loads a run's outputs: every table the store keeps, file by file. A table whose files
     /// lack a column the store needs (an output of an older version) is skipped whole, and
     /// said so in the warnings returned; any other error fails the load.
@@ -466,18 +511,13 @@ impl PersonaStore {
         mut progress: impl FnMut(Table, u64),
     ) -> Result<Vec<String>> {
         let mut warnings = Vec::new();
-        for table in Table::ALL {
-            let kept = USER_TABLES.iter().any(|(t, _)| *t == table)
-                || matches!(
-                    table,
-                    Table::SegmentProfiles | Table::Personas | Table::Drift | Table::Scaling
-                );
+        for table in STORE_TABLES {
             let tdir = dir.join(table.name());
-            if !kept || !tdir.is_dir() {
+            if !tdir.is_dir() {
                 continue;
             }
-            let schema = table.schema();
-            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let columns = store_columns(table);
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
             let files = parquet_files(&tdir)?;
             if let Some(w) = missing_columns(&files, &names)? {
                 warnings.push(format!("{}: not loaded: {w}", table.name()));
@@ -501,6 +541,8 @@ impl PersonaStore {
                     });
                 }
             }
+            // A restarted job replays windows loaded here: the dashboard's sums are complete.
+            self.timeline.write().expect("not poisoned").seal(table);
             progress(table, rows);
         }
         Ok(warnings)
@@ -566,14 +608,14 @@ fn view(user: &str, window_end: i64, parts: &[Option<&str>]) -> String {
     s
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
+pub(crate) fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     batch
         .column_by_name(name)
         .map(|c| c.as_ref())
         .ok_or_else(|| Error::column(name, "missing"))
 }
 
-fn timestamps(batch: &RecordBatch, name: &str) -> Result<Vec<i64>> {
+pub(crate) fn timestamps(batch: &RecordBatch, name: &str) -> Result<Vec<i64>> {
     let c = column(batch, name)?
         .as_primitive_opt::<TimestampMillisecondType>()
         .ok_or_else(|| Error::column(name, "not a millisecond timestamp"))?;
