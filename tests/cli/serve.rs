@@ -1099,3 +1099,125 @@ fn the_dashboard_draws_the_runs_series_and_looks_a_user_up_in_chromium() {
     eprintln!("dashboard screenshot: {}", screenshot.display());
     drop(server);
 }
+
+/// The README's "Serve" section as written: every `curl` line of its shell blocks (but the
+/// token example's, whose server binds another address) and its Python blocks (pyarrow off
+/// the socket, DuckDB on the downloaded file), run against a server over a backfill, with
+/// only the address changed to the test server's. curl gets `--fail-with-body`, so an
+/// answer other than 2xx fails the test.
+#[test]
+fn the_readmes_serve_examples_work_as_written() {
+    let Some(python) = std::env::var_os("PERSONAFLOW_PYTHON") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "PERSONAFLOW_PYTHON must be set in CI"
+        );
+        eprintln!("skipped: set PERSONAFLOW_PYTHON (scripts/test.sh does)");
+        return;
+    };
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Serve\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Serve section");
+    // Fenced blocks: (language, body).
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    for line in section.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(lang)) => open = Some((lang.to_string(), String::new())),
+            (Some(_), Some(_)) => blocks.push(open.take().unwrap()),
+            (Some((_, body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    // Shell commands, continuation lines joined; the `curl` ones, but those that need the
+    // token example's server.
+    let mut curls = Vec::new();
+    for (lang, body) in &blocks {
+        if lang != "sh" || body.contains("--token-file") {
+            continue;
+        }
+        let mut command = String::new();
+        for line in body.lines() {
+            command.push_str(line.trim_end_matches('\\'));
+            if line.ends_with('\\') {
+                continue;
+            }
+            if command.trim_start().starts_with("curl ") {
+                curls.push(command.clone());
+            }
+            command.clear();
+        }
+    }
+    let pythons: Vec<&String> = blocks
+        .iter()
+        .filter(|(l, _)| l == "python")
+        .map(|(_, b)| b)
+        .collect();
+    assert!(curls.len() >= 10, "{curls:#?}");
+    assert_eq!(pythons.len(), 2);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    simulate(&sim, 30, 1.0, 3, &[]).ok();
+    let out = tmp.path().join("out");
+    let mut cmd = personaflow();
+    backfill_cmd(
+        cmd.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
+            .env("PERSONAFLOW__FORECASTER__KIND", "persistence"),
+        &sim.join("events"),
+        &out,
+        &[],
+    );
+    run_cmd(&mut cmd).ok();
+    let server = start(&["--outputs", out.to_str().unwrap()]);
+    for user in ["u000002", "u000003"] {
+        let (st, body) = http(&server.addr, "GET", &format!("/v1/users/{user}"), None, "");
+        assert_eq!(st, 200, "the examples' users are in the run: {body}");
+    }
+    let here = |s: &str| {
+        s.replace("localhost:8080", &server.addr)
+            .replace("127.0.0.1:8080", &server.addr)
+    };
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for c in &curls {
+        let c = here(c).replacen("curl -s", "curl -sS --fail-with-body", 1);
+        let r = std::process::Command::new("bash")
+            .args(["-c", &c])
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(
+            r.status.success(),
+            "{c}\n{}\n{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+    assert!(
+        work.join("resonance.parquet").is_file(),
+        "the download example wrote its file"
+    );
+    for p in pythons {
+        let r = std::process::Command::new(&python)
+            .args(["-c", &here(p)])
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(
+            r.status.success(),
+            "{p}\n{}\n{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(!r.stdout.is_empty(), "{p} printed nothing");
+    }
+    drop(server);
+}
