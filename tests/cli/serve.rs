@@ -1164,18 +1164,7 @@ fn the_readmes_serve_examples_work_as_written() {
     assert_eq!(pythons.len(), 2);
 
     let tmp = tempfile::tempdir().unwrap();
-    let sim = tmp.path().join("sim");
-    simulate(&sim, 30, 1.0, 3, &[]).ok();
-    let out = tmp.path().join("out");
-    let mut cmd = personaflow();
-    backfill_cmd(
-        cmd.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
-            .env("PERSONAFLOW__FORECASTER__KIND", "persistence"),
-        &sim.join("events"),
-        &out,
-        &[],
-    );
-    run_cmd(&mut cmd).ok();
+    let out = backfilled_model_free(tmp.path(), 30, 1.0, 3);
     let server = start(&["--outputs", out.to_str().unwrap()]);
     for user in ["u000002", "u000003"] {
         let (st, body) = http(&server.addr, "GET", &format!("/v1/users/{user}"), None, "");

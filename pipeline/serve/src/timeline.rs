@@ -370,56 +370,18 @@ impl Timeline {
                     .collect(),
             }
         };
-        let segment_sizes = {
-            let chunks = chunks(&self.sizes, bucket(self.sizes.len()));
-            Series {
-                window_end: chunks
-                    .iter()
-                    .map(|c| c.last().expect("a window").0)
-                    .collect(),
-                series: names(&self.sizes)
-                    .iter()
-                    .map(|name| NamedValues {
-                        name: name.to_string(),
-                        // Mean over the bucket's windows; a window without the segment counts 0.
-                        values: chunks
-                            .iter()
-                            .map(|c| {
-                                let sum: u64 = c.iter().filter_map(|(_, m)| m.get(*name)).sum();
-                                ratio(sum as f64, c.len() as u64)
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            }
-        };
-        let forecast_error = {
-            let chunks = chunks(&self.errors, bucket(self.errors.len()));
-            Series {
-                window_end: chunks
-                    .iter()
-                    .map(|c| c.last().expect("a window").0)
-                    .collect(),
-                series: names(&self.errors)
-                    .iter()
-                    .map(|name| NamedValues {
-                        name: name.to_string(),
-                        values: chunks
-                            .iter()
-                            .map(|c| {
-                                let (sum, rows) = c
-                                    .iter()
-                                    .filter_map(|(_, m)| m.get(*name))
-                                    .fold((0.0, 0), |(a, n), s| {
-                                        (a + s.abs_error_requests, n + s.rows)
-                                    });
-                                ratio(sum, rows)
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            }
-        };
+        // Mean over the bucket's windows; a window without the segment counts 0.
+        let segment_sizes = named_series(&self.sizes, points, |c, name| {
+            let sum: u64 = c.iter().filter_map(|(_, m)| m.get(name)).sum();
+            ratio(sum as f64, c.len() as u64)
+        });
+        let forecast_error = named_series(&self.errors, points, |c, name| {
+            let (sum, rows) = c
+                .iter()
+                .filter_map(|(_, m)| m.get(name))
+                .fold((0.0, 0), |(a, n), s| (a + s.abs_error_requests, n + s.rows));
+            ratio(sum, rows)
+        });
         let personas: Vec<&MapPersona> = self.personas.1.values().collect();
         let centroids: Vec<Vec<f64>> = personas
             .iter()
@@ -485,6 +447,29 @@ type Window<'a, V> = (i64, &'a BTreeMap<Box<str>, V>);
 fn chunks<V>(map: &BTreeMap<i64, BTreeMap<Box<str>, V>>, size: usize) -> Vec<Vec<Window<'_, V>>> {
     let all: Vec<Window<'_, V>> = map.iter().map(|(w, m)| (*w, m)).collect();
     all.chunks(size.max(1)).map(|c| c.to_vec()).collect()
+}
+
+/// One series per name of `map`, each point `value` of a bucket of at most
+/// `ceil(windows / points)` consecutive windows.
+fn named_series<V>(
+    map: &BTreeMap<i64, BTreeMap<Box<str>, V>>,
+    points: usize,
+    value: impl Fn(&[Window<'_, V>], &str) -> Option<f64>,
+) -> Series {
+    let chunks = chunks(map, map.len().div_ceil(points.max(1)).max(1));
+    Series {
+        window_end: chunks
+            .iter()
+            .map(|c| c.last().expect("a window").0)
+            .collect(),
+        series: names(map)
+            .iter()
+            .map(|name| NamedValues {
+                name: name.to_string(),
+                values: chunks.iter().map(|c| value(c, name)).collect(),
+            })
+            .collect(),
+    }
 }
 
 fn ratio(sum: f64, n: u64) -> Option<f64> {
