@@ -1,0 +1,379 @@
+//! One window's decoded features expanded into events whose window features reproduce them.
+//!
+//! The decoder gives a feature vector per window (see
+//! [`personaflow_operators::window::features::FEATURES`], in the pipeline's units); this module
+//! inverts the features one family at a time:
+//!
+//! - **events** `n = round(e^log_events - 1)` (none: an inactive window);
+//! - **times**: evenly spaced over `session_span × window length`, at an offset drawn within
+//!   the window (so `mean_gap` follows from the span; the decoder's own `mean_gap` is not used,
+//!   being the span's over `n - 1`);
+//! - **bytes**: totals from `bytes_in_rate` and `bytes_out_rate` over the window, split evenly
+//!   (so `bytes_per_event` follows);
+//! - **latency**: one event at the maximum, the others at the value that gives the mean;
+//! - **errors**: `round(error_rate × n)` events with status 500, the rest 200;
+//! - **sessions**: `round(e^sessions - 1)` session ids (at least 1, at most `n`), in turn;
+//! - **actions and categories**: counts per mix bucket by largest remainder, each bucket's
+//!   events named with a name that hashes to it ([`bucket_names`]).
+//!
+//! Re-aggregated through the real window features, the events reproduce the input within
+//! rounding: counts exactly when the input came from whole counts, rates and latencies to the
+//! byte and microsecond (the test states each tolerance).
+//!
+//! ```
+//! use personaflow_operators::window::features::{window_features, WindowAgg, NUM_FEATURES};
+//! use personaflow_operators::WindowSpec;
+//! use personaflow_synth::expand::{expand_window, Names, Persona};
+//! use rand::SeedableRng;
+//! let spec = WindowSpec::default();
+//! let mut x = [0f32; NUM_FEATURES];
+//! x[0] = (1.0f32 + 12.0).ln(); // 12 events
+//! x[11] = 1.0; // every action in bucket 0
+//! let names = Names::new();
+//! let who = Persona { user: "s1", ..Persona::default() };
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+//! let events = expand_window(&x, 7, &spec, &who, &names, &mut rng);
+//! assert_eq!(events.len(), 12);
+//! let mut agg = WindowAgg::empty();
+//! events.iter().for_each(|e| agg.add(e));
+//! assert_eq!(agg.events, 12);
+//! assert_eq!(window_features(&agg, 7, &spec)[11], 1.0);
+//! ```
+
+use personaflow_operators::window::features::{
+    mix_bucket, ACTION_MIX_START, CATEGORY_MIX_START, MIX_BUCKETS,
+};
+use personaflow_operators::{Event, WindowSpec};
+use rand::Rng;
+
+/// Events one window may hold at most (a decoded `log_events` beyond it is clamped).
+pub const MAX_EVENTS_PER_WINDOW: u64 = 100_000;
+/// Status of an event counted as an error.
+pub const ERROR_STATUS_CODE: i32 = 500;
+/// Status of the other events.
+pub const OK_STATUS_CODE: i32 = 200;
+
+/// Who the events are of: the user and their context.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Persona<'a> {
+    /// The synthetic user's id.
+    pub user: &'a str,
+    /// Device class.
+    pub device: Option<&'a str>,
+    /// Operating system.
+    pub os: Option<&'a str>,
+    /// Country code.
+    pub country: Option<&'a str>,
+    /// Segment, for an authenticated user (unauthenticated users' events carry none).
+    pub segment: Option<&'a str>,
+}
+
+/// An action name and a category name for each mix bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// `actions[b]` hashes to bucket `b`.
+    pub actions: [String; MIX_BUCKETS],
+    /// `categories[b]` hashes to bucket `b`.
+    pub categories: [String; MIX_BUCKETS],
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names::new()
+    }
+}
+
+impl Names {
+    /// `synth_action_<b>` and `synth_category_<b>`, suffixed until each hashes to its bucket.
+    pub fn new() -> Self {
+        Names {
+            actions: bucket_names("synth_action"),
+            categories: bucket_names("synth_category"),
+        }
+    }
+}
+
+/// A name `<prefix>_<b>[_<k>]` for each bucket `b` that hashes to `b` (the first `k` that
+/// does).
+///
+/// ```
+/// use personaflow_operators::window::features::mix_bucket;
+/// let names = personaflow_synth::expand::bucket_names("page");
+/// for (b, n) in names.iter().enumerate() {
+///     assert_eq!(mix_bucket(n), b);
+/// }
+/// ```
+pub fn bucket_names(prefix: &str) -> [String; MIX_BUCKETS] {
+    std::array::from_fn(|b| {
+        let first = format!("{prefix}_{b}");
+        if mix_bucket(&first) == b {
+            return first;
+        }
+        (0u32..)
+            .map(|k| format!("{prefix}_{b}_{k}"))
+            .find(|n| mix_bucket(n) == b)
+            .expect("some suffix hashes to every bucket")
+    })
+}
+
+/// Splits `total` into counts proportional to `shares` (negative shares count as 0; all zero:
+/// everything in the first bucket) by largest remainder, so the counts sum to `total`.
+///
+/// ```
+/// use personaflow_synth::expand::apportion;
+/// assert_eq!(apportion(&[0.5, 0.25, 0.25], 4), vec![2, 1, 1]);
+/// assert_eq!(apportion(&[0.34, 0.33, 0.33], 2), vec![1, 1, 0]);
+/// assert_eq!(apportion(&[0.0, 0.0], 3), vec![3, 0]);
+/// ```
+pub fn apportion(shares: &[f32], total: u64) -> Vec<u64> {
+    let clean: Vec<f64> = shares
+        .iter()
+        .map(|s| {
+            if s.is_finite() {
+                f64::from(*s).max(0.0)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let sum: f64 = clean.iter().sum();
+    if sum <= 0.0 {
+        let mut out = vec![0; shares.len()];
+        if let Some(first) = out.first_mut() {
+            *first = total;
+        }
+        return out;
+    }
+    let exact: Vec<f64> = clean.iter().map(|s| s / sum * total as f64).collect();
+    let mut out: Vec<u64> = exact.iter().map(|e| e.floor() as u64).collect();
+    let mut left = total - out.iter().sum::<u64>().min(total);
+    // Largest remainders first; ties to the lower bucket.
+    let mut order: Vec<usize> = (0..exact.len()).collect();
+    order.sort_by(|a, b| {
+        let (ra, rb) = (exact[*a] - exact[*a].floor(), exact[*b] - exact[*b].floor());
+        rb.total_cmp(&ra).then(a.cmp(b))
+    });
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        out[i] += 1;
+        left -= 1;
+    }
+    out
+}
+
+/// `e^v - 1`, at least 0 (non-finite: 0).
+fn expm1_pos(v: f32) -> f64 {
+    let v = f64::from(v);
+    if v.is_finite() {
+        v.exp_m1().max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// The events of window `window` whose features are `x` (at least the base features; see the
+/// module's documentation for how each is inverted). `rng` places the span in the window.
+pub fn expand_window(
+    x: &[f32],
+    window: u64,
+    spec: &WindowSpec,
+    who: &Persona<'_>,
+    names: &Names,
+    rng: &mut impl Rng,
+) -> Vec<Event> {
+    let n = (expm1_pos(x[0]).round() as u64).min(MAX_EVENTS_PER_WINDOW);
+    if n == 0 {
+        return Vec::new();
+    }
+    let len_ms = spec.len_ms();
+    let secs = spec.len_secs();
+    // Times: n events evenly over the span, the span placed at random in the window.
+    let span = ((f64::from(x[7]).clamp(0.0, 1.0) * len_ms as f64).round() as i64).min(len_ms - 1);
+    let span = if n == 1 { 0 } else { span };
+    let offset = rng.random_range(0..=(len_ms - 1 - span));
+    let start = spec.start_ms(window) + offset;
+    let time = |i: u64| {
+        if n == 1 {
+            start
+        } else {
+            start + (span as f64 * i as f64 / (n - 1) as f64).round() as i64
+        }
+    };
+    // Bytes: window totals, split evenly (the remainder to the first events).
+    let total_in = (expm1_pos(x[2]) * secs).round() as u64;
+    let total_out = (expm1_pos(x[3]) * secs).round() as u64;
+    let share = |total: u64, i: u64| total / n + u64::from(i < total % n);
+    // Latency: microseconds, one event at the maximum, the rest at what gives the mean.
+    let has_latency = x[4] > 0.0 || x[5] > 0.0;
+    let max_us = (expm1_pos(x[5]) * 1000.0).round();
+    let mean_us = (expm1_pos(x[4]) * 1000.0).round().min(max_us);
+    let rest_us = if n > 1 {
+        ((mean_us * n as f64 - max_us) / (n - 1) as f64).clamp(0.0, max_us)
+    } else {
+        max_us
+    };
+    let errors = ((f64::from(x[6]).clamp(0.0, 1.0) * n as f64).round() as u64).min(n);
+    let sessions = (expm1_pos(x[9]).round() as u64).clamp(1, n);
+    let actions = apportion(&x[ACTION_MIX_START..ACTION_MIX_START + MIX_BUCKETS], n);
+    let categories = apportion(&x[CATEGORY_MIX_START..CATEGORY_MIX_START + MIX_BUCKETS], n);
+    let bucket_of = |counts: &[u64], i: u64| {
+        let mut acc = 0;
+        for (b, c) in counts.iter().enumerate() {
+            acc += c;
+            if i < acc {
+                return b;
+            }
+        }
+        counts.len() - 1
+    };
+    (0..n)
+        .map(|i| Event {
+            ts_ms: time(i),
+            user_id: who.user.to_string(),
+            session_id: Some(format!("{}-s{}", who.user, i % sessions)),
+            authenticated: who.segment.is_some(),
+            segment: who.segment.map(str::to_string),
+            action: names.actions[bucket_of(&actions, i)].clone(),
+            category: Some(names.categories[bucket_of(&categories, i)].clone()),
+            bytes_in: Some(share(total_in, i)),
+            bytes_out: Some(share(total_out, i)),
+            latency_ms: has_latency.then(|| if i == 0 { max_us } else { rest_us } / 1000.0),
+            status: Some(if i < errors {
+                ERROR_STATUS_CODE
+            } else {
+                OK_STATUS_CODE
+            }),
+            device: who.device.map(str::to_string),
+            os: who.os.map(str::to_string),
+            country: who.country.map(str::to_string),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use personaflow_operators::window::features::{
+        window_features, WindowAgg, FEATURES, NUM_BASE_FEATURES, NUM_FEATURES,
+    };
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// A random window of real-looking events (the kind of window the decoder was trained
+    /// on), as its aggregate.
+    fn random_window(rng: &mut ChaCha8Rng, window: u64, spec: &WindowSpec) -> WindowAgg {
+        let n = rng.random_range(1..200u64);
+        let actions = bucket_names("a");
+        let categories = bucket_names("c");
+        let sessions = rng.random_range(1..=n.min(10));
+        let with_latency = rng.random_bool(0.8);
+        let mut agg = WindowAgg::empty();
+        for i in 0..n {
+            let mut e = Event::new(
+                spec.start_ms(window) + rng.random_range(0..spec.len_ms()),
+                "u",
+                actions[rng.random_range(0..3usize) * 2].clone(),
+            );
+            e.category = Some(categories[rng.random_range(0..4usize)].clone());
+            e.bytes_in = Some(rng.random_range(0..200_000));
+            e.bytes_out = Some(rng.random_range(0..5_000));
+            e.latency_ms = with_latency.then(|| rng.random_range(1.0..900.0));
+            e.status = Some(if rng.random_bool(0.1) { 503 } else { 200 });
+            e.session_id = Some(format!("s{}", i % sessions));
+            agg.add(&e);
+        }
+        agg
+    }
+
+    /// What re-aggregation must reproduce, feature by feature: (index, absolute tolerance).
+    /// Counts and shares of whole counts come back exactly (to f32 rounding); bytes to the
+    /// byte per window; latency to the microsecond; the span to a millisecond, and the mean
+    /// gap with it.
+    fn tolerance(i: usize, spec: &WindowSpec) -> f32 {
+        match FEATURES[i].name {
+            "bytes_in_rate" | "bytes_out_rate" | "bytes_per_event" => 1e-3,
+            "latency_mean" | "latency_max" => 2e-3,
+            "session_span" => 2.0 / spec.len_ms() as f32,
+            "mean_gap" => 2e-3,
+            _ => 1e-5,
+        }
+    }
+
+    #[test]
+    fn re_aggregated_events_reproduce_the_features_of_every_window() {
+        let spec = WindowSpec::default();
+        let names = Names::new();
+        let who = Persona {
+            user: "synthetic-1",
+            device: Some("mobile"),
+            ..Persona::default()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        for window in 1_000..1_400u64 {
+            let agg = random_window(&mut rng, window, &spec);
+            let mut x = [0f32; NUM_FEATURES];
+            x[..NUM_BASE_FEATURES].copy_from_slice(&window_features(&agg, window, &spec));
+            let events = expand_window(&x, window, &spec, &who, &names, &mut rng);
+            let mut back = WindowAgg::empty();
+            for e in &events {
+                assert_eq!(spec.index(e.ts_ms), Some(window), "inside the window");
+                back.add(e);
+            }
+            let y = window_features(&back, window, &spec);
+            for i in 0..NUM_BASE_FEATURES {
+                assert!(
+                    (x[i] - y[i]).abs() <= tolerance(i, &spec),
+                    "window {window}: {} was {} and came back {}",
+                    FEATURES[i].name,
+                    x[i],
+                    y[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn implausible_decoded_values_are_clamped_not_trusted() {
+        let spec = WindowSpec::default();
+        let mut x = [0f32; NUM_FEATURES];
+        x[0] = 40.0; // e^40 events
+        x[6] = 3.0; // an error rate over 1
+        x[7] = -1.0; // a negative span
+        x[9] = 50.0; // more sessions than events
+        x[11] = f32::NAN;
+        x[4] = 9.0; // a mean latency over the max
+        x[5] = 2.0;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let events = expand_window(&x, 0, &spec, &Persona::default(), &Names::new(), &mut rng);
+        assert_eq!(events.len() as u64, MAX_EVENTS_PER_WINDOW);
+        assert!(events.iter().all(|e| e.status == Some(ERROR_STATUS_CODE)));
+        assert!(events.iter().all(|e| e.ts_ms == events[0].ts_ms));
+        let max = events
+            .iter()
+            .filter_map(|e| e.latency_ms)
+            .fold(0.0, f64::max);
+        assert!(events.iter().all(|e| e.latency_ms.unwrap() <= max));
+        // Nothing below zero events.
+        x[0] = -3.0;
+        assert!(
+            expand_window(&x, 0, &spec, &Persona::default(), &Names::new(), &mut rng).is_empty()
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_events() {
+        let spec = WindowSpec::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let agg = random_window(&mut rng, 3, &spec);
+        let mut x = [0f32; NUM_FEATURES];
+        x[..NUM_BASE_FEATURES].copy_from_slice(&window_features(&agg, 3, &spec));
+        let run = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            expand_window(&x, 3, &spec, &Persona::default(), &Names::new(), &mut rng)
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+}
