@@ -54,8 +54,8 @@ use serde::Serialize;
 
 pub use drift::{DriftKind, DriftSpec};
 pub use output::{
-    simulate_to_dir, SimulationSummary, DRIFTS_FILE, EVENTS_DIR, INCIDENTS_FILE, TRUTH_DIR,
-    USERS_FILE,
+    prepare_events_dir, simulate_to_dir, PartitionedWriter, SimulationSummary, DRIFTS_FILE,
+    EVENTS_DIR, INCIDENTS_FILE, TRUTH_DIR, USERS_FILE,
 };
 
 use profiles::PROFILES;

@@ -154,7 +154,7 @@ fn drift_records(config: &SimulationConfig) -> Vec<DriftRecord> {
 }
 
 /// Makes sure `events_dir` exists and is empty (removing it first when `overwrite`).
-fn prepare_events_dir(events_dir: &Path, overwrite: bool) -> Result<()> {
+pub fn prepare_events_dir(events_dir: &Path, overwrite: bool) -> Result<()> {
     if events_dir.exists() {
         if !events_dir.is_dir() {
             return Err(Error::output(events_dir, OutputErrorKind::NotADirectory));
@@ -250,7 +250,10 @@ struct OpenPart {
 
 /// Appends time-ordered events to `date=YYYY-MM-DD/part-NNNNN.parquet` files, starting a new
 /// part when one is full and a new directory when the day changes.
-struct PartitionedWriter {
+/// Writes events, appended in time order, as `ROOT/date=YYYY-MM-DD/part-NNNNN.parquet` (the
+/// layout of a simulation's `events/`): each file written under a temporary name and renamed
+/// when complete. Used by the simulator and by the synthetic-user generator.
+pub struct PartitionedWriter {
     root: PathBuf,
     props: WriterProperties,
     rows_per_file: usize,
@@ -270,18 +273,24 @@ impl std::fmt::Debug for PartitionedWriter {
 
 impl PartitionedWriter {
     fn new(root: PathBuf, config: &SimulationConfig) -> Self {
+        PartitionedWriter::with_sizes(root, config.rows_per_file, config.row_group_rows)
+    }
+
+    /// A writer under `root` with at most `rows_per_file` rows per file and
+    /// `row_group_rows` per row group.
+    pub fn with_sizes(root: PathBuf, rows_per_file: usize, row_group_rows: usize) -> Self {
         PartitionedWriter {
             root,
-            props: writer_properties(config.row_group_rows),
-            rows_per_file: config.rows_per_file.max(1),
-            row_group_rows: config.row_group_rows.max(1),
+            props: writer_properties(row_group_rows),
+            rows_per_file: rows_per_file.max(1),
+            row_group_rows: row_group_rows.max(1),
             open: None,
             files: Vec::new(),
         }
     }
 
     /// Appends events sorted by time (and later than everything appended before).
-    fn append(&mut self, events: &[Event]) -> Result<()> {
+    pub fn append(&mut self, events: &[Event]) -> Result<()> {
         let mut rest = events;
         while let Some(first) = rest.first() {
             let day = first.ts_ms.div_euclid(DAY_MS);
@@ -357,13 +366,13 @@ impl PartitionedWriter {
     }
 
     /// Completes the last part and returns every file written, in order.
-    fn finish(mut self) -> Result<Vec<PathBuf>> {
+    pub fn finish(mut self) -> Result<Vec<PathBuf>> {
         self.close()?;
         Ok(self.files)
     }
 
     /// Drops the open part's temporary file after an error (best effort).
-    fn abort(&mut self) {
+    pub fn abort(&mut self) {
         if let Some(open) = self.open.take() {
             drop(open.writer);
             // Best effort: the error that made us abort is what the caller reports.

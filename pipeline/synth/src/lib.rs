@@ -6,14 +6,18 @@
 //!   seeds (seeded, deterministic), sampled for latent points of a population.
 //! - [`expand`]: one window's decoded features (the decoder's output, in the pipeline's
 //!   units) expanded into events whose window features reproduce them.
+//! - [`population`]: the populations (a segment's, a persona's, or all of them in their
+//!   observed shares) read from a backfill's profiles: latent points and contexts.
+//! - [`generate`]: users planned (a mixture per population, latent points, an optional
+//!   shift), decoded in batches, expanded and written like a simulation, with their truth.
 //!
-//! Not built yet: the `personaflow synth` command (populations from a backfill's profiles,
-//! decoding through `personaflow_models::decoder::VaeDecoder`, Hive-partitioned output and
-//! `truth/users.parquet`), the shift along a drift, `evaluate synthetic`, the load driver and
-//! the speed bench.
+//! Not built yet: shifting along a detected drift by its id, volume following the forecast,
+//! `evaluate synthetic`, the load driver and the speed bench.
 
 pub mod error;
 pub mod expand;
+pub mod generate;
 pub mod gmm;
+pub mod population;
 
 pub use error::{Error, Result};

@@ -1,0 +1,550 @@
+//! Synthetic users, planned and written: a mixture fitted per population
+//! ([`crate::gmm`]), latent points sampled from it, decoded in batches into feature
+//! sequences, and each sequence expanded window by window into events ([`crate::expand`]),
+//! written in time order in the layout of a simulation:
+//!
+//! ```text
+//! OUT/events/date=YYYY-MM-DD/part-00000.parquet   rows sorted by time within and across files
+//! OUT/truth/users.parquet                         user_id, population, segment, authenticated,
+//!                                                 device, os, country, latent
+//! ```
+//!
+//! A decoded sequence covers the decoder's `L` windows; a longer duration repeats it (window
+//! `k` of the run is step `k mod L` of the user's sequence). Everything is seeded: the same
+//! populations, options and decoder give the same files.
+
+use crate::expand::{expand_window, Names, Persona};
+use crate::gmm::{DiagGmm, FitOptions};
+use crate::population::{Context, Population};
+use crate::{Error, Result};
+use arrow_array::builder::{Float32Builder, ListBuilder};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use personaflow_io::tables::read::parquet_files;
+use personaflow_operators::window::features::NUM_FEATURES;
+use personaflow_operators::{Event, WindowSpec};
+use personaflow_sim::{
+    prepare_events_dir, PartitionedWriter, DEFAULT_ROWS_PER_FILE, DEFAULT_ROW_GROUP_ROWS,
+    EVENTS_DIR, TRUTH_DIR, USERS_FILE,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Latent points decoded per batch by default.
+pub const DEFAULT_DECODE_BATCH: usize = 1_024;
+
+/// Turns latent points into feature sequences: `z` is `[batch, D]`, the answer
+/// `[batch, L, F]` with `F` = [`NUM_FEATURES`].
+pub trait Decoder {
+    /// `L`: windows per decoded sequence.
+    fn sequence_len(&self) -> usize;
+    /// Decodes `batch` latent points.
+    fn decode(&mut self, batch: usize, z: &[f32]) -> Result<Vec<f32>>;
+}
+
+impl Decoder for personaflow_models::decoder::VaeDecoder {
+    fn sequence_len(&self) -> usize {
+        self.info().sequence_len
+    }
+
+    fn decode(&mut self, batch: usize, z: &[f32]) -> Result<Vec<f32>> {
+        Ok(personaflow_models::decoder::VaeDecoder::decode(
+            self, batch, z,
+        )?)
+    }
+}
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynthOptions {
+    /// Synthetic users.
+    pub users: usize,
+    /// Start of the generated period (ms; rounded down to its window).
+    pub start_ms: i64,
+    /// Length of the generated period (ms).
+    pub duration_ms: i64,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// The windows the decoder's features describe.
+    pub spec: WindowSpec,
+    /// Mixture components per population at most.
+    pub components: usize,
+    /// Latent points per decoder call.
+    pub decode_batch: usize,
+    /// Added to every sampled latent point (a drift's direction times a magnitude).
+    pub shift: Option<Vec<f32>>,
+}
+
+/// One synthetic user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyntheticUser {
+    /// `syn0000000`, ...
+    pub user_id: String,
+    /// The population it was drawn from.
+    pub population: String,
+    /// The segment its events carry (an authenticated user), if any.
+    pub segment: Option<String>,
+    /// Device, OS, country.
+    pub context: Context,
+    /// Its latent point (shifted, if a shift was asked for).
+    pub latent: Vec<f32>,
+}
+
+/// Fits each population's mixture and draws `options.users` users: a population in
+/// proportion to its user-windows, a latent point from its mixture (plus the shift), a
+/// context from its users'.
+pub fn plan(populations: &[Population], options: &SynthOptions) -> Result<Vec<SyntheticUser>> {
+    if populations.is_empty() {
+        return Err(Error::Input("no population to draw from".into()));
+    }
+    let mixtures = populations
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            DiagGmm::fit(
+                &p.points,
+                &FitOptions {
+                    components: options.components,
+                    seed: options.seed.wrapping_add(i as u64),
+                    ..FitOptions::default()
+                },
+            )
+            .map_err(|e| Error::Input(format!("population {}: {e}", p.name)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(shift) = &options.shift {
+        let d = mixtures[0].dims();
+        if shift.len() != d {
+            return Err(Error::Input(format!(
+                "the shift has {} dimensions, the latent space {d}",
+                shift.len()
+            )));
+        }
+    }
+    let total: u64 = populations.iter().map(|p| p.user_windows).sum();
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    Ok((0..options.users)
+        .map(|k| {
+            let mut u = rng.random_range(0..total.max(1));
+            let mut i = populations.len() - 1;
+            for (j, p) in populations.iter().enumerate() {
+                if u < p.user_windows {
+                    i = j;
+                    break;
+                }
+                u -= p.user_windows;
+            }
+            let mut latent = mixtures[i].sample(&mut rng);
+            if let Some(shift) = &options.shift {
+                latent.iter_mut().zip(shift).for_each(|(z, s)| *z += s);
+            }
+            SyntheticUser {
+                user_id: format!("syn{k:07}"),
+                population: populations[i].name.clone(),
+                segment: populations[i].segment.clone(),
+                context: populations[i].draw_context(&mut rng),
+                latent,
+            }
+        })
+        .collect())
+}
+
+/// What [`generate`] wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynthSummary {
+    /// Users.
+    pub users: usize,
+    /// Events written.
+    pub events: u64,
+    /// Windows generated.
+    pub windows: u64,
+    /// The event files.
+    pub event_files: Vec<PathBuf>,
+    /// The truth file.
+    pub users_file: PathBuf,
+}
+
+/// Decodes `users`' latent points and writes their events and truth under `out` (an
+/// existing non-empty `out/events` only with `overwrite`). `progress` is told the windows
+/// done and the events written so far.
+pub fn generate(
+    users: &[SyntheticUser],
+    decoder: &mut dyn Decoder,
+    options: &SynthOptions,
+    out: &Path,
+    overwrite: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<SynthSummary> {
+    let l = decoder.sequence_len().max(1);
+    let width = l * NUM_FEATURES;
+    // Decoded sequences, user by user.
+    let mut sequences: Vec<f32> = Vec::with_capacity(users.len() * width);
+    for chunk in users.chunks(options.decode_batch.max(1)) {
+        let z: Vec<f32> = chunk
+            .iter()
+            .flat_map(|u| u.latent.iter().copied())
+            .collect();
+        let decoded = decoder.decode(chunk.len(), &z)?;
+        if decoded.len() != chunk.len() * width {
+            return Err(Error::Input(format!(
+                "the decoder gave {} values for {} points of {l} x {NUM_FEATURES}",
+                decoded.len(),
+                chunk.len()
+            )));
+        }
+        sequences.extend(decoded);
+    }
+    let events_dir = out.join(EVENTS_DIR);
+    prepare_events_dir(&events_dir, overwrite)?;
+    let mut writer =
+        PartitionedWriter::with_sizes(events_dir, DEFAULT_ROWS_PER_FILE, DEFAULT_ROW_GROUP_ROWS);
+    let spec = options.spec;
+    let first = spec
+        .index(options.start_ms)
+        .ok_or_else(|| Error::Input(format!("start {} is before 1970", options.start_ms)))?;
+    let windows = (options.duration_ms.max(0) as u64).div_ceil(spec.len_ms() as u64);
+    let names = Names::new();
+    // One generator per user, so a user's events do not depend on the others'.
+    let mut rngs: Vec<ChaCha8Rng> = (0..users.len())
+        .map(|k| {
+            ChaCha8Rng::seed_from_u64(options.seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        })
+        .collect();
+    let mut events_written = 0u64;
+    let mut batch: Vec<Event> = Vec::new();
+    for k in 0..windows {
+        let window = first + k;
+        let step = (k % l as u64) as usize;
+        batch.clear();
+        for (u, (user, rng)) in users.iter().zip(rngs.iter_mut()).enumerate() {
+            let at = u * width + step * NUM_FEATURES;
+            let x = &sequences[at..at + NUM_FEATURES];
+            let who = Persona {
+                user: &user.user_id,
+                device: user.context.0.as_deref(),
+                os: user.context.1.as_deref(),
+                country: user.context.2.as_deref(),
+                segment: user.segment.as_deref(),
+            };
+            batch.extend(expand_window(x, window, &spec, &who, &names, rng));
+        }
+        batch.sort_by_key(|e| e.ts_ms);
+        if let Err(e) = writer.append(&batch) {
+            writer.abort();
+            return Err(e.into());
+        }
+        events_written += batch.len() as u64;
+        progress(k + 1, events_written);
+    }
+    let event_files = writer.finish()?;
+    let truth = out.join(TRUTH_DIR);
+    std::fs::create_dir_all(&truth).map_err(|e| personaflow_io::Error::io(&truth, e))?;
+    let users_file = truth.join(USERS_FILE);
+    write_truth(&users_file, users)?;
+    Ok(SynthSummary {
+        users: users.len(),
+        events: events_written,
+        windows,
+        event_files,
+        users_file,
+    })
+}
+
+/// The truth of the synthetic users, written under a temporary name and renamed.
+fn write_truth(path: &Path, users: &[SyntheticUser]) -> Result<()> {
+    let strings = |f: &dyn Fn(&SyntheticUser) -> Option<&str>| -> ArrayRef {
+        Arc::new(users.iter().map(f).collect::<StringArray>())
+    };
+    let mut latent = ListBuilder::new(Float32Builder::new());
+    for u in users {
+        latent.values().append_slice(&u.latent);
+        latent.append(true);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("population", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, true),
+        Field::new("authenticated", DataType::Boolean, false),
+        Field::new("device", DataType::Utf8, true),
+        Field::new("os", DataType::Utf8, true),
+        Field::new("country", DataType::Utf8, true),
+        Field::new(
+            "latent",
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
+            false,
+        ),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            strings(&|u| Some(u.user_id.as_str())),
+            strings(&|u| Some(u.population.as_str())),
+            strings(&|u| u.segment.as_deref()),
+            Arc::new(
+                users
+                    .iter()
+                    .map(|u| Some(u.segment.is_some()))
+                    .collect::<BooleanArray>(),
+            ),
+            strings(&|u| u.context.0.as_deref()),
+            strings(&|u| u.context.1.as_deref()),
+            strings(&|u| u.context.2.as_deref()),
+            Arc::new(latent.finish()),
+        ],
+    )
+    .map_err(|e| Error::Input(format!("the truth's columns: {e}")))?;
+    let temp = path.with_file_name(".users.parquet.tmp");
+    let file = std::fs::File::create(&temp).map_err(|e| personaflow_io::Error::io(&temp, e))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, None)
+        .map_err(|e| personaflow_io::Error::parquet(&temp, e))?;
+    w.write(&batch)
+        .map_err(|e| personaflow_io::Error::parquet(&temp, e))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| personaflow_io::Error::parquet(&temp, e))?;
+    file.sync_all()
+        .map_err(|e| personaflow_io::Error::io(&temp, e))?;
+    std::fs::rename(&temp, path).map_err(|e| personaflow_io::Error::io(path, e))?;
+    Ok(())
+}
+
+/// The event files under `out` (for tests and the summary).
+pub fn event_files(out: &Path) -> Result<Vec<PathBuf>> {
+    Ok(parquet_files(&out.join(EVENTS_DIR))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use personaflow_operators::window::features::{window_features, WindowAgg, NUM_BASE_FEATURES};
+    use std::collections::{BTreeMap, HashMap};
+
+    /// A decoder of 2-d latent points into consistent feature windows: every window of a
+    /// sequence has `round(4 |z0|) + step % 3` events, all actions in bucket `step % 8`,
+    /// latencies and bytes from `z1`. Counts `decode` calls and points.
+    struct Fake {
+        calls: usize,
+        points: usize,
+    }
+
+    const L: usize = 4;
+
+    fn fake_window(z: &[f32], step: usize) -> [f32; NUM_FEATURES] {
+        let spec = WindowSpec::default();
+        let n = (4.0 * z[0].abs()).round() as u64 + (step % 3) as u64;
+        let mut agg = WindowAgg::empty();
+        for i in 0..n {
+            let mut e = Event::new(
+                60_000 + i as i64 * 1_000,
+                "u",
+                crate::expand::bucket_names("x")[step % 8].clone(),
+            );
+            e.bytes_in = Some((1_000.0 * z[1].abs()) as u64 + i);
+            e.latency_ms = Some(10.0 + f64::from(z[1].abs()));
+            e.status = Some(200);
+            e.session_id = Some("s".into());
+            agg.add(&e);
+        }
+        let mut x = [0f32; NUM_FEATURES];
+        x[..NUM_BASE_FEATURES].copy_from_slice(&window_features(&agg, 1, &spec));
+        x
+    }
+
+    impl Decoder for Fake {
+        fn sequence_len(&self) -> usize {
+            L
+        }
+        fn decode(&mut self, batch: usize, z: &[f32]) -> Result<Vec<f32>> {
+            self.calls += 1;
+            self.points += batch;
+            Ok(z.chunks(2)
+                .flat_map(|z| (0..L).flat_map(move |s| fake_window(z, s)))
+                .collect())
+        }
+    }
+
+    fn population(name: &str, centre: f32, n: usize, segment: Option<&str>) -> Population {
+        let mut rng = ChaCha8Rng::seed_from_u64(centre.to_bits().into());
+        Population {
+            name: name.into(),
+            segment: segment.map(str::to_string),
+            user_windows: n as u64,
+            points: (0..n)
+                .map(|_| {
+                    vec![
+                        centre + rng.random::<f32>() * 0.1,
+                        2.0 + rng.random::<f32>(),
+                    ]
+                })
+                .collect(),
+            contexts: BTreeMap::from([
+                ((Some("tv".into()), None, Some("US".into())), 3),
+                ((Some("mobile".into()), Some("ios".into()), None), 1),
+            ]),
+        }
+    }
+
+    fn options(users: usize, seed: u64) -> SynthOptions {
+        SynthOptions {
+            users,
+            start_ms: 1_767_571_200_000,
+            duration_ms: 10 * 60_000,
+            seed,
+            spec: WindowSpec::default(),
+            components: 2,
+            decode_batch: 7,
+            shift: None,
+        }
+    }
+
+    fn read_events(out: &Path) -> Vec<(i64, String, String, Option<u64>)> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{TimestampMillisecondType, UInt64Type};
+        use arrow_array::Array;
+        let mut rows = Vec::new();
+        for f in event_files(out).unwrap() {
+            personaflow_io::tables::read::for_each_batch(
+                &f,
+                &["ts", "user_id", "action", "bytes_in"],
+                |b| {
+                    let ts = b.column(0).as_primitive::<TimestampMillisecondType>();
+                    let user = b.column(1).as_string::<i32>();
+                    let action = b.column(2).as_string::<i32>();
+                    let bytes = b.column(3).as_primitive::<UInt64Type>();
+                    for i in 0..b.num_rows() {
+                        rows.push((
+                            ts.value(i),
+                            user.value(i).to_string(),
+                            action.value(i).to_string(),
+                            bytes.is_valid(i).then(|| bytes.value(i)),
+                        ));
+                    }
+                },
+            )
+            .unwrap();
+        }
+        rows
+    }
+
+    #[test]
+    fn the_same_seed_writes_the_same_users_and_events() {
+        let pops = vec![
+            population("gamer", 1.0, 200, Some("gamer")),
+            population("unknown", 3.0, 100, None),
+        ];
+        let run = |seed: u64| {
+            let dir = tempfile::tempdir().unwrap();
+            let users = plan(&pops, &options(30, seed)).unwrap();
+            let mut d = Fake {
+                calls: 0,
+                points: 0,
+            };
+            let s = generate(
+                &users,
+                &mut d,
+                &options(30, seed),
+                dir.path(),
+                false,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            assert_eq!((d.calls, d.points), (5, 30), "batches of 7");
+            (users, s.events, read_events(dir.path()))
+        };
+        let (a, b) = (run(4), run(4));
+        assert_eq!(a, b);
+        assert_ne!(a.2, run(5).2);
+        // Sorted by time across files; every event inside the period.
+        let times: Vec<i64> = a.2.iter().map(|r| r.0).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
+        let o = options(30, 4);
+        assert!(times
+            .iter()
+            .all(|t| (o.start_ms..o.start_ms + o.duration_ms).contains(t)));
+        // Populations drawn in their shares (200 : 100), contexts from theirs.
+        let gamers = a.0.iter().filter(|u| u.population == "gamer").count();
+        assert!((12..=28).contains(&gamers), "{gamers}");
+        assert!(a
+            .0
+            .iter()
+            .all(|u| u.segment.as_deref() == (u.population == "gamer").then_some("gamer")));
+        assert!(a.0.iter().all(|u| u.context.0.is_some()));
+    }
+
+    #[test]
+    fn each_users_windows_re_aggregate_to_its_decoded_sequence() {
+        let pops = vec![population("p", 2.0, 300, None)];
+        let o = options(12, 9);
+        let users = plan(&pops, &o).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Fake {
+            calls: 0,
+            points: 0,
+        };
+        generate(&users, &mut d, &o, dir.path(), false, &mut |_, _| {}).unwrap();
+        let spec = o.spec;
+        let first = spec.index(o.start_ms).unwrap();
+        let mut aggs: HashMap<(String, u64), WindowAgg> = HashMap::new();
+        for (ts, user, action, bytes) in read_events(dir.path()) {
+            let mut e = Event::new(ts, user.clone(), action);
+            e.bytes_in = bytes;
+            aggs.entry((user, spec.index(ts).unwrap()))
+                .or_insert_with(WindowAgg::empty)
+                .add(&e);
+        }
+        for u in &users {
+            for k in 0..10u64 {
+                let want = fake_window(&u.latent, (k % L as u64) as usize);
+                let got = aggs
+                    .get(&(u.user_id.clone(), first + k))
+                    .map(|a| window_features(a, first + k, &spec));
+                let n = got.map_or(0.0, |g| g[0]);
+                assert!(
+                    (n - want[0]).abs() < 1e-5,
+                    "{} window {k}: events",
+                    u.user_id
+                );
+                if let Some(g) = got {
+                    for i in 11..19 {
+                        assert!((g[i] - want[i]).abs() < 1e-5, "action mix {i}");
+                    }
+                    assert!((g[2] - want[2]).abs() < 1e-3, "bytes in");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_shift_moves_every_latent_point_by_the_shift() {
+        let pops = vec![population("p", 1.0, 300, None)];
+        let plain = plan(&pops, &options(500, 2)).unwrap();
+        let shift = vec![0.75f32, -2.0];
+        let shifted = plan(
+            &pops,
+            &SynthOptions {
+                shift: Some(shift.clone()),
+                ..options(500, 2)
+            },
+        )
+        .unwrap();
+        for (a, b) in plain.iter().zip(&shifted) {
+            for ((x, y), s) in a.latent.iter().zip(&b.latent).zip(&shift) {
+                assert!((y - x - s).abs() < 1e-5);
+            }
+        }
+        let mean = |us: &[SyntheticUser], d: usize| {
+            us.iter().map(|u| f64::from(u.latent[d])).sum::<f64>() / us.len() as f64
+        };
+        for (d, s) in shift.iter().enumerate() {
+            let moved = mean(&shifted, d) - mean(&plain, d);
+            assert!((moved - f64::from(*s)).abs() < 1e-4, "{moved}");
+        }
+        let bad = SynthOptions {
+            shift: Some(vec![1.0]),
+            ..options(5, 2)
+        };
+        assert!(plan(&pops, &bad).is_err());
+    }
+}
