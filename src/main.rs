@@ -12,6 +12,7 @@ mod produce;
 mod run;
 mod serve;
 mod simulate;
+mod synth;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -54,6 +55,8 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Serve a run's outputs over HTTP: per-user lookups, segments, personas, drift.
     Serve(serve::ServeArgs),
+    /// Synthetic users from a backfill's latent space, written as event files.
+    Synth(synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Produce(a) => produce::cmd_produce(a, quiet),
         Command::Policy(a) => policy::cmd_policy(a, quiet),
         Command::Serve(a) => serve::cmd_serve(a, quiet),
+        Command::Synth(a) => synth::cmd_synth(a, quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

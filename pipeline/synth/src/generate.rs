@@ -9,9 +9,11 @@
 //!                                                 device, os, country, latent
 //! ```
 //!
-//! A decoded sequence covers the decoder's `L` windows; a longer duration repeats it (window
-//! `k` of the run is step `k mod L` of the user's sequence). Everything is seeded: the same
-//! populations, options and decoder give the same files.
+//! A decoded sequence is the user's last `L` *active* windows (the encoder's input skips
+//! windows without events): each synthetic user is active in a window with the probability
+//! drawn from its population's users ([`Population::activity`]), and its active windows step
+//! through its sequence in turn (the `j`-th active window is step `j mod L`). Everything is
+//! seeded: the same populations, options and decoder give the same files.
 
 use crate::expand::{expand_window, Names, Persona};
 use crate::gmm::{DiagGmm, FitOptions};
@@ -90,6 +92,8 @@ pub struct SyntheticUser {
     pub context: Context,
     /// Its latent point (shifted, if a shift was asked for).
     pub latent: Vec<f32>,
+    /// The share of windows it is active in (drawn from its population's users).
+    pub activity: f32,
 }
 
 /// Fits each population's mixture and draws `options.users` users: a population in
@@ -145,6 +149,7 @@ pub fn plan(populations: &[Population], options: &SynthOptions) -> Result<Vec<Sy
                 population: populations[i].name.clone(),
                 segment: populations[i].segment.clone(),
                 context: populations[i].draw_context(&mut rng),
+                activity: populations[i].draw_activity(&mut rng),
                 latent,
             }
         })
@@ -214,11 +219,17 @@ pub fn generate(
         .collect();
     let mut events_written = 0u64;
     let mut batch: Vec<Event> = Vec::new();
+    // Each user's active windows so far: the next step of its sequence.
+    let mut steps = vec![0usize; users.len()];
     for k in 0..windows {
         let window = first + k;
-        let step = (k % l as u64) as usize;
         batch.clear();
         for (u, (user, rng)) in users.iter().zip(rngs.iter_mut()).enumerate() {
+            if !rng.random_bool(f64::from(user.activity.clamp(0.0, 1.0))) {
+                continue;
+            }
+            let step = steps[u] % l;
+            steps[u] += 1;
             let at = u * width + step * NUM_FEATURES;
             let x = &sequences[at..at + NUM_FEATURES];
             let who = Persona {
@@ -383,6 +394,7 @@ mod tests {
                 ((Some("tv".into()), None, Some("US".into())), 3),
                 ((Some("mobile".into()), Some("ios".into()), None), 1),
             ]),
+            activity: vec![1.0],
         }
     }
 

@@ -14,7 +14,7 @@ use personaflow_io::tables::read::{for_each_batch, parquet_files};
 use personaflow_io::tables::Table;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 /// Latent points a population keeps at most for the fit (a seeded uniform sample of its
@@ -53,9 +53,20 @@ pub struct Population {
     pub points: Vec<Vec<f32>>,
     /// Contexts and how many user-windows had each.
     pub contexts: BTreeMap<Context, u64>,
+    /// Each of its users' share of the run's windows in which they were active (a user
+    /// is active in few windows: synthetic users keep the real ones' pace).
+    pub activity: Vec<f32>,
 }
 
 impl Population {
+    /// A user's activity (share of windows with events), drawn from the population's users.
+    pub fn draw_activity(&self, rng: &mut impl Rng) -> f32 {
+        if self.activity.is_empty() {
+            return 1.0;
+        }
+        self.activity[rng.random_range(0..self.activity.len())]
+    }
+
     /// A context drawn in proportion to how often it was seen.
     pub fn draw_context(&self, rng: &mut impl Rng) -> Context {
         let total: u64 = self.contexts.values().sum();
@@ -73,10 +84,16 @@ impl Population {
     }
 }
 
-/// Reads the populations of `selection` from the backfill output `dir`; `seed` picks the
-/// fit's sample of a large population. Fails, naming what is missing, when the profiles are
-/// not the latent encoder's or the selection matches nothing.
-pub fn read_populations(dir: &Path, selection: &Selection, seed: u64) -> Result<Vec<Population>> {
+/// Reads the populations of `selection` from the backfill output `dir`, whose run had
+/// `run_windows` windows (for the users' activity); `seed` picks the fit's sample of a large
+/// population. Fails, naming what is missing, when the profiles are not the latent encoder's
+/// or the selection matches nothing.
+pub fn read_populations(
+    dir: &Path,
+    selection: &Selection,
+    run_windows: u64,
+    seed: u64,
+) -> Result<Vec<Population>> {
     let profiles = dir.join(Table::Profiles.name());
     let files = parquet_files(&profiles)?;
     if files.is_empty() {
@@ -91,6 +108,8 @@ pub fn read_populations(dir: &Path, selection: &Selection, seed: u64) -> Result<
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut pops: BTreeMap<String, Population> = BTreeMap::new();
+    // (population, user) -> active windows.
+    let mut active: HashMap<(String, String), u64> = HashMap::new();
     let columns = [
         "window_end",
         "user_id",
@@ -105,9 +124,15 @@ pub fn read_populations(dir: &Path, selection: &Selection, seed: u64) -> Result<
     for path in &files {
         for_each_batch(path, &columns, |b| {
             if failed.is_none() {
-                if let Err(e) =
-                    add_batch(b, selection, persona_windows.as_ref(), &mut pops, &mut rng)
-                {
+                let persona_windows = persona_windows.as_ref();
+                if let Err(e) = add_batch(
+                    b,
+                    selection,
+                    persona_windows,
+                    &mut pops,
+                    &mut active,
+                    &mut rng,
+                ) {
                     failed = Some(Error::Input(format!("{}: {e}", path.display())));
                 }
             }
@@ -121,6 +146,14 @@ pub fn read_populations(dir: &Path, selection: &Selection, seed: u64) -> Result<
             "{}: no user-window matches {selection:?}",
             profiles.display()
         )));
+    }
+    let mut active: Vec<((String, String), u64)> = active.into_iter().collect();
+    active.sort();
+    for ((pop, _), n) in active {
+        if let Some(p) = pops.get_mut(&pop) {
+            p.activity
+                .push((n as f32 / run_windows.max(1) as f32).min(1.0));
+        }
     }
     Ok(pops.into_values().collect())
 }
@@ -157,6 +190,7 @@ fn add_batch(
     selection: &Selection,
     persona_windows: Option<&HashSet<(String, i64)>>,
     pops: &mut BTreeMap<String, Population>,
+    active: &mut HashMap<(String, String), u64>,
     rng: &mut ChaCha8Rng,
 ) -> std::result::Result<(), String> {
     let strings = |i: usize, name: &str| {
@@ -222,8 +256,12 @@ fn add_batch(
             user_windows: 0,
             points: Vec::new(),
             contexts: BTreeMap::new(),
+            activity: Vec::new(),
         });
         pop.user_windows += 1;
+        *active
+            .entry((pop.name.clone(), users.value(i).to_string()))
+            .or_default() += 1;
         *pop.contexts
             .entry((opt(devices, i), opt(oses, i), opt(countries, i)))
             .or_default() += 1;
@@ -238,4 +276,169 @@ fn add_batch(
         }
     }
     Ok(())
+}
+
+/// A detected drift, as the shift along it needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftShift {
+    /// `segment` or `persona`.
+    pub scope: String,
+    /// The segment or persona id.
+    pub scope_id: String,
+    /// When it began (ms).
+    pub onset_window_end: i64,
+    /// When it was detected (ms).
+    pub detected_window_end: i64,
+    /// The scope's mean latent point over the baseline (the windows before the onset).
+    pub baseline: Vec<f32>,
+    /// The scope's mean latent point from the onset to the detection.
+    pub current: Vec<f32>,
+    /// User-windows in the baseline and in the current mean.
+    pub points: (u64, u64),
+}
+
+impl DriftShift {
+    /// `current - baseline`: the observed shift (K = 1).
+    pub fn direction(&self) -> Vec<f32> {
+        self.current
+            .iter()
+            .zip(&self.baseline)
+            .map(|(c, b)| c - b)
+            .collect()
+    }
+}
+
+/// The drift `id` of the backfill output `dir` (`latest`, or `SCOPE:ID` such as
+/// `segment:gamer` or `persona:3` for that scope's latest drift) and its direction in latent
+/// space: the scope's mean latent point from the onset to the detection minus its mean over
+/// the `baseline_ms` before the onset (the drift detector's baseline).
+pub fn drift_shift(dir: &Path, id: &str, baseline_ms: i64) -> Result<DriftShift> {
+    let tdir = dir.join(Table::Drift.name());
+    let mut drifts: Vec<(i64, String, String, i64)> = Vec::new();
+    for path in parquet_files(&tdir)? {
+        for_each_batch(
+            &path,
+            &["window_end", "scope", "scope_id", "onset_window_end"],
+            |b| {
+                let (Some(w), Some(s), Some(i), Some(o)) = (
+                    b.column(0).as_primitive_opt::<TimestampMillisecondType>(),
+                    b.column(1).as_string_opt::<i32>(),
+                    b.column(2).as_string_opt::<i32>(),
+                    b.column(3).as_primitive_opt::<TimestampMillisecondType>(),
+                ) else {
+                    return;
+                };
+                for r in 0..b.num_rows() {
+                    drifts.push((
+                        w.value(r),
+                        s.value(r).to_string(),
+                        i.value(r).to_string(),
+                        o.value(r),
+                    ));
+                }
+            },
+        )?;
+    }
+    drifts.sort();
+    let picked = if id == "latest" {
+        drifts.last()
+    } else {
+        let (scope, scope_id) = id.split_once(':').ok_or_else(|| {
+            Error::Input(format!(
+                "drift {id:?}: expected `latest` or SCOPE:ID (e.g. segment:gamer, persona:3)"
+            ))
+        })?;
+        drifts
+            .iter()
+            .rev()
+            .find(|d| d.1 == scope && d.2 == scope_id)
+    };
+    let Some((detected, scope, scope_id, onset)) = picked.cloned() else {
+        let known: Vec<String> = drifts.iter().map(|d| format!("{}:{}", d.1, d.2)).collect();
+        return Err(Error::Input(format!(
+            "{}: no drift {id:?} (detected: {})",
+            tdir.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    let persona_windows = match scope.as_str() {
+        "persona" => Some(persona_user_windows(
+            dir,
+            scope_id
+                .parse()
+                .map_err(|_| Error::Input(format!("persona id {scope_id:?} is not a number")))?,
+        )?),
+        "segment" => None,
+        other => return Err(Error::Input(format!("drift scope {other:?} is not known"))),
+    };
+    // Sums of the scope's latent points over the baseline and the current range.
+    let mut sums: [(Vec<f64>, u64); 2] = [(Vec::new(), 0), (Vec::new(), 0)];
+    for path in parquet_files(&dir.join(Table::Profiles.name()))? {
+        for_each_batch(
+            &path,
+            &["window_end", "user_id", "segment", "embedding"],
+            |b| {
+                let (Some(w), Some(u), Some(s), Some(e)) = (
+                    b.column(0).as_primitive_opt::<TimestampMillisecondType>(),
+                    b.column(1).as_string_opt::<i32>(),
+                    b.column(2).as_string_opt::<i32>(),
+                    b.column(3).as_list_opt::<i32>(),
+                ) else {
+                    return;
+                };
+                for r in 0..b.num_rows() {
+                    let t = w.value(r);
+                    let range = if (onset - baseline_ms..onset).contains(&t) {
+                        0
+                    } else if (onset..=detected).contains(&t) {
+                        1
+                    } else {
+                        continue;
+                    };
+                    let member = match &persona_windows {
+                        Some(pw) => pw.contains(&(u.value(r).to_string(), t)),
+                        None => s.is_valid(r) && s.value(r) == scope_id,
+                    };
+                    if !member {
+                        continue;
+                    }
+                    let point = e.value(r);
+                    let Some(point) = point.as_primitive_opt::<Float32Type>() else {
+                        continue;
+                    };
+                    let (sum, n) = &mut sums[range];
+                    if sum.is_empty() {
+                        sum.resize(point.len(), 0.0);
+                    }
+                    if sum.len() == point.len() {
+                        for (a, v) in sum.iter_mut().zip(point.values()) {
+                            *a += f64::from(*v);
+                        }
+                        *n += 1;
+                    }
+                }
+            },
+        )?;
+    }
+    let mean = |(sum, n): &(Vec<f64>, u64), what: &str| -> Result<Vec<f32>> {
+        if *n == 0 {
+            return Err(Error::Input(format!(
+                "drift {scope}:{scope_id}: no profiles of the scope {what}"
+            )));
+        }
+        Ok(sum.iter().map(|s| (s / *n as f64) as f32).collect())
+    };
+    Ok(DriftShift {
+        baseline: mean(&sums[0], "in the baseline before its onset")?,
+        current: mean(&sums[1], "between its onset and its detection")?,
+        points: (sums[0].1, sums[1].1),
+        scope,
+        scope_id,
+        onset_window_end: onset,
+        detected_window_end: detected,
+    })
 }

@@ -1,0 +1,200 @@
+//! `personaflow synth`: synthetic users from a backfill's latent space (issue 20, in
+//! progress: files only; the load driver, `--volume forecast` and `evaluate synthetic` are
+//! not built yet).
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use personaflow_dataflow::config::{parse_duration_ms, Config};
+use personaflow_models::decoder::{VaeDecoder, DECODER_FILE};
+use personaflow_operators::WindowSpec;
+use personaflow_synth::generate::{generate, plan, SynthOptions, DEFAULT_DECODE_BATCH};
+use personaflow_synth::gmm::DEFAULT_COMPONENTS;
+use personaflow_synth::population::{drift_shift, read_populations, Selection};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("population").args(["segment", "persona", "mix"])))]
+pub(crate) struct SynthArgs {
+    /// A backfill's output directory (its profiles, run.json, and drift for a shift).
+    #[arg(long)]
+    profiles: PathBuf,
+    /// Imitate one segment's users (their known segment: authenticated users).
+    #[arg(long)]
+    segment: Option<String>,
+    /// Imitate one persona's users.
+    #[arg(long)]
+    persona: Option<u32>,
+    /// `observed`: every segment (and users without one) in its observed share [default].
+    #[arg(long, value_parser = ["observed"])]
+    mix: Option<String>,
+    /// Synthetic users.
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Length of the generated period ("30m", "1h", "1d" or milliseconds).
+    #[arg(long, default_value = "1h")]
+    duration: String,
+    /// Start of the period (RFC 3339 or epoch ms) [default: the profiles' last window end].
+    #[arg(long)]
+    start: Option<String>,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output directory (events/ and truth/ under it, like `simulate`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Move the sampled latent points along a detected drift: `latest`, or SCOPE:ID (e.g.
+    /// segment:gamer) for that scope's latest drift.
+    #[arg(long)]
+    shift_along_drift: Option<String>,
+    /// How far along the drift: 1 reproduces the observed shift, 2 extrapolates.
+    #[arg(long, default_value_t = 1.0, requires = "shift_along_drift")]
+    magnitude: f32,
+    /// Mixture components per population at most.
+    #[arg(long, default_value_t = DEFAULT_COMPONENTS)]
+    components: usize,
+    /// Replace an existing events directory.
+    #[arg(long)]
+    overwrite: bool,
+    /// Job configuration (TOML), for the models' directory and session options.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+/// The backfill's window length, baseline length, last window end and number of windows,
+/// from its run.json.
+fn run_facts(dir: &Path) -> Result<(i64, i64, i64, u64)> {
+    let path = dir.join("run.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (give --profiles a backfill's output directory)",
+            path.display()
+        )
+    })?;
+    let run: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let window = run["config"]["window"]["length"]
+        .as_str()
+        .map(parse_duration_ms)
+        .transpose()
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or(personaflow_operators::window::DEFAULT_WINDOW_MS);
+    let baseline = run["config"]["drift"]["baseline"].as_i64().unwrap_or(60);
+    let last = run["last_window_end"]
+        .as_str()
+        .map(parse_time)
+        .transpose()?
+        .with_context(|| format!("{}: no last_window_end (an empty run?)", path.display()))?;
+    let windows = run["windows"].as_u64().unwrap_or(1);
+    Ok((window, baseline * window, last, windows))
+}
+
+/// RFC 3339 or epoch milliseconds.
+fn parse_time(s: &str) -> Result<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    Ok(chrono::DateTime::parse_from_rfc3339(s)
+        .with_context(|| format!("{s:?}: expected RFC 3339 or epoch milliseconds"))?
+        .timestamp_millis())
+}
+
+/// `personaflow synth`.
+pub(crate) fn cmd_synth(a: SynthArgs, quiet: bool) -> Result<()> {
+    if a.users == 0 {
+        bail!("--users must be at least 1");
+    }
+    let duration_ms = parse_duration_ms(&a.duration)
+        .map_err(anyhow::Error::msg)
+        .context("invalid --duration")?;
+    let (window_ms, baseline_ms, last_window_end, run_windows) = run_facts(&a.profiles)?;
+    let spec = WindowSpec::try_new(window_ms)?;
+    let start_ms = match &a.start {
+        Some(s) => parse_time(s).context("invalid --start")?,
+        None => last_window_end,
+    };
+    let selection = match (&a.segment, a.persona) {
+        (Some(s), _) => Selection::Segment(s.clone()),
+        (None, Some(p)) => Selection::Persona(p),
+        _ => Selection::Observed,
+    };
+    let started = Instant::now();
+    let populations = read_populations(&a.profiles, &selection, run_windows, a.seed)
+        .with_context(|| format!("reading the populations of {}", a.profiles.display()))?;
+    let shift = match &a.shift_along_drift {
+        None => None,
+        Some(id) => {
+            let d = drift_shift(&a.profiles, id, baseline_ms)?;
+            if !quiet {
+                eprintln!(
+                    "synth: shifting along {}:{} (onset {}, detected {}; {} baseline and {} \
+                     current user-windows) x {}",
+                    d.scope,
+                    d.scope_id,
+                    d.onset_window_end,
+                    d.detected_window_end,
+                    d.points.0,
+                    d.points.1,
+                    a.magnitude
+                );
+            }
+            Some(d.direction().iter().map(|v| v * a.magnitude).collect())
+        }
+    };
+    let options = SynthOptions {
+        users: a.users,
+        start_ms,
+        duration_ms,
+        seed: a.seed,
+        spec,
+        components: a.components,
+        decode_batch: DEFAULT_DECODE_BATCH,
+        shift,
+    };
+    let users = plan(&populations, &options)?;
+    let config: Config = crate::common::load_config(a.config.as_deref(), None, None)?;
+    let path = config.models.resolved_dir().join(DECODER_FILE);
+    let mut decoder = VaeDecoder::open(&path, &config.models.session_options())
+        .with_context(|| format!("opening the decoder {}", path.display()))?;
+    let windows = (duration_ms.max(0) as u64).div_ceil(window_ms as u64);
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(windows);
+        b.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} windows {msg} ({eta})")
+                .expect("a valid template"),
+        );
+        b
+    };
+    let summary = generate(
+        &users,
+        &mut decoder,
+        &options,
+        &a.out,
+        a.overwrite,
+        &mut |done, events| {
+            bar.set_position(done);
+            bar.set_message(format!("{events} events"));
+        },
+    )?;
+    bar.finish_and_clear();
+    if !quiet {
+        let names: Vec<String> = populations
+            .iter()
+            .map(|p| format!("{} ({} user-windows)", p.name, p.user_windows))
+            .collect();
+        eprintln!(
+            "synth: {} users from {}, {} windows, {} events in {} files in {:.1}s -> {}",
+            summary.users,
+            names.join(", "),
+            summary.windows,
+            summary.events,
+            summary.event_files.len(),
+            started.elapsed().as_secs_f64(),
+            a.out.display()
+        );
+    }
+    Ok(())
+}
