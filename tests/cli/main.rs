@@ -12,6 +12,7 @@
 //! - `policy`: the policies, socket profiles and feedback a backfill writes, and `policy
 //!   render` applied in a network namespace with a real TCP flow through it;
 //! - `serve`: `personaflow serve` on a real port, its answers against the tables;
+//! - `synth`: `personaflow synth` on a backfill with the models, against the decoder;
 //! - `regression`: one test per defect found by trying the binary as a new user, named for it.
 
 mod basics;
@@ -26,4 +27,5 @@ mod serve;
 mod simulated;
 mod stream;
 mod support;
+mod synth;
 mod validation;

@@ -1,0 +1,247 @@
+//! `personaflow synth` on a backfill with the models: the same seed writes the same files;
+//! each synthetic user's events, re-aggregated, follow the decoder's output for its latent
+//! point (decoded again here); the shift along a detected drift moves every latent point by
+//! K times the drift's direction, recounted from the profiles.
+
+use crate::support::*;
+use personaflow_models::decoder::{VaeDecoder, DECODER_FILE};
+use personaflow_models::runtime::SessionOptions;
+use personaflow_operators::window::features::NUM_FEATURES;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A scenario with drift, backfilled with the models (few users per window suffice for
+/// personas and drift).
+fn backfilled(dir: &Path) -> PathBuf {
+    let sim = dir.join("sim");
+    simulate(&sim, 300, 0.5, 5, &["--drift", "gamer@5h:bytes=8"]).ok();
+    let out = dir.join("out");
+    let mut cmd = personaflow();
+    backfill_cmd(
+        cmd.env("PERSONAFLOW__PERSONAS__MIN_USERS", "5")
+            .env("PERSONAFLOW__DRIFT__MIN_POINTS", "4"),
+        &sim.join("events"),
+        &out,
+        &[],
+    );
+    run_cmd(&mut cmd).ok();
+    out
+}
+
+fn synth(profiles: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut cmd = personaflow();
+    cmd.arg("synth")
+        .arg("--profiles")
+        .arg(profiles)
+        .arg("--out")
+        .arg(out)
+        .args(["--users", "120", "--duration", "2h", "--seed", "11"])
+        .args(extra);
+    run_cmd(&mut cmd)
+}
+
+/// The files under `dir`, relative path to bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn latents(out: &Path) -> BTreeMap<String, Vec<f32>> {
+    let t = read_dir_table(&out.join("truth"));
+    (0..t.len())
+        .map(|r| {
+            let Value::List(items) = t.column("latent")[r] else {
+                panic!("latent is a list")
+            };
+            (
+                t.column("user_id")[r].str().to_string(),
+                items.iter().map(|v| v.float() as f32).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn synth_is_seeded_follows_the_decoder_and_shifts_along_a_drift() {
+    let tmp = tempfile::tempdir().unwrap();
+    let profiles = backfilled(tmp.path());
+
+    // The same seed, the same files.
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    synth(&profiles, &a, &[]).ok();
+    synth(&profiles, &b, &[]).ok();
+    let fa = files(&a);
+    assert!(
+        fa.keys().any(|k| k.starts_with("events/date=")),
+        "{:?}",
+        fa.keys()
+    );
+    assert!(fa.contains_key("truth/users.parquet"));
+    assert_eq!(fa, files(&b), "two runs with one seed wrote the same bytes");
+
+    // The truth: one row per user, from the profiles' populations.
+    let truth = read_dir_table(&a.join("truth"));
+    assert_eq!(truth.len(), 120);
+    let segments: std::collections::BTreeSet<String> = {
+        let p = output_table(&profiles, "profiles");
+        (0..p.len())
+            .filter_map(|r| p.column("segment")[r].opt_str().map(str::to_string))
+            .collect()
+    };
+    for r in 0..truth.len() {
+        let pop = truth.column("population")[r].str();
+        assert!(pop == "unknown" || segments.contains(pop), "{pop}");
+    }
+
+    // Each user's events, window by window, against the decoder's output for its point: the
+    // j-th window with events has the event count and bytes of the j-th decoded step with
+    // any events (steps cycling through the sequence).
+    let z = latents(&a);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/onnx")
+        .join(DECODER_FILE);
+    let mut decoder = VaeDecoder::open(&path, &SessionOptions::default()).unwrap();
+    let l = decoder.info().sequence_len;
+    let users: Vec<&String> = z.keys().collect();
+    let flat: Vec<f32> = users.iter().flat_map(|u| z[*u].clone()).collect();
+    let decoded = decoder.decode(users.len(), &flat).unwrap();
+    let events = read_dir_table(&a.join("events"));
+    // user -> window start -> (events, bytes in)
+    let mut windows: BTreeMap<String, BTreeMap<i64, (u64, u64)>> = BTreeMap::new();
+    for r in 0..events.len() {
+        let w = windows
+            .entry(events.column("user_id")[r].str().to_string())
+            .or_default()
+            .entry(events.column("ts")[r].int().div_euclid(60_000))
+            .or_default();
+        w.0 += 1;
+        w.1 += events.column("bytes_in")[r].int() as u64;
+    }
+    let mut checked = 0;
+    for (k, user) in users.iter().enumerate() {
+        let steps: Vec<(u64, u64)> = (0..l)
+            .map(|s| {
+                let x = &decoded[(k * l + s) * NUM_FEATURES..(k * l + s + 1) * NUM_FEATURES];
+                let n = (f64::from(x[0]).exp_m1().max(0.0).round() as u64).min(100_000);
+                let bytes = (f64::from(x[2]).exp_m1().max(0.0) * 60.0).round() as u64;
+                (n, bytes)
+            })
+            .collect();
+        let seen: Vec<(u64, u64)> = windows
+            .get(*user)
+            .map(|w| w.values().copied().collect())
+            .unwrap_or_default();
+        let active: Vec<(u64, u64)> = steps.iter().copied().filter(|s| s.0 > 0).collect();
+        if active.is_empty() {
+            assert!(
+                seen.is_empty(),
+                "{user}: events from a sequence without any"
+            );
+            continue;
+        }
+        // Steps with no events are skipped windows too, so the seen windows follow the active
+        // steps in turn from the first.
+        for (j, got) in seen.iter().enumerate() {
+            let want = active[j % active.len()];
+            assert_eq!(got.0, want.0, "{user}: events of active window {j}");
+            assert!(
+                got.1.abs_diff(want.1) <= 1,
+                "{user}: bytes in of active window {j}: {} vs {}",
+                got.1,
+                want.1
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 200, "{checked} user-windows checked");
+
+    // The shift along the latest iot_device drift, K = 2, against the direction recounted
+    // from the profiles: the segment's mean latent point from the onset to the detection
+    // minus its mean over the 60 windows (the drift baseline) before the onset.
+    let drift = output_table(&profiles, "drift");
+    let (detected, onset) = (0..drift.len())
+        .filter(|&r| {
+            drift.column("scope")[r].str() == "segment"
+                && drift.column("scope_id")[r].str() == "iot_device"
+        })
+        .map(|r| {
+            (
+                drift.column("window_end")[r].int(),
+                drift.column("onset_window_end")[r].int(),
+            )
+        })
+        .max()
+        .expect("the scenario's iot_device drift is detected");
+    let p = output_table(&profiles, "profiles");
+    let mut sums = [(vec![0f64; 0], 0u64), (vec![0f64; 0], 0u64)];
+    for r in 0..p.len() {
+        if p.column("segment")[r].opt_str() != Some("iot_device") {
+            continue;
+        }
+        let t = p.column("window_end")[r].int();
+        let i = if (onset - 60 * 60_000..onset).contains(&t) {
+            0
+        } else if (onset..=detected).contains(&t) {
+            1
+        } else {
+            continue;
+        };
+        let Value::List(e) = p.column("embedding")[r] else {
+            panic!("an embedding is a list")
+        };
+        let (s, n) = &mut sums[i];
+        s.resize(e.len(), 0.0);
+        for (a, v) in s.iter_mut().zip(e) {
+            *a += v.float();
+        }
+        *n += 1;
+    }
+    let direction: Vec<f64> = sums[1]
+        .0
+        .iter()
+        .zip(&sums[0].0)
+        .map(|(c, b)| c / sums[1].1 as f64 - b / sums[0].1 as f64)
+        .collect();
+    let (plain, shifted) = (tmp.path().join("plain"), tmp.path().join("shifted"));
+    let shift = ["--shift-along-drift", "segment:iot_device"];
+    synth(
+        &profiles,
+        &plain,
+        &[&shift[..], &["--magnitude", "0"]].concat(),
+    )
+    .ok();
+    synth(
+        &profiles,
+        &shifted,
+        &[&shift[..], &["--magnitude", "2"]].concat(),
+    )
+    .ok();
+    let (zp, zs) = (latents(&plain), latents(&shifted));
+    for (user, p) in &zp {
+        for ((a, b), d) in p.iter().zip(&zs[user]).zip(&direction) {
+            let moved = f64::from(b - a);
+            assert!((moved - 2.0 * d).abs() < 1e-3, "{user}: {moved} vs 2 x {d}");
+        }
+    }
+    // A drift that is not there is named with the ones that are.
+    let line = synth(
+        &profiles,
+        &tmp.path().join("none"),
+        &["--shift-along-drift", "segment:nobody"],
+    )
+    .fails_with_one_line();
+    assert!(line.contains("no drift \"segment:nobody\""), "{line}");
+    assert!(line.contains("segment:iot_device"), "{line}");
+}
