@@ -40,6 +40,35 @@ pub(crate) enum EvaluateCommand {
     /// on three and compare it with static, predictive and reactive allocation on the three
     /// held out, on a shared-bottleneck link simulator.
     Shaping(ShapingArgs),
+    /// Backfill real and synthetic scenarios (DIR/events, DIR/truth/users.parquet) the same
+    /// way and compare their window features: KS per feature, MMD, a real-vs-synthetic
+    /// classifier's AUC, and train-on-synthetic/test-on-real segment accuracy.
+    Synthetic(SyntheticArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SyntheticArgs {
+    /// The real scenario (`simulate`'s layout: events/ and truth/users.parquet with segments).
+    #[arg(long)]
+    real: PathBuf,
+    /// The synthetic scenario (`synth`'s output: truth with populations).
+    #[arg(long)]
+    synthetic: PathBuf,
+    /// User-windows of each side the metrics use at most (a seeded sample).
+    #[arg(long, default_value_t = personaflow_eval::synthetic::DEFAULT_MAX_ROWS)]
+    max_rows: usize,
+    /// Seed of the samples and folds.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Job configuration (TOML) of both backfills.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Keep the backfills' outputs here (real/ and synthetic/) instead of a temporary directory.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -209,6 +238,7 @@ pub(crate) fn cmd_evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
             print!("{}", report.to_table());
             write_json(a.json.as_deref(), &report)
         }
+        Some(EvaluateCommand::Synthetic(a)) => evaluate_synthetic(&a, quiet),
         None => {
             let (Some(scenario), Some(output)) = (args.scenario, args.output) else {
                 bail!("evaluate needs --scenario and --output, or one of scenarios, shaping, tcpd, nab");
@@ -220,4 +250,93 @@ pub(crate) fn cmd_evaluate(args: EvaluateArgs, quiet: bool) -> Result<()> {
             write_json(args.json.as_deref(), &report)
         }
     }
+}
+
+/// `evaluate synthetic`: both scenarios through the same backfill, then the metrics.
+fn evaluate_synthetic(a: &SyntheticArgs, quiet: bool) -> Result<()> {
+    use personaflow_dataflow::backfill::{self, Backfill};
+    use personaflow_eval::synthetic::{
+        fidelity, read_feature_rows, read_labels, GOAL_AUC, GOAL_TSTR_SHARE,
+    };
+    for (flag, dir) in [("--real", &a.real), ("--synthetic", &a.synthetic)] {
+        if !dir.join("events").is_dir() || !dir.join("truth").join("users.parquet").is_file() {
+            bail!(
+                "{flag} {}: expected a scenario directory with events/ and truth/users.parquet",
+                dir.display()
+            );
+        }
+    }
+    let config = load_config(a.config.as_deref(), None, None)?;
+    let report = in_work_dir(a.keep.as_deref(), |work| -> Result<_> {
+        let mut outputs = Vec::new();
+        for (name, dir) in [("real", &a.real), ("synthetic", &a.synthetic)] {
+            let output = work.join(name);
+            let job = Backfill {
+                inputs: vec![dir.join("events").display().to_string()],
+                output: output.clone(),
+                config: config.clone(),
+                overwrite: true,
+                interrupt: Some(crate::common::interrupt_flag()?),
+                observer: None,
+            };
+            let summary = backfill::run(&job, crate::common::progress(quiet))?;
+            if !quiet {
+                eprintln!(
+                    "evaluate synthetic: {name}: {} events backfilled",
+                    summary.events
+                );
+            }
+            outputs.push(output);
+        }
+        let real = read_feature_rows(&outputs[0])?;
+        let synthetic = read_feature_rows(&outputs[1])?;
+        let real_labels = read_labels(&a.real.join("truth").join("users.parquet"))?;
+        let synthetic_labels = read_labels(&a.synthetic.join("truth").join("users.parquet"))?;
+        Ok(fidelity(
+            &real,
+            &synthetic,
+            &real_labels,
+            &synthetic_labels,
+            a.max_rows,
+            a.seed,
+        ))
+    })??;
+    println!(
+        "user-windows compared: {} real, {} synthetic",
+        report.rows.0, report.rows.1
+    );
+    println!("KS per feature (0: same distribution, 1: disjoint):");
+    for (name, ks) in &report.ks {
+        println!("  {name:<18} {ks:.3}");
+    }
+    println!(
+        "MMD^2 (RBF, bandwidth {:.3}): {:.4}",
+        report.mmd_bandwidth, report.mmd2
+    );
+    println!(
+        "real-vs-synthetic classifier AUC: {:.3} (goal <= {GOAL_AUC}: {})",
+        report.discriminator_auc,
+        if report.auc_goal_met {
+            "met"
+        } else {
+            "not met"
+        }
+    );
+    println!(
+        "segments ({}): TSTR {:.3}, TRTR {:.3}, ratio {:.3} (goal >= {GOAL_TSTR_SHARE}: {})",
+        report.segments.join(", "),
+        report.tstr,
+        report.trtr,
+        if report.trtr > 0.0 {
+            report.tstr / report.trtr
+        } else {
+            0.0
+        },
+        if report.tstr_goal_met {
+            "met"
+        } else {
+            "not met"
+        }
+    );
+    write_json(a.json.as_deref(), &report)
 }

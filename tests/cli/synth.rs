@@ -245,3 +245,45 @@ fn synth_is_seeded_follows_the_decoder_and_shifts_along_a_drift() {
     assert!(line.contains("no drift \"segment:nobody\""), "{line}");
     assert!(line.contains("segment:iot_device"), "{line}");
 }
+
+/// `evaluate synthetic` of a scenario against an identical copy: every KS statistic 0, the
+/// MMD about 0, a classifier that cannot tell them apart (AUC about 0.5), and TSTR equal to
+/// TRTR; and its errors name the directory that is not a scenario.
+#[test]
+fn evaluate_synthetic_finds_a_copy_indistinguishable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    simulate(&a, 150, 0.2, 8, &[]).ok();
+    simulate(&b, 150, 0.2, 8, &[]).ok();
+    let json = tmp.path().join("fidelity.json");
+    let mut cmd = personaflow();
+    cmd.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
+        .env("PERSONAFLOW__FORECASTER__KIND", "persistence")
+        .args(["evaluate", "synthetic", "--max-rows", "1500", "--real"])
+        .arg(&a)
+        .arg("--synthetic")
+        .arg(&b)
+        .arg("--json")
+        .arg(&json);
+    let run = run_cmd(&mut cmd).ok();
+    assert!(run.stdout.contains("classifier AUC"), "{}", run.stdout);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for ks in r["ks"].as_array().unwrap() {
+        assert_eq!(ks[1].as_f64().unwrap(), 0.0, "{ks}");
+    }
+    assert!(r["mmd2"].as_f64().unwrap().abs() < 1e-3, "{}", r["mmd2"]);
+    let auc = r["discriminator_auc"].as_f64().unwrap();
+    assert!((auc - 0.5).abs() < 0.1, "{auc}");
+    assert_eq!(r["auc_goal_met"], true);
+    let (tstr, trtr) = (r["tstr"].as_f64().unwrap(), r["trtr"].as_f64().unwrap());
+    assert!(trtr > 0.3 && (tstr - trtr).abs() < 0.05, "{tstr} vs {trtr}");
+    assert_eq!(r["segments"].as_array().unwrap().len(), 5);
+
+    let mut cmd = personaflow();
+    cmd.args(["evaluate", "synthetic", "--real"])
+        .arg(&a)
+        .arg("--synthetic")
+        .arg(tmp.path());
+    let line = run_cmd(&mut cmd).fails_with_one_line();
+    assert!(line.contains("expected a scenario directory"), "{line}");
+}
