@@ -1,6 +1,6 @@
-//! `personaflow synth`: synthetic users from a backfill's latent space (issue 20, in
-//! progress: files only; the load driver, `--volume forecast` and `evaluate synthetic` are
-//! not built yet).
+//! `personaflow synth`: synthetic users from a backfill's latent space, written as event
+//! files or replayed as HTTP requests (issue 20, in progress: publishing to a topic and
+//! `--volume forecast` are not built yet).
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
@@ -16,6 +16,7 @@ use std::time::Instant;
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("population").args(["segment", "persona", "mix"])))]
+#[command(group(clap::ArgGroup::new("sink").args(["out", "http"]).required(true)))]
 pub(crate) struct SynthArgs {
     /// A backfill's output directory (its profiles, run.json, and drift for a shift).
     #[arg(long)]
@@ -43,7 +44,21 @@ pub(crate) struct SynthArgs {
     seed: u64,
     /// Output directory (events/ and truth/ under it, like `simulate`).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// Replay the events as HTTP requests against this service (http://host:port/path):
+    /// `POST path/CATEGORY/ACTION` with `bytes_out` bytes, or `GET` without; reports the
+    /// achieved rate, latency p50/p99 and errors.
+    #[arg(long)]
+    http: Option<String>,
+    /// Synthetic seconds per wall-clock second when replaying (1: real pace).
+    #[arg(long, default_value_t = 1.0)]
+    speedup: f64,
+    /// Requests at most when replaying.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Keep-alive connections when replaying.
+    #[arg(long, default_value_t = personaflow_synth::driver::DEFAULT_CONNECTIONS)]
+    connections: usize,
     /// Move the sampled latent points along a detected drift: `latest`, or SCOPE:ID (e.g.
     /// segment:gamer) for that scope's latest drift.
     #[arg(long)]
@@ -168,11 +183,18 @@ pub(crate) fn cmd_synth(a: SynthArgs, quiet: bool) -> Result<()> {
         );
         b
     };
+    if let Some(url) = &a.http {
+        return drive(&a, url, &users, &mut decoder, &options, &bar, quiet);
+    }
+    let out = a
+        .out
+        .as_ref()
+        .expect("--out or --http, by the argument group");
     let summary = generate(
         &users,
         &mut decoder,
         &options,
-        &a.out,
+        out,
         a.overwrite,
         &mut |done, events| {
             bar.set_position(done);
@@ -193,8 +215,66 @@ pub(crate) fn cmd_synth(a: SynthArgs, quiet: bool) -> Result<()> {
             summary.events,
             summary.event_files.len(),
             started.elapsed().as_secs_f64(),
-            a.out.display()
+            out.display()
         );
     }
+    Ok(())
+}
+
+/// `--http`: the events replayed as requests, paced by their synthetic times.
+fn drive(
+    a: &SynthArgs,
+    url: &str,
+    users: &[personaflow_synth::generate::SyntheticUser],
+    decoder: &mut VaeDecoder,
+    options: &SynthOptions,
+    bar: &ProgressBar,
+    quiet: bool,
+) -> Result<()> {
+    use personaflow_synth::driver::{DriveOptions, HttpDriver, HttpTarget};
+    if !(a.speedup.is_finite() && a.speedup > 0.0) {
+        bail!("--speedup must be a positive number, got {}", a.speedup);
+    }
+    let target = HttpTarget::parse(url)?;
+    let max_wall =
+        std::time::Duration::from_secs_f64(options.duration_ms.max(0) as f64 / 1000.0 / a.speedup);
+    let mut driver = HttpDriver::start(
+        target,
+        DriveOptions {
+            speedup: a.speedup,
+            limit: a.limit,
+            max_wall,
+            connections: a.connections,
+        },
+        options
+            .spec
+            .start_ms(options.spec.index(options.start_ms).unwrap_or(0)),
+    );
+    personaflow_synth::generate::generate_events(users, decoder, options, &mut |k, batch| {
+        for e in batch {
+            if !driver.send(e) {
+                return Ok(false);
+            }
+        }
+        bar.set_position(k + 1);
+        bar.set_message(format!("{} requests", driver.sent()));
+        Ok(!driver.done())
+    })?;
+    let report = driver.finish();
+    bar.finish_and_clear();
+    if !quiet {
+        eprintln!(
+            "synth: {} requests to {url} in {:.1}s: {:.1} req/s achieved, {} ok, {} errors; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            report.sent,
+            report.elapsed_secs,
+            report.achieved_rate,
+            report.ok,
+            report.errors,
+            report.p50_ms,
+            report.p99_ms,
+            report.max_ms
+        );
+    }
+    println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

@@ -73,6 +73,55 @@ fn latents(out: &Path) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
+/// A local HTTP service answering every request 200, recording their request lines.
+fn http_service() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { break };
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    s.lock().unwrap().push(line.trim().to_string());
+                    if r.get_mut()
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
 #[test]
 fn synth_is_seeded_follows_the_decoder_and_shifts_along_a_drift() {
     let tmp = tempfile::tempdir().unwrap();
@@ -166,6 +215,33 @@ fn synth_is_seeded_follows_the_decoder_and_shifts_along_a_drift() {
         }
     }
     assert!(checked > 200, "{checked} user-windows checked");
+
+    // The load driver: the events replayed as HTTP requests against a local service, paced
+    // (30 synthetic minutes at 600x: 3 s at most) and bounded by --limit.
+    let (addr, seen) = http_service();
+    let mut cmd = personaflow();
+    cmd.arg("synth")
+        .arg("--profiles")
+        .arg(&profiles)
+        .args(["--users", "120", "--duration", "30m", "--seed", "11"])
+        .args(["--http", &format!("http://{addr}/load"), "--speedup", "600"])
+        .args(["--limit", "150", "--connections", "4"]);
+    let run = run_cmd(&mut cmd).ok();
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let sent = report["sent"].as_u64().unwrap();
+    assert!(sent > 0 && sent <= 150, "{report}");
+    assert_eq!(report["ok"].as_u64().unwrap(), sent, "{report}");
+    assert_eq!(report["errors"], 0);
+    assert!(report["p99_ms"].as_f64().unwrap() >= report["p50_ms"].as_f64().unwrap());
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len() as u64, sent);
+    assert!(
+        seen.iter()
+            .all(|r| r.starts_with("GET /load/synth_category_")
+                || r.starts_with("POST /load/synth_category_")),
+        "{seen:?}"
+    );
+    drop(seen);
 
     // The shift along the latest iot_device drift, K = 2, against the direction recounted
     // from the profiles: the segment's mean latent point from the onset to the detection

@@ -171,17 +171,15 @@ pub struct SynthSummary {
     pub users_file: PathBuf,
 }
 
-/// Decodes `users`' latent points and writes their events and truth under `out` (an
-/// existing non-empty `out/events` only with `overwrite`). `progress` is told the windows
-/// done and the events written so far.
-pub fn generate(
+/// Decodes `users`' latent points and hands their events to `emit`, window by window in
+/// time order (`emit(window index from the start, events sorted by time)`); stops early when
+/// `emit` answers false. Returns the windows and events handed over.
+pub fn generate_events(
     users: &[SyntheticUser],
     decoder: &mut dyn Decoder,
     options: &SynthOptions,
-    out: &Path,
-    overwrite: bool,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<SynthSummary> {
+    emit: &mut dyn FnMut(u64, &[Event]) -> Result<bool>,
+) -> Result<(u64, u64)> {
     let l = decoder.sequence_len().max(1);
     let width = l * NUM_FEATURES;
     // Decoded sequences, user by user.
@@ -201,10 +199,6 @@ pub fn generate(
         }
         sequences.extend(decoded);
     }
-    let events_dir = out.join(EVENTS_DIR);
-    prepare_events_dir(&events_dir, overwrite)?;
-    let mut writer =
-        PartitionedWriter::with_sizes(events_dir, DEFAULT_ROWS_PER_FILE, DEFAULT_ROW_GROUP_ROWS);
     let spec = options.spec;
     let first = spec
         .index(options.start_ms)
@@ -217,7 +211,7 @@ pub fn generate(
             ChaCha8Rng::seed_from_u64(options.seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
         })
         .collect();
-    let mut events_written = 0u64;
+    let mut events = 0u64;
     let mut batch: Vec<Event> = Vec::new();
     // Each user's active windows so far: the next step of its sequence.
     let mut steps = vec![0usize; users.len()];
@@ -242,13 +236,43 @@ pub fn generate(
             batch.extend(expand_window(x, window, &spec, &who, &names, rng));
         }
         batch.sort_by_key(|e| e.ts_ms);
-        if let Err(e) = writer.append(&batch) {
-            writer.abort();
-            return Err(e.into());
+        events += batch.len() as u64;
+        if !emit(k, &batch)? {
+            return Ok((k + 1, events));
         }
-        events_written += batch.len() as u64;
-        progress(k + 1, events_written);
     }
+    Ok((windows, events))
+}
+
+/// Decodes `users`' latent points and writes their events and truth under `out` (an
+/// existing non-empty `out/events` only with `overwrite`). `progress` is told the windows
+/// done and the events written so far.
+pub fn generate(
+    users: &[SyntheticUser],
+    decoder: &mut dyn Decoder,
+    options: &SynthOptions,
+    out: &Path,
+    overwrite: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<SynthSummary> {
+    let events_dir = out.join(EVENTS_DIR);
+    prepare_events_dir(&events_dir, overwrite)?;
+    let mut writer =
+        PartitionedWriter::with_sizes(events_dir, DEFAULT_ROWS_PER_FILE, DEFAULT_ROW_GROUP_ROWS);
+    let mut written = 0u64;
+    let result = generate_events(users, decoder, options, &mut |k, batch| {
+        writer.append(batch)?;
+        written += batch.len() as u64;
+        progress(k + 1, written);
+        Ok(true)
+    });
+    let (windows, events) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            writer.abort();
+            return Err(e);
+        }
+    };
     let event_files = writer.finish()?;
     let truth = out.join(TRUTH_DIR);
     std::fs::create_dir_all(&truth).map_err(|e| personaflow_io::Error::io(&truth, e))?;
@@ -256,7 +280,7 @@ pub fn generate(
     write_truth(&users_file, users)?;
     Ok(SynthSummary {
         users: users.len(),
-        events: events_written,
+        events,
         windows,
         event_files,
         users_file,

@@ -14,6 +14,7 @@
 //! Not built yet: shifting along a detected drift by its id, volume following the forecast,
 //! `evaluate synthetic`, the load driver and the speed bench.
 
+pub mod driver;
 pub mod error;
 pub mod expand;
 pub mod generate;
