@@ -66,6 +66,13 @@ pub(crate) struct SyntheticArgs {
     /// Keep the backfills' outputs here (real/ and synthetic/) instead of a temporary directory.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Compare only the real user-windows ending at or after this time (RFC 3339 or epoch
+    /// ms), e.g. after a drift.
+    #[arg(long)]
+    real_from: Option<String>,
+    /// Compare only the real users of this segment (by the real truth).
+    #[arg(long)]
+    real_segment: Option<String>,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -288,9 +295,22 @@ fn evaluate_synthetic(a: &SyntheticArgs, quiet: bool) -> Result<()> {
             }
             outputs.push(output);
         }
-        let real = read_feature_rows(&outputs[0])?;
-        let synthetic = read_feature_rows(&outputs[1])?;
+        let from = match &a.real_from {
+            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.timestamp_millis())
+                .or_else(|_| t.parse::<i64>())
+                .map_err(|_| anyhow::anyhow!("--real-from {t:?}: expected RFC 3339 or epoch ms"))?,
+            None => i64::MIN,
+        };
+        let mut real = read_feature_rows(&outputs[0], from)?;
+        let synthetic = read_feature_rows(&outputs[1], i64::MIN)?;
         let real_labels = read_labels(&a.real.join("truth").join("users.parquet"))?;
+        if let Some(s) = &a.real_segment {
+            real.retain(|(u, _)| real_labels.get(u) == Some(s));
+        }
+        if real.is_empty() {
+            bail!("no real user-window is left to compare (--real-from, --real-segment)");
+        }
         let synthetic_labels = read_labels(&a.synthetic.join("truth").join("users.parquet"))?;
         Ok(fidelity(
             &real,

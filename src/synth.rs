@@ -16,11 +16,15 @@ use std::time::Instant;
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("population").args(["segment", "persona", "mix"])))]
-#[command(group(clap::ArgGroup::new("sink").args(["out", "http"]).required(true)))]
+#[command(group(clap::ArgGroup::new("sink").args(["out", "http", "brokers"]).required(true)))]
 pub(crate) struct SynthArgs {
     /// A backfill's output directory (its profiles, run.json, and drift for a shift).
     #[arg(long)]
     profiles: PathBuf,
+    /// Fit only the profiles of windows ending at or before this time (RFC 3339 or epoch ms),
+    /// e.g. before a drift.
+    #[arg(long)]
+    profiles_until: Option<String>,
     /// Imitate one segment's users (their known segment: authenticated users).
     #[arg(long)]
     segment: Option<String>,
@@ -50,10 +54,17 @@ pub(crate) struct SynthArgs {
     /// achieved rate, latency p50/p99 and errors.
     #[arg(long)]
     http: Option<String>,
-    /// Synthetic seconds per wall-clock second when replaying (1: real pace).
+    /// Publish the events to a Kafka topic instead (bootstrap brokers HOST:PORT,...), as the
+    /// JSON events `run` reads, at their synthetic times scaled by --speedup.
+    #[arg(long, requires = "topic")]
+    brokers: Option<String>,
+    /// The topic to publish to (must exist).
+    #[arg(long, requires = "brokers")]
+    topic: Option<String>,
+    /// Synthetic seconds per wall-clock second when replaying or publishing (1: real pace).
     #[arg(long, default_value_t = 1.0)]
     speedup: f64,
-    /// Requests at most when replaying.
+    /// Requests (or events published) at most.
     #[arg(long)]
     limit: Option<u64>,
     /// Keep-alive connections when replaying.
@@ -135,7 +146,14 @@ pub(crate) fn cmd_synth(a: SynthArgs, quiet: bool) -> Result<()> {
         _ => Selection::Observed,
     };
     let started = Instant::now();
-    let populations = read_populations(&a.profiles, &selection, run_windows, a.seed)
+    let until = a
+        .profiles_until
+        .as_deref()
+        .map(parse_time)
+        .transpose()
+        .context("invalid --profiles-until")?
+        .unwrap_or(i64::MAX);
+    let populations = read_populations(&a.profiles, &selection, run_windows, until, a.seed)
         .with_context(|| format!("reading the populations of {}", a.profiles.display()))?;
     let shift = match &a.shift_along_drift {
         None => None,
@@ -185,6 +203,18 @@ pub(crate) fn cmd_synth(a: SynthArgs, quiet: bool) -> Result<()> {
     };
     if let Some(url) = &a.http {
         return drive(&a, url, &users, &mut decoder, &options, &bar, quiet);
+    }
+    if let (Some(brokers), Some(topic)) = (&a.brokers, &a.topic) {
+        return publish(
+            &a,
+            brokers,
+            topic,
+            &users,
+            &mut decoder,
+            &options,
+            &bar,
+            quiet,
+        );
     }
     let out = a
         .out
@@ -276,5 +306,63 @@ fn drive(
         );
     }
     println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// `--brokers/--topic`: the events published at their synthetic times scaled by --speedup,
+/// bounded by --limit and the duration.
+#[allow(clippy::too_many_arguments)]
+fn publish(
+    a: &SynthArgs,
+    brokers: &str,
+    topic: &str,
+    users: &[personaflow_synth::generate::SyntheticUser],
+    decoder: &mut VaeDecoder,
+    options: &SynthOptions,
+    bar: &ProgressBar,
+    quiet: bool,
+) -> Result<()> {
+    use personaflow_kafka::produce::EventPublisher;
+    if !(a.speedup.is_finite() && a.speedup > 0.0) {
+        bail!("--speedup must be a positive number, got {}", a.speedup);
+    }
+    let mut publisher = EventPublisher::connect(brokers, topic)?;
+    let start_ms = options
+        .spec
+        .start_ms(options.spec.index(options.start_ms).unwrap_or(0));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    personaflow_synth::generate::generate_events(users, decoder, options, &mut |k, batch| {
+        for e in batch {
+            if a.limit.is_some_and(|l| sent >= l) {
+                return Ok(false);
+            }
+            let due = std::time::Duration::from_secs_f64(
+                (e.ts_ms - start_ms).max(0) as f64 / 1000.0 / a.speedup,
+            );
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                publisher.wait(due - elapsed);
+                std::thread::sleep(due.saturating_sub(started.elapsed()));
+            }
+            publisher
+                .send(e)
+                .map_err(|e| personaflow_synth::Error::Input(e.to_string()))?;
+            sent += 1;
+        }
+        publisher.poll();
+        bar.set_position(k + 1);
+        bar.set_message(format!("{sent} events published"));
+        Ok(true)
+    })?;
+    publisher.flush()?;
+    bar.finish_and_clear();
+    if !quiet {
+        eprintln!(
+            "synth: {sent} events published to {topic} in {:.1}s ({:.0} events/s)",
+            started.elapsed().as_secs_f64(),
+            sent as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        );
+    }
     Ok(())
 }

@@ -243,6 +243,42 @@ fn synth_is_seeded_follows_the_decoder_and_shifts_along_a_drift() {
     );
     drop(seen);
 
+    // Publishing to a topic: the continuous job reads every synthetic event.
+    let (_cluster, brokers) = crate::stream::cluster(2);
+    let mut cmd = personaflow();
+    cmd.arg("synth")
+        .arg("--profiles")
+        .arg(&profiles)
+        .args(["--users", "60", "--duration", "20m", "--seed", "11"])
+        .args([
+            "--brokers",
+            &brokers,
+            "--topic",
+            "events",
+            "--speedup",
+            "100000",
+        ])
+        .args(["--limit", "100"]);
+    let published = run_cmd(&mut cmd).ok();
+    assert!(
+        published
+            .stderr
+            .contains("synth: 100 events published to events"),
+        "the limit bounds the events published: {}",
+        published.stderr
+    );
+    let stream_out = tmp.path().join("stream");
+    let mut job = crate::stream::run_job_cmd(&brokers, &stream_out, &["--until-end"]);
+    job.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
+        .env("PERSONAFLOW__FORECASTER__KIND", "persistence");
+    run_cmd(&mut job).ok();
+    let features = output_table(&stream_out, "features");
+    let events: i64 = (0..features.len())
+        .map(|r| features.column("events")[r].int())
+        .sum();
+    assert_eq!(events, 100, "every published event was read");
+    assert!((0..features.len()).all(|r| features.column("user_id")[r].str().starts_with("syn")));
+
     // The shift along the latest iot_device drift, K = 2, against the direction recounted
     // from the profiles: the segment's mean latent point from the onset to the detection
     // minus its mean over the 60 windows (the drift baseline) before the onset.

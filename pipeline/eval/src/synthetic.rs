@@ -466,27 +466,32 @@ pub struct FidelityReport {
 /// User-windows: the user and its window features.
 pub type Rows = Vec<(String, Vec<f64>)>;
 
-/// The non-calendar window features of a backfill's `features` table, per user-window.
-pub fn read_feature_rows(output: &std::path::Path) -> crate::Result<Rows> {
+/// The non-calendar window features of a backfill's `features` table, per user-window, of
+/// the windows ending at or after `from` (all: `i64::MIN`).
+pub fn read_feature_rows(output: &std::path::Path, from: i64) -> crate::Result<Rows> {
     use arrow_array::cast::AsArray;
-    use arrow_array::types::Float32Type;
+    use arrow_array::types::{Float32Type, TimestampMillisecondType};
     use personaflow_operators::window::features::FEATURES;
     let names: Vec<&str> = FEATURES
         .iter()
         .filter(|f| !f.calendar)
         .map(|f| f.name)
         .collect();
-    let mut columns = vec!["user_id"];
+    let mut columns = vec!["window_end", "user_id"];
     columns.extend(&names);
     let mut rows = Vec::new();
     let dir = output.join(personaflow_io::tables::Table::Features.name());
     for path in personaflow_io::tables::read::parquet_files(&dir)? {
         personaflow_io::tables::read::for_each_batch(&path, &columns, |b| {
-            let users = b.column(0).as_string::<i32>();
-            let cols: Vec<_> = (1..b.num_columns())
+            let windows = b.column(0).as_primitive::<TimestampMillisecondType>();
+            let users = b.column(1).as_string::<i32>();
+            let cols: Vec<_> = (2..b.num_columns())
                 .map(|c| b.column(c).as_primitive::<Float32Type>().clone())
                 .collect();
             for i in 0..b.num_rows() {
+                if windows.value(i) < from {
+                    continue;
+                }
                 rows.push((
                     users.value(i).to_string(),
                     cols.iter().map(|c| f64::from(c.value(i))).collect(),

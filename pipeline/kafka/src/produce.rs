@@ -6,6 +6,7 @@
 use crate::{Error, Result};
 use personaflow_io::source::event_json;
 use personaflow_io::source::{check_input, open_reader, resolve_inputs, IngestMapping};
+use personaflow_operators::Event;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -42,6 +43,88 @@ pub struct ProduceSummary {
     pub elapsed_secs: f64,
 }
 
+/// Publishes events to a topic as the canonical JSON events `run` reads, keyed by user, with
+/// the event time as the message timestamp (idempotent, acks from all replicas).
+pub struct EventPublisher {
+    producer: BaseProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for EventPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventPublisher")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventPublisher {
+    /// Connects to `brokers` and checks that `topic` exists.
+    pub fn connect(brokers: &str, topic: &str) -> Result<Self> {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "10")
+            .create()
+            .map_err(|e| Error::kafka("creating the producer", e))?;
+        let md = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(|e| Error::kafka(format!("metadata of topic {topic} from {brokers}"), e))?;
+        if !md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        {
+            return Err(Error::TopicsMissing {
+                topics: vec![topic.to_string()],
+                brokers: brokers.to_string(),
+            });
+        }
+        Ok(EventPublisher {
+            producer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Queues `e` (waiting while the producer's queue is full).
+    pub fn send(&mut self, e: &Event) -> Result<()> {
+        let payload = event_json(e).to_string();
+        let mut record = BaseRecord::to(&self.topic)
+            .key(e.user_id.as_str())
+            .payload(payload.as_str())
+            .timestamp(e.ts_ms);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(20));
+                }
+                Err((e, _)) => return Err(Error::kafka(format!("producing to {}", self.topic), e)),
+            }
+        }
+    }
+
+    /// Serves delivery reports without waiting.
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Serves delivery reports for up to `d` (a paced sender's wait).
+    pub fn wait(&self, d: Duration) {
+        self.producer.poll(d);
+    }
+
+    /// Waits until every queued message is delivered (up to two minutes).
+    pub fn flush(&self) -> Result<()> {
+        self.producer
+            .flush(Duration::from_secs(120))
+            .map_err(|e| Error::kafka(format!("flushing messages to {}", self.topic), e))
+    }
+}
+
 /// Produces the events of `job.inputs` to `job.topic`; `progress` hears the count now and then.
 pub fn produce(job: &Produce, progress: &mut dyn FnMut(u64)) -> Result<ProduceSummary> {
     let started = Instant::now();
@@ -49,32 +132,7 @@ pub fn produce(job: &Produce, progress: &mut dyn FnMut(u64)) -> Result<ProduceSu
     for f in &files {
         check_input(f, &job.mapping)?;
     }
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &job.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "10")
-        .create()
-        .map_err(|e| Error::kafka("creating the producer", e))?;
-    let md = producer
-        .client()
-        .fetch_metadata(Some(&job.topic), Duration::from_secs(30))
-        .map_err(|e| {
-            Error::kafka(
-                format!("metadata of topic {} from {}", job.topic, job.brokers),
-                e,
-            )
-        })?;
-    if !md
-        .topics()
-        .iter()
-        .any(|t| t.name() == job.topic && t.error().is_none() && !t.partitions().is_empty())
-    {
-        return Err(Error::TopicsMissing {
-            topics: vec![job.topic.clone()],
-            brokers: job.brokers.clone(),
-        });
-    }
+    let mut publisher = EventPublisher::connect(&job.brokers, &job.topic)?;
     let mut summary = ProduceSummary::default();
     let mut chunk = personaflow_io::source::Chunk::default();
     'files: for file in &files {
@@ -91,31 +149,15 @@ pub fn produce(job: &Produce, progress: &mut dyn FnMut(u64)) -> Result<ProduceSu
                     let due = Duration::from_secs_f64(summary.events as f64 / rate.max(1e-9));
                     let elapsed = started.elapsed();
                     if due > elapsed {
-                        producer.poll(due - elapsed);
+                        publisher.wait(due - elapsed);
                         let left = due.saturating_sub(started.elapsed());
                         std::thread::sleep(left);
                     }
                 }
-                let payload = event_json(e).to_string();
-                let mut record = BaseRecord::to(&job.topic)
-                    .key(e.user_id.as_str())
-                    .payload(payload.as_str())
-                    .timestamp(e.ts_ms);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            record = r;
-                            producer.poll(Duration::from_millis(20));
-                        }
-                        Err((e, _)) => {
-                            return Err(Error::kafka(format!("producing to {}", job.topic), e))
-                        }
-                    }
-                }
+                publisher.send(e)?;
                 summary.events += 1;
                 if summary.events % 10_000 == 0 {
-                    producer.poll(Duration::ZERO);
+                    publisher.poll();
                     progress(summary.events);
                 }
             }
@@ -124,9 +166,7 @@ pub fn produce(job: &Produce, progress: &mut dyn FnMut(u64)) -> Result<ProduceSu
             }
         }
     }
-    producer
-        .flush(Duration::from_secs(120))
-        .map_err(|e| Error::kafka(format!("flushing messages to {}", job.topic), e))?;
+    publisher.flush()?;
     progress(summary.events);
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(summary)

@@ -85,13 +85,15 @@ impl Population {
 }
 
 /// Reads the populations of `selection` from the backfill output `dir`, whose run had
-/// `run_windows` windows (for the users' activity); `seed` picks the fit's sample of a large
-/// population. Fails, naming what is missing, when the profiles are not the latent encoder's
-/// or the selection matches nothing.
+/// `run_windows` windows (for the users' activity), from the profiles of windows ending at or
+/// before `until` (all: `i64::MAX`); `seed` picks the fit's sample of a large population.
+/// Fails, naming what is missing, when the profiles are not the latent encoder's or the
+/// selection matches nothing.
 pub fn read_populations(
     dir: &Path,
     selection: &Selection,
     run_windows: u64,
+    until: i64,
     seed: u64,
 ) -> Result<Vec<Population>> {
     let profiles = dir.join(Table::Profiles.name());
@@ -127,7 +129,7 @@ pub fn read_populations(
                 let persona_windows = persona_windows.as_ref();
                 if let Err(e) = add_batch(
                     b,
-                    selection,
+                    (selection, until),
                     persona_windows,
                     &mut pops,
                     &mut active,
@@ -187,7 +189,7 @@ fn opt(a: &arrow_array::StringArray, i: usize) -> Option<String> {
 
 fn add_batch(
     b: &RecordBatch,
-    selection: &Selection,
+    (selection, until): (&Selection, i64),
     persona_windows: Option<&HashSet<(String, i64)>>,
     pops: &mut BTreeMap<String, Population>,
     active: &mut HashMap<(String, String), u64>,
@@ -215,6 +217,9 @@ fn add_batch(
         strings(7, "country")?,
     );
     for i in 0..b.num_rows() {
+        if windows.value(i) > until {
+            continue;
+        }
         let embedder = embedders.value(i);
         if !embedder.starts_with(LATENT_EMBEDDER_PREFIX) {
             return Err(format!(
