@@ -19,7 +19,7 @@ if [ -z "${PERSONAFLOW_BIN:-}" ]; then
     PERSONAFLOW_BIN=target/release/personaflow
 fi
 pf() { "$PERSONAFLOW_BIN" "$@"; }
-pf simulate -q --users 1000 --days 0.5 --seed 21 --drift gamer@6h:bytes=4 --out "$work/sim" --overwrite
+pf simulate -q --users 1000 --days 0.5 --seed 3 --drift gamer@6h:bytes=4 --out "$work/sim" --overwrite
 pf backfill -q --input "$work/sim/events" --output "$work/out" --overwrite
 read -r onset detected < <(.venv/bin/python - "$work/out/drift" <<'PY'
 import sys, pyarrow.dataset as ds
