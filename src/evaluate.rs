@@ -342,21 +342,28 @@ fn evaluate_synthetic(a: &SyntheticArgs, quiet: bool) -> Result<()> {
             "not met"
         }
     );
-    println!(
-        "segments ({}): TSTR {:.3}, TRTR {:.3}, ratio {:.3} (goal >= {GOAL_TSTR_SHARE}: {})",
-        report.segments.join(", "),
-        report.tstr,
-        report.trtr,
-        if report.trtr > 0.0 {
-            report.tstr / report.trtr
-        } else {
-            0.0
-        },
-        if report.tstr_goal_met {
-            "met"
-        } else {
-            "not met"
-        }
-    );
+    if report.segments.len() < 2 {
+        println!(
+            "segments ({}): TSTR and TRTR need two segments or more",
+            report.segments.join(", ")
+        );
+    } else {
+        println!(
+            "segments ({}): TSTR {:.3}, TRTR {:.3}, ratio {:.3} (goal >= {GOAL_TSTR_SHARE}: {})",
+            report.segments.join(", "),
+            report.tstr,
+            report.trtr,
+            if report.trtr > 0.0 {
+                report.tstr / report.trtr
+            } else {
+                0.0
+            },
+            if report.tstr_goal_met {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+    }
     write_json(a.json.as_deref(), &report)
 }

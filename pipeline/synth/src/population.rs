@@ -37,6 +37,16 @@ pub enum Selection {
     Observed,
 }
 
+impl std::fmt::Display for Selection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selection::Segment(s) => write!(f, "segment {s:?}"),
+            Selection::Persona(p) => write!(f, "persona {p}"),
+            Selection::Observed => write!(f, "any population"),
+        }
+    }
+}
+
 /// A device, OS and country.
 pub type Context = (Option<String>, Option<String>, Option<String>);
 
@@ -145,7 +155,7 @@ pub fn read_populations(
     }
     if pops.is_empty() {
         return Err(Error::Input(format!(
-            "{}: no user-window matches {selection:?}",
+            "{}: no user-window of {selection} (before --profiles-until, if given)",
             profiles.display()
         )));
     }
