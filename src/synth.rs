@@ -31,7 +31,7 @@ pub(crate) struct SynthArgs {
     /// Imitate one persona's users.
     #[arg(long)]
     persona: Option<u32>,
-    /// `observed`: every segment (and users without one) in its observed share [default].
+    /// `observed` (the default): every segment, and users without one, in its observed share.
     #[arg(long, value_parser = ["observed"])]
     mix: Option<String>,
     /// Synthetic users.
@@ -130,6 +130,9 @@ fn parse_time(s: &str) -> Result<i64> {
 pub(crate) fn cmd_synth(a: SynthArgs, quiet: bool) -> Result<()> {
     if a.users == 0 {
         bail!("--users must be at least 1");
+    }
+    if !(a.speedup.is_finite() && a.speedup > 0.0) {
+        bail!("--speedup must be a positive number, got {}", a.speedup);
     }
     let duration_ms = parse_duration_ms(&a.duration)
         .map_err(anyhow::Error::msg)
@@ -262,9 +265,6 @@ fn drive(
     quiet: bool,
 ) -> Result<()> {
     use personaflow_synth::driver::{DriveOptions, HttpDriver, HttpTarget};
-    if !(a.speedup.is_finite() && a.speedup > 0.0) {
-        bail!("--speedup must be a positive number, got {}", a.speedup);
-    }
     let target = HttpTarget::parse(url)?;
     let max_wall =
         std::time::Duration::from_secs_f64(options.duration_ms.max(0) as f64 / 1000.0 / a.speedup);
@@ -276,9 +276,7 @@ fn drive(
             max_wall,
             connections: a.connections,
         },
-        options
-            .spec
-            .start_ms(options.spec.index(options.start_ms).unwrap_or(0)),
+        period_start(options),
     );
     personaflow_synth::generate::generate_events(users, decoder, options, &mut |k, batch| {
         for e in batch {
@@ -323,13 +321,8 @@ fn publish(
     quiet: bool,
 ) -> Result<()> {
     use personaflow_kafka::produce::EventPublisher;
-    if !(a.speedup.is_finite() && a.speedup > 0.0) {
-        bail!("--speedup must be a positive number, got {}", a.speedup);
-    }
     let mut publisher = EventPublisher::connect(brokers, topic)?;
-    let start_ms = options
-        .spec
-        .start_ms(options.spec.index(options.start_ms).unwrap_or(0));
+    let start_ms = period_start(options);
     let started = Instant::now();
     let mut sent = 0u64;
     personaflow_synth::generate::generate_events(users, decoder, options, &mut |k, batch| {
@@ -365,4 +358,11 @@ fn publish(
         );
     }
     Ok(())
+}
+
+/// The start of the generated period: the start of `--start`'s window.
+fn period_start(options: &SynthOptions) -> i64 {
+    options
+        .spec
+        .start_ms(options.spec.index(options.start_ms).unwrap_or(0))
 }
