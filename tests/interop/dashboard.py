@@ -13,6 +13,7 @@ Content-Security-Policy) the page logged. Every wait is for a condition, with a 
 
 import base64
 import fcntl
+import signal
 import json
 import os
 import shutil
@@ -22,6 +23,8 @@ import tempfile
 import time
 
 DEADLINE_S = 90
+# The whole run's deadline: a browser that stops answering ends the script, not the suite.
+WHOLE_RUN_S = 300
 WIDTH, HEIGHT = 1400, 1000
 
 
@@ -110,11 +113,15 @@ class Browser:
             time.sleep(0.1)
         raise RuntimeError(f"waited {DEADLINE_S} s for {what}")
 
-    def close(self):
-        try:
-            self.call("Browser.close", session=False)
-        except Exception:
-            pass
+    def close(self, graceful=True):
+        """Asks the browser to close (or, not graceful, kills it) and waits for it."""
+        if graceful:
+            try:
+                self.call("Browser.close", session=False)
+            except Exception:
+                pass
+        else:
+            self.proc.kill()
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -153,6 +160,11 @@ CHARTS = """(() => {
 
 
 def main():
+    def out_of_time(*_):
+        raise TimeoutError(f"the browser run took over {WHOLE_RUN_S} s")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(WHOLE_RUN_S)
     chromium, url, user, screenshot = sys.argv[1:5]
     token = sys.argv[5] if len(sys.argv) > 5 else None
     profile = tempfile.mkdtemp(prefix="personaflow-chromium-")
@@ -236,8 +248,12 @@ def main():
                 problems.append(p["entry"].get("text", ""))
         found["problems"] = problems
         print(json.dumps(found))
-    finally:
+        signal.alarm(0)
         browser.close()
+    except BaseException:
+        browser.close(graceful=False)
+        raise
+    finally:
         shutil.rmtree(profile, ignore_errors=True)
 
 
