@@ -154,6 +154,16 @@ fn synth_is_seeded_follows_the_decoder_and_shifts_along_a_drift() {
         assert!(pop == "unknown" || segments.contains(pop), "{pop}");
     }
 
+    // A persona's users: every synthetic user is drawn from that persona.
+    let assignments = output_table(&profiles, "persona_assignments");
+    let persona = assignments.column("persona_id")[0].int().to_string();
+    let p = tmp.path().join("persona");
+    synth(&profiles, &p, &["--persona", &persona]).ok();
+    let pt = read_dir_table(&p.join("truth"));
+    assert_eq!(pt.len(), 120);
+    let want = format!("persona-{persona}");
+    assert!((0..pt.len()).all(|r| pt.column("population")[r].str() == want));
+
     // Each user's events, window by window, against the decoder's output for its point: the
     // j-th window with events has the event count and bytes of the j-th decoded step with
     // any events (steps cycling through the sequence).
