@@ -24,7 +24,7 @@
 //! assert!(store.user("u2").is_none());
 //! ```
 
-use crate::timeline::{Timeline, TimelineSeries, DEFAULT_TIMELINE_WINDOWS};
+use crate::timeline::{Timeline, TimelineSeries, DEFAULT_TIMELINE_WINDOWS, TIMELINE_TABLES};
 use crate::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{TimestampMillisecondType, UInt32Type};
@@ -289,10 +289,14 @@ impl PersonaStore {
         }
         self.rows
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        self.timeline
-            .write()
-            .expect("not poisoned")
-            .apply(table, batch)?;
+        // The timeline's lock only for the tables it reads (the others would only contend
+        // with the dashboard's readers).
+        if TIMELINE_TABLES.contains(&table) {
+            self.timeline
+                .write()
+                .expect("not poisoned")
+                .apply(table, batch)?;
+        }
         if let Some(part) = USER_TABLES.iter().position(|(t, _)| *t == table) {
             return self.apply_users(table, part, batch, &windows);
         }

@@ -32,6 +32,14 @@ use personaflow_io::tables::Table;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The tables the timeline reads (the others are not shown to it).
+pub const TIMELINE_TABLES: [Table; 4] = [
+    Table::Resonance,
+    Table::ForecastErrors,
+    Table::SegmentProfiles,
+    Table::Personas,
+];
+
 /// Windows the timeline keeps by default (two weeks of one-minute windows); the oldest go
 /// first.
 pub const DEFAULT_TIMELINE_WINDOWS: usize = 20_160;
@@ -329,6 +337,12 @@ impl Timeline {
             let b = bucket(self.resonance.len());
             let names = names(&self.resonance);
             let chunks = chunks(&self.resonance, b);
+            // Users with a top segment in each bucket (the share's denominator), for every
+            // segment's series.
+            let tops: Vec<u64> = chunks
+                .iter()
+                .map(|c| c.iter().flat_map(|(_, m)| m.values()).map(|s| s.top).sum())
+                .collect();
             ResonanceSeries {
                 window_end: chunks
                     .iter()
@@ -349,10 +363,6 @@ impl Timeline {
                                     },
                                 )
                             })
-                            .collect();
-                        let tops: Vec<u64> = chunks
-                            .iter()
-                            .map(|c| c.iter().flat_map(|(_, m)| m.values()).map(|s| s.top).sum())
                             .collect();
                         SegmentResonance {
                             name: name.to_string(),
