@@ -90,6 +90,10 @@ pub struct ModelInfo {
     pub latent_dims: usize,
     /// Forecast horizon, `H`.
     pub horizon: usize,
+    /// Width of the recurrent state the step decoder carries between calls (0 for the other
+    /// models).
+    #[serde(default)]
+    pub hidden: usize,
     /// Normalisation statistics.
     pub normalisation: Normalisation,
     /// Training seed.

@@ -2,7 +2,7 @@
 //! training script exported, batch-size invariance, and the refusals (feature-schema mismatch,
 //! wrong kind). The onnxruntime library comes from `.venv` (scripts/test.sh installs it).
 
-use personaflow_models::decoder::{VaeDecoder, DECODER_FILE};
+use personaflow_models::decoder::{VaeDecoder, VaeDecoderStep, DECODER_FILE, DECODER_STEP_FILE};
 use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::{Error, Provider, SessionOptions};
@@ -102,6 +102,40 @@ fn decoder_matches_pytorch() {
         dec.matches(enc.info()),
         "the decoder shares the encoder's latent space"
     );
+}
+
+/// The step decoder, called L times and fed its own state, gives the decoder's sequences (it
+/// is derived from the same weights); points in one batch start and continue independently.
+#[test]
+fn the_step_decoder_steps_through_the_decoders_sequences() {
+    let f = fixtures();
+    let mut dec = VaeDecoder::open(&model(DECODER_FILE), &cpu()).unwrap();
+    let mut step = VaeDecoderStep::open(&model(DECODER_STEP_FILE), &cpu()).unwrap();
+    let (n, d) = (f.z.shape[0], f.z.shape[1]);
+    let l = dec.info().sequence_len;
+    let h = step.hidden();
+    assert_eq!(step.info().latent_dims, d);
+    let want = dec.decode(n, &f.z.data).unwrap();
+    let mut state = vec![0f32; n * h];
+    for s in 0..l {
+        let first = vec![f32::from(u8::from(s == 0)); n];
+        let (x, next) = step.step(n, &f.z.data, &state, &first).unwrap();
+        for i in 0..n {
+            let w = &want[(i * l + s) * NUM_FEATURES..(i * l + s + 1) * NUM_FEATURES];
+            let d = max_diff(&x[i * NUM_FEATURES..(i + 1) * NUM_FEATURES], w, false);
+            assert!(d <= PARITY_TOLERANCE, "point {i} step {s}: max diff {d}");
+        }
+        state = next;
+    }
+    // Point 0 restarts (first = 1, garbage state) while point 1 continues: each gets its own.
+    let mut garbage = state.clone();
+    garbage[..h].fill(7.0);
+    let (x, _) = step
+        .step(2, &f.z.data[..2 * d], &garbage[..2 * h], &[1.0, 0.0])
+        .unwrap();
+    let d0 = max_diff(&x[..NUM_FEATURES], &want[..NUM_FEATURES], false);
+    assert!(d0 <= PARITY_TOLERANCE, "a restart ignores the state: {d0}");
+    assert!(VaeDecoderStep::open(&model(DECODER_FILE), &cpu()).is_err());
 }
 
 #[test]

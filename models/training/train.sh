@@ -20,5 +20,7 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s models/training/requirements.txt "$st
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/personaflow/target}"
 cargo build --release --quiet
-exec "$venv/bin/python" models/training/train.py \
+"$venv/bin/python" models/training/train.py \
     --work "$HOME/.cache/personaflow/model-training" "$@"
+# The step decoder synthetic users decode with: the new decoder's weights, one step a call.
+"$venv/bin/python" models/training/export_decoder_step.py
