@@ -4,16 +4,19 @@
 //! `PF_BENCH_MINUTES` [60] one-minute windows. The users are drawn from a mixture fitted to
 //! seeded latent points (one population, activity `PF_BENCH_ACTIVITY` [0.08], the share of
 //! windows a real user of the demo is active in), so the cost is the generator's, not the
-//! fit's. Reports latent points decoded per second, events expanded and written per second,
-//! the whole run's time, and the process's peak resident memory.
+//! fit's. The generator decodes with the step decoder, one step per active user-window.
+//! Reports the run's latent points and steps decoded per second, events expanded and written
+//! per second, the whole run's time and the process's peak resident memory; then whole
+//! sequences (all `L` steps of `PF_BENCH_SEQUENCES` [100,000] points) decoded per second by the
+//! full decoder and by the step decoder.
 //!
 //! Run with `cargo bench --bench synth` (it does nothing under `cargo test`); needs the
 //! onnxruntime of `scripts/setup-onnxruntime.sh`.
 
-use personaflow_models::decoder::{VaeDecoder, DECODER_FILE};
+use personaflow_models::decoder::{VaeDecoder, VaeDecoderStep, DECODER_FILE, DECODER_STEP_FILE};
 use personaflow_models::SessionOptions;
 use personaflow_operators::WindowSpec;
-use personaflow_synth::generate::{generate, plan, Decoder, SynthOptions};
+use personaflow_synth::generate::{generate, generate_events, plan, Decoder, SynthOptions};
 use personaflow_synth::population::Population;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -40,20 +43,29 @@ fn peak_rss_bytes() -> u64 {
 
 /// The decoder, timed.
 struct Timed<'a> {
-    inner: &'a mut VaeDecoder,
+    inner: &'a mut VaeDecoderStep,
     secs: f64,
-    points: usize,
+    steps: usize,
 }
 
 impl Decoder for Timed<'_> {
     fn sequence_len(&self) -> usize {
         self.inner.info().sequence_len
     }
-    fn decode(&mut self, batch: usize, z: &[f32]) -> personaflow_synth::Result<Vec<f32>> {
+    fn hidden(&self) -> usize {
+        self.inner.hidden()
+    }
+    fn step(
+        &mut self,
+        batch: usize,
+        z: &[f32],
+        h: &[f32],
+        first: &[f32],
+    ) -> personaflow_synth::Result<(Vec<f32>, Vec<f32>)> {
         let t = Instant::now();
-        let out = <VaeDecoder as Decoder>::decode(self.inner, batch, z);
+        let out = <VaeDecoderStep as Decoder>::step(self.inner, batch, z, h, first);
         self.secs += t.elapsed().as_secs_f64();
-        self.points += batch;
+        self.steps += batch;
         out
     }
 }
@@ -69,14 +81,15 @@ fn main() {
     let activity: f32 = env_or("PF_BENCH_ACTIVITY", 0.08);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models/onnx")
-        .join(DECODER_FILE);
-    let mut decoder = VaeDecoder::open(&path, &SessionOptions::default()).expect("the decoder");
+        .join(DECODER_STEP_FILE);
+    let mut decoder = VaeDecoderStep::open(&path, &SessionOptions::default()).expect("the decoder");
     let d = decoder.info().latent_dims;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let population = Population {
         name: "bench".into(),
         segment: Some("gamer".into()),
         user_windows: 5_000,
+        keys: Vec::new(),
         points: (0..5_000)
             .map(|_| (0..d).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect())
             .collect(),
@@ -95,6 +108,9 @@ fn main() {
         components: 4,
         decode_batch: batch,
         shift: None,
+        volume: None,
+        threads: env_or("PF_BENCH_THREADS", 0),
+        residuals: Default::default(),
     };
     let started = Instant::now();
     let planned = plan(&[population], &options).expect("plans");
@@ -103,7 +119,7 @@ fn main() {
     let mut timed = Timed {
         inner: &mut decoder,
         secs: 0.0,
-        points: 0,
+        steps: 0,
     };
     let t = Instant::now();
     let summary = generate(
@@ -116,14 +132,15 @@ fn main() {
     )
     .expect("generates");
     let total = t.elapsed().as_secs_f64();
-    let (decode_secs, points) = (timed.secs, timed.points);
+    let (decode_secs, steps) = (timed.secs, timed.steps);
     let expanding = total - decode_secs;
     println!(
-        "synth: decoder ({}): {} latent points in {:.2} s: {:.0} points/s (batch {batch})",
+        "synth: decoder ({}): {users} latent points, {steps} steps decoded (one per active \
+         user-window) in {:.2} s: {:.0} latent points/s, {:.0} steps/s (batch {batch})",
         decoder.provider(),
-        points,
         decode_secs,
-        points as f64 / decode_secs
+        users as f64 / decode_secs,
+        steps as f64 / decode_secs
     );
     println!(
         "synth: expansion + Parquet: {} events over {} windows in {:.2} s: {:.0} events/s",
@@ -139,5 +156,47 @@ fn main() {
         decode_secs,
         expanding,
         peak_rss_bytes() as f64 / (1u64 << 30) as f64
+    );
+    // The same users again, expanded but not written: what the Parquet writing costs.
+    let mut timed = Timed {
+        inner: &mut decoder,
+        secs: 0.0,
+        steps: 0,
+    };
+    let t = Instant::now();
+    let (_, expanded) =
+        generate_events(&planned, &mut timed, &options, &mut |_, _| Ok(true)).expect("generates");
+    let expand_only = t.elapsed().as_secs_f64() - timed.secs;
+    println!(
+        "synth: expansion alone (not written): {expanded} events in {expand_only:.2} s: {:.0} events/s",
+        expanded as f64 / expand_only
+    );
+    // Whole sequences: every step of every point, full decoder against step decoder.
+    let n: usize = env_or("PF_BENCH_SEQUENCES", 100_000);
+    let z: Vec<f32> = (0..n * d)
+        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+        .collect();
+    let full_path = path.with_file_name(DECODER_FILE);
+    let mut full = VaeDecoder::open(&full_path, &SessionOptions::default()).expect("the decoder");
+    let l = full.info().sequence_len;
+    let t = Instant::now();
+    for c in z.chunks(batch * d) {
+        full.decode(c.len() / d, c).expect("decodes");
+    }
+    let full_rate = n as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let hidden = decoder.hidden();
+    for c in z.chunks(batch * d) {
+        let b = c.len() / d;
+        let mut h = vec![0f32; b * hidden];
+        for s in 0..l {
+            let first = vec![f32::from(u8::from(s == 0)); b];
+            h = decoder.step(b, c, &h, &first).expect("steps").1;
+        }
+    }
+    let step_rate = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "synth: whole sequences ({l} steps): {n} points, full decoder {full_rate:.0} points/s, \
+         step decoder {step_rate:.0} points/s"
     );
 }

@@ -1,16 +1,17 @@
 //! `personaflow synth`: synthetic users from a backfill's latent space, written as event
-//! files or replayed as HTTP requests (issue 20, in progress: publishing to a topic and
-//! `--volume forecast` are not built yet).
+//! files, replayed as HTTP requests or published to a topic.
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use personaflow_dataflow::config::{parse_duration_ms, Config};
-use personaflow_models::decoder::{VaeDecoder, DECODER_FILE};
+use personaflow_models::decoder::{VaeDecoderStep, DECODER_STEP_FILE};
 use personaflow_operators::WindowSpec;
 use personaflow_synth::generate::{generate, plan, SynthOptions, DEFAULT_DECODE_BATCH};
 use personaflow_synth::gmm::DEFAULT_COMPONENTS;
 use personaflow_synth::population::{drift_shift, read_populations, Selection};
+use personaflow_synth::residual::residual_pools;
+use personaflow_synth::volume::read_volume;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -70,13 +71,26 @@ pub(crate) struct SynthArgs {
     /// Keep-alive connections when replaying.
     #[arg(long, default_value_t = personaflow_synth::driver::DEFAULT_CONNECTIONS)]
     connections: usize,
-    /// Move the sampled latent points along a detected drift: `latest`, or SCOPE:ID (e.g.
-    /// segment:gamer) for that scope's latest drift.
+    /// Move the sampled latent points along a detected drift: `latest`, SCOPE:ID (e.g.
+    /// segment:gamer) for that scope's latest drift, or SCOPE:ID@T for its drift detected at
+    /// the window ending at T (RFC 3339 or epoch ms).
     #[arg(long)]
     shift_along_drift: Option<String>,
     /// How far along the drift: 1 reproduces the observed shift, 2 extrapolates.
     #[arg(long, default_value_t = 1.0, requires = "shift_along_drift")]
     magnitude: f32,
+    /// `forecast`: scale each window's active users by the demand the backfill's forecaster
+    /// predicts for it against its average (the last horizon's factor past the horizon).
+    #[arg(long, value_parser = ["forecast"])]
+    volume: Option<String>,
+    /// The forecaster whose forecasts --volume follows [default: the only one, or the one
+    /// with the smallest error].
+    #[arg(long, requires = "volume")]
+    forecaster: Option<String>,
+    /// `on`: add to each decoded window a residual drawn from its population's real windows
+    /// (what the decoder's mean leaves out); `off`: the decoded means alone.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    residuals: String,
     /// Mixture components per population at most.
     #[arg(long, default_value_t = DEFAULT_COMPONENTS)]
     components: usize,
@@ -161,7 +175,15 @@ pub(crate) fn cmd_synth(a: SynthArgs, quiet: bool) -> Result<()> {
     let shift = match &a.shift_along_drift {
         None => None,
         Some(id) => {
-            let d = drift_shift(&a.profiles, id, baseline_ms)?;
+            // SCOPE:ID@T with T in RFC 3339: the library takes epoch milliseconds.
+            let id = match id.split_once('@') {
+                Some((scoped, t)) if t.parse::<i64>().is_err() => format!(
+                    "{scoped}@{}",
+                    parse_time(t).context("invalid --shift-along-drift detection time")?
+                ),
+                _ => id.clone(),
+            };
+            let d = drift_shift(&a.profiles, &id, baseline_ms)?;
             if !quiet {
                 eprintln!(
                     "synth: shifting along {}:{} (onset {}, detected {}; {} baseline and {} \
@@ -178,7 +200,39 @@ pub(crate) fn cmd_synth(a: SynthArgs, quiet: bool) -> Result<()> {
             Some(d.direction().iter().map(|v| v * a.magnitude).collect())
         }
     };
-    let options = SynthOptions {
+    let windows = (duration_ms.max(0) as u64).div_ceil(window_ms as u64);
+    let volume = match a.volume.as_deref() {
+        None => None,
+        Some(_) => {
+            let v = read_volume(
+                &a.profiles,
+                &selection,
+                a.forecaster.as_deref(),
+                until,
+                start_ms,
+            )
+            .with_context(|| format!("--volume forecast from {}", a.profiles.display()))?;
+            let first = spec.index(start_ms).unwrap_or(0);
+            let factors: Vec<f64> = (0..windows)
+                .map(|k| v.factor_at(spec.end_ms(first + k), window_ms))
+                .collect();
+            if !quiet {
+                let shown: Vec<String> = v.factors.iter().map(|f| format!("{f:.2}")).collect();
+                eprintln!(
+                    "synth: volume follows {}'s forecast made at {} (against its mean over {} \
+                     windows): x[{}] for the next {} windows, the last after",
+                    v.forecaster,
+                    chrono::DateTime::from_timestamp_millis(v.origin_window_end)
+                        .map_or_else(|| v.origin_window_end.to_string(), |t| t.to_rfc3339()),
+                    v.baseline_origins,
+                    shown.join(", "),
+                    v.factors.len()
+                );
+            }
+            Some(factors)
+        }
+    };
+    let mut options = SynthOptions {
         users: a.users,
         start_ms,
         duration_ms,
@@ -187,13 +241,27 @@ pub(crate) fn cmd_synth(a: SynthArgs, quiet: bool) -> Result<()> {
         components: a.components,
         decode_batch: DEFAULT_DECODE_BATCH,
         shift,
+        volume,
+        threads: 0,
+        residuals: Default::default(),
     };
     let users = plan(&populations, &options)?;
     let config: Config = crate::common::load_config(a.config.as_deref(), None, None)?;
-    let path = config.models.resolved_dir().join(DECODER_FILE);
-    let mut decoder = VaeDecoder::open(&path, &config.models.session_options())
+    let path = config.models.resolved_dir().join(DECODER_STEP_FILE);
+    let mut decoder = VaeDecoderStep::open(&path, &config.models.session_options())
         .with_context(|| format!("opening the decoder {}", path.display()))?;
-    let windows = (duration_ms.max(0) as u64).div_ceil(window_ms as u64);
+    if a.residuals == "on" {
+        options.residuals = residual_pools(&a.profiles, &populations, &mut decoder)
+            .with_context(|| format!("the residuals of {}", a.profiles.display()))?;
+        if !quiet {
+            let sizes: Vec<String> = options
+                .residuals
+                .iter()
+                .map(|(p, r)| format!("{p} {}", r.rows()))
+                .collect();
+            eprintln!("synth: residuals of real windows: {}", sizes.join(", "));
+        }
+    }
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -259,7 +327,7 @@ fn drive(
     a: &SynthArgs,
     url: &str,
     users: &[personaflow_synth::generate::SyntheticUser],
-    decoder: &mut VaeDecoder,
+    decoder: &mut VaeDecoderStep,
     options: &SynthOptions,
     bar: &ProgressBar,
     quiet: bool,
@@ -315,7 +383,7 @@ fn publish(
     brokers: &str,
     topic: &str,
     users: &[personaflow_synth::generate::SyntheticUser],
-    decoder: &mut VaeDecoder,
+    decoder: &mut VaeDecoderStep,
     options: &SynthOptions,
     bar: &ProgressBar,
     quiet: bool,

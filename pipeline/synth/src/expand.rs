@@ -228,11 +228,14 @@ pub fn expand_window(
         }
         counts.len() - 1
     };
+    let session_ids: Vec<String> = (0..sessions)
+        .map(|s| format!("{}-s{s}", who.user))
+        .collect();
     (0..n)
         .map(|i| Event {
             ts_ms: time(i),
             user_id: who.user.to_string(),
-            session_id: Some(format!("{}-s{}", who.user, i % sessions)),
+            session_id: Some(session_ids[(i % sessions) as usize].clone()),
             authenticated: who.segment.is_some(),
             segment: who.segment.map(str::to_string),
             action: names.actions[bucket_of(&actions, i)].clone(),

@@ -1,23 +1,28 @@
 //! Synthetic users, planned and written: a mixture fitted per population
-//! ([`crate::gmm`]), latent points sampled from it, decoded in batches into feature
-//! sequences, and each sequence expanded window by window into events ([`crate::expand`]),
-//! written in time order in the layout of a simulation:
+//! ([`crate::gmm`]), latent points sampled from it, decoded one step per active window by the
+//! step decoder (the user's state kept between its windows), plus a residual drawn from the
+//! population's real windows ([`crate::residual`]), and expanded into events
+//! ([`crate::expand`]), written in time order in the layout of a simulation:
 //!
 //! ```text
 //! OUT/events/date=YYYY-MM-DD/part-00000.parquet   rows sorted by time within and across files
 //! OUT/truth/users.parquet                         user_id, population, segment, authenticated,
-//!                                                 device, os, country, latent
+//!                                                 device, os, country, latent, activity
 //! ```
 //!
-//! A decoded sequence is the user's last `L` *active* windows (the encoder's input skips
-//! windows without events): each synthetic user is active in a window with the probability
-//! drawn from its population's users ([`Population::activity`]), and its active windows step
-//! through its sequence in turn (the `j`-th active window is step `j mod L`). Everything is
-//! seeded: the same populations, options and decoder give the same files.
+//! Each synthetic user is active in a window with the probability drawn from its population's
+//! users ([`Population::activity`]), scaled by the window's volume factor
+//! ([`crate::volume`]); its active windows step through its decoded sequence in turn (the
+//! `j`-th active window is step `j mod L`). The encoder's sequences are `L` calendar windows
+//! with the inactive ones masked, and the decoder is trained on the active ones only, so its
+//! steps say how a user's windows differ from one another, not when they come: when is the
+//! activity's to say. Everything is seeded: the same populations, options and decoder give the
+//! same files, whatever the number of threads.
 
 use crate::expand::{expand_window, Names, Persona};
 use crate::gmm::{DiagGmm, FitOptions};
 use crate::population::{Context, Population};
+use crate::residual::ResidualPool;
 use crate::{Error, Result};
 use arrow_array::builder::{Float32Builder, ListBuilder};
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
@@ -31,29 +36,50 @@ use personaflow_sim::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Latent points decoded per batch by default.
 pub const DEFAULT_DECODE_BATCH: usize = 1_024;
 
-/// Turns latent points into feature sequences: `z` is `[batch, D]`, the answer
-/// `[batch, L, F]` with `F` = [`NUM_FEATURES`].
+/// Turns latent points into feature windows one recurrent step at a time: step `s` of a
+/// point's sequence is its `s`-th window (`s < L`), as the full decoder gives them.
 pub trait Decoder {
     /// `L`: windows per decoded sequence.
     fn sequence_len(&self) -> usize;
-    /// Decodes `batch` latent points.
-    fn decode(&mut self, batch: usize, z: &[f32]) -> Result<Vec<f32>>;
+    /// `H`: floats of state a point carries from one step to the next.
+    fn hidden(&self) -> usize;
+    /// One step of `batch` points: `z [batch, D]`, states `h [batch, H]`, `first [batch]` (1:
+    /// step 0, the state ignored). Returns features `[batch, F]` with `F` = [`NUM_FEATURES`]
+    /// and the next states `[batch, H]`.
+    fn step(
+        &mut self,
+        batch: usize,
+        z: &[f32],
+        h: &[f32],
+        first: &[f32],
+    ) -> Result<(Vec<f32>, Vec<f32>)>;
 }
 
-impl Decoder for personaflow_models::decoder::VaeDecoder {
+impl Decoder for personaflow_models::decoder::VaeDecoderStep {
     fn sequence_len(&self) -> usize {
         self.info().sequence_len
     }
 
-    fn decode(&mut self, batch: usize, z: &[f32]) -> Result<Vec<f32>> {
-        Ok(personaflow_models::decoder::VaeDecoder::decode(
-            self, batch, z,
+    fn hidden(&self) -> usize {
+        personaflow_models::decoder::VaeDecoderStep::hidden(self)
+    }
+
+    fn step(
+        &mut self,
+        batch: usize,
+        z: &[f32],
+        h: &[f32],
+        first: &[f32],
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok(personaflow_models::decoder::VaeDecoderStep::step(
+            self, batch, z, h, first,
         )?)
     }
 }
@@ -77,6 +103,15 @@ pub struct SynthOptions {
     pub decode_batch: usize,
     /// Added to every sampled latent point (a drift's direction times a magnitude).
     pub shift: Option<Vec<f32>>,
+    /// Volume factor of each generated window (the last one repeats past its end): a user of
+    /// activity `a` is active in window `k` with probability `min(1, a × volume[k])`
+    /// ([`crate::volume`]). `None`: 1.
+    pub volume: Option<Vec<f64>>,
+    /// Threads expanding a window's events (0: the machine's cores).
+    pub threads: usize,
+    /// Residual pools by population name ([`crate::residual`]): a synthetic window is its
+    /// decoded step plus a residual drawn from its population's pool (none: the step alone).
+    pub residuals: BTreeMap<String, ResidualPool>,
 }
 
 /// One synthetic user.
@@ -171,33 +206,68 @@ pub struct SynthSummary {
     pub users_file: PathBuf,
 }
 
-/// Decodes `users`' latent points and hands their events to `emit`, window by window in
-/// time order (`emit(window index from the start, events sorted by time)`); stops early when
-/// `emit` answers false. Returns the windows and events handed over.
+/// A well-mixed 64-bit hash of `(seed, user, window, salt)` (SplitMix64's finaliser over
+/// each part in turn): the random draws of a user in a window, independent of every other
+/// user's and window's, so users are generated in any order or in parallel with the same
+/// result.
+fn mix(seed: u64, user: u64, window: u64, salt: u64) -> u64 {
+    let mut x = seed ^ salt;
+    for part in [user, window] {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ part;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+    }
+    x
+}
+
+const ACTIVITY_SALT: u64 = 0xa5a5_0001;
+const EXPANSION_SALT: u64 = 0xa5a5_0002;
+const RESIDUAL_SALT: u64 = 0xa5a5_0003;
+
+/// Whether user `user` is active in window `window` when it is active with probability `p`.
+/// For one user and window, the draw is the same whatever `p`: a user active at some `p` is
+/// active at every larger one.
+pub fn is_active(seed: u64, user: u64, window: u64, p: f64) -> bool {
+    let u = (mix(seed, user, window, ACTIVITY_SALT) >> 11) as f64 / (1u64 << 53) as f64;
+    u < p
+}
+
+/// The probability that `user` is active in the `k`-th generated window.
+fn activity(user: &SyntheticUser, options: &SynthOptions, k: u64) -> f64 {
+    let factor = options.volume.as_ref().map_or(1.0, |v| {
+        v.get(k as usize)
+            .or(v.last())
+            .copied()
+            .filter(|f| f.is_finite())
+            .unwrap_or(1.0)
+    });
+    (f64::from(user.activity) * factor.max(0.0)).clamp(0.0, 1.0)
+}
+
+/// Hands `users`' events to `emit`, window by window in time order (`emit(window index from
+/// the start, events sorted by time)`, which may take the events); stops early when `emit`
+/// answers false. Returns the windows and events handed over.
+///
+/// Each window: the users active in it are drawn ([`is_active`]), their next step decoded in
+/// batches (the decoder's state kept per user between windows: `H` floats a user, nothing
+/// that grows with the period), and their events expanded on `options.threads` threads.
+/// Memory is the users' states plus one window's features and events.
 pub fn generate_events(
     users: &[SyntheticUser],
     decoder: &mut dyn Decoder,
     options: &SynthOptions,
-    emit: &mut dyn FnMut(u64, &[Event]) -> Result<bool>,
+    emit: &mut dyn FnMut(u64, &mut Vec<Event>) -> Result<bool>,
 ) -> Result<(u64, u64)> {
     let l = decoder.sequence_len().max(1);
-    let width = l * NUM_FEATURES;
-    // Decoded sequences, user by user.
-    let mut sequences: Vec<f32> = Vec::with_capacity(users.len() * width);
-    for chunk in users.chunks(options.decode_batch.max(1)) {
-        let z: Vec<f32> = chunk
-            .iter()
-            .flat_map(|u| u.latent.iter().copied())
-            .collect();
-        let decoded = decoder.decode(chunk.len(), &z)?;
-        if decoded.len() != chunk.len() * width {
-            return Err(Error::Input(format!(
-                "the decoder gave {} values for {} points of {l} x {NUM_FEATURES}",
-                decoded.len(),
-                chunk.len()
-            )));
-        }
-        sequences.extend(decoded);
+    let hidden = decoder.hidden();
+    let dims = users.first().map_or(0, |u| u.latent.len());
+    if let Some(u) = users.iter().find(|u| u.latent.len() != dims) {
+        return Err(Error::Input(format!(
+            "user {} has {} latent dimensions, the others {dims}",
+            u.user_id,
+            u.latent.len()
+        )));
     }
     let spec = options.spec;
     let first = spec
@@ -205,44 +275,138 @@ pub fn generate_events(
         .ok_or_else(|| Error::Input(format!("start {} is before 1970", options.start_ms)))?;
     let windows = (options.duration_ms.max(0) as u64).div_ceil(spec.len_ms() as u64);
     let names = Names::new();
-    // One generator per user, so a user's events do not depend on the others'.
-    let mut rngs: Vec<ChaCha8Rng> = (0..users.len())
-        .map(|k| {
-            ChaCha8Rng::seed_from_u64(options.seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let batch = options.decode_batch.max(1);
+    // Per user: its residual pool, the decoder's state and the active windows so far.
+    let pools: Vec<Option<&ResidualPool>> = users
+        .iter()
+        .map(|u| {
+            options
+                .residuals
+                .get(&u.population)
+                .filter(|p| p.rows() > 0)
         })
         .collect();
+    let mut state = vec![0f32; users.len() * hidden];
+    let mut steps = vec![0u32; users.len()];
     let mut events = 0u64;
-    let mut batch: Vec<Event> = Vec::new();
-    // Each user's active windows so far: the next step of its sequence.
-    let mut steps = vec![0usize; users.len()];
+    let mut out: Vec<Event> = Vec::new();
+    let (mut z, mut h, mut starts) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..windows {
         let window = first + k;
-        batch.clear();
-        for (u, (user, rng)) in users.iter().zip(rngs.iter_mut()).enumerate() {
-            if !rng.random_bool(f64::from(user.activity.clamp(0.0, 1.0))) {
-                continue;
+        let active: Vec<usize> = (0..users.len())
+            .filter(|u| {
+                is_active(
+                    options.seed,
+                    *u as u64,
+                    window,
+                    activity(&users[*u], options, k),
+                )
+            })
+            .collect();
+        // Decode the active users' next steps.
+        let mut features = vec![0f32; active.len() * NUM_FEATURES];
+        for (c, chunk) in active.chunks(batch).enumerate() {
+            z.clear();
+            h.clear();
+            starts.clear();
+            for u in chunk {
+                z.extend_from_slice(&users[*u].latent);
+                h.extend_from_slice(&state[u * hidden..(u + 1) * hidden]);
+                starts.push(f32::from(u8::from((steps[*u] as usize).is_multiple_of(l))));
             }
-            let step = steps[u] % l;
-            steps[u] += 1;
-            let at = u * width + step * NUM_FEATURES;
-            let x = &sequences[at..at + NUM_FEATURES];
-            let who = Persona {
-                user: &user.user_id,
-                device: user.context.0.as_deref(),
-                os: user.context.1.as_deref(),
-                country: user.context.2.as_deref(),
-                segment: user.segment.as_deref(),
-            };
-            batch.extend(expand_window(x, window, &spec, &who, &names, rng));
+            let (x, next) = decoder.step(chunk.len(), &z, &h, &starts)?;
+            if x.len() != chunk.len() * NUM_FEATURES || next.len() != chunk.len() * hidden {
+                return Err(Error::Input(format!(
+                    "the decoder gave {} features and {} state values for {} points \
+                     ({NUM_FEATURES} and {hidden} each)",
+                    x.len(),
+                    next.len(),
+                    chunk.len()
+                )));
+            }
+            let at = c * batch * NUM_FEATURES;
+            features[at..at + x.len()].copy_from_slice(&x);
+            for (i, u) in chunk.iter().enumerate() {
+                if let Some(pool) = pools[*u] {
+                    let r = pool.get(mix(options.seed, *u as u64, window, RESIDUAL_SALT));
+                    let x = &mut features[at + i * NUM_FEATURES..at + (i + 1) * NUM_FEATURES];
+                    x.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+                }
+            }
+            for (i, u) in chunk.iter().enumerate() {
+                state[u * hidden..(u + 1) * hidden]
+                    .copy_from_slice(&next[i * hidden..(i + 1) * hidden]);
+                steps[*u] += 1;
+            }
         }
-        batch.sort_by_key(|e| e.ts_ms);
-        events += batch.len() as u64;
-        if !emit(k, &batch)? {
+        // Expand them, a share of the users per thread, in user order.
+        let expand = |from: usize, to: usize| -> Vec<Event> {
+            let mut v = Vec::new();
+            for (i, u) in active.iter().enumerate().take(to).skip(from) {
+                let user = &users[*u];
+                let who = Persona {
+                    user: &user.user_id,
+                    device: user.context.0.as_deref(),
+                    os: user.context.1.as_deref(),
+                    country: user.context.2.as_deref(),
+                    segment: user.segment.as_deref(),
+                };
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(mix(options.seed, *u as u64, window, EXPANSION_SALT));
+                let x = &features[i * NUM_FEATURES..(i + 1) * NUM_FEATURES];
+                v.extend(expand_window(x, window, &spec, &who, &names, &mut rng));
+            }
+            v
+        };
+        out.clear();
+        if threads <= 1 || active.len() < 2 * MIN_USERS_PER_THREAD {
+            out = expand(0, active.len());
+        } else {
+            let (share, n) = (active.len().div_ceil(threads), active.len());
+            let parts: Vec<Vec<Event>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let expand = &expand;
+                        s.spawn(move || expand(t * share, ((t + 1) * share).min(n)))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("an expansion thread panicked"))
+                    .collect()
+            });
+            for p in parts {
+                out.extend(p);
+            }
+        }
+        // In time order (ties in user order): sort the keys, then move each event once.
+        let mut keys: Vec<(i64, u32)> = out
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.ts_ms, i as u32))
+            .collect();
+        keys.sort_unstable();
+        let mut sorted: Vec<Event> = keys
+            .iter()
+            .map(|(_, i)| std::mem::take(&mut out[*i as usize]))
+            .collect();
+        events += sorted.len() as u64;
+        if !emit(k, &mut sorted)? {
             return Ok((k + 1, events));
         }
     }
     Ok((windows, events))
 }
+
+/// Windows of events queued for the writer thread at most.
+const WRITE_QUEUE_WINDOWS: usize = 2;
+
+/// Active users in a window below which expanding on more threads is not worth starting them.
+const MIN_USERS_PER_THREAD: usize = 256;
 
 /// Decodes `users`' latent points and writes their events and truth under `out` (an
 /// existing non-empty `out/events` only with `overwrite`). `progress` is told the windows
@@ -259,13 +423,30 @@ pub fn generate(
     prepare_events_dir(&events_dir, overwrite)?;
     let mut writer =
         PartitionedWriter::with_sizes(events_dir, DEFAULT_ROWS_PER_FILE, DEFAULT_ROW_GROUP_ROWS);
-    let mut written = 0u64;
-    let result = generate_events(users, decoder, options, &mut |k, batch| {
-        writer.append(batch)?;
-        written += batch.len() as u64;
-        progress(k + 1, written);
-        Ok(true)
+    // The writer on its own thread, a window or two behind the expansion.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(WRITE_QUEUE_WINDOWS);
+    let (result, written) = std::thread::scope(|s| {
+        let writing = s.spawn(move || -> Result<PartitionedWriter> {
+            for batch in rx {
+                if let Err(e) = writer.append(&batch) {
+                    writer.abort();
+                    return Err(e.into());
+                }
+            }
+            Ok(writer)
+        });
+        let mut written = 0u64;
+        let result = generate_events(users, decoder, options, &mut |k, batch| {
+            written += batch.len() as u64;
+            progress(k + 1, written);
+            // A closed channel: the writer failed; its error is reported below.
+            Ok(tx.send(std::mem::take(batch)).is_ok())
+        });
+        drop(tx);
+        let written = writing.join().expect("the writer thread panicked");
+        (result, written)
     });
+    let mut writer = written?;
     let (windows, events) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -310,6 +491,7 @@ fn write_truth(path: &Path, users: &[SyntheticUser]) -> Result<()> {
             DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
             false,
         ),
+        Field::new("activity", DataType::Float32, false),
     ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -327,6 +509,12 @@ fn write_truth(path: &Path, users: &[SyntheticUser]) -> Result<()> {
             strings(&|u| u.context.1.as_deref()),
             strings(&|u| u.context.2.as_deref()),
             Arc::new(latent.finish()),
+            Arc::new(
+                users
+                    .iter()
+                    .map(|u| Some(u.activity))
+                    .collect::<arrow_array::Float32Array>(),
+            ),
         ],
     )
     .map_err(|e| Error::Input(format!("the truth's columns: {e}")))?;
@@ -391,12 +579,26 @@ mod tests {
         fn sequence_len(&self) -> usize {
             L
         }
-        fn decode(&mut self, batch: usize, z: &[f32]) -> Result<Vec<f32>> {
+        fn hidden(&self) -> usize {
+            1
+        }
+        /// The state is the step index.
+        fn step(
+            &mut self,
+            batch: usize,
+            z: &[f32],
+            h: &[f32],
+            first: &[f32],
+        ) -> Result<(Vec<f32>, Vec<f32>)> {
             self.calls += 1;
             self.points += batch;
-            Ok(z.chunks(2)
-                .flat_map(|z| (0..L).flat_map(move |s| fake_window(z, s)))
-                .collect())
+            let step = |i: usize| if first[i] == 1.0 { 0.0 } else { h[i] + 1.0 };
+            Ok((
+                (0..batch)
+                    .flat_map(|i| fake_window(&z[2 * i..2 * i + 2], step(i) as usize))
+                    .collect(),
+                (0..batch).map(step).collect(),
+            ))
         }
     }
 
@@ -406,6 +608,7 @@ mod tests {
             name: name.into(),
             segment: segment.map(str::to_string),
             user_windows: n as u64,
+            keys: Vec::new(),
             points: (0..n)
                 .map(|_| {
                     vec![
@@ -432,6 +635,9 @@ mod tests {
             components: 2,
             decode_batch: 7,
             shift: None,
+            volume: None,
+            threads: 2,
+            residuals: BTreeMap::new(),
         }
     }
 
@@ -486,7 +692,8 @@ mod tests {
                 &mut |_, _| {},
             )
             .unwrap();
-            assert_eq!((d.calls, d.points), (5, 30), "batches of 7");
+            // Every user active in each of the 10 windows (activity 1), batches of 7.
+            assert_eq!((d.calls, d.points), (10 * 5, 10 * 30), "batches of 7");
             (users, s.events, read_events(dir.path()))
         };
         let (a, b) = (run(4), run(4));
@@ -549,6 +756,103 @@ mod tests {
                     assert!((g[2] - want[2]).abs() < 1e-3, "bytes in");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_volume_scales_each_windows_active_users() {
+        let mut pop = population("p", 1.0, 300, None);
+        pop.activity = vec![0.3];
+        let volume = vec![1.0, 2.0, 0.5, 3.0];
+        let mut o = options(4_000, 6);
+        o.duration_ms = 6 * 60_000;
+        let users = plan(&[pop], &o).unwrap();
+        let run = |volume: Option<Vec<f64>>| {
+            let mut d = Fake {
+                calls: 0,
+                points: 0,
+            };
+            let o = SynthOptions {
+                volume,
+                ..o.clone()
+            };
+            let mut per_window: Vec<std::collections::BTreeSet<String>> = Vec::new();
+            generate_events(&users, &mut d, &o, &mut |_, batch| {
+                per_window.push(batch.iter().map(|e| e.user_id.clone()).collect());
+                Ok(true)
+            })
+            .unwrap();
+            per_window
+        };
+        let (plain, scaled) = (run(None), run(Some(volume.clone())));
+        for k in 0..6 {
+            let f = volume[k.min(3)];
+            let p: f64 = (0.3 * f).min(1.0);
+            let want = 4_000.0 * p;
+            let sd = (4_000.0 * p * (1.0 - p)).sqrt().max(1.0);
+            let got = scaled[k].len() as f64;
+            assert!(
+                (got - want).abs() <= 5.0 * sd,
+                "window {k}: {got} active, expected {want}"
+            );
+            // The same draw decides: more volume only adds users, less only removes them.
+            if f >= 1.0 {
+                assert!(plain[k].is_subset(&scaled[k]), "window {k}");
+            } else {
+                assert!(scaled[k].is_subset(&plain[k]), "window {k}");
+            }
+        }
+        assert_eq!(plain, run(Some(vec![1.0])), "a factor of 1 changes nothing");
+    }
+
+    #[test]
+    fn a_residual_is_added_to_each_decoded_window() {
+        // One residual: ln 2 on log_events, so a window of n events becomes one of 2n + 1
+        // (e^(ln(1 + n) + ln 2) - 1); one population with it, one without.
+        let pops = vec![
+            population("with", 1.0, 300, None),
+            population("without", 1.2, 300, None),
+        ];
+        let mut row = vec![0f32; NUM_FEATURES];
+        row[0] = std::f32::consts::LN_2;
+        let o = options(40, 3);
+        let users = plan(&pops, &o).unwrap();
+        let counts = |residuals: BTreeMap<String, ResidualPool>| {
+            let o = SynthOptions {
+                residuals,
+                ..o.clone()
+            };
+            let mut d = Fake {
+                calls: 0,
+                points: 0,
+            };
+            let mut n: BTreeMap<(String, i64), u64> = BTreeMap::new();
+            generate_events(&users, &mut d, &o, &mut |_, batch| {
+                for e in batch.iter() {
+                    *n.entry((e.user_id.clone(), e.ts_ms / 60_000)).or_default() += 1;
+                }
+                Ok(true)
+            })
+            .unwrap();
+            n
+        };
+        let plain = counts(BTreeMap::new());
+        let with = counts(BTreeMap::from([(
+            "with".to_string(),
+            ResidualPool::new(vec![row]),
+        )]));
+        let population: HashMap<&str, &str> = users
+            .iter()
+            .map(|u| (u.user_id.as_str(), u.population.as_str()))
+            .collect();
+        assert_eq!(plain.len(), with.len(), "the same windows are active");
+        for (key, n) in &plain {
+            let want = if population[key.0.as_str()] == "with" {
+                2 * n + 1
+            } else {
+                *n
+            };
+            assert_eq!(with[key], want, "{key:?}");
         }
     }
 

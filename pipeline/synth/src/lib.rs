@@ -20,5 +20,7 @@ pub mod expand;
 pub mod generate;
 pub mod gmm;
 pub mod population;
+pub mod residual;
+pub mod volume;
 
 pub use error::{Error, Result};

@@ -61,6 +61,9 @@ pub struct Population {
     pub user_windows: u64,
     /// Latent points for the fit (at most [`MAX_FIT_POINTS`]).
     pub points: Vec<Vec<f32>>,
+    /// The user-window (user, window end) of each point, when read from profiles (empty for
+    /// points made otherwise).
+    pub keys: Vec<(String, i64)>,
     /// Contexts and how many user-windows had each.
     pub contexts: BTreeMap<Context, u64>,
     /// Each of its users' share of the run's windows in which they were active (a user
@@ -171,7 +174,7 @@ pub fn read_populations(
 }
 
 /// (user, window end) of the user-windows assigned to `persona`.
-fn persona_user_windows(dir: &Path, persona: u32) -> Result<HashSet<(String, i64)>> {
+pub(crate) fn persona_user_windows(dir: &Path, persona: u32) -> Result<HashSet<(String, i64)>> {
     let tdir = dir.join(Table::PersonaAssignments.name());
     let mut out = HashSet::new();
     for path in parquet_files(&tdir)? {
@@ -270,6 +273,7 @@ fn add_batch(
             segment: carried,
             user_windows: 0,
             points: Vec::new(),
+            keys: Vec::new(),
             contexts: BTreeMap::new(),
             activity: Vec::new(),
         });
@@ -281,12 +285,15 @@ fn add_batch(
             .entry((opt(devices, i), opt(oses, i), opt(countries, i)))
             .or_default() += 1;
         // Reservoir sampling: a uniform sample of MAX_FIT_POINTS of the user-windows.
+        let key = (users.value(i).to_string(), windows.value(i));
         if pop.points.len() < MAX_FIT_POINTS {
             pop.points.push(point);
+            pop.keys.push(key);
         } else {
             let j = rng.random_range(0..pop.user_windows) as usize;
             if j < MAX_FIT_POINTS {
                 pop.points[j] = point;
+                pop.keys[j] = key;
             }
         }
     }
@@ -323,8 +330,9 @@ impl DriftShift {
     }
 }
 
-/// The drift `id` of the backfill output `dir` (`latest`, or `SCOPE:ID` such as
-/// `segment:gamer` or `persona:3` for that scope's latest drift) and its direction in latent
+/// The drift `id` of the backfill output `dir` (`latest`; `SCOPE:ID` such as
+/// `segment:gamer` or `persona:3` for that scope's latest drift; `SCOPE:ID@MS` for its drift
+/// detected at the window ending at `MS`) and its direction in latent
 /// space: the scope's mean latent point from the onset to the detection minus its mean over
 /// the `baseline_ms` before the onset (the drift detector's baseline).
 pub fn drift_shift(dir: &Path, id: &str, baseline_ms: i64) -> Result<DriftShift> {
@@ -358,15 +366,21 @@ pub fn drift_shift(dir: &Path, id: &str, baseline_ms: i64) -> Result<DriftShift>
     let picked = if id == "latest" {
         drifts.last()
     } else {
-        let (scope, scope_id) = id.split_once(':').ok_or_else(|| {
+        let bad = || {
             Error::Input(format!(
-                "drift {id:?}: expected `latest` or SCOPE:ID (e.g. segment:gamer, persona:3)"
+                "drift {id:?}: expected `latest`, SCOPE:ID (e.g. segment:gamer, persona:3) or \
+                 SCOPE:ID@DETECTED (the window end it was detected at, epoch ms)"
             ))
-        })?;
+        };
+        let (scoped, at) = match id.split_once('@') {
+            Some((s, t)) => (s, Some(t.parse::<i64>().map_err(|_| bad())?)),
+            None => (id, None),
+        };
+        let (scope, scope_id) = scoped.split_once(':').ok_or_else(bad)?;
         drifts
             .iter()
             .rev()
-            .find(|d| d.1 == scope && d.2 == scope_id)
+            .find(|d| d.1 == scope && d.2 == scope_id && at.is_none_or(|t| d.0 == t))
     };
     let Some((detected, scope, scope_id, onset)) = picked.cloned() else {
         let known: Vec<String> = drifts.iter().map(|d| format!("{}:{}", d.1, d.2)).collect();
