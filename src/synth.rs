@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use personaflow_dataflow::config::{parse_duration_ms, Config};
 use personaflow_models::decoder::{VaeDecoderStep, DECODER_STEP_FILE};
 use personaflow_operators::WindowSpec;
-use personaflow_synth::generate::{generate, plan, SynthOptions, DEFAULT_DECODE_BATCH};
+use personaflow_synth::generate::{generate, plan, to_events, SynthOptions, DEFAULT_DECODE_BATCH};
 use personaflow_synth::gmm::DEFAULT_COMPONENTS;
 use personaflow_synth::population::{drift_shift, read_populations, Selection};
 use personaflow_synth::residual::residual_pools;
@@ -346,8 +346,9 @@ fn drive(
         },
         period_start(options),
     );
-    personaflow_synth::generate::generate_events(users, decoder, options, &mut |k, batch| {
-        for e in batch {
+    let names = personaflow_synth::expand::Names::new();
+    personaflow_synth::generate::generate_events(users, decoder, options, &mut |k, window| {
+        for e in &to_events(window, users, &names) {
             if !driver.send(e) {
                 return Ok(false);
             }
@@ -393,8 +394,9 @@ fn publish(
     let start_ms = period_start(options);
     let started = Instant::now();
     let mut sent = 0u64;
-    personaflow_synth::generate::generate_events(users, decoder, options, &mut |k, batch| {
-        for e in batch {
+    let names = personaflow_synth::expand::Names::new();
+    personaflow_synth::generate::generate_events(users, decoder, options, &mut |k, window| {
+        for e in &to_events(window, users, &names) {
             if a.limit.is_some_and(|l| sent >= l) {
                 return Ok(false);
             }

@@ -297,14 +297,53 @@ impl PartitionedWriter {
             let day_end = (day + 1) * DAY_MS;
             let same_day = rest.partition_point(|e| e.ts_ms < day_end);
             let (today, later) = rest.split_at(same_day);
-            self.append_day(day, today)?;
+            self.append_day(day, today.len(), |at, n| {
+                events_to_batch(&today[at..at + n])
+            })?;
             rest = later;
         }
         Ok(())
     }
 
-    fn append_day(&mut self, day: i64, mut events: &[Event]) -> Result<()> {
-        while !events.is_empty() {
+    /// Appends a batch of the canonical event columns
+    /// ([`personaflow_io::schema::event_schema`]) sorted by `ts` (and later than everything
+    /// appended before), without going through [`Event`]s.
+    pub fn append_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::TimestampMillisecondType;
+        let ts = batch
+            .column(0)
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| {
+                Error::parquet(
+                    &self.root,
+                    parquet::errors::ParquetError::General(
+                        "an event batch's first column is not its millisecond timestamps".into(),
+                    ),
+                )
+            })?
+            .values();
+        let mut at = 0;
+        while at < ts.len() {
+            let day = ts[at].div_euclid(DAY_MS);
+            let day_end = (day + 1) * DAY_MS;
+            let end = at + ts[at..].partition_point(|t| *t < day_end);
+            self.append_day(day, end - at, |from, n| batch.slice(at + from, n))?;
+            at = end;
+        }
+        Ok(())
+    }
+
+    /// Writes `rows` rows of `day`, `batch_of(offset, len)` making the batch of each run of
+    /// them, into as many parts and row groups as they need.
+    fn append_day(
+        &mut self,
+        day: i64,
+        rows: usize,
+        batch_of: impl Fn(usize, usize) -> RecordBatch,
+    ) -> Result<()> {
+        let mut done = 0;
+        while done < rows {
             let part = match &self.open {
                 Some(open) if open.day == day && open.rows < self.rows_per_file => None,
                 Some(open) if open.day == day => Some(open.part + 1),
@@ -319,14 +358,13 @@ impl PartitionedWriter {
             };
             let take = (self.rows_per_file - open.rows)
                 .min(self.row_group_rows)
-                .min(events.len());
-            let (now, later) = events.split_at(take);
-            let batch = events_to_batch(now);
+                .min(rows - done);
+            let batch = batch_of(done, take);
             open.writer
                 .write(&batch)
                 .map_err(|e| Error::parquet(&open.temp, e))?;
             open.rows += take;
-            events = later;
+            done += take;
         }
         Ok(())
     }

@@ -173,6 +173,207 @@ fn expm1_pos(v: f32) -> f64 {
     }
 }
 
+/// Events column by column, their user an index into a list of users and their action and
+/// category a mix bucket: what the expansion writes, without an allocation per event.
+/// [`WindowEvents::to_batch`] makes the canonical event columns of them,
+/// [`WindowEvents::event`] one [`Event`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowEvents {
+    /// Event time, ms.
+    pub ts: Vec<i64>,
+    /// The user's index.
+    pub user: Vec<u32>,
+    /// The session's number within the user's window (`<user>-s<n>`).
+    pub session: Vec<u32>,
+    /// The action's mix bucket.
+    pub action: Vec<u8>,
+    /// The category's mix bucket.
+    pub category: Vec<u8>,
+    /// Bytes in.
+    pub bytes_in: Vec<u64>,
+    /// Bytes out.
+    pub bytes_out: Vec<u64>,
+    /// Latency, ms (NaN: none).
+    pub latency_ms: Vec<f64>,
+    /// Status code.
+    pub status: Vec<i32>,
+}
+
+impl WindowEvents {
+    /// Events held.
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Removes every event.
+    pub fn clear(&mut self) {
+        self.ts.clear();
+        self.user.clear();
+        self.session.clear();
+        self.action.clear();
+        self.category.clear();
+        self.bytes_in.clear();
+        self.bytes_out.clear();
+        self.latency_ms.clear();
+        self.status.clear();
+    }
+
+    /// Appends `other`'s events after these.
+    pub fn extend(&mut self, other: &WindowEvents) {
+        self.ts.extend_from_slice(&other.ts);
+        self.user.extend_from_slice(&other.user);
+        self.session.extend_from_slice(&other.session);
+        self.action.extend_from_slice(&other.action);
+        self.category.extend_from_slice(&other.category);
+        self.bytes_in.extend_from_slice(&other.bytes_in);
+        self.bytes_out.extend_from_slice(&other.bytes_out);
+        self.latency_ms.extend_from_slice(&other.latency_ms);
+        self.status.extend_from_slice(&other.status);
+    }
+
+    /// The events in time order (ties keep their order).
+    pub fn sorted_by_time(&self) -> WindowEvents {
+        let mut order: Vec<(i64, u32)> = self
+            .ts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (*t, i as u32))
+            .collect();
+        order.sort_unstable();
+        fn gather<T: Copy>(v: &[T], order: &[(i64, u32)]) -> Vec<T> {
+            order.iter().map(|(_, i)| v[*i as usize]).collect()
+        }
+        WindowEvents {
+            ts: order.iter().map(|(t, _)| *t).collect(),
+            user: gather(&self.user, &order),
+            session: gather(&self.session, &order),
+            action: gather(&self.action, &order),
+            category: gather(&self.category, &order),
+            bytes_in: gather(&self.bytes_in, &order),
+            bytes_out: gather(&self.bytes_out, &order),
+            latency_ms: gather(&self.latency_ms, &order),
+            status: gather(&self.status, &order),
+        }
+    }
+
+    /// Event `i`, of the user `who`.
+    pub fn event(&self, i: usize, who: &Persona<'_>, names: &Names) -> Event {
+        let latency = self.latency_ms[i];
+        Event {
+            ts_ms: self.ts[i],
+            user_id: who.user.to_string(),
+            session_id: Some(format!("{}-s{}", who.user, self.session[i])),
+            authenticated: who.segment.is_some(),
+            segment: who.segment.map(str::to_string),
+            action: names.actions[usize::from(self.action[i])].clone(),
+            category: Some(names.categories[usize::from(self.category[i])].clone()),
+            bytes_in: Some(self.bytes_in[i]),
+            bytes_out: Some(self.bytes_out[i]),
+            latency_ms: (!latency.is_nan()).then_some(latency),
+            status: Some(self.status[i]),
+            device: who.device.map(str::to_string),
+            os: who.os.map(str::to_string),
+            country: who.country.map(str::to_string),
+        }
+    }
+
+    /// The canonical event columns ([`personaflow_io::schema::event_schema`]) of these
+    /// events, `who(user index)` giving each user: the batch
+    /// [`personaflow_io::schema::events_to_batch`] makes of the same events as [`Event`]s.
+    pub fn to_batch<'a>(
+        &self,
+        who: impl Fn(u32) -> Persona<'a>,
+        names: &Names,
+    ) -> arrow_array::RecordBatch {
+        use arrow_array::builder::{
+            BooleanBuilder, Float64Builder, StringBuilder, TimestampMillisecondBuilder,
+        };
+        use arrow_array::{ArrayRef, Int32Array, UInt64Array};
+        use std::sync::Arc;
+        let n = self.len();
+        let mut id = String::new();
+        let mut ts = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut user = StringBuilder::with_capacity(n, n * 10);
+        let mut session = StringBuilder::with_capacity(n, n * 14);
+        let mut auth = BooleanBuilder::with_capacity(n);
+        let mut segment = StringBuilder::with_capacity(n, n * 8);
+        let mut action = StringBuilder::with_capacity(n, n * 16);
+        let mut category = StringBuilder::with_capacity(n, n * 16);
+        let mut device = StringBuilder::with_capacity(n, n * 6);
+        let mut os = StringBuilder::with_capacity(n, n * 6);
+        let mut country = StringBuilder::with_capacity(n, n * 2);
+        let mut latency = Float64Builder::with_capacity(n);
+        // Runs of one user's events share its strings.
+        let mut last: Option<(u32, Persona<'a>)> = None;
+        for i in 0..n {
+            let u = self.user[i];
+            let p = match last {
+                Some((lu, p)) if lu == u => p,
+                _ => {
+                    let p = who(u);
+                    last = Some((u, p));
+                    p
+                }
+            };
+            ts.append_value(self.ts[i]);
+            user.append_value(p.user);
+            id.clear();
+            id.push_str(p.user);
+            id.push_str("-s");
+            push_decimal(&mut id, self.session[i]);
+            session.append_value(&id);
+            auth.append_value(p.segment.is_some());
+            segment.append_option(p.segment);
+            action.append_value(&names.actions[usize::from(self.action[i])]);
+            category.append_value(&names.categories[usize::from(self.category[i])]);
+            let l = self.latency_ms[i];
+            latency.append_option((!l.is_nan()).then_some(l));
+            device.append_option(p.device);
+            os.append_option(p.os);
+            country.append_option(p.country);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(ts.finish()),
+            Arc::new(user.finish()),
+            Arc::new(session.finish()),
+            Arc::new(auth.finish()),
+            Arc::new(segment.finish()),
+            Arc::new(action.finish()),
+            Arc::new(category.finish()),
+            Arc::new(UInt64Array::from(self.bytes_in.clone())),
+            Arc::new(UInt64Array::from(self.bytes_out.clone())),
+            Arc::new(latency.finish()),
+            Arc::new(Int32Array::from(self.status.clone())),
+            Arc::new(device.finish()),
+            Arc::new(os.finish()),
+            Arc::new(country.finish()),
+        ];
+        arrow_array::RecordBatch::try_new(personaflow_io::schema::event_schema(), columns)
+            .expect("the canonical columns match the schema")
+    }
+}
+
+/// Appends `v` in decimal to `s` (what `write!(s, "{v}")` does, without the formatting
+/// machinery).
+fn push_decimal(s: &mut String, mut v: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    s.push_str(std::str::from_utf8(&digits[i..]).expect("ASCII digits"));
+}
+
 /// The events of window `window` whose features are `x` (at least the base features; see the
 /// module's documentation for how each is inverted). `rng` places the span in the window.
 pub fn expand_window(
@@ -183,9 +384,23 @@ pub fn expand_window(
     names: &Names,
     rng: &mut impl Rng,
 ) -> Vec<Event> {
+    let mut out = WindowEvents::default();
+    expand_window_into(x, window, spec, 0, rng, &mut out);
+    (0..out.len()).map(|i| out.event(i, who, names)).collect()
+}
+
+/// [`expand_window`] into columns: appends the events of user `user` to `out`.
+pub fn expand_window_into(
+    x: &[f32],
+    window: u64,
+    spec: &WindowSpec,
+    user: u32,
+    rng: &mut impl Rng,
+    out: &mut WindowEvents,
+) {
     let n = (expm1_pos(x[0]).round() as u64).min(MAX_EVENTS_PER_WINDOW);
     if n == 0 {
-        return Vec::new();
+        return;
     }
     let len_ms = spec.len_ms();
     let secs = spec.len_secs();
@@ -218,41 +433,28 @@ pub fn expand_window(
     let sessions = (expm1_pos(x[9]).round() as u64).clamp(1, n);
     let actions = apportion(&x[ACTION_MIX_START..ACTION_MIX_START + MIX_BUCKETS], n);
     let categories = apportion(&x[CATEGORY_MIX_START..CATEGORY_MIX_START + MIX_BUCKETS], n);
-    let bucket_of = |counts: &[u64], i: u64| {
-        let mut acc = 0;
+    let buckets = |counts: &[u64], into: &mut Vec<u8>| {
         for (b, c) in counts.iter().enumerate() {
-            acc += c;
-            if i < acc {
-                return b;
-            }
+            into.extend(std::iter::repeat_n(b as u8, *c as usize));
         }
-        counts.len() - 1
     };
-    let session_ids: Vec<String> = (0..sessions)
-        .map(|s| format!("{}-s{s}", who.user))
-        .collect();
-    (0..n)
-        .map(|i| Event {
-            ts_ms: time(i),
-            user_id: who.user.to_string(),
-            session_id: Some(session_ids[(i % sessions) as usize].clone()),
-            authenticated: who.segment.is_some(),
-            segment: who.segment.map(str::to_string),
-            action: names.actions[bucket_of(&actions, i)].clone(),
-            category: Some(names.categories[bucket_of(&categories, i)].clone()),
-            bytes_in: Some(share(total_in, i)),
-            bytes_out: Some(share(total_out, i)),
-            latency_ms: has_latency.then(|| if i == 0 { max_us } else { rest_us } / 1000.0),
-            status: Some(if i < errors {
-                ERROR_STATUS_CODE
-            } else {
-                OK_STATUS_CODE
-            }),
-            device: who.device.map(str::to_string),
-            os: who.os.map(str::to_string),
-            country: who.country.map(str::to_string),
-        })
-        .collect()
+    buckets(&actions, &mut out.action);
+    buckets(&categories, &mut out.category);
+    for i in 0..n {
+        out.ts.push(time(i));
+        out.user.push(user);
+        out.session.push((i % sessions) as u32);
+        out.bytes_in.push(share(total_in, i));
+        out.bytes_out.push(share(total_out, i));
+        let us = if i == 0 { max_us } else { rest_us };
+        out.latency_ms
+            .push(if has_latency { us / 1000.0 } else { f64::NAN });
+        out.status.push(if i < errors {
+            ERROR_STATUS_CODE
+        } else {
+            OK_STATUS_CODE
+        });
+    }
 }
 
 #[cfg(test)]
@@ -363,6 +565,57 @@ mod tests {
         assert!(
             expand_window(&x, 0, &spec, &Persona::default(), &Names::new(), &mut rng).is_empty()
         );
+    }
+
+    /// The columns made directly are the ones the events, as `Event`s, make: every window of
+    /// a seeded run, several users, one of them without a segment or context.
+    #[test]
+    fn the_columns_are_the_events_columns() {
+        let spec = WindowSpec::default();
+        let names = Names::new();
+        let people = [
+            Persona {
+                user: "syn1",
+                device: Some("tv"),
+                os: Some("tizen"),
+                country: Some("KR"),
+                segment: Some("video_streamer"),
+            },
+            Persona {
+                user: "syn22",
+                ..Persona::default()
+            },
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let mut cols = WindowEvents::default();
+        for window in 100..160u64 {
+            let agg = random_window(&mut rng, window, &spec);
+            let mut x = [0f32; NUM_FEATURES];
+            x[..NUM_BASE_FEATURES].copy_from_slice(&window_features(&agg, window, &spec));
+            if window % 7 == 0 {
+                x[4] = 0.0; // no latency
+                x[5] = 0.0;
+            }
+            expand_window_into(&x, window, &spec, (window % 2) as u32, &mut rng, &mut cols);
+        }
+        let cols = cols.sorted_by_time();
+        assert!(cols.ts.windows(2).all(|w| w[0] <= w[1]));
+        let events: Vec<Event> = (0..cols.len())
+            .map(|i| cols.event(i, &people[cols.user[i] as usize], &names))
+            .collect();
+        assert!(events.iter().any(|e| e.latency_ms.is_none()));
+        let want = personaflow_io::schema::events_to_batch(&events);
+        let got = cols.to_batch(|u| people[u as usize], &names);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for v in [0, 7, 10, 99, 100, 65_535, 1_000_000, u32::MAX] {
+            let mut s = String::from("u-s");
+            push_decimal(&mut s, v);
+            assert_eq!(s, format!("u-s{v}"));
+        }
     }
 
     #[test]

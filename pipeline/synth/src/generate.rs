@@ -19,7 +19,7 @@
 //! activity's to say. Everything is seeded: the same populations, options and decoder give the
 //! same files, whatever the number of threads.
 
-use crate::expand::{expand_window, Names, Persona};
+use crate::expand::{expand_window_into, Names, Persona, WindowEvents};
 use crate::gmm::{DiagGmm, FitOptions};
 use crate::population::{Context, Population};
 use crate::residual::ResidualPool;
@@ -191,6 +191,24 @@ pub fn plan(populations: &[Population], options: &SynthOptions) -> Result<Vec<Sy
         .collect())
 }
 
+/// Who `user`'s events are of.
+pub fn persona(user: &SyntheticUser) -> Persona<'_> {
+    Persona {
+        user: &user.user_id,
+        device: user.context.0.as_deref(),
+        os: user.context.1.as_deref(),
+        country: user.context.2.as_deref(),
+        segment: user.segment.as_deref(),
+    }
+}
+
+/// `users`' events of `window` as [`Event`]s.
+pub fn to_events(window: &WindowEvents, users: &[SyntheticUser], names: &Names) -> Vec<Event> {
+    (0..window.len())
+        .map(|i| window.event(i, &persona(&users[window.user[i] as usize]), names))
+        .collect()
+}
+
 /// What [`generate`] wrote.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SynthSummary {
@@ -246,8 +264,9 @@ fn activity(user: &SyntheticUser, options: &SynthOptions, k: u64) -> f64 {
 }
 
 /// Hands `users`' events to `emit`, window by window in time order (`emit(window index from
-/// the start, events sorted by time)`, which may take the events); stops early when `emit`
-/// answers false. Returns the windows and events handed over.
+/// the start, events sorted by time)`, which may take them; their `user` is an index into
+/// `users`: see [`persona`] and [`WindowEvents::event`]); stops early when `emit` answers
+/// false. Returns the windows and events handed over.
 ///
 /// Each window: the users active in it are drawn ([`is_active`]), their next step decoded in
 /// batches (the decoder's state kept per user between windows: `H` floats a user, nothing
@@ -257,7 +276,7 @@ pub fn generate_events(
     users: &[SyntheticUser],
     decoder: &mut dyn Decoder,
     options: &SynthOptions,
-    emit: &mut dyn FnMut(u64, &mut Vec<Event>) -> Result<bool>,
+    emit: &mut dyn FnMut(u64, &mut WindowEvents) -> Result<bool>,
 ) -> Result<(u64, u64)> {
     let l = decoder.sequence_len().max(1);
     let hidden = decoder.hidden();
@@ -274,7 +293,6 @@ pub fn generate_events(
         .index(options.start_ms)
         .ok_or_else(|| Error::Input(format!("start {} is before 1970", options.start_ms)))?;
     let windows = (options.duration_ms.max(0) as u64).div_ceil(spec.len_ms() as u64);
-    let names = Names::new();
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
@@ -293,7 +311,6 @@ pub fn generate_events(
     let mut state = vec![0f32; users.len() * hidden];
     let mut steps = vec![0u32; users.len()];
     let mut events = 0u64;
-    let mut out: Vec<Event> = Vec::new();
     let (mut z, mut h, mut starts) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..windows {
         let window = first + k;
@@ -344,30 +361,21 @@ pub fn generate_events(
             }
         }
         // Expand them, a share of the users per thread, in user order.
-        let expand = |from: usize, to: usize| -> Vec<Event> {
-            let mut v = Vec::new();
+        let expand = |from: usize, to: usize| -> WindowEvents {
+            let mut v = WindowEvents::default();
             for (i, u) in active.iter().enumerate().take(to).skip(from) {
-                let user = &users[*u];
-                let who = Persona {
-                    user: &user.user_id,
-                    device: user.context.0.as_deref(),
-                    os: user.context.1.as_deref(),
-                    country: user.context.2.as_deref(),
-                    segment: user.segment.as_deref(),
-                };
                 let mut rng =
                     ChaCha8Rng::seed_from_u64(mix(options.seed, *u as u64, window, EXPANSION_SALT));
                 let x = &features[i * NUM_FEATURES..(i + 1) * NUM_FEATURES];
-                v.extend(expand_window(x, window, &spec, &who, &names, &mut rng));
+                expand_window_into(x, window, &spec, *u as u32, &mut rng, &mut v);
             }
             v
         };
-        out.clear();
-        if threads <= 1 || active.len() < 2 * MIN_USERS_PER_THREAD {
-            out = expand(0, active.len());
+        let expanded = if threads <= 1 || active.len() < 2 * MIN_USERS_PER_THREAD {
+            expand(0, active.len())
         } else {
             let (share, n) = (active.len().div_ceil(threads), active.len());
-            let parts: Vec<Vec<Event>> = std::thread::scope(|s| {
+            let parts: Vec<WindowEvents> = std::thread::scope(|s| {
                 let handles: Vec<_> = (0..threads)
                     .map(|t| {
                         let expand = &expand;
@@ -379,21 +387,14 @@ pub fn generate_events(
                     .map(|h| h.join().expect("an expansion thread panicked"))
                     .collect()
             });
-            for p in parts {
-                out.extend(p);
+            let mut all = WindowEvents::default();
+            for p in &parts {
+                all.extend(p);
             }
-        }
-        // In time order (ties in user order): sort the keys, then move each event once.
-        let mut keys: Vec<(i64, u32)> = out
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.ts_ms, i as u32))
-            .collect();
-        keys.sort_unstable();
-        let mut sorted: Vec<Event> = keys
-            .iter()
-            .map(|(_, i)| std::mem::take(&mut out[*i as usize]))
-            .collect();
+            all
+        };
+        // In time order (ties in user order).
+        let mut sorted = expanded.sorted_by_time();
         events += sorted.len() as u64;
         if !emit(k, &mut sorted)? {
             return Ok((k + 1, events));
@@ -424,11 +425,14 @@ pub fn generate(
     let mut writer =
         PartitionedWriter::with_sizes(events_dir, DEFAULT_ROWS_PER_FILE, DEFAULT_ROW_GROUP_ROWS);
     // The writer on its own thread, a window or two behind the expansion.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(WRITE_QUEUE_WINDOWS);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<WindowEvents>(WRITE_QUEUE_WINDOWS);
+    let names = Names::new();
     let (result, written) = std::thread::scope(|s| {
+        let names = &names;
         let writing = s.spawn(move || -> Result<PartitionedWriter> {
-            for batch in rx {
-                if let Err(e) = writer.append(&batch) {
+            for window in rx {
+                let batch = window.to_batch(|u| persona(&users[u as usize]), names);
+                if let Err(e) = writer.append_batch(&batch) {
                     writer.abort();
                     return Err(e.into());
                 }
@@ -778,7 +782,13 @@ mod tests {
             };
             let mut per_window: Vec<std::collections::BTreeSet<String>> = Vec::new();
             generate_events(&users, &mut d, &o, &mut |_, batch| {
-                per_window.push(batch.iter().map(|e| e.user_id.clone()).collect());
+                per_window.push(
+                    batch
+                        .user
+                        .iter()
+                        .map(|u| users[*u as usize].user_id.clone())
+                        .collect(),
+                );
                 Ok(true)
             })
             .unwrap();
@@ -828,8 +838,9 @@ mod tests {
             };
             let mut n: BTreeMap<(String, i64), u64> = BTreeMap::new();
             generate_events(&users, &mut d, &o, &mut |_, batch| {
-                for e in batch.iter() {
-                    *n.entry((e.user_id.clone(), e.ts_ms / 60_000)).or_default() += 1;
+                for (u, ts) in batch.user.iter().zip(&batch.ts) {
+                    *n.entry((users[*u as usize].user_id.clone(), ts / 60_000))
+                        .or_default() += 1;
                 }
                 Ok(true)
             })
