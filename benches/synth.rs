@@ -10,6 +10,9 @@
 //! sequences (all `L` steps of `PF_BENCH_SEQUENCES` [100,000] points) decoded per second by the
 //! full decoder and by the step decoder.
 //!
+//! `PF_BENCH_INTRA_THREADS` sets the decoder's intra-op threads [1], `PF_BENCH_THREADS` the
+//! expansion's [0: all cores].
+//!
 //! Run with `cargo bench --bench synth` (it does nothing under `cargo test`); needs the
 //! onnxruntime of `scripts/setup-onnxruntime.sh`.
 
