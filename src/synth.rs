@@ -259,7 +259,15 @@ pub(crate) fn cmd_synth(a: SynthArgs, quiet: bool) -> Result<()> {
                 .iter()
                 .map(|(p, r)| format!("{p} {}", r.rows()))
                 .collect();
-            eprintln!("synth: residuals of real windows: {}", sizes.join(", "));
+            if sizes.is_empty() {
+                eprintln!(
+                    "synth: no real windows' features in {} (the features table): decoded \
+                     means alone, as with --residuals off",
+                    a.profiles.display()
+                );
+            } else {
+                eprintln!("synth: residuals of real windows: {}", sizes.join(", "));
+            }
         }
     }
     let bar = if quiet {

@@ -82,7 +82,8 @@ impl ResidualPool {
 /// The residual pools of `populations` (by name) from the backfill output `dir`: for each,
 /// the real windows of its sampled latent points (at most [`MAX_RESIDUALS`], the first of its
 /// seeded sample), decoded with `decoder`. A population none of whose windows is in the
-/// features table gets no pool (its windows are decoded means).
+/// features table gets no pool (its windows are decoded means); without a features table,
+/// no population has one.
 pub fn residual_pools(
     dir: &Path,
     populations: &[Population],
@@ -107,6 +108,9 @@ pub fn residual_pools(
     // (population, point) -> real features.
     let mut real: BTreeMap<(usize, usize), [f32; NUM_FEATURES]> = BTreeMap::new();
     let tdir = dir.join(Table::Features.name());
+    if !tdir.is_dir() {
+        return Ok(BTreeMap::new());
+    }
     let mut failed = None;
     for path in parquet_files(&tdir)? {
         for_each_batch(&path, &columns, |b| {

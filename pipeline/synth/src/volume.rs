@@ -113,7 +113,11 @@ pub fn read_volume(
 ) -> Result<VolumePlan> {
     let members = selection_windows(dir, selection)?;
     let tdir = dir.join(Table::Forecasts.name());
-    let files = parquet_files(&tdir)?;
+    let files = if tdir.is_dir() {
+        parquet_files(&tdir)?
+    } else {
+        Vec::new()
+    };
     if files.is_empty() {
         return Err(Error::Input(format!(
             "{}: no forecasts (--volume forecast needs a backfill with a forecaster)",
