@@ -210,19 +210,6 @@ impl WindowEvents {
         self.ts.is_empty()
     }
 
-    /// Removes every event.
-    pub fn clear(&mut self) {
-        self.ts.clear();
-        self.user.clear();
-        self.session.clear();
-        self.action.clear();
-        self.category.clear();
-        self.bytes_in.clear();
-        self.bytes_out.clear();
-        self.latency_ms.clear();
-        self.status.clear();
-    }
-
     /// Appends `other`'s events after these.
     pub fn extend(&mut self, other: &WindowEvents) {
         self.ts.extend_from_slice(&other.ts);

@@ -251,16 +251,20 @@ pub fn is_active(seed: u64, user: u64, window: u64, p: f64) -> bool {
     u < p
 }
 
-/// The probability that `user` is active in the `k`-th generated window.
-fn activity(user: &SyntheticUser, options: &SynthOptions, k: u64) -> f64 {
-    let factor = options.volume.as_ref().map_or(1.0, |v| {
-        v.get(k as usize)
-            .or(v.last())
-            .copied()
-            .filter(|f| f.is_finite())
-            .unwrap_or(1.0)
-    });
-    (f64::from(user.activity) * factor.max(0.0)).clamp(0.0, 1.0)
+/// The volume factor of the `k`-th generated window (1 without one; the last one past the
+/// end; a factor that is not a number counts as 1, a negative one as 0).
+fn volume_factor(options: &SynthOptions, k: u64) -> f64 {
+    options
+        .volume
+        .as_ref()
+        .map_or(1.0, |v| {
+            v.get(k as usize)
+                .or(v.last())
+                .copied()
+                .filter(|f| f.is_finite())
+                .unwrap_or(1.0)
+        })
+        .max(0.0)
 }
 
 /// Hands `users`' events to `emit`, window by window in time order (`emit(window index from
@@ -314,14 +318,11 @@ pub fn generate_events(
     let (mut z, mut h, mut starts) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..windows {
         let window = first + k;
+        let factor = volume_factor(options, k);
         let active: Vec<usize> = (0..users.len())
             .filter(|u| {
-                is_active(
-                    options.seed,
-                    *u as u64,
-                    window,
-                    activity(&users[*u], options, k),
-                )
+                let p = (f64::from(users[*u].activity) * factor).clamp(0.0, 1.0);
+                is_active(options.seed, *u as u64, window, p)
             })
             .collect();
         // Decode the active users' next steps.
