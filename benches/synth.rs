@@ -10,8 +10,8 @@
 //! sequences (all `L` steps of `PF_BENCH_SEQUENCES` [100,000] points) decoded per second by the
 //! full decoder and by the step decoder.
 //!
-//! `PF_BENCH_INTRA_THREADS` sets the decoder's intra-op threads [1], `PF_BENCH_THREADS` the
-//! expansion's [0: all cores].
+//! `PF_BENCH_INTRA_THREADS` sets the decoder's intra-op threads [1, as `synth`; 0: all cores],
+//! `PF_BENCH_THREADS` the expansion's [0: all cores].
 //!
 //! Run with `cargo bench --bench synth` (it does nothing under `cargo test`); needs the
 //! onnxruntime of `scripts/setup-onnxruntime.sh`.
@@ -19,7 +19,9 @@
 use personaflow_models::decoder::{VaeDecoder, VaeDecoderStep, DECODER_FILE, DECODER_STEP_FILE};
 use personaflow_models::SessionOptions;
 use personaflow_operators::WindowSpec;
-use personaflow_synth::generate::{generate, generate_events, plan, Decoder, SynthOptions};
+use personaflow_synth::generate::{
+    generate, generate_events, plan, Decoder, SynthOptions, DEFAULT_DECODE_BATCH,
+};
 use personaflow_synth::population::Population;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -80,12 +82,20 @@ fn main() {
     }
     let users: usize = env_or("PF_BENCH_USERS", 100_000);
     let minutes: i64 = env_or("PF_BENCH_MINUTES", 60);
-    let batch: usize = env_or("PF_BENCH_BATCH", 1_024);
+    let batch: usize = env_or("PF_BENCH_BATCH", DEFAULT_DECODE_BATCH);
     let activity: f32 = env_or("PF_BENCH_ACTIVITY", 0.08);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models/onnx")
         .join(DECODER_STEP_FILE);
-    let mut decoder = VaeDecoderStep::open(&path, &SessionOptions::default()).expect("the decoder");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let session = SessionOptions {
+        intra_threads: match env_or("PF_BENCH_INTRA_THREADS", 1) {
+            0 => cores,
+            n => n,
+        },
+        ..SessionOptions::default()
+    };
+    let mut decoder = VaeDecoderStep::open(&path, &session).expect("the decoder");
     let d = decoder.info().latent_dims;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let population = Population {
@@ -171,8 +181,11 @@ fn main() {
         generate_events(&planned, &mut timed, &options, &mut |_, _| Ok(true)).expect("generates");
     let expand_only = t.elapsed().as_secs_f64() - timed.secs;
     println!(
-        "synth: expansion alone (not written): {expanded} events in {expand_only:.2} s: {:.0} events/s",
-        expanded as f64 / expand_only
+        "synth: expansion alone (not written): {expanded} events in {expand_only:.2} s: {:.0} events/s; \
+         decoding without the writer thread {:.0} latent points/s, {:.0} steps/s",
+        expanded as f64 / expand_only,
+        users as f64 / timed.secs,
+        timed.steps as f64 / timed.secs
     );
     // Whole sequences: every step of every point, full decoder against step decoder.
     let n: usize = env_or("PF_BENCH_SEQUENCES", 100_000);
@@ -180,7 +193,7 @@ fn main() {
         .map(|_| rng.random::<f32>() * 2.0 - 1.0)
         .collect();
     let full_path = path.with_file_name(DECODER_FILE);
-    let mut full = VaeDecoder::open(&full_path, &SessionOptions::default()).expect("the decoder");
+    let mut full = VaeDecoder::open(&full_path, &session).expect("the decoder");
     let l = full.info().sequence_len;
     let t = Instant::now();
     for c in z.chunks(batch * d) {

@@ -173,6 +173,13 @@ fn expm1_pos(v: f32) -> f64 {
     }
 }
 
+/// Milliseconds of span per event up to which [`WindowEvents::merged_by_time`] sorts by
+/// counting (a one-minute window holds 60,000).
+pub const COUNTING_SORT_SPAN_PER_EVENT: i128 = 8;
+/// Span up to which [`WindowEvents::merged_by_time`] sorts by counting, however few the
+/// events: one default window.
+pub const COUNTING_SORT_MIN_SPAN: i128 = 60_000;
+
 /// Events column by column, their user an index into a list of users and their action and
 /// category a mix bucket: what the expansion writes, without an allocation per event.
 /// [`WindowEvents::to_batch`] makes the canonical event columns of them,
@@ -245,6 +252,62 @@ impl WindowEvents {
             bytes_out: gather(&self.bytes_out, &order),
             latency_ms: gather(&self.latency_ms, &order),
             status: gather(&self.status, &order),
+        }
+    }
+
+    /// The events of `parts`, one after another, in time order (ties keep their order): what
+    /// concatenating them and [`WindowEvents::sorted_by_time`] give, without the copy. A
+    /// window's events span at most its length in milliseconds, so they are placed by a
+    /// counting sort over that span; events spread wider than
+    /// [`COUNTING_SORT_SPAN_PER_EVENT`] ms per event are sorted by comparison instead.
+    pub fn merged_by_time(parts: &[WindowEvents]) -> WindowEvents {
+        let n: usize = parts.iter().map(WindowEvents::len).sum();
+        let all = || parts.iter().flat_map(|p| p.ts.iter().copied());
+        let (lo, hi) = all().fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        let span = i128::from(hi) - i128::from(lo) + 1;
+        if n == 0 || span > (COUNTING_SORT_SPAN_PER_EVENT * n as i128).max(COUNTING_SORT_MIN_SPAN) {
+            let mut joined = WindowEvents::default();
+            parts.iter().for_each(|p| joined.extend(p));
+            return joined.sorted_by_time();
+        }
+        // Where each event goes: the events before its millisecond, then those of its
+        // millisecond met before it.
+        let mut next = vec![0u32; span as usize + 1];
+        for t in all() {
+            next[(t - lo) as usize + 1] += 1;
+        }
+        for i in 1..next.len() {
+            next[i] += next[i - 1];
+        }
+        let dest: Vec<u32> = all()
+            .map(|t| {
+                let slot = &mut next[(t - lo) as usize];
+                *slot += 1;
+                *slot - 1
+            })
+            .collect();
+        fn scatter<T: Copy + Default>(
+            parts: &[WindowEvents],
+            dest: &[u32],
+            column: impl Fn(&WindowEvents) -> &[T],
+        ) -> Vec<T> {
+            let mut out = vec![T::default(); dest.len()];
+            let values = parts.iter().flat_map(|p| column(p).iter());
+            for (to, v) in dest.iter().zip(values) {
+                out[*to as usize] = *v;
+            }
+            out
+        }
+        WindowEvents {
+            ts: scatter(parts, &dest, |p| &p.ts),
+            user: scatter(parts, &dest, |p| &p.user),
+            session: scatter(parts, &dest, |p| &p.session),
+            action: scatter(parts, &dest, |p| &p.action),
+            category: scatter(parts, &dest, |p| &p.category),
+            bytes_in: scatter(parts, &dest, |p| &p.bytes_in),
+            bytes_out: scatter(parts, &dest, |p| &p.bytes_out),
+            latency_ms: scatter(parts, &dest, |p| &p.latency_ms),
+            status: scatter(parts, &dest, |p| &p.status),
         }
     }
 
@@ -524,6 +587,51 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Random events in `parts` parts, their times within `span` ms of `base` (many ties).
+    fn random_parts(rng: &mut ChaCha8Rng, parts: usize, base: i64, span: i64) -> Vec<WindowEvents> {
+        (0..parts)
+            .map(|_| {
+                let mut p = WindowEvents::default();
+                for _ in 0..rng.random_range(0..300) {
+                    p.ts.push(base + rng.random_range(0..span));
+                    p.user.push(rng.random());
+                    p.session.push(rng.random());
+                    p.action.push(rng.random());
+                    p.category.push(rng.random());
+                    p.bytes_in.push(rng.random());
+                    p.bytes_out.push(rng.random());
+                    p.latency_ms.push(rng.random());
+                    p.status.push(rng.random());
+                }
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merged_by_time_is_concatenating_then_sorting() {
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        // Narrow spans take the counting sort, wide ones the comparison sort; ties abound.
+        for (case, span) in [1, 50, 60_000, 10_000_000, i64::MAX / 4]
+            .into_iter()
+            .cycle()
+            .take(60)
+            .enumerate()
+        {
+            let parts = random_parts(&mut rng, case % 4, -7_000 + case as i64, span);
+            let mut joined = WindowEvents::default();
+            parts.iter().for_each(|p| joined.extend(p));
+            let want = joined.sorted_by_time();
+            assert_eq!(
+                WindowEvents::merged_by_time(&parts),
+                want,
+                "case {case}, span {span}"
+            );
+            assert!(want.ts.is_sorted());
+        }
+        assert!(WindowEvents::merged_by_time(&[]).is_empty());
     }
 
     #[test]

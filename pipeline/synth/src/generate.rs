@@ -372,11 +372,11 @@ pub fn generate_events(
             }
             v
         };
-        let expanded = if threads <= 1 || active.len() < 2 * MIN_USERS_PER_THREAD {
-            expand(0, active.len())
+        let parts: Vec<WindowEvents> = if threads <= 1 || active.len() < 2 * MIN_USERS_PER_THREAD {
+            vec![expand(0, active.len())]
         } else {
             let (share, n) = (active.len().div_ceil(threads), active.len());
-            let parts: Vec<WindowEvents> = std::thread::scope(|s| {
+            std::thread::scope(|s| {
                 let handles: Vec<_> = (0..threads)
                     .map(|t| {
                         let expand = &expand;
@@ -387,15 +387,10 @@ pub fn generate_events(
                     .into_iter()
                     .map(|h| h.join().expect("an expansion thread panicked"))
                     .collect()
-            });
-            let mut all = WindowEvents::default();
-            for p in &parts {
-                all.extend(p);
-            }
-            all
+            })
         };
         // In time order (ties in user order).
-        let mut sorted = expanded.sorted_by_time();
+        let mut sorted = WindowEvents::merged_by_time(&parts);
         events += sorted.len() as u64;
         if !emit(k, &mut sorted)? {
             return Ok((k + 1, events));
