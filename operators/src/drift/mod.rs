@@ -264,21 +264,31 @@ fn mean_of(steps: &[&Step]) -> (Vec<f64>, usize) {
     (sum.into_iter().map(|x| x / d).collect(), n)
 }
 
-/// The mean kept point of each unit over `steps`, in unit order.
+/// The mean kept point of each unit over `steps`, in unit order. Each unit's points are
+/// summed in step order (a stable sort by unit), as a map from unit to running sum would.
 fn unit_means(steps: &[&Step]) -> Vec<Vec<f32>> {
-    let mut sums: std::collections::BTreeMap<u64, (Vec<f64>, f64)> = Default::default();
-    for s in steps {
-        for (k, p) in s.keys.iter().zip(&s.points) {
-            let (sum, n) = sums.entry(*k).or_insert_with(|| (vec![0.0; p.len()], 0.0));
-            for (a, x) in sum.iter_mut().zip(p) {
+    let mut points: Vec<(u64, &[f32])> = steps
+        .iter()
+        .flat_map(|s| {
+            s.keys
+                .iter()
+                .copied()
+                .zip(s.points.iter().map(Vec::as_slice))
+        })
+        .collect();
+    points.sort_by_key(|(k, _)| *k);
+    let mut means = Vec::new();
+    for unit in points.chunk_by(|x, y| x.0 == y.0) {
+        let mut sum = vec![0.0f64; unit[0].1.len()];
+        for (_, p) in unit {
+            for (a, x) in sum.iter_mut().zip(p.iter()) {
                 *a += f64::from(*x);
             }
-            *n += 1.0;
         }
+        let n = unit.len() as f64;
+        means.push(sum.into_iter().map(|x| (x / n) as f32).collect());
     }
-    sums.into_values()
-        .map(|(sum, n)| sum.into_iter().map(|x| (x / n) as f32).collect())
-        .collect()
+    means
 }
 
 fn distance(a: &[f64], b: &[f64]) -> f64 {
@@ -345,6 +355,41 @@ fn welch(pooled: &[&[f32]], order: &[usize], na: usize, dims: usize) -> f64 {
             diff * diff / se.max(1e-12)
         })
         .sum()
+}
+
+/// [`permutation_p_value`] when it is at most `alpha`, else `None`; it stops relabelling as
+/// soon as the relabellings at least as extreme as the observed split put the p-value above
+/// `alpha` whatever the rest give (with the default `alpha` and permutations, at the first
+/// one), so a test that does not reject costs a few relabellings instead of all of them.
+/// Whenever it returns a value, that value and the relabellings drawn are
+/// [`permutation_p_value`]'s.
+pub fn permutation_p_value_at_most(
+    a: &[&[f32]],
+    b: &[&[f32]],
+    permutations: usize,
+    alpha: f64,
+    rng: &mut impl Rng,
+) -> Option<f64> {
+    let pooled: Vec<&[f32]> = a.iter().chain(b).copied().collect();
+    let dims = pooled.iter().map(|p| p.len()).min().unwrap_or(0);
+    let (na, nb) = (a.len(), b.len());
+    let p = |at_least: usize| (1 + at_least) as f64 / (1 + permutations) as f64;
+    if na < 2 || nb < 2 || dims == 0 {
+        return Some(1.0).filter(|p| *p <= alpha);
+    }
+    let mut order: Vec<usize> = (0..pooled.len()).collect();
+    let observed = welch(&pooled, &order, na, dims);
+    let mut at_least = 0usize;
+    for _ in 0..permutations {
+        order.shuffle(rng);
+        if welch(&pooled, &order, na, dims) >= observed * (1.0 - 1e-12) {
+            at_least += 1;
+            if p(at_least) > alpha {
+                return None;
+            }
+        }
+    }
+    Some(p(at_least)).filter(|p| *p <= alpha)
 }
 
 /// p-value of a permutation test of the difference in means between the points `a` and `b`
@@ -469,16 +514,16 @@ impl DriftDetector {
         let at = recent.last().map_or(0, |s| s.at);
         let a: Vec<&[f32]> = a.iter().map(Vec::as_slice).collect();
         let b: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
-        let p_value = permutation_p_value(
+        let Some(p_value) = permutation_p_value_at_most(
             &a,
             &b,
             config.permutations,
+            config.alpha,
             &mut rng_for(config.seed, at, 4),
-        );
-        if p_value > config.alpha {
+        ) else {
             self.streak = 0;
             return None;
-        }
+        };
         self.streak += 1;
         if self.streak < config.confirm {
             return None;
@@ -607,6 +652,90 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert!((100..=130).contains(&found[0].at), "{found:?}");
         assert_eq!(found[0].moved[0].0, 7);
+    }
+
+    /// The map from unit to running sum that `unit_means` replaced: the oracle.
+    fn unit_means_by_map(steps: &[&Step]) -> Vec<Vec<f32>> {
+        let mut sums: std::collections::BTreeMap<u64, (Vec<f64>, f64)> = Default::default();
+        for s in steps {
+            for (k, p) in s.keys.iter().zip(&s.points) {
+                let (sum, n) = sums.entry(*k).or_insert_with(|| (vec![0.0; p.len()], 0.0));
+                for (a, x) in sum.iter_mut().zip(p) {
+                    *a += f64::from(*x);
+                }
+                *n += 1.0;
+            }
+        }
+        sums.into_values()
+            .map(|(sum, n)| sum.into_iter().map(|x| (x / n) as f32).collect())
+            .collect()
+    }
+
+    #[test]
+    fn unit_means_are_the_maps_bit_for_bit_at_every_step() {
+        let mut rng = rng_for(11, 0, 0);
+        let noise = Normal::new(0.0f32, 3.0).unwrap();
+        let steps: Vec<Step> = (0..120u64)
+            .map(|t| {
+                let n = rng.random_range(0..40);
+                let pts: Vec<Vec<f32>> = (0..n)
+                    .map(|_| (0..5).map(|_| noise.sample(&mut rng) * 1e3).collect())
+                    .collect();
+                let refs: Vec<&[f32]> = pts.iter().map(Vec::as_slice).collect();
+                // Few units, so that each appears in many steps.
+                let keys: Vec<u64> = (0..n).map(|_| rng.random_range(0..25)).collect();
+                Step::new(t, &refs, &keys, &refs, 16, 1)
+            })
+            .collect();
+        for end in 0..=steps.len() {
+            let window: Vec<&Step> = steps[end.saturating_sub(80)..end].iter().collect();
+            assert_eq!(
+                unit_means(&window),
+                unit_means_by_map(&window),
+                "steps ..{end}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_early_stopping_test_gives_the_full_tests_answer() {
+        let mut rng = rng_for(13, 0, 0);
+        let noise = Normal::new(0.0f32, 1.0).unwrap();
+        let mut rejected = 0;
+        for case in 0..200u64 {
+            let shift = (case % 5) as f32 * 0.3;
+            let (na, nb) = (rng.random_range(0..30), rng.random_range(0..30));
+            let mut sample = |n: usize, m: f32| -> Vec<Vec<f32>> {
+                (0..n)
+                    .map(|_| (0..4).map(|_| noise.sample(&mut rng) + m).collect())
+                    .collect()
+            };
+            let (a, b) = (sample(na, 0.0), sample(nb, shift));
+            fn r(v: &[Vec<f32>]) -> Vec<&[f32]> {
+                v.iter().map(Vec::as_slice).collect()
+            }
+            for (alpha, permutations) in [(0.001, 999), (0.05, 99), (0.5, 19)] {
+                let full =
+                    permutation_p_value(&r(&a), &r(&b), permutations, &mut rng_for(5, case, 4));
+                let early = permutation_p_value_at_most(
+                    &r(&a),
+                    &r(&b),
+                    permutations,
+                    alpha,
+                    &mut rng_for(5, case, 4),
+                );
+                assert_eq!(
+                    early,
+                    Some(full).filter(|p| *p <= alpha),
+                    "case {case}, alpha {alpha}"
+                );
+                rejected += usize::from(early.is_some());
+            }
+        }
+        assert!(
+            rejected > 50,
+            "both answers are tried: {rejected} rejections"
+        );
     }
 
     #[test]
