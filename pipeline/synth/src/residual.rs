@@ -35,6 +35,21 @@ use std::path::Path;
 /// User-windows a population's residual pool is made from at most.
 pub const MAX_RESIDUALS: usize = 5_000;
 
+/// At most `max` of the indices `0..n`, evenly spread over them (all of them when `n <= max`):
+/// a population's windows are read in time order, so its first `max` would all come from the
+/// start of the period.
+///
+/// ```
+/// use personaflow_synth::residual::spread;
+/// assert_eq!(spread(10, 4).collect::<Vec<_>>(), vec![0, 2, 5, 7]);
+/// assert_eq!(spread(3, 5).collect::<Vec<_>>(), vec![0, 1, 2]);
+/// assert_eq!(spread(0, 5).count(), 0);
+/// ```
+pub fn spread(n: usize, max: usize) -> impl Iterator<Item = usize> {
+    let take = n.min(max);
+    (0..take).map(move |k| k * n / take.max(1))
+}
+
 /// `real - decoded` where `modelled`, else 0.
 pub fn residual(real: &[f32], decoded: &[f32], modelled: &[bool]) -> Vec<f32> {
     real.iter()
@@ -80,7 +95,7 @@ impl ResidualPool {
 }
 
 /// The residual pools of `populations` (by name) from the backfill output `dir`: for each,
-/// the real windows of its sampled latent points (at most [`MAX_RESIDUALS`], the first of its
+/// the real windows of its sampled latent points (at most [`MAX_RESIDUALS`], evenly spread over its
 /// seeded sample), decoded with `decoder`. A population none of whose windows is in the
 /// features table gets no pool (its windows are decoded means); without a features table,
 /// no population has one.
@@ -92,7 +107,8 @@ pub fn residual_pools(
     // (user, window end) -> (population, point) for the windows wanted.
     let mut wanted: HashMap<(&str, i64), (usize, usize)> = HashMap::new();
     for (p, pop) in populations.iter().enumerate() {
-        for (i, key) in pop.keys.iter().take(MAX_RESIDUALS).enumerate() {
+        for i in spread(pop.keys.len(), MAX_RESIDUALS) {
+            let key = &pop.keys[i];
             wanted.insert((key.0.as_str(), key.1), (p, i));
         }
     }
