@@ -400,22 +400,8 @@ pub fn permutation_p_value(
     permutations: usize,
     rng: &mut impl Rng,
 ) -> f64 {
-    let pooled: Vec<&[f32]> = a.iter().chain(b).copied().collect();
-    let dims = pooled.iter().map(|p| p.len()).min().unwrap_or(0);
-    let (na, nb) = (a.len(), b.len());
-    if na < 2 || nb < 2 || dims == 0 {
-        return 1.0;
-    }
-    let mut order: Vec<usize> = (0..pooled.len()).collect();
-    let observed = welch(&pooled, &order, na, dims);
-    let mut at_least = 0usize;
-    for _ in 0..permutations {
-        order.shuffle(rng);
-        if welch(&pooled, &order, na, dims) >= observed * (1.0 - 1e-12) {
-            at_least += 1;
-        }
-    }
-    (1 + at_least) as f64 / (1 + permutations) as f64
+    // Every p-value is at most 1: nothing stops the relabelling early.
+    permutation_p_value_at_most(a, b, permutations, 1.0, rng).unwrap_or(1.0)
 }
 
 /// The split of `steps` (the first `fixed` of which are the baseline and stay before it) that
@@ -697,6 +683,30 @@ mod tests {
         }
     }
 
+    /// Every relabelling, counted to the end: the oracle of the early-stopping test.
+    fn p_value_without_stopping(
+        a: &[&[f32]],
+        b: &[&[f32]],
+        permutations: usize,
+        rng: &mut impl Rng,
+    ) -> f64 {
+        let pooled: Vec<&[f32]> = a.iter().chain(b).copied().collect();
+        let dims = pooled.iter().map(|p| p.len()).min().unwrap_or(0);
+        if a.len() < 2 || b.len() < 2 || dims == 0 {
+            return 1.0;
+        }
+        let mut order: Vec<usize> = (0..pooled.len()).collect();
+        let observed = welch(&pooled, &order, a.len(), dims);
+        let mut at_least = 0usize;
+        for _ in 0..permutations {
+            order.shuffle(rng);
+            if welch(&pooled, &order, a.len(), dims) >= observed * (1.0 - 1e-12) {
+                at_least += 1;
+            }
+        }
+        (1 + at_least) as f64 / (1 + permutations) as f64
+    }
+
     #[test]
     fn the_early_stopping_test_gives_the_full_tests_answer() {
         let mut rng = rng_for(13, 0, 0);
@@ -715,8 +725,16 @@ mod tests {
                 v.iter().map(Vec::as_slice).collect()
             }
             for (alpha, permutations) in [(0.001, 999), (0.05, 99), (0.5, 19)] {
-                let full =
-                    permutation_p_value(&r(&a), &r(&b), permutations, &mut rng_for(5, case, 4));
+                let full = p_value_without_stopping(
+                    &r(&a),
+                    &r(&b),
+                    permutations,
+                    &mut rng_for(5, case, 4),
+                );
+                assert_eq!(
+                    permutation_p_value(&r(&a), &r(&b), permutations, &mut rng_for(5, case, 4)),
+                    full
+                );
                 let early = permutation_p_value_at_most(
                     &r(&a),
                     &r(&b),
