@@ -32,7 +32,8 @@ pub(crate) struct SynthArgs {
     /// Imitate one persona's users.
     #[arg(long)]
     persona: Option<u32>,
-    /// `observed` (the default): every segment, and users without one, in its observed share.
+    /// `observed` (the default): every segment, and users without one, in its observed share
+    /// of the users.
     #[arg(long, value_parser = ["observed"])]
     mix: Option<String>,
     /// Synthetic users.

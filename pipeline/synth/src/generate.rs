@@ -19,7 +19,7 @@
 //! activity's to say. Everything is seeded: the same populations, options and decoder give the
 //! same files, whatever the number of threads.
 
-use crate::expand::{expand_window_into, Names, Persona, WindowEvents};
+use crate::expand::{apportion, expand_window_into, Names, Persona, WindowEvents};
 use crate::gmm::{DiagGmm, FitOptions};
 use crate::population::{Context, Population};
 use crate::residual::ResidualPool;
@@ -34,6 +34,7 @@ use personaflow_sim::{
     prepare_events_dir, PartitionedWriter, DEFAULT_ROWS_PER_FILE, DEFAULT_ROW_GROUP_ROWS,
     EVENTS_DIR, TRUTH_DIR, USERS_FILE,
 };
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -162,19 +163,12 @@ pub fn plan(populations: &[Population], options: &SynthOptions) -> Result<Vec<Sy
             )));
         }
     }
-    let total: u64 = populations.iter().map(|p| p.user_windows).sum();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    Ok((0..options.users)
-        .map(|k| {
-            let mut u = rng.random_range(0..total.max(1));
-            let mut i = populations.len() - 1;
-            for (j, p) in populations.iter().enumerate() {
-                if u < p.user_windows {
-                    i = j;
-                    break;
-                }
-                u -= p.user_windows;
-            }
+    let order = population_order(populations, options.users, &mut rng);
+    Ok(order
+        .into_iter()
+        .enumerate()
+        .map(|(k, i)| {
             let mut latent = mixtures[i].sample(&mut rng);
             if let Some(shift) = &options.shift {
                 latent.iter_mut().zip(shift).for_each(|(z, s)| *z += s);
@@ -189,6 +183,34 @@ pub fn plan(populations: &[Population], options: &SynthOptions) -> Result<Vec<Sy
             }
         })
         .collect())
+}
+
+/// Each synthetic user's population, in user order: every population gets its share of the
+/// real **users** (by largest remainder, [`apportion`]), in a seeded random order. Each
+/// synthetic user then takes the activity of one of its population's real users, so the
+/// populations also get their shares of the user-windows. (Drawing users in proportion to
+/// the populations' user-windows counted activity twice: a population of very active users
+/// got more users *and* more windows each.) A population without per-user activity counts
+/// its user-windows as users.
+pub fn population_order(
+    populations: &[Population],
+    users: usize,
+    rng: &mut impl Rng,
+) -> Vec<usize> {
+    let real_users: Vec<f32> = populations
+        .iter()
+        .map(|p| match p.activity.len() {
+            0 => p.user_windows as f32,
+            n => n as f32,
+        })
+        .collect();
+    let mut order: Vec<usize> = apportion(&real_users, users as u64)
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, n)| std::iter::repeat_n(i, n as usize))
+        .collect();
+    order.shuffle(rng);
+    order
 }
 
 /// Who `user`'s events are of.
@@ -672,10 +694,14 @@ mod tests {
 
     #[test]
     fn the_same_seed_writes_the_same_users_and_events() {
-        let pops = vec![
+        // 20 real gamers against 10 unknown users, all active in every window, but the gamers
+        // with 200 user-windows to the others' 100: the users are split 2 : 1.
+        let mut pops = vec![
             population("gamer", 1.0, 200, Some("gamer")),
             population("unknown", 3.0, 100, None),
         ];
+        pops[0].activity = vec![1.0; 20];
+        pops[1].activity = vec![1.0; 10];
         let run = |seed: u64| {
             let dir = tempfile::tempdir().unwrap();
             let users = plan(&pops, &options(30, seed)).unwrap();
@@ -706,14 +732,62 @@ mod tests {
         assert!(times
             .iter()
             .all(|t| (o.start_ms..o.start_ms + o.duration_ms).contains(t)));
-        // Populations drawn in their shares (200 : 100), contexts from theirs.
+        // Populations in their shares of the real users (20 : 10 of 30), contexts from theirs.
         let gamers = a.0.iter().filter(|u| u.population == "gamer").count();
-        assert!((12..=28).contains(&gamers), "{gamers}");
+        assert_eq!(gamers, 20);
         assert!(a
             .0
             .iter()
             .all(|u| u.segment.as_deref() == (u.population == "gamer").then_some("gamer")));
         assert!(a.0.iter().all(|u| u.context.0.is_some()));
+    }
+
+    #[test]
+    fn populations_get_their_share_of_users_not_of_user_windows() {
+        // 30 real users active in 90% of windows against 60 in 15%: the first has 75% of the
+        // real user-windows. Drawn by user-windows it would get 75% of the synthetic users,
+        // and with its users' activity 95% of the synthetic windows; drawn by users it gets a
+        // third of the users and, through their activity, its 75% of the windows.
+        let mut busy = population("busy", 1.0, 30 * 90, None);
+        busy.activity = vec![0.9; 30];
+        let mut quiet = population("quiet", 3.0, 60 * 15, None);
+        quiet.activity = vec![0.15; 60];
+        let pops = [busy, quiet];
+        for seed in 0..20 {
+            let order = population_order(&pops, 301, &mut ChaCha8Rng::seed_from_u64(seed));
+            assert_eq!(order.len(), 301);
+            assert_eq!(
+                order.iter().filter(|i| **i == 0).count(),
+                100,
+                "seed {seed}"
+            );
+        }
+        // Expected user-windows per population: the real ones' shares.
+        let users = plan(&pops, &options(3_000, 1)).unwrap();
+        let windows = |name: &str| -> f32 {
+            users
+                .iter()
+                .filter(|u| u.population == name)
+                .map(|u| u.activity)
+                .sum()
+        };
+        let share = windows("busy") / (windows("busy") + windows("quiet"));
+        let real = 30.0 * 0.9 / (30.0 * 0.9 + 60.0 * 0.15);
+        assert!(
+            (share - real).abs() < 1e-4,
+            "{share} against {real} (f32 sums)"
+        );
+        // Without per-user activity, user-windows stand in for users.
+        let bare: Vec<Population> = pops
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                p.activity.clear();
+                p
+            })
+            .collect();
+        let order = population_order(&bare, 100, &mut ChaCha8Rng::seed_from_u64(3));
+        assert_eq!(order.iter().filter(|i| **i == 0).count(), 75);
     }
 
     #[test]
