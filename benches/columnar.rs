@@ -18,15 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+mod common;
+use common::env_or;
+
 /// The release binary `cargo bench` builds for this target.
 const BINARY: &str = env!("CARGO_BIN_EXE_personaflow");
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn python() -> PathBuf {
     std::env::var_os("PERSONAFLOW_PYTHON")

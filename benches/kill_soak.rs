@@ -39,6 +39,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::env_or;
+
 /// Partitions of the events topic.
 const PARTITIONS: u32 = 3;
 /// The longest a restarted job may take to its first new checkpoint before the soak fails.
@@ -46,13 +49,6 @@ const CHECKPOINT_DEADLINE: Duration = Duration::from_secs(300);
 /// Persona and drift settings that find personas and drift events among a few hundred users.
 const CONFIG: &str = "[personas]\nmin_users = 5\n[drift]\nbaseline = 20\nrecent = 5\n\
                       min_points = 3\n";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn checkpointed_through(out: &Path) -> Option<u64> {
     let bytes = std::fs::read(out.join("_checkpoint.json")).ok()?;

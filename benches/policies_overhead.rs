@@ -13,15 +13,11 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::env_or;
+
 /// The release binary cargo built for this bench.
 const BINARY: &str = env!("CARGO_BIN_EXE_personaflow");
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

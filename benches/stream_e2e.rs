@@ -29,14 +29,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PARTITIONS: i32 = 4;
+mod common;
+use common::env_or;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+const PARTITIONS: i32 = 4;
 
 fn personaflow() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_personaflow"));
