@@ -6,7 +6,8 @@
 //! windows a real user of the demo is active in), so the cost is the generator's, not the
 //! fit's. The generator decodes with the step decoder, one step per active user-window.
 //! Reports the run's latent points and steps decoded per second, events expanded and written
-//! per second, the whole run's time and the process's peak resident memory; then whole
+//! per second, the whole run's time, the CPU time the generation used over its wall time (how
+//! many cores it kept busy) and the process's peak resident memory; then whole
 //! sequences (all `L` steps of `PF_BENCH_SEQUENCES` [100,000] points) decoded per second by the
 //! full decoder and by the step decoder.
 //!
@@ -40,6 +41,22 @@ fn peak_rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU seconds this process has used (all its threads), from `/proc/self/stat` (ticks of
+/// `USER_HZ`, 100 on Linux).
+fn process_cpu_secs() -> f64 {
+    const USER_HZ: f64 = 100.0;
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command's closing parenthesis; utime and stime are the 12th
+            // and 13th of them.
+            let rest = &s[s.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .map_or(0.0, |ticks| ticks / USER_HZ)
 }
 
 /// The decoder, timed.
@@ -131,6 +148,7 @@ fn main() {
         steps: 0,
     };
     let t = Instant::now();
+    let cpu = process_cpu_secs();
     let summary = generate(
         &planned,
         &mut timed,
@@ -141,6 +159,7 @@ fn main() {
     )
     .expect("generates");
     let total = t.elapsed().as_secs_f64();
+    let cpu = process_cpu_secs() - cpu;
     let (decode_secs, steps) = (timed.secs, timed.steps);
     let expanding = total - decode_secs;
     println!(
@@ -159,11 +178,12 @@ fn main() {
         summary.events as f64 / expanding
     );
     println!(
-        "synth: {users} users x {minutes} min: {:.1} s in all (plan {:.1} s, decode {:.1} s, expand and write {:.1} s); peak RSS {:.2} GiB",
+        "synth: {users} users x {minutes} min: {:.1} s in all (plan {:.1} s, decode {:.1} s, expand and write {:.1} s; generating used {cpu:.1} CPU s, {:.2} of {cores} cores); peak RSS {:.2} GiB",
         planning + total,
         planning,
         decode_secs,
         expanding,
+        cpu / total,
         peak_rss_bytes() as f64 / (1u64 << 30) as f64
     );
     // The same users again, expanded but not written: what the Parquet writing costs.

@@ -54,7 +54,7 @@ pub const ERROR_STATUS_CODE: i32 = 500;
 pub const OK_STATUS_CODE: i32 = 200;
 
 /// Who the events are of: the user and their context.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Persona<'a> {
     /// The synthetic user's id.
     pub user: &'a str,
@@ -66,6 +66,100 @@ pub struct Persona<'a> {
     pub country: Option<&'a str>,
     /// Segment, for an authenticated user (unauthenticated users' events carry none).
     pub segment: Option<&'a str>,
+}
+
+/// Personas laid out for lookups by index, as [`WindowEvents::to_batch`] makes them (one per
+/// event, in time order, so across the users at random): the users' ids in one buffer and a
+/// fixed-size row per user whose context and segment are codes into a few interned strings.
+/// A lookup reads one row and one id; a [`Persona`] of scattered `String`s costs a cache miss
+/// per field at a million users (BENCHMARKS.md, "Synthetic users").
+///
+/// ```
+/// use personaflow_synth::expand::{Persona, PersonaTable};
+/// let people = [
+///     Persona { user: "s1", device: Some("pc"), country: Some("US"), ..Persona::default() },
+///     Persona { user: "s2", segment: Some("gamers"), device: Some("pc"), ..Persona::default() },
+/// ];
+/// let table = PersonaTable::new(people.iter().copied());
+/// assert_eq!(table.len(), 2);
+/// assert_eq!(table.get(1).user, "s2");
+/// assert_eq!(table.get(1).segment, Some("gamers"));
+/// assert_eq!(table.get(0).country, Some("US"));
+/// assert_eq!(table.get(1).country, None);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct PersonaTable {
+    ids: String,
+    rows: Vec<PersonaRow>,
+    strings: Vec<String>,
+}
+
+/// One user's row of a [`PersonaTable`]: where its id is, and its fields' string codes
+/// ([`NO_STRING`]: none).
+#[derive(Clone, Copy, Debug)]
+struct PersonaRow {
+    id_start: u64,
+    id_len: u32,
+    device: u32,
+    os: u32,
+    country: u32,
+    segment: u32,
+}
+
+/// A [`PersonaRow`]'s code for a field without a value.
+const NO_STRING: u32 = u32::MAX;
+
+impl PersonaTable {
+    /// The table of `personas`, the `u`-th at index `u`.
+    pub fn new<'a>(personas: impl IntoIterator<Item = Persona<'a>>) -> Self {
+        let mut table = PersonaTable::default();
+        let mut codes: std::collections::HashMap<&'a str, u32> = Default::default();
+        let mut code = |v: Option<&'a str>, strings: &mut Vec<String>| -> u32 {
+            v.map_or(NO_STRING, |v| {
+                *codes.entry(v).or_insert_with(|| {
+                    strings.push(v.to_owned());
+                    (strings.len() - 1) as u32
+                })
+            })
+        };
+        for p in personas {
+            let row = PersonaRow {
+                id_start: table.ids.len() as u64,
+                id_len: p.user.len() as u32,
+                device: code(p.device, &mut table.strings),
+                os: code(p.os, &mut table.strings),
+                country: code(p.country, &mut table.strings),
+                segment: code(p.segment, &mut table.strings),
+            };
+            table.ids.push_str(p.user);
+            table.rows.push(row);
+        }
+        table
+    }
+
+    /// Users held.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The `u`-th persona (panics past the end, like indexing).
+    pub fn get(&self, u: u32) -> Persona<'_> {
+        let row = self.rows[u as usize];
+        let string = |c: u32| (c != NO_STRING).then(|| self.strings[c as usize].as_str());
+        let start = row.id_start as usize;
+        Persona {
+            user: &self.ids[start..start + row.id_len as usize],
+            device: string(row.device),
+            os: string(row.os),
+            country: string(row.country),
+            segment: string(row.segment),
+        }
+    }
 }
 
 /// An action name and a category name for each mix bucket.
@@ -126,39 +220,35 @@ pub fn bucket_names(prefix: &str) -> [String; MIX_BUCKETS] {
 /// assert_eq!(apportion(&[0.0, 0.0], 3), vec![3, 0]);
 /// ```
 pub fn apportion(shares: &[f32], total: u64) -> Vec<u64> {
-    let clean: Vec<f64> = shares
-        .iter()
-        .map(|s| {
-            if s.is_finite() {
-                f64::from(*s).max(0.0)
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let sum: f64 = clean.iter().sum();
+    let clean = |s: &f32| {
+        if s.is_finite() {
+            f64::from(*s).max(0.0)
+        } else {
+            0.0
+        }
+    };
+    let sum: f64 = shares.iter().map(clean).sum();
+    let mut out = vec![0; shares.len()];
     if sum <= 0.0 {
-        let mut out = vec![0; shares.len()];
         if let Some(first) = out.first_mut() {
             *first = total;
         }
         return out;
     }
-    let exact: Vec<f64> = clean.iter().map(|s| s / sum * total as f64).collect();
-    let mut out: Vec<u64> = exact.iter().map(|e| e.floor() as u64).collect();
-    let mut left = total - out.iter().sum::<u64>().min(total);
-    // Largest remainders first; ties to the lower bucket.
-    let mut order: Vec<usize> = (0..exact.len()).collect();
-    order.sort_by(|a, b| {
-        let (ra, rb) = (exact[*a] - exact[*a].floor(), exact[*b] - exact[*b].floor());
-        rb.total_cmp(&ra).then(a.cmp(b))
-    });
-    for i in order {
-        if left == 0 {
-            break;
+    let mut remainders: Vec<(f64, usize)> = Vec::with_capacity(shares.len());
+    for (i, s) in shares.iter().enumerate() {
+        let exact = clean(s) / sum * total as f64;
+        out[i] = exact.floor() as u64;
+        remainders.push((exact - exact.floor(), i));
+    }
+    let left = total - out.iter().sum::<u64>().min(total);
+    let left = usize::try_from(left).map_or(out.len(), |l| l.min(out.len()));
+    if left > 0 {
+        // The `left` largest remainders get one more; ties to the lower bucket.
+        remainders.select_nth_unstable_by(left - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, i) in &remainders[..left] {
+            out[*i] += 1;
         }
-        out[i] += 1;
-        left -= 1;
     }
     out
 }
@@ -702,6 +792,101 @@ mod tests {
         let want = personaflow_io::schema::events_to_batch(&events);
         let got = cols.to_batch(|u| people[u as usize], &names);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_persona_table_gives_back_each_persona_it_was_made_of() {
+        let mut rng = ChaCha8Rng::seed_from_u64(29);
+        let pick = |rng: &mut ChaCha8Rng, of: &'static [&'static str]| -> Option<&'static str> {
+            let i = rng.random_range(0..=of.len());
+            of.get(i).copied()
+        };
+        let ids: Vec<String> = (0..2_000)
+            .map(|i| format!("syn{}", i * 7 % 1_000 + rng.random_range(0..3)))
+            .collect();
+        let people: Vec<Persona<'_>> = ids
+            .iter()
+            .map(|id| Persona {
+                user: id,
+                device: pick(&mut rng, &["pc", "phone", ""]),
+                os: pick(&mut rng, &["linux", "pc"]),
+                country: pick(&mut rng, &["US", "DE", "FR"]),
+                segment: pick(&mut rng, &["gamers", "US"]),
+            })
+            .collect();
+        let table = PersonaTable::new(people.iter().copied());
+        assert_eq!(table.len(), people.len());
+        for (u, p) in people.iter().enumerate() {
+            assert_eq!(table.get(u as u32), *p, "user {u}");
+        }
+        assert!(PersonaTable::new([]).is_empty());
+    }
+
+    #[test]
+    fn apportion_is_largest_remainder_recomputed_from_scratch() {
+        // The rule as stated: floors, then one more to each of the largest remainders in
+        // turn (ties to the lower bucket), by a full sort.
+        fn oracle(shares: &[f32], total: u64) -> Vec<u64> {
+            let clean: Vec<f64> = shares
+                .iter()
+                .map(|s| {
+                    if s.is_finite() {
+                        f64::from(*s).max(0.0)
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let sum: f64 = clean.iter().sum();
+            let mut out = vec![0u64; shares.len()];
+            if sum <= 0.0 {
+                if !out.is_empty() {
+                    out[0] = total;
+                }
+                return out;
+            }
+            let exact: Vec<f64> = clean.iter().map(|s| s / sum * total as f64).collect();
+            for (o, e) in out.iter_mut().zip(&exact) {
+                *o = e.floor() as u64;
+            }
+            let mut left = total.saturating_sub(out.iter().sum());
+            let mut order: Vec<usize> = (0..exact.len()).collect();
+            order.sort_by(|a, b| {
+                let (ra, rb) = (exact[*a] - exact[*a].floor(), exact[*b] - exact[*b].floor());
+                rb.total_cmp(&ra).then(a.cmp(b))
+            });
+            for i in order {
+                if left == 0 {
+                    break;
+                }
+                out[i] += 1;
+                left -= 1;
+            }
+            out
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        for case in 0..5_000 {
+            let len = rng.random_range(0..20);
+            let shares: Vec<f32> = (0..len)
+                .map(|_| match rng.random_range(0..10) {
+                    0 => 0.0,
+                    1 => -1.0,
+                    2 => f32::NAN,
+                    3 => 0.25, // ties
+                    _ => rng.random::<f32>(),
+                })
+                .collect();
+            let total = rng.random_range(0..200);
+            let got = apportion(&shares, total);
+            assert_eq!(
+                got,
+                oracle(&shares, total),
+                "case {case}: {shares:?} {total}"
+            );
+            if !shares.is_empty() {
+                assert_eq!(got.iter().sum::<u64>(), total, "case {case}");
+            }
+        }
     }
 
     #[test]

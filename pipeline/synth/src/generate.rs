@@ -19,7 +19,7 @@
 //! activity's to say. Everything is seeded: the same populations, options and decoder give the
 //! same files, whatever the number of threads.
 
-use crate::expand::{apportion, expand_window_into, Names, Persona, WindowEvents};
+use crate::expand::{apportion, expand_window_into, Names, Persona, PersonaTable, WindowEvents};
 use crate::gmm::{DiagGmm, FitOptions};
 use crate::population::{Context, Population};
 use crate::residual::ResidualPool;
@@ -445,11 +445,13 @@ pub fn generate(
     // The writer on its own thread, a window or two behind the expansion.
     let (tx, rx) = std::sync::mpsc::sync_channel::<WindowEvents>(WRITE_QUEUE_WINDOWS);
     let names = Names::new();
+    // The writer looks a persona up per event, across the users at random.
+    let personas = PersonaTable::new(users.iter().map(persona));
     let (result, written) = std::thread::scope(|s| {
-        let names = &names;
+        let (names, personas) = (&names, &personas);
         let writing = s.spawn(move || -> Result<PartitionedWriter> {
             for window in rx {
-                let batch = window.to_batch(|u| persona(&users[u as usize]), names);
+                let batch = window.to_batch(|u| personas.get(u), names);
                 if let Err(e) = writer.append_batch(&batch) {
                     writer.abort();
                     return Err(e.into());
