@@ -39,11 +39,26 @@ pub fn advance_input<D: Clone + 'static>(
     window: u64,
     stop: &dyn Fn() -> bool,
 ) -> bool {
+    let settled = window.saturating_sub(FLOW_CONTROL_WINDOWS);
+    advance_input_settling(worker, input, probe, window, settled, stop)
+}
+
+/// Like [`advance_input`], but steps `worker` until the outputs have passed `settled` (at
+/// most [`FLOW_CONTROL_WINDOWS`] before `window`): for a feeder that bounds the work in flight
+/// otherwise, e.g. by its events.
+pub fn advance_input_settling<D: Clone + 'static>(
+    worker: &mut Worker,
+    input: &mut InputHandleVec<u64, D>,
+    probe: &ProbeHandle<u64>,
+    window: u64,
+    settled: u64,
+    stop: &dyn Fn() -> bool,
+) -> bool {
     if window <= *input.time() {
         return false;
     }
     input.advance_to(window);
-    let settled = window.saturating_sub(FLOW_CONTROL_WINDOWS);
+    let settled = settled.min(window.saturating_sub(FLOW_CONTROL_WINDOWS));
     while probe.less_than(&settled) && !stop() {
         worker.step();
     }

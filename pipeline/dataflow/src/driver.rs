@@ -1,8 +1,9 @@
 //! The one driver loop of a dataflow worker: events are sent at the input's time, the input
 //! is advanced as event time moves (with flow control: no more input while the outputs lag
-//! more than [`FLOW_CONTROL_WINDOWS`] windows behind), the worker steps, and at the end the
-//! input is closed and the dataflow drained (with a watchdog that names the stages holding it
-//! back). The backfill drives it from its file readers, the continuous job from Kafka, the
+//! more than [`FLOW_CONTROL_WINDOWS`] windows behind, or, when the windows in between hold few
+//! events, more than [`FLOW_CONTROL_EVENTS`] events: see [`settle_target`]), the worker
+//! steps, and at the end the input is closed and the dataflow drained (with a watchdog that
+//! names the stages holding it back). The backfill drives it from its file readers, the continuous job from Kafka, the
 //! oracle tests from vectors of events; each decides *when* to advance, the driver does the
 //! rest the same way for all of them.
 //!
@@ -35,7 +36,7 @@
 
 use crate::graph::{DataflowHandles, SinkReport, StateSnapshots};
 use crate::{Error, Result};
-use personaflow_operators::ops::advance::advance_input;
+use personaflow_operators::ops::advance::advance_input_settling;
 use personaflow_operators::ops::ErrorSlot;
 use personaflow_operators::Event;
 use std::cell::RefCell;
@@ -46,12 +47,51 @@ use timely::worker::Worker;
 
 pub use personaflow_operators::ops::advance::FLOW_CONTROL_WINDOWS;
 
+/// Events the windows in flight (advanced past by the input, not yet passed by the outputs)
+/// may hold before the driver waits for the outputs, beyond the [`FLOW_CONTROL_WINDOWS`]
+/// always allowed. A sparse run's windows hold an event or two: without it, every window would
+/// be waited for, a flush of the whole dataflow per window, so its cost would follow the
+/// clock and not the events. A dense run's windows fill it at once and keep the window bound.
+pub const FLOW_CONTROL_EVENTS: u64 = 256;
+
+/// Windows in flight at most, however few their events.
+pub const FLOW_CONTROL_MAX_WINDOWS: usize = 256;
+
 /// How long a draining worker parks between steps when it has nothing to do.
 pub const PARK: Duration = Duration::from_secs(1);
 
 /// How long the output frontier may stay still while draining before the driver says which
 /// stages hold it back (once per stall).
 pub const STALL_REPORT: Duration = Duration::from_secs(60);
+
+/// The window the outputs must pass before the input takes more, when it moves to `window`
+/// with `in_flight` (windows with events, oldest first, each with its events) not yet passed:
+/// the oldest of the newest windows that hold at most [`FLOW_CONTROL_EVENTS`] events between
+/// them (at most [`FLOW_CONTROL_MAX_WINDOWS`] of them), else `window`. The driver waits for
+/// the earlier of it and `window - FLOW_CONTROL_WINDOWS`.
+///
+/// ```
+/// use personaflow_dataflow::driver::settle_target;
+/// use std::collections::VecDeque;
+/// // A dense run: the last window alone holds more than the budget.
+/// assert_eq!(settle_target(&VecDeque::from([(8, 5_000), (9, 5_000)]), 10), 10);
+/// // A sparse run: a few events in each of the last windows; all may stay in flight.
+/// assert_eq!(settle_target(&VecDeque::from([(3, 1), (40, 2), (95, 1)]), 100), 3);
+/// // Only the newest that fit the budget.
+/// assert_eq!(settle_target(&VecDeque::from([(3, 4_000), (40, 90), (95, 6)]), 100), 40);
+/// ```
+pub fn settle_target(in_flight: &std::collections::VecDeque<(u64, u64)>, window: u64) -> u64 {
+    let mut target = window;
+    let mut events = 0u64;
+    for &(w, n) in in_flight.iter().rev().take(FLOW_CONTROL_MAX_WINDOWS) {
+        events += n;
+        if events > FLOW_CONTROL_EVENTS {
+            break;
+        }
+        target = w;
+    }
+    target
+}
 
 /// Drives one worker's dataflow (see the [module](self)).
 #[derive(Debug)]
@@ -61,6 +101,14 @@ pub struct Driver {
     report: Rc<RefCell<SinkReport>>,
     embed_errors: ErrorSlot,
     stages: Vec<(&'static str, ProbeHandle<u64>)>,
+    /// The windows the input has passed, newest last, and the events sent in each, while
+    /// the outputs may not have passed them.
+    in_flight: std::collections::VecDeque<(u64, u64)>,
+    /// Events sent at the input's time.
+    sent: u64,
+    /// False once events have been sent through [`Driver::input`] (not counted): then only
+    /// [`FLOW_CONTROL_WINDOWS`] bounds the lag.
+    counted: bool,
 }
 
 impl Driver {
@@ -80,6 +128,9 @@ impl Driver {
             report,
             embed_errors,
             stages,
+            in_flight: Default::default(),
+            sent: 0,
+            counted: true,
         };
         (driver, snapshots)
     }
@@ -91,6 +142,7 @@ impl Driver {
 
     /// The input, while it is open (for callers that route events themselves).
     pub fn input(&mut self) -> Option<&mut InputHandleVec<u64, Event>> {
+        self.counted = false;
         self.input.as_mut()
     }
 
@@ -99,17 +151,41 @@ impl Driver {
     pub fn send(&mut self, event: Event) {
         if let Some(input) = self.input.as_mut() {
             input.send(event);
+            self.sent += 1;
         }
     }
 
     /// Advances the input to `window` if that is later than its time, then steps the worker
-    /// until the outputs are within [`FLOW_CONTROL_WINDOWS`] of it or `stop` says so. Returns
-    /// whether the input moved.
+    /// until the outputs are within [`FLOW_CONTROL_WINDOWS`] of it, or, when the windows in
+    /// between hold few events, within the newest of them that hold at most
+    /// [`FLOW_CONTROL_EVENTS`] events (and at most [`FLOW_CONTROL_MAX_WINDOWS`] windows), or
+    /// until `stop` says so. Returns whether the input moved.
     pub fn advance(&mut self, worker: &mut Worker, window: u64, stop: &dyn Fn() -> bool) -> bool {
-        match self.input.as_mut() {
-            Some(input) => advance_input(worker, input, &self.probe, window, stop),
-            None => false,
+        let Some(input) = self.input.as_mut() else {
+            return false;
+        };
+        let time = *input.time();
+        if window <= time {
+            return false;
         }
+        if self.sent > 0 {
+            self.in_flight.push_back((time, self.sent));
+            self.sent = 0;
+        }
+        let settled = if self.counted {
+            settle_target(&self.in_flight, window)
+        } else {
+            window
+        };
+        let moved = advance_input_settling(worker, input, &self.probe, window, settled, stop);
+        // The windows the outputs have passed are no longer in flight.
+        while let Some(&(w, _)) = self.in_flight.front() {
+            if self.probe.less_equal(&w) {
+                break;
+            }
+            self.in_flight.pop_front();
+        }
+        moved
     }
 
     /// Advances the input to `window` if that is later, without waiting for the outputs.
@@ -186,5 +262,52 @@ impl Driver {
             return Err(e);
         }
         Ok(std::mem::take(&mut *self.report.borrow_mut()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use std::collections::VecDeque;
+
+    /// The rule from scratch: the longest run of newest windows (at most
+    /// `FLOW_CONTROL_MAX_WINDOWS`) whose events add up to at most the budget.
+    fn oracle(in_flight: &VecDeque<(u64, u64)>, window: u64) -> u64 {
+        let n = in_flight.len();
+        let fits = |k: usize| {
+            k <= FLOW_CONTROL_MAX_WINDOWS
+                && in_flight.iter().skip(n - k).map(|(_, e)| e).sum::<u64>() <= FLOW_CONTROL_EVENTS
+        };
+        match (1..=n).rev().find(|k| fits(*k)) {
+            Some(k) => in_flight[n - k].0,
+            None => window,
+        }
+    }
+
+    #[test]
+    fn the_settle_target_is_the_oldest_of_the_newest_windows_within_the_budget() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(41);
+        for case in 0..2_000 {
+            let mut w = 0u64;
+            let dense = rng.random_bool(0.3);
+            let in_flight: VecDeque<(u64, u64)> = (0..rng.random_range(0..400))
+                .map(|_| {
+                    w += rng.random_range(1..50);
+                    let events = if dense {
+                        rng.random_range(1..2_000)
+                    } else {
+                        rng.random_range(1..4)
+                    };
+                    (w, events)
+                })
+                .collect();
+            let window = w + rng.random_range(1..10);
+            assert_eq!(
+                settle_target(&in_flight, window),
+                oracle(&in_flight, window),
+                "case {case}"
+            );
+        }
     }
 }
