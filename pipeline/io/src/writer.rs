@@ -191,8 +191,20 @@ pub fn writer_properties_for(schema: &Schema, row_group_rows: usize) -> WriterPr
     props.build()
 }
 
+/// Rows a [`PartitionedWriter`] gathers from small batches before it hands them to the
+/// Parquet writer as one: each hand-over costs the same per column whatever its rows (levels,
+/// encoder calls), and a window's batch of a sparse run holds a row or two, so without
+/// gathering the sinks of a run of short windows cost in proportion to its windows.
+pub const WRITE_BATCH_ROWS: usize = 1_024;
+
+/// Small batches a [`PartitionedWriter`] holds at most before writing them (a small batch
+/// keeps whole buffers: this bounds the memory they hold).
+pub const WRITE_BATCH_PARTS: usize = 64;
+
 /// Writes one table of one worker: one Parquet file per date partition it sees, named
-/// `part-{worker:03}-{seq:05}.parquet`, zstd-compressed.
+/// `part-{worker:03}-{seq:05}.parquet`, zstd-compressed. Small batches are gathered (up to
+/// [`WRITE_BATCH_ROWS`] rows or [`WRITE_BATCH_PARTS`] batches) and written as one; a file is
+/// complete only when it is closed either way.
 #[derive(Debug)]
 pub struct PartitionedWriter {
     dir: PathBuf,
@@ -200,6 +212,8 @@ pub struct PartitionedWriter {
     worker: usize,
     props: WriterProperties,
     current: Option<(String, PathBuf, ArrowWriter<File>)>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
     seq: usize,
     rows: u64,
     files: Vec<PathBuf>,
@@ -215,6 +229,8 @@ impl PartitionedWriter {
             worker,
             props,
             current: None,
+            pending: Vec::new(),
+            pending_rows: 0,
             seq: 0,
             rows: 0,
             files: Vec::new(),
@@ -241,15 +257,50 @@ impl PartitionedWriter {
                 .map_err(|e| Error::parquet(&path, e))?;
             self.current = Some((key.to_string(), path, writer));
         }
-        let (_, path, writer) = self.current.as_mut().expect("opened above");
-        writer
-            .write(batch)
-            .map_err(|e| Error::parquet(path.as_path(), e))?;
         self.rows += batch.num_rows() as u64;
+        if batch.num_rows() >= WRITE_BATCH_ROWS {
+            self.flush_pending()?;
+            return self.write_current(batch);
+        }
+        self.pending.push(batch.clone());
+        self.pending_rows += batch.num_rows();
+        if self.pending_rows >= WRITE_BATCH_ROWS || self.pending.len() >= WRITE_BATCH_PARTS {
+            self.flush_pending()?;
+        }
         Ok(())
     }
 
+    /// Writes the gathered batches to the open file as one.
+    fn flush_pending(&mut self) -> Result<()> {
+        let batch = match self.pending.len() {
+            0 => return Ok(()),
+            1 => self.pending.pop().expect("one batch"),
+            _ => {
+                let schema = self.pending[0].schema();
+                let batch = arrow_select::concat::concat_batches(&schema, &self.pending);
+                let path = self.current.as_ref().map_or(&self.dir, |c| &c.1);
+                batch.map_err(|source| Error::Arrow {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+        };
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.write_current(&batch)
+    }
+
+    fn write_current(&mut self, batch: &RecordBatch) -> Result<()> {
+        let (_, path, writer) = self.current.as_mut().expect("a file is open");
+        writer
+            .write(batch)
+            .map_err(|e| Error::parquet(path.as_path(), e))
+    }
+
     fn close_current(&mut self) -> Result<()> {
+        if self.current.is_some() {
+            self.flush_pending()?;
+        }
         if let Some((_, path, writer)) = self.current.take() {
             writer.close().map_err(|e| Error::parquet(&path, e))?;
             self.files.push(path);
@@ -313,6 +364,70 @@ mod tests {
     use super::*;
     use crate::tables::{ResonanceRow, TableRow};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[test]
+    fn small_batches_are_gathered_and_every_row_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PartitionedWriter::new(dir.path(), Table::Resonance, 0, 500);
+        let row = |we: i64| ResonanceRow {
+            window_end: we,
+            user_id: format!("u{we}"),
+            segment: "gamer".into(),
+            cosine: 0.5,
+            probability: 0.9,
+            resonating: true,
+            top: true,
+            cold_start: false,
+        };
+        // One- to three-row batches in three partitions, a large batch among them, more
+        // batches than one write gathers.
+        let mut expected: Vec<Vec<i64>> = vec![Vec::new(); 3];
+        let mut we = 0i64;
+        for (p, day) in ["2026-01-05", "2026-01-06", "2026-01-07"]
+            .iter()
+            .enumerate()
+        {
+            for i in 0..(WRITE_BATCH_PARTS * 3 + 7) {
+                let n = if i == 50 {
+                    WRITE_BATCH_ROWS + 3
+                } else {
+                    1 + i % 3
+                };
+                let rows: Vec<ResonanceRow> = (0..n)
+                    .map(|_| {
+                        we += 1;
+                        expected[p].push(we);
+                        row(we)
+                    })
+                    .collect();
+                w.write(Some(day), &ResonanceRow::to_batch(&rows)).unwrap();
+            }
+        }
+        let total: usize = expected.iter().map(Vec::len).sum();
+        assert_eq!(w.finish().unwrap(), total as u64);
+        let files = w.files().to_vec();
+        assert_eq!(files.len(), 3);
+        for (file, want) in files.iter().zip(&expected) {
+            let f = File::open(file).unwrap();
+            let got: Vec<i64> = ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap()
+                .flat_map(|b| {
+                    let b = b.unwrap();
+                    let ends = arrow_cast::cast(b.column(0), &DataType::Int64).unwrap();
+                    let ends = ends
+                        .as_any()
+                        .downcast_ref::<arrow_array::Int64Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec();
+                    ends
+                })
+                .collect();
+            assert_eq!(&got, want, "{}", file.display());
+        }
+    }
 
     #[test]
     fn partitioned_writer_round_trips() {
