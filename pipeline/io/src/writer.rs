@@ -365,20 +365,25 @@ mod tests {
     use crate::tables::{ResonanceRow, TableRow};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-    #[test]
-    fn small_batches_are_gathered_and_every_row_written_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = PartitionedWriter::new(dir.path(), Table::Resonance, 0, 500);
-        let row = |we: i64| ResonanceRow {
-            window_end: we,
-            user_id: format!("u{we}"),
+    /// A resonance row of `user` at `window_end`.
+    fn resonance_row(window_end: i64, user: &str) -> ResonanceRow {
+        ResonanceRow {
+            window_end,
+            user_id: user.into(),
             segment: "gamer".into(),
             cosine: 0.5,
             probability: 0.9,
             resonating: true,
             top: true,
             cold_start: false,
-        };
+        }
+    }
+
+    #[test]
+    fn small_batches_are_gathered_and_every_row_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PartitionedWriter::new(dir.path(), Table::Resonance, 0, 500);
+        let row = |we: i64| resonance_row(we, &format!("u{we}"));
         // One- to three-row batches in three partitions, a large batch among them, more
         // batches than one write gathers.
         let mut expected: Vec<Vec<i64>> = vec![Vec::new(); 3];
@@ -433,16 +438,7 @@ mod tests {
     fn partitioned_writer_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = PartitionedWriter::new(dir.path(), Table::Resonance, 1, 1024);
-        let row = |we: i64| ResonanceRow {
-            window_end: we,
-            user_id: "u".into(),
-            segment: "gamer".into(),
-            cosine: 0.5,
-            probability: 0.9,
-            resonating: true,
-            top: true,
-            cold_start: false,
-        };
+        let row = |we: i64| resonance_row(we, "u");
         w.write(
             Some("2026-01-05"),
             &ResonanceRow::to_batch(&[row(1), row(2)]),
