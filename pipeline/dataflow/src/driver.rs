@@ -3,9 +3,9 @@
 //! more than [`FLOW_CONTROL_WINDOWS`] windows behind, or, when the windows in between hold few
 //! events, more than [`FLOW_CONTROL_EVENTS`] events: see [`settle_target`]), the worker
 //! steps, and at the end the input is closed and the dataflow drained (with a watchdog that
-//! names the stages holding it back). The backfill drives it from its file readers, the continuous job from Kafka, the
-//! oracle tests from vectors of events; each decides *when* to advance, the driver does the
-//! rest the same way for all of them.
+//! names the stages holding it back). The backfill drives it from its file readers, the
+//! continuous job from Kafka, the oracle tests from vectors of events; each decides *when* to
+//! advance, the driver does the rest the same way for all of them.
 //!
 //! ```
 //! use personaflow_dataflow::config::{Config, EmbedderKind, ForecasterKind};
