@@ -276,7 +276,10 @@ fn oracle(
             ));
         }
         profiles_by_window.insert(t, profiles.clone());
-        o.sequences.push(seqs);
+        // Sequences are facts: each stays from its window on.
+        let mut all_seqs = o.sequences.last().cloned().unwrap_or_default();
+        all_seqs.extend(seqs);
+        o.sequences.push(all_seqs);
         o.profiles.push(
             profiles_by_window
                 .range(..=t)
@@ -383,7 +386,10 @@ fn check(p: Params) {
         got_seg[until as usize].is_empty(),
         "segment profiles expire after W windows"
     );
-    assert!(got_seq[until as usize].is_empty());
+    assert!(
+        got_seq[until as usize].len() > p.users,
+        "sequences were built for many user-windows"
+    );
     check_updates("forecasts", &got.forecasts, &want.forecasts);
     check_updates(
         "forecast errors",

@@ -10,6 +10,7 @@ use crate::policies::socket::WindowDemand;
 use crate::vector::Vector;
 use crate::window::features::{WindowSummary, NUM_FEATURES, VELOCITY_BYTES, VELOCITY_EVENTS};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
 
 /// Default sequence length `L`, in windows.
 pub const DEFAULT_SEQUENCE_LEN: usize = 16;
@@ -132,6 +133,81 @@ pub fn build_sequence(
     })
 }
 
+/// Each user's window summaries of the last `L` windows, in window order: the keyed ring
+/// buffer the [`Sequences`](operator::Sequences) operator keeps, so that a user's new window
+/// costs one push and one sequence, whatever the user's history or the windows in between.
+///
+/// Windows must be pushed in non-decreasing order (the operator hands them on as windows
+/// complete). Users idle for `L` windows or more are dropped every `L` windows, so the state
+/// holds the users of at most the last `2 L` windows.
+///
+/// ```
+/// use personaflow_operators::{Event, WindowSpec};
+/// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+/// use personaflow_operators::sequences::SequenceHistories;
+/// let spec = WindowSpec::default();
+/// let s = |w: u64| WindowSummary::new(&WindowAgg::of(&Event::new(w as i64 * 60_000, "u", "a")), w, &spec);
+/// let mut histories = SequenceHistories::new(4);
+/// for w in [3, 7, 9] {
+///     histories.push("u", w, s(w));
+/// }
+/// let seq = histories.push("u", 10, s(10));
+/// assert_eq!((seq.window, seq.history_windows), (10, 2)); // windows 7 and 9 are in (6, 10]
+/// assert_eq!(histories.users(), 1);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SequenceHistories {
+    len: usize,
+    users: HashMap<String, VecDeque<(u64, WindowSummary)>>,
+    /// The window of the last sweep of idle users.
+    swept: u64,
+}
+
+impl SequenceHistories {
+    /// Empty histories for sequences of `len` windows (at least 1).
+    pub fn new(len: usize) -> Self {
+        SequenceHistories {
+            len: len.max(1),
+            users: HashMap::new(),
+            swept: 0,
+        }
+    }
+
+    /// Users with a summary held.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Records `user`'s summary of `window` and returns the user's sequence ending at it
+    /// (what [`build_sequence`] makes of the user's summaries in `(window - L, window]`). A
+    /// second summary of the same user and window replaces the first.
+    pub fn push(&mut self, user: &str, window: u64, summary: WindowSummary) -> Sequence {
+        let len = self.len as u64;
+        if window >= self.swept + len {
+            self.users
+                .retain(|_, ring| ring.back().is_some_and(|(w, _)| w + len > window));
+            self.swept = window;
+        }
+        let ring = match self.users.get_mut(user) {
+            Some(ring) => ring,
+            None => self.users.entry(user.to_string()).or_default(),
+        };
+        while ring.front().is_some_and(|(w, _)| w + len <= window) {
+            ring.pop_front();
+        }
+        if ring.back().is_some_and(|(w, _)| *w == window) {
+            ring.pop_back();
+        }
+        debug_assert!(
+            ring.back().is_none_or(|(w, _)| *w < window),
+            "windows are pushed in order"
+        );
+        ring.push_back((window, summary));
+        let history: Vec<(u64, &WindowSummary)> = ring.iter().map(|(w, s)| (*w, s)).collect();
+        build_sequence(window, self.len, &history).expect("the user is active in `window`")
+    }
+}
+
 fn ln1p(v: u64) -> f32 {
     (v as f64).ln_1p() as f32
 }
@@ -164,6 +240,51 @@ mod tests {
         assert!(seq.step(16 - 3).is_none());
         assert_eq!(seq.history_windows, 1);
         assert_eq!(seq.events, 7);
+    }
+
+    /// The ring buffer's sequences are `build_sequence` over the user's whole history,
+    /// recomputed from scratch, at every window of seeded random activity; idle users leave.
+    #[test]
+    fn histories_give_the_sequences_of_the_whole_history() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..20u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let len = rng.random_range(1..6usize);
+            let mut histories = SequenceHistories::new(len);
+            let mut all: Vec<(String, u64, WindowSummary)> = Vec::new();
+            for w in 0..60u64 {
+                for u in 0..8 {
+                    if rng.random_bool(0.3) {
+                        let user = format!("u{u}");
+                        let s = summary_of(&user, w, rng.random_range(1..4));
+                        let got = histories.push(&user, w, s.clone());
+                        all.push((user.clone(), w, s));
+                        let history: Vec<(u64, &WindowSummary)> = all
+                            .iter()
+                            .filter(|(v, _, _)| *v == user)
+                            .map(|(_, w, s)| (*w, s))
+                            .collect();
+                        let want = build_sequence(w, len, &history).unwrap();
+                        assert_eq!(got, want, "seed {seed}, user {user}, window {w}");
+                    }
+                }
+                let recent = all
+                    .iter()
+                    .filter(|(_, v, _)| v + 2 * len as u64 > w)
+                    .map(|(u, _, _)| u)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len();
+                assert!(histories.users() <= recent.max(1), "idle users are dropped");
+            }
+        }
+    }
+
+    fn summary_of(user: &str, w: u64, events: usize) -> WindowSummary {
+        let mut agg = WindowAgg::empty();
+        for i in 0..events {
+            agg.add(&Event::new(w as i64 * 60_000 + i as i64, user, "a"));
+        }
+        WindowSummary::new(&agg, w, &WindowSpec::default())
     }
 
     #[test]
