@@ -1,5 +1,5 @@
-//! The backfill against a columnar batch script on the same events (issue 21, in progress: the
-//! baseline of its point 1; the other points are not measured here yet).
+//! The backfill against a columnar batch script on the same events, and the backfill with the
+//! models against a bare scan plus bare inference (issue 21, points 1 and 2).
 //!
 //! Run with `cargo bench --bench columnar` (it does nothing under `cargo test`). It:
 //!
@@ -10,16 +10,41 @@
 //!    their 16-window rolling means, in Polars) with the project's `.venv` Python
 //!    (`PERSONAFLOW_PYTHON` overrides it), `PF_BENCH_TRIALS` [3] times, keeping the fastest;
 //! 3. runs `personaflow backfill` on the same files model-free (standardised embedder, no
-//!    forecaster) and with the default models, once each.
+//!    forecaster) and with the default models, once each;
+//! 4. (point 2) times a bare Parquet scan of the events (every column decoded to Arrow) and
+//!    bare onnxruntime inference of as many sequences at the same batch sizes as the backfill
+//!    with the models ran: its `features` table has one row per sequence; each window's
+//!    sequences are split between the backfill's workers (`runtime.workers`, 2) as evenly as
+//!    its hash split would be on average and cut into batches of `max_batch` (1,024), and each
+//!    worker's share runs the encoder and the forecaster on a thread of its own, with one
+//!    intra-op thread as the backfill's sessions. The inputs are fixture sequences (the
+//!    models' cost does not depend on the values).
 //!
-//! It prints each one's seconds and events/s and the backfills' times over the script's.
+//! It prints each one's seconds and events/s, the backfills' times over the script's, and the
+//! backfill with the models over scan + inference.
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
+use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
+use personaflow_models::SessionOptions;
+use personaflow_operators::window::features::NUM_FEATURES;
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 mod common;
 use common::env_or;
+#[path = "common/inputs.rs"]
+mod inputs;
+
+/// The backfill's workers (`runtime.workers`' default).
+const WORKERS: usize = 2;
+/// The backfill's batch cap (`embedder.max_batch` and `forecaster.max_batch`' default).
+const MAX_BATCH: usize = 1024;
 
 /// The release binary `cargo bench` builds for this target.
 const BINARY: &str = env!("CARGO_BIN_EXE_personaflow");
@@ -83,6 +108,7 @@ fn main() {
          {polars:.2} s ({:.0} events/s), fastest of {trials}",
         rows as f64 / polars
     );
+    let mut with_models: Option<(f64, PathBuf)> = None;
     for (name, env) in [
         (
             "model-free",
@@ -106,5 +132,121 @@ fn main() {
             rows as f64 / secs,
             secs / polars
         );
+        if env.is_empty() {
+            with_models = Some((secs, out));
+        }
     }
+    let (models_secs, out) = with_models.expect("the backfill with the models ran");
+    let scan = parquet_scan(&parquet_files(&events));
+    let windows = sequences_per_window(&out.join("features"));
+    let sequences: usize = windows.iter().sum();
+    let inference = bare_inference(&windows);
+    println!(
+        "columnar: bare Parquet scan {scan:.2} s; bare inference of {sequences} sequences \
+         (encoder + forecaster, {WORKERS} threads, batches of <= {MAX_BATCH}) {inference:.2} s; \
+         the backfill with the models is {:.2}x scan + inference",
+        models_secs / (scan + inference)
+    );
+}
+
+/// The `.parquet` files under `dir`, in path order.
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).expect("reads a directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Decodes every column of every file into Arrow record batches; returns the seconds.
+fn parquet_scan(files: &[PathBuf]) -> f64 {
+    let started = Instant::now();
+    for path in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("opens"))
+            .expect("reads the footer")
+            .build()
+            .expect("builds the reader");
+        for batch in reader {
+            std::hint::black_box(batch.expect("decodes a batch"));
+        }
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// The number of sequences of each window: rows of the `features` table by `window_end`.
+fn sequences_per_window(features: &Path) -> Vec<usize> {
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for path in parquet_files(features) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).expect("opens"))
+            .expect("reads the footer")
+            .build()
+            .expect("builds the reader");
+        for batch in reader {
+            let batch = batch.expect("decodes a batch");
+            let column = batch
+                .column_by_name("window_end")
+                .expect("a window_end column");
+            let ends: Vec<i64> = if let Some(a) = column.as_primitive_opt::<Int64Type>() {
+                a.values().to_vec()
+            } else {
+                let a = column
+                    .as_primitive_opt::<TimestampMillisecondType>()
+                    .expect("window_end is an integer or a millisecond timestamp");
+                a.values().to_vec()
+            };
+            for end in ends {
+                *counts.entry(end).or_default() += 1;
+            }
+        }
+    }
+    counts.into_values().collect()
+}
+
+/// Seconds to run the encoder and the forecaster over `windows`' sequences, each window split
+/// between [`WORKERS`] threads and cut into batches of at most [`MAX_BATCH`].
+fn bare_inference(windows: &[usize]) -> f64 {
+    let x = inputs::inputs(MAX_BATCH);
+    let (l, c) = (x.steps, x.context_width);
+    let step = l * NUM_FEATURES;
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/onnx");
+    let options = SessionOptions::default();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for worker in 0..WORKERS {
+            let (x, onnx, options) = (&x, &onnx, &options);
+            scope.spawn(move || {
+                let mut enc = VaeEncoder::open(&onnx.join(ENCODER_FILE), options).expect("encoder");
+                let mut fc =
+                    OnnxForecaster::open(&onnx.join(FORECASTER_FILE), options).expect("forecaster");
+                for &n in windows {
+                    // This worker's share: the first `n % WORKERS` workers take one more.
+                    let mut share = n / WORKERS + usize::from(worker < n % WORKERS);
+                    while share > 0 {
+                        let b = share.min(MAX_BATCH);
+                        enc.run(
+                            b,
+                            l,
+                            &x.features[..b * step],
+                            &x.mask[..b * l],
+                            &x.context[..b * c],
+                        )
+                        .expect("encoder run");
+                        fc.run(b, l, &x.features[..b * step], &x.mask[..b * l])
+                            .expect("forecaster run");
+                        share -= b;
+                    }
+                }
+            });
+        }
+    });
+    started.elapsed().as_secs_f64()
 }

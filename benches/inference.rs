@@ -17,9 +17,13 @@ use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::{Provider, SessionOptions};
 use personaflow_operators::window::features::NUM_FEATURES;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+#[path = "common/inputs.rs"]
+mod inputs;
+use inputs::inputs;
 
 /// Batch sizes measured.
 const BATCH_SIZES: [usize; 7] = [1, 4, 16, 64, 256, 1024, 4096];
@@ -28,59 +32,8 @@ const MIN_SEQUENCES: usize = 8192;
 /// Seconds spent per batch size at least.
 const MIN_SECS: f64 = 1.0;
 
-struct Inputs {
-    steps: usize,
-    context_width: usize,
-    features: Vec<f32>,
-    mask: Vec<f32>,
-    context: Vec<f32>,
-}
-
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-/// `n` sequences built from the parity fixtures.
-fn inputs(n: usize) -> Inputs {
-    let text = std::fs::read_to_string(root().join("models/tests/fixtures/parity.json"))
-        .expect("models/tests/fixtures/parity.json (run models/training/train.sh)");
-    let v: Value = serde_json::from_str(&text).expect("fixtures are JSON");
-    let array = |k: &str| -> (Vec<usize>, Vec<f32>) {
-        let shape = v[k]["shape"]
-            .as_array()
-            .expect("shape")
-            .iter()
-            .map(|d| d.as_u64().expect("dim") as usize)
-            .collect();
-        let data = v[k]["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .map(|x| x.as_f64().expect("number") as f32)
-            .collect();
-        (shape, data)
-    };
-    let (fs, fd) = array("features");
-    let (_, md) = array("mask");
-    let (cs, cd) = array("context");
-    let (rows, steps, c) = (fs[0], fs[1], cs[1]);
-    let step = steps * NUM_FEATURES;
-    let mut out = Inputs {
-        steps,
-        context_width: c,
-        features: Vec::with_capacity(n * step),
-        mask: Vec::with_capacity(n * steps),
-        context: Vec::with_capacity(n * c),
-    };
-    for i in 0..n {
-        let r = i % rows;
-        let scale = 1.0 + (i / rows) as f32 * 1e-4;
-        out.features
-            .extend(fd[r * step..(r + 1) * step].iter().map(|x| x * scale));
-        out.mask.extend_from_slice(&md[r * steps..(r + 1) * steps]);
-        out.context.extend_from_slice(&cd[r * c..(r + 1) * c]);
-    }
-    out
 }
 
 /// Runs `f(batch_start, batch)` over batches of `batch` until enough work is done; returns
