@@ -8,6 +8,7 @@ use crate::ops::UserWindow;
 use crate::policies::socket::WindowDemand;
 use crate::sequences::Sequence;
 use crate::vector::{Score, Vector};
+use crate::window::features::NUM_FEATURES;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -83,23 +84,37 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
     ) -> VecCollection<'scope, u64, (UserWindow, Profile), isize> {
         let max_batch = max_batch.max(1);
         self.batch_by_window("EmbedProfiles", move |records, profiles| {
-            for chunk in records.chunks(max_batch) {
+            let mut records = records.into_iter();
+            let mut chunk: Vec<(UserWindow, Sequence)> = Vec::with_capacity(max_batch);
+            loop {
+                chunk.clear();
+                chunk.extend(records.by_ref().take(max_batch));
+                if chunk.is_empty() {
+                    break;
+                }
                 let seqs: Vec<&Sequence> = chunk.iter().map(|(_, s)| s).collect();
                 match embedder.embed_batch(&seqs) {
                     Ok(embeddings) => {
-                        for ((key, seq), emb) in chunk.iter().zip(embeddings) {
-                            let profile = Profile {
-                                embedding: Vector(emb.vector),
-                                anomaly_score: emb.anomaly_score.map(Score),
-                                history_windows: seq.history_windows,
-                                events: seq.events,
-                                authenticated: seq.authenticated,
-                                segment: seq.segment.clone(),
-                                context: seq.context.clone(),
-                                features: Vector(seq.current().to_vec()),
-                                demand: seq.demand.clone(),
-                            };
-                            profiles.push((key.clone(), profile));
+                        // The sequences are this operator's: their fields move into the
+                        // profiles, the current window's features are the last step's.
+                        for ((key, seq), emb) in chunk.drain(..).zip(embeddings) {
+                            let mut features = seq.features.0;
+                            let current = features.len().saturating_sub(NUM_FEATURES);
+                            features.drain(..current);
+                            profiles.push((
+                                key,
+                                Profile {
+                                    embedding: Vector(emb.vector),
+                                    anomaly_score: emb.anomaly_score.map(Score),
+                                    history_windows: seq.history_windows,
+                                    events: seq.events,
+                                    authenticated: seq.authenticated,
+                                    segment: seq.segment,
+                                    context: seq.context,
+                                    features: Vector(features),
+                                    demand: seq.demand,
+                                },
+                            ));
                         }
                     }
                     Err(e) => {
