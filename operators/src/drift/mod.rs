@@ -32,7 +32,7 @@ use crate::personas::{rng_for, ColumnStats};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// Steps (windows) the baseline spans.
@@ -244,6 +244,117 @@ pub struct DriftDetector {
     /// Consecutive steps at which the test has rejected.
     #[serde(default)]
     streak: usize,
+    /// The unit means of the baseline and of the recent steps, kept between steps.
+    #[serde(skip)]
+    means: MeansCache,
+}
+
+/// The unit means of a detector's baseline and recent steps ([`UnitMeans`]): derived state,
+/// not part of the detector's value. A copy (a checkpoint's snapshot) starts empty and a
+/// restored detector rebuilds it at its next step; detectors compare equal whatever it holds.
+#[derive(Debug, Default)]
+struct MeansCache {
+    baseline: UnitMeans,
+    recent: UnitMeans,
+}
+
+impl Clone for MeansCache {
+    fn clone(&self) -> Self {
+        MeansCache::default()
+    }
+}
+
+impl PartialEq for MeansCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// Each unit's kept points over a run of steps that gain steps at the back and lose them at
+/// the front, in step order, with each unit's mean kept until its points change: what
+/// [`unit_means`] gives for the same steps, bit for bit (each unit's sum is recomputed in step
+/// order when it changes), at the cost of the units of the steps that came and went.
+#[derive(Debug, Default)]
+struct UnitMeans {
+    steps: VecDeque<Arc<Step>>,
+    /// The serial number of `steps[0]`.
+    front: u64,
+    units: BTreeMap<u64, Unit>,
+}
+
+/// A unit's points (step serial, index in the step), oldest first, and its mean if current.
+#[derive(Debug, Default)]
+struct Unit {
+    points: VecDeque<(u64, usize)>,
+    mean: Option<Vec<f32>>,
+}
+
+impl UnitMeans {
+    /// Moves to the steps `want` (oldest first) and returns their unit means in unit order.
+    fn sync(&mut self, want: &[&Arc<Step>]) -> Vec<&[f32]> {
+        // The steps kept that are still wanted: a run of `steps` that starts `want`.
+        let start = want
+            .first()
+            .and_then(|first| self.steps.iter().position(|s| Arc::ptr_eq(s, first)));
+        let keep = match start {
+            Some(j)
+                if self
+                    .steps
+                    .iter()
+                    .skip(j)
+                    .zip(want)
+                    .all(|(s, w)| Arc::ptr_eq(s, w))
+                    && self.steps.len() - j <= want.len() =>
+            {
+                j
+            }
+            _ => self.steps.len(),
+        };
+        for _ in 0..keep {
+            let step = self.steps.pop_front().expect("a step to drop");
+            for key in &step.keys {
+                let unit = self
+                    .units
+                    .get_mut(key)
+                    .expect("a dropped step's unit is kept");
+                unit.points.pop_front();
+                unit.mean = None;
+                if unit.points.is_empty() {
+                    self.units.remove(key);
+                }
+            }
+            self.front += 1;
+        }
+        for step in &want[self.steps.len()..] {
+            let serial = self.front + self.steps.len() as u64;
+            for (i, key) in step.keys.iter().enumerate() {
+                let unit = self.units.entry(*key).or_default();
+                unit.points.push_back((serial, i));
+                unit.mean = None;
+            }
+            self.steps.push_back(Arc::clone(step));
+        }
+        let (steps, front) = (&self.steps, self.front);
+        self.units
+            .values_mut()
+            .map(|unit| {
+                let mean = unit.mean.get_or_insert_with(|| {
+                    let point = |&(serial, i): &(u64, usize)| -> &[f32] {
+                        &steps[(serial - front) as usize].points[i]
+                    };
+                    let mut sum = vec![0.0f64; unit.points.front().map_or(0, |p| point(p).len())];
+                    for p in &unit.points {
+                        for (a, x) in sum.iter_mut().zip(point(p)) {
+                            *a += f64::from(*x);
+                        }
+                    }
+                    let n = unit.points.len() as f64;
+                    sum.into_iter().map(|x| (x / n) as f32).collect()
+                });
+                mean.as_slice()
+            })
+            .collect()
+    }
 }
 
 /// Smallest per-dimension spread a distance is standardised by (a dimension on which the
@@ -266,6 +377,8 @@ fn mean_of(steps: &[&Step]) -> (Vec<f64>, usize) {
 
 /// The mean kept point of each unit over `steps`, in unit order. Each unit's points are
 /// summed in step order (a stable sort by unit), as a map from unit to running sum would.
+/// Recomputed from scratch: the oracle of [`UnitMeans`], which the detector uses.
+#[cfg(test)]
 fn unit_means(steps: &[&Step]) -> Vec<Vec<f32>> {
     let mut points: Vec<(u64, &[f32])> = steps
         .iter()
@@ -456,23 +569,25 @@ impl DriftDetector {
         if self.since.len() < config.recent {
             return None;
         }
-        let base: Vec<&Step> = self.baseline.iter().map(|s| &**s).collect();
-        let recent: Vec<&Step> = self
+        let base_steps: Vec<&Arc<Step>> = self.baseline.iter().collect();
+        let recent_steps: Vec<&Arc<Step>> = self
             .since
             .iter()
             .skip(self.since.len() - config.recent)
-            .map(|s| &**s)
             .collect();
-        // The test's units are users: each user's points in a sample are averaged first.
-        let a = unit_means(&base);
-        let b = unit_means(&recent);
+        let base: Vec<&Step> = base_steps.iter().map(|s| &***s).collect();
+        let recent: Vec<&Step> = recent_steps.iter().map(|s| &***s).collect();
+        // The test's units are users: each user's points in a sample are averaged first
+        // (`unit_means`, kept between steps for the units that did not change).
+        let a = self.means.baseline.sync(&base_steps);
+        let b = self.means.recent.sync(&recent_steps);
         let (nb, nr) = (a.len(), b.len());
         if nr < config.min_points || nb < config.min_points {
             self.streak = 0;
             return None;
         }
-        let dims = a.iter().chain(&b).map(Vec::len).min().unwrap_or(0);
-        let mean = |v: &[Vec<f32>]| -> Vec<f64> {
+        let dims = a.iter().chain(&b).map(|p| p.len()).min().unwrap_or(0);
+        let mean = |v: &[&[f32]]| -> Vec<f64> {
             (0..dims)
                 .map(|d| v.iter().map(|p| f64::from(p[d])).sum::<f64>() / v.len() as f64)
                 .collect()
@@ -498,8 +613,6 @@ impl DriftDetector {
             return None;
         }
         let at = recent.last().map_or(0, |s| s.at);
-        let a: Vec<&[f32]> = a.iter().map(Vec::as_slice).collect();
-        let b: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
         let Some(p_value) = permutation_p_value_at_most(
             &a,
             &b,
@@ -680,6 +793,48 @@ mod tests {
                 unit_means_by_map(&window),
                 "steps ..{end}"
             );
+        }
+    }
+
+    /// The kept means are `unit_means` recomputed from scratch at every step, bit for bit, as
+    /// the steps slide by one, by several, restart (an alarm's reset), shrink and grow.
+    #[test]
+    fn kept_unit_means_are_recomputed_ones_at_every_step() {
+        let mut rng = rng_for(12, 0, 0);
+        let noise = Normal::new(0.0f32, 3.0).unwrap();
+        let steps: Vec<Arc<Step>> = (0..300u64)
+            .map(|t| {
+                let n = rng.random_range(0..30);
+                let pts: Vec<Vec<f32>> = (0..n)
+                    .map(|_| (0..4).map(|_| noise.sample(&mut rng) * 1e3).collect())
+                    .collect();
+                let refs: Vec<&[f32]> = pts.iter().map(Vec::as_slice).collect();
+                // Few units, repeated within and across steps.
+                let keys: Vec<u64> = (0..n).map(|_| rng.random_range(0..20)).collect();
+                Arc::new(Step::new(t, &refs, &keys, &refs, 12, 1))
+            })
+            .collect();
+        let mut kept = UnitMeans::default();
+        let (mut from, mut to) = (0usize, 0usize);
+        for round in 0..600 {
+            match rng.random_range(0..10) {
+                0 => from = rng.random_range(0..=to), // a restart inside the run
+                1 => {
+                    // Unrelated steps: a rebuild.
+                    from = rng.random_range(0..steps.len());
+                    to = from;
+                }
+                2 => from = (from + rng.random_range(0..5)).min(to),
+                _ => {}
+            }
+            to = (to + rng.random_range(0..3)).min(steps.len());
+            if to - from > 40 {
+                from = to - 40;
+            }
+            let want: Vec<&Arc<Step>> = steps[from..to].iter().collect();
+            let plain: Vec<&Step> = want.iter().map(|s| &***s).collect();
+            let got: Vec<Vec<f32>> = kept.sync(&want).into_iter().map(<[f32]>::to_vec).collect();
+            assert_eq!(got, unit_means(&plain), "round {round}: steps {from}..{to}");
         }
     }
 
