@@ -183,8 +183,8 @@ where
                                             last_window = last_window.max(Some(w));
                                         }
                                         Observed::Window(_) => {}
-                                        // A sequence is retracted the window after its own:
-                                        // only its own window's updates count.
+                                        // Only a sequence's own window's updates count
+                                        // (a retraction at a later window is ignored).
                                         Observed::Demand {
                                             user,
                                             window,

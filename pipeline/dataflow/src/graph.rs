@@ -689,7 +689,7 @@ fn shaping_feedback<'scope>(
     use timely::dataflow::operators::Exchange as _;
     let secs = spec.len_ms() as f64 / 1_000.0;
     // The forecast-error operator needs the allocations on the worker of the user's sequences
-    // (the sequences' reduction places users by differential's hash of the key).
+    // (the sequences operator places users by differential's hash of the user id).
     policies
         .map(move |(k, shaped)| {
             let p = &shaped.0;
