@@ -292,11 +292,12 @@ struct Unit {
 impl UnitMeans {
     /// Moves to the steps `want` (oldest first) and returns their unit means in unit order.
     fn sync(&mut self, want: &[&Arc<Step>]) -> Vec<&[f32]> {
-        // The steps kept that are still wanted: a run of `steps` that starts `want`.
+        // The steps kept that are still wanted are a run of `steps` that starts `want`; the
+        // `stale` ones before it (all of them if there is no such run) leave.
         let start = want
             .first()
             .and_then(|first| self.steps.iter().position(|s| Arc::ptr_eq(s, first)));
-        let keep = match start {
+        let stale = match start {
             Some(j)
                 if self
                     .steps
@@ -310,7 +311,7 @@ impl UnitMeans {
             }
             _ => self.steps.len(),
         };
-        for _ in 0..keep {
+        for _ in 0..stale {
             let step = self.steps.pop_front().expect("a step to drop");
             for key in &step.keys {
                 let unit = self
