@@ -227,11 +227,13 @@ fn the_continuous_job_writes_exactly_what_the_backfill_writes() {
     assert!(output_table(&back2, "persona_assignments").len() > 0);
     assert_same_tables(&out2, &back2);
 
-    // Window files: one per table, window and worker, under idempotent names.
+    // Window files: per table and worker, each of one or more windows, under idempotent
+    // names.
     for f in parquet_files(&out.join("profiles")) {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         assert!(
-            name.starts_with('w') && name.ends_with(".parquet"),
+            personaflow_io::window_file::window_range_of_file(&name).is_some()
+                && name.ends_with(".parquet"),
             "{name}"
         );
     }

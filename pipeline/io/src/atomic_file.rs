@@ -6,6 +6,7 @@ use crate::writer::writer_properties_for;
 use crate::{Error, Result};
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,17 @@ pub fn write_parquet_atomically(
     row_group_rows: usize,
     fsync: bool,
 ) -> Result<()> {
+    write_parquet_atomically_with(path, batch, row_group_rows, fsync, &[])
+}
+
+/// Like [`write_parquet_atomically`], with `key_value` in the file's key-value metadata.
+pub fn write_parquet_atomically_with(
+    path: &Path,
+    batch: &RecordBatch,
+    row_group_rows: usize,
+    fsync: bool,
+    key_value: &[(&str, String)],
+) -> Result<()> {
     let dir = path.parent().expect("window files live in a directory");
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = tmp_path(path);
@@ -62,6 +74,9 @@ pub fn write_parquet_atomically(
         Some(writer_properties_for(&batch.schema(), row_group_rows)),
     )
     .map_err(|e| Error::parquet(&tmp, e))?;
+    for (key, value) in key_value {
+        writer.append_key_value_metadata(KeyValue::new(key.to_string(), value.clone()));
+    }
     writer.write(batch).map_err(|e| Error::parquet(&tmp, e))?;
     let file = writer.into_inner().map_err(|e| Error::parquet(&tmp, e))?;
     if fsync {

@@ -8,6 +8,7 @@ pub mod output_dir;
 pub mod schema;
 pub mod source;
 pub mod tables;
+pub mod window_file;
 pub mod writer;
 
 pub use error::{Error, InputErrorKind, OldOutput, OutputErrorKind, Result, SettingsErrorKind};

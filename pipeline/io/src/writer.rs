@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 /// Where one table's rows go, window by window, on one worker. The dataflow's sinks call
 /// [`write_window`](WindowSink::write_window) with each complete window's rows and
 /// [`advance`](WindowSink::advance) as the frontier moves; the backfill writes date-partitioned
-/// files, the continuous job one atomic file per window (and Kafka messages).
+/// files, the continuous job atomic window files ([`crate::window_file`]) and Kafka messages.
 pub trait WindowSink {
     /// The table.
     fn table(&self) -> Table;
@@ -153,12 +153,11 @@ fn has_parquet_file(dir: &Path) -> std::io::Result<bool> {
     Ok(false)
 }
 
-/// The window end encoded in a window file's name (`w{window_end_ms}-{worker}.parquet`, and the
-/// operator-state files `w{window_end_ms}-{worker}.state`).
+/// The (last) window end encoded in a window file's name (`w{window_end_ms}-{worker}.parquet`,
+/// `w{first_end_ms}-{last_end_ms}-{worker}.parquet`, and the operator-state files
+/// `w{window_end_ms}-{worker}.state`): see [`crate::window_file`].
 pub fn window_end_of_file(name: &str) -> Option<i64> {
-    let rest = name.strip_prefix('w')?;
-    let (end, _) = rest.split_once('-')?;
-    end.parse().ok()
+    crate::window_file::window_range_of_file(name).map(|(_, last)| last)
 }
 
 /// The `date=YYYY-MM-DD` partition of a window, by the window's start (UTC).

@@ -9,7 +9,7 @@
 
 use crate::{Error, Result};
 use personaflow_io::atomic_file::write_atomically;
-use personaflow_io::writer::window_end_of_file;
+use personaflow_io::window_file::{cut_window_file, window_range_of_file};
 use personaflow_io::InputErrorKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -93,32 +93,47 @@ impl Checkpoint {
     }
 }
 
-/// Removes, under `dir`, window files of windows ending after `emitted_through_end_ms` (all of
-/// them when `None`) and leftover temporary files: what a crash may have left half-done.
-/// Returns the files removed.
+/// Removes, under `dir`, the windows ending after `emitted_through_end_ms` (all of them when
+/// `None`) and leftover temporary files: what a crash may have left half-done. A window file
+/// of windows on both sides is cut at `emitted_through_end_ms`
+/// ([`cut_window_file`]). Returns the files removed or cut.
 pub fn remove_unemitted(dir: &Path, emitted_through_end_ms: Option<i64>) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(removed);
     };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().to_string();
+    // Listed first: a cut writes a file into the directory being read.
+    let entries = entries
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::io(dir, e))?;
+    for path in entries {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         if path.is_dir() {
             removed.extend(remove_unemitted(&path, emitted_through_end_ms)?);
             continue;
         }
-        let stale = if name.starts_with('.') && name.ends_with(".tmp") {
-            true
-        } else if let Some(end) = window_end_of_file(&name) {
-            emitted_through_end_ms.is_none_or(|e| end > e)
-        } else {
-            false
-        };
-        if stale {
+        if name.starts_with('.') && name.ends_with(".tmp") {
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             removed.push(path);
+            continue;
+        }
+        let Some((first, last)) = window_range_of_file(&name) else {
+            continue;
+        };
+        match emitted_through_end_ms {
+            Some(e) if last <= e => {}
+            Some(e) if first <= e && name.ends_with(".parquet") => {
+                cut_window_file(&path, e, true)?;
+                removed.push(path);
+            }
+            _ => {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                removed.push(path);
+            }
         }
     }
     Ok(removed)
@@ -187,7 +202,54 @@ mod tests {
             left,
             vec!["notes.txt", "w120000-001.parquet", "w60000-000.parquet"]
         );
-        assert_eq!(window_end_of_file("w60000-000.parquet"), Some(60_000));
-        assert_eq!(window_end_of_file("part-000-00000.parquet"), None);
+    }
+
+    #[test]
+    fn window_files_of_several_windows_are_cut_at_the_checkpoint() {
+        use personaflow_io::tables::{ResonanceRow, TableRow};
+        use personaflow_io::window_file::write_window_file;
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("resonance/date=1970-01-01");
+        let window = |end: i64| {
+            let row = ResonanceRow {
+                window_end: end,
+                user_id: "u".into(),
+                segment: "s".into(),
+                cosine: 0.1,
+                probability: 1.0,
+                resonating: true,
+                top: true,
+                cold_start: false,
+            };
+            (end, ResonanceRow::to_batch(&[row.clone(), row]))
+        };
+        let windows: Vec<_> = [60_000, 120_000, 180_000].map(window).into();
+        write_window_file(&part, 0, &windows[..2], 10, false).unwrap();
+        write_window_file(&part, 1, &windows, 10, false).unwrap();
+        write_window_file(&part, 2, &windows[2..], 10, false).unwrap();
+        let removed = remove_unemitted(dir.path(), Some(120_000)).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        let mut left: Vec<_> = std::fs::read_dir(&part)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec!["w60000-120000-000.parquet", "w60000-120000-001.parquet"],
+            "the straddling file is cut, the later one removed, the earlier one kept"
+        );
+        let rows = |name: &str| {
+            let f = std::fs::File::open(part.join(name)).unwrap();
+            parquet::file::reader::FileReader::metadata(
+                &parquet::file::reader::SerializedFileReader::new(f).unwrap(),
+            )
+            .file_metadata()
+            .num_rows()
+        };
+        assert_eq!(rows("w60000-120000-001.parquet"), 4);
+        assert!(remove_unemitted(dir.path(), Some(120_000))
+            .unwrap()
+            .is_empty());
     }
 }

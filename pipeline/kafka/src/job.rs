@@ -9,14 +9,16 @@
 //!   the minimum over active partitions (idle ones stop holding it back after
 //!   `stream.idle_timeout`). Every worker advances its input to the window holding the job's
 //!   watermark, so windows before it close; older events go to the `late` table, counted.
-//! - **Outputs.** A closed window's rows are written per table and worker as one atomic
-//!   Parquet file with an idempotent name, and published to the output topics.
+//! - **Outputs.** Closed windows' rows are written per table and worker as atomic Parquet
+//!   files with idempotent names, one per run of windows a sink completes together
+//!   ([`personaflow_io::window_file`]: the group commit of a job catching up), and published
+//!   to the output topics.
 //! - **Delivery.** Once every sink has written every window before `d`, the output producer
 //!   is flushed, the checkpoint (`_checkpoint.json`: windows emitted, rewind offsets) is written
 //!   and each partition's offset is committed: the first offset whose event is in a window not
 //!   yet emitted. Before the checkpoint names a window, every worker has stored the state of
 //!   its persona, pin and drift operators as of that window ([`personaflow_dataflow::snapshot`]). On restart
-//!   the job removes files of windows the checkpoint does not cover, resumes that operator
+//!   the job removes (or cuts) files of windows the checkpoint does not cover, resumes that operator
 //!   state (split between the workers, whose number may have changed), rewinds each partition
 //!   to the first event of the `L + W` windows the next window's windowed state depends on,
 //!   rebuilds that state, and never writes an emitted window again.

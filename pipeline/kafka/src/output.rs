@@ -1,14 +1,16 @@
-//! The continuous job's outputs: one Parquet file per table, window and worker, written
-//! atomically under an idempotent name (`profiles/date=2026-01-05/w{window_end_ms}-{worker}.parquet`),
+//! The continuous job's outputs: Parquet files per table and worker, each of the windows a
+//! sink completed together, written atomically under idempotent names
+//! (`profiles/date=2026-01-05/w{window_end_ms}-{worker}.parquet`, or
+//! `w{first_end_ms}-{last_end_ms}-{worker}.parquet`: [`personaflow_io::window_file`]),
 //! the same tables published as JSON messages to Kafka topics, and the bookkeeping that says
 //! up to which window every output is durable (so offsets can be committed).
 
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 use arrow_array::{Array, RecordBatch, StringArray};
-use personaflow_io::atomic_file::write_parquet_atomically;
 use personaflow_io::source::RecordError;
 use personaflow_io::tables::Table;
+use personaflow_io::window_file::write_window_file;
 use personaflow_io::writer::{date_partition, SinkFactory, WindowObserver, WindowSink};
 use personaflow_operators::WindowSpec;
 use rdkafka::config::ClientConfig;
@@ -113,28 +115,59 @@ impl SinkFactory for StreamSinks {
             sinks: self.clone(),
             table,
             worker,
+            pending: Vec::new(),
         })
     }
 }
 
+/// One table's sink on one worker: the complete windows it is given between two frontier
+/// advances are written as one window file per date partition (a job catching up completes
+/// many windows at once; a live job one), then published, then reported durable.
 #[derive(Debug)]
 struct WindowFileSink {
     sinks: StreamSinks,
     table: Table,
     worker: usize,
+    /// Complete windows not yet written, in window order.
+    pending: Vec<(u64, RecordBatch)>,
 }
 
 impl WindowFileSink {
-    fn path(&self, window: u64) -> PathBuf {
+    fn dir(&self, window: u64) -> PathBuf {
         let s = &self.sinks;
         s.root
             .join(self.table.name())
             .join(format!("date={}", date_partition(s.spec.start_ms(window))))
-            .join(format!(
-                "w{}-{:03}.parquet",
-                s.spec.end_ms(window),
-                self.worker
-            ))
+    }
+
+    /// Writes the pending windows: one file per run of windows in the same date partition.
+    fn flush(&mut self) -> personaflow_io::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let s = &self.sinks;
+        let mut start = 0;
+        while start < pending.len() {
+            let dir = self.dir(pending[start].0);
+            let mut end = start + 1;
+            while end < pending.len() && self.dir(pending[end].0) == dir {
+                end += 1;
+            }
+            let windows: Vec<(i64, RecordBatch)> = pending[start..end]
+                .iter()
+                .map(|(w, b)| (s.spec.end_ms(*w), b.clone()))
+                .collect();
+            write_window_file(&dir, self.worker, &windows, s.row_group_rows, s.fsync)?;
+            start = end;
+        }
+        if let Some(p) = &s.publisher {
+            for (_, batch) in &pending {
+                p.publish(self.table, batch)
+                    .map_err(|e| personaflow_io::Error::Sink {
+                        table: self.table.name().to_string(),
+                        source: Box::new(e),
+                    })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -155,19 +188,12 @@ impl WindowSink for WindowFileSink {
         if s.emitted_through.is_some_and(|e| window <= e) {
             return Ok(0);
         }
-        let path = self.path(window);
-        write_parquet_atomically(&path, batch, s.row_group_rows, s.fsync)?;
-        if let Some(p) = &s.publisher {
-            p.publish(self.table, batch)
-                .map_err(|e| personaflow_io::Error::Sink {
-                    table: self.table.name().to_string(),
-                    source: Box::new(e),
-                })?;
-        }
+        self.pending.push((window, batch.clone()));
         Ok(batch.num_rows() as u64)
     }
 
     fn advance(&mut self, frontier: Option<u64>) -> personaflow_io::Result<()> {
+        self.flush()?;
         let closing = self.sinks.closing.load(Ordering::SeqCst);
         let f = frontier.unwrap_or(u64::MAX).min(closing);
         self.sinks.progress.set(self.worker, self.table, f);
@@ -405,15 +431,17 @@ mod tests {
         assert_eq!(sink.write_window(3, &batch).unwrap(), 0, "emitted before");
         assert_eq!(progress.durable(), None);
         assert_eq!(sink.write_window(5, &batch).unwrap(), 1);
-        assert_eq!(sink.write_window(5, &batch).unwrap(), 1, "same name again");
         let file = dir
             .path()
             .join("resonance/date=1970-01-01/w360000-001.parquet");
+        assert!(!file.exists(), "written when the frontier moves");
+        sink.advance(Some(6)).unwrap();
         assert!(file.is_file());
+        assert_eq!(progress.durable(), Some(6));
+        assert_eq!(sink.write_window(5, &batch).unwrap(), 1, "same name again");
+        sink.advance(Some(6)).unwrap();
         let files = crate::checkpoint::remove_unemitted(dir.path(), Some(360_000)).unwrap();
         assert!(files.is_empty(), "no temporary file is left: {files:?}");
-        sink.advance(Some(6)).unwrap();
-        assert_eq!(progress.durable(), Some(6));
         sinks.closing.store(7, Ordering::SeqCst);
         assert_eq!(sink.write_window(7, &batch).unwrap(), 0, "closing");
         sink.advance(None).unwrap();
@@ -423,6 +451,70 @@ mod tests {
             vec![3, 5, 5],
             "the observer sees replayed windows, not closing ones"
         );
+    }
+
+    #[test]
+    fn windows_completed_together_are_one_file_per_date_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WindowSpec::try_new(3_600_000).unwrap();
+        let progress = SinkProgress::new(1);
+        let sinks = StreamSinks {
+            root: dir.path().to_path_buf(),
+            spec,
+            row_group_rows: 1024,
+            fsync: false,
+            emitted_through: None,
+            closing: Arc::new(AtomicU64::new(u64::MAX)),
+            progress: progress.clone(),
+            publisher: None,
+            observer: None,
+        };
+        let mut sink = sinks.sink(Table::Resonance, 0);
+        let batch = |w: u64| {
+            ResonanceRow::to_batch(&[ResonanceRow {
+                window_end: spec.end_ms(w),
+                user_id: format!("u{w}"),
+                segment: "s".into(),
+                cosine: 0.1,
+                probability: 1.0,
+                resonating: true,
+                top: true,
+                cold_start: false,
+            }])
+        };
+        // Hours 22, 23 (day 0), 24 and 26 (day 1) complete together, then hour 27 alone.
+        for w in [22, 23, 24, 26] {
+            assert_eq!(sink.write_window(w, &batch(w)).unwrap(), 1);
+        }
+        sink.advance(Some(27)).unwrap();
+        assert_eq!(progress.durable(), Some(27));
+        sink.write_window(27, &batch(27)).unwrap();
+        sink.advance(None).unwrap();
+        let mut files: Vec<String> = walk(dir.path());
+        files.sort();
+        let h = |w: u64| spec.end_ms(w);
+        assert_eq!(
+            files,
+            vec![
+                format!("resonance/date=1970-01-01/w{}-{}-000.parquet", h(22), h(23)),
+                format!("resonance/date=1970-01-02/w{}-000.parquet", h(27)),
+                format!("resonance/date=1970-01-02/w{}-{}-000.parquet", h(24), h(26)),
+            ]
+        );
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                out.extend(walk(&p).into_iter().map(|f| format!("{name}/{f}")));
+            } else {
+                out.push(p.file_name().unwrap().to_string_lossy().to_string());
+            }
+        }
+        out
     }
 
     #[test]
