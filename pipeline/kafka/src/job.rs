@@ -57,6 +57,10 @@ pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const POLL_WAIT: Duration = Duration::from_millis(50);
 /// Most messages taken in one go before the dataflow is stepped.
 pub const MAX_POLL_BATCH: usize = 4096;
+/// How often at most a worker that is catching up (its last poll filled a whole batch)
+/// settles its durable windows: flushes the output producer, writes late rows and commits its
+/// partitions. A worker that has caught up settles every window as it becomes durable.
+pub const CATCH_UP_SETTLE_INTERVAL: Duration = Duration::from_millis(500);
 /// How often consumer lag is refreshed and progress reported.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -840,6 +844,7 @@ impl WorkerContext {
         // Lag is known from the first round on.
         self.refresh_lag(&consumer, &partitions);
         let mut last_status = Instant::now();
+        let mut last_settle = Instant::now();
         let mut by_signal = false;
         let mut batch: Vec<Polled> = Vec::new();
         loop {
@@ -911,9 +916,15 @@ impl WorkerContext {
                 self.fail(e.into());
                 break;
             }
-            // Commit what is durable.
+            // Commit what is durable: as soon as it is once caught up, at most every
+            // CATCH_UP_SETTLE_INTERVAL while catching up (each settle waits for the brokers).
+            let catching_up = batch.len() >= MAX_POLL_BATCH;
             if let Some(d) = shared.progress.durable() {
-                if d > last_durable && d != u64::MAX {
+                if d > last_durable
+                    && d != u64::MAX
+                    && (!catching_up || last_settle.elapsed() >= CATCH_UP_SETTLE_INTERVAL)
+                {
+                    last_settle = Instant::now();
                     let done =
                         self.checkpoint(index, &consumer, &partitions, d, last_durable, &mut late);
                     if let Err(e) = done {
