@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 
 /// How long a flush of the output producer may take before the job fails.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The first pause of a flush that waits for deliveries (doubled up to [`FLUSH_PAUSE_MAX`]).
+pub const FLUSH_PAUSE_MIN: Duration = Duration::from_micros(100);
+/// The longest pause of a flush that waits for deliveries.
+pub const FLUSH_PAUSE_MAX: Duration = Duration::from_millis(2);
 /// Header of a dead-letter message that holds the error.
 pub const ERROR_HEADER: &str = "personaflow.error";
 /// Header of a dead-letter message that names the refused field.
@@ -370,9 +374,25 @@ impl Publisher {
 
     /// Waits until every message sent is acknowledged; an error if one failed.
     pub fn flush(&self) -> Result<()> {
-        self.producer
-            .flush(FLUSH_TIMEOUT)
-            .map_err(|e| Error::kafka("flushing the output producer", e))?;
+        // rdkafka's `flush(timeout)` checks, then waits on the caller's queue in 100 ms
+        // polls; a threaded producer's delivery reports are served by its own thread, so each
+        // wait runs its whole 100 ms whatever the brokers do. Instead: ask librdkafka to send
+        // what lingers and say whether everything is delivered (a flush that does not wait),
+        // and pause briefly while it is not.
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        let mut pause = FLUSH_PAUSE_MIN;
+        loop {
+            match self.producer.flush(Duration::ZERO) {
+                Ok(()) => break,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(FLUSH_PAUSE_MAX);
+                }
+                Err(e) => return Err(Error::kafka("flushing the output producer", e)),
+            }
+        }
         if let Some((topic, source)) = self
             .producer
             .context()
