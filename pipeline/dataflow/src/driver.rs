@@ -197,6 +197,14 @@ impl Driver {
         }
     }
 
+    /// Whether the outputs have not yet passed every window the input has passed: the
+    /// dataflow has work in flight, and a caller waiting for input should step it instead.
+    pub fn behind(&self) -> bool {
+        self.input
+            .as_ref()
+            .is_some_and(|i| self.probe.less_than(i.time()))
+    }
+
     /// One step of the worker.
     pub fn step(&mut self, worker: &mut Worker) {
         worker.step();

@@ -859,10 +859,16 @@ impl WorkerContext {
             if all_done && job.until_end {
                 break;
             }
-            // Take what is buffered (waiting a little when nothing is).
+            // Take what is buffered (waiting a little when nothing is and the dataflow has
+            // no closed window in flight: one step per round moves a window one stage on, so
+            // a wait per round would hold closed windows back).
             batch.clear();
             if !all_done {
-                let mut wait = POLL_WAIT;
+                let mut wait = if driver.behind() {
+                    Duration::ZERO
+                } else {
+                    POLL_WAIT
+                };
                 while batch.len() < MAX_POLL_BATCH {
                     match consumer.poll(wait) {
                         Some(Ok(m)) => batch.push((
