@@ -12,7 +12,8 @@
 //!    the process's resident memory (`VmRSS`) as it goes: the RSS when the watermark passes 1
 //!    hour of event time and at the end (10 hours). Sustained events/s come from `run.json`.
 //! 3. **Latency**: a fresh topic is fed by a paced producer (`PF_BENCH_PACED_SHARE` of the
-//!    measured throughput, default 0.5, over the first hour of events) while the job runs;
+//!    measured throughput, default 0.5, for `PF_BENCH_PACED_SECS` seconds, default 20, of
+//!    the events from the start) while the job runs;
 //!    once the producer is done and the job caught up, SIGTERM; the close-to-output latency
 //!    p50/p99 come from `run.json`.
 //!
@@ -172,6 +173,7 @@ fn main() {
     let users: u32 = env_or("PF_BENCH_USERS", 300);
     let hours: f64 = env_or("PF_BENCH_HOURS", 10.0);
     let paced_share: f64 = env_or("PF_BENCH_PACED_SHARE", 0.5);
+    let paced_secs: f64 = env_or("PF_BENCH_PACED_SECS", 20.0);
     let tmp = tempfile::tempdir().unwrap();
     let sim = tmp.path().join("sim");
     check(
@@ -252,8 +254,11 @@ fn main() {
     let events_per_sec = summary["events_per_sec"].as_f64().unwrap();
     let total_events = summary["status"]["events"].as_u64().unwrap();
 
-    // Latency under a paced producer (the first hour of events).
-    let first_hour: Vec<PathBuf> = {
+    // Latency under a paced producer: the events from the start, for
+    // `PF_BENCH_PACED_SECS` seconds at the paced rate (at most all of them), long enough for
+    // the job to settle into its steady state (a start-up transient of a second or two
+    // is then a few of the closes measured, not most of them).
+    let paced_files: Vec<PathBuf> = {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&events)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -263,7 +268,7 @@ fn main() {
     };
     broker.create_topic("paced", PARTITIONS);
     let rate = (events_per_sec * paced_share).max(100.0);
-    let paced_events = ((total_events as f64) / hours).min(rate * 120.0) as u64;
+    let paced_events = (total_events as f64).min(rate * paced_secs) as u64;
     let out2 = tmp.path().join("out-paced");
     let log2 = tmp.path().join("paced.log");
     let (mut job2, addr2) = start_job(&brokers, "paced", &out2, &log2, &[]);
@@ -276,7 +281,7 @@ fn main() {
             &paced_events.to_string(),
         ])
         .arg("--input")
-        .args(&first_hour)
+        .args(&paced_files)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
