@@ -24,6 +24,10 @@ pub(crate) struct SimulateArgs {
     /// Share of users that are authenticated (their events carry their segment).
     #[arg(long, default_value_t = personaflow_sim::DEFAULT_AUTHENTICATED_SHARE)]
     authenticated_share: f64,
+    /// Sparse activity: every user starts this many sessions a day on average instead of its
+    /// segment's 2 to 12, and devices send no heartbeats (users active a few times a day).
+    #[arg(long, value_name = "N")]
+    sessions_per_day: Option<f64>,
     /// Drift injection SEGMENT@OFFSET[+RAMP]:KIND=MAGNITUDE, e.g. gamer@36h:bytes=3.0, or
     /// gamer@36h+2h:pace=3 for a roll-out to the segment's users over 2 h (repeatable).
     #[arg(long)]
@@ -45,6 +49,7 @@ pub(crate) fn simulation_config(args: &SimulateArgs) -> Result<SimulationConfig>
         days: args.days,
         seed: args.seed,
         authenticated_share: args.authenticated_share,
+        sessions_per_day: args.sessions_per_day,
         drifts,
         overwrite: args.overwrite,
         ..SimulationConfig::default()

@@ -82,6 +82,8 @@ pub const DEFAULT_SEED: u64 = 42;
 pub const DEFAULT_START_MS: i64 = 1_767_571_200_000;
 /// Default share of users who are authenticated (whose events carry their segment).
 pub const DEFAULT_AUTHENTICATED_SHARE: f64 = 0.5;
+/// Most sessions per day [`SimulationConfig::sessions_per_day`] accepts (one a minute).
+pub const MAX_SESSIONS_PER_DAY: f64 = 1_440.0;
 /// Default length of the time chunks events are generated (and sorted) in: one hour.
 pub const DEFAULT_CHUNK_MS: i64 = HOUR_MS;
 /// Default largest number of rows in one Parquet file (a day gets more parts beyond it).
@@ -148,6 +150,11 @@ pub struct SimulationConfig {
     pub start_ms: i64,
     /// Share of users who are authenticated, in \[0, 1\] (per segment, rounded).
     pub authenticated_share: f64,
+    /// Sparse activity: every user starts this many sessions a day on average (its segment's
+    /// daily curve, weekend factor and its own rate still shape when), instead of its
+    /// segment's 2 to 12, and devices send no heartbeats. Users are then active only a few
+    /// times a day. `None`: the segments' own rates and heartbeats.
+    pub sessions_per_day: Option<f64>,
     /// Drift injections.
     pub drifts: Vec<DriftSpec>,
     /// Replace an existing non-empty `DIR/events` instead of refusing.
@@ -168,6 +175,7 @@ impl Default for SimulationConfig {
             seed: DEFAULT_SEED,
             start_ms: DEFAULT_START_MS,
             authenticated_share: DEFAULT_AUTHENTICATED_SHARE,
+            sessions_per_day: None,
             drifts: Vec::new(),
             overwrite: false,
             chunk_ms: DEFAULT_CHUNK_MS,
@@ -223,6 +231,13 @@ impl SimulationConfig {
                 "authenticated share must be in [0, 1], got {}",
                 self.authenticated_share
             )));
+        }
+        if let Some(n) = self.sessions_per_day {
+            if !(n.is_finite() && n > 0.0 && n <= MAX_SESSIONS_PER_DAY) {
+                return Err(config_error(format!(
+                    "sessions per day must be a number in (0, {MAX_SESSIONS_PER_DAY}], got {n}"
+                )));
+            }
         }
         let duration = self.duration_ms();
         if duration < 1 {
@@ -338,6 +353,8 @@ pub(crate) struct World {
     incidents: Vec<Vec<(i64, i64, f64)>>,
     pub base_mixes: Vec<ActionTable>,
     pub curves: Vec<Curve>,
+    /// Sessions per day of every user, replacing the segments' (and no heartbeats).
+    pub sessions_per_day: Option<f64>,
 }
 
 impl World {
@@ -450,6 +467,7 @@ impl Simulator {
                 .map(|p| action_table(p.actions.iter().copied()))
                 .collect(),
             curves: PROFILES.iter().map(|p| Curve::new(&p.hourly)).collect(),
+            sessions_per_day: config.sessions_per_day,
         };
 
         let digits = config.users.saturating_sub(1).to_string().len();

@@ -884,3 +884,49 @@ fn the_daily_curve_is_normalised_and_continuous() {
         assert!((0..steps).all(|m| curve.at(m as f64 / 60.0) <= curve.peak + 1e-12));
     }
 }
+
+#[test]
+fn sparse_activity_sets_every_users_session_rate_and_stops_heartbeats() {
+    let sessions_per_user_day = |c: &SimulationConfig, events: &[Event]| {
+        let sessions: HashSet<(&str, &str)> = events
+            .iter()
+            .filter(|e| e.action != "heartbeat")
+            .filter_map(|e| Some((e.user_id.as_str(), e.session_id.as_deref()?)))
+            .collect();
+        sessions.len() as f64 / c.users as f64 / c.days
+    };
+    let dense = config(600, 2.0, 11);
+    let (dense_events, dense_truth) = run(&dense);
+    assert!(dense_events.iter().any(|e| e.action == "heartbeat"));
+    let dense_rate = sessions_per_user_day(&dense, &dense_events);
+    for n in [0.5, 2.0] {
+        let sparse = SimulationConfig {
+            sessions_per_day: Some(n),
+            ..dense.clone()
+        };
+        let (events, truth) = run(&sparse);
+        assert_eq!(truth, dense_truth, "the same users, traits and segments");
+        assert!(events.iter().all(|e| e.action != "heartbeat"));
+        let rate = sessions_per_user_day(&sparse, &events);
+        assert!(
+            (rate - n).abs() < 0.15 * n,
+            "{n} sessions a day asked, {rate:.3} made"
+        );
+        assert!(rate < dense_rate / 2.0, "{rate} against {dense_rate}");
+        assert_eq!(run(&sparse).0, events, "seeded");
+    }
+    for bad in [
+        0.0,
+        -1.0,
+        f64::NAN,
+        f64::INFINITY,
+        MAX_SESSIONS_PER_DAY * 2.0,
+    ] {
+        let c = SimulationConfig {
+            sessions_per_day: Some(bad),
+            ..dense.clone()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("sessions per day"), "{bad}: {err}");
+    }
+}

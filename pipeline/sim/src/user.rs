@@ -213,7 +213,8 @@ impl User {
                 .map(|(a, w)| (*a, w * mean_one(&mut rng, USER_MIX_SIGMA)))
                 .collect::<Vec<_>>(),
         );
-        let peak_rate_per_ms = profile.sessions_per_day * rate / DAY_MS as f64
+        let sessions_per_day = world.sessions_per_day.unwrap_or(profile.sessions_per_day);
+        let peak_rate_per_ms = sessions_per_day * rate / DAY_MS as f64
             * world.curves[segment].peak
             * profile.weekend_factor.max(1.0);
         let heartbeat_period_ms = profile
@@ -222,6 +223,12 @@ impl User {
         let next_heartbeat_ms = heartbeat_period_ms.map_or(NEVER, |p| {
             world.start_ms + (timing.random::<f64>() * p) as i64
         });
+        // Sparse activity: no heartbeats (drawn all the same, so that the other draws of the
+        // user's streams stay where they are).
+        let (heartbeat_period_ms, next_heartbeat_ms) = match world.sessions_per_day {
+            Some(_) => (None, NEVER),
+            None => (heartbeat_period_ms, next_heartbeat_ms),
+        };
         let next_burst_ms =
             world.start_ms + exponential(&mut timing, DAY_MS as f64 / USER_BURSTS_PER_DAY) as i64;
         // The user's place in ramped roll-outs: a hash of its id, so that no random draw of the
@@ -372,7 +379,7 @@ impl User {
         let day_of_week = (t as i64 + self.utc_offset_ms).div_euclid(DAY_MS) + super::EPOCH_WEEKDAY;
         let weekend = day_of_week.rem_euclid(7) >= super::SATURDAY;
         let day_factor = if weekend { profile.weekend_factor } else { 1.0 };
-        profile.sessions_per_day * self.rate / DAY_MS as f64
+        world.sessions_per_day.unwrap_or(profile.sessions_per_day) * self.rate / DAY_MS as f64
             * world.curves[self.segment].at(hour)
             * day_factor
             * effects.rate
