@@ -27,6 +27,13 @@ pub(crate) struct DemoArgs {
     /// Random seed.
     #[arg(long, default_value_t = DEMO_SEED)]
     seed: u64,
+    /// Sparse activity: every user starts this many sessions a day on average, no heartbeats
+    /// (as `simulate --sessions-per-day`).
+    #[arg(long, value_name = "N")]
+    sessions_per_day: Option<f64>,
+    /// Every user's median session length in minutes instead of its segment's 2 to 55.
+    #[arg(long, value_name = "M")]
+    session_minutes: Option<f64>,
     /// Where to keep the scenario and outputs [default: a temporary directory, removed].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -53,6 +60,8 @@ pub(crate) fn cmd_demo(args: DemoArgs, quiet: bool) -> Result<()> {
         users: args.users,
         days: args.days,
         seed: args.seed,
+        sessions_per_day: args.sessions_per_day,
+        session_minutes: args.session_minutes,
         overwrite: true,
         ..SimulationConfig::default()
     };

@@ -28,6 +28,9 @@ pub(crate) struct SimulateArgs {
     /// segment's 2 to 12, and devices send no heartbeats (users active a few times a day).
     #[arg(long, value_name = "N")]
     sessions_per_day: Option<f64>,
+    /// Every user's median session length in minutes instead of its segment's 2 to 55.
+    #[arg(long, value_name = "M")]
+    session_minutes: Option<f64>,
     /// Drift injection SEGMENT@OFFSET[+RAMP]:KIND=MAGNITUDE, e.g. gamer@36h:bytes=3.0, or
     /// gamer@36h+2h:pace=3 for a roll-out to the segment's users over 2 h (repeatable).
     #[arg(long)]
@@ -50,6 +53,7 @@ pub(crate) fn simulation_config(args: &SimulateArgs) -> Result<SimulationConfig>
         seed: args.seed,
         authenticated_share: args.authenticated_share,
         sessions_per_day: args.sessions_per_day,
+        session_minutes: args.session_minutes,
         drifts,
         overwrite: args.overwrite,
         ..SimulationConfig::default()

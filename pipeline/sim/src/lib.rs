@@ -84,6 +84,8 @@ pub const DEFAULT_START_MS: i64 = 1_767_571_200_000;
 pub const DEFAULT_AUTHENTICATED_SHARE: f64 = 0.5;
 /// Most sessions per day [`SimulationConfig::sessions_per_day`] accepts (one a minute).
 pub const MAX_SESSIONS_PER_DAY: f64 = 1_440.0;
+/// Longest median session [`SimulationConfig::session_minutes`] accepts (a day).
+pub const MAX_SESSION_MINUTES: f64 = 1_440.0;
 /// Default length of the time chunks events are generated (and sorted) in: one hour.
 pub const DEFAULT_CHUNK_MS: i64 = HOUR_MS;
 /// Default largest number of rows in one Parquet file (a day gets more parts beyond it).
@@ -155,6 +157,10 @@ pub struct SimulationConfig {
     /// segment's 2 to 12, and devices send no heartbeats. Users are then active only a few
     /// times a day. `None`: the segments' own rates and heartbeats.
     pub sessions_per_day: Option<f64>,
+    /// Every user's median session length in minutes (its own multiplier still applies),
+    /// instead of its segment's 2 to 55: with a few sessions a day and short sessions,
+    /// users are active in a few minutes of the day. `None`: the segments' own lengths.
+    pub session_minutes: Option<f64>,
     /// Drift injections.
     pub drifts: Vec<DriftSpec>,
     /// Replace an existing non-empty `DIR/events` instead of refusing.
@@ -176,6 +182,7 @@ impl Default for SimulationConfig {
             start_ms: DEFAULT_START_MS,
             authenticated_share: DEFAULT_AUTHENTICATED_SHARE,
             sessions_per_day: None,
+            session_minutes: None,
             drifts: Vec::new(),
             overwrite: false,
             chunk_ms: DEFAULT_CHUNK_MS,
@@ -236,6 +243,13 @@ impl SimulationConfig {
             if !(n.is_finite() && n > 0.0 && n <= MAX_SESSIONS_PER_DAY) {
                 return Err(config_error(format!(
                     "sessions per day must be a number in (0, {MAX_SESSIONS_PER_DAY}], got {n}"
+                )));
+            }
+        }
+        if let Some(m) = self.session_minutes {
+            if !(m.is_finite() && m > 0.0 && m <= MAX_SESSION_MINUTES) {
+                return Err(config_error(format!(
+                    "session minutes must be a number in (0, {MAX_SESSION_MINUTES}], got {m}"
                 )));
             }
         }
@@ -355,6 +369,8 @@ pub(crate) struct World {
     pub curves: Vec<Curve>,
     /// Sessions per day of every user, replacing the segments' (and no heartbeats).
     pub sessions_per_day: Option<f64>,
+    /// Median session length of every user in minutes, replacing the segments'.
+    pub session_minutes: Option<f64>,
 }
 
 impl World {
@@ -468,6 +484,7 @@ impl Simulator {
                 .collect(),
             curves: PROFILES.iter().map(|p| Curve::new(&p.hourly)).collect(),
             sessions_per_day: config.sessions_per_day,
+            session_minutes: config.session_minutes,
         };
 
         let digits = config.users.saturating_sub(1).to_string().len();

@@ -930,3 +930,46 @@ fn sparse_activity_sets_every_users_session_rate_and_stops_heartbeats() {
         assert!(err.contains("sessions per day"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn session_minutes_set_every_users_session_length() {
+    // A session's span: its first to its last event, in minutes, mean over sessions.
+    let mean_span = |events: &[Event]| {
+        let mut spans: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
+        for e in events.iter().filter(|e| e.action != "heartbeat") {
+            if let Some(s) = e.session_id.as_deref() {
+                let span = spans.entry((&e.user_id, s)).or_insert((e.ts_ms, e.ts_ms));
+                span.0 = span.0.min(e.ts_ms);
+                span.1 = span.1.max(e.ts_ms);
+            }
+        }
+        mean(spans.values().map(|(a, b)| (b - a) as f64 / 60_000.0))
+    };
+    let base = SimulationConfig {
+        sessions_per_day: Some(3.0),
+        ..config(400, 1.0, 5)
+    };
+    let (events, truth) = run(&base);
+    let long = mean_span(&events);
+    let short = SimulationConfig {
+        session_minutes: Some(1.0),
+        ..base.clone()
+    };
+    let (short_events, short_truth) = run(&short);
+    assert_eq!(short_truth, truth);
+    let span = mean_span(&short_events);
+    assert!(
+        span < 3.0,
+        "1-minute sessions span {span:.2} minutes on average"
+    );
+    assert!(long > 10.0 * span, "{long:.2} against {span:.2}");
+    assert!(short_events.len() * 5 < events.len());
+    for bad in [0.0, f64::NAN, MAX_SESSION_MINUTES + 1.0] {
+        let c = SimulationConfig {
+            session_minutes: Some(bad),
+            ..base.clone()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("session minutes"), "{bad}: {err}");
+    }
+}

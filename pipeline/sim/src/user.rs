@@ -332,7 +332,9 @@ impl User {
                 self.sessions_started += 1;
                 let length = lognormal(
                     &mut self.timing,
-                    profile.session_minutes * MINUTE_MS as f64 * self.session_mult,
+                    world.session_minutes.unwrap_or(profile.session_minutes)
+                        * MINUTE_MS as f64
+                        * self.session_mult,
                     profile.session_sigma,
                 );
                 Session {
