@@ -98,9 +98,8 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
                         // The sequences are this operator's: their fields move into the
                         // profiles, the current window's features are the last step's.
                         for ((key, seq), emb) in chunk.drain(..).zip(embeddings) {
-                            let mut features = seq.features.0;
-                            let current = features.len().saturating_sub(NUM_FEATURES);
-                            features.drain(..current);
+                            let all = &seq.features.0;
+                            let features = all[all.len().saturating_sub(NUM_FEATURES)..].to_vec();
                             profiles.push((
                                 key,
                                 Profile {

@@ -22,8 +22,10 @@ pub struct Sequence {
     /// The window the sequence ends at (the user is active in it).
     pub window: u64,
     /// Row-major `L x F` features; step `i` is window `window - L + 1 + i`; all zeros where
-    /// the user was inactive.
-    pub features: Vector,
+    /// the user was inactive. Shared: a window's sequences go to several consumers (the
+    /// embedder, the forecaster, the feature sink, ...), and each gets a copy of the stream's
+    /// records; the matrix, by far their largest part, is not copied.
+    pub features: std::sync::Arc<Vector>,
     /// `active[i]`: the user had events in step `i`'s window.
     pub active: Vec<bool>,
     /// Active windows before the current one (0 for a user with no history).
@@ -121,7 +123,7 @@ pub fn build_sequence(
     let history_windows = active.iter().filter(|a| **a).count() as u32 - 1;
     Some(Sequence {
         window,
-        features: Vector(features),
+        features: std::sync::Arc::new(Vector(features)),
         active,
         history_windows,
         events: current.events,
