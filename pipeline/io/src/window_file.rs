@@ -186,11 +186,9 @@ pub fn cut_window_file(path: &Path, through_end_ms: i64, fsync: bool) -> Result<
     } else {
         Some(write_window_file(dir, worker, &kept, offset.max(1), fsync)?)
     };
-    // Not the file just written (a cut of a cut names the same file only if nothing changed,
-    // which the checks above return early for).
-    if cut.as_deref() != Some(path) {
-        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-    }
+    // The cut's name ends at or before `through_end_ms`, the original's after it: never the
+    // same file.
+    std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
     Ok(cut)
 }
 

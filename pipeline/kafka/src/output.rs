@@ -147,23 +147,26 @@ impl WindowFileSink {
     /// Writes the pending windows: one file per run of windows in the same date partition.
     fn flush(&mut self) -> personaflow_io::Result<()> {
         let pending = std::mem::take(&mut self.pending);
+        let dirs: Vec<PathBuf> = pending.iter().map(|(w, _)| self.dir(*w)).collect();
         let s = &self.sinks;
+        let windows: Vec<(i64, RecordBatch)> = pending
+            .into_iter()
+            .map(|(w, batch)| (s.spec.end_ms(w), batch))
+            .collect();
         let mut start = 0;
-        while start < pending.len() {
-            let dir = self.dir(pending[start].0);
-            let mut end = start + 1;
-            while end < pending.len() && self.dir(pending[end].0) == dir {
-                end += 1;
-            }
-            let windows: Vec<(i64, RecordBatch)> = pending[start..end]
-                .iter()
-                .map(|(w, b)| (s.spec.end_ms(*w), b.clone()))
-                .collect();
-            write_window_file(&dir, self.worker, &windows, s.row_group_rows, s.fsync)?;
+        for run in dirs.chunk_by(|a, b| a == b) {
+            let end = start + run.len();
+            write_window_file(
+                &run[0],
+                self.worker,
+                &windows[start..end],
+                s.row_group_rows,
+                s.fsync,
+            )?;
             start = end;
         }
         if let Some(p) = &s.publisher {
-            for (_, batch) in &pending {
+            for (_, batch) in &windows {
                 p.publish(self.table, batch)
                     .map_err(|e| personaflow_io::Error::Sink {
                         table: self.table.name().to_string(),
