@@ -143,6 +143,16 @@ pub fn remove_unemitted(dir: &Path, emitted_through_end_ms: Option<i64>) -> Resu
 mod tests {
     use super::*;
 
+    /// The names of the files in `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn checkpoints_round_trip_atomically() {
         let dir = tempfile::tempdir().unwrap();
@@ -193,49 +203,27 @@ mod tests {
         }
         let removed = remove_unemitted(dir.path(), Some(120_000)).unwrap();
         assert_eq!(removed.len(), 2);
-        let mut left: Vec<_> = std::fs::read_dir(&part)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        left.sort();
         assert_eq!(
-            left,
+            names_in(&part),
             vec!["notes.txt", "w120000-001.parquet", "w60000-000.parquet"]
         );
     }
 
     #[test]
     fn window_files_of_several_windows_are_cut_at_the_checkpoint() {
-        use personaflow_io::tables::{ResonanceRow, TableRow};
+        use crate::output::tests::resonance_batch;
         use personaflow_io::window_file::write_window_file;
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("resonance/date=1970-01-01");
-        let window = |end: i64| {
-            let row = ResonanceRow {
-                window_end: end,
-                user_id: "u".into(),
-                segment: "s".into(),
-                cosine: 0.1,
-                probability: 1.0,
-                resonating: true,
-                top: true,
-                cold_start: false,
-            };
-            (end, ResonanceRow::to_batch(&[row.clone(), row]))
-        };
+        let window = |end: i64| (end, resonance_batch(end, "u", 2));
         let windows: Vec<_> = [60_000, 120_000, 180_000].map(window).into();
         write_window_file(&part, 0, &windows[..2], 10, false).unwrap();
         write_window_file(&part, 1, &windows, 10, false).unwrap();
         write_window_file(&part, 2, &windows[2..], 10, false).unwrap();
         let removed = remove_unemitted(dir.path(), Some(120_000)).unwrap();
         assert_eq!(removed.len(), 2, "{removed:?}");
-        let mut left: Vec<_> = std::fs::read_dir(&part)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        left.sort();
         assert_eq!(
-            left,
+            names_in(&part),
             vec!["w60000-120000-000.parquet", "w60000-120000-001.parquet"],
             "the straddling file is cut, the later one removed, the earlier one kept"
         );

@@ -411,9 +411,45 @@ impl Publisher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use personaflow_io::tables::{ResonanceRow, TableRow};
+
+    /// `rows` resonance rows of `user` at `window_end`.
+    pub(crate) fn resonance_batch(window_end: i64, user: &str, rows: usize) -> RecordBatch {
+        let row = ResonanceRow {
+            window_end,
+            user_id: user.into(),
+            segment: "s".into(),
+            cosine: 0.1,
+            probability: 1.0,
+            resonating: true,
+            top: true,
+            cold_start: false,
+        };
+        ResonanceRow::to_batch(&vec![row; rows])
+    }
+
+    /// The sinks of a job writing under `root`, with one sink's progress.
+    fn sinks(
+        root: &std::path::Path,
+        spec: WindowSpec,
+        fsync: bool,
+        emitted_through: Option<u64>,
+        observer: Option<Arc<dyn WindowObserver>>,
+    ) -> StreamSinks {
+        StreamSinks {
+            root: root.to_path_buf(),
+            spec,
+            row_group_rows: 1024,
+            fsync,
+            emitted_through,
+            closing: Arc::new(AtomicU64::new(u64::MAX)),
+            progress: SinkProgress::new(1),
+            publisher: None,
+            observer,
+        }
+    }
 
     #[test]
     fn window_files_are_atomic_idempotent_and_skip_emitted_and_closing_windows() {
@@ -428,29 +464,10 @@ mod tests {
         let seen = Arc::new(Seen::default());
         let dir = tempfile::tempdir().unwrap();
         let spec = WindowSpec::try_new(60_000).unwrap();
-        let progress = SinkProgress::new(1);
-        let sinks = StreamSinks {
-            root: dir.path().to_path_buf(),
-            spec,
-            row_group_rows: 1024,
-            fsync: true,
-            emitted_through: Some(3),
-            closing: Arc::new(AtomicU64::new(u64::MAX)),
-            progress: progress.clone(),
-            publisher: None,
-            observer: Some(seen.clone()),
-        };
+        let sinks = sinks(dir.path(), spec, true, Some(3), Some(seen.clone()));
+        let progress = sinks.progress.clone();
         let mut sink = sinks.sink(Table::Resonance, 1);
-        let batch = ResonanceRow::to_batch(&[ResonanceRow {
-            window_end: spec.end_ms(5),
-            user_id: "u".into(),
-            segment: "s".into(),
-            cosine: 0.1,
-            probability: 1.0,
-            resonating: true,
-            top: true,
-            cold_start: false,
-        }]);
+        let batch = resonance_batch(spec.end_ms(5), "u", 1);
         assert_eq!(sink.write_window(3, &batch).unwrap(), 0, "emitted before");
         assert_eq!(progress.durable(), None);
         assert_eq!(sink.write_window(5, &batch).unwrap(), 1);
@@ -480,31 +497,10 @@ mod tests {
     fn windows_completed_together_are_one_file_per_date_partition() {
         let dir = tempfile::tempdir().unwrap();
         let spec = WindowSpec::try_new(3_600_000).unwrap();
-        let progress = SinkProgress::new(1);
-        let sinks = StreamSinks {
-            root: dir.path().to_path_buf(),
-            spec,
-            row_group_rows: 1024,
-            fsync: false,
-            emitted_through: None,
-            closing: Arc::new(AtomicU64::new(u64::MAX)),
-            progress: progress.clone(),
-            publisher: None,
-            observer: None,
-        };
+        let sinks = sinks(dir.path(), spec, false, None, None);
+        let progress = sinks.progress.clone();
         let mut sink = sinks.sink(Table::Resonance, 0);
-        let batch = |w: u64| {
-            ResonanceRow::to_batch(&[ResonanceRow {
-                window_end: spec.end_ms(w),
-                user_id: format!("u{w}"),
-                segment: "s".into(),
-                cosine: 0.1,
-                probability: 1.0,
-                resonating: true,
-                top: true,
-                cold_start: false,
-            }])
-        };
+        let batch = |w: u64| resonance_batch(spec.end_ms(w), &format!("u{w}"), 1);
         // Hours 22, 23 (day 0), 24 and 26 (day 1) complete together, then hour 27 alone.
         for w in [22, 23, 24, 26] {
             assert_eq!(sink.write_window(w, &batch(w)).unwrap(), 1);
