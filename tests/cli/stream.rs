@@ -596,3 +596,22 @@ fn against_a_real_broker_process_tansu() {
         rows
     );
 }
+
+/// Active-history sequences reach back further than a restart replays, and their state is not
+/// checkpointed yet: `run` refuses them before it touches a broker or the output.
+#[test]
+fn run_refuses_active_history_sequences_it_could_not_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let result = run_job_cmd("127.0.0.1:9", &out, &[])
+        .env("PERSONAFLOW__SEQUENCE__HISTORY", "active")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    assert!(
+        stderr.contains("sequence.history = \"active\" is not supported by the continuous job"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing written");
+}

@@ -1,5 +1,7 @@
 //! Sequences: a user's last `L` windows of features, built for each window the user is
-//! active in (DESIGN.md step 3).
+//! active in (DESIGN.md step 3): the last `L` windows, active or not
+//! ([`SequenceHistory::Windows`]), or the user's last `L` *active* windows however far apart
+//! ([`SequenceHistory::Active`]), so that users active a few times a day keep a history.
 //!
 //! Its operator: [`operator::Sequences`].
 
@@ -15,20 +17,93 @@ use std::collections::{HashMap, VecDeque};
 /// Default sequence length `L`, in windows.
 pub const DEFAULT_SEQUENCE_LEN: usize = 16;
 
+/// Default of [`SequenceSpec::max_idle_windows`]: 30 days of the default 1-minute windows.
+pub const DEFAULT_MAX_IDLE_WINDOWS: u64 = 30 * 1_440;
+
+/// Which of a user's windows a sequence's steps are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SequenceHistory {
+    /// The last `L` windows, active or not: step `i` of the sequence ending at `w` is window
+    /// `w - L + 1 + i`, all zeros (and masked) where the user was idle. A user active once in
+    /// `L` windows has a sequence of one step.
+    #[default]
+    Windows,
+    /// The user's last `L` active windows, however far apart (within
+    /// [`SequenceSpec::max_idle_windows`]), oldest first and right-aligned: a user with fewer
+    /// has masked leading steps. Sparse users keep a history.
+    Active,
+}
+
+/// What a sequence holds: its length and which windows its steps are.
+///
+/// ```
+/// use personaflow_operators::sequences::{SequenceHistory, SequenceSpec};
+/// let spec = SequenceSpec::from(8);
+/// assert_eq!((spec.len, spec.history), (8, SequenceHistory::Windows));
+/// assert_eq!(spec.horizon(), 8); // windows (w - 8, w] may be steps of the sequence ending at w
+/// assert_eq!(SequenceSpec::active(8, 100).horizon(), 100);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SequenceSpec {
+    /// `L`, steps per sequence (at least 1).
+    pub len: usize,
+    /// Which windows the steps are.
+    pub history: SequenceHistory,
+    /// [`SequenceHistory::Active`] only: windows older than this many windows before the
+    /// current one are forgotten (and so is a user idle this long).
+    pub max_idle_windows: u64,
+}
+
+impl SequenceSpec {
+    /// The last `len` windows ([`SequenceHistory::Windows`]).
+    pub fn windows(len: usize) -> Self {
+        SequenceSpec {
+            len: len.max(1),
+            history: SequenceHistory::Windows,
+            max_idle_windows: DEFAULT_MAX_IDLE_WINDOWS,
+        }
+    }
+
+    /// The last `len` active windows within `max_idle_windows` ([`SequenceHistory::Active`]).
+    pub fn active(len: usize, max_idle_windows: u64) -> Self {
+        SequenceSpec {
+            len: len.max(1),
+            history: SequenceHistory::Active,
+            max_idle_windows: max_idle_windows.max(1),
+        }
+    }
+
+    /// How far back a sequence reaches: the sequence ending at `w` is built from the user's
+    /// windows in `(w - horizon, w]`.
+    pub fn horizon(&self) -> u64 {
+        match self.history {
+            SequenceHistory::Windows => self.len.max(1) as u64,
+            SequenceHistory::Active => self.max_idle_windows.max(1),
+        }
+    }
+}
+
+impl From<usize> for SequenceSpec {
+    fn from(len: usize) -> Self {
+        SequenceSpec::windows(len)
+    }
+}
+
 /// A user's last `L` windows ending at `window`, oldest first, as one contiguous `L x F`
 /// matrix (`F` = [`NUM_FEATURES`]) with a mask of the windows the user was active in.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Sequence {
     /// The window the sequence ends at (the user is active in it).
     pub window: u64,
-    /// Row-major `L x F` features; step `i` is window `window - L + 1 + i`; all zeros where
-    /// the user was inactive. Shared: a window's sequences go to several consumers (the
+    /// Row-major `L x F` features, oldest step first, the last step `window`; all zeros where
+    /// a step is masked. Which window each step is depends on the [`SequenceHistory`]. Shared: a window's sequences go to several consumers (the
     /// embedder, the forecaster, the feature sink, ...), and each gets a copy of the stream's
     /// records; the matrix, by far their largest part, is not copied.
     pub features: std::sync::Arc<Vector>,
-    /// `active[i]`: the user had events in step `i`'s window.
+    /// `active[i]`: step `i` holds a window the user had events in.
     pub active: Vec<bool>,
-    /// Active windows before the current one (0 for a user with no history).
+    /// Active windows before the current one in the sequence (0 for a user with no history).
     pub history_windows: u32,
     /// Events in the current window.
     pub events: u64,
@@ -98,11 +173,58 @@ pub fn build_sequence(
     len: usize,
     history: &[(u64, &WindowSummary)],
 ) -> Option<Sequence> {
-    let len = len.max(1);
+    build_sequence_with(&SequenceSpec::windows(len), window, history)
+}
+
+/// Builds the sequence `spec` describes ending at `window` from the user's window summaries
+/// `history` (any order, at most one summary per window; windows outside
+/// `(window - horizon, window]` are ignored, see [`SequenceSpec::horizon`]). Returns `None` if
+/// the user is not active in `window`.
+///
+/// ```
+/// use personaflow_operators::{Event, WindowSpec};
+/// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+/// use personaflow_operators::sequences::{build_sequence_with, SequenceSpec};
+/// let spec = WindowSpec::default();
+/// let s = |w: u64| WindowSummary::new(&WindowAgg::of(&Event::new(w as i64 * 60_000, "u", "a")), w, &spec);
+/// let (a, b, c) = (s(3), s(70), s(200));
+/// let seq = build_sequence_with(&SequenceSpec::active(4, 1_000), 200, &[(70, &b), (3, &a), (200, &c)]).unwrap();
+/// assert_eq!(seq.history_windows, 2); // windows 3 and 70, the last active ones before 200
+/// assert!(seq.step(0).is_none() && seq.step(1).is_some() && seq.step(3).is_some());
+/// let seq = build_sequence_with(&SequenceSpec::active(4, 150), 200, &[(70, &b), (3, &a), (200, &c)]).unwrap();
+/// assert_eq!(seq.history_windows, 1); // window 3 is more than 150 windows before 200
+/// ```
+pub fn build_sequence_with(
+    spec: &SequenceSpec,
+    window: u64,
+    history: &[(u64, &WindowSummary)],
+) -> Option<Sequence> {
+    let len = spec.len.max(1);
+    let horizon = spec.horizon();
     let mut slots: Vec<Option<&WindowSummary>> = vec![None; len];
-    for (w, s) in history {
-        if *w <= window && window - *w < len as u64 {
-            slots[len - 1 - (window - *w) as usize] = Some(*s);
+    match spec.history {
+        SequenceHistory::Windows => {
+            for (w, s) in history {
+                if *w <= window && window - *w < len as u64 {
+                    slots[len - 1 - (window - *w) as usize] = Some(*s);
+                }
+            }
+        }
+        SequenceHistory::Active => {
+            let mut kept: Vec<(u64, &WindowSummary)> = history
+                .iter()
+                .filter(|(w, _)| *w <= window && window - *w < horizon)
+                .map(|(w, s)| (*w, *s))
+                .collect();
+            kept.sort_by_key(|(w, _)| *w);
+            if kept.last().is_none_or(|(w, _)| *w != window) {
+                return None;
+            }
+            let skip = kept.len().saturating_sub(len);
+            let first = len - (kept.len() - skip);
+            for (slot, (_, s)) in slots[first..].iter_mut().zip(&kept[skip..]) {
+                *slot = Some(*s);
+            }
         }
     }
     let current = slots[len - 1]?;
@@ -135,41 +257,59 @@ pub fn build_sequence(
     })
 }
 
-/// Each user's window summaries of the last `L` windows, in window order: the keyed ring
-/// buffer the [`Sequences`](operator::Sequences) operator keeps, so that a user's new window
-/// costs one push and one sequence, whatever the user's history or the windows in between.
+/// Each user's window summaries a sequence may hold, in window order: the keyed ring buffer
+/// the [`Sequences`](operator::Sequences) operator keeps, so that a user's new window costs one
+/// push and one sequence, whatever the user's history or the windows in between.
 ///
 /// Windows must be pushed in non-decreasing order (the operator hands them on as windows
-/// complete). Users idle for `L` windows or more are dropped every `L` windows, so the state
-/// holds the users of at most the last `2 L` windows.
+/// complete). A ring holds at most `L` summaries, none older than the spec's
+/// [`horizon`](SequenceSpec::horizon); users idle for the horizon or longer are dropped every
+/// horizon windows, so the state holds the users of at most the last two horizons.
 ///
 /// ```
 /// use personaflow_operators::{Event, WindowSpec};
 /// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
-/// use personaflow_operators::sequences::SequenceHistories;
+/// use personaflow_operators::sequences::{SequenceHistories, SequenceSpec};
 /// let spec = WindowSpec::default();
 /// let s = |w: u64| WindowSummary::new(&WindowAgg::of(&Event::new(w as i64 * 60_000, "u", "a")), w, &spec);
 /// let mut histories = SequenceHistories::new(4);
+/// let mut active = SequenceHistories::with_spec(SequenceSpec::active(4, 1_000));
 /// for w in [3, 7, 9] {
 ///     histories.push("u", w, s(w));
+///     active.push("u", w, s(w));
 /// }
 /// let seq = histories.push("u", 10, s(10));
 /// assert_eq!((seq.window, seq.history_windows), (10, 2)); // windows 7 and 9 are in (6, 10]
+/// assert_eq!(active.push("u", 10, s(10)).history_windows, 3); // windows 3, 7 and 9
 /// assert_eq!(histories.users(), 1);
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SequenceHistories {
-    len: usize,
+    spec: SequenceSpec,
     users: HashMap<String, VecDeque<(u64, WindowSummary)>>,
     /// The window of the last sweep of idle users.
     swept: u64,
 }
 
+impl Default for SequenceHistories {
+    fn default() -> Self {
+        SequenceHistories::new(DEFAULT_SEQUENCE_LEN)
+    }
+}
+
 impl SequenceHistories {
-    /// Empty histories for sequences of `len` windows (at least 1).
+    /// Empty histories for sequences of the last `len` windows (at least 1).
     pub fn new(len: usize) -> Self {
+        SequenceHistories::with_spec(SequenceSpec::windows(len))
+    }
+
+    /// Empty histories for the sequences `spec` describes.
+    pub fn with_spec(spec: SequenceSpec) -> Self {
         SequenceHistories {
-            len: len.max(1),
+            spec: SequenceSpec {
+                len: spec.len.max(1),
+                ..spec
+            },
             users: HashMap::new(),
             swept: 0,
         }
@@ -181,20 +321,20 @@ impl SequenceHistories {
     }
 
     /// Records `user`'s summary of `window` and returns the user's sequence ending at it
-    /// (what [`build_sequence`] makes of the user's summaries in `(window - L, window]`). A
-    /// second summary of the same user and window replaces the first.
+    /// (what [`build_sequence_with`] makes of the user's summaries). A second summary of the
+    /// same user and window replaces the first.
     pub fn push(&mut self, user: &str, window: u64, summary: WindowSummary) -> Sequence {
-        let len = self.len as u64;
-        if window >= self.swept + len {
+        let horizon = self.spec.horizon();
+        if window >= self.swept + horizon {
             self.users
-                .retain(|_, ring| ring.back().is_some_and(|(w, _)| w + len > window));
+                .retain(|_, ring| ring.back().is_some_and(|(w, _)| w + horizon > window));
             self.swept = window;
         }
         let ring = match self.users.get_mut(user) {
             Some(ring) => ring,
             None => self.users.entry(user.to_string()).or_default(),
         };
-        while ring.front().is_some_and(|(w, _)| w + len <= window) {
+        while ring.front().is_some_and(|(w, _)| w + horizon <= window) {
             ring.pop_front();
         }
         if ring.back().is_some_and(|(w, _)| *w == window) {
@@ -204,9 +344,12 @@ impl SequenceHistories {
             ring.back().is_none_or(|(w, _)| *w < window),
             "windows are pushed in order"
         );
+        if ring.len() >= self.spec.len {
+            ring.pop_front();
+        }
         ring.push_back((window, summary));
         let history: Vec<(u64, &WindowSummary)> = ring.iter().map(|(w, s)| (*w, s)).collect();
-        build_sequence(window, self.len, &history).expect("the user is active in `window`")
+        build_sequence_with(&self.spec, window, &history).expect("the user is active in `window`")
     }
 }
 
@@ -244,15 +387,22 @@ mod tests {
         assert_eq!(seq.events, 7);
     }
 
-    /// The ring buffer's sequences are `build_sequence` over the user's whole history,
-    /// recomputed from scratch, at every window of seeded random activity; idle users leave.
+    /// The ring buffer's sequences are `build_sequence_with` over the user's whole history,
+    /// recomputed from scratch, at every window of seeded random activity, for both kinds of
+    /// history; idle users leave.
     #[test]
     fn histories_give_the_sequences_of_the_whole_history() {
         use rand::{Rng, SeedableRng};
-        for seed in 0..20u64 {
+        for seed in 0..40u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let len = rng.random_range(1..6usize);
-            let mut histories = SequenceHistories::new(len);
+            let spec = if seed % 2 == 0 {
+                SequenceSpec::windows(len)
+            } else {
+                SequenceSpec::active(len, rng.random_range(1..30))
+            };
+            let horizon = spec.horizon();
+            let mut histories = SequenceHistories::with_spec(spec);
             let mut all: Vec<(String, u64, WindowSummary)> = Vec::new();
             for w in 0..60u64 {
                 for u in 0..8 {
@@ -266,13 +416,13 @@ mod tests {
                             .filter(|(v, _, _)| *v == user)
                             .map(|(_, w, s)| (*w, s))
                             .collect();
-                        let want = build_sequence(w, len, &history).unwrap();
+                        let want = build_sequence_with(&spec, w, &history).unwrap();
                         assert_eq!(got, want, "seed {seed}, user {user}, window {w}");
                     }
                 }
                 let recent = all
                     .iter()
-                    .filter(|(_, v, _)| v + 2 * len as u64 > w)
+                    .filter(|(_, v, _)| v + 2 * horizon > w)
                     .map(|(u, _, _)| u)
                     .collect::<std::collections::BTreeSet<_>>()
                     .len();
@@ -287,6 +437,58 @@ mod tests {
             agg.add(&Event::new(w as i64 * 60_000 + i as i64, user, "a"));
         }
         WindowSummary::new(&agg, w, &WindowSpec::default())
+    }
+
+    /// An active-history sequence is, recomputed the plain way, the user's last `L` windows
+    /// with events within the horizon, right-aligned, velocity against the step before.
+    #[test]
+    fn active_sequences_are_the_last_active_windows() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..500 {
+            let len = rng.random_range(1..8usize);
+            let max_idle = rng.random_range(1..200u64);
+            let spec = SequenceSpec::active(len, max_idle);
+            let mut windows: Vec<u64> = (0..rng.random_range(1..20))
+                .map(|_| rng.random_range(0..300u64))
+                .collect();
+            windows.sort();
+            windows.dedup();
+            let summaries: Vec<WindowSummary> = windows
+                .iter()
+                .map(|w| summary(*w, rng.random_range(1..5)))
+                .collect();
+            let mut history: Vec<(u64, &WindowSummary)> =
+                windows.iter().copied().zip(&summaries).collect();
+            let current = *windows.last().unwrap();
+            history.reverse(); // any order
+            let seq = build_sequence_with(&spec, current, &history).unwrap();
+            let kept: Vec<usize> = (0..windows.len())
+                .filter(|i| current - windows[*i] < max_idle)
+                .collect();
+            let kept = &kept[kept.len().saturating_sub(len)..];
+            assert_eq!(seq.len(), len);
+            assert_eq!(seq.history_windows as usize, kept.len() - 1);
+            let first = len - kept.len();
+            for step in 0..len {
+                match step.checked_sub(first) {
+                    None => assert!(seq.step(step).is_none()),
+                    Some(k) => {
+                        let s = &summaries[kept[k]];
+                        let x = seq.step(step).unwrap();
+                        assert_eq!(&x[..NUM_BASE_FEATURES], s.base.as_slice());
+                        let want = if k == 0 {
+                            0.0
+                        } else {
+                            let p = &summaries[kept[k - 1]];
+                            ln1p(s.events) - ln1p(p.events)
+                        };
+                        assert_eq!(x[VELOCITY_EVENTS], want);
+                    }
+                }
+            }
+            assert!(build_sequence_with(&spec, current + 1, &history).is_none());
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::ops::batch::BatchByWindow;
 use crate::ops::UserWindow;
-use crate::sequences::{Sequence, SequenceHistories};
+use crate::sequences::{Sequence, SequenceHistories, SequenceSpec};
 use crate::window::features::WindowSummary;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::VecCollection;
@@ -10,11 +10,12 @@ use timely::dataflow::channels::pact::Exchange;
 
 /// Builds sequences from window summaries.
 pub trait Sequences<'scope> {
-    /// For every fact `((user, w), summary)`, the sequence of the user's last `len` windows
-    /// ending at `w`: a fact too, inserted at `w` and never retracted. Each user's summaries
-    /// of the last `len` windows are kept in a ring ([`SequenceHistories`]), so a user's new
-    /// window costs one sequence whatever the windows in between; users are placed on workers
-    /// by differential's hash of the user id.
+    /// For every fact `((user, w), summary)`, the sequence `spec` describes ending at `w` (a
+    /// length alone: the user's last `len` windows; see [`SequenceSpec`]): a fact too,
+    /// inserted at `w` and never retracted. Each user's summaries a sequence may hold are kept
+    /// in a ring ([`SequenceHistories`]), so a user's new window costs one sequence whatever
+    /// the windows in between; users are placed on workers by differential's hash of the user
+    /// id.
     ///
     /// Summaries are facts: each window's updates are netted and only the inserted ones used.
     ///
@@ -31,15 +32,21 @@ pub trait Sequences<'scope> {
     ///         .inspect(|((_, seq), t, r)| assert!(seq.len() == 4 && *t == 0 && *r == 1));
     /// });
     /// ```
-    fn sequences(self, len: usize) -> VecCollection<'scope, u64, (UserWindow, Sequence), isize>;
+    fn sequences(
+        self,
+        spec: impl Into<SequenceSpec>,
+    ) -> VecCollection<'scope, u64, (UserWindow, Sequence), isize>;
 }
 
 impl<'scope> Sequences<'scope> for VecCollection<'scope, u64, (UserWindow, WindowSummary), isize> {
-    fn sequences(self, len: usize) -> VecCollection<'scope, u64, (UserWindow, Sequence), isize> {
+    fn sequences(
+        self,
+        spec: impl Into<SequenceSpec>,
+    ) -> VecCollection<'scope, u64, (UserWindow, Sequence), isize> {
         let exchange = Exchange::new(
             |(((user, _), _), _, _): &((UserWindow, WindowSummary), u64, isize)| user.hashed(),
         );
-        let mut histories = SequenceHistories::new(len);
+        let mut histories = SequenceHistories::with_spec(spec.into());
         // Windows in order, each once complete: a user's history is pushed in window order.
         self.fold_by_window(exchange, "Sequences", move |_window, records, out| {
             out.extend(records.into_iter().map(|((user, window), summary)| {

@@ -7,6 +7,8 @@
 //!
 //! [sequence]
 //! length = 16              # L: windows per sequence
+//! history = "windows"      # "windows": the last L windows; "active": the last L active ones
+//! max_idle = "30d"         # history = "active": windows older than this are forgotten
 //!
 //! [segments]
 //! window = 60              # W: rolling window of segment profiles, in windows
@@ -121,6 +123,7 @@ use personaflow_operators::drift::DriftConfig;
 use personaflow_operators::personas::PersonaConfig;
 use personaflow_operators::policies::{PersonaCatalogue, PolicyConfig};
 use personaflow_operators::resonance::ResonanceConfig;
+use personaflow_operators::sequences::SequenceSpec;
 use personaflow_operators::window::DEFAULT_WINDOW_MS;
 use personaflow_operators::WindowSpec;
 use serde::{Deserialize, Serialize};
@@ -128,7 +131,7 @@ use std::path::{Path, PathBuf};
 
 pub use personaflow_operators::embed::operator::DEFAULT_MAX_BATCH;
 pub use personaflow_operators::segments::DEFAULT_SEGMENT_WINDOW;
-pub use personaflow_operators::sequences::DEFAULT_SEQUENCE_LEN;
+pub use personaflow_operators::sequences::{SequenceHistory, DEFAULT_SEQUENCE_LEN};
 
 /// Prefix of configuration environment variables (`PERSONAFLOW__RESONANCE__TEMPERATURE=0.2`).
 pub const ENV_PREFIX: &str = "PERSONAFLOW__";
@@ -136,6 +139,8 @@ pub const ENV_PREFIX: &str = "PERSONAFLOW__";
 pub const IN_CODE: &str = "<config>";
 /// Default bound on how far out of event-time order input may arrive.
 pub const DEFAULT_MAX_OUT_OF_ORDER_MS: i64 = 5 * 60_000;
+/// Default of `sequence.max_idle`: how long an active-history sequence remembers a window.
+pub const DEFAULT_SEQUENCE_MAX_IDLE_MS: i64 = 30 * 86_400_000;
 /// Default rows per read chunk.
 pub const DEFAULT_CHUNK_ROWS: usize = 16_384;
 /// Default number of events dated far ahead of the rest that the input's event time ignores
@@ -234,11 +239,20 @@ impl Default for WindowConfig {
 pub struct SequenceConfig {
     /// `L`, windows per sequence.
     pub length: usize,
+    /// Which windows a sequence's steps are: the last `L` windows, active or not, or the
+    /// user's last `L` active windows however far apart (users active a few times a day keep
+    /// a history).
+    pub history: SequenceHistory,
+    /// With `history = "active"`: windows older than this before the current one are
+    /// forgotten, and so are users idle this long.
+    pub max_idle: Millis,
 }
 impl Default for SequenceConfig {
     fn default() -> Self {
         SequenceConfig {
             length: DEFAULT_SEQUENCE_LEN,
+            history: SequenceHistory::default(),
+            max_idle: Millis(DEFAULT_SEQUENCE_MAX_IDLE_MS),
         }
     }
 }
@@ -649,8 +663,9 @@ pub const SIZE_LIMITS: [(&str, u64); 33] = [
 pub const UNBOUNDED_KEYS: [&str; 2] = ["personas.seed", "drift.seed"];
 
 /// The upper bound of every duration key, ms.
-pub const DURATION_LIMITS: [(&str, i64); 4] = [
+pub const DURATION_LIMITS: [(&str, i64); 5] = [
     ("window.length", 366 * 86_400_000),
+    ("sequence.max_idle", 3_660 * 86_400_000),
     ("ingest.max_out_of_order", 3_660 * 86_400_000),
     ("stream.allowed_lateness", 30 * 86_400_000),
     ("stream.idle_timeout", 86_400_000),
@@ -768,6 +783,12 @@ impl Config {
                 format!("must be positive, got {}ms", self.window.length.0),
             );
         }
+        if self.sequence.max_idle.0 <= 0 {
+            return bad(
+                "sequence.max_idle",
+                format!("must be positive, got {}ms", self.sequence.max_idle.0),
+            );
+        }
         if self.ingest.max_out_of_order.0 < 0 {
             return bad("ingest.max_out_of_order", "must not be negative".into());
         }
@@ -865,6 +886,18 @@ impl Config {
             p.risk_windows = self.segments.window;
         }
         p
+    }
+
+    /// What a sequence holds: `sequence.length` steps of the configured history, `max_idle`
+    /// in windows (rounded up, at least one).
+    pub fn sequence_spec(&self) -> SequenceSpec {
+        let len = self.window.length.0.max(1);
+        let max_idle = ((self.sequence.max_idle.0.max(1) + len - 1) / len) as u64;
+        SequenceSpec {
+            len: self.sequence.length.max(1),
+            history: self.sequence.history,
+            max_idle_windows: max_idle.max(1),
+        }
     }
 
     /// The window specification.
@@ -1063,6 +1096,42 @@ mod tests {
         assert_eq!(c.window.length.0, DEFAULT_WINDOW_MS);
         assert_eq!(c.sequence.length, DEFAULT_SEQUENCE_LEN);
         assert_eq!(c.disorder_windows(), 5);
+    }
+
+    #[test]
+    fn active_history_sequences_forget_after_max_idle_in_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            "[window]\nlength = \"1h\"\n[sequence]\nhistory = \"active\"\nmax_idle = \"2d\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), vec![]).unwrap();
+        assert_eq!(
+            c.sequence_spec(),
+            SequenceSpec::active(DEFAULT_SEQUENCE_LEN, 48)
+        );
+        assert_eq!(
+            Config::default().sequence_spec(),
+            SequenceSpec::windows(DEFAULT_SEQUENCE_LEN)
+        );
+        let env = vec![(
+            "PERSONAFLOW__SEQUENCE__MAX_IDLE".to_string(),
+            "90m".to_string(),
+        )];
+        // Rounded up to whole windows.
+        let c = Config::load(Some(&path), env).unwrap();
+        assert_eq!(c.sequence_spec().max_idle_windows, 2);
+        std::fs::write(&path, "[sequence]\nhistory = \"sparse\"\n").unwrap();
+        let err = Config::load(Some(&path), vec![]).unwrap_err().to_string();
+        assert!(
+            err.contains("sequence.history") && err.contains("windows") && err.contains("active"),
+            "{err}"
+        );
+        std::fs::write(&path, "[sequence]\nmax_idle = \"0s\"\n").unwrap();
+        let err = Config::load(Some(&path), vec![]).unwrap_err().to_string();
+        assert!(err.contains("sequence.max_idle"), "{err}");
     }
 
     #[test]

@@ -442,7 +442,7 @@ pub fn build_with(
         let events = timely::dataflow::operators::Probe::probe_with(events, &stage("events"));
         let windows = events.window_aggregate(spec);
         windows.clone().probe_with(&stage("windows"));
-        let sequences = windows.sequences(config.sequence.length);
+        let sequences = windows.sequences(config.sequence_spec());
         sequences.clone().probe_with(&stage("sequences"));
         let profiles = sequences.clone().embed_profiles(
             embedder,

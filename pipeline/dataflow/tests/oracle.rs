@@ -12,7 +12,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
 use differential_dataflow::difference::Semigroup;
-use personaflow_dataflow::config::{Config, EmbedderKind, ForecasterKind};
+use personaflow_dataflow::config::{Config, EmbedderKind, ForecasterKind, Millis, SequenceHistory};
 use personaflow_dataflow::driver::Driver;
 use personaflow_dataflow::graph::{self, ModelStats, StateMode};
 use personaflow_io::tables::{
@@ -29,7 +29,7 @@ use personaflow_operators::policies::link::feedback;
 use personaflow_operators::policies::socket::{socket_profile, RiskCalibration};
 use personaflow_operators::resonance::resonance;
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
-use personaflow_operators::sequences::build_sequence;
+use personaflow_operators::sequences::build_sequence_with;
 use personaflow_operators::window::features::{WindowAgg, WindowSummary};
 use personaflow_operators::Event;
 use std::collections::BTreeMap;
@@ -183,7 +183,7 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                 .filter(|(k, _)| &k.0 == user && k.1 <= t)
                 .map(|(k, s)| (k.1, s))
                 .collect();
-            let seq = build_sequence(t, SEQUENCE_LENGTH, &history).unwrap();
+            let seq = build_sequence_with(&config.sequence_spec(), t, &history).unwrap();
             features.push(FeatureRow {
                 window_end: spec.end_ms(*w),
                 user_id: user.clone(),
@@ -462,8 +462,7 @@ fn at<'a>(rows: &'a [Vec<String>], window: &str) -> Vec<&'a Vec<String>> {
     rows.iter().filter(|r| r[0] == window).collect()
 }
 
-fn check(seed: u64, users: usize, windows: u64, n: usize, disorder: u64) {
-    let config = config();
+fn check(config: Config, seed: u64, users: usize, windows: u64, n: usize, disorder: u64) {
     let spec = config.window_spec();
     let events = RandomEvents {
         seed,
@@ -507,10 +506,20 @@ fn check(seed: u64, users: usize, windows: u64, n: usize, disorder: u64) {
 
 #[test]
 fn the_production_graph_equals_recomputation_at_every_window() {
-    check(11, 24, 30, 1_500, 3);
+    check(config(), 11, 24, 30, 1_500, 3);
 }
 
 #[test]
 fn the_production_graph_equals_recomputation_with_sparse_users_and_more_disorder() {
-    check(12, 60, 40, 900, 6);
+    check(config(), 12, 60, 40, 900, 6);
+}
+
+/// Sequences of each user's last `L` active windows, some of them forgotten (`max_idle` of
+/// 9 windows): every table still equals the recomputation.
+#[test]
+fn the_production_graph_equals_recomputation_with_active_history_sequences() {
+    let mut config = config();
+    config.sequence.history = SequenceHistory::Active;
+    config.sequence.max_idle = Millis(9 * config.window.length.0);
+    check(config, 13, 60, 40, 900, 4);
 }

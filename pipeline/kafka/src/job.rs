@@ -32,7 +32,7 @@ use crate::metrics::{Metrics, MetricsServer};
 use crate::output::{Publisher, SinkProgress, StreamSinks};
 use crate::watermark::{Arrival, Watermarks};
 use crate::{Error, Result};
-use personaflow_dataflow::config::{Config, ForecasterKind};
+use personaflow_dataflow::config::{Config, ForecasterKind, SequenceHistory};
 use personaflow_dataflow::driver::Driver;
 use personaflow_dataflow::graph::{self, ModelStats, OperatorState, StateMode, StateSnapshots};
 use personaflow_dataflow::snapshot;
@@ -309,6 +309,17 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     config
         .validate()
         .map_err(personaflow_dataflow::Error::from)?;
+    if config.sequence.history == SequenceHistory::Active {
+        // A restart rebuilds the sequences from the last `L + W + R` windows of events; an
+        // active-history sequence reaches back up to `sequence.max_idle`, and its state is not
+        // checkpointed yet, so a restarted job's sequences would differ.
+        return Err(Error::Unsupported {
+            key: "sequence.history",
+            value: "\"active\"".into(),
+            reason: "its sequence state is not checkpointed yet, so a restart could not \
+                     resume it exactly; use it with `backfill`, or \"windows\" here",
+        });
+    }
     let decoder = JsonRecordDecoder::new(&config.ingest_mapping()?)?;
     let models = graph::check_models(&config)?;
     let spec = config.window_spec();
