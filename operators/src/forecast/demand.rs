@@ -67,7 +67,10 @@ fn forecast_chunk(
     forecaster: &mut dyn Forecaster,
     chunk: &[(UserWindow, Sequence)],
 ) -> Result<Vec<(UserWindow, Forecast)>> {
-    let seqs: Vec<&Sequence> = chunk.iter().map(|(_, s)| s).collect();
+    // Forecasters read consecutive windows, whatever history the sequences hold.
+    let views: Vec<std::borrow::Cow<'_, Sequence>> =
+        chunk.iter().map(|(_, s)| s.windows_view()).collect();
+    let seqs: Vec<&Sequence> = views.iter().map(|s| s.as_ref()).collect();
     let forecasts = forecaster.forecast_batch(&seqs)?;
     let invalid = |reason: String| Error::Forecaster {
         forecaster: forecaster.name().to_string(),

@@ -21,7 +21,9 @@ pub const DEFAULT_SEQUENCE_LEN: usize = 16;
 pub const DEFAULT_MAX_IDLE_WINDOWS: u64 = 30 * 1_440;
 
 /// Which of a user's windows a sequence's steps are.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SequenceHistory {
     /// The last `L` windows, active or not: step `i` of the sequence ending at `w` is window
@@ -51,7 +53,7 @@ pub struct SequenceSpec {
     /// Which windows the steps are.
     pub history: SequenceHistory,
     /// [`SequenceHistory::Active`] only: windows older than this many windows before the
-    /// current one are forgotten (and so is a user idle this long).
+    /// current one are forgotten (and so is a user idle this long); taken as at least `len`.
     pub max_idle_windows: u64,
 }
 
@@ -79,7 +81,9 @@ impl SequenceSpec {
     pub fn horizon(&self) -> u64 {
         match self.history {
             SequenceHistory::Windows => self.len.max(1) as u64,
-            SequenceHistory::Active => self.max_idle_windows.max(1),
+            // At least `L`: every window of the last `L` is then in reach, and the sequence's
+            // windows view is exactly the window-history sequence.
+            SequenceHistory::Active => self.max_idle_windows.max(self.len.max(1) as u64),
         }
     }
 }
@@ -103,6 +107,10 @@ pub struct Sequence {
     pub features: std::sync::Arc<Vector>,
     /// `active[i]`: step `i` holds a window the user had events in.
     pub active: Vec<bool>,
+    /// The window of each active step (0 where masked).
+    pub step_windows: Vec<u64>,
+    /// Which windows the steps are.
+    pub history: SequenceHistory,
     /// Active windows before the current one in the sequence (0 for a user with no history).
     pub history_windows: u32,
     /// Events in the current window.
@@ -148,6 +156,69 @@ impl Sequence {
     pub fn current(&self) -> &[f32] {
         self.step(self.len() - 1)
             .expect("a sequence's last step is its active window")
+    }
+
+    /// The sequence of the same user and window with [`SequenceHistory::Windows`]: what
+    /// [`build_sequence`] makes of the user's last `L` windows (exactly, when the sequence was
+    /// built with a horizon of at least `L`, as [`SequenceSpec::horizon`] ensures). Borrowed
+    /// when it already is one. The demand forecaster reads this view: it was trained on
+    /// consecutive windows, and what the next windows hold depends on the idle ones.
+    ///
+    /// ```
+    /// use personaflow_operators::{Event, WindowSpec};
+    /// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+    /// use personaflow_operators::sequences::{build_sequence, build_sequence_with, SequenceSpec};
+    /// let spec = WindowSpec::default();
+    /// let s = |w: u64| WindowSummary::new(&WindowAgg::of(&Event::new(w as i64 * 60_000, "u", "a")), w, &spec);
+    /// let (a, b, c) = (s(3), s(8), s(10));
+    /// let history = [(3, &a), (8, &b), (10, &c)];
+    /// let active = build_sequence_with(&SequenceSpec::active(4, 100), 10, &history).unwrap();
+    /// assert_eq!(active.history_windows, 2);
+    /// let view = active.windows_view();
+    /// assert_eq!(*view, build_sequence(10, 4, &history).unwrap()); // windows 7..=10: 8 and 10
+    /// ```
+    pub fn windows_view(&self) -> std::borrow::Cow<'_, Sequence> {
+        use std::borrow::Cow;
+        if self.history == SequenceHistory::Windows {
+            return Cow::Borrowed(self);
+        }
+        let len = self.len();
+        let mut features = vec![0f32; len * NUM_FEATURES];
+        let mut active = vec![false; len];
+        let mut step_windows = vec![0u64; len];
+        let mut placed = 0u32;
+        for i in 0..len {
+            let w = self.step_windows[i];
+            let Some(step) = self.step(i) else { continue };
+            if w > self.window || self.window - w >= len as u64 {
+                continue;
+            }
+            let pos = len - 1 - (self.window - w) as usize;
+            let x = &mut features[pos * NUM_FEATURES..(pos + 1) * NUM_FEATURES];
+            x.copy_from_slice(step);
+            if placed == 0 {
+                // The first step in range has no earlier active step in the view.
+                x[VELOCITY_EVENTS] = 0.0;
+                x[VELOCITY_BYTES] = 0.0;
+            }
+            active[pos] = true;
+            step_windows[pos] = w;
+            placed += 1;
+        }
+        Cow::Owned(Sequence {
+            window: self.window,
+            features: std::sync::Arc::new(Vector(features)),
+            active,
+            step_windows,
+            history: SequenceHistory::Windows,
+            history_windows: placed.saturating_sub(1),
+            events: self.events,
+            bytes: self.bytes,
+            authenticated: self.authenticated,
+            segment: self.segment.clone(),
+            context: self.context.clone(),
+            demand: self.demand.clone(),
+        })
     }
 }
 
@@ -201,12 +272,12 @@ pub fn build_sequence_with(
 ) -> Option<Sequence> {
     let len = spec.len.max(1);
     let horizon = spec.horizon();
-    let mut slots: Vec<Option<&WindowSummary>> = vec![None; len];
+    let mut slots: Vec<Option<(u64, &WindowSummary)>> = vec![None; len];
     match spec.history {
         SequenceHistory::Windows => {
             for (w, s) in history {
                 if *w <= window && window - *w < len as u64 {
-                    slots[len - 1 - (window - *w) as usize] = Some(*s);
+                    slots[len - 1 - (window - *w) as usize] = Some((*w, *s));
                 }
             }
         }
@@ -222,16 +293,16 @@ pub fn build_sequence_with(
             }
             let skip = kept.len().saturating_sub(len);
             let first = len - (kept.len() - skip);
-            for (slot, (_, s)) in slots[first..].iter_mut().zip(&kept[skip..]) {
-                *slot = Some(*s);
+            for (slot, step) in slots[first..].iter_mut().zip(&kept[skip..]) {
+                *slot = Some(*step);
             }
         }
     }
-    let current = slots[len - 1]?;
+    let (_, current) = slots[len - 1]?;
     let mut features = vec![0f32; len * NUM_FEATURES];
     let mut prev: Option<&WindowSummary> = None;
     for (slot, x) in slots.iter().zip(features.chunks_exact_mut(NUM_FEATURES)) {
-        if let Some(s) = slot {
+        if let Some((_, s)) = slot {
             let base = s.base.as_slice();
             x[..base.len()].copy_from_slice(base);
             if let Some(p) = prev {
@@ -242,11 +313,14 @@ pub fn build_sequence_with(
         }
     }
     let active: Vec<bool> = slots.iter().map(Option::is_some).collect();
+    let step_windows: Vec<u64> = slots.iter().map(|s| s.map_or(0, |(w, _)| w)).collect();
     let history_windows = active.iter().filter(|a| **a).count() as u32 - 1;
     Some(Sequence {
         window,
         features: std::sync::Arc::new(Vector(features)),
         active,
+        step_windows,
+        history: spec.history,
         history_windows,
         events: current.events,
         bytes: current.bytes,
@@ -464,7 +538,7 @@ mod tests {
             history.reverse(); // any order
             let seq = build_sequence_with(&spec, current, &history).unwrap();
             let kept: Vec<usize> = (0..windows.len())
-                .filter(|i| current - windows[*i] < max_idle)
+                .filter(|i| current - windows[*i] < max_idle.max(len as u64))
                 .collect();
             let kept = &kept[kept.len().saturating_sub(len)..];
             assert_eq!(seq.len(), len);
@@ -488,6 +562,37 @@ mod tests {
                 }
             }
             assert!(build_sequence_with(&spec, current + 1, &history).is_none());
+        }
+    }
+
+    /// The windows view of an active-history sequence is the window-history sequence built
+    /// from scratch, whatever the history and the horizon.
+    #[test]
+    fn the_windows_view_is_the_window_history_sequence() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        for _ in 0..500 {
+            let len = rng.random_range(1..8usize);
+            let spec = SequenceSpec::active(len, rng.random_range(1..40u64));
+            let mut windows: Vec<u64> = (0..rng.random_range(1..20))
+                .map(|_| rng.random_range(0..60u64))
+                .collect();
+            windows.sort();
+            windows.dedup();
+            let summaries: Vec<WindowSummary> = windows
+                .iter()
+                .map(|w| summary(*w, rng.random_range(1..5)))
+                .collect();
+            let history: Vec<(u64, &WindowSummary)> =
+                windows.iter().copied().zip(&summaries).collect();
+            let current = *windows.last().unwrap();
+            let active = build_sequence_with(&spec, current, &history).unwrap();
+            let plain = build_sequence(current, len, &history).unwrap();
+            assert_eq!(*active.windows_view(), plain);
+            assert!(matches!(
+                plain.windows_view(),
+                std::borrow::Cow::Borrowed(_)
+            ));
         }
     }
 

@@ -223,7 +223,7 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
             ));
             // Persistence: every horizon repeats the window's demand; each forecast is scored
             // once its target window has passed, up to the last window with data.
-            let forecast = forecaster.forecast_one(&seq);
+            let forecast = forecaster.forecast_one(&seq.windows_view());
             for h in 1..=forecast.horizon() {
                 let (requests, bytes) = forecast.at(h).unwrap();
                 forecasts.push(ForecastRow {
@@ -304,7 +304,7 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                         .collect()
                 });
                 let distribution = persona_distribution(&catalogue, &segments, &[]);
-                let forecast = forecaster.forecast_one(seq);
+                let forecast = forecaster.forecast_one(&seq.windows_view());
                 let peak = |pick: fn((f32, f32)) -> f32| {
                     (1..=forecast.horizon().min(config.policy.horizon))
                         .map(|h| f64::from(pick(forecast.at(h).unwrap())))
