@@ -597,21 +597,88 @@ fn against_a_real_broker_process_tansu() {
     );
 }
 
-/// Active-history sequences reach back further than a restart replays, and their state is not
-/// checkpointed yet: `run` refuses them before it touches a broker or the output.
+/// Active-history sequences with a replay of 9 windows (`L + W + R` = 4 + 3 + 2).
+const ACTIVE_CONFIG: &str = "[sequence]\nhistory = \"active\"\nlength = 4\n\
+                             [segments]\nwindow = 3\n[policy]\nrisk_windows = 2\n\
+                             [personas]\nmin_users = 3\n";
+
+/// Active-history sequences reach back further than a restart replays (users active a few
+/// minutes every two hours, a replay of 9 one-minute windows): their rings are checkpointed.
+/// A job stopped by SIGTERM well into the first half of the events and restarted for the
+/// second half writes exactly what the backfill writes.
 #[test]
-fn run_refuses_active_history_sequences_it_could_not_resume() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let result = run_job_cmd("127.0.0.1:9", &out, &[])
-        .env("PERSONAFLOW__SEQUENCE__HISTORY", "active")
-        .output()
+fn active_history_sequences_resume_exactly_after_sigterm() {
+    active_history_restart(false);
+}
+
+/// As [`active_history_sequences_resume_exactly_after_sigterm`], killed (SIGKILL): the job
+/// resumes from a checkpoint taken while it ran.
+#[test]
+fn active_history_sequences_resume_exactly_after_sigkill() {
+    active_history_restart(true);
+}
+
+fn active_history_restart(kill: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    simulate(
+        &sim,
+        40,
+        0.5,
+        11,
+        &["--sessions-per-day", "12", "--session-minutes", "1"],
+    )
+    .ok();
+    let events = sim.join("events");
+    let (_cluster, brokers) = cluster(2);
+    let out = tmp.path().join("stream");
+    let config = tmp.path().join("job.toml");
+    std::fs::write(&config, ACTIVE_CONFIG).unwrap();
+    let cfg = config.to_str().unwrap();
+    let producer = SlicedProducer::start(&brokers, &events, 2, Duration::from_secs(1));
+    producer.release(0);
+    let log = tmp.path().join("run.log");
+    let mut job = run_job_cmd(&brokers, &out, &["--config", cfg])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(!result.status.success());
+    // Stop only once the checkpoint is 100 windows past the first: most users' rings then
+    // hold windows before the replay.
+    let first = wait_for_checkpoint_after(&out, None, &mut job, CHECKPOINT_DEADLINE);
+    let mut through = first;
+    while through < first + 100 {
+        through = wait_for_checkpoint_after(&out, Some(through), &mut job, CHECKPOINT_DEADLINE);
+    }
+    if kill {
+        job.kill().unwrap(); // SIGKILL
+        job.wait().unwrap();
+    } else {
+        sigterm(&job);
+        let status = wait_for(&mut job, Duration::from_secs(60));
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIGTERM exits 0: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    producer.release(1);
+    let total = producer.total();
+    assert_eq!(producer.finish(), total, "every event was produced");
+    let run = run_cmd(&mut run_job_cmd(
+        &brokers,
+        &out,
+        &["--config", cfg, "--until-end"],
+    ))
+    .ok();
     assert!(
-        stderr.contains("sequence.history = \"active\" is not supported by the continuous job"),
-        "{stderr}"
+        run.stderr.contains("run: operator state resumed: "),
+        "{}",
+        run.stderr
     );
-    assert!(!out.exists(), "nothing written");
+    let back = tmp.path().join("backfill");
+    backfill(&events, &back, &["--config", cfg]).ok();
+    assert_same_tables(&out, &back);
+    assert_eq!(windows(&out, "features"), windows(&back, "features"));
 }

@@ -8,11 +8,16 @@
 pub mod operator;
 
 use crate::event::Context;
+use crate::ops::worker_of;
 use crate::policies::socket::WindowDemand;
 use crate::vector::Vector;
 use crate::window::features::{WindowSummary, NUM_FEATURES, VELOCITY_BYTES, VELOCITY_EVENTS};
+use crate::{Error, Result};
+use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
 
 /// Default sequence length `L`, in windows.
 pub const DEFAULT_SEQUENCE_LEN: usize = 16;
@@ -398,16 +403,54 @@ impl SequenceHistories {
     /// (what [`build_sequence_with`] makes of the user's summaries). A second summary of the
     /// same user and window replaces the first.
     pub fn push(&mut self, user: &str, window: u64, summary: WindowSummary) -> Sequence {
+        let spec = self.spec;
+        let ring = self.hold(user, window, summary);
+        let history: Vec<(u64, &WindowSummary)> = ring.iter().map(|(w, s)| (*w, s)).collect();
+        build_sequence_with(&spec, window, &history).expect("the user is active in `window`")
+    }
+
+    /// The rings as a checkpoint holds them.
+    pub fn state(&self) -> SequenceState {
+        SequenceState {
+            users: self
+                .users
+                .iter()
+                .map(|(u, ring)| (u.clone(), ring.iter().cloned().collect()))
+                .collect(),
+            swept: self.swept,
+        }
+    }
+
+    /// Histories for `spec` holding the rings of `state`.
+    pub fn from_state(spec: SequenceSpec, state: SequenceState) -> Self {
+        let mut h = SequenceHistories::with_spec(spec);
+        h.swept = state.swept;
+        h.users = state
+            .users
+            .into_iter()
+            .map(|(u, ring)| (u, ring.into_iter().collect()))
+            .collect();
+        h
+    }
+
+    /// Records `user`'s summary of `window` in its ring (what [`push`](Self::push) does before
+    /// it builds the sequence) and returns the ring.
+    fn hold(
+        &mut self,
+        user: &str,
+        window: u64,
+        summary: WindowSummary,
+    ) -> &VecDeque<(u64, WindowSummary)> {
         let horizon = self.spec.horizon();
         if window >= self.swept + horizon {
             self.users
                 .retain(|_, ring| ring.back().is_some_and(|(w, _)| w + horizon > window));
             self.swept = window;
         }
-        let ring = match self.users.get_mut(user) {
-            Some(ring) => ring,
-            None => self.users.entry(user.to_string()).or_default(),
-        };
+        if !self.users.contains_key(user) {
+            self.users.insert(user.to_string(), VecDeque::new());
+        }
+        let ring = self.users.get_mut(user).expect("inserted");
         while ring.front().is_some_and(|(w, _)| w + horizon <= window) {
             ring.pop_front();
         }
@@ -422,8 +465,157 @@ impl SequenceHistories {
             ring.pop_front();
         }
         ring.push_back((window, summary));
-        let history: Vec<(u64, &WindowSummary)> = ring.iter().map(|(w, s)| (*w, s)).collect();
-        build_sequence_with(&self.spec, window, &history).expect("the user is active in `window`")
+        ring
+    }
+}
+
+/// One worker's rings as a checkpoint holds them: each user's held summaries, oldest first,
+/// and the window of the last sweep of idle users.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SequenceState {
+    /// User -> (window, summary), in window order.
+    pub users: BTreeMap<String, Vec<(u64, WindowSummary)>>,
+    /// The window of the last sweep (only when idle users are dropped depends on it).
+    pub swept: u64,
+}
+
+impl SequenceState {
+    /// The users worker `index` of `peers` keeps (the operator places users by
+    /// differential's hash of the user id).
+    pub fn owned_by(&self, index: usize, peers: usize) -> SequenceState {
+        SequenceState {
+            users: self
+                .users
+                .iter()
+                .filter(|(u, _)| worker_of(u.hashed(), peers) == index)
+                .map(|(u, r)| (u.clone(), r.clone()))
+                .collect(),
+            swept: self.swept,
+        }
+    }
+
+    /// The union of disjoint sets of users (each worker's part): an error names a user two
+    /// parts hold. The earliest sweep is kept (sweeps only drop idle users early).
+    ///
+    /// ```
+    /// use personaflow_operators::sequences::{SequenceHistories, SequenceSpec, SequenceState};
+    /// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+    /// use personaflow_operators::{Event, WindowSpec};
+    /// let mut h = SequenceHistories::with_spec(SequenceSpec::active(4, 100));
+    /// for (u, w) in [("a", 1), ("b", 2), ("a", 3)] {
+    ///     h.push(u, w, WindowSummary::new(&WindowAgg::of(&Event::new(w as i64 * 60_000, u, "x")), w, &WindowSpec::default()));
+    /// }
+    /// let whole = h.state();
+    /// let parts: Vec<SequenceState> = (0..3).map(|i| whole.owned_by(i, 3)).collect();
+    /// assert_eq!(SequenceState::merge(parts).unwrap(), whole);
+    /// assert!(SequenceState::merge([whole.clone(), whole]).is_err());
+    /// ```
+    pub fn merge(parts: impl IntoIterator<Item = SequenceState>) -> Result<SequenceState> {
+        let mut all = SequenceState {
+            users: BTreeMap::new(),
+            swept: u64::MAX,
+        };
+        for part in parts {
+            all.swept = all.swept.min(part.swept);
+            for (user, ring) in part.users {
+                if all.users.contains_key(&user) {
+                    return Err(Error::StateOverlap(format!(
+                        "the sequence of user {user:?}"
+                    )));
+                }
+                all.users.insert(user, ring);
+            }
+        }
+        if all.swept == u64::MAX {
+            all.swept = 0;
+        }
+        Ok(all)
+    }
+}
+
+/// What a continuous job keeps to checkpoint the rings as of an earlier window than the
+/// operator's: the rings before window `before` and every push since, by window. A restart
+/// replays the last windows of events, so a checkpoint stores the rings as of the window
+/// before its replay starts, and the replay pushes the same summaries again.
+#[derive(Clone, Debug)]
+pub struct SequenceLog {
+    base: SequenceHistories,
+    before: u64,
+    pushes: BTreeMap<u64, Vec<(String, WindowSummary)>>,
+}
+
+/// A worker's [`SequenceLog`], shared between the operator and the job's checkpoints.
+pub type SequenceSnapshots = Rc<RefCell<SequenceLog>>;
+
+impl SequenceLog {
+    /// A log whose base is `state`, the rings before window `before`.
+    pub fn new(spec: SequenceSpec, state: SequenceState, before: u64) -> Self {
+        SequenceLog {
+            base: SequenceHistories::from_state(spec, state),
+            before,
+            pushes: BTreeMap::new(),
+        }
+    }
+
+    /// The earliest window whose rings before it [`state_before`](Self::state_before) can
+    /// still give.
+    pub fn earliest(&self) -> u64 {
+        self.before
+    }
+
+    /// Records the pushes of `window` (in the operator's order).
+    pub fn record(&mut self, window: u64, pushes: Vec<(String, WindowSummary)>) {
+        if window >= self.before && !pushes.is_empty() {
+            self.pushes.entry(window).or_default().extend(pushes);
+        }
+    }
+
+    /// The rings before window `window`: the base with the pushes of the windows before it
+    /// applied. `None` if the log was pruned past it.
+    ///
+    /// ```
+    /// use personaflow_operators::sequences::{SequenceHistories, SequenceLog, SequenceSpec, SequenceState};
+    /// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+    /// use personaflow_operators::{Event, WindowSpec};
+    /// let spec = SequenceSpec::active(4, 100);
+    /// let s = |w: u64| WindowSummary::new(&WindowAgg::of(&Event::new(w as i64 * 60_000, "u", "x")), w, &WindowSpec::default());
+    /// let mut log = SequenceLog::new(spec, SequenceState::default(), 0);
+    /// let mut live = SequenceHistories::with_spec(spec);
+    /// for w in [1, 5, 9] {
+    ///     live.push("u", w, s(w));
+    ///     log.record(w, vec![("u".into(), s(w))]);
+    /// }
+    /// assert_eq!(log.state_before(10).unwrap(), live.state());
+    /// assert_eq!(log.state_before(6).unwrap().users["u"].len(), 2); // windows 1 and 5
+    /// log.prune_before(6);
+    /// assert!(log.state_before(5).is_none());
+    /// ```
+    pub fn state_before(&self, window: u64) -> Option<SequenceState> {
+        if window < self.before {
+            return None;
+        }
+        let mut rings = self.base.clone();
+        for (w, pushes) in self.pushes.range(..window) {
+            for (user, summary) in pushes {
+                rings.hold(user, *w, summary.clone());
+            }
+        }
+        Some(rings.state())
+    }
+
+    /// Applies the pushes of the windows before `window` to the base and forgets them: later
+    /// states can still be had, earlier ones not.
+    pub fn prune_before(&mut self, window: u64) {
+        if window <= self.before {
+            return;
+        }
+        let kept = self.pushes.split_off(&window);
+        for (w, pushes) in std::mem::replace(&mut self.pushes, kept) {
+            for (user, summary) in pushes {
+                self.base.hold(&user, w, summary);
+            }
+        }
+        self.before = window;
     }
 }
 
@@ -593,6 +785,49 @@ mod tests {
                 plain.windows_view(),
                 std::borrow::Cow::Borrowed(_)
             ));
+        }
+    }
+
+    /// The log's rings before any window it can still give are those of a fresh history fed
+    /// every push before that window, recomputed from scratch; pruning keeps that true for
+    /// the windows after it; a state split between workers and merged back is the same.
+    #[test]
+    fn the_log_gives_the_rings_before_any_later_window() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..30u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let spec = SequenceSpec::active(rng.random_range(1..5), rng.random_range(1..20));
+            let mut log = SequenceLog::new(spec, SequenceState::default(), 0);
+            let mut all: Vec<(u64, String, WindowSummary)> = Vec::new();
+            let mut pruned = 0u64;
+            for w in 0..80u64 {
+                let mut pushes = Vec::new();
+                for u in 0..6 {
+                    if rng.random_bool(0.25) {
+                        let user = format!("u{u}");
+                        let s = summary_of(&user, w, rng.random_range(1..4));
+                        pushes.push((user.clone(), s.clone()));
+                        all.push((w, user, s));
+                    }
+                }
+                log.record(w, pushes);
+                let x = rng.random_range(pruned..=w + 1);
+                let mut fresh = SequenceHistories::with_spec(spec);
+                for (v, user, s) in all.iter().filter(|(v, _, _)| *v < x) {
+                    fresh.push(user, *v, s.clone());
+                }
+                let got = log.state_before(x).unwrap();
+                assert_eq!(got, fresh.state(), "seed {seed}, window {w}, before {x}");
+                let parts: Vec<SequenceState> = (0..3).map(|i| got.owned_by(i, 3)).collect();
+                assert_eq!(SequenceState::merge(parts).unwrap().users, got.users);
+                if rng.random_bool(0.2) {
+                    pruned = rng.random_range(pruned..=w + 1);
+                    log.prune_before(pruned);
+                    if pruned > 0 {
+                        assert!(log.state_before(pruned - 1).is_none());
+                    }
+                }
+            }
         }
     }
 

@@ -2,7 +2,9 @@
 
 use crate::ops::batch::BatchByWindow;
 use crate::ops::UserWindow;
-use crate::sequences::{Sequence, SequenceHistories, SequenceSpec};
+use crate::sequences::{
+    Sequence, SequenceHistories, SequenceSnapshots, SequenceSpec, SequenceState,
+};
 use crate::window::features::WindowSummary;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::VecCollection;
@@ -36,6 +38,16 @@ pub trait Sequences<'scope> {
         self,
         spec: impl Into<SequenceSpec>,
     ) -> VecCollection<'scope, u64, (UserWindow, Sequence), isize>;
+
+    /// As [`sequences`](Self::sequences), starting from this worker's rings `initial` (a
+    /// checkpoint's, [`SequenceState::owned_by`]), and recording every window's pushes in
+    /// `log` for checkpoints ([`SequenceLog`](crate::sequences::SequenceLog)).
+    fn sequences_kept(
+        self,
+        spec: SequenceSpec,
+        initial: Option<SequenceState>,
+        log: Option<SequenceSnapshots>,
+    ) -> VecCollection<'scope, u64, (UserWindow, Sequence), isize>;
 }
 
 impl<'scope> Sequences<'scope> for VecCollection<'scope, u64, (UserWindow, WindowSummary), isize> {
@@ -43,16 +55,32 @@ impl<'scope> Sequences<'scope> for VecCollection<'scope, u64, (UserWindow, Windo
         self,
         spec: impl Into<SequenceSpec>,
     ) -> VecCollection<'scope, u64, (UserWindow, Sequence), isize> {
+        self.sequences_kept(spec.into(), None, None)
+    }
+
+    fn sequences_kept(
+        self,
+        spec: SequenceSpec,
+        initial: Option<SequenceState>,
+        log: Option<SequenceSnapshots>,
+    ) -> VecCollection<'scope, u64, (UserWindow, Sequence), isize> {
         let exchange = Exchange::new(
             |(((user, _), _), _, _): &((UserWindow, WindowSummary), u64, isize)| user.hashed(),
         );
-        let mut histories = SequenceHistories::with_spec(spec.into());
+        let mut histories = SequenceHistories::from_state(spec, initial.unwrap_or_default());
         // Windows in order, each once complete: a user's history is pushed in window order.
-        self.fold_by_window(exchange, "Sequences", move |_window, records, out| {
+        self.fold_by_window(exchange, "Sequences", move |window, records, out| {
+            let mut pushes = Vec::new();
             out.extend(records.into_iter().map(|((user, window), summary)| {
+                if log.is_some() {
+                    pushes.push((user.clone(), summary.clone()));
+                }
                 let seq = histories.push(&user, window, summary);
                 ((user, window), seq)
             }));
+            if let Some(log) = &log {
+                log.borrow_mut().record(window, pushes);
+            }
         })
     }
 }

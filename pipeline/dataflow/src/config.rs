@@ -900,6 +900,20 @@ impl Config {
         }
     }
 
+    /// The windows of events a continuous job replays on restart to rebuild the windowed
+    /// state of the window after its checkpoint: the segments' rolling window (`W`) of
+    /// profiles, each from a sequence of `L` windows, and with policies on, a policy's risk
+    /// over the anomaly scores of the last `R` (`policy.risk_windows`) windows, each placed
+    /// in a segment by resonance there: `L + W (+ R)`.
+    pub fn restart_replay_windows(&self) -> u64 {
+        let risk_windows = if self.policy.enabled {
+            self.policy_config().risk_windows
+        } else {
+            0
+        };
+        (self.sequence.length as u64) + self.segments.window + risk_windows
+    }
+
     /// The window specification.
     pub fn window_spec(&self) -> WindowSpec {
         WindowSpec::try_new(self.window.length.0).expect("validated")

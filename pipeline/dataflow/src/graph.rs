@@ -50,7 +50,9 @@ use personaflow_operators::policies::link::feedback;
 use personaflow_operators::policies::{PolicyPart, Shaped};
 use personaflow_operators::resonance::Resonance;
 use personaflow_operators::segments::SegmentSum;
-use personaflow_operators::sequences::Sequence;
+use personaflow_operators::sequences::{
+    Sequence, SequenceHistory, SequenceLog, SequenceSnapshots, SequenceState,
+};
 use personaflow_operators::vector::{Score, Vector};
 use personaflow_operators::{Event, WindowSpec};
 use serde::{Deserialize, Serialize};
@@ -137,6 +139,12 @@ pub struct OperatorState {
     pub pins: PinState,
     /// Drift detectors and demand histories of this worker's scopes.
     pub drift: DriftState,
+    /// With `sequence.history = "active"`: this worker's sequence rings as of the window
+    /// before a restart's replay starts (`window + 1 - Config::restart_replay_windows()`);
+    /// the replay pushes the windows after it again. `None` with window history, whose rings
+    /// the replay rebuilds.
+    #[serde(default)]
+    pub sequences: Option<SequenceState>,
 }
 
 impl OperatorState {
@@ -151,12 +159,19 @@ impl OperatorState {
             );
         }
         let pins = PinState::merge(parts.iter().map(|p| p.pins.clone()))?;
+        let sequences: Vec<SequenceState> =
+            parts.iter().filter_map(|p| p.sequences.clone()).collect();
+        let sequences = match sequences.is_empty() {
+            true => None,
+            false => Some(SequenceState::merge(sequences)?),
+        };
         let drift = DriftState::merge(parts.into_iter().map(|p| p.drift))?;
         Ok(OperatorState {
             window,
             personas,
             pins,
             drift,
+            sequences,
         })
     }
 
@@ -170,6 +185,7 @@ impl OperatorState {
                 .filter(|_| index == model_worker(peers)),
             pins: self.pins.owned_by(index, peers),
             drift: self.drift.owned_by(index, peers),
+            sequences: self.sequences.as_ref().map(|s| s.owned_by(index, peers)),
         }
     }
 }
@@ -183,6 +199,10 @@ pub struct StateSnapshots {
     pub pins: PinSnapshots,
     /// The drift detectors'.
     pub drift: DriftSnapshots,
+    /// The sequence rings' log (active-history sequences only).
+    pub sequences: Option<SequenceSnapshots>,
+    /// The windows a restart replays ([`Config::restart_replay_windows`]).
+    pub replay: u64,
 }
 
 impl StateSnapshots {
@@ -196,6 +216,11 @@ impl StateSnapshots {
                 .filter(|m| *m != PersonaModel::default()),
             pins: state_through(&self.pins, window).unwrap_or_default(),
             drift: state_through(&self.drift, window).unwrap_or_default(),
+            sequences: self.sequences.as_ref().map(|log| {
+                log.borrow()
+                    .state_before((window + 1).saturating_sub(self.replay))
+                    .expect("the sequence log is pruned only before the oldest checkpoint's")
+            }),
         }
     }
 
@@ -204,6 +229,10 @@ impl StateSnapshots {
         prune_snapshots(&self.personas, window);
         prune_snapshots(&self.pins, window);
         prune_snapshots(&self.drift, window);
+        if let Some(log) = &self.sequences {
+            log.borrow_mut()
+                .prune_before((window + 1).saturating_sub(self.replay));
+        }
     }
 
     /// The state as of each window any operator has a snapshot of, in window order: what a
@@ -216,6 +245,12 @@ impl StateSnapshots {
         windows.extend(self.drift.borrow().keys());
         windows.sort_unstable();
         windows.dedup();
+        // Sequence rings can be had only as of the windows the log was not pruned past (the
+        // oldest checkpoint still to be taken needs no earlier one).
+        if let Some(log) = &self.sequences {
+            let earliest = log.borrow().earliest();
+            windows.retain(|w| (w + 1).saturating_sub(self.replay) >= earliest);
+        }
         windows.into_iter().map(|w| self.through(w)).collect()
     }
 }
@@ -409,10 +444,35 @@ pub fn build_with(
     };
     let report = Rc::new(RefCell::new(SinkReport::default()));
     let embed_errors = ErrorSlot::default();
+    let sequence_spec = config.sequence_spec();
+    let replay = config.restart_replay_windows();
     let (snapshots, initial) = match state {
         StateMode::Off => (None, None),
-        StateMode::Kept { initial } => (Some(StateSnapshots::default()), initial),
+        StateMode::Kept { initial } => (
+            Some(StateSnapshots {
+                replay,
+                ..StateSnapshots::default()
+            }),
+            initial,
+        ),
     };
+    // Active-history rings reach back further than the replay: they are checkpointed, as of
+    // the window before the replay starts.
+    let init_sequences = initial.as_ref().and_then(|s| {
+        let before = (s.window + 1).saturating_sub(replay);
+        s.sequences.clone().map(|state| (before, state))
+    });
+    let snapshots = snapshots.map(|mut snaps| {
+        if sequence_spec.history == SequenceHistory::Active {
+            let (before, state) = init_sequences.clone().unwrap_or_default();
+            snaps.sequences = Some(Rc::new(RefCell::new(SequenceLog::new(
+                sequence_spec,
+                state,
+                before,
+            ))));
+        }
+        snaps
+    });
     let (init_personas, init_pins, init_drift) = match initial {
         Some(s) => (
             Some((s.window, s.personas.unwrap_or_default())),
@@ -442,7 +502,11 @@ pub fn build_with(
         let events = timely::dataflow::operators::Probe::probe_with(events, &stage("events"));
         let windows = events.window_aggregate(spec);
         windows.clone().probe_with(&stage("windows"));
-        let sequences = windows.sequences(config.sequence_spec());
+        let sequences = windows.sequences_kept(
+            sequence_spec,
+            init_sequences.map(|(_, state)| state),
+            snaps.as_ref().and_then(|s| s.sequences.clone()),
+        );
         sequences.clone().probe_with(&stage("sequences"));
         let profiles = sequences.clone().embed_profiles(
             embedder,

@@ -10,13 +10,18 @@
 //! `.json`) are still read, so a job resumes from a checkpoint of the version before.
 //!
 //! The rest of the dataflow's state is windowed and rebuilt on restart by replaying the last
-//! `L + W` windows of events; these operators remember the whole stream, so they are stored.
+//! `L + W (+ R)` windows of events; these operators remember the whole stream, so they are
+//! stored, and so are active-history sequence rings (as of the window before the replay).
+//! Files of version 2 (without rings) are still read.
 //! On restart the files of the checkpoint's window are merged and split again between the
 //! workers ([`OperatorState::for_worker`]), whose number may have changed.
 
 use crate::graph::OperatorState;
 use crate::{Error, Result, StateFileError};
 use personaflow_io::atomic_file::write_atomically;
+use personaflow_operators::drift::operator::DriftState;
+use personaflow_operators::personas::pin::PinState;
+use personaflow_operators::personas::PersonaModel;
 use personaflow_operators::window::features::Fnv;
 use personaflow_operators::WindowSpec;
 use serde::{Deserialize, Serialize};
@@ -24,8 +29,10 @@ use std::path::{Path, PathBuf};
 
 /// Directory of the state files in the output directory.
 pub const STATE_DIR: &str = "_state";
-/// Version of the state file format.
-pub const STATE_VERSION: u32 = 2;
+/// Version of the state file format (3: the active-history sequence rings were added).
+pub const STATE_VERSION: u32 = 3;
+/// The binary version before, without sequence rings: still read.
+const V2_STATE_VERSION: u32 = 2;
 /// The version of the JSON files written before.
 const JSON_STATE_VERSION: u32 = 1;
 /// The first bytes of a state file.
@@ -41,6 +48,42 @@ struct StateFile {
     worker: usize,
     workers: usize,
     state: OperatorState,
+}
+
+/// A state file of version 2 (the same, without sequence rings).
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFileV2 {
+    version: u32,
+    worker: usize,
+    workers: usize,
+    state: OperatorStateV2,
+}
+
+/// [`OperatorState`] as version 2 wrote it.
+#[derive(Debug, Serialize, Deserialize)]
+struct OperatorStateV2 {
+    window: u64,
+    personas: Option<PersonaModel>,
+    pins: PinState,
+    drift: DriftState,
+}
+
+impl From<StateFileV2> for StateFile {
+    fn from(v2: StateFileV2) -> Self {
+        let s = v2.state;
+        StateFile {
+            version: v2.version,
+            worker: v2.worker,
+            workers: v2.workers,
+            state: OperatorState {
+                window: s.window,
+                personas: s.personas,
+                pins: s.pins,
+                drift: s.drift,
+                sequences: None,
+            },
+        }
+    }
 }
 
 /// The state file of `worker` for the window `window`.
@@ -76,7 +119,7 @@ fn decode(bytes: &[u8]) -> std::result::Result<StateFile, StateFileError> {
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != STATE_VERSION {
+    if version != STATE_VERSION && version != V2_STATE_VERSION {
         return Err(StateFileError::Version {
             found: version,
             expected: STATE_VERSION,
@@ -95,7 +138,13 @@ fn decode(bytes: &[u8]) -> std::result::Result<StateFile, StateFileError> {
     if hash.finish() != want {
         return Err(StateFileError::HashMismatch);
     }
-    postcard::from_bytes(payload).map_err(|e| StateFileError::Undecodable(e.to_string()))
+    let undecodable = |e: postcard::Error| StateFileError::Undecodable(e.to_string());
+    if version == V2_STATE_VERSION {
+        return postcard::from_bytes::<StateFileV2>(payload)
+            .map(StateFile::from)
+            .map_err(undecodable);
+    }
+    postcard::from_bytes(payload).map_err(undecodable)
 }
 
 /// Writes the state of `worker` (of `workers`) atomically, fsyncing when `fsync`. Returns the
@@ -193,9 +242,11 @@ mod tests {
     use personaflow_operators::drift::operator::{window_drift, DriftState, Scope, ScopeMember};
     use personaflow_operators::drift::scaling::ScalingConfig;
     use personaflow_operators::drift::DriftConfig;
-    use personaflow_operators::personas::pin::PinState;
-    use personaflow_operators::personas::{Centroid, PersonaModel};
+    use personaflow_operators::personas::Centroid;
+    use personaflow_operators::sequences::{SequenceHistories, SequenceSpec, SequenceState};
     use personaflow_operators::vector::Vector;
+    use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+    use personaflow_operators::Event;
 
     fn state(window: u64, users: &[&str], model: bool) -> OperatorState {
         let mut pins = PinState::default();
@@ -216,7 +267,25 @@ mod tests {
             }),
             pins,
             drift: drift_state(window),
+            sequences: Some(sequence_state(users)),
         }
+    }
+
+    /// Active-history rings of `users`, three windows each.
+    fn sequence_state(users: &[&str]) -> SequenceState {
+        let mut h = SequenceHistories::with_spec(SequenceSpec::active(2, 50));
+        for w in [1u64, 4, 6] {
+            for u in users {
+                let mut e = Event::new(w as i64 * 60_000, *u, "a");
+                e.bytes_in = Some(w * 7);
+                h.push(
+                    u,
+                    w,
+                    WindowSummary::new(&WindowAgg::of(&e), w, &WindowSpec::default()),
+                );
+            }
+        }
+        h.state()
     }
 
     /// A drift state with a detector and a demand history per segment, after `windows`
@@ -319,6 +388,44 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
         assert_eq!(load(dir.path(), spec, 7, 1).unwrap(), whole);
+    }
+
+    #[test]
+    fn version_2_states_without_sequence_rings_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WindowSpec::default();
+        let whole = state(7, &["a", "b"], true);
+        let file = StateFileV2 {
+            version: V2_STATE_VERSION,
+            worker: 0,
+            workers: 1,
+            state: OperatorStateV2 {
+                window: whole.window,
+                personas: whole.personas.clone(),
+                pins: whole.pins.clone(),
+                drift: whole.drift.clone(),
+            },
+        };
+        let payload = postcard::to_stdvec(&file).unwrap();
+        let mut hash = Fnv::default();
+        hash.write(&payload);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&V2_STATE_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&hash.finish().to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let path = state_path(dir.path(), spec, 7, 0);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let back = load(dir.path(), spec, 7, 1).unwrap();
+        assert_eq!(back.sequences, None);
+        assert_eq!(
+            back,
+            OperatorState {
+                sequences: None,
+                ..whole
+            }
+        );
     }
 
     #[test]

@@ -69,16 +69,6 @@ pub enum Error {
         /// The encoder's error.
         source: arrow_schema::ArrowError,
     },
-    /// A setting the continuous job does not support (yet): the key, its value and why.
-    #[error("{key} = {value} is not supported by the continuous job: {reason}")]
-    Unsupported {
-        /// The configuration key.
-        key: &'static str,
-        /// Its value.
-        value: String,
-        /// Why, and what to do instead.
-        reason: &'static str,
-    },
     /// The metrics endpoint could not be served.
     #[error("metrics endpoint {addr}")]
     Metrics {

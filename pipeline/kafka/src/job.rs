@@ -32,13 +32,14 @@ use crate::metrics::{Metrics, MetricsServer};
 use crate::output::{Publisher, SinkProgress, StreamSinks};
 use crate::watermark::{Arrival, Watermarks};
 use crate::{Error, Result};
-use personaflow_dataflow::config::{Config, ForecasterKind, SequenceHistory};
+use personaflow_dataflow::config::{Config, ForecasterKind};
 use personaflow_dataflow::driver::Driver;
 use personaflow_dataflow::graph::{self, ModelStats, OperatorState, StateMode, StateSnapshots};
 use personaflow_dataflow::snapshot;
 use personaflow_io::atomic_file::write_parquet_atomically;
 use personaflow_io::source::{JsonRecordDecoder, RecordError};
 use personaflow_io::tables::{LateRow, Table, TableRow};
+use personaflow_operators::sequences::SequenceLog;
 use personaflow_operators::{Event, WindowSpec};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -105,7 +106,8 @@ pub struct StartInfo {
     pub resumed_after: Option<String>,
     /// Files of windows the checkpoint does not cover, removed.
     pub removed_files: usize,
-    /// The operator state resumed (restart), in words: personas, pinned users, drift scopes.
+    /// The operator state resumed (restart), in words: personas, pinned users, drift scopes
+    /// (and users with active-history sequence rings).
     pub resumed_state: Option<String>,
     /// Where `/metrics` is served.
     pub metrics_addr: Option<String>,
@@ -309,17 +311,6 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     config
         .validate()
         .map_err(personaflow_dataflow::Error::from)?;
-    if config.sequence.history == SequenceHistory::Active {
-        // A restart rebuilds the sequences from the last `L + W + R` windows of events; an
-        // active-history sequence reaches back up to `sequence.max_idle`, and its state is not
-        // checkpointed yet, so a restarted job's sequences would differ.
-        return Err(Error::Unsupported {
-            key: "sequence.history",
-            value: "\"active\"".into(),
-            reason: "its sequence state is not checkpointed yet, so a restart could not \
-                     resume it exactly; use it with `backfill`, or \"windows\" here",
-        });
-    }
     let decoder = JsonRecordDecoder::new(&config.ingest_mapping()?)?;
     let models = graph::check_models(&config)?;
     let spec = config.window_spec();
@@ -340,16 +331,9 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     }
     let emitted_through = checkpoint.as_ref().and_then(|c| c.emitted_through);
     let removed = remove_unemitted(&job.output, emitted_through.map(|e| spec.end_ms(e)))?;
-    // The state of window w depends on the sequences (L windows) of the profiles in its
-    // segments' rolling window (W windows): L + W windows of events; a policy's risk, on the
-    // anomaly scores of the last R (`policy.risk_windows`) windows, each placed in a segment
-    // by resonance there: L + W + R when policies are on.
-    let risk_windows = if config.policy.enabled {
-        config.policy_config().risk_windows
-    } else {
-        0
-    };
-    let history = (config.sequence.length as u64) + config.segments.window + risk_windows;
+    // The state of the window after the checkpoint's needs the last `L + W (+ R)` windows of
+    // events replayed (`Config::restart_replay_windows`).
+    let history = config.restart_replay_windows();
     let first_needed = emitted_through.map_or(0, |e| (e + 1).saturating_sub(history));
     // The persona, pin and drift state as of the last emitted window.
     let initial = match (
@@ -507,8 +491,11 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         resumed_after: emitted_through.and_then(|e| rfc3339(spec.end_ms(e))),
         removed_files: removed.len(),
         resumed_state: initial.as_ref().map(|s| {
+            let rings = s.sequences.as_ref().map_or(String::new(), |q| {
+                format!(", {} users' active-history sequences", q.users.len())
+            });
             format!(
-                "{} personas, {} pinned users, {} drift scopes",
+                "{} personas, {} pinned users, {} drift scopes{rings}",
                 s.personas.as_ref().map_or(0, |m| m.centroids.len()),
                 s.pins.pins.len(),
                 s.drift.detectors.len()
@@ -609,6 +596,12 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
                 .cloned()
                 .unwrap_or_default();
             s.window = e;
+            if let Some(log) = &f.sequences {
+                s.sequences = Some(
+                    log.state_before((e + 1).saturating_sub(history))
+                        .expect("the sequence log is pruned only before a requested checkpoint"),
+                );
+            }
             snapshot::store(
                 &job.output,
                 spec,
@@ -749,6 +742,9 @@ struct WorkerContext {
 struct WorkerDone {
     index: usize,
     states: Vec<OperatorState>,
+    /// Active-history sequence rings: the log they can be had from as of any window the final
+    /// checkpoint may take (its rings are as of the window before its replay).
+    sequences: Option<SequenceLog>,
     consumer: BaseConsumer,
     partitions: Vec<i32>,
     late: Vec<LateRow>,
@@ -982,6 +978,7 @@ impl WorkerContext {
         Ok(WorkerDone {
             index,
             states: snapshots.history(),
+            sequences: snapshots.sequences.as_ref().map(|log| log.borrow().clone()),
             consumer,
             partitions,
             late,
