@@ -16,8 +16,11 @@
 The training data comes from the real pipeline: `personaflow simulate` + `personaflow backfill`
 (the `features` and `profiles` tables), and the NAB NYC taxi demand series through
 data/configs/nab_nyc_taxi.toml. Sequences are rebuilt from the features table exactly as
-operators/src/sequences/mod.rs builds them (velocity features recomputed within each sequence; a
-self-check compares them with the pipeline's). Normalisation statistics are learned here and
+operators/src/sequences/mod.rs builds window-history sequences, the last L windows
+(`build_sequence`; velocity features recomputed within each sequence; a self-check compares
+them with the pipeline's). The pipeline's default now embeds active-history sequences (the
+last L active windows; the forecaster still reads the last L windows): these models were not
+retrained for them. Normalisation statistics are learned here and
 baked into the exported graphs; they also travel in each model's metadata.
 
 Exports models/onnx/{rnn_vae_encoder,rnn_vae_decoder,demand_forecaster}.onnx (legacy exporter,
@@ -94,6 +97,9 @@ def run(cmd: list[str], env_extra: dict[str, str] | None = None) -> None:
     # The training data needs no model (and no onnxruntime): the model-free embedder, no forecasts.
     env["PERSONAFLOW__EMBEDDER__KIND"] = "standardised"
     env["PERSONAFLOW__FORECASTER__KIND"] = "none"
+    # The sequences rebuilt here are the last L windows: the features table's velocity
+    # features must be computed the same way for the self-check.
+    env["PERSONAFLOW__SEQUENCE__HISTORY"] = "windows"
     env.update(env_extra or {})
     log(" ".join(cmd))
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)

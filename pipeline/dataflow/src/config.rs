@@ -7,7 +7,7 @@
 //!
 //! [sequence]
 //! length = 16              # L: windows per sequence
-//! history = "windows"      # "windows": the last L windows; "active": the last L active ones
+//! history = "active"       # "active": the user's last L active windows; "windows": the last L
 //! max_idle = "30d"         # history = "active": windows older than this are forgotten
 //!
 //! [segments]
@@ -1128,7 +1128,7 @@ mod tests {
         );
         assert_eq!(
             Config::default().sequence_spec(),
-            SequenceSpec::windows(DEFAULT_SEQUENCE_LEN)
+            SequenceSpec::active(DEFAULT_SEQUENCE_LEN, 30 * 1_440)
         );
         let env = vec![(
             "PERSONAFLOW__SEQUENCE__MAX_IDLE".to_string(),

@@ -210,17 +210,25 @@ impl StateSnapshots {
     /// snapshot that old).
     pub fn through(&self, window: u64) -> OperatorState {
         OperatorState {
+            sequences: self.sequences.as_ref().map(|log| {
+                log.borrow()
+                    .state_before((window + 1).saturating_sub(self.replay))
+                    .expect("the sequence log is pruned only before the oldest checkpoint's")
+            }),
+            ..self.through_without_sequences(window)
+        }
+    }
+
+    /// [`through`](Self::through) without the sequence rings.
+    fn through_without_sequences(&self, window: u64) -> OperatorState {
+        OperatorState {
             window,
             // Workers other than the model's hold a fresh model: no state.
             personas: state_through(&self.personas, window)
                 .filter(|m| *m != PersonaModel::default()),
             pins: state_through(&self.pins, window).unwrap_or_default(),
             drift: state_through(&self.drift, window).unwrap_or_default(),
-            sequences: self.sequences.as_ref().map(|log| {
-                log.borrow()
-                    .state_before((window + 1).saturating_sub(self.replay))
-                    .expect("the sequence log is pruned only before the oldest checkpoint's")
-            }),
+            sequences: None,
         }
     }
 
@@ -237,7 +245,8 @@ impl StateSnapshots {
 
     /// The state as of each window any operator has a snapshot of, in window order: what a
     /// checkpoint taken after this worker has stopped chooses from (the last one not after
-    /// the window it checkpoints).
+    /// the window it checkpoints). Without sequence rings, which that checkpoint takes from
+    /// the [`SequenceLog`] as of its own window.
     pub fn history(&self) -> Vec<OperatorState> {
         let mut windows: Vec<u64> = Vec::new();
         windows.extend(self.personas.borrow().keys());
@@ -245,13 +254,12 @@ impl StateSnapshots {
         windows.extend(self.drift.borrow().keys());
         windows.sort_unstable();
         windows.dedup();
-        // Sequence rings can be had only as of the windows the log was not pruned past (the
-        // oldest checkpoint still to be taken needs no earlier one).
-        if let Some(log) = &self.sequences {
-            let earliest = log.borrow().earliest();
-            windows.retain(|w| (w + 1).saturating_sub(self.replay) >= earliest);
-        }
-        windows.into_iter().map(|w| self.through(w)).collect()
+        // Without the sequence rings: a full copy per window would be costly, and the final
+        // checkpoint takes them from the log as of the window it checkpoints.
+        windows
+            .into_iter()
+            .map(|w| self.through_without_sequences(w))
+            .collect()
     }
 }
 
