@@ -18,8 +18,8 @@ The training data comes from the real pipeline: `personaflow simulate` + `person
 data/configs/nab_nyc_taxi.toml. Sequences are rebuilt from the features table exactly as
 operators/src/sequences/mod.rs builds window-history sequences, the last L windows
 (`build_sequence`; velocity features recomputed within each sequence; a self-check compares
-them with the pipeline's). The pipeline's default now embeds active-history sequences (the
-last L active windows; the forecaster still reads the last L windows): these models were not
+them with the pipeline's). With `sequence.history = "active"` the pipeline embeds the last L
+active windows instead (the forecaster still reads the last L windows): these models were not
 retrained for them. Normalisation statistics are learned here and
 baked into the exported graphs; they also travel in each model's metadata.
 

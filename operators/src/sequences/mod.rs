@@ -34,11 +34,11 @@ pub enum SequenceHistory {
     /// The last `L` windows, active or not: step `i` of the sequence ending at `w` is window
     /// `w - L + 1 + i`, all zeros (and masked) where the user was idle. A user active once in
     /// `L` windows has a sequence of one step.
+    #[default]
     Windows,
     /// The user's last `L` active windows, however far apart (within
     /// [`SequenceSpec::max_idle_windows`]), oldest first and right-aligned: a user with fewer
-    /// has masked leading steps. Sparse users keep a history. The default.
-    #[default]
+    /// has masked leading steps. Sparse users keep a history.
     Active,
 }
 

@@ -7,7 +7,7 @@
 //!
 //! [sequence]
 //! length = 16              # L: windows per sequence
-//! history = "active"       # "active": the user's last L active windows; "windows": the last L
+//! history = "windows"      # "windows": the last L windows; "active": the last L active ones
 //! max_idle = "30d"         # history = "active": windows older than this are forgotten
 //!
 //! [segments]
@@ -1128,7 +1128,7 @@ mod tests {
         );
         assert_eq!(
             Config::default().sequence_spec(),
-            SequenceSpec::active(DEFAULT_SEQUENCE_LEN, 30 * 1_440)
+            SequenceSpec::windows(DEFAULT_SEQUENCE_LEN)
         );
         let env = vec![(
             "PERSONAFLOW__SEQUENCE__MAX_IDLE".to_string(),
