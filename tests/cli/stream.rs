@@ -443,19 +443,9 @@ fn sigterm_flushes_commits_and_a_restart_resumes_without_emitting_twice() {
     let before = windows(&out, "features");
     assert!(!before.is_empty());
 
-    let run = run_cmd(&mut run_job_cmd(
-        &brokers,
-        &out,
-        &["--config", cfg, "--until-end"],
-    ))
-    .ok();
+    let run = restart_until_end(&brokers, &out, cfg);
     assert!(
         run.stderr.contains("resuming after the window ending"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("run: operator state resumed: "),
         "{}",
         run.stderr
     );
@@ -463,6 +453,22 @@ fn sigterm_flushes_commits_and_a_restart_resumes_without_emitting_twice() {
     backfill(&events, &back, &["--config", cfg]).ok();
     assert_has_derived_rows(&back);
     assert_same_tables(&out, &back);
+}
+
+/// Restarts the job on `out` with `--until-end` and checks that it resumed its operator state.
+fn restart_until_end(brokers: &str, out: &Path, cfg: &str) -> Run {
+    let run = run_cmd(&mut run_job_cmd(
+        brokers,
+        out,
+        &["--config", cfg, "--until-end"],
+    ))
+    .ok();
+    assert!(
+        run.stderr.contains("run: operator state resumed: "),
+        "{}",
+        run.stderr
+    );
+    run
 }
 
 /// How long a restarted job may take to write its first new checkpoint before a test fails.
@@ -666,17 +672,7 @@ fn active_history_restart(kill: bool) {
     producer.release(1);
     let total = producer.total();
     assert_eq!(producer.finish(), total, "every event was produced");
-    let run = run_cmd(&mut run_job_cmd(
-        &brokers,
-        &out,
-        &["--config", cfg, "--until-end"],
-    ))
-    .ok();
-    assert!(
-        run.stderr.contains("run: operator state resumed: "),
-        "{}",
-        run.stderr
-    );
+    restart_until_end(&brokers, &out, cfg);
     let back = tmp.path().join("backfill");
     backfill(&events, &back, &["--config", cfg]).ok();
     assert_same_tables(&out, &back);

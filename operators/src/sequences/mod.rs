@@ -705,6 +705,25 @@ mod tests {
         WindowSummary::new(&agg, w, &WindowSpec::default())
     }
 
+    /// A user's random active windows below `max_window` (at least one), in order, and their
+    /// summaries.
+    fn random_history(
+        rng: &mut rand::rngs::StdRng,
+        max_window: u64,
+    ) -> (Vec<u64>, Vec<WindowSummary>) {
+        use rand::Rng;
+        let mut windows: Vec<u64> = (0..rng.random_range(1..20))
+            .map(|_| rng.random_range(0..max_window))
+            .collect();
+        windows.sort();
+        windows.dedup();
+        let summaries = windows
+            .iter()
+            .map(|w| summary(*w, rng.random_range(1..5)))
+            .collect();
+        (windows, summaries)
+    }
+
     /// An active-history sequence is, recomputed the plain way, the user's last `L` windows
     /// with events within the horizon, right-aligned, velocity against the step before.
     #[test]
@@ -715,15 +734,7 @@ mod tests {
             let len = rng.random_range(1..8usize);
             let max_idle = rng.random_range(1..200u64);
             let spec = SequenceSpec::active(len, max_idle);
-            let mut windows: Vec<u64> = (0..rng.random_range(1..20))
-                .map(|_| rng.random_range(0..300u64))
-                .collect();
-            windows.sort();
-            windows.dedup();
-            let summaries: Vec<WindowSummary> = windows
-                .iter()
-                .map(|w| summary(*w, rng.random_range(1..5)))
-                .collect();
+            let (windows, summaries) = random_history(&mut rng, 300);
             let mut history: Vec<(u64, &WindowSummary)> =
                 windows.iter().copied().zip(&summaries).collect();
             let current = *windows.last().unwrap();
@@ -766,15 +777,7 @@ mod tests {
         for _ in 0..500 {
             let len = rng.random_range(1..8usize);
             let spec = SequenceSpec::active(len, rng.random_range(1..40u64));
-            let mut windows: Vec<u64> = (0..rng.random_range(1..20))
-                .map(|_| rng.random_range(0..60u64))
-                .collect();
-            windows.sort();
-            windows.dedup();
-            let summaries: Vec<WindowSummary> = windows
-                .iter()
-                .map(|w| summary(*w, rng.random_range(1..5)))
-                .collect();
+            let (windows, summaries) = random_history(&mut rng, 60);
             let history: Vec<(u64, &WindowSummary)> =
                 windows.iter().copied().zip(&summaries).collect();
             let current = *windows.last().unwrap();
