@@ -106,13 +106,16 @@ pub struct Sequence {
     /// The window the sequence ends at (the user is active in it).
     pub window: u64,
     /// Row-major `L x F` features, oldest step first, the last step `window`; all zeros where
-    /// a step is masked. Which window each step is depends on the [`SequenceHistory`]. Shared: a window's sequences go to several consumers (the
-    /// embedder, the forecaster, the feature sink, ...), and each gets a copy of the stream's
-    /// records; the matrix, by far their largest part, is not copied.
+    /// a step is masked. Which window each step is depends on the [`SequenceHistory`].
+    /// Shared: a window's sequences go to several consumers (the embedder, the forecaster,
+    /// the feature sink, ...), and each gets a copy of the stream's records; the matrix, by
+    /// far their largest part, is not copied.
     pub features: std::sync::Arc<Vector>,
     /// `active[i]`: step `i` holds a window the user had events in.
     pub active: Vec<bool>,
-    /// The window of each active step (0 where masked).
+    /// [`SequenceHistory::Active`] only: the window of each active step (0 where masked).
+    /// Empty with window history, whose step `i` is window `window - L + 1 + i` (no
+    /// allocation, and nothing to copy for each consumer, on the default path).
     pub step_windows: Vec<u64>,
     /// Which windows the steps are.
     pub history: SequenceHistory,
@@ -190,7 +193,6 @@ impl Sequence {
         let len = self.len();
         let mut features = vec![0f32; len * NUM_FEATURES];
         let mut active = vec![false; len];
-        let mut step_windows = vec![0u64; len];
         let mut placed = 0u32;
         for i in 0..len {
             let w = self.step_windows[i];
@@ -207,14 +209,13 @@ impl Sequence {
                 x[VELOCITY_BYTES] = 0.0;
             }
             active[pos] = true;
-            step_windows[pos] = w;
             placed += 1;
         }
         Cow::Owned(Sequence {
             window: self.window,
             features: std::sync::Arc::new(Vector(features)),
             active,
-            step_windows,
+            step_windows: Vec::new(),
             history: SequenceHistory::Windows,
             history_windows: placed.saturating_sub(1),
             events: self.events,
@@ -318,7 +319,10 @@ pub fn build_sequence_with(
         }
     }
     let active: Vec<bool> = slots.iter().map(Option::is_some).collect();
-    let step_windows: Vec<u64> = slots.iter().map(|s| s.map_or(0, |(w, _)| w)).collect();
+    let step_windows: Vec<u64> = match spec.history {
+        SequenceHistory::Windows => Vec::new(),
+        SequenceHistory::Active => slots.iter().map(|s| s.map_or(0, |(w, _)| w)).collect(),
+    };
     let history_windows = active.iter().filter(|a| **a).count() as u32 - 1;
     Some(Sequence {
         window,
@@ -403,10 +407,22 @@ impl SequenceHistories {
     /// (what [`build_sequence_with`] makes of the user's summaries). A second summary of the
     /// same user and window replaces the first.
     pub fn push(&mut self, user: &str, window: u64, summary: WindowSummary) -> Sequence {
-        let spec = self.spec;
-        let ring = self.hold(user, window, summary);
-        let history: Vec<(u64, &WindowSummary)> = ring.iter().map(|(w, s)| (*w, s)).collect();
-        build_sequence_with(&spec, window, &history).expect("the user is active in `window`")
+        self.hold(user, window, summary, |spec, ring| {
+            let history: Vec<(u64, &WindowSummary)> = ring.iter().map(|(w, s)| (*w, s)).collect();
+            build_sequence_with(spec, window, &history).expect("the user is active in `window`")
+        })
+    }
+
+    /// The rings as a checkpoint holds them, taken apart.
+    fn into_state(self) -> SequenceState {
+        SequenceState {
+            users: self
+                .users
+                .into_iter()
+                .map(|(u, ring)| (u, ring.into()))
+                .collect(),
+            swept: self.swept,
+        }
     }
 
     /// The rings as a checkpoint holds them.
@@ -434,23 +450,24 @@ impl SequenceHistories {
     }
 
     /// Records `user`'s summary of `window` in its ring (what [`push`](Self::push) does before
-    /// it builds the sequence) and returns the ring.
-    fn hold(
+    /// it builds the sequence) and hands the ring to `then`.
+    fn hold<R>(
         &mut self,
         user: &str,
         window: u64,
         summary: WindowSummary,
-    ) -> &VecDeque<(u64, WindowSummary)> {
+        then: impl FnOnce(&SequenceSpec, &VecDeque<(u64, WindowSummary)>) -> R,
+    ) -> R {
         let horizon = self.spec.horizon();
         if window >= self.swept + horizon {
             self.users
                 .retain(|_, ring| ring.back().is_some_and(|(w, _)| w + horizon > window));
             self.swept = window;
         }
-        if !self.users.contains_key(user) {
-            self.users.insert(user.to_string(), VecDeque::new());
-        }
-        let ring = self.users.get_mut(user).expect("inserted");
+        let ring = match self.users.get_mut(user) {
+            Some(ring) => ring,
+            None => self.users.entry(user.to_string()).or_default(),
+        };
         while ring.front().is_some_and(|(w, _)| w + horizon <= window) {
             ring.pop_front();
         }
@@ -465,7 +482,7 @@ impl SequenceHistories {
             ring.pop_front();
         }
         ring.push_back((window, summary));
-        ring
+        then(&self.spec, ring)
     }
 }
 
@@ -597,10 +614,10 @@ impl SequenceLog {
         let mut rings = self.base.clone();
         for (w, pushes) in self.pushes.range(..window) {
             for (user, summary) in pushes {
-                rings.hold(user, *w, summary.clone());
+                rings.hold(user, *w, summary.clone(), |_, _| ());
             }
         }
-        Some(rings.state())
+        Some(rings.into_state())
     }
 
     /// Applies the pushes of the windows before `window` to the base and forgets them: later
@@ -612,7 +629,7 @@ impl SequenceLog {
         let kept = self.pushes.split_off(&window);
         for (w, pushes) in std::mem::replace(&mut self.pushes, kept) {
             for (user, summary) in pushes {
-                self.base.hold(&user, w, summary);
+                self.base.hold(&user, w, summary, |_, _| ());
             }
         }
         self.before = window;
