@@ -367,6 +367,14 @@ fn spawn_quiet(cmd: &mut Command) -> Child {
         .unwrap()
 }
 
+/// Spawns `cmd` with its stdout discarded and its stderr written to `log`.
+fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// Windows (by end) in `table` of `out`.
 fn windows(out: &Path, table: &str) -> std::collections::BTreeSet<i64> {
     if !out.join(table).exists() {
@@ -394,11 +402,7 @@ fn sigterm_flushes_commits_and_a_restart_resumes_without_emitting_twice() {
     std::fs::write(&config, RESTART_CONFIG).unwrap();
     let cfg = config.to_str().unwrap();
     let log = tmp.path().join("run.log");
-    let mut job = run_job_cmd(&brokers, &out, &["--config", cfg])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut job = spawn_logged(&mut run_job_cmd(&brokers, &out, &["--config", cfg]), &log);
     // Let it emit some windows, then scrape its metrics and stop it.
     let deadline = Instant::now() + Duration::from_secs(60);
     while windows(&out, "features").len() < 10 && Instant::now() < deadline {
@@ -644,11 +648,7 @@ fn active_history_restart(kill: bool) {
     let producer = SlicedProducer::start(&brokers, &events, 2, Duration::from_secs(1));
     producer.release(0);
     let log = tmp.path().join("run.log");
-    let mut job = run_job_cmd(&brokers, &out, &["--config", cfg])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut job = spawn_logged(&mut run_job_cmd(&brokers, &out, &["--config", cfg]), &log);
     // Stop only once the checkpoint is 100 windows past the first: most users' rings then
     // hold windows before the replay.
     let first = wait_for_checkpoint_after(&out, None, &mut job, CHECKPOINT_DEADLINE);
