@@ -628,6 +628,23 @@ fn active_history_sequences_resume_exactly_after_sigkill() {
     active_history_restart(true);
 }
 
+/// The one-minute window `windows` after the first event's, checked to close while only the
+/// first of `slices` [`SlicedProducer`] slices is produced (its last event is more than the
+/// default out-of-order bound later), so a job fed that slice alone checkpoints through it.
+fn first_slice_stop(events: &Path, slices: usize, windows: i64) -> u64 {
+    const MINUTE_MS: i64 = 60_000;
+    let all = events_in_time_order(events);
+    let first = all[0].ts_ms / MINUTE_MS;
+    let slice_last = all[all.len().div_ceil(slices) - 1].ts_ms / MINUTE_MS;
+    let stop = first + windows;
+    assert!(
+        stop + 2 * personaflow_dataflow::config::DEFAULT_MAX_OUT_OF_ORDER_MS / MINUTE_MS
+            < slice_last,
+        "window {stop} does not close within the first slice (last event in window {slice_last})"
+    );
+    stop as u64
+}
+
 fn active_history_restart(kill: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let sim = tmp.path().join("sim");
@@ -649,11 +666,13 @@ fn active_history_restart(kill: bool) {
     producer.release(0);
     let log = tmp.path().join("run.log");
     let mut job = spawn_logged(&mut run_job_cmd(&brokers, &out, &["--config", cfg]), &log);
-    // Stop only once the checkpoint is 100 windows past the first: most users' rings then
-    // hold windows before the replay.
-    let first = wait_for_checkpoint_after(&out, None, &mut job, CHECKPOINT_DEADLINE);
-    let mut through = first;
-    while through < first + 100 {
+    // Stop only once the checkpoint is 100 windows past the first event's (an absolute window
+    // the first slice closes, whenever the job happens to take its first checkpoint): most
+    // users' rings then hold windows before the replay.
+    let stop_at = first_slice_stop(&events, 2, 100);
+    let mut through = wait_for_checkpoint_after(&out, None, &mut job, CHECKPOINT_DEADLINE);
+    eprintln!("first checkpoint through window {through}, stopping at or after {stop_at}");
+    while through < stop_at {
         through = wait_for_checkpoint_after(&out, Some(through), &mut job, CHECKPOINT_DEADLINE);
     }
     if kill {
