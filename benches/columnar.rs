@@ -15,7 +15,7 @@
 //!    bare onnxruntime inference of as many sequences at the same batch sizes as the backfill
 //!    with the models ran: its `features` table has one row per sequence; each window's
 //!    sequences are split between the backfill's workers (`runtime.workers`, 2) as evenly as
-//!    its hash split would be on average and cut into batches of `max_batch` (1,024), and each
+//!    its hash split would be on average and cut into batches of `max_batch` (64), and each
 //!    worker's share runs the encoder and the forecaster on a thread of its own, with one
 //!    intra-op thread as the backfill's sessions. The inputs are fixture sequences (the
 //!    models' cost does not depend on the values).
@@ -44,7 +44,7 @@ mod inputs;
 /// The backfill's workers (`runtime.workers`' default).
 const WORKERS: usize = 2;
 /// The backfill's batch cap (`embedder.max_batch` and `forecaster.max_batch`' default).
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = personaflow_operators::embed::operator::DEFAULT_MAX_BATCH;
 
 /// The release binary `cargo bench` builds for this target.
 const BINARY: &str = env!("CARGO_BIN_EXE_personaflow");

@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// Default largest batch handed to an embedder at once.
-pub const DEFAULT_MAX_BATCH: usize = 1024;
+/// Default largest batch handed to an embedder (and to a forecaster) at once. With one intra-op
+/// thread per session (the default) the recurrent models run fastest per sequence at about
+/// this size: larger batches' recurrent state leaves the caches (BENCHMARKS.md, "Inference").
+/// Results depend on it only in the last bits: onnxruntime's kernels take other paths for
+/// other batch shapes, so a sequence's outputs may differ by an ulp between batch sizes.
+pub const DEFAULT_MAX_BATCH: usize = 64;
 
 /// Where an operator that cannot return errors leaves the first one for the runtime to report.
 pub type ErrorSlot = Rc<RefCell<Option<crate::Error>>>;

@@ -29,11 +29,11 @@
 //!
 //! [embedder]
 //! kind = "vae"             # "vae" (the RNN-VAE encoder) or "standardised" (no model)
-//! max_batch = 1024
+//! max_batch = 64
 //!
 //! [forecaster]
 //! kind = "lstm"            # "lstm" (the demand forecaster), "persistence" or "none"
-//! max_batch = 1024
+//! max_batch = 64
 //!
 //! [models]
 //! dir = "models/onnx"      # relative: to the working directory, else the executable's
