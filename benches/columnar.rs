@@ -38,6 +38,9 @@ use std::time::Instant;
 
 mod common;
 use common::env_or;
+#[path = "common/files.rs"]
+mod files;
+use files::parquet_files;
 #[path = "common/inputs.rs"]
 mod inputs;
 
@@ -147,24 +150,6 @@ fn main() {
          the backfill with the models is {:.2}x scan + inference",
         models_secs / (scan + inference)
     );
-}
-
-/// The `.parquet` files under `dir`, in path order.
-fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(&d).expect("reads a directory") {
-            let path = entry.expect("a directory entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// Decodes every column of every file into Arrow record batches; returns the seconds.
