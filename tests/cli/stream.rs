@@ -628,18 +628,17 @@ fn active_history_sequences_resume_exactly_after_sigkill() {
     active_history_restart(true);
 }
 
-/// The one-minute window `windows` after the first event's, checked to close while only the
-/// first of `slices` [`SlicedProducer`] slices is produced (its last event is more than the
-/// default out-of-order bound later), so a job fed that slice alone checkpoints through it.
-fn first_slice_stop(events: &Path, slices: usize, windows: i64) -> u64 {
-    const MINUTE_MS: i64 = 60_000;
-    let all = events_in_time_order(events);
-    let first = all[0].ts_ms / MINUTE_MS;
-    let slice_last = all[all.len().div_ceil(slices) - 1].ts_ms / MINUTE_MS;
-    let stop = first + windows;
+/// The window (default length) `windows` after the first event's, checked to close while
+/// only the first slice of `producer` is produced (its last event is more than the default
+/// out-of-order bound later), so a job fed that slice alone checkpoints through it.
+fn first_slice_stop(producer: &SlicedProducer, windows: i64) -> u64 {
+    use personaflow_dataflow::config::DEFAULT_MAX_OUT_OF_ORDER_MS;
+    use personaflow_operators::window::DEFAULT_WINDOW_MS;
+    let (first, last) = producer.span(0);
+    let stop = first / DEFAULT_WINDOW_MS + windows;
+    let slice_last = last / DEFAULT_WINDOW_MS;
     assert!(
-        stop + 2 * personaflow_dataflow::config::DEFAULT_MAX_OUT_OF_ORDER_MS / MINUTE_MS
-            < slice_last,
+        stop + 2 * DEFAULT_MAX_OUT_OF_ORDER_MS / DEFAULT_WINDOW_MS < slice_last,
         "window {stop} does not close within the first slice (last event in window {slice_last})"
     );
     stop as u64
@@ -669,7 +668,7 @@ fn active_history_restart(kill: bool) {
     // Stop only once the checkpoint is 100 windows past the first event's (an absolute window
     // the first slice closes, whenever the job happens to take its first checkpoint): most
     // users' rings then hold windows before the replay.
-    let stop_at = first_slice_stop(&events, 2, 100);
+    let stop_at = first_slice_stop(&producer, 100);
     let mut through = wait_for_checkpoint_after(&out, None, &mut job, CHECKPOINT_DEADLINE);
     eprintln!("first checkpoint through window {through}, stopping at or after {stop_at}");
     while through < stop_at {

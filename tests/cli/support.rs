@@ -74,6 +74,8 @@ pub struct SlicedProducer {
     go: std::sync::mpsc::Sender<usize>,
     handle: std::thread::JoinHandle<usize>,
     total: usize,
+    /// The first and last event time (ms) of each slice.
+    spans: Vec<(i64, i64)>,
 }
 
 impl SlicedProducer {
@@ -89,6 +91,11 @@ impl SlicedProducer {
         use std::time::{Duration, Instant};
         let all = events_in_time_order(events);
         let total = all.len();
+        let per_slice = all.len().div_ceil(slices).max(1);
+        let spans = all
+            .chunks(per_slice)
+            .map(|c| (c[0].ts_ms, c[c.len() - 1].ts_ms))
+            .collect();
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
@@ -98,7 +105,6 @@ impl SlicedProducer {
             .unwrap();
         let (go, released) = std::sync::mpsc::channel::<usize>();
         let handle = std::thread::spawn(move || {
-            let per_slice = all.len().div_ceil(slices).max(1);
             let mut sent = 0;
             while let Ok(k) = released.recv() {
                 let slice = all.chunks(per_slice).nth(k).unwrap_or_default();
@@ -127,12 +133,22 @@ impl SlicedProducer {
             }
             sent
         });
-        SlicedProducer { go, handle, total }
+        SlicedProducer {
+            go,
+            handle,
+            total,
+            spans,
+        }
     }
 
     /// Events read, to be produced over all the slices.
     pub fn total(&self) -> usize {
         self.total
+    }
+
+    /// The first and last event time (ms) of slice `k`.
+    pub fn span(&self, k: usize) -> (i64, i64) {
+        self.spans[k]
     }
 
     /// Starts producing slice `k`.
