@@ -187,8 +187,7 @@ pub fn writer_properties(table: Table, row_group_rows: usize) -> WriterPropertie
 }
 
 /// The Parquet writer properties of files of `schema`: [`OUTPUT_COMPRESSION`], `row_group_rows`
-/// rows per group,
-/// dictionaries for string columns.
+/// rows per group, dictionaries for string columns.
 pub fn writer_properties_for(schema: &Schema, row_group_rows: usize) -> WriterProperties {
     // Dictionary encoding pays off for the repetitive string columns (users, segments,
     // context, reasons), not for floats, where it only costs time.
