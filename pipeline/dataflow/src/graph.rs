@@ -545,14 +545,17 @@ pub fn build_with(
                 "SinkForecasts",
                 writer(Table::Forecasts),
                 report.clone(),
-                move |fs: &mut Vec<(UserWindow, Forecast)>| forecast_rows(&spec, &n, fs),
+                move |fs: &mut Vec<(UserWindow, Forecast)>, out: &mut Vec<ForecastRow>| {
+                    forecast_rows(&spec, &n, fs, out)
+                },
             );
             sink_facts(
                 errors.probe_with(&probe),
                 "SinkForecastErrors",
                 writer(Table::ForecastErrors),
                 report.clone(),
-                move |es: &mut Vec<(UserWindow, ForecastResidual)>| {
+                move |es: &mut Vec<(UserWindow, ForecastResidual)>,
+                      out: &mut Vec<ForecastErrorRow>| {
                     let mut acc = accuracy.borrow_mut();
                     for (_, e) in es.iter() {
                         acc.forecast_errors
@@ -560,7 +563,7 @@ pub fn build_with(
                             .or_default()
                             .add(e.requests_abs_error(), e.bytes_abs_error());
                     }
-                    forecast_error_rows(&spec, &name, es)
+                    forecast_error_rows(&spec, &name, es, out)
                 },
             );
         }
@@ -619,7 +622,9 @@ pub fn build_with(
             "SinkPersonas",
             writer(Table::Personas),
             report.clone(),
-            move |window, updates| persona_rows(&spec, window, updates),
+            move |window, updates, out: &mut Vec<PersonaRow>| {
+                persona_rows(&spec, window, updates, out)
+            },
         );
         if let Some(catalogue) = catalogue {
             let mut parts = profiles
@@ -654,7 +659,10 @@ pub fn build_with(
                 "SinkShapingFeedback",
                 writer(Table::ShapingFeedback),
                 report.clone(),
-                move |fs: &mut Vec<(UserWindow, FeedbackRecord)>| feedback_rows(&spec, fs),
+                move |fs: &mut Vec<(UserWindow, FeedbackRecord)>,
+                      out: &mut Vec<ShapingFeedbackRow>| {
+                    feedback_rows(&spec, fs, out)
+                },
             );
         }
         sink_facts(
@@ -662,7 +670,8 @@ pub fn build_with(
             "SinkPersonaAssignments",
             writer(Table::PersonaAssignments),
             report.clone(),
-            move |xs: &mut Vec<(UserWindow, PersonaAssignment)>| assignment_rows(&spec, xs),
+            move |xs: &mut Vec<(UserWindow, PersonaAssignment)>,
+                  out: &mut Vec<PersonaAssignmentRow>| assignment_rows(&spec, xs, out),
         );
         let drift = drift.probe_with(&probe).probe_with(&stage("drift"));
         sink_windows(
@@ -670,9 +679,8 @@ pub fn build_with(
             "SinkDrift",
             writer(Table::Drift),
             report.clone(),
-            move |window, updates| {
-                let rows = drift_rows(&spec, window, updates);
-                (!rows.is_empty()).then(|| DriftRow::to_batch(&rows))
+            move |window, updates, out: &mut Vec<DriftRow>| {
+                out.extend(drift_rows(&spec, window, updates))
             },
         );
         sink_windows(
@@ -680,9 +688,8 @@ pub fn build_with(
             "SinkScaling",
             writer(Table::Scaling),
             report.clone(),
-            move |window, updates| {
-                let rows = scaling_rows(&spec, window, updates);
-                (!rows.is_empty()).then(|| ScalingRow::to_batch(&rows))
+            move |window, updates, out: &mut Vec<ScalingRow>| {
+                out.extend(scaling_rows(&spec, window, updates))
             },
         );
 
@@ -691,7 +698,9 @@ pub fn build_with(
             "SinkFeatures",
             writer(Table::Features),
             report.clone(),
-            move |seqs: &mut Vec<(UserWindow, Sequence)>| features_rows(&spec, seqs),
+            move |seqs: &mut Vec<(UserWindow, Sequence)>, out: &mut Vec<FeatureRow>| {
+                features_rows(&spec, seqs, out)
+            },
         );
         let name = embedder_name.clone();
         sink_facts(
@@ -699,14 +708,18 @@ pub fn build_with(
             "SinkProfiles",
             writer(Table::Profiles),
             report.clone(),
-            move |profiles: &mut Vec<(UserWindow, Profile)>| profile_rows(&spec, &name, profiles),
+            move |profiles: &mut Vec<(UserWindow, Profile)>, out: &mut Vec<ProfileRow>| {
+                profile_rows(&spec, &name, profiles, out)
+            },
         );
         sink_facts(
             resonance.probe_with(&probe),
             "SinkResonance",
             writer(Table::Resonance),
             report.clone(),
-            move |rs: &mut Vec<(UserWindow, Resonance)>| resonance_rows(&spec, rs),
+            move |rs: &mut Vec<(UserWindow, Resonance)>, out: &mut Vec<ResonanceRow>| {
+                resonance_rows(&spec, rs, out)
+            },
         );
         sink_segments(
             segments.probe_with(&probe),
@@ -811,30 +824,21 @@ fn sink_policies<'scope>(
         "SinkPolicies",
         vec![policies, sockets],
         report,
-        move |_window, mut updates| {
+        move |_window, mut updates, out: &mut (Vec<PolicyRow>, Vec<SocketProfileRow>)| {
             consolidate(&mut updates);
-            let records: Vec<(UserWindow, Shaped)> = updates
-                .into_iter()
-                .filter(|(_, r)| *r > 0)
-                .map(|(d, _)| d)
-                .collect();
-            if records.is_empty() {
-                return vec![None, None];
-            }
-            let (p, s) = policy_rows(&spec, records);
-            vec![Some(p), Some(s)]
+            let records = updates.into_iter().filter(|(_, r)| *r > 0).map(|(d, _)| d);
+            policy_rows(&spec, records, out)
         },
     );
 }
 
-/// The `policies` and `socket_profiles` batches of a window's records (consolidated, hence in
+/// The `policies` and `socket_profiles` rows of a window's records (consolidated, hence in
 /// key order), their strings moved into the rows.
 fn policy_rows(
     spec: &WindowSpec,
-    records: Vec<(UserWindow, Shaped)>,
-) -> (RecordBatch, RecordBatch) {
-    let mut policies = Vec::with_capacity(records.len());
-    let mut sockets = Vec::with_capacity(records.len());
+    records: impl Iterator<Item = (UserWindow, Shaped)>,
+    (policies, sockets): &mut (Vec<PolicyRow>, Vec<SocketProfileRow>),
+) {
     for ((user, w), shaped) in records {
         let (p, s) = std::sync::Arc::unwrap_or_clone(shaped);
         let window_end = spec.end_ms(w);
@@ -885,47 +889,43 @@ fn policy_rows(
             current_requests: p.current_requests,
         });
     }
-    (
-        PolicyRow::to_batch(&policies),
-        SocketProfileRow::to_batch(&sockets),
-    )
 }
 
-fn feedback_rows(spec: &WindowSpec, fs: &mut [(UserWindow, FeedbackRecord)]) -> RecordBatch {
+fn feedback_rows(
+    spec: &WindowSpec,
+    fs: &mut [(UserWindow, FeedbackRecord)],
+    out: &mut Vec<ShapingFeedbackRow>,
+) {
     fs.sort_by(|a, b| a.0.cmp(&b.0));
     let secs = spec.len_ms() as f64 / 1_000.0;
-    let rows: Vec<ShapingFeedbackRow> = fs
-        .iter()
-        .map(|((user, w), f)| {
-            let a = &f.allocation;
-            let judged = feedback(
-                a.allocated_bps as f64,
-                a.burst_bytes as f64,
-                f64::from(a.rate_limit_rps.0),
-                f64::from(a.latency_target_ms.0),
-                f.demand_bytes as f64,
-                f.demand_requests,
-                secs,
-            );
-            ShapingFeedbackRow {
-                window_end: spec.end_ms(*w),
-                user_id: user.clone(),
-                made_at_window_end: spec.end_ms(f.made_at),
-                persona: a.persona.clone(),
-                allocated_bps: a.allocated_bps,
-                rate_limit_rps: a.rate_limit_rps.0,
-                latency_target_ms: a.latency_target_ms.0,
-                demand_bytes: f.demand_bytes,
-                demand_requests: f.demand_requests,
-                shortfall_bytes: judged.shortfall_bytes,
-                waste_bytes: judged.waste_bytes,
-                excess_requests: judged.excess_requests,
-                served_share: judged.served_share,
-                within_target: judged.within_target,
-            }
-        })
-        .collect();
-    ShapingFeedbackRow::to_batch(&rows)
+    out.extend(fs.iter().map(|((user, w), f)| {
+        let a = &f.allocation;
+        let judged = feedback(
+            a.allocated_bps as f64,
+            a.burst_bytes as f64,
+            f64::from(a.rate_limit_rps.0),
+            f64::from(a.latency_target_ms.0),
+            f.demand_bytes as f64,
+            f.demand_requests,
+            secs,
+        );
+        ShapingFeedbackRow {
+            window_end: spec.end_ms(*w),
+            user_id: user.clone(),
+            made_at_window_end: spec.end_ms(f.made_at),
+            persona: a.persona.clone(),
+            allocated_bps: a.allocated_bps,
+            rate_limit_rps: a.rate_limit_rps.0,
+            latency_target_ms: a.latency_target_ms.0,
+            demand_bytes: f.demand_bytes,
+            demand_requests: f.demand_requests,
+            shortfall_bytes: judged.shortfall_bytes,
+            waste_bytes: judged.waste_bytes,
+            excess_requests: judged.excess_requests,
+            served_share: judged.served_share,
+            within_target: judged.within_target,
+        }
+    }));
 }
 
 fn scope_member(p: &Profile, forecast: Option<Vector>) -> ScopeMember {
@@ -941,39 +941,40 @@ fn persona_rows(
     spec: &WindowSpec,
     window: u64,
     mut updates: Vec<((u32, Persona), isize)>,
-) -> Option<RecordBatch> {
+    out: &mut Vec<PersonaRow>,
+) {
     consolidate(&mut updates);
-    let rows: Vec<PersonaRow> = updates
-        .iter()
-        .filter(|(_, r)| *r > 0)
-        .map(|((_, p), _)| PersonaRow {
-            window_end: spec.end_ms(window),
-            persona_id: p.id,
-            size: p.size,
-            personas: p.personas,
-            reselected: p.reselected,
-            centroid: p.centroid.0.clone(),
-            top_features: p.characteristics.iter().map(|(n, _)| n.clone()).collect(),
-            top_feature_z: p.characteristics.iter().map(|(_, z)| z.0).collect(),
-        })
-        .collect();
-    (!rows.is_empty()).then(|| PersonaRow::to_batch(&rows))
+    out.extend(
+        updates
+            .iter()
+            .filter(|(_, r)| *r > 0)
+            .map(|((_, p), _)| PersonaRow {
+                window_end: spec.end_ms(window),
+                persona_id: p.id,
+                size: p.size,
+                personas: p.personas,
+                reselected: p.reselected,
+                centroid: p.centroid.0.clone(),
+                top_features: p.characteristics.iter().map(|(n, _)| n.clone()).collect(),
+                top_feature_z: p.characteristics.iter().map(|(_, z)| z.0).collect(),
+            }),
+    );
 }
 
-fn assignment_rows(spec: &WindowSpec, xs: &mut [(UserWindow, PersonaAssignment)]) -> RecordBatch {
+fn assignment_rows(
+    spec: &WindowSpec,
+    xs: &mut [(UserWindow, PersonaAssignment)],
+    out: &mut Vec<PersonaAssignmentRow>,
+) {
     xs.sort_by(|a, b| a.0.cmp(&b.0));
-    let rows: Vec<PersonaAssignmentRow> = xs
-        .iter()
-        .map(|((user, w), a)| PersonaAssignmentRow {
-            window_end: spec.end_ms(*w),
-            user_id: user.clone(),
-            persona_id: a.persona,
-            distance: a.distance.0,
-            persona_ids: a.ids.clone(),
-            probabilities: a.probabilities.0.clone(),
-        })
-        .collect();
-    PersonaAssignmentRow::to_batch(&rows)
+    out.extend(xs.iter().map(|((user, w), a)| PersonaAssignmentRow {
+        window_end: spec.end_ms(*w),
+        user_id: user.clone(),
+        persona_id: a.persona,
+        distance: a.distance.0,
+        persona_ids: a.ids.clone(),
+        probabilities: a.probabilities.0.clone(),
+    }));
 }
 
 /// The window's drift events (sorted by scope), netted.
@@ -1043,31 +1044,32 @@ pub fn scaling_rows(
         .collect()
 }
 
-fn features_rows(spec: &WindowSpec, seqs: &mut [(UserWindow, Sequence)]) -> RecordBatch {
+fn features_rows(
+    spec: &WindowSpec,
+    seqs: &mut [(UserWindow, Sequence)],
+    out: &mut Vec<FeatureRow>,
+) {
     seqs.sort_by(|a, b| a.0.cmp(&b.0));
-    let rows: Vec<FeatureRow> = seqs
-        .iter()
-        .map(|((user, w), seq)| FeatureRow {
-            window_end: spec.end_ms(*w),
-            user_id: user.clone(),
-            events: seq.events,
-            bytes: seq.bytes,
-            authenticated: seq.authenticated,
-            segment: seq.segment.clone(),
-            history_windows: seq.history_windows,
-            values: seq.current().to_vec(),
-        })
-        .collect();
-    FeatureRow::to_batch(&rows)
+    out.extend(seqs.iter().map(|((user, w), seq)| FeatureRow {
+        window_end: spec.end_ms(*w),
+        user_id: user.clone(),
+        events: seq.events,
+        bytes: seq.bytes,
+        authenticated: seq.authenticated,
+        segment: seq.segment.clone(),
+        history_windows: seq.history_windows,
+        values: seq.current().to_vec(),
+    }));
 }
 
 fn forecast_rows(
     spec: &WindowSpec,
     forecaster: &str,
     forecasts: &mut [(UserWindow, Forecast)],
-) -> RecordBatch {
+    rows: &mut Vec<ForecastRow>,
+) {
     forecasts.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut rows = Vec::with_capacity(forecasts.len() * DEFAULT_FORECAST_HORIZON);
+    rows.reserve(forecasts.len() * DEFAULT_FORECAST_HORIZON);
     for ((user, w), f) in forecasts.iter() {
         for h in 1..=f.horizon() {
             let (requests, bytes) = f.at(h).expect("h is within the horizon");
@@ -1082,61 +1084,58 @@ fn forecast_rows(
             });
         }
     }
-    ForecastRow::to_batch(&rows)
 }
 
 fn forecast_error_rows(
     spec: &WindowSpec,
     forecaster: &str,
     errors: &mut [(UserWindow, ForecastResidual)],
-) -> RecordBatch {
+    out: &mut Vec<ForecastErrorRow>,
+) {
     errors.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.made_at.cmp(&b.1.made_at)));
-    let rows: Vec<ForecastErrorRow> = errors
-        .iter()
-        .map(|((user, w), e)| {
-            ForecastErrorRow::new(
-                spec.end_ms(*w),
-                user.clone(),
-                forecaster.to_string(),
-                spec.end_ms(e.made_at),
-                e.horizon,
-                (e.predicted_requests.0, e.actual_requests),
-                (e.predicted_bytes.0, e.actual_bytes),
-            )
-        })
-        .collect();
-    ForecastErrorRow::to_batch(&rows)
+    out.extend(errors.iter().map(|((user, w), e)| {
+        ForecastErrorRow::new(
+            spec.end_ms(*w),
+            user.clone(),
+            forecaster.to_string(),
+            spec.end_ms(e.made_at),
+            e.horizon,
+            (e.predicted_requests.0, e.actual_requests),
+            (e.predicted_bytes.0, e.actual_bytes),
+        )
+    }));
 }
 
 fn profile_rows(
     spec: &WindowSpec,
     embedder: &str,
     profiles: &mut [(UserWindow, Profile)],
-) -> RecordBatch {
+    out: &mut Vec<ProfileRow>,
+) {
     profiles.sort_by(|a, b| a.0.cmp(&b.0));
-    let rows: Vec<ProfileRow> = profiles
-        .iter()
-        .map(|((user, w), p)| ProfileRow {
-            window_end: spec.end_ms(*w),
-            user_id: user.clone(),
-            embedder: embedder.to_string(),
-            embedding: p.embedding.0.clone(),
-            anomaly_score: p.anomaly_score.map(|s| s.0),
-            history_windows: p.history_windows,
-            events: p.events,
-            authenticated: p.authenticated,
-            segment: p.segment.clone(),
-            device: p.context.device.clone(),
-            os: p.context.os.clone(),
-            country: p.context.country.clone(),
-        })
-        .collect();
-    ProfileRow::to_batch(&rows)
+    out.extend(profiles.iter().map(|((user, w), p)| ProfileRow {
+        window_end: spec.end_ms(*w),
+        user_id: user.clone(),
+        embedder: embedder.to_string(),
+        embedding: p.embedding.0.clone(),
+        anomaly_score: p.anomaly_score.map(|s| s.0),
+        history_windows: p.history_windows,
+        events: p.events,
+        authenticated: p.authenticated,
+        segment: p.segment.clone(),
+        device: p.context.device.clone(),
+        os: p.context.os.clone(),
+        country: p.context.country.clone(),
+    }));
 }
 
-fn resonance_rows(spec: &WindowSpec, rs: &mut [(UserWindow, Resonance)]) -> RecordBatch {
+fn resonance_rows(
+    spec: &WindowSpec,
+    rs: &mut [(UserWindow, Resonance)],
+    rows: &mut Vec<ResonanceRow>,
+) {
     rs.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut rows = Vec::with_capacity(rs.len() * 8);
+    rows.reserve(rs.len() * 8);
     for ((user, w), r) in rs.iter() {
         for (i, s) in r.scores.iter().enumerate() {
             rows.push(ResonanceRow {
@@ -1151,43 +1150,90 @@ fn resonance_rows(spec: &WindowSpec, rs: &mut [(UserWindow, Resonance)]) -> Reco
             });
         }
     }
-    ResonanceRow::to_batch(&rows)
+}
+
+/// Rows a sink gathers, over the windows complete at once, before it makes them one Arrow batch
+/// per table: a window of a sparse run holds a row or two, and building a batch costs about the
+/// same per column whatever its rows. A window with more rows than this is a batch of its own.
+pub const SINK_GATHER_ROWS: usize = 8_192;
+
+/// The rows of one or two tables (a sink's, in the order of its sinks) gathered over windows
+/// before they become Arrow batches ([`SINK_GATHER_ROWS`]).
+trait GatherRows: Default {
+    /// Tables (sinks) the rows are of: 1 or 2.
+    const TABLES: usize;
+    /// Rows gathered so far of each table (0 beyond [`TABLES`](Self::TABLES)).
+    fn counts(&self) -> [usize; 2];
+    /// The gathered rows of table `i` as a batch; they are no longer gathered.
+    fn take_batch(&mut self, i: usize) -> RecordBatch;
+}
+
+impl<R: TableRow> GatherRows for Vec<R> {
+    const TABLES: usize = 1;
+    fn counts(&self) -> [usize; 2] {
+        [self.len(), 0]
+    }
+    fn take_batch(&mut self, _: usize) -> RecordBatch {
+        let batch = R::to_batch(self);
+        self.clear();
+        batch
+    }
+}
+
+impl<A: TableRow, B: TableRow> GatherRows for (Vec<A>, Vec<B>) {
+    const TABLES: usize = 2;
+    fn counts(&self) -> [usize; 2] {
+        [self.0.len(), self.1.len()]
+    }
+    fn take_batch(&mut self, i: usize) -> RecordBatch {
+        if i == 0 {
+            self.0.take_batch(0)
+        } else {
+            self.1.take_batch(0)
+        }
+    }
 }
 
 /// Sinks a collection window by window: updates are buffered per window and, once the input
-/// frontier has passed a window, `to_batch` turns that window's updates into rows (or nothing),
-/// which go to the window's sink; the sink hears of every frontier move, and of the end.
-fn sink_windows<'scope, D, F>(
+/// frontier has passed a window, `to_rows` turns that window's updates into rows of the table
+/// (or none). The rows of the windows complete at once are gathered ([`SINK_GATHER_ROWS`]) and
+/// go to the sink as one batch, each window's rows named
+/// ([`write_windows`](WindowSink::write_windows)); the sink hears of every frontier move, and
+/// of the end.
+fn sink_windows<'scope, D, G, F>(
     collection: VecCollection<'scope, u64, D, isize>,
     name: &str,
     sink: Box<dyn WindowSink>,
     report: Rc<RefCell<SinkReport>>,
-    mut to_batch: F,
+    to_rows: F,
 ) where
     D: Clone + 'static,
-    F: FnMut(u64, Vec<(D, isize)>) -> Option<RecordBatch> + 'static,
+    G: GatherRows + 'static,
+    F: FnMut(u64, Vec<(D, isize)>, &mut G) + 'static,
 {
-    sink_windows_to(collection, name, vec![sink], report, move |w, updates| {
-        vec![to_batch(w, updates)]
-    });
+    sink_windows_to(collection, name, vec![sink], report, to_rows);
 }
 
-/// As [`sink_windows`], into several sinks at once: `to_batches` gives each of them its batch
-/// (in the order of `sinks`) from the window's updates, so that tables made from the same
-/// records need no copy of them.
-fn sink_windows_to<'scope, D, F>(
+/// As [`sink_windows`], into several sinks at once (as many as `G` has tables, in its order),
+/// so that tables made from the same records need no copy of them.
+fn sink_windows_to<'scope, D, G, F>(
     collection: VecCollection<'scope, u64, D, isize>,
     name: &str,
     mut sinks: Vec<Box<dyn WindowSink>>,
     report: Rc<RefCell<SinkReport>>,
-    mut to_batches: F,
+    mut to_rows: F,
 ) where
     D: Clone + 'static,
-    F: FnMut(u64, Vec<(D, isize)>) -> Vec<Option<RecordBatch>> + 'static,
+    G: GatherRows + 'static,
+    F: FnMut(u64, Vec<(D, isize)>, &mut G) + 'static,
 {
+    assert_eq!(sinks.len(), G::TABLES, "a sink per table of the rows");
     let mut pending: BTreeMap<u64, Vec<(D, isize)>> = BTreeMap::new();
     let mut finished = false;
     let mut advanced: Option<u64> = None;
+    let mut rows = G::default();
+    // Each sink's gathered windows and their rows, in window order.
+    let mut windows: Vec<Vec<(u64, usize)>> = vec![Vec::new(); sinks.len()];
     collection
         .inner
         .sink(Pipeline, name, move |(input, frontier)| {
@@ -1203,14 +1249,19 @@ fn sink_windows_to<'scope, D, F>(
                 if frontier.less_equal(&window) {
                     break;
                 }
-                let batches = to_batches(window, entry.remove());
-                for (sink, batch) in sinks.iter_mut().zip(batches) {
-                    if let Some(batch) = batch {
-                        let result = sink.write_window(window, &batch);
-                        record(&report, sink.table(), result);
+                let before = rows.counts();
+                to_rows(window, entry.remove(), &mut rows);
+                let after = rows.counts();
+                for (i, ws) in windows.iter_mut().enumerate() {
+                    if after[i] > before[i] {
+                        ws.push((window, after[i] - before[i]));
                     }
                 }
+                if after.iter().any(|n| *n >= SINK_GATHER_ROWS) {
+                    write_gathered(&mut sinks, &mut rows, &mut windows, &report);
+                }
             }
+            write_gathered(&mut sinks, &mut rows, &mut windows, &report);
             let moved = if frontier.is_empty() {
                 (!finished).then(|| {
                     finished = true;
@@ -1236,32 +1287,53 @@ fn sink_windows_to<'scope, D, F>(
         });
 }
 
+/// Writes each sink's gathered windows as one batch.
+fn write_gathered<G: GatherRows>(
+    sinks: &mut [Box<dyn WindowSink>],
+    rows: &mut G,
+    windows: &mut [Vec<(u64, usize)>],
+    report: &Rc<RefCell<SinkReport>>,
+) {
+    for (i, (sink, ws)) in sinks.iter_mut().zip(windows.iter_mut()).enumerate() {
+        if ws.is_empty() {
+            continue;
+        }
+        let batch = rows.take_batch(i);
+        let result = sink.write_windows(ws, &batch);
+        record(report, sink.table(), result);
+        ws.clear();
+    }
+}
+
 /// Sinks a collection of facts or pulses: a window's updates are consolidated (operators such
 /// as `join` may emit transient corrections within a window) and the records with a positive
 /// net count become that window's rows.
-fn sink_facts<'scope, D, F>(
+fn sink_facts<'scope, D, R, F>(
     collection: VecCollection<'scope, u64, D, isize>,
     name: &str,
     writer: Box<dyn WindowSink>,
     report: Rc<RefCell<SinkReport>>,
-    mut to_batch: F,
+    mut to_rows: F,
 ) where
     D: Ord + Clone + 'static,
-    F: FnMut(&mut Vec<D>) -> RecordBatch + 'static,
+    R: TableRow + 'static,
+    F: FnMut(&mut Vec<D>, &mut Vec<R>) + 'static,
 {
     sink_windows(
         collection,
         name,
         writer,
         report,
-        move |_window, mut updates| {
+        move |_window, mut updates, out: &mut Vec<R>| {
             consolidate(&mut updates);
             let mut records: Vec<D> = updates
                 .into_iter()
                 .filter(|(_, r)| *r > 0)
                 .map(|(d, _)| d)
                 .collect();
-            (!records.is_empty()).then(|| to_batch(&mut records))
+            if !records.is_empty() {
+                to_rows(&mut records, out);
+            }
         },
     );
 }
@@ -1285,27 +1357,30 @@ fn sink_segments<'scope>(
         .as_collection();
     let mut state: BTreeMap<(String, SegmentSum), isize> = BTreeMap::new();
     let name = "SinkSegmentProfiles";
-    sink_windows(collection, name, writer, report, move |window, updates| {
-        for (d, r) in updates {
-            let count = state.entry(d.clone()).or_default();
-            count.plus_equals(&r);
-            if *count == 0 {
-                state.remove(&d);
+    sink_windows(
+        collection,
+        name,
+        writer,
+        report,
+        move |window, updates, out: &mut Vec<SegmentProfileRow>| {
+            for (d, r) in updates {
+                let count = state.entry(d.clone()).or_default();
+                count.plus_equals(&r);
+                if *count == 0 {
+                    state.remove(&d);
+                }
             }
-        }
-        let mut seen = HashSet::new();
-        let rows: Vec<SegmentProfileRow> = state
-            .keys()
-            .filter(|(s, _)| seen.insert(s.clone()))
-            .map(|(segment, sum)| SegmentProfileRow {
-                window_end: spec.end_ms(window),
-                segment: segment.clone(),
-                profiles: sum.profiles,
-                embedding: sum.mean(),
-            })
-            .collect();
-        Some(SegmentProfileRow::to_batch(&rows))
-    });
+            let mut seen = HashSet::new();
+            out.extend(state.keys().filter(|(s, _)| seen.insert(s.clone())).map(
+                |(segment, sum)| SegmentProfileRow {
+                    window_end: spec.end_ms(window),
+                    segment: segment.clone(),
+                    profiles: sum.profiles,
+                    embedding: sum.mean(),
+                },
+            ));
+        },
+    );
 }
 
 fn record(report: &Rc<RefCell<SinkReport>>, table: Table, result: personaflow_io::Result<u64>) {

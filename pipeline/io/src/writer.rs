@@ -26,6 +26,19 @@ pub trait WindowSink {
     /// Writes the rows of `window`, which is complete; returns the rows written (a sink may
     /// skip a window, e.g. one already emitted before a restart, and return 0).
     fn write_window(&mut self, window: u64, batch: &RecordBatch) -> Result<u64>;
+    /// Writes the rows of several complete windows, in window order, given as one batch:
+    /// `windows` names each window and its number of rows, which follow each other in
+    /// `batch`. Returns the rows written. By default each window's rows (a zero-copy slice of
+    /// `batch`) go to [`write_window`](Self::write_window) in turn.
+    fn write_windows(&mut self, windows: &[(u64, usize)], batch: &RecordBatch) -> Result<u64> {
+        let mut offset = 0;
+        let mut written = 0;
+        for &(window, rows) in windows {
+            written += self.write_window(window, &batch.slice(offset, rows))?;
+            offset += rows;
+        }
+        Ok(written)
+    }
     /// Every window before `frontier` has been passed to `write_window` (or had no rows);
     /// `None`: the input ended and every window has.
     fn advance(&mut self, frontier: Option<u64>) -> Result<()>;
@@ -102,6 +115,31 @@ impl WindowSink for PartitionedSink {
         Ok(batch.num_rows() as u64)
     }
 
+    /// The windows of each date partition go to the writer as one slice of `batch`: a run of
+    /// short windows costs about what one window of all their rows does.
+    fn write_windows(&mut self, windows: &[(u64, usize)], batch: &RecordBatch) -> Result<u64> {
+        if self.observer.is_some() {
+            let mut offset = 0;
+            for &(window, rows) in windows {
+                if let Some(o) = &self.observer {
+                    o.window(self.writer.table(), window, &batch.slice(offset, rows))?;
+                }
+                offset += rows;
+            }
+        }
+        let mut offset = 0;
+        let spec = self.spec;
+        let day = |w: u64| spec.start_ms(w).div_euclid(MS_PER_DAY);
+        for run in windows.chunk_by(|a, b| day(a.0) == day(b.0)) {
+            let rows: usize = run.iter().map(|(_, n)| n).sum();
+            let partition = date_partition(self.spec.start_ms(run[0].0));
+            self.writer
+                .write(Some(&partition), &batch.slice(offset, rows))?;
+            offset += rows;
+        }
+        Ok(offset as u64)
+    }
+
     fn advance(&mut self, frontier: Option<u64>) -> Result<()> {
         if frontier.is_none() {
             self.writer.finish()?;
@@ -109,6 +147,10 @@ impl WindowSink for PartitionedSink {
         Ok(())
     }
 }
+
+/// Milliseconds in a (UTC) day: windows starting on the same day (`start_ms / MS_PER_DAY`)
+/// share a date partition.
+const MS_PER_DAY: i64 = 86_400_000;
 
 /// The partition of the empty file of a table without rows when the run had no window:
 /// `date=1970-01-01` (readers infer a partition column's type from its values, and pyarrow
@@ -377,6 +419,8 @@ mod tests {
     use super::*;
     use crate::tables::{ResonanceRow, TableRow};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use personaflow_operators::WindowSpec;
+    use std::collections::BTreeMap;
 
     /// A resonance row of `user` at `window_end`.
     fn resonance_row(window_end: i64, user: &str) -> ResonanceRow {
@@ -472,6 +516,105 @@ mod tests {
         }
         let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
         assert_eq!(rows, 2);
+    }
+
+    /// Records every window an observer is shown, with its rows' window ends.
+    #[derive(Debug, Default)]
+    struct Seen(std::sync::Mutex<Vec<(u64, Vec<i64>)>>);
+
+    impl WindowObserver for Seen {
+        fn window(&self, _: Table, window: u64, batch: &RecordBatch) -> Result<()> {
+            self.0.lock().unwrap().push((window, window_ends(batch)));
+            Ok(())
+        }
+    }
+
+    fn window_ends(batch: &RecordBatch) -> Vec<i64> {
+        let ends = arrow_cast::cast(batch.column(0), &DataType::Int64).unwrap();
+        let ends = ends.as_any().downcast_ref::<arrow_array::Int64Array>();
+        ends.unwrap().values().to_vec()
+    }
+
+    /// Each partition's files under `root`, and the window ends of their rows in order.
+    fn partition_rows(root: &Path) -> BTreeMap<String, Vec<i64>> {
+        let mut out = BTreeMap::new();
+        for day in std::fs::read_dir(root.join("resonance")).unwrap() {
+            let day = day.unwrap().path();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&day)
+                .unwrap()
+                .map(|f| f.unwrap().path())
+                .collect();
+            files.sort();
+            let rows: Vec<i64> = files
+                .iter()
+                .flat_map(|f| {
+                    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap());
+                    let batches = reader.unwrap().build().unwrap();
+                    batches.flat_map(|b| window_ends(&b.unwrap()))
+                })
+                .collect();
+            let name = day.file_name().unwrap().to_string_lossy().into_owned();
+            out.insert(name, rows);
+        }
+        out
+    }
+
+    #[test]
+    fn windows_written_together_land_as_when_written_one_by_one() {
+        // 5-hour windows over four days, one to four rows each, some windows without rows.
+        let spec = WindowSpec::try_new(5 * 3_600_000).unwrap();
+        let windows: Vec<(u64, usize)> = (0..20).map(|w| (w, (w as usize * 7) % 5)).collect();
+        let windows: Vec<(u64, usize)> = windows.into_iter().filter(|(_, n)| *n > 0).collect();
+        let rows: Vec<ResonanceRow> = windows
+            .iter()
+            .flat_map(|&(w, n)| {
+                (0..n).map(move |i| resonance_row(spec.end_ms(w), &format!("u{i}")))
+            })
+            .collect();
+        let batch = ResonanceRow::to_batch(&rows);
+        let (one, together) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let seen = std::sync::Arc::new(Seen::default());
+        let sinks = |root: &Path, observer: Option<std::sync::Arc<dyn WindowObserver>>| {
+            PartitionedSinks {
+                root: root.into(),
+                spec,
+                row_group_rows: 4,
+                observer,
+            }
+            .sink(Table::Resonance, 0)
+        };
+        let mut by_one = sinks(one.path(), None);
+        let mut offset = 0;
+        for &(w, n) in &windows {
+            by_one.write_window(w, &batch.slice(offset, n)).unwrap();
+            offset += n;
+        }
+        by_one.advance(None).unwrap();
+        let mut at_once = sinks(together.path(), Some(seen.clone()));
+        assert_eq!(
+            at_once.write_windows(&windows, &batch).unwrap(),
+            rows.len() as u64
+        );
+        at_once.advance(None).unwrap();
+
+        let expected = partition_rows(one.path());
+        assert_eq!(
+            expected.keys().collect::<Vec<_>>(),
+            [
+                "date=1970-01-01",
+                "date=1970-01-02",
+                "date=1970-01-03",
+                "date=1970-01-04"
+            ]
+        );
+        assert_eq!(partition_rows(together.path()), expected);
+        // The observer is shown each window with its own rows.
+        let shown = seen.0.lock().unwrap().clone();
+        let want: Vec<(u64, Vec<i64>)> = windows
+            .iter()
+            .map(|&(w, n)| (w, vec![spec.end_ms(w); n]))
+            .collect();
+        assert_eq!(shown, want);
     }
 
     #[test]
