@@ -1,7 +1,8 @@
 //! The one driver loop of a dataflow worker: events are sent at the input's time, the input
-//! is advanced as event time moves (with flow control: no more input while the outputs lag
-//! more than [`FLOW_CONTROL_WINDOWS`] windows behind, or, when the windows in between hold few
-//! events, more than [`FLOW_CONTROL_EVENTS`] events: see [`settle_target`]), the worker
+//! is advanced as event time moves (with flow control: while the windows the outputs have not
+//! passed hold at most [`FLOW_CONTROL_EVENTS`] events, the input moves on; once they hold more,
+//! the outputs must come within [`FLOW_CONTROL_WINDOWS`] windows of it: see
+//! [`settle_target`]), the worker
 //! steps, and at the end the input is closed and the dataflow drained (with a watchdog that
 //! names the stages holding it back). The backfill drives it from its file readers, the
 //! continuous job from Kafka, the oracle tests from vectors of events; each decides *when* to
@@ -55,7 +56,9 @@ pub use personaflow_operators::ops::advance::FLOW_CONTROL_WINDOWS;
 /// few minutes a day) keeps dozens of windows in flight, so the operators and sinks take many
 /// windows per scheduling and the workers do not wait for each other at every window (256
 /// events made such a run 1.3× slower). A dense run's windows fill it at once and keep the
-/// window bound.
+/// window bound. Once the budget is spent, the windows in flight are drained down to the window
+/// bound, not one at a time: the next windows are then taken together again (waiting for the
+/// oldest window alone made a sparse run's operators take its windows about one at a time).
 pub const FLOW_CONTROL_EVENTS: u64 = 4_096;
 
 /// Windows in flight at most, however few their events.
@@ -70,9 +73,10 @@ pub const STALL_REPORT: Duration = Duration::from_secs(60);
 
 /// The window the outputs must pass before the input takes more, when it moves to `window`
 /// with `in_flight` (windows with events, oldest first, each with its events) not yet passed:
-/// the oldest of the newest windows that hold at most [`FLOW_CONTROL_EVENTS`] events between
-/// them (at most [`FLOW_CONTROL_MAX_WINDOWS`] of them), else `window`. The driver waits for
-/// the earlier of it and `window - FLOW_CONTROL_WINDOWS`.
+/// while they hold at most [`FLOW_CONTROL_EVENTS`] events between them and number at most
+/// [`FLOW_CONTROL_MAX_WINDOWS`], the oldest of them (already passed by everything before it:
+/// no wait), else `window`. The driver waits for the earlier of it and
+/// `window - FLOW_CONTROL_WINDOWS`.
 ///
 /// ```
 /// use personaflow_dataflow::driver::settle_target;
@@ -81,20 +85,20 @@ pub const STALL_REPORT: Duration = Duration::from_secs(60);
 /// assert_eq!(settle_target(&VecDeque::from([(8, 5_000), (9, 5_000)]), 10), 10);
 /// // A sparse run: a few events in each of the last windows; all may stay in flight.
 /// assert_eq!(settle_target(&VecDeque::from([(3, 1), (40, 2), (95, 1)]), 100), 3);
-/// // Only the newest that fit the budget.
-/// assert_eq!(settle_target(&VecDeque::from([(3, 5_000), (40, 90), (95, 6)]), 100), 40);
+/// // Over the budget: all but the window bound drain, not only the oldest window.
+/// assert_eq!(settle_target(&VecDeque::from([(3, 5_000), (40, 90), (95, 6)]), 100), 100);
+/// assert_eq!(settle_target(&VecDeque::from([(3, 2_000), (40, 2_000), (95, 97)]), 100), 100);
 /// ```
 pub fn settle_target(in_flight: &std::collections::VecDeque<(u64, u64)>, window: u64) -> u64 {
-    let mut target = window;
-    let mut events = 0u64;
-    for &(w, n) in in_flight.iter().rev().take(FLOW_CONTROL_MAX_WINDOWS) {
-        events += n;
-        if events > FLOW_CONTROL_EVENTS {
-            break;
+    let events: u64 = in_flight.iter().map(|(_, n)| n).sum();
+    match in_flight.front() {
+        Some(&(oldest, _))
+            if events <= FLOW_CONTROL_EVENTS && in_flight.len() <= FLOW_CONTROL_MAX_WINDOWS =>
+        {
+            oldest
         }
-        target = w;
+        _ => window,
     }
-    target
 }
 
 /// Drives one worker's dataflow (see the [module](self)).
@@ -159,11 +163,11 @@ impl Driver {
         }
     }
 
-    /// Advances the input to `window` if that is later than its time, then steps the worker
-    /// until the outputs are within [`FLOW_CONTROL_WINDOWS`] of it, or, when the windows in
-    /// between hold few events, within the newest of them that hold at most
-    /// [`FLOW_CONTROL_EVENTS`] events (and at most [`FLOW_CONTROL_MAX_WINDOWS`] windows), or
-    /// until `stop` says so. Returns whether the input moved.
+    /// Advances the input to `window` if that is later than its time; then, unless the
+    /// windows the outputs have not passed hold at most [`FLOW_CONTROL_EVENTS`] events (and
+    /// number at most [`FLOW_CONTROL_MAX_WINDOWS`]), steps the worker until the outputs are
+    /// within [`FLOW_CONTROL_WINDOWS`] of it or `stop` says so ([`settle_target`]). Returns
+    /// whether the input moved.
     pub fn advance(&mut self, worker: &mut Worker, window: u64, stop: &dyn Fn() -> bool) -> bool {
         let Some(input) = self.input.as_mut() else {
             return false;
@@ -283,22 +287,26 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::collections::VecDeque;
 
-    /// The rule from scratch: the longest run of newest windows (at most
-    /// `FLOW_CONTROL_MAX_WINDOWS`) whose events add up to at most the budget.
+    /// The rule from scratch: every window in flight may stay (no wait: the oldest of them)
+    /// while they are at most `FLOW_CONTROL_MAX_WINDOWS` and their events add up to at most
+    /// the budget; else all drain down to the window bound (`window`).
     fn oracle(in_flight: &VecDeque<(u64, u64)>, window: u64) -> u64 {
-        let n = in_flight.len();
-        let fits = |k: usize| {
-            k <= FLOW_CONTROL_MAX_WINDOWS
-                && in_flight.iter().skip(n - k).map(|(_, e)| e).sum::<u64>() <= FLOW_CONTROL_EVENTS
-        };
-        match (1..=n).rev().find(|k| fits(*k)) {
-            Some(k) => in_flight[n - k].0,
-            None => window,
+        let mut events = 0;
+        for (_, e) in in_flight {
+            events += e;
+        }
+        if in_flight.is_empty()
+            || in_flight.len() > FLOW_CONTROL_MAX_WINDOWS
+            || events > FLOW_CONTROL_EVENTS
+        {
+            window
+        } else {
+            in_flight[0].0
         }
     }
 
     #[test]
-    fn the_settle_target_is_the_oldest_of_the_newest_windows_within_the_budget() {
+    fn the_settle_target_drains_the_windows_in_flight_once_over_the_budget() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(41);
         for case in 0..2_000 {
             let mut w = 0u64;
