@@ -6,6 +6,19 @@
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
+/// The outputs' frontier a feeder waits for: a timely probe, or any other record of how far
+/// the outputs have got (the production dataflow's sinks keep their own).
+pub trait OutputFrontier {
+    /// Whether the outputs may still produce something at a time before `time`.
+    fn less_than(&self, time: &u64) -> bool;
+}
+
+impl OutputFrontier for ProbeHandle<u64> {
+    fn less_than(&self, time: &u64) -> bool {
+        ProbeHandle::less_than(self, time)
+    }
+}
+
 /// Windows the outputs may lag behind the input frontier before the feeder stops taking input
 /// and steps the dataflow until they catch up: bounds the open windows, and so memory,
 /// whatever the input's speed.
@@ -35,7 +48,7 @@ pub const FLOW_CONTROL_WINDOWS: u64 = 2;
 pub fn advance_input<D: Clone + 'static>(
     worker: &mut Worker,
     input: &mut InputHandleVec<u64, D>,
-    probe: &ProbeHandle<u64>,
+    probe: &impl OutputFrontier,
     window: u64,
     stop: &dyn Fn() -> bool,
 ) -> bool {
@@ -49,7 +62,7 @@ pub fn advance_input<D: Clone + 'static>(
 pub fn advance_input_settling<D: Clone + 'static>(
     worker: &mut Worker,
     input: &mut InputHandleVec<u64, D>,
-    probe: &ProbeHandle<u64>,
+    probe: &impl OutputFrontier,
     window: u64,
     settled: u64,
     stop: &dyn Fn() -> bool,

@@ -37,7 +37,7 @@
 
 use crate::graph::{DataflowHandles, SinkReport, StateSnapshots};
 use crate::{Error, Result};
-use personaflow_operators::ops::advance::advance_input_settling;
+use personaflow_operators::ops::advance::{advance_input_settling, OutputFrontier};
 use personaflow_operators::ops::ErrorSlot;
 use personaflow_operators::Event;
 use std::cell::RefCell;
@@ -101,11 +101,33 @@ pub fn settle_target(in_flight: &std::collections::VecDeque<(u64, u64)>, window:
     }
 }
 
+/// The outputs' frontier as the sinks keep it in their report
+/// ([`SinkReport::output_frontier`]).
+#[derive(Debug)]
+struct Outputs(Rc<RefCell<SinkReport>>);
+
+impl Outputs {
+    /// Whether the outputs have not passed `window` (some sink may still be given it).
+    fn less_equal(&self, window: u64) -> bool {
+        self.0
+            .borrow()
+            .output_frontier()
+            .is_some_and(|f| f <= window)
+    }
+}
+
+impl OutputFrontier for Outputs {
+    fn less_than(&self, time: &u64) -> bool {
+        self.0.borrow().output_frontier().is_some_and(|f| f < *time)
+    }
+}
+
 /// Drives one worker's dataflow (see the [module](self)).
 #[derive(Debug)]
 pub struct Driver {
     input: Option<InputHandleVec<u64, Event>>,
-    probe: ProbeHandle<u64>,
+    /// The outputs' frontier, as the sinks keep it in the report.
+    outputs: Outputs,
     report: Rc<RefCell<SinkReport>>,
     embed_errors: ErrorSlot,
     stages: Vec<(&'static str, ProbeHandle<u64>)>,
@@ -124,7 +146,6 @@ impl Driver {
     pub fn new(handles: DataflowHandles) -> (Driver, Option<StateSnapshots>) {
         let DataflowHandles {
             input,
-            probe,
             report,
             embed_errors,
             stages,
@@ -132,7 +153,7 @@ impl Driver {
         } = handles;
         let driver = Driver {
             input: Some(input),
-            probe,
+            outputs: Outputs(report.clone()),
             report,
             embed_errors,
             stages,
@@ -185,10 +206,10 @@ impl Driver {
         } else {
             window
         };
-        let moved = advance_input_settling(worker, input, &self.probe, window, settled, stop);
+        let moved = advance_input_settling(worker, input, &self.outputs, window, settled, stop);
         // The windows the outputs have passed are no longer in flight.
         while let Some(&(w, _)) = self.in_flight.front() {
-            if self.probe.less_equal(&w) {
+            if self.outputs.less_equal(w) {
                 break;
             }
             self.in_flight.pop_front();
@@ -210,7 +231,7 @@ impl Driver {
     pub fn behind(&self) -> bool {
         self.input
             .as_ref()
-            .is_some_and(|i| self.probe.less_than(i.time()))
+            .is_some_and(|i| self.outputs.less_than(i.time()))
     }
 
     /// One step of the worker.
@@ -243,28 +264,36 @@ impl Driver {
     pub fn drain(&mut self, worker: &mut Worker, on_failure: &mut dyn FnMut()) {
         self.close();
         let frontier = |p: &ProbeHandle<u64>| p.with_frontier(|f| f.to_vec());
-        let mut last_move = (frontier(&self.probe), Instant::now());
+        let outputs = |d: &Driver| d.report.borrow().output_frontier();
+        let mut last_move = (outputs(self), Instant::now());
         let mut reported = false;
         while worker.step_or_park(Some(PARK)) {
             if self.failed() {
                 on_failure();
             }
-            let now = frontier(&self.probe);
+            let now = outputs(self);
             if now != last_move.0 {
                 last_move = (now, Instant::now());
                 reported = false;
             } else if !reported && last_move.1.elapsed() >= STALL_REPORT {
                 reported = true;
-                let stages: Vec<String> = self
+                let mut stages: Vec<String> = self
                     .stages
                     .iter()
                     .map(|(name, p)| format!("{name} {:?}", frontier(p)))
                     .collect();
+                stages.extend(
+                    self.report
+                        .borrow()
+                        .frontiers
+                        .iter()
+                        .map(|(name, f)| format!("{name} {:?}", f.as_slice())),
+                );
                 eprintln!(
                     "warning: worker {}: the output frontier has stayed at {:?} for {}s; stage \
                      frontiers: {}",
                     worker.index(),
-                    last_move.0,
+                    last_move.0.as_slice(),
                     STALL_REPORT.as_secs(),
                     stages.join(", ")
                 );

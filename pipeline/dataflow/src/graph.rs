@@ -42,7 +42,7 @@ use personaflow_operators::forecast::{
 };
 use personaflow_operators::ops::*;
 use personaflow_operators::personas::operator::{
-    model_worker, Persona, PersonaAssignment, PersonaCollections, PersonaSnapshots,
+    model_worker, Persona, PersonaAssignment, PersonaSnapshots,
 };
 use personaflow_operators::personas::pin::{PinSnapshots, PinState};
 use personaflow_operators::personas::PersonaModel;
@@ -105,6 +105,19 @@ pub struct SinkReport {
     pub forecast_errors: BTreeMap<u32, HorizonAccuracy>,
     /// The first write error.
     pub error: Option<Error>,
+    /// Each sink's input frontier (`None`: it has seen every window), by the sink's operator
+    /// name: the outputs' frontier is the earliest of them. The sinks keep it themselves,
+    /// rather than through a probe operator before each: on a sparse run every operator costs
+    /// timely's progress tracking for every window.
+    pub frontiers: Vec<(String, Option<u64>)>,
+}
+
+impl SinkReport {
+    /// The outputs' frontier: the earliest window some sink may still be given (`None`: every
+    /// sink has seen every window, or there are none).
+    pub fn output_frontier(&self) -> Option<u64> {
+        self.frontiers.iter().filter_map(|(_, f)| *f).min()
+    }
 }
 
 /// Handles to a built dataflow.
@@ -112,13 +125,12 @@ pub struct SinkReport {
 pub struct DataflowHandles {
     /// Where events go in; send each event at a time no later than its window.
     pub input: InputHandleVec<u64, Event>,
-    /// Frontier of the outputs.
-    pub probe: ProbeHandle<u64>,
     /// The sinks' report.
     pub report: Rc<RefCell<SinkReport>>,
     /// Embedder failures.
     pub embed_errors: ErrorSlot,
-    /// Frontiers of the main stages, for diagnostics.
+    /// Frontiers of stages before the sinks, for diagnostics (the sinks' own are in the
+    /// report).
     pub stages: Vec<(&'static str, ProbeHandle<u64>)>,
     /// The stateful operators' snapshots ([`StateMode::Kept`]).
     pub snapshots: Option<StateSnapshots>,
@@ -490,7 +502,6 @@ pub fn build_with(
         None => (None, None, None),
     };
     let snaps = snapshots.clone();
-    let probe = ProbeHandle::new();
     let writer = |t: Table| sinks.sink(t, index);
     let mut stages: Vec<(&'static str, ProbeHandle<u64>)> = Vec::new();
     let mut stage = |name: &'static str| {
@@ -509,13 +520,11 @@ pub fn build_with(
         // iot-mix-to-gamer events with 2 workers in a loop.
         let events = timely::dataflow::operators::Probe::probe_with(events, &stage("events"));
         let windows = events.window_aggregate(spec);
-        windows.clone().probe_with(&stage("windows"));
         let sequences = windows.sequences_kept(
             sequence_spec,
             init_sequences.map(|(_, state)| state),
             snaps.as_ref().and_then(|s| s.sequences.clone()),
         );
-        sequences.clone().probe_with(&stage("sequences"));
         let profiles = sequences.clone().embed_profiles(
             embedder,
             config.embedder.max_batch,
@@ -532,16 +541,14 @@ pub fn build_with(
             );
             let errors = forecasts.clone().forecast_error(sequences.clone());
             forecast_parts = Some(forecasts.clone().map(|(k, f)| (k, PolicyPart::Forecast(f))));
-            forecast_requests = Some(forecasts.clone().probe_with(&stage("forecasts")).map(
-                |(k, f)| {
-                    let requests = f.requests.iter().map(|s| s.0).collect();
-                    (k, Vector(requests))
-                },
-            ));
+            forecast_requests = Some(forecasts.clone().map(|(k, f)| {
+                let requests = f.requests.iter().map(|s| s.0).collect();
+                (k, Vector(requests))
+            }));
             let n = name.clone();
             let accuracy = report.clone();
             sink_facts(
-                forecasts.probe_with(&probe),
+                forecasts,
                 "SinkForecasts",
                 writer(Table::Forecasts),
                 report.clone(),
@@ -550,7 +557,7 @@ pub fn build_with(
                 },
             );
             sink_facts(
-                errors.probe_with(&probe),
+                errors,
                 "SinkForecastErrors",
                 writer(Table::ForecastErrors),
                 report.clone(),
@@ -571,15 +578,11 @@ pub fn build_with(
         let resonance = profiles
             .clone()
             .resonance(segments.clone(), config.resonance.clone());
-        let personas = profiles.clone().probe_with(&stage("profiles")).personas(
+        let personas = profiles.clone().personas(
             config.personas.clone(),
             init_personas,
             snaps.as_ref().map(|s| s.personas.clone()),
         );
-        let personas = PersonaCollections {
-            personas: personas.personas.probe_with(&stage("personas")),
-            assignments: personas.assignments.probe_with(&stage("assignments")),
-        };
         // Facts of a window are joined as pulses (held one window), so the arrangements of
         // these joins hold one window of state.
         let members = match forecast_requests {
@@ -590,7 +593,6 @@ pub fn build_with(
                 .map(|(k, (p, f))| (k, (p, Some(f)))),
             None => profiles.clone().hold_for(1).map(|(k, p)| (k, (p, None))),
         };
-        let members = members.probe_with(&stage("members"));
         let segment_members = members.clone().flat_map(|((user, _), (p, f))| {
             let segment = p.segment.clone().filter(|_| p.authenticated)?;
             Some(((Scope::Segment(segment), user), scope_member(&p, f)))
@@ -609,8 +611,6 @@ pub fn build_with(
             .map(|((user, _), (persona, (p, f)))| {
                 ((Scope::Persona(persona), user), scope_member(&p, f))
             });
-        let segment_members = segment_members.probe_with(&stage("segment_members"));
-        let persona_members = persona_members.probe_with(&stage("persona_members"));
         let drift = segment_members.concat(persona_members).detect_drift(
             config.drift.clone(),
             config.scaling.clone(),
@@ -618,7 +618,7 @@ pub fn build_with(
             snaps.as_ref().map(|s| s.drift.clone()),
         );
         sink_windows(
-            personas.personas.probe_with(&probe),
+            personas.personas,
             "SinkPersonas",
             writer(Table::Personas),
             report.clone(),
@@ -644,18 +644,16 @@ pub fn build_with(
             if let Some(f) = forecast_parts {
                 parts = parts.concat(f);
             }
-            let policies = parts
-                .policies(catalogue, config.policy_config(), spec)
-                .probe_with(&stage("policies"));
+            let policies = parts.policies(catalogue, config.policy_config(), spec);
             let feedback = shaping_feedback(policies.clone(), sequences.clone(), &spec);
             sink_policies(
-                policies.probe_with(&probe),
+                policies,
                 [writer(Table::Policies), writer(Table::SocketProfiles)],
                 spec,
                 report.clone(),
             );
             sink_facts(
-                feedback.probe_with(&probe),
+                feedback,
                 "SinkShapingFeedback",
                 writer(Table::ShapingFeedback),
                 report.clone(),
@@ -666,14 +664,13 @@ pub fn build_with(
             );
         }
         sink_facts(
-            personas.assignments.probe_with(&probe),
+            personas.assignments,
             "SinkPersonaAssignments",
             writer(Table::PersonaAssignments),
             report.clone(),
             move |xs: &mut Vec<(UserWindow, PersonaAssignment)>,
                   out: &mut Vec<PersonaAssignmentRow>| assignment_rows(&spec, xs, out),
         );
-        let drift = drift.probe_with(&probe).probe_with(&stage("drift"));
         sink_windows(
             drift.clone(),
             "SinkDrift",
@@ -694,7 +691,7 @@ pub fn build_with(
         );
 
         sink_facts(
-            sequences.probe_with(&probe),
+            sequences,
             "SinkFeatures",
             writer(Table::Features),
             report.clone(),
@@ -704,7 +701,7 @@ pub fn build_with(
         );
         let name = embedder_name.clone();
         sink_facts(
-            profiles.probe_with(&probe),
+            profiles,
             "SinkProfiles",
             writer(Table::Profiles),
             report.clone(),
@@ -713,7 +710,7 @@ pub fn build_with(
             },
         );
         sink_facts(
-            resonance.probe_with(&probe),
+            resonance,
             "SinkResonance",
             writer(Table::Resonance),
             report.clone(),
@@ -722,7 +719,7 @@ pub fn build_with(
             },
         );
         sink_segments(
-            segments.probe_with(&probe),
+            segments,
             writer(Table::SegmentProfiles),
             spec,
             report.clone(),
@@ -731,7 +728,6 @@ pub fn build_with(
     });
     Ok(DataflowHandles {
         input,
-        probe,
         report,
         embed_errors,
         stages,
@@ -1234,6 +1230,12 @@ fn sink_windows_to<'scope, D, G, F>(
     let mut rows = G::default();
     // Each sink's gathered windows and their rows, in window order.
     let mut windows: Vec<Vec<(u64, usize)>> = vec![Vec::new(); sinks.len()];
+    // This operator's slot in the report's frontiers, held at the first window until it runs.
+    let slot = {
+        let mut r = report.borrow_mut();
+        r.frontiers.push((name.to_string(), Some(0)));
+        r.frontiers.len() - 1
+    };
     collection
         .inner
         .sink(Pipeline, name, move |(input, frontier)| {
@@ -1284,6 +1286,9 @@ fn sink_windows_to<'scope, D, G, F>(
                     record(&report, table, sink.advance(to).map(|_| 0));
                 }
             }
+            // After the sinks have written and heard of the move: the frontier says what the
+            // outputs hold.
+            report.borrow_mut().frontiers[slot].1 = frontier.frontier().first().copied();
         });
 }
 
@@ -1421,6 +1426,59 @@ mod tests {
             self.0.lock().unwrap().push(table);
             Box::new(Nothing(table))
         }
+    }
+
+    #[test]
+    fn the_output_frontier_is_the_earliest_sinks() {
+        let mut r = SinkReport::default();
+        assert_eq!(r.output_frontier(), None);
+        r.frontiers = vec![
+            ("a".into(), Some(3)),
+            ("b".into(), None),
+            ("c".into(), Some(1)),
+        ];
+        assert_eq!(r.output_frontier(), Some(1));
+        r.frontiers[2].1 = None;
+        assert_eq!(r.output_frontier(), Some(3));
+    }
+
+    /// Without probe operators, the sinks keep the outputs' frontier: every sink operator
+    /// has a slot, held at the first window until it runs, that follows its input to the
+    /// input's time and empties once the input closes.
+    #[test]
+    fn every_sink_keeps_its_frontier_in_the_report() {
+        let mut config = Config::default();
+        config.embedder.kind = EmbedderKind::Standardised;
+        config.forecaster.kind = ForecasterKind::Persistence;
+        timely::execute_directly(move |worker| {
+            let handles = build_with(
+                worker,
+                &config,
+                &Requested::default(),
+                &ModelStats::default(),
+                StateMode::Off,
+            )
+            .unwrap();
+            let (mut input, report) = (handles.input, handles.report);
+            let slots = report.borrow().frontiers.len();
+            // Every table has a sink; policies and socket profiles share one operator.
+            assert_eq!(slots, tables(&config).len() - 1);
+            assert_eq!(report.borrow().output_frontier(), Some(0));
+            input.send(Event::new(1, "u1", "page_view"));
+            input.advance_to(4);
+            for _ in 0..10_000 {
+                if report.borrow().output_frontier() == Some(4) {
+                    break;
+                }
+                worker.step();
+            }
+            assert_eq!(report.borrow().output_frontier(), Some(4));
+            assert!(report.borrow().frontiers.iter().all(|(_, f)| *f == Some(4)));
+            drop(input);
+            while worker.step_or_park(None) {}
+            assert!(report.borrow().frontiers.iter().all(|(_, f)| f.is_none()));
+            assert_eq!(report.borrow().output_frontier(), None);
+        });
     }
 
     /// The continuous job counts a window durable once every table's sink has written it: the
