@@ -28,25 +28,14 @@ use std::process::Command;
 
 mod common;
 use common::env_or;
+#[path = "common/process.rs"]
+mod process;
+use process::run;
 
 /// The release binary `cargo bench` builds for this target.
 const BINARY: &str = env!("CARGO_BIN_EXE_personaflow");
 /// Point 3's bound on the 1-minute run over the 1-day run.
 const RATIO_BOUND: f64 = 1.5;
-
-/// Runs `cmd` from the project root, panicking with its output if it fails.
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the command starts");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Backfills `input` with `config` into a fresh `out`; returns the wall seconds and the events
 /// `run.json` says were read.

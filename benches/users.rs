@@ -32,6 +32,9 @@ use std::process::Command;
 
 mod common;
 use common::env_or;
+#[path = "common/process.rs"]
+mod process;
+use process::run;
 #[path = "common/files.rs"]
 mod files;
 use files::parquet_files;
@@ -42,21 +45,6 @@ const BINARY: &str = env!("CARGO_BIN_EXE_personaflow");
 const MEMORY_BOUND: u64 = 4 << 30;
 /// One day of one-minute windows (the default window).
 const WINDOWS_PER_DAY: f64 = 1440.0;
-
-/// Runs `cmd` from the project root (where the models are), panicking with its output if it
-/// fails.
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the command starts");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The events and the distinct `user_id`s in the Parquet files under `events`.
 fn count_users(events: &Path) -> (u64, usize) {
