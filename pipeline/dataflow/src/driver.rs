@@ -102,21 +102,10 @@ pub fn settle_target(in_flight: &std::collections::VecDeque<(u64, u64)>, window:
 }
 
 /// The outputs' frontier as the sinks keep it in their report
-/// ([`SinkReport::output_frontier`]).
-#[derive(Debug)]
-struct Outputs(Rc<RefCell<SinkReport>>);
+/// ([`SinkReport::output_frontier`]), for [`advance_input_settling`].
+struct Outputs<'a>(&'a RefCell<SinkReport>);
 
-impl Outputs {
-    /// Whether the outputs have not passed `window` (some sink may still be given it).
-    fn less_equal(&self, window: u64) -> bool {
-        self.0
-            .borrow()
-            .output_frontier()
-            .is_some_and(|f| f <= window)
-    }
-}
-
-impl OutputFrontier for Outputs {
+impl OutputFrontier for Outputs<'_> {
     fn less_than(&self, time: &u64) -> bool {
         self.0.borrow().output_frontier().is_some_and(|f| f < *time)
     }
@@ -126,8 +115,7 @@ impl OutputFrontier for Outputs {
 #[derive(Debug)]
 pub struct Driver {
     input: Option<InputHandleVec<u64, Event>>,
-    /// The outputs' frontier, as the sinks keep it in the report.
-    outputs: Outputs,
+    /// The sinks' report, which also holds the outputs' frontier.
     report: Rc<RefCell<SinkReport>>,
     embed_errors: ErrorSlot,
     stages: Vec<(&'static str, ProbeHandle<u64>)>,
@@ -153,7 +141,6 @@ impl Driver {
         } = handles;
         let driver = Driver {
             input: Some(input),
-            outputs: Outputs(report.clone()),
             report,
             embed_errors,
             stages,
@@ -206,10 +193,12 @@ impl Driver {
         } else {
             window
         };
-        let moved = advance_input_settling(worker, input, &self.outputs, window, settled, stop);
+        let outputs = Outputs(&self.report);
+        let moved = advance_input_settling(worker, input, &outputs, window, settled, stop);
         // The windows the outputs have passed are no longer in flight.
+        let frontier = self.report.borrow().output_frontier();
         while let Some(&(w, _)) = self.in_flight.front() {
-            if self.outputs.less_equal(w) {
+            if frontier.is_some_and(|f| f <= w) {
                 break;
             }
             self.in_flight.pop_front();
@@ -231,7 +220,7 @@ impl Driver {
     pub fn behind(&self) -> bool {
         self.input
             .as_ref()
-            .is_some_and(|i| self.outputs.less_than(i.time()))
+            .is_some_and(|i| Outputs(&self.report).less_than(i.time()))
     }
 
     /// One step of the worker.

@@ -107,35 +107,29 @@ impl WindowSink for PartitionedSink {
     }
 
     fn write_window(&mut self, window: u64, batch: &RecordBatch) -> Result<u64> {
-        let partition = date_partition(self.spec.start_ms(window));
-        self.writer.write(Some(&partition), batch)?;
-        if let Some(o) = &self.observer {
-            o.window(self.writer.table(), window, batch)?;
-        }
-        Ok(batch.num_rows() as u64)
+        self.write_windows(&[(window, batch.num_rows())], batch)
     }
 
-    /// The windows of each date partition go to the writer as one slice of `batch`: a run of
-    /// short windows costs about what one window of all their rows does.
+    /// The windows of each date partition go to the writer as one slice of `batch` (a run of
+    /// short windows costs about what one window of all their rows does); then the observer
+    /// is shown each window's own rows.
     fn write_windows(&mut self, windows: &[(u64, usize)], batch: &RecordBatch) -> Result<u64> {
-        if self.observer.is_some() {
-            let mut offset = 0;
-            for &(window, rows) in windows {
-                if let Some(o) = &self.observer {
-                    o.window(self.writer.table(), window, &batch.slice(offset, rows))?;
-                }
-                offset += rows;
-            }
-        }
-        let mut offset = 0;
         let spec = self.spec;
         let day = |w: u64| spec.start_ms(w).div_euclid(MS_PER_DAY);
+        let mut offset = 0;
         for run in windows.chunk_by(|a, b| day(a.0) == day(b.0)) {
             let rows: usize = run.iter().map(|(_, n)| n).sum();
-            let partition = date_partition(self.spec.start_ms(run[0].0));
+            let partition = date_partition(spec.start_ms(run[0].0));
             self.writer
                 .write(Some(&partition), &batch.slice(offset, rows))?;
             offset += rows;
+        }
+        if let Some(o) = &self.observer {
+            let mut start = 0;
+            for &(window, rows) in windows {
+                o.window(self.writer.table(), window, &batch.slice(start, rows))?;
+                start += rows;
+            }
         }
         Ok(offset as u64)
     }
