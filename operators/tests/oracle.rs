@@ -272,6 +272,7 @@ fn oracle(
                     context: seq.context.clone(),
                     features: seq.current().to_vec().into(),
                     demand: seq.demand.clone(),
+                    windows_embedding: None,
                 },
             ));
         }

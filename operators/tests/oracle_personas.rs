@@ -58,6 +58,7 @@ fn random_profiles(seed: u64) -> Vec<(UserWindow, Profile)> {
                     context: Context::default(),
                     features: Vector(features),
                     demand: Default::default(),
+                    windows_embedding: None,
                 },
             ));
         }

@@ -46,15 +46,31 @@ pub struct Profile {
     pub features: Vector,
     /// What the window asked of the network (for policies and socket profiles).
     pub demand: WindowDemand,
+    /// With active history ([`crate::sequences::SequenceHistory::Active`]): the embedding of
+    /// the user's last `L` windows ([`Sequence::windows_view`]) where it differs from the
+    /// active history's; `None` where they are the same (window history, or a user active in
+    /// each of the last `L` windows). See [`Profile::windows_embedding`].
+    pub windows_embedding: Option<Vector>,
+}
+
+impl Profile {
+    /// The embedding of the user's last `L` windows, whichever history the sequences keep.
+    /// Drift compares these: an active history reaches back over a user's idle time, so after
+    /// a change in behaviour it would mix the sessions before the change with those after it
+    /// for longer, and the detector would find changes later or not at all.
+    pub fn windows_embedding(&self) -> &Vector {
+        self.windows_embedding.as_ref().unwrap_or(&self.embedding)
+    }
 }
 
 /// Embeds sequences.
 pub trait EmbedProfiles<'scope> {
     /// For each sequence whose net update at window `w` is an insertion, one fact
     /// `((user, w), Profile)` at `w`. All sequences of a window on this worker are embedded
-    /// together, in batches of at most `max_batch`, once the window is complete. If the
-    /// embedder fails, the error goes to `errors` and that batch yields no profiles; the
-    /// runtime reports it and stops.
+    /// together, in batches of at most `max_batch`, once the window is complete; with active
+    /// history, the [distinct windows views](Sequence::distinct_windows_view) too, after them
+    /// (for [`Profile::windows_embedding`]). If the embedder fails, the error goes to `errors`
+    /// and the window yields no profiles; the runtime reports it and stops.
     ///
     /// ```
     /// use personaflow_operators::{Event, WindowSpec};
@@ -88,43 +104,121 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
     ) -> VecCollection<'scope, u64, (UserWindow, Profile), isize> {
         let max_batch = max_batch.max(1);
         self.batch_by_window("EmbedProfiles", move |records, profiles| {
-            let mut records = records.into_iter();
-            let mut chunk: Vec<(UserWindow, Sequence)> = Vec::with_capacity(max_batch);
-            loop {
-                chunk.clear();
-                chunk.extend(records.by_ref().take(max_batch));
-                if chunk.is_empty() {
-                    break;
-                }
-                let seqs: Vec<&Sequence> = chunk.iter().map(|(_, s)| s).collect();
-                match embedder.embed_batch(&seqs) {
-                    Ok(embeddings) => {
-                        // The sequences are this operator's: their fields move into the
-                        // profiles, the current window's features are the last step's.
-                        for ((key, seq), emb) in chunk.drain(..).zip(embeddings) {
-                            let all = &seq.features.0;
-                            let features = all[all.len().saturating_sub(NUM_FEATURES)..].to_vec();
-                            profiles.push((
-                                key,
-                                Profile {
-                                    embedding: Vector(emb.vector),
-                                    anomaly_score: emb.anomaly_score.map(Score),
-                                    history_windows: seq.history_windows,
-                                    events: seq.events,
-                                    authenticated: seq.authenticated,
-                                    segment: seq.segment,
-                                    context: seq.context,
-                                    features: Vector(features),
-                                    demand: seq.demand,
-                                },
-                            ));
-                        }
-                    }
+            // Active histories that differ from their last `L` windows are embedded twice:
+            // the views go after the window's sequences, in the same batches.
+            let views: Vec<(usize, Sequence)> = records
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, s))| Some((i, s.distinct_windows_view()?)))
+                .collect();
+            let seqs: Vec<&Sequence> = records
+                .iter()
+                .map(|(_, s)| s)
+                .chain(views.iter().map(|(_, v)| v))
+                .collect();
+            let mut embeddings = Vec::with_capacity(seqs.len());
+            for chunk in seqs.chunks(max_batch) {
+                match embedder.embed_batch(chunk) {
+                    Ok(e) => embeddings.extend(e),
                     Err(e) => {
+                        // The window yields no profiles; the runtime reports the error and
+                        // stops.
                         errors.borrow_mut().get_or_insert(e);
+                        return;
                     }
                 }
             }
+            let mut windows_embeddings = embeddings.split_off(records.len()).into_iter();
+            let mut views = views.into_iter().map(|(i, _)| i).peekable();
+            // The sequences are this operator's: their fields move into the profiles, the
+            // current window's features are the last step's.
+            for (i, ((key, seq), emb)) in records.into_iter().zip(embeddings).enumerate() {
+                let windows_embedding = views
+                    .next_if_eq(&i)
+                    .and_then(|_| windows_embeddings.next())
+                    .map(|e| Vector(e.vector));
+                let all = &seq.features.0;
+                let features = all[all.len().saturating_sub(NUM_FEATURES)..].to_vec();
+                profiles.push((
+                    key,
+                    Profile {
+                        embedding: Vector(emb.vector),
+                        anomaly_score: emb.anomaly_score.map(Score),
+                        history_windows: seq.history_windows,
+                        events: seq.events,
+                        authenticated: seq.authenticated,
+                        segment: seq.segment,
+                        context: seq.context,
+                        features: Vector(features),
+                        demand: seq.demand,
+                        windows_embedding,
+                    },
+                ));
+            }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::StandardisedEmbedder;
+    use crate::ops::{Sequences, WindowAggregate};
+    use crate::sequences::SequenceSpec;
+    use crate::{Event, WindowSpec};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use timely::dataflow::operators::ToStream;
+
+    /// The profiles of `u` (windows 3, 8, 10) and `d` (windows 9, 10) with sequences of 4
+    /// steps of `spec`'s history, embedded in batches of 1 (the views in batches of their own).
+    fn profiles(spec: SequenceSpec) -> BTreeMap<UserWindow, Profile> {
+        let got = Arc::new(Mutex::new(BTreeMap::new()));
+        let sink = got.clone();
+        timely::example(move |scope| {
+            let events: Vec<Event> = [("u", 3), ("u", 8), ("u", 10), ("d", 9), ("d", 10)]
+                .iter()
+                .map(|(u, w)| Event::new(w * 60_000 + 7, *u, "a"))
+                .collect();
+            events
+                .to_stream(scope)
+                .container::<Vec<_>>()
+                .window_aggregate(WindowSpec::default())
+                .sequences(spec)
+                .embed_profiles(
+                    Box::new(StandardisedEmbedder::default()),
+                    1,
+                    ErrorSlot::default(),
+                )
+                .inspect(move |((k, p), _, r)| {
+                    assert_eq!(*r, 1);
+                    sink.lock().unwrap().insert(k.clone(), p.clone());
+                });
+        });
+        let got = got.lock().unwrap().clone();
+        got
+    }
+
+    #[test]
+    fn active_histories_carry_the_embedding_of_their_last_windows_where_it_differs() {
+        let active = profiles(SequenceSpec::active(4, 100));
+        let windows = profiles(SequenceSpec::windows(4));
+        assert_eq!(active.len(), 5);
+        for (key, p) in &active {
+            let w = &windows[key];
+            assert_eq!(w.windows_embedding, None, "{key:?}");
+            // Drift reads the same points in both modes.
+            assert_eq!(p.windows_embedding(), &w.embedding, "{key:?}");
+            let differs = p.embedding != w.embedding;
+            assert_eq!(p.windows_embedding.is_some(), differs, "{key:?}");
+        }
+        // u at 8 remembers window 3 (outside windows 5..=8), at 10 windows 3 and 8: both
+        // differ; d's two windows are the last two in both histories.
+        let some: Vec<&UserWindow> = active
+            .iter()
+            .filter(|(_, p)| p.windows_embedding.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(some, [&("u".to_string(), 8), &("u".to_string(), 10)]);
     }
 }

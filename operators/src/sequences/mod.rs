@@ -226,6 +226,37 @@ impl Sequence {
             demand: self.demand.clone(),
         })
     }
+
+    /// The [windows view](Self::windows_view) where an embedder would read it differently from
+    /// this sequence (other steps, activity or velocities): `None` for a window history, and
+    /// for an active history whose steps are exactly the view's (a user active in each of the
+    /// last `L` windows, whose oldest step's velocities are zero).
+    ///
+    /// ```
+    /// use personaflow_operators::{Event, WindowSpec};
+    /// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+    /// use personaflow_operators::sequences::{build_sequence, build_sequence_with, SequenceSpec};
+    /// let spec = WindowSpec::default();
+    /// let s = |w: u64| WindowSummary::new(&WindowAgg::of(&Event::new(w as i64 * 60_000, "u", "a")), w, &spec);
+    /// let (a, b, c) = (s(3), s(8), s(10));
+    /// let sparse = [(3, &a), (8, &b), (10, &c)];
+    /// let active = build_sequence_with(&SequenceSpec::active(4, 100), 10, &sparse).unwrap();
+    /// assert_eq!(active.distinct_windows_view(), Some(build_sequence(10, 4, &sparse).unwrap()));
+    /// let d = s(9);
+    /// let dense = [(9, &d), (10, &c)];
+    /// let active = build_sequence_with(&SequenceSpec::active(2, 100), 10, &dense).unwrap();
+    /// assert_eq!(active.distinct_windows_view(), None); // the same two windows
+    /// let windows = build_sequence(10, 4, &sparse).unwrap();
+    /// assert_eq!(windows.distinct_windows_view(), None);
+    /// ```
+    pub fn distinct_windows_view(&self) -> Option<Sequence> {
+        match self.windows_view() {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(view) => {
+                (view.active != self.active || view.features != self.features).then_some(view)
+            }
+        }
+    }
 }
 
 /// Builds the sequence of length `len` ending at `window` from the user's window summaries

@@ -926,7 +926,7 @@ fn feedback_rows(
 
 fn scope_member(p: &Profile, forecast: Option<Vector>) -> ScopeMember {
     ScopeMember {
-        embedding: p.embedding.clone(),
+        embedding: p.windows_embedding().clone(),
         features: p.features.clone(),
         requests: p.events,
         forecast: forecast.filter(|f| !f.is_empty()),
