@@ -11,7 +11,9 @@ use crate::event::Context;
 use crate::ops::worker_of;
 use crate::policies::socket::WindowDemand;
 use crate::vector::Vector;
-use crate::window::features::{WindowSummary, NUM_FEATURES, VELOCITY_BYTES, VELOCITY_EVENTS};
+use crate::window::features::{
+    WindowSummary, NUM_BASE_FEATURES, NUM_FEATURES, VELOCITY_BYTES, VELOCITY_EVENTS,
+};
 use crate::{Error, Result};
 use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
@@ -307,9 +309,53 @@ pub fn build_sequence_with(
     window: u64,
     history: &[(u64, &WindowSummary)],
 ) -> Option<Sequence> {
+    let (_, current) = history.iter().rev().find(|(w, _)| *w == window)?;
+    assemble(spec, window, history, current)
+}
+
+/// What [`build_sequence_with`] reads of a window: its base features and the counts the
+/// velocity features compare.
+trait StepSource {
+    fn base(&self) -> &[f32];
+    fn events(&self) -> u64;
+    fn bytes(&self) -> u64;
+}
+
+impl StepSource for WindowSummary {
+    fn base(&self) -> &[f32] {
+        self.base.as_slice()
+    }
+    fn events(&self) -> u64 {
+        self.events
+    }
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl StepSource for HeldWindow {
+    fn base(&self) -> &[f32] {
+        &self.base
+    }
+    fn events(&self) -> u64 {
+        self.events
+    }
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// The sequence of [`build_sequence_with`] from the steps `history` (any order, at most one
+/// per window), with the current window's other fields from `current`.
+fn assemble<S: StepSource>(
+    spec: &SequenceSpec,
+    window: u64,
+    history: &[(u64, &S)],
+    current: &WindowSummary,
+) -> Option<Sequence> {
     let len = spec.len.max(1);
     let horizon = spec.horizon();
-    let mut slots: Vec<Option<(u64, &WindowSummary)>> = vec![None; len];
+    let mut slots: Vec<Option<(u64, &S)>> = vec![None; len];
     match spec.history {
         SequenceHistory::Windows => {
             for (w, s) in history {
@@ -319,7 +365,7 @@ pub fn build_sequence_with(
             }
         }
         SequenceHistory::Active => {
-            let mut kept: Vec<(u64, &WindowSummary)> = history
+            let mut kept: Vec<(u64, &S)> = history
                 .iter()
                 .filter(|(w, _)| *w <= window && window - *w < horizon)
                 .map(|(w, s)| (*w, *s))
@@ -335,18 +381,18 @@ pub fn build_sequence_with(
             }
         }
     }
-    let (_, current) = slots[len - 1]?;
+    slots[len - 1]?;
     let mut features = vec![0f32; len * NUM_FEATURES];
-    let mut prev: Option<&WindowSummary> = None;
+    let mut prev: Option<&S> = None;
     for (slot, x) in slots.iter().zip(features.chunks_exact_mut(NUM_FEATURES)) {
         if let Some((_, s)) = slot {
-            let base = s.base.as_slice();
+            let base = s.base();
             x[..base.len()].copy_from_slice(base);
             if let Some(p) = prev {
-                x[VELOCITY_EVENTS] = ln1p(s.events) - ln1p(p.events);
-                x[VELOCITY_BYTES] = ln1p(s.bytes) - ln1p(p.bytes);
+                x[VELOCITY_EVENTS] = ln1p(s.events()) - ln1p(p.events());
+                x[VELOCITY_BYTES] = ln1p(s.bytes()) - ln1p(p.bytes());
             }
-            prev = Some(s);
+            prev = Some(*s);
         }
     }
     let active: Vec<bool> = slots.iter().map(Option::is_some).collect();
@@ -369,6 +415,43 @@ pub fn build_sequence_with(
         context: current.context.clone(),
         demand: current.demand.clone(),
     })
+}
+
+/// What a sequence ring keeps of one of a user's windows: its base features and the counts the
+/// velocity features compare. The rest of a [`WindowSummary`] (segment, context, demand) is
+/// read from the current window only, so a ring does not keep it: 140 bytes and no allocation
+/// a window, where a whole summary took about 500 bytes in five allocations. With active
+/// history a ring holds up to `L` windows of every user seen within `sequence.max_idle`.
+///
+/// ```
+/// use personaflow_operators::{Event, WindowSpec};
+/// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
+/// use personaflow_operators::sequences::HeldWindow;
+/// let s = WindowSummary::new(&WindowAgg::of(&Event::new(0, "u", "a")), 0, &WindowSpec::default());
+/// let held = HeldWindow::from(&s);
+/// assert_eq!((&held.base[..], held.events), (s.base.as_slice(), 1));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldWindow {
+    /// The [`NUM_BASE_FEATURES`] base features.
+    pub base: [f32; NUM_BASE_FEATURES],
+    /// Events in the window.
+    pub events: u64,
+    /// Bytes in + out.
+    pub bytes: u64,
+}
+
+impl From<&WindowSummary> for HeldWindow {
+    fn from(s: &WindowSummary) -> Self {
+        let mut base = [0f32; NUM_BASE_FEATURES];
+        let n = s.base.len().min(NUM_BASE_FEATURES);
+        base[..n].copy_from_slice(&s.base.as_slice()[..n]);
+        HeldWindow {
+            base,
+            events: s.events,
+            bytes: s.bytes,
+        }
+    }
 }
 
 /// Each user's window summaries a sequence may hold, in window order: the keyed ring buffer
@@ -400,7 +483,7 @@ pub fn build_sequence_with(
 #[derive(Clone, Debug)]
 pub struct SequenceHistories {
     spec: SequenceSpec,
-    users: HashMap<String, VecDeque<(u64, WindowSummary)>>,
+    users: HashMap<String, VecDeque<(u64, HeldWindow)>>,
     /// The window of the last sweep of idle users.
     swept: u64,
 }
@@ -438,9 +521,9 @@ impl SequenceHistories {
     /// (what [`build_sequence_with`] makes of the user's summaries). A second summary of the
     /// same user and window replaces the first.
     pub fn push(&mut self, user: &str, window: u64, summary: WindowSummary) -> Sequence {
-        self.hold(user, window, summary, |spec, ring| {
-            let history: Vec<(u64, &WindowSummary)> = ring.iter().map(|(w, s)| (*w, s)).collect();
-            build_sequence_with(spec, window, &history).expect("the user is active in `window`")
+        self.hold(user, window, HeldWindow::from(&summary), |spec, ring| {
+            let history: Vec<(u64, &HeldWindow)> = ring.iter().map(|(w, s)| (*w, s)).collect();
+            assemble(spec, window, &history, &summary).expect("the user is active in `window`")
         })
     }
 
@@ -486,8 +569,8 @@ impl SequenceHistories {
         &mut self,
         user: &str,
         window: u64,
-        summary: WindowSummary,
-        then: impl FnOnce(&SequenceSpec, &VecDeque<(u64, WindowSummary)>) -> R,
+        held: HeldWindow,
+        then: impl FnOnce(&SequenceSpec, &VecDeque<(u64, HeldWindow)>) -> R,
     ) -> R {
         let horizon = self.spec.horizon();
         if window >= self.swept + horizon {
@@ -512,7 +595,7 @@ impl SequenceHistories {
         if ring.len() >= self.spec.len {
             ring.pop_front();
         }
-        ring.push_back((window, summary));
+        ring.push_back((window, held));
         then(&self.spec, ring)
     }
 }
@@ -521,8 +604,8 @@ impl SequenceHistories {
 /// and the window of the last sweep of idle users.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SequenceState {
-    /// User -> (window, summary), in window order.
-    pub users: BTreeMap<String, Vec<(u64, WindowSummary)>>,
+    /// User -> (window, what the ring holds of it), in window order.
+    pub users: BTreeMap<String, Vec<(u64, HeldWindow)>>,
     /// The window of the last sweep (only when idle users are dropped depends on it).
     pub swept: u64,
 }
@@ -589,7 +672,7 @@ impl SequenceState {
 pub struct SequenceLog {
     base: SequenceHistories,
     before: u64,
-    pushes: BTreeMap<u64, Vec<(String, WindowSummary)>>,
+    pushes: BTreeMap<u64, Vec<(String, HeldWindow)>>,
 }
 
 /// A worker's [`SequenceLog`], shared between the operator and the job's checkpoints.
@@ -612,7 +695,7 @@ impl SequenceLog {
     }
 
     /// Records the pushes of `window` (in the operator's order).
-    pub fn record(&mut self, window: u64, pushes: Vec<(String, WindowSummary)>) {
+    pub fn record(&mut self, window: u64, pushes: Vec<(String, HeldWindow)>) {
         if window >= self.before && !pushes.is_empty() {
             self.pushes.entry(window).or_default().extend(pushes);
         }
@@ -622,7 +705,7 @@ impl SequenceLog {
     /// applied. `None` if the log was pruned past it.
     ///
     /// ```
-    /// use personaflow_operators::sequences::{SequenceHistories, SequenceLog, SequenceSpec, SequenceState};
+    /// use personaflow_operators::sequences::{HeldWindow, SequenceHistories, SequenceLog, SequenceSpec, SequenceState};
     /// use personaflow_operators::window::features::{WindowAgg, WindowSummary};
     /// use personaflow_operators::{Event, WindowSpec};
     /// let spec = SequenceSpec::active(4, 100);
@@ -631,7 +714,7 @@ impl SequenceLog {
     /// let mut live = SequenceHistories::with_spec(spec);
     /// for w in [1, 5, 9] {
     ///     live.push("u", w, s(w));
-    ///     log.record(w, vec![("u".into(), s(w))]);
+    ///     log.record(w, vec![("u".into(), HeldWindow::from(&s(w)))]);
     /// }
     /// assert_eq!(log.state_before(10).unwrap(), live.state());
     /// assert_eq!(log.state_before(6).unwrap().users["u"].len(), 2); // windows 1 and 5
@@ -644,8 +727,8 @@ impl SequenceLog {
         }
         let mut rings = self.base.clone();
         for (w, pushes) in self.pushes.range(..window) {
-            for (user, summary) in pushes {
-                rings.hold(user, *w, summary.clone(), |_, _| ());
+            for (user, held) in pushes {
+                rings.hold(user, *w, held.clone(), |_, _| ());
             }
         }
         Some(rings.into_state())
@@ -659,8 +742,8 @@ impl SequenceLog {
         }
         let kept = self.pushes.split_off(&window);
         for (w, pushes) in std::mem::replace(&mut self.pushes, kept) {
-            for (user, summary) in pushes {
-                self.base.hold(&user, w, summary, |_, _| ());
+            for (user, held) in pushes {
+                self.base.hold(&user, w, held, |_, _| ());
             }
         }
         self.before = window;
@@ -857,7 +940,7 @@ mod tests {
                     if rng.random_bool(0.25) {
                         let user = format!("u{u}");
                         let s = summary_of(&user, w, rng.random_range(1..4));
-                        pushes.push((user.clone(), s.clone()));
+                        pushes.push((user.clone(), HeldWindow::from(&s)));
                         all.push((w, user, s));
                     }
                 }

@@ -3,7 +3,7 @@
 use crate::ops::batch::BatchByWindow;
 use crate::ops::UserWindow;
 use crate::sequences::{
-    Sequence, SequenceHistories, SequenceSnapshots, SequenceSpec, SequenceState,
+    HeldWindow, Sequence, SequenceHistories, SequenceSnapshots, SequenceSpec, SequenceState,
 };
 use crate::window::features::WindowSummary;
 use differential_dataflow::hashable::Hashable;
@@ -73,7 +73,7 @@ impl<'scope> Sequences<'scope> for VecCollection<'scope, u64, (UserWindow, Windo
             let mut pushes = Vec::new();
             out.extend(records.into_iter().map(|((user, window), summary)| {
                 if log.is_some() {
-                    pushes.push((user.clone(), summary.clone()));
+                    pushes.push((user.clone(), HeldWindow::from(&summary)));
                 }
                 let seq = histories.push(&user, window, summary);
                 ((user, window), seq)

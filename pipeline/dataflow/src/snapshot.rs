@@ -22,16 +22,21 @@ use personaflow_io::atomic_file::write_atomically;
 use personaflow_operators::drift::operator::DriftState;
 use personaflow_operators::personas::pin::PinState;
 use personaflow_operators::personas::PersonaModel;
-use personaflow_operators::window::features::Fnv;
+use personaflow_operators::sequences::{HeldWindow, SequenceState};
+use personaflow_operators::window::features::{Fnv, WindowSummary};
 use personaflow_operators::WindowSpec;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Directory of the state files in the output directory.
 pub const STATE_DIR: &str = "_state";
-/// Version of the state file format (3: the active-history sequence rings were added).
-pub const STATE_VERSION: u32 = 3;
-/// The binary version before, without sequence rings: still read.
+/// Version of the state file format (3: the active-history sequence rings were added; 4: a
+/// ring holds what sequences read of each window, [`HeldWindow`], not the whole summary).
+pub const STATE_VERSION: u32 = 4;
+/// The version before, whose rings held whole window summaries: still read.
+const V3_STATE_VERSION: u32 = 3;
+/// The binary version before that, without sequence rings: still read.
 const V2_STATE_VERSION: u32 = 2;
 /// The version of the JSON files written before.
 const JSON_STATE_VERSION: u32 = 1;
@@ -86,6 +91,60 @@ impl From<StateFileV2> for StateFile {
     }
 }
 
+/// A state file of version 3 (rings of whole window summaries).
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFileV3 {
+    version: u32,
+    worker: usize,
+    workers: usize,
+    state: OperatorStateV3,
+}
+
+/// [`OperatorState`] as version 3 wrote it.
+#[derive(Debug, Serialize, Deserialize)]
+struct OperatorStateV3 {
+    window: u64,
+    personas: Option<PersonaModel>,
+    pins: PinState,
+    drift: DriftState,
+    sequences: Option<SequenceStateV3>,
+}
+
+/// [`SequenceState`] as version 3 wrote it.
+#[derive(Debug, Serialize, Deserialize)]
+struct SequenceStateV3 {
+    users: BTreeMap<String, Vec<(u64, WindowSummary)>>,
+    swept: u64,
+}
+
+impl From<StateFileV3> for StateFile {
+    fn from(v3: StateFileV3) -> Self {
+        let s = v3.state;
+        StateFile {
+            version: v3.version,
+            worker: v3.worker,
+            workers: v3.workers,
+            state: OperatorState {
+                window: s.window,
+                personas: s.personas,
+                pins: s.pins,
+                drift: s.drift,
+                sequences: s.sequences.map(|q| SequenceState {
+                    users: q
+                        .users
+                        .into_iter()
+                        .map(|(u, ring)| {
+                            let ring = ring.iter().map(|(w, s)| (*w, HeldWindow::from(s)));
+                            (u, ring.collect())
+                        })
+                        .collect(),
+                    swept: q.swept,
+                }),
+            },
+        }
+    }
+}
+
 /// The state file of `worker` for the window `window`.
 pub fn state_path(output: &Path, spec: WindowSpec, window: u64, worker: usize) -> PathBuf {
     output
@@ -119,7 +178,7 @@ fn decode(bytes: &[u8]) -> std::result::Result<StateFile, StateFileError> {
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != STATE_VERSION && version != V2_STATE_VERSION {
+    if ![STATE_VERSION, V3_STATE_VERSION, V2_STATE_VERSION].contains(&version) {
         return Err(StateFileError::Version {
             found: version,
             expected: STATE_VERSION,
@@ -141,6 +200,11 @@ fn decode(bytes: &[u8]) -> std::result::Result<StateFile, StateFileError> {
     let undecodable = |e: postcard::Error| StateFileError::Undecodable(e.to_string());
     if version == V2_STATE_VERSION {
         return postcard::from_bytes::<StateFileV2>(payload)
+            .map(StateFile::from)
+            .map_err(undecodable);
+    }
+    if version == V3_STATE_VERSION {
+        return postcard::from_bytes::<StateFileV3>(payload)
             .map(StateFile::from)
             .map_err(undecodable);
     }
@@ -271,21 +335,34 @@ mod tests {
         }
     }
 
-    /// Active-history rings of `users`, three windows each.
+    /// `user`'s summary of window `w`.
+    fn summary(user: &str, w: u64) -> WindowSummary {
+        let mut e = Event::new(w as i64 * 60_000, user, "a");
+        e.bytes_in = Some(w * 7);
+        WindowSummary::new(&WindowAgg::of(&e), w, &WindowSpec::default())
+    }
+
+    /// Active-history rings of `users` (length 2) pushed windows 1, 4 and 6: windows 4 and 6.
     fn sequence_state(users: &[&str]) -> SequenceState {
         let mut h = SequenceHistories::with_spec(SequenceSpec::active(2, 50));
         for w in [1u64, 4, 6] {
             for u in users {
-                let mut e = Event::new(w as i64 * 60_000, *u, "a");
-                e.bytes_in = Some(w * 7);
-                h.push(
-                    u,
-                    w,
-                    WindowSummary::new(&WindowAgg::of(&e), w, &WindowSpec::default()),
-                );
+                h.push(u, w, summary(u, w));
             }
         }
         h.state()
+    }
+
+    /// A state file of `version` around `payload`, framed as [`encode`] frames one.
+    fn framed(version: u32, payload: &[u8]) -> Vec<u8> {
+        let mut hash = Fnv::default();
+        hash.write(payload);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&version.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&hash.finish().to_le_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
     }
 
     /// A drift state with a detector and a demand history per segment, after `windows`
@@ -406,14 +483,7 @@ mod tests {
                 drift: whole.drift.clone(),
             },
         };
-        let payload = postcard::to_stdvec(&file).unwrap();
-        let mut hash = Fnv::default();
-        hash.write(&payload);
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&V2_STATE_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&hash.finish().to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let bytes = framed(V2_STATE_VERSION, &postcard::to_stdvec(&file).unwrap());
         let path = state_path(dir.path(), spec, 7, 0);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, bytes).unwrap();
@@ -426,6 +496,38 @@ mod tests {
                 ..whole
             }
         );
+    }
+
+    #[test]
+    fn version_3_states_with_whole_summaries_in_the_rings_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = WindowSpec::default();
+        let users = ["a", "b"];
+        let whole = state(7, &users, true);
+        let rings = users
+            .iter()
+            .map(|u| (u.to_string(), vec![(4, summary(u, 4)), (6, summary(u, 6))]))
+            .collect();
+        let file = StateFileV3 {
+            version: V3_STATE_VERSION,
+            worker: 0,
+            workers: 1,
+            state: OperatorStateV3 {
+                window: whole.window,
+                personas: whole.personas.clone(),
+                pins: whole.pins.clone(),
+                drift: whole.drift.clone(),
+                sequences: Some(SequenceStateV3 {
+                    users: rings,
+                    swept: whole.sequences.as_ref().unwrap().swept,
+                }),
+            },
+        };
+        let bytes = framed(V3_STATE_VERSION, &postcard::to_stdvec(&file).unwrap());
+        let path = state_path(dir.path(), spec, 7, 0);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(load(dir.path(), spec, 7, 1).unwrap(), whole);
     }
 
     #[test]
