@@ -7,7 +7,7 @@
 //!
 //! [sequence]
 //! length = 16              # L: windows per sequence
-//! history = "windows"      # "windows": the last L windows; "active": the last L active ones
+//! history = "active"       # "active": the last L active windows; "windows": the last L windows
 //! max_idle = "30d"         # history = "active": windows older than this are forgotten
 //!
 //! [segments]
@@ -1113,7 +1113,7 @@ mod tests {
     }
 
     #[test]
-    fn active_history_sequences_forget_after_max_idle_in_windows() {
+    fn sequences_default_to_active_history_forgotten_after_max_idle_in_windows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("job.toml");
         std::fs::write(
@@ -1126,8 +1126,22 @@ mod tests {
             c.sequence_spec(),
             SequenceSpec::active(DEFAULT_SEQUENCE_LEN, 48)
         );
+        // The default: 30 days of 1-minute windows.
         assert_eq!(
             Config::default().sequence_spec(),
+            SequenceSpec::active(
+                DEFAULT_SEQUENCE_LEN,
+                personaflow_operators::sequences::DEFAULT_MAX_IDLE_WINDOWS
+            )
+        );
+        std::fs::write(
+            dir.path().join("windows.toml"),
+            "[sequence]\nhistory = \"windows\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&dir.path().join("windows.toml")), vec![]).unwrap();
+        assert_eq!(
+            c.sequence_spec(),
             SequenceSpec::windows(DEFAULT_SEQUENCE_LEN)
         );
         let env = vec![(
