@@ -92,15 +92,32 @@ pub trait EmbedProfiles<'scope> {
         embedder: Box<dyn Embedder>,
         max_batch: usize,
         errors: ErrorSlot,
+    ) -> VecCollection<'scope, u64, (UserWindow, Profile), isize>
+    where
+        Self: Sized,
+    {
+        self.embed_profiles_with(embedder, max_batch, errors, true)
+    }
+
+    /// As [`embed_profiles`](Self::embed_profiles); the windows views of active histories
+    /// are embedded only if `windows_views` (without them every
+    /// [`Profile::windows_embedding`] is the profile's own embedding).
+    fn embed_profiles_with(
+        self,
+        embedder: Box<dyn Embedder>,
+        max_batch: usize,
+        errors: ErrorSlot,
+        windows_views: bool,
     ) -> VecCollection<'scope, u64, (UserWindow, Profile), isize>;
 }
 
 impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, Sequence), isize> {
-    fn embed_profiles(
+    fn embed_profiles_with(
         self,
         mut embedder: Box<dyn Embedder>,
         max_batch: usize,
         errors: ErrorSlot,
+        windows_views: bool,
     ) -> VecCollection<'scope, u64, (UserWindow, Profile), isize> {
         let max_batch = max_batch.max(1);
         self.batch_by_window("EmbedProfiles", move |records, profiles| {
@@ -109,6 +126,7 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
             let views: Vec<(usize, Sequence)> = records
                 .iter()
                 .enumerate()
+                .filter(|_| windows_views)
                 .filter_map(|(i, (_, s))| Some((i, s.distinct_windows_view()?)))
                 .collect();
             let seqs: Vec<&Sequence> = records
@@ -173,6 +191,10 @@ mod tests {
     /// The profiles of `u` (windows 3, 8, 10) and `d` (windows 9, 10) with sequences of 4
     /// steps of `spec`'s history, embedded in batches of 1 (the views in batches of their own).
     fn profiles(spec: SequenceSpec) -> BTreeMap<UserWindow, Profile> {
+        profiles_with(spec, true)
+    }
+
+    fn profiles_with(spec: SequenceSpec, views: bool) -> BTreeMap<UserWindow, Profile> {
         let got = Arc::new(Mutex::new(BTreeMap::new()));
         let sink = got.clone();
         timely::example(move |scope| {
@@ -185,10 +207,11 @@ mod tests {
                 .container::<Vec<_>>()
                 .window_aggregate(WindowSpec::default())
                 .sequences(spec)
-                .embed_profiles(
+                .embed_profiles_with(
                     Box::new(StandardisedEmbedder::default()),
                     1,
                     ErrorSlot::default(),
+                    views,
                 )
                 .inspect(move |((k, p), _, r)| {
                     assert_eq!(*r, 1);
@@ -220,5 +243,12 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(some, [&("u".to_string(), 8), &("u".to_string(), 10)]);
+        // Not asked for: none.
+        let without = profiles_with(SequenceSpec::active(4, 100), false);
+        assert!(without.values().all(|p| p.windows_embedding.is_none()));
+        assert_eq!(
+            without.values().map(|p| &p.embedding).collect::<Vec<_>>(),
+            active.values().map(|p| &p.embedding).collect::<Vec<_>>()
+        );
     }
 }

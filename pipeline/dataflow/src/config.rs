@@ -86,6 +86,7 @@
 //! confirm = 1              # consecutive rejecting windows an alarm needs
 //! persona_pin = 1440       # windows a user counts for the persona it was pinned to
 //! seed = 1592630901
+//! points = "windows"       # a user's point: the embedding of the last L windows, or "profile"
 //!
 //! [scaling]
 //! capacity_per_instance = 500.0  # requests per window one instance handles

@@ -36,6 +36,7 @@ use personaflow_models::stats::{InferenceStats, InferenceSummary};
 use personaflow_operators::drift::operator::{
     DriftEvent, DriftSnapshots, DriftState, Scope, ScopeMember,
 };
+use personaflow_operators::drift::DriftPoints;
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::forecast::{
     Forecast, ForecastResidual, Forecaster, PersistenceForecaster, DEFAULT_FORECAST_HORIZON,
@@ -525,10 +526,11 @@ pub fn build_with(
             init_sequences.map(|(_, state)| state),
             snaps.as_ref().and_then(|s| s.sequences.clone()),
         );
-        let profiles = sequences.clone().embed_profiles(
+        let profiles = sequences.clone().embed_profiles_with(
             embedder,
             config.embedder.max_batch,
             embed_errors.clone(),
+            config.drift.points == DriftPoints::Windows,
         );
         let mut forecast_requests = None;
         let mut forecast_parts = None;
