@@ -5,7 +5,9 @@
 //! Most collections here are *facts*: a record is inserted at the window it describes and is
 //! never retracted by its producer. [`hold::Hold::hold_for`] gives facts a lifetime (inserted
 //! at `w`, retracted at `w + n`), which is how every piece of state stays windowed: arrangements
-//! only ever hold the last `max(L, W)` windows, so memory does not grow with history.
+//! only ever hold the last `max(L, W)` windows, so memory does not grow with history. Facts of
+//! the same window are joined with [`join::JoinWindow::join_window`], which keeps nothing
+//! beyond the window.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,6 +16,7 @@ use std::rc::Rc;
 pub mod advance;
 pub(crate) mod batch;
 pub mod hold;
+pub mod join;
 
 pub use crate::drift::operator::DetectDrift;
 pub use crate::embed::operator::{EmbedProfiles, ErrorSlot, Profile};
@@ -27,6 +30,7 @@ pub use crate::segments::operator::SegmentProfiles;
 pub use crate::sequences::operator::Sequences;
 pub use crate::window::aggregate::WindowAggregate;
 pub use hold::Hold;
+pub use join::JoinWindow;
 
 /// A user and a window index: the key of per-user, per-window records.
 pub type UserWindow = (String, u64);

@@ -585,15 +585,14 @@ pub fn build_with(
             init_personas,
             snaps.as_ref().map(|s| s.personas.clone()),
         );
-        // Facts of a window are joined as pulses (held one window), so the arrangements of
-        // these joins hold one window of state.
+        // Facts of a window are joined within it (`join_window`): no arrangement, and no
+        // retraction a window later for every operator downstream to process.
         let members = match forecast_requests {
             Some(requests) => profiles
                 .clone()
-                .hold_for(1)
-                .join(requests.hold_for(1))
+                .join_window(requests)
                 .map(|(k, (p, f))| (k, (p, Some(f)))),
-            None => profiles.clone().hold_for(1).map(|(k, p)| (k, (p, None))),
+            None => profiles.clone().map(|(k, p)| (k, (p, None))),
         };
         let segment_members = members.clone().flat_map(|((user, _), (p, f))| {
             let segment = p.segment.clone().filter(|_| p.authenticated)?;
@@ -608,8 +607,7 @@ pub fn build_with(
                 init_pins,
                 snaps.as_ref().map(|s| s.pins.clone()),
             )
-            .hold_for(1)
-            .join(members)
+            .join_window(members)
             .map(|((user, _), (persona, (p, f)))| {
                 ((Scope::Persona(persona), user), scope_member(&p, f))
             });
