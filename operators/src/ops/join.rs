@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, InputCapability};
 
 /// Joins the facts of each window.
 pub trait JoinWindow<'scope, K, A> {
@@ -52,7 +52,10 @@ pub trait JoinWindow<'scope, K, A> {
 type Updates<D> = Vec<(D, isize)>;
 
 /// A window's capability and each side's updates so far.
-type Pending<K, A, B> = BTreeMap<u64, (Capability<u64>, Updates<(K, A)>, Updates<(K, B)>)>;
+type Window<K, A, B> = (Capability<u64>, Updates<(K, A)>, Updates<(K, B)>);
+
+/// The windows not yet joined.
+type Pending<K, A, B> = BTreeMap<u64, Window<K, A, B>>;
 
 impl<'scope, K, A> JoinWindow<'scope, K, A> for VecCollection<'scope, u64, (K, A), isize>
 where
@@ -78,29 +81,13 @@ where
                     let mut pending: Pending<K, A, B> = BTreeMap::new();
                     move |(input1, frontier1), (input2, frontier2), output| {
                         input1.for_each_time(|cap, data| {
-                            for batch in data {
-                                for (record, time, diff) in batch.drain(..) {
-                                    pending
-                                        .entry(time)
-                                        .or_insert_with(|| {
-                                            (cap.delayed(&time, 0), Vec::new(), Vec::new())
-                                        })
-                                        .1
-                                        .push((record, diff));
-                                }
+                            for (record, time, diff) in data.flat_map(|b| b.drain(..)) {
+                                window(&mut pending, time, &cap).1.push((record, diff));
                             }
                         });
                         input2.for_each_time(|cap, data| {
-                            for batch in data {
-                                for (record, time, diff) in batch.drain(..) {
-                                    pending
-                                        .entry(time)
-                                        .or_insert_with(|| {
-                                            (cap.delayed(&time, 0), Vec::new(), Vec::new())
-                                        })
-                                        .2
-                                        .push((record, diff));
-                                }
+                            for (record, time, diff) in data.flat_map(|b| b.drain(..)) {
+                                window(&mut pending, time, &cap).2.push((record, diff));
                             }
                         });
                         while let Some(entry) = pending.first_entry() {
@@ -121,6 +108,17 @@ where
             )
             .as_collection()
     }
+}
+
+/// Window `time`'s entry, created with a capability for it from `cap`.
+fn window<'a, K, A, B>(
+    pending: &'a mut Pending<K, A, B>,
+    time: u64,
+    cap: &InputCapability<u64>,
+) -> &'a mut Window<K, A, B> {
+    pending
+        .entry(time)
+        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new(), Vec::new()))
 }
 
 /// The join of one window's updates on each side: both netted, records with a positive count
