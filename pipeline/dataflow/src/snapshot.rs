@@ -73,14 +73,15 @@ struct OperatorStateV2 {
     drift: DriftState,
 }
 
-impl From<StateFileV2> for StateFile {
+/// Version 2 read as version 3 without rings (and from there as the current version).
+impl From<StateFileV2> for StateFileV3 {
     fn from(v2: StateFileV2) -> Self {
         let s = v2.state;
-        StateFile {
+        StateFileV3 {
             version: v2.version,
             worker: v2.worker,
             workers: v2.workers,
-            state: OperatorState {
+            state: OperatorStateV3 {
                 window: s.window,
                 personas: s.personas,
                 pins: s.pins,
@@ -200,7 +201,7 @@ fn decode(bytes: &[u8]) -> std::result::Result<StateFile, StateFileError> {
     let undecodable = |e: postcard::Error| StateFileError::Undecodable(e.to_string());
     if version == V2_STATE_VERSION {
         return postcard::from_bytes::<StateFileV2>(payload)
-            .map(StateFile::from)
+            .map(|v2| StateFile::from(StateFileV3::from(v2)))
             .map_err(undecodable);
     }
     if version == V3_STATE_VERSION {
