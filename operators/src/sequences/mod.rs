@@ -255,12 +255,29 @@ impl Sequence {
     /// assert_eq!(windows.distinct_windows_view(), None);
     /// ```
     pub fn distinct_windows_view(&self) -> Option<Sequence> {
-        match self.windows_view() {
-            std::borrow::Cow::Borrowed(_) => None,
-            std::borrow::Cow::Owned(view) => {
-                (view.active != self.active || view.features != self.features).then_some(view)
-            }
+        if self.history == SequenceHistory::Windows || self.is_its_windows_view() {
+            return None;
         }
+        let view = self.windows_view().into_owned();
+        (view.active != self.active || view.features != self.features).then_some(view)
+    }
+
+    /// True when every active step already sits at its window's position among the last `L`
+    /// and the oldest has no velocity: the windows view would copy the sequence unchanged (a
+    /// user active in each of the last `L` windows, most sequences of a dense day), so
+    /// [`distinct_windows_view`](Self::distinct_windows_view) need not build it to know.
+    fn is_its_windows_view(&self) -> bool {
+        let last = self.len() as u64 - 1;
+        let placed = (0..self.len()).filter(|i| self.active[*i]).all(|i| {
+            self.step_windows
+                .get(i)
+                .is_some_and(|w| w + last == self.window + i as u64)
+        });
+        let first_still = self
+            .active_steps()
+            .next()
+            .is_none_or(|x| x[VELOCITY_EVENTS] == 0.0 && x[VELOCITY_BYTES] == 0.0);
+        placed && first_still
     }
 }
 
@@ -762,6 +779,34 @@ mod tests {
     use super::*;
     use crate::window::features::{WindowAgg, NUM_BASE_FEATURES};
     use crate::{Event, WindowSpec};
+
+    /// The shortcut of `distinct_windows_view` (no view built for a sequence that is its own
+    /// view) agrees with building the view and comparing, on seeded random activity.
+    #[test]
+    fn distinct_windows_views_are_exactly_the_views_that_differ() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (mut same, mut differ) = (0, 0);
+        for _ in 0..40 {
+            let len = rng.random_range(1..6usize);
+            let mut h = SequenceHistories::with_spec(SequenceSpec::active(len, 40));
+            let busy = rng.random_range(0.2..1.0);
+            for w in 0..60u64 {
+                if rng.random_bool(busy) {
+                    let seq = h.push("u", w, summary_of("u", w, rng.random_range(1..4)));
+                    let view = seq.windows_view().into_owned();
+                    let differs = view.active != seq.active || view.features != seq.features;
+                    assert_eq!(seq.distinct_windows_view(), differs.then_some(view));
+                    if differs {
+                        differ += 1
+                    } else {
+                        same += 1
+                    }
+                }
+            }
+        }
+        assert!(same > 50 && differ > 50, "{same} same, {differ} differing");
+    }
 
     fn summary(w: u64, events: usize) -> WindowSummary {
         let mut agg = WindowAgg::empty();
