@@ -4,22 +4,23 @@ use crate::forecast::{forecast_error, Forecast, ForecastResidual};
 use crate::ops::UserWindow;
 use crate::sequences::Sequence;
 use differential_dataflow::consolidation::consolidate;
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
 
 /// What the error operator sees of the sequences.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Observed {
-    /// A user's demand in a window, from their sequence there (this worker's users only).
+    /// A user's demand in the window of its time, from their sequence there (for the worker
+    /// of the user's sequences).
     Demand {
         user: String,
-        window: u64,
         events: u64,
         bytes: u64,
     },
@@ -90,16 +91,65 @@ pub trait ForecastErrors<'scope> {
     ) -> VecCollection<'scope, u64, (UserWindow, ForecastResidual), isize>;
 }
 
-/// Scores forecasts that carry a payload: as [`ForecastErrors::forecast_error`], each residual
-/// with its forecast's payload (e.g. the allocation a policy sized from the forecast).
-pub trait ForecastErrorsWith<'scope, P> {
-    /// For each fact `((user, w), (forecast, payload))`, the facts
-    /// `((user, w + h), (ForecastResidual, payload))` that
+/// Scores facts that make a forecast: as [`ForecastErrors::forecast_error`], for a collection
+/// of any facts `((user, w), d)` that `split` turns into a forecast and a payload, each
+/// residual joined with its payload by `join` (e.g. the allocation a policy sized, scored as a
+/// one-window forecast of the demand it allows). The facts need not be on their user's worker:
+/// they are exchanged there. One operator besides the one that observes the sequences, so a
+/// window costs the dataflow two operators' progress, not a chain of maps and exchanges.
+pub trait ForecastErrorsBy<'scope, D> {
+    /// For each fact `((user, w), d)` with `split(d) = (forecast, payload)`, the facts
+    /// `((user, w + h), join(residual, &payload))` for the residuals that
     /// [`forecast_error`](ForecastErrors::forecast_error) gives for the forecast.
-    fn forecast_error_with(
+    ///
+    /// ```
+    /// use personaflow_operators::{Event, WindowSpec};
+    /// use personaflow_operators::forecast::Forecast;
+    /// use personaflow_operators::ops::*;
+    /// use std::sync::{Arc, Mutex};
+    /// use timely::dataflow::operators::ToStream;
+    /// // "u" is active in windows 0 and 1, "v" in window 1 only.
+    /// let events = vec![
+    ///     Event::new(1_000, "u", "a"),
+    ///     Event::new(61_000, "u", "a"),
+    ///     Event::new(62_000, "v", "a"),
+    /// ];
+    /// let scored = Arc::new(Mutex::new(Vec::new()));
+    /// let out = scored.clone();
+    /// timely::example(move |scope| {
+    ///     let sequences = events
+    ///         .to_stream(scope)
+    ///         .container::<Vec<_>>()
+    ///         .window_aggregate(WindowSpec::default())
+    ///         .sequences(16);
+    ///     // An allowance of 3 events in the next window, named after the window it was made in.
+    ///     sequences
+    ///         .clone()
+    ///         .map(|((user, w), _)| ((user, w), format!("allowance of {w}")))
+    ///         .forecast_error_by(
+    ///             sequences,
+    ///             |name| (Forecast::try_new(vec![3.0], vec![0.0]).unwrap(), name),
+    ///             |e, name: &String| (name.clone(), e.actual_requests),
+    ///         )
+    ///         .inspect(move |(((user, w), scored), _, _)| {
+    ///             out.lock().unwrap().push((user.clone(), *w, scored.clone()))
+    ///         });
+    /// });
+    /// // Made at 0 for "u", scored at 1 against its one event there; window 2 has no data.
+    /// let got = scored.lock().unwrap().clone();
+    /// assert_eq!(got, vec![("u".to_string(), 1, ("allowance of 0".to_string(), 1))]);
+    /// ```
+    fn forecast_error_by<P, O, F, G>(
         self,
         sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
-    ) -> VecCollection<'scope, u64, (UserWindow, (ForecastResidual, P)), isize>;
+        split: F,
+        join: G,
+    ) -> VecCollection<'scope, u64, (UserWindow, O), isize>
+    where
+        P: Clone + 'static,
+        O: Clone + 'static,
+        F: FnMut(D) -> (Forecast, P) + 'static,
+        G: FnMut(ForecastResidual, &P) -> O + 'static;
 }
 
 /// The forecasts made at one window, waiting for their targets.
@@ -125,38 +175,41 @@ impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, 
         self,
         sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
     ) -> VecCollection<'scope, u64, (UserWindow, ForecastResidual), isize> {
-        self.map(|(k, f)| (k, (f, ())))
-            .forecast_error_with(sequences)
-            .map(|(k, (e, ()))| (k, e))
+        self.forecast_error_by(sequences, |f| (f, ()), |e, _| e)
     }
 }
 
-impl<'scope, P> ForecastErrorsWith<'scope, P>
-    for VecCollection<'scope, u64, (UserWindow, (Forecast, P)), isize>
+impl<'scope, D> ForecastErrorsBy<'scope, D> for VecCollection<'scope, u64, (UserWindow, D), isize>
 where
-    P: Clone + Ord + 'static,
+    D: ExchangeData,
 {
-    fn forecast_error_with(
+    fn forecast_error_by<P, O, F, G>(
         self,
         sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
-    ) -> VecCollection<'scope, u64, (UserWindow, (ForecastResidual, P)), isize> {
-        let windows = seen_windows(sequences.clone()).inner.broadcast();
-        let observed = sequences
-            .map(|((user, window), s)| Observed::Demand {
-                user,
-                window,
-                events: s.events,
-                bytes: s.bytes,
-            })
-            .concat(windows.as_collection());
+        mut split: F,
+        mut join: G,
+    ) -> VecCollection<'scope, u64, (UserWindow, O), isize>
+    where
+        P: Clone + 'static,
+        O: Clone + 'static,
+        F: FnMut(D) -> (Forecast, P) + 'static,
+        G: FnMut(ForecastResidual, &P) -> O + 'static,
+    {
+        let observed = observe(sequences);
+        // The forecasts go to the worker of their user's sequences (the sequences operator
+        // places users by differential's hash of the user id); the observations carry the
+        // worker they are for.
+        let to_user =
+            Exchange::new(|(((user, _), _), _, _): &((UserWindow, D), u64, isize)| user.hashed());
+        let to_worker = Exchange::new(|(worker, _, _): &(u64, Observed, isize)| *worker);
         self.inner
             .binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
-                observed.inner,
-                Pipeline,
-                Pipeline,
+                observed,
+                to_user,
+                to_worker,
                 "ForecastResidual",
                 move |_cap, _info| {
-                    let mut pending: Pending<(UserWindow, (Forecast, P))> = BTreeMap::new();
+                    let mut pending: Pending<(UserWindow, D)> = BTreeMap::new();
                     let mut made: BTreeMap<u64, Made<P>> = BTreeMap::new();
                     let mut demand: DemandUpdates = BTreeMap::new();
                     // The largest window that has a sequence on some worker.
@@ -175,28 +228,25 @@ where
                                 }
                             }
                         });
-                        observed_input.for_each_time(|_cap, data| {
+                        observed_input.for_each_time(|cap, data| {
+                            let t = *cap.time();
                             for batch in data {
-                                for (d, t, r) in batch.drain(..) {
-                                    match d {
+                                for (_, observed, r) in batch.drain(..) {
+                                    match observed {
                                         Observed::Window(w) if r > 0 => {
                                             last_window = last_window.max(Some(w));
                                         }
                                         Observed::Window(_) => {}
-                                        // Only a sequence's own window's updates count
-                                        // (a retraction at a later window is ignored).
                                         Observed::Demand {
                                             user,
-                                            window,
                                             events,
                                             bytes,
-                                        } if window == t => {
+                                        } => {
                                             demand
                                                 .entry(t)
                                                 .or_default()
                                                 .push(((user, events, bytes), r));
                                         }
-                                        Observed::Demand { .. } => {}
                                     }
                                 }
                             }
@@ -215,7 +265,10 @@ where
                             let forecasts: Vec<(String, Forecast, P)> = updates
                                 .into_iter()
                                 .filter(|(((_, w), _), r)| *r > 0 && *w == window)
-                                .map(|(((user, _), (f, p)), _)| (user, f, p))
+                                .map(|(((user, _), d), _)| {
+                                    let (f, p) = split(d);
+                                    (user, f, p)
+                                })
                                 .collect();
                             let horizon = forecasts.iter().map(|(_, f, _)| f.horizon()).max();
                             if let Some(h @ 1..) = horizon {
@@ -254,7 +307,7 @@ where
                                     let actual = actuals.get(user).copied().unwrap_or((0, 0));
                                     if let Some(e) = forecast_error(m.made_at, f, target, actual) {
                                         session.give((
-                                            ((user.clone(), target), (e, p.clone())),
+                                            ((user.clone(), target), join(e, p)),
                                             target,
                                             1isize,
                                         ));
@@ -278,7 +331,7 @@ where
                             entry.remove();
                         }
                         // End of input: the targets left are after the last window with data.
-                        if forecast_frontier.is_empty() && observed_frontier.is_empty() {
+                        if ended {
                             made.clear();
                         }
                     }
@@ -298,27 +351,45 @@ fn net_demand(mut updates: Vec<((String, u64, u64), isize)>) -> HashMap<String, 
         .collect()
 }
 
-/// One `Window(w)` fact at `w` for each window `w` in which this worker has a sequence (net
-/// count of sequences of window `w` at time `w` positive), once `w` is complete.
-fn seen_windows<'scope>(
+/// What the error operator observes of the sequences, each record addressed to a worker:
+/// every sequence's demand `(user, events, bytes)` at its own window, to this worker (updates of
+/// a sequence at a later window are not demand), and one `Window(w)` at `w` to every worker for
+/// each window `w` in which this worker has a sequence (net count of the sequences of `w` at `w`
+/// positive), once `w` is complete.
+fn observe<'scope>(
     sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
-) -> VecCollection<'scope, u64, Observed, isize> {
+) -> StreamVec<'scope, u64, (u64, Observed, isize)> {
+    let scope = sequences.inner.scope();
+    let (me, peers) = (scope.index() as u64, scope.peers() as u64);
     sequences
         .inner
         .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
             Pipeline,
-            "SeenWindows",
+            "ObserveSequences",
             move |_cap, _info| {
                 let mut counts: BTreeMap<u64, (Capability<u64>, isize)> = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each_time(|cap, data| {
+                        let t = *cap.time();
+                        let mut session = output.session(&cap);
+                        let mut count = 0;
                         for batch in data {
-                            for (((_, w), _), t, r) in batch.drain(..) {
+                            for (((user, w), s), _, r) in batch.drain(..) {
                                 if w == t {
-                                    counts.entry(t).or_insert_with(|| (cap.delayed(&t, 0), 0)).1 +=
-                                        r;
+                                    count += r;
+                                    let (events, bytes) = (s.events, s.bytes);
+                                    let demand = Observed::Demand {
+                                        user,
+                                        events,
+                                        bytes,
+                                    };
+                                    session.give((me, demand, r));
                                 }
                             }
+                        }
+                        drop(session);
+                        if count != 0 {
+                            counts.entry(t).or_insert_with(|| (cap.delayed(&t, 0), 0)).1 += count;
                         }
                     });
                     while let Some(entry) = counts.first_entry() {
@@ -328,15 +399,15 @@ fn seen_windows<'scope>(
                         }
                         let (cap, count) = entry.remove();
                         if count > 0 {
-                            output
-                                .session(&cap)
-                                .give((Observed::Window(window), window, 1isize));
+                            let mut session = output.session(&cap);
+                            for worker in 0..peers {
+                                session.give((worker, Observed::Window(window), 1));
+                            }
                         }
                     }
                 }
             },
         )
-        .as_collection()
 }
 
 #[cfg(test)]

@@ -765,47 +765,30 @@ fn shaping_feedback<'scope>(
     sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
     spec: &WindowSpec,
 ) -> VecCollection<'scope, u64, (UserWindow, FeedbackRecord), isize> {
-    use differential_dataflow::hashable::Hashable as _;
-    use differential_dataflow::AsCollection as _;
-    use timely::dataflow::operators::Exchange as _;
     let secs = spec.len_ms() as f64 / 1_000.0;
-    // The forecast-error operator needs the allocations on the worker of the user's sequences
-    // (the sequences operator places users by differential's hash of the user id).
-    policies
-        .map(move |(k, shaped)| {
-            let p = &shaped.0;
-            let bytes = p.allocated_bps as f64 * secs / 8.0;
-            let requests = f64::from(p.rate_limit_rps.0) * secs;
-            let f = Forecast::try_new(vec![requests as f32], vec![bytes as f32])
-                .expect("one request and one byte prediction");
-            let a = Allocation {
-                persona: p.persona.clone(),
-                allocated_bps: p.allocated_bps,
-                burst_bytes: p.burst_bytes,
-                rate_limit_rps: p.rate_limit_rps,
-                latency_target_ms: p.latency_target_ms,
-            };
-            (k, (f, a))
-        })
-        .inner
-        .exchange(
-            |(((user, _), _), _, _): &((UserWindow, (Forecast, Allocation)), u64, isize)| {
-                user.hashed()
-            },
-        )
-        .as_collection()
-        .forecast_error_with(sequences)
-        .map(|(k, (e, allocation))| {
-            (
-                k,
-                FeedbackRecord {
-                    made_at: e.made_at,
-                    allocation,
-                    demand_bytes: e.actual_bytes,
-                    demand_requests: e.actual_requests,
-                },
-            )
-        })
+    let allowed = move |shaped: Shaped| {
+        let p = &shaped.0;
+        let bytes = p.allocated_bps as f64 * secs / 8.0;
+        let requests = f64::from(p.rate_limit_rps.0) * secs;
+        let f = Forecast::try_new(vec![requests as f32], vec![bytes as f32])
+            .expect("one request and one byte prediction");
+        let a = Allocation {
+            persona: p.persona.clone(),
+            allocated_bps: p.allocated_bps,
+            burst_bytes: p.burst_bytes,
+            rate_limit_rps: p.rate_limit_rps,
+            latency_target_ms: p.latency_target_ms,
+        };
+        (f, a)
+    };
+    policies.forecast_error_by(sequences, allowed, |e, allocation: &Allocation| {
+        FeedbackRecord {
+            made_at: e.made_at,
+            allocation: allocation.clone(),
+            demand_bytes: e.actual_bytes,
+            demand_requests: e.actual_requests,
+        }
+    })
 }
 
 /// Sinks policies and socket profiles, both tables from the same records.
