@@ -380,13 +380,14 @@ fn run_in(
     };
     let rx = Arc::new(Mutex::new(Some(rx)));
     let workers = config.runtime.workers;
+    let timely_config = config.runtime.timely();
     let staging_root = staging.to_path_buf();
     let worker_config = config.clone();
     let worker_abort = abort.clone();
     let model_stats = graph::ModelStats::default();
     let worker_stats = model_stats.clone();
     let observer = job.observer.clone();
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+    let guards = timely::execute(timely_config, move |worker| {
         let handles = graph::build(
             worker,
             &worker_config,

@@ -450,6 +450,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         Some(MetricsServer::start(&sc.metrics_addr, metrics.clone())?)
     };
     let workers = config.runtime.workers;
+    let timely_config = config.runtime.timely();
     let progress = SinkProgress::new(graph::tables(&config).len() * workers);
     let closing = Arc::new(AtomicU64::new(u64::MAX));
     let sinks = StreamSinks {
@@ -518,7 +519,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         reporter: reporter.clone(),
     };
     let model_stats = ModelStats::default();
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+    let guards = timely::execute(timely_config, move |worker| {
         let initial = ctx
             .initial
             .as_ref()
