@@ -24,7 +24,7 @@ enum Observed {
         events: u64,
         bytes: u64,
     },
-    /// Some worker has a sequence at this window (broadcast to every worker).
+    /// Some worker has a sequence at this window (sent to every worker).
     Window(u64),
 }
 
@@ -41,8 +41,8 @@ pub trait ForecastErrors<'scope> {
     /// (zero actuals). Waiting for data at a later window instead would stall a source that
     /// waits for the outputs to catch up before it sends more (the backfill's flow control
     /// does). When the inputs end, windows after the last one that has a sequence on any worker
-    /// never happened: forecasts for them yield nothing. Each worker learns which windows have
-    /// data from a broadcast of one record per window per worker.
+    /// never happened: forecasts for them yield nothing. Each worker learns the last window with
+    /// data from a broadcast, by every worker, of its latest complete window with data.
     ///
     /// Forecasts and sequences of a user must be on the same worker (as when the forecasts are
     /// [`forecast_demand`](crate::ops::ForecastDemand::forecast_demand) of these sequences),
@@ -322,8 +322,8 @@ where
                             made.retain(|_, m| m.next <= m.last);
                         }
                         // The actuals of a complete window left over are not needed: nothing
-                        // targets the window, or nothing anywhere has a sequence there (the
-                        // broadcast of that window would have been received).
+                        // targets the window (a target with actuals is never after the last
+                        // window with data, which every worker sends once it is complete).
                         while let Some(entry) = demand.first_entry() {
                             if !complete(*entry.key()) {
                                 break;
@@ -353,9 +353,10 @@ fn net_demand(mut updates: Vec<((String, u64, u64), isize)>) -> HashMap<String, 
 
 /// What the error operator observes of the sequences, each record addressed to a worker:
 /// every sequence's demand `(user, events, bytes)` at its own window, to this worker (updates of
-/// a sequence at a later window are not demand), and one `Window(w)` at `w` to every worker for
-/// each window `w` in which this worker has a sequence (net count of the sequences of `w` at `w`
-/// positive), once `w` is complete.
+/// a sequence at a later window are not demand), and `Window(w)` at `w` to every worker for the
+/// latest window `w` in which this worker has a sequence (net count of the sequences of `w` at
+/// `w` positive) of those completed together, once `w` is complete: what the error operator
+/// needs of them is the largest.
 fn observe<'scope>(
     sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
 ) -> StreamVec<'scope, u64, (u64, Observed, isize)> {
@@ -392,6 +393,9 @@ fn observe<'scope>(
                             counts.entry(t).or_insert_with(|| (cap.delayed(&t, 0), 0)).1 += count;
                         }
                     });
+                    // Only the latest of the windows completed together is sent: the error
+                    // operator keeps the largest (one message per activation, not per window).
+                    let mut latest = None;
                     while let Some(entry) = counts.first_entry() {
                         let window = *entry.key();
                         if frontier.less_equal(&window) {
@@ -399,10 +403,13 @@ fn observe<'scope>(
                         }
                         let (cap, count) = entry.remove();
                         if count > 0 {
-                            let mut session = output.session(&cap);
-                            for worker in 0..peers {
-                                session.give((worker, Observed::Window(window), 1));
-                            }
+                            latest = Some((cap, window));
+                        }
+                    }
+                    if let Some((cap, window)) = latest {
+                        let mut session = output.session(&cap);
+                        for worker in 0..peers {
+                            session.give((worker, Observed::Window(window), 1));
                         }
                     }
                 }
