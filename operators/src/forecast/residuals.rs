@@ -17,10 +17,11 @@ use timely::dataflow::StreamVec;
 /// What the error operator sees of the sequences.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Observed {
-    /// A user's demand in the window of its time, from their sequence there (for the worker
-    /// of the user's sequences).
+    /// A user's demand in a window, from their sequence there (for the worker of the user's
+    /// sequences).
     Demand {
         user: String,
+        window: u64,
         events: u64,
         bytes: u64,
     },
@@ -228,8 +229,7 @@ where
                                 }
                             }
                         });
-                        observed_input.for_each_time(|cap, data| {
-                            let t = *cap.time();
+                        observed_input.for_each_time(|_cap, data| {
                             for batch in data {
                                 for (_, observed, r) in batch.drain(..) {
                                     match observed {
@@ -239,11 +239,12 @@ where
                                         Observed::Window(_) => {}
                                         Observed::Demand {
                                             user,
+                                            window,
                                             events,
                                             bytes,
                                         } => {
                                             demand
-                                                .entry(t)
+                                                .entry(window)
                                                 .or_default()
                                                 .push(((user, events, bytes), r));
                                         }
@@ -371,26 +372,21 @@ fn observe<'scope>(
                 let mut counts: BTreeMap<u64, (Capability<u64>, isize)> = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each_time(|cap, data| {
-                        let t = *cap.time();
                         let mut session = output.session(&cap);
-                        let mut count = 0;
                         for batch in data {
-                            for (((user, w), s), _, r) in batch.drain(..) {
+                            for (((user, w), s), t, r) in batch.drain(..) {
                                 if w == t {
-                                    count += r;
-                                    let (events, bytes) = (s.events, s.bytes);
                                     let demand = Observed::Demand {
                                         user,
-                                        events,
-                                        bytes,
+                                        window: w,
+                                        events: s.events,
+                                        bytes: s.bytes,
                                     };
                                     session.give((me, demand, r));
+                                    counts.entry(t).or_insert_with(|| (cap.delayed(&t, 0), 0)).1 +=
+                                        r;
                                 }
                             }
-                        }
-                        drop(session);
-                        if count != 0 {
-                            counts.entry(t).or_insert_with(|| (cap.delayed(&t, 0), 0)).1 += count;
                         }
                     });
                     // Only the latest of the windows completed together is sent: the error

@@ -1,17 +1,28 @@
 //! `segment_profiles`: rolling (count, sum) of authenticated users' profiles per segment
 //! (DESIGN.md step 5).
 
-use crate::ops::{Hold, Profile, UserWindow};
+use crate::ops::{Profile, UserWindow};
 use crate::segments::SegmentSum;
-use differential_dataflow::operators::count::CountTotal;
-use differential_dataflow::VecCollection;
+use crate::window::features::Fnv;
+use differential_dataflow::difference::{Abelian, IsZero, Multiply, Semigroup};
+use differential_dataflow::{AsCollection, VecCollection};
+use std::collections::{BTreeMap, HashMap};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::progress::frontier::AntichainRef;
 
 /// Maintains segment profiles.
 pub trait SegmentProfiles<'scope> {
     /// The current [`SegmentSum`] of every segment: each authenticated user's profile with a
-    /// known segment is added at its window `w` and retracted at `w + window`. The sums are the
-    /// difference type of the collection, so a profile costs O(dims) and the output changes
-    /// only for segments whose sum changed.
+    /// known segment is added at its window `w` and retracted at `w + window` (`window` at
+    /// least 1; retractions in the input are ignored: profiles are facts). At each window the
+    /// output changes only for the segments whose sum changed there: the old sum retracted,
+    /// the new one inserted. One operator, the profiles exchanged by segment; the sums are
+    /// exact (fixed point), so the order of additions does not matter. An oracle test checks
+    /// it against the same sums held for `window` windows and counted by differential's
+    /// `count_total` at every window.
     ///
     /// ```
     /// use personaflow_operators::{Event, WindowSpec};
@@ -43,7 +54,173 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
         self,
         window: u64,
     ) -> VecCollection<'scope, u64, (String, SegmentSum), isize> {
-        self.filter(|(_, p)| p.authenticated && p.segment.is_some())
+        let window = window.max(1);
+        let by_segment = Exchange::new(|((_, p), _, _): &((UserWindow, Profile), u64, isize)| {
+            p.segment.as_deref().map_or(0, Fnv::hash_str)
+        });
+        self.inner
+            .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
+                by_segment,
+                "SegmentProfiles",
+                move |_cap, _info| {
+                    let mut rolling = RollingSums::default();
+                    move |(input, frontier), output| {
+                        input.for_each_time(|cap, data| {
+                            for batch in data {
+                                for ((_, p), t, r) in batch.drain(..) {
+                                    if r <= 0 || !p.authenticated {
+                                        continue;
+                                    }
+                                    let Some(segment) = p.segment else { continue };
+                                    let sum =
+                                        SegmentSum::of_profile(p.embedding.as_slice(), &p.context)
+                                            .multiply(&r);
+                                    rolling.add(&cap, t, window, segment, sum);
+                                }
+                            }
+                        });
+                        while let Some((cap, changes)) = rolling.complete(frontier.frontier()) {
+                            let t = *cap.time();
+                            output
+                                .session(&cap)
+                                .give_iterator(changes.into_iter().map(|(d, r)| (d, t, r)));
+                        }
+                    }
+                },
+            )
+            .as_collection()
+    }
+}
+
+/// The operator's state: each segment's current sum and the changes not yet applied, by window.
+#[derive(Default)]
+struct RollingSums {
+    totals: HashMap<String, SegmentSum>,
+    /// Per window: a capability there and the sums that enter (profiles of the window) or leave
+    /// (negated: profiles of `window` windows before) at it.
+    pending: BTreeMap<u64, (Capability<u64>, Vec<SegmentChange>)>,
+}
+
+/// A sum entering (or, negated, leaving) a segment.
+type SegmentChange = (String, SegmentSum);
+/// A segment's sum retracted (-1) or inserted (1).
+type SumUpdate = ((String, SegmentSum), isize);
+
+impl RollingSums {
+    /// A profile's sum enters at `t` and leaves at `t + window`.
+    fn add(
+        &mut self,
+        cap: &InputCapability<u64>,
+        t: u64,
+        window: u64,
+        segment: String,
+        sum: SegmentSum,
+    ) {
+        let mut gone = sum.clone();
+        gone.negate();
+        let until = t + window;
+        self.pending
+            .entry(until)
+            .or_insert_with(|| (cap.delayed(&until, 0), Vec::new()))
+            .1
+            .push((segment.clone(), gone));
+        self.pending
+            .entry(t)
+            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+            .1
+            .push((segment, sum));
+    }
+
+    /// The earliest pending window the frontier has passed, with the changes of the segments
+    /// whose sum it changes: the old sum retracted, the new one inserted (a zero sum is
+    /// neither), as differential's `count_total` of the same sums would give them.
+    fn complete(
+        &mut self,
+        frontier: AntichainRef<'_, u64>,
+    ) -> Option<(Capability<u64>, Vec<SumUpdate>)> {
+        let entry = self.pending.first_entry()?;
+        if frontier.less_equal(entry.key()) {
+            return None;
+        }
+        let (cap, mut sums) = entry.remove();
+        sums.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut changes = Vec::new();
+        for chunk in sums.chunk_by(|a, b| a.0 == b.0) {
+            let segment = &chunk[0].0;
+            let old = self.totals.get(segment).cloned().unwrap_or_default();
+            let mut new = old.clone();
+            for (_, s) in chunk {
+                new.plus_equals(s);
+            }
+            if new == old {
+                continue;
+            }
+            if !old.is_zero() {
+                changes.push(((segment.clone(), old), -1));
+            }
+            if new.is_zero() {
+                self.totals.remove(segment);
+            } else {
+                changes.push(((segment.clone(), new.clone()), 1));
+                self.totals.insert(segment.clone(), new);
+            }
+        }
+        Some((cap, changes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::operator::Profile;
+    use crate::ops::Hold;
+    use crate::policies::socket::WindowDemand;
+    use crate::vector::Vector;
+    use crate::Context;
+    use differential_dataflow::consolidation::consolidate_updates;
+    use differential_dataflow::input::Input;
+    use differential_dataflow::operators::count::CountTotal;
+    use rand::{Rng, SeedableRng};
+    use std::sync::{Arc, Mutex};
+
+    type Updates = Arc<Mutex<Vec<((String, SegmentSum), u64, isize)>>>;
+
+    fn profile(rng: &mut impl Rng) -> Profile {
+        let pick = |rng: &mut dyn rand::RngCore, xs: &[&str]| {
+            let i = rng.random_range(0..=xs.len());
+            xs.get(i).map(|s| s.to_string())
+        };
+        let segments = ["gamer", "streamer", "office"];
+        Profile {
+            embedding: Vector(
+                (0..3)
+                    .map(|_| rng.random_range(-4..=4) as f32 * 0.25)
+                    .collect(),
+            ),
+            anomaly_score: None,
+            history_windows: 0,
+            events: 1,
+            authenticated: rng.random_bool(0.8),
+            segment: pick(rng, &segments),
+            context: Context {
+                device: pick(rng, &["phone", "desktop"]),
+                os: pick(rng, &["linux"]),
+                country: pick(rng, &["de", "fr"]),
+            },
+            features: Vector(vec![]),
+            demand: WindowDemand::default(),
+            windows_embedding: None,
+        }
+    }
+
+    /// The rolling sums as they were first written: the profiles held for `window` windows,
+    /// exploded into their sums and counted by differential.
+    fn from_scratch<'scope>(
+        profiles: VecCollection<'scope, u64, (UserWindow, Profile), isize>,
+        window: u64,
+    ) -> VecCollection<'scope, u64, (String, SegmentSum), isize> {
+        profiles
+            .filter(|(_, p)| p.authenticated && p.segment.is_some())
             .hold_for(window.max(1))
             .explode(|(_, p)| {
                 let segment = p.segment.clone().unwrap_or_default();
@@ -53,5 +230,46 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
                 ))
             })
             .count_total()
+    }
+
+    #[test]
+    fn equals_differentials_count_of_the_held_sums_at_every_window() {
+        for (seed, window, sparse) in [(1, 3, false), (2, 1, true), (3, 60, true), (4, 5, false)] {
+            let got: Updates = Arc::default();
+            let want: Updates = Arc::default();
+            let (g, w) = (got.clone(), want.clone());
+            timely::execute(timely::Config::process(2), move |worker| {
+                let (g, w) = (g.clone(), w.clone());
+                let mut input = worker.dataflow::<u64, _, _>(|scope| {
+                    let (input, profiles) = scope.new_collection::<(UserWindow, Profile), isize>();
+                    profiles
+                        .clone()
+                        .segment_profiles(window)
+                        .inspect(move |u| g.lock().unwrap().push(u.clone()));
+                    from_scratch(profiles, window)
+                        .inspect(move |u| w.lock().unwrap().push(u.clone()));
+                    input
+                });
+                if worker.index() == 0 {
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                    let mut t = 0;
+                    for _ in 0..40 {
+                        t += if sparse { rng.random_range(1..20) } else { 1 };
+                        input.advance_to(t);
+                        for u in 0..rng.random_range(0..8) {
+                            let p = profile(&mut rng);
+                            let r = if rng.random_bool(0.1) { -1 } else { 1 };
+                            input.update(((format!("u{u}"), t), p), r);
+                        }
+                    }
+                }
+            })
+            .unwrap();
+            let (mut got, mut want) = (got.lock().unwrap().clone(), want.lock().unwrap().clone());
+            consolidate_updates(&mut got);
+            consolidate_updates(&mut want);
+            assert!(!want.is_empty());
+            assert_eq!(got, want, "seed {seed}, window {window}");
+        }
     }
 }
