@@ -72,7 +72,8 @@ fn timed(cmd: &mut Command) -> (f64, String) {
     (secs, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn main() {
+/// Runs the bench (see the module documentation); also a part of `issue21`.
+pub fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("columnar: run it with `cargo bench --bench columnar`; skipped");
         return;
