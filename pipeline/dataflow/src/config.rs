@@ -469,9 +469,10 @@ pub enum ProgressMode {
     #[default]
     Auto,
     /// As they are made: the least latency per window, at the cost of a message per change to
-    /// every worker (timely warns that many workers can drown in them). With 2 workers, 5% less
-    /// wall time on the sparse real log with 1-minute windows and 3% on the dense simulated day
-    /// (BENCHMARKS.md, "Eager progress").
+    /// every worker (timely warns that many workers can drown in them). With 2 workers, 7–8%
+    /// less wall time on the sparse real log with 1-minute windows (1.93 / 1.92 s against 2.07 /
+    /// 2.10 s) and 1–2% on the dense simulated day, within the noise (BENCHMARKS.md, "Fewer
+    /// hops a window").
     Eager,
     /// Only once they could move the frontier of some worker (timely's default): fewer
     /// messages, more waiting.
