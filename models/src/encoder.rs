@@ -4,8 +4,16 @@
 //! [B, L]` and `context [B, C]`; outputs `mu [B, D]`, `logvar [B, D]` and `recon_error [B]`,
 //! the mean squared error (normalised units, active windows only) of the decoder's
 //! reconstruction from `mu`. The profile is `mu`; the reconstruction error is the anomaly score.
+//!
+//! The mean-only encoder (`models/onnx/rnn_vae_encoder_mean.onnx`, derived from the encoder by
+//! `models/training/export_encoder_mean.py`: its graph up to `mu`) gives the same `mu` bit for
+//! bit without the decoder pass the reconstruction error needs, at about half the cost. With it
+//! ([`VaeEncoder::with_mean_model`]), [`Embedder::embed_vectors`] (embeddings whose anomaly
+//! scores are not wanted) runs it instead of the encoder.
 
+use crate::metadata::ModelInfo;
 use crate::runtime::SessionOptions;
+use crate::stats::InferenceStats;
 use crate::tensors::{model_accessors, Model, SequenceBatch};
 use crate::Result;
 use personaflow_operators::embed::{Embedder, Embedding};
@@ -17,6 +25,10 @@ use std::path::Path;
 pub const ENCODER_FILE: &str = "rnn_vae_encoder.onnx";
 /// Model kind in the encoder's metadata.
 pub const ENCODER_KIND: &str = "rnn_vae_encoder";
+/// File name of the mean-only encoder in `models/onnx/`.
+pub const ENCODER_MEAN_FILE: &str = "rnn_vae_encoder_mean.onnx";
+/// Model kind in the mean-only encoder's metadata.
+pub const ENCODER_MEAN_KIND: &str = "rnn_vae_encoder_mean";
 /// Name of the VAE embedder in outputs.
 pub const VAE_EMBEDDER_NAME: &str = "rnn-vae-v1";
 
@@ -35,6 +47,8 @@ pub struct EncoderOutput {
 #[derive(Debug)]
 pub struct VaeEncoder {
     model: Model,
+    /// The mean-only encoder, where one was opened beside it.
+    mean: Option<Model>,
 }
 
 impl VaeEncoder {
@@ -42,10 +56,61 @@ impl VaeEncoder {
     pub fn open(path: &Path, options: &SessionOptions) -> Result<Self> {
         Ok(VaeEncoder {
             model: Model::open(path, options, ENCODER_KIND)?,
+            mean: None,
         })
     }
 
     model_accessors!();
+
+    /// Also opens the mean-only encoder at `path`, which [`Embedder::embed_vectors`] runs from
+    /// now on, timed into `stats`. Refuses one derived from another encoder: its metadata must
+    /// be this encoder's but for its kind ([`check_derived`]).
+    pub fn with_mean_model(
+        mut self,
+        path: &Path,
+        options: &SessionOptions,
+        stats: InferenceStats,
+    ) -> Result<Self> {
+        let mut mean = Model::open(path, options, ENCODER_MEAN_KIND)?;
+        check_derived(&self.model.info, &mean.info, &mean.path)?;
+        mean.stats = stats;
+        self.mean = Some(mean);
+        Ok(self)
+    }
+
+    /// Whether a mean-only encoder is open.
+    pub fn has_mean_model(&self) -> bool {
+        self.mean.is_some()
+    }
+
+    /// Runs the mean-only encoder (the encoder where none is open) on raw tensors, shaped as
+    /// for [`run`](Self::run); returns `mu`, `[batch, D]`.
+    pub fn run_mean(
+        &mut self,
+        batch: usize,
+        steps: usize,
+        features: &[f32],
+        mask: &[f32],
+        context: &[f32],
+    ) -> Result<Vec<f32>> {
+        let Some(mean) = self.mean.as_mut() else {
+            return Ok(self.run(batch, steps, features, mask, context)?.mu);
+        };
+        if batch == 0 {
+            return Ok(Vec::new());
+        }
+        let (c, d) = (mean.info.context_dims, mean.info.latent_dims);
+        let mut out = mean.run(
+            batch,
+            &[
+                ("features", vec![batch, steps, NUM_FEATURES], features),
+                ("mask", vec![batch, steps], mask),
+                ("context", vec![batch, c], context),
+            ],
+            &[("mu", d)],
+        )?;
+        Ok(out.pop().unwrap_or_default())
+    }
 
     /// Runs the encoder on raw tensors: `features` `[batch, steps, F]`, `mask`
     /// `[batch, steps]`, `context` `[batch, C]`.
@@ -87,6 +152,46 @@ impl VaeEncoder {
         let b = SequenceBatch::pack(&self.model.path, seqs, Some(vocab))?;
         self.run(b.batch, b.steps, &b.features, &b.mask, &b.context)
     }
+
+    fn embedder_error(e: crate::Error) -> personaflow_operators::Error {
+        personaflow_operators::Error::Embedder {
+            embedder: VAE_EMBEDDER_NAME.to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Refuses a mean-only encoder (`mean`, at `path`) whose metadata differs from the encoder's
+/// (`encoder`) in anything but its kind: the training metadata (seed, losses, normalisation)
+/// tells one encoder's derivative from another's.
+///
+/// ```
+/// use personaflow_models::encoder::{check_derived, ENCODER_MEAN_KIND};
+/// use personaflow_models::metadata::ModelInfo;
+/// let info = |kind: &str, seed: u64| ModelInfo {
+///     kind: kind.into(), sequence_len: 16, features: 33, feature_names: vec![],
+///     context_dims: 0, context_vocabulary: Default::default(), latent_dims: 16, horizon: 0,
+///     hidden: 0, normalisation: Default::default(), seed, training: Default::default(),
+/// };
+/// assert!(check_derived(&info("rnn_vae_encoder", 7), &info(ENCODER_MEAN_KIND, 7), "m.onnx").is_ok());
+/// let err = check_derived(&info("rnn_vae_encoder", 7), &info(ENCODER_MEAN_KIND, 8), "m.onnx").unwrap_err();
+/// assert!(err.to_string().contains("export_encoder_mean.py"));
+/// ```
+pub fn check_derived(encoder: &ModelInfo, mean: &ModelInfo, path: &str) -> Result<()> {
+    let as_encoder = ModelInfo {
+        kind: encoder.kind.clone(),
+        ..mean.clone()
+    };
+    if as_encoder == *encoder {
+        return Ok(());
+    }
+    Err(crate::Error::BadMetadata {
+        model: path.to_string(),
+        reason: "it was not derived from this encoder (its metadata differs from the \
+                 encoder's); re-run models/training/export_encoder_mean.py, or remove it to \
+                 embed with the encoder alone"
+            .to_string(),
+    })
 }
 
 impl Embedder for VaeEncoder {
@@ -102,12 +207,7 @@ impl Embedder for VaeEncoder {
         &mut self,
         batch: &[&Sequence],
     ) -> personaflow_operators::Result<Vec<Embedding>> {
-        let out = self
-            .encode(batch)
-            .map_err(|e| personaflow_operators::Error::Embedder {
-                embedder: VAE_EMBEDDER_NAME.to_string(),
-                reason: e.to_string(),
-            })?;
+        let out = self.encode(batch).map_err(Self::embedder_error)?;
         let d = self.model.info.latent_dims;
         Ok(out
             .mu
@@ -117,6 +217,22 @@ impl Embedder for VaeEncoder {
                 vector: mu.to_vec(),
                 anomaly_score: Some(err),
             })
+            .collect())
+    }
+
+    fn embed_vectors(
+        &mut self,
+        batch: &[&Sequence],
+    ) -> personaflow_operators::Result<Vec<Vec<f32>>> {
+        let vocab = &self.model.info.context_vocabulary;
+        let b = SequenceBatch::pack(&self.model.path, batch, Some(vocab))
+            .map_err(Self::embedder_error)?;
+        let mu = self
+            .run_mean(b.batch, b.steps, &b.features, &b.mask, &b.context)
+            .map_err(Self::embedder_error)?;
+        Ok(mu
+            .chunks_exact(self.model.info.latent_dims)
+            .map(<[f32]>::to_vec)
             .collect())
     }
 }

@@ -3,7 +3,7 @@
 //! wrong kind). The onnxruntime library comes from `.venv` (scripts/test.sh installs it).
 
 use personaflow_models::decoder::{VaeDecoder, VaeDecoderStep, DECODER_FILE, DECODER_STEP_FILE};
-use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
+use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE, ENCODER_MEAN_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::{Error, Provider, SessionOptions};
 use personaflow_operators::embed::Embedder;
@@ -88,6 +88,59 @@ fn encoder_matches_pytorch() {
         assert!(d <= PARITY_TOLERANCE, "{name}: max |ort - torch| = {d}");
     }
     assert_eq!(enc.dims(), f.mu.shape[1]);
+}
+
+/// The mean-only encoder (the encoder's graph up to `mu`) gives the encoder's `mu` bit for bit
+/// at every batch size of the fixtures, and is timed into its own counters.
+#[test]
+fn the_mean_encoder_gives_the_encoders_mu_bit_for_bit() {
+    let f = fixtures();
+    let mut enc = VaeEncoder::open(&model(ENCODER_FILE), &cpu()).unwrap();
+    let stats = personaflow_models::stats::InferenceStats::default();
+    let mut with_mean = VaeEncoder::open(&model(ENCODER_FILE), &cpu())
+        .unwrap()
+        .with_mean_model(&model(ENCODER_MEAN_FILE), &cpu(), stats.clone())
+        .unwrap();
+    assert!(with_mean.has_mean_model() && !enc.has_mean_model());
+    let (b, l, c) = (f.features.shape[0], f.features.shape[1], f.context.shape[1]);
+    let step = l * NUM_FEATURES;
+    let mut rows = 0;
+    for n in 1..=b {
+        let (x, m, ctx) = (
+            &f.features.data[..n * step],
+            &f.mask.data[..n * l],
+            &f.context.data[..n * c],
+        );
+        let want = enc.run(n, l, x, m, ctx).unwrap().mu;
+        assert_eq!(
+            with_mean.run_mean(n, l, x, m, ctx).unwrap(),
+            want,
+            "batch {n}"
+        );
+        // Without a mean-only model, run_mean is the encoder's mu.
+        assert_eq!(enc.run_mean(n, l, x, m, ctx).unwrap(), want, "batch {n}");
+        rows += n;
+    }
+    let summary = stats.summary();
+    assert_eq!(
+        (summary.batches, summary.sequences),
+        (b as u64, rows as u64)
+    );
+}
+
+/// A mean-only model of another kind is refused (one derived from another encoder is refused
+/// by `check_derived`, whose doc example shows it).
+#[test]
+fn a_mean_model_that_is_not_one_is_refused() {
+    let enc = VaeEncoder::open(&model(ENCODER_FILE), &cpu()).unwrap();
+    let err = enc
+        .with_mean_model(&model(ENCODER_FILE), &cpu(), Default::default())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rnn_vae_encoder model, expected rnn_vae_encoder_mean"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -24,3 +24,5 @@ cargo build --release --quiet
     --work "$HOME/.cache/personaflow/model-training" "$@"
 # The step decoder synthetic users decode with: the new decoder's weights, one step a call.
 "$venv/bin/python" models/training/export_decoder_step.py
+# The mean-only encoder the windows views embed with: the new encoder's graph up to `mu`.
+"$venv/bin/python" models/training/export_encoder_mean.py

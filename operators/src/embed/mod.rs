@@ -29,6 +29,17 @@ pub trait Embedder {
     fn dims(&self) -> usize;
     /// Embeds a batch; returns one embedding per sequence, in order.
     fn embed_batch(&mut self, batch: &[&Sequence]) -> Result<Vec<Embedding>>;
+    /// Embeds a batch whose anomaly scores are not wanted; returns each sequence's
+    /// [`Embedding::vector`], equal to what [`embed_batch`](Self::embed_batch) gives for the
+    /// same batch. An embedder with a cheaper path to the vectors alone overrides it (the
+    /// RNN-VAE runs its encoder without the decoder pass that scores the reconstruction).
+    fn embed_vectors(&mut self, batch: &[&Sequence]) -> Result<Vec<Vec<f32>>> {
+        Ok(self
+            .embed_batch(batch)?
+            .into_iter()
+            .map(|e| e.vector)
+            .collect())
+    }
 }
 
 /// Baseline embedder: each feature standardised with the reference statistics of the feature

@@ -1,7 +1,7 @@
 //! `embed_profiles`: sequences to latent profiles through an [`Embedder`], batched per window
 //! (DESIGN.md step 4).
 
-use crate::embed::Embedder;
+use crate::embed::{Embedder, Embedding};
 use crate::event::Context;
 use crate::ops::batch::BatchByWindow;
 use crate::ops::UserWindow;
@@ -69,7 +69,8 @@ pub trait EmbedProfiles<'scope> {
     /// `((user, w), Profile)` at `w`. All sequences of a window on this worker are embedded
     /// together, in batches of at most `max_batch`, once the window is complete; with active
     /// history, the [distinct windows views](Sequence::distinct_windows_view) too, after them
-    /// (for [`Profile::windows_embedding`]). If the embedder fails, the error goes to `errors`
+    /// (for [`Profile::windows_embedding`]; a batch of views alone goes to
+    /// [`Embedder::embed_vectors`]). If the embedder fails, the error goes to `errors`
     /// and the window yields no profiles; the runtime reports it and stops.
     ///
     /// ```
@@ -135,8 +136,22 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
                 .chain(views.iter().map(|(_, v)| v))
                 .collect();
             let mut embeddings = Vec::with_capacity(seqs.len());
-            for chunk in seqs.chunks(max_batch) {
-                match embedder.embed_batch(chunk) {
+            for (i, chunk) in seqs.chunks(max_batch).enumerate() {
+                // A batch of views alone needs no anomaly scores: the embedder may take its
+                // cheaper path to the same vectors. (A batch that starts with the window's
+                // sequences keeps its shape, so its outputs are bit for bit as before.)
+                let result = match i * max_batch >= records.len() {
+                    true => embedder.embed_vectors(chunk).map(|vs| {
+                        vs.into_iter()
+                            .map(|vector| Embedding {
+                                vector,
+                                anomaly_score: None,
+                            })
+                            .collect()
+                    }),
+                    false => embedder.embed_batch(chunk),
+                };
+                match result {
                     Ok(e) => embeddings.extend(e),
                     Err(e) => {
                         // The window yields no profiles; the runtime reports the error and
@@ -195,6 +210,15 @@ mod tests {
     }
 
     fn profiles_with(spec: SequenceSpec, views: bool) -> BTreeMap<UserWindow, Profile> {
+        profiles_by(spec, views, || Box::new(StandardisedEmbedder::default()), 1)
+    }
+
+    fn profiles_by(
+        spec: SequenceSpec,
+        views: bool,
+        embedder: impl Fn() -> Box<dyn Embedder> + Send + Sync + 'static,
+        max_batch: usize,
+    ) -> BTreeMap<UserWindow, Profile> {
         let got = Arc::new(Mutex::new(BTreeMap::new()));
         let sink = got.clone();
         timely::example(move |scope| {
@@ -207,12 +231,7 @@ mod tests {
                 .container::<Vec<_>>()
                 .window_aggregate(WindowSpec::default())
                 .sequences(spec)
-                .embed_profiles_with(
-                    Box::new(StandardisedEmbedder::default()),
-                    1,
-                    ErrorSlot::default(),
-                    views,
-                )
+                .embed_profiles_with(embedder(), max_batch, ErrorSlot::default(), views)
                 .inspect(move |((k, p), _, r)| {
                     assert_eq!(*r, 1);
                     sink.lock().unwrap().insert(k.clone(), p.clone());
@@ -250,5 +269,56 @@ mod tests {
             without.values().map(|p| &p.embedding).collect::<Vec<_>>(),
             active.values().map(|p| &p.embedding).collect::<Vec<_>>()
         );
+    }
+
+    /// Records which method embedded each batch, and its size.
+    struct Recording {
+        inner: StandardisedEmbedder,
+        calls: Arc<Mutex<Vec<(&'static str, usize)>>>,
+    }
+
+    impl Embedder for Recording {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn dims(&self) -> usize {
+            self.inner.dims()
+        }
+        fn embed_batch(&mut self, batch: &[&Sequence]) -> crate::Result<Vec<Embedding>> {
+            self.calls.lock().unwrap().push(("batch", batch.len()));
+            self.inner.embed_batch(batch)
+        }
+        fn embed_vectors(&mut self, batch: &[&Sequence]) -> crate::Result<Vec<Vec<f32>>> {
+            self.calls.lock().unwrap().push(("vectors", batch.len()));
+            self.inner.embed_vectors(batch)
+        }
+    }
+
+    #[test]
+    fn batches_of_views_alone_take_the_vectors_path_and_every_batch_keeps_its_shape() {
+        let spec = SequenceSpec::active(4, 100);
+        let want = profiles(spec);
+        let (b, v) = ("batch", "vectors");
+        // Windows 3 (u), 8 (u and u's view), 9 (d) and 10 (d, u and u's view).
+        for (max_batch, expected) in [
+            (
+                1,
+                vec![(b, 1), (b, 1), (v, 1), (b, 1), (b, 1), (b, 1), (v, 1)],
+            ),
+            (2, vec![(b, 1), (b, 2), (b, 1), (b, 2), (v, 1)]),
+            (3, vec![(b, 1), (b, 2), (b, 1), (b, 3)]),
+        ] {
+            let calls = Arc::new(Mutex::new(Vec::new()));
+            let sink = calls.clone();
+            let embedder = move || -> Box<dyn Embedder> {
+                Box::new(Recording {
+                    inner: StandardisedEmbedder::default(),
+                    calls: sink.clone(),
+                })
+            };
+            let got = profiles_by(spec, true, embedder, max_batch);
+            assert_eq!(got, want, "max_batch {max_batch}");
+            assert_eq!(*calls.lock().unwrap(), expected, "max_batch {max_batch}");
+        }
     }
 }
