@@ -17,7 +17,11 @@
 //!    sequences are split between the backfill's workers (`runtime.workers`, 2) as evenly as
 //!    its hash split would be on average and cut into batches of `max_batch` (64), and each
 //!    worker's share runs the encoder and the forecaster on a thread of its own, with one
-//!    intra-op thread as the backfill's sessions. The inputs are fixture sequences (the
+//!    intra-op thread as the backfill's sessions. The encoder also embeds the windows views
+//!    of active histories, after each window's sequences and in the same batches, a batch of
+//!    views alone with the mean-only encoder, as the backfill does: how many the backfill
+//!    embedded is in its `run.json` (what the encoders ran beyond the sequences), spread over
+//!    the windows in proportion to their sequences. The inputs are fixture sequences (the
 //!    models' cost does not depend on the values).
 //!
 //! It prints each one's seconds and events/s, the backfills' times over the script's, and the
@@ -26,7 +30,7 @@
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
+use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE, ENCODER_MEAN_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::SessionOptions;
 use personaflow_operators::window::features::NUM_FEATURES;
@@ -144,13 +148,41 @@ pub fn main() {
     let scan = parquet_scan(&parquet_files(&events));
     let windows = sequences_per_window(&out.join("features"));
     let sequences: usize = windows.iter().sum();
-    let inference = bare_inference(&windows);
+    let views = views_embedded(&out.join("run.json"), sequences);
+    let inference = bare_inference(&with_views(&windows, views));
     println!(
-        "columnar: bare Parquet scan {scan:.2} s; bare inference of {sequences} sequences \
-         (encoder + forecaster, {WORKERS} threads, batches of <= {MAX_BATCH}) {inference:.2} s; \
-         the backfill with the models is {:.2}x scan + inference",
+        "columnar: bare Parquet scan {scan:.2} s; bare inference of {sequences} sequences and \
+         {views} windows views (encoder + forecaster, {WORKERS} threads, batches of <= \
+         {MAX_BATCH}) {inference:.2} s; the backfill with the models is {:.2}x scan + inference",
         models_secs / (scan + inference)
     );
+}
+
+/// The windows views the backfill embedded: what its encoders (the encoder and the mean-only
+/// one) ran beyond the `sequences` of its `features` table, from its `run.json`.
+fn views_embedded(run_json: &Path, sequences: usize) -> usize {
+    let text = std::fs::read_to_string(run_json).expect("the backfill's run.json");
+    let run: serde_json::Value = serde_json::from_str(&text).expect("run.json is JSON");
+    let ran = |model: &str| run["inference"][model]["sequences"].as_u64().unwrap_or(0) as usize;
+    (ran("encoder") + ran("encoder_mean"))
+        .checked_sub(sequences)
+        .expect("the encoders ran at least every sequence")
+}
+
+/// `(sequences, views)` of each window: `views` spread over the windows in proportion to
+/// their sequences (the totals exact).
+fn with_views(windows: &[usize], views: usize) -> Vec<(usize, usize)> {
+    let total: usize = windows.iter().sum::<usize>().max(1);
+    let mut before = 0;
+    windows
+        .iter()
+        .map(|&n| {
+            let share = |upto: usize| upto * views / total;
+            let v = share(before + n) - share(before);
+            before += n;
+            (n, v)
+        })
+        .collect()
 }
 
 /// Decodes every column of every file into Arrow record batches; returns the seconds.
@@ -197,9 +229,11 @@ fn sequences_per_window(features: &Path) -> Vec<usize> {
     counts.into_values().collect()
 }
 
-/// Seconds to run the encoder and the forecaster over `windows`' sequences, each window split
-/// between [`WORKERS`] threads and cut into batches of at most [`MAX_BATCH`].
-fn bare_inference(windows: &[usize]) -> f64 {
+/// Seconds to run the encoder and the forecaster over `windows`' sequences and the encoders
+/// over their views (`(sequences, views)` of each window), each window split between
+/// [`WORKERS`] threads and cut into batches of at most [`MAX_BATCH`] as the backfill cuts them:
+/// a worker's views follow its sequences, a batch of views alone goes to the mean-only encoder.
+fn bare_inference(windows: &[(usize, usize)]) -> f64 {
     let x = inputs::inputs(MAX_BATCH);
     let (l, c) = (x.steps, x.context_width);
     let step = l * NUM_FEATURES;
@@ -210,25 +244,43 @@ fn bare_inference(windows: &[usize]) -> f64 {
         for worker in 0..WORKERS {
             let (x, onnx, options) = (&x, &onnx, &options);
             scope.spawn(move || {
-                let mut enc = VaeEncoder::open(&onnx.join(ENCODER_FILE), options).expect("encoder");
+                let mut enc = VaeEncoder::open(&onnx.join(ENCODER_FILE), options)
+                    .and_then(|e| {
+                        e.with_mean_model(
+                            &onnx.join(ENCODER_MEAN_FILE),
+                            options,
+                            Default::default(),
+                        )
+                    })
+                    .expect("encoder");
                 let mut fc =
                     OnnxForecaster::open(&onnx.join(FORECASTER_FILE), options).expect("forecaster");
-                for &n in windows {
-                    // This worker's share: the first `n % WORKERS` workers take one more.
-                    let mut share = n / WORKERS + usize::from(worker < n % WORKERS);
-                    while share > 0 {
-                        let b = share.min(MAX_BATCH);
-                        enc.run(
-                            b,
-                            l,
+                // This worker's share of `n`: the first `n % WORKERS` workers take one more.
+                let share = |n: usize| n / WORKERS + usize::from(worker < n % WORKERS);
+                for &(n, v) in windows {
+                    let (seqs, views) = (share(n), share(v));
+                    let mut start = 0;
+                    while start < seqs + views {
+                        let b = (seqs + views - start).min(MAX_BATCH);
+                        let (xs, m, ctx) = (
                             &x.features[..b * step],
                             &x.mask[..b * l],
                             &x.context[..b * c],
-                        )
-                        .expect("encoder run");
+                        );
+                        if start >= seqs {
+                            enc.run_mean(b, l, xs, m, ctx)
+                                .expect("mean-only encoder run");
+                        } else {
+                            enc.run(b, l, xs, m, ctx).expect("encoder run");
+                        }
+                        start += b;
+                    }
+                    let mut left = seqs;
+                    while left > 0 {
+                        let b = left.min(MAX_BATCH);
                         fc.run(b, l, &x.features[..b * step], &x.mask[..b * l])
                             .expect("forecaster run");
-                        share -= b;
+                        left -= b;
                     }
                 }
             });

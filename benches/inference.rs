@@ -1,7 +1,8 @@
 //! Inference throughput of the committed ONNX models through onnxruntime.
 //!
 //! Run with `cargo bench --bench inference` (it does nothing under `cargo test`). For each batch
-//! size in [`BATCH_SIZES`] it runs the RNN-VAE encoder and the LSTM demand forecaster on
+//! size in [`BATCH_SIZES`] it runs the RNN-VAE encoder, its mean-only part (`mu` alone, what
+//! the windows views of active histories are embedded with) and the LSTM demand forecaster on
 //! sequences of the default length (`L` = 16, `F` = 33) until at least [`MIN_SEQUENCES`]
 //! sequences and [`MIN_SECS`] seconds, after one warm-up run, and prints sequences per second.
 //! The inputs are the parity fixtures' held-out sequences (real simulator features), cycled and
@@ -13,7 +14,7 @@
 //! t<threads>.json`. The onnxruntime library is found as by the binary (`.venv` or
 //! `ORT_DYLIB_PATH`).
 
-use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE};
+use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE, ENCODER_MEAN_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::{Provider, SessionOptions};
 use personaflow_operators::window::features::NUM_FEATURES;
@@ -73,6 +74,11 @@ pub fn main() {
     };
     let onnx = root().join("models/onnx");
     let mut enc = VaeEncoder::open(&onnx.join(ENCODER_FILE), &options).expect("encoder");
+    let mut mean = VaeEncoder::open(&onnx.join(ENCODER_FILE), &options)
+        .and_then(|e| {
+            e.with_mean_model(&onnx.join(ENCODER_MEAN_FILE), &options, Default::default())
+        })
+        .expect("mean-only encoder");
     let mut fc = OnnxForecaster::open(&onnx.join(FORECASTER_FILE), &options).expect("forecaster");
     let total = *BATCH_SIZES.iter().max().expect("sizes") * 2;
     let x = inputs(total);
@@ -83,8 +89,8 @@ pub fn main() {
         enc.provider()
     );
     println!(
-        "{:>6} {:>16} {:>16}",
-        "batch", "encoder seq/s", "forecaster seq/s"
+        "{:>6} {:>16} {:>16} {:>16}",
+        "batch", "encoder seq/s", "mean-only seq/s", "forecaster seq/s"
     );
     let mut rows = Vec::new();
     for &b in &BATCH_SIZES {
@@ -98,6 +104,16 @@ pub fn main() {
             )
             .expect("encoder run");
         });
+        let (mean_rate, mean_n) = measure(b, total, |s, b| {
+            mean.run_mean(
+                b,
+                l,
+                &x.features[s * step..(s + b) * step],
+                &x.mask[s * l..(s + b) * l],
+                &x.context[s * c..(s + b) * c],
+            )
+            .expect("mean-only encoder run");
+        });
         let (fc_rate, fc_n) = measure(b, total, |s, b| {
             fc.run(
                 b,
@@ -107,11 +123,13 @@ pub fn main() {
             )
             .expect("forecaster run");
         });
-        println!("{b:>6} {enc_rate:>16.0} {fc_rate:>16.0}");
+        println!("{b:>6} {enc_rate:>16.0} {mean_rate:>16.0} {fc_rate:>16.0}");
         rows.push(json!({
             "batch": b,
             "encoder_sequences_per_sec": enc_rate,
             "encoder_sequences": enc_n,
+            "encoder_mean_sequences_per_sec": mean_rate,
+            "encoder_mean_sequences": mean_n,
             "forecaster_sequences_per_sec": fc_rate,
             "forecaster_sequences": fc_n,
         }));
