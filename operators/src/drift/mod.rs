@@ -303,10 +303,13 @@ struct UnitMeans {
     units: BTreeMap<u64, Unit>,
 }
 
-/// A unit's points (step serial, index in the step), oldest first, and its mean if current.
+/// A unit's points (step serial, index in the step), oldest first, their sum in that order
+/// while no point has left (a point that joins at the back extends it: the same additions in
+/// the same order as summing afresh), and its mean if current.
 #[derive(Debug, Default)]
 struct Unit {
     points: VecDeque<(u64, usize)>,
+    sum: Option<Vec<f64>>,
     mean: Option<Vec<f32>>,
 }
 
@@ -340,6 +343,7 @@ impl UnitMeans {
                     .get_mut(key)
                     .expect("a dropped step's unit is kept");
                 unit.points.pop_front();
+                unit.sum = None;
                 unit.mean = None;
                 if unit.points.is_empty() {
                     self.units.remove(key);
@@ -351,6 +355,9 @@ impl UnitMeans {
             let serial = self.front + self.steps.len() as u64;
             for (i, key) in step.keys.iter().enumerate() {
                 let unit = self.units.entry(*key).or_default();
+                if let Some(sum) = unit.sum.as_mut() {
+                    add_point(sum, &step.points[i]);
+                }
                 unit.points.push_back((serial, i));
                 unit.mean = None;
             }
@@ -360,22 +367,31 @@ impl UnitMeans {
         self.units
             .values_mut()
             .map(|unit| {
+                let (points, sum) = (&unit.points, &mut unit.sum);
                 let mean = unit.mean.get_or_insert_with(|| {
-                    let point = |&(serial, i): &(u64, usize)| -> &[f32] {
-                        &steps[(serial - front) as usize].points[i]
-                    };
-                    let mut sum = vec![0.0f64; unit.points.front().map_or(0, |p| point(p).len())];
-                    for p in &unit.points {
-                        for (a, x) in sum.iter_mut().zip(point(p)) {
-                            *a += f64::from(*x);
+                    let sum = sum.get_or_insert_with(|| {
+                        let point = |&(serial, i): &(u64, usize)| -> &[f32] {
+                            &steps[(serial - front) as usize].points[i]
+                        };
+                        let mut sum = vec![0.0f64; points.front().map_or(0, |p| point(p).len())];
+                        for p in points {
+                            add_point(&mut sum, point(p));
                         }
-                    }
-                    let n = unit.points.len() as f64;
-                    sum.into_iter().map(|x| (x / n) as f32).collect()
+                        sum
+                    });
+                    let n = points.len() as f64;
+                    sum.iter().map(|x| (x / n) as f32).collect()
                 });
                 mean.as_slice()
             })
             .collect()
+    }
+}
+
+/// Adds `point` to a unit's running `sum` (as far as both reach).
+fn add_point(sum: &mut [f64], point: &[f32]) {
+    for (a, x) in sum.iter_mut().zip(point) {
+        *a += f64::from(*x);
     }
 }
 
