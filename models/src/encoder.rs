@@ -100,15 +100,8 @@ impl VaeEncoder {
             return Ok(Vec::new());
         }
         let (c, d) = (mean.info.context_dims, mean.info.latent_dims);
-        let mut out = mean.run(
-            batch,
-            &[
-                ("features", vec![batch, steps, NUM_FEATURES], features),
-                ("mask", vec![batch, steps], mask),
-                ("context", vec![batch, c], context),
-            ],
-            &[("mu", d)],
-        )?;
+        let inputs = encoder_inputs(batch, steps, c, features, mask, context);
+        let mut out = mean.run(batch, &inputs, &[("mu", d)])?;
         Ok(out.pop().unwrap_or_default())
     }
 
@@ -126,15 +119,12 @@ impl VaeEncoder {
             return Ok(EncoderOutput::default());
         }
         let (c, d) = (self.model.info.context_dims, self.model.info.latent_dims);
+        let inputs = encoder_inputs(batch, steps, c, features, mask, context);
         let mut out = self
             .model
             .run(
                 batch,
-                &[
-                    ("features", vec![batch, steps, NUM_FEATURES], features),
-                    ("mask", vec![batch, steps], mask),
-                    ("context", vec![batch, c], context),
-                ],
+                &inputs,
                 &[("mu", d), ("logvar", d), ("recon_error", 1)],
             )?
             .into_iter();
@@ -159,6 +149,23 @@ impl VaeEncoder {
             reason: e.to_string(),
         }
     }
+}
+
+/// The encoders' named inputs: `features` `[batch, steps, F]`, `mask` `[batch, steps]` and
+/// `context` `[batch, context_dims]`.
+fn encoder_inputs<'a>(
+    batch: usize,
+    steps: usize,
+    context_dims: usize,
+    features: &'a [f32],
+    mask: &'a [f32],
+    context: &'a [f32],
+) -> [(&'static str, Vec<usize>, &'a [f32]); 3] {
+    [
+        ("features", vec![batch, steps, NUM_FEATURES], features),
+        ("mask", vec![batch, steps], mask),
+        ("context", vec![batch, context_dims], context),
+    ]
 }
 
 /// Refuses a mean-only encoder (`mean`, at `path`) whose metadata differs from the encoder's
