@@ -74,9 +74,9 @@ fn pick<'a>(rng: &mut ChaCha8Rng, from: &[&'a str]) -> &'a str {
 
 fn random_context(rng: &mut ChaCha8Rng) -> Context {
     Context {
-        device: Some(pick(rng, &DEVICES).to_string()),
-        os: Some(pick(rng, &OSES).to_string()),
-        country: Some(pick(rng, &COUNTRIES).to_string()),
+        device: Some(pick(rng, &DEVICES).into()),
+        os: Some(pick(rng, &OSES).into()),
+        country: Some(pick(rng, &COUNTRIES).into()),
     }
 }
 
@@ -96,7 +96,8 @@ fn random_event(rng: &mut ChaCha8Rng, user: &str, window: u64, spec: &WindowSpec
     e.latency_ms = rng.random_bool(0.8).then(|| rng.random_range(1.0..900.0));
     e.status = Some(if rng.random_bool(0.05) { 503 } else { 200 });
     let ctx = random_context(rng);
-    (e.device, e.os, e.country) = (ctx.device, ctx.os, ctx.country);
+    let owned = |v: Option<std::sync::Arc<str>>| v.as_deref().map(str::to_string);
+    (e.device, e.os, e.country) = (owned(ctx.device), owned(ctx.os), owned(ctx.country));
     e
 }
 

@@ -1,6 +1,7 @@
 //! The canonical event record that every source produces and every operator consumes.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// One user event in the canonical schema (see the README's "Event schema" section).
 ///
@@ -39,15 +40,17 @@ pub struct Event {
     pub country: Option<String>,
 }
 
-/// The context of a user that does not depend on behaviour: used for cold-start priors.
+/// The context of a user that does not depend on behaviour: used for cold-start priors. Its
+/// values are shared (`Arc<str>`): sequences and profiles carry it, and every consumer of their
+/// streams gets a copy of each record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Context {
     /// Device class.
-    pub device: Option<String>,
+    pub device: Option<Arc<str>>,
     /// Operating system.
-    pub os: Option<String>,
+    pub os: Option<Arc<str>>,
     /// Country code.
-    pub country: Option<String>,
+    pub country: Option<Arc<str>>,
 }
 
 impl Event {
@@ -64,9 +67,9 @@ impl Event {
     /// The event's context fields.
     pub fn context(&self) -> Context {
         Context {
-            device: self.device.clone(),
-            os: self.os.clone(),
-            country: self.country.clone(),
+            device: self.device.as_deref().map(Arc::from),
+            os: self.os.as_deref().map(Arc::from),
+            country: self.country.as_deref().map(Arc::from),
         }
     }
 }

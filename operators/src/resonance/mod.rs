@@ -378,7 +378,7 @@ mod tests {
             for j in 0..(5 + 3 * i) {
                 let ctx = Context {
                     device: Some(devices[(i * j + j) % devices.len()].into()),
-                    os: (j % 3 != 0).then(|| format!("os{}", (i + j) % 2)),
+                    os: (j % 3 != 0).then(|| format!("os{}", (i + j) % 2).into()),
                     country: Some(countries[(i + 2 * j) % countries.len()].into()),
                 };
                 acc.plus_equals(&SegmentSum::of_profile(&[i as f32, j as f32], &ctx));
@@ -390,7 +390,7 @@ mod tests {
             for os in [None, Some("os1")] {
                 let ctx = Context {
                     device: Some(device.into()),
-                    os: os.map(str::to_string),
+                    os: os.map(Into::into),
                     country: Some("BR".into()),
                 };
                 let fast = context_prior(&ctx, &table, 0.5);

@@ -203,9 +203,9 @@ mod tests {
             authenticated: rng.random_bool(0.8),
             segment: pick(rng, &segments),
             context: Context {
-                device: pick(rng, &["phone", "desktop"]),
-                os: pick(rng, &["linux"]),
-                country: pick(rng, &["de", "fr"]),
+                device: pick(rng, &["phone", "desktop"]).map(Into::into),
+                os: pick(rng, &["linux"]).map(Into::into),
+                country: pick(rng, &["de", "fr"]).map(Into::into),
             },
             features: Vector(vec![]),
             demand: WindowDemand::default(),

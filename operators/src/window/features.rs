@@ -11,6 +11,7 @@ use crate::policies::socket::{RequestType, WindowDemand};
 use crate::vector::Vector;
 use crate::window::WindowSpec;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Version of the feature schema below. Bump it whenever a feature's meaning changes; models
 /// record the version (and [`feature_schema_hash`]) they were trained on.
@@ -455,7 +456,7 @@ impl WindowAgg {
 
     /// The context (device, os, country) last seen in the window.
     pub fn context(&self) -> Context {
-        let v = |l: &Latest<String>| l.as_ref().map(|(_, v)| v.clone());
+        let v = |l: &Latest<String>| l.as_ref().map(|(_, v)| Arc::from(v.as_str()));
         Context {
             device: v(&self.device),
             os: v(&self.os),

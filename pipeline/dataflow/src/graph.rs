@@ -1120,9 +1120,9 @@ fn profile_rows(
         events: p.events,
         authenticated: p.authenticated,
         segment: p.segment.clone(),
-        device: p.context.device.clone(),
-        os: p.context.os.clone(),
-        country: p.context.country.clone(),
+        device: p.context.device.as_deref().map(str::to_string),
+        os: p.context.os.as_deref().map(str::to_string),
+        country: p.context.country.as_deref().map(str::to_string),
     }));
 }
 

@@ -205,9 +205,9 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                 events: seq.events,
                 authenticated: seq.authenticated,
                 segment: seq.segment.clone(),
-                device: seq.context.device.clone(),
-                os: seq.context.os.clone(),
-                country: seq.context.country.clone(),
+                device: seq.context.device.as_deref().map(str::to_string),
+                os: seq.context.os.as_deref().map(str::to_string),
+                country: seq.context.country.as_deref().map(str::to_string),
             });
             if let (true, Some(segment)) = (seq.authenticated, &seq.segment) {
                 let one = SegmentSum::of_profile(&e.vector, &seq.context);
