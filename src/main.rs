@@ -3,6 +3,7 @@
 //! advice as Parquet tables, over files (`backfill`) or a Kafka topic (`run`). One module of
 //! the library crates per command; this binary parses flags, shows progress and prints.
 
+mod allocator;
 mod backfill;
 mod common;
 mod demo;
@@ -16,12 +17,6 @@ mod synth;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-
-/// The dataflow allocates and frees many small records per event (keys, feature rows,
-/// contexts) on every worker thread; mimalloc's per-thread free lists serve that pattern in
-/// about a third less time than the system allocator (BENCHMARKS.md, "Allocator").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -66,6 +61,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     let quiet = cli.quiet;
     let result = match cli.command {
