@@ -12,6 +12,7 @@ use personaflow_operators::drift::operator::{window_drift, DriftState, Scope, Sc
 use personaflow_operators::drift::scaling::{DemandHistory, ScalingConfig};
 use personaflow_operators::drift::{permutation_p_value, DriftConfig};
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
+use personaflow_operators::ops::UserId;
 use personaflow_operators::personas::{batch_kmeans, rng_for, PersonaConfig, PersonaModel};
 use personaflow_operators::resonance::{context_prior, resonance, ResonanceConfig};
 use personaflow_operators::segments::{SegmentSum, SegmentTable};
@@ -483,9 +484,9 @@ fn bench_personas(c: &mut Criterion) {
 }
 
 /// One window's members of `DRIFT_SCOPES` segments, sorted by scope then user.
-fn drift_members(rng: &mut ChaCha8Rng) -> Vec<((Scope, String), ScopeMember)> {
+fn drift_members(rng: &mut ChaCha8Rng) -> Vec<((Scope, UserId), ScopeMember)> {
     let features = personaflow_operators::window::features::NUM_FEATURES;
-    let mut members: Vec<((Scope, String), ScopeMember)> = (0..DRIFT_SCOPES)
+    let mut members: Vec<((Scope, UserId), ScopeMember)> = (0..DRIFT_SCOPES)
         .flat_map(|s| (0..DRIFT_MEMBERS).map(move |u| (s, u)))
         .map(|(s, u)| {
             let m = ScopeMember {
@@ -502,7 +503,10 @@ fn drift_members(rng: &mut ChaCha8Rng) -> Vec<((Scope, String), ScopeMember)> {
             };
             // 3 windows' worth of distinct users rotate through each segment.
             let user = format!("u{:04}", u + DRIFT_MEMBERS * rng.random_range(0..3));
-            ((Scope::Segment(SEGMENT_NAMES[s].to_string()), user), m)
+            (
+                (Scope::Segment(SEGMENT_NAMES[s].to_string()), user.into()),
+                m,
+            )
         })
         .collect();
     members.sort();

@@ -87,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     if *diff > 0 {
                         let top = &r.scores[r.top];
                         sink.lock().unwrap().insert(
-                            (*window, user.clone()),
+                            (*window, user.to_string()),
                             (top.segment.clone(), f64::from(top.probability.0)),
                         );
                     }

@@ -189,7 +189,7 @@ fn oracle(
 ) -> Oracle {
     let mut aggs: BTreeMap<UserWindow, WindowAgg> = BTreeMap::new();
     for e in events {
-        let key = (e.user_id.clone(), spec.index(e.ts_ms).unwrap());
+        let key = (e.user_id.as_str().into(), spec.index(e.ts_ms).unwrap());
         aggs.entry(key).or_insert_with(WindowAgg::empty).add(e);
     }
     let all: BTreeMap<UserWindow, WindowSummary> = aggs

@@ -10,7 +10,7 @@ use personaflow_operators::drift::scaling::ScalingConfig;
 use personaflow_operators::drift::DriftConfig;
 use personaflow_operators::event::Context;
 use personaflow_operators::ops::{
-    state_through, ClusterPersonas, PinPersonas, Profile, Snapshots, UserWindow,
+    state_through, ClusterPersonas, PinPersonas, Profile, Snapshots, UserId, UserWindow,
 };
 use personaflow_operators::personas::operator::model_worker;
 use personaflow_operators::personas::operator::{window_personas, Persona, PersonaAssignment};
@@ -27,7 +27,7 @@ const WINDOWS: u64 = 60;
 /// Updates an `inspect` saw, shared by the workers.
 type Seen<D> = Arc<Mutex<Vec<(D, u64, isize)>>>;
 /// A scope member and its window.
-type TimedMember = (((Scope, String), ScopeMember), u64);
+type TimedMember = (((Scope, UserId), ScopeMember), u64);
 
 /// Seeded profiles: users around 3 centres that move at window 45, with random features.
 fn random_profiles(seed: u64) -> Vec<(UserWindow, Profile)> {
@@ -47,7 +47,7 @@ fn random_profiles(seed: u64) -> Vec<(UserWindow, Profile)> {
                 .collect();
             let features: Vec<f32> = (0..33).map(|_| rng.random_range(0.0..1.0)).collect();
             out.push((
-                (format!("u{u:02}"), w),
+                (format!("u{u:02}").into(), w),
                 Profile {
                     embedding: Vector(embedding),
                     anomaly_score: None,
@@ -214,7 +214,7 @@ fn drift_equals_recomputation_at_every_window() {
     timely::execute(timely::Config::process(2), move |worker| {
         let (f, cfg) = (f.clone(), cfg.clone());
         let mut handle = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, members) = scope.new_collection::<((Scope, String), ScopeMember), isize>();
+            let (input, members) = scope.new_collection::<((Scope, UserId), ScopeMember), isize>();
             members
                 .detect_drift(cfg, scaling(), None, None)
                 .inspect(move |x| f.lock().unwrap().push(x.clone()));
@@ -237,7 +237,7 @@ fn drift_equals_recomputation_at_every_window() {
     let mut state = DriftState::default();
     let mut want: BTreeMap<u64, BTreeSet<(Scope, DriftEvent)>> = BTreeMap::new();
     for w in 0..WINDOWS {
-        let mut window: Vec<((Scope, String), ScopeMember)> = input
+        let mut window: Vec<((Scope, UserId), ScopeMember)> = input
             .iter()
             .filter(|(_, t)| *t == w)
             .map(|(m, _)| m.clone())
@@ -279,7 +279,7 @@ fn random_assignments(seed: u64) -> Vec<((UserWindow, u32), u64)> {
             if rng.random_range(0.0..1.0) < 0.3 {
                 continue;
             }
-            input.push((((format!("u{u:02}"), w), rng.random_range(0..4)), w));
+            input.push((((format!("u{u:02}").into(), w), rng.random_range(0..4)), w));
         }
     }
     input
@@ -311,7 +311,7 @@ fn pinned_personas_equal_recomputation_at_every_window() {
         handle.close();
     })
     .unwrap();
-    let mut got: BTreeMap<u64, BTreeSet<(String, u32)>> = BTreeMap::new();
+    let mut got: BTreeMap<u64, BTreeSet<(UserId, u32)>> = BTreeMap::new();
     for (((user, w), p), t, r) in seen.lock().unwrap().drain(..) {
         assert_eq!((r, w), (1, t));
         got.entry(t).or_default().insert((user, p));
@@ -319,13 +319,13 @@ fn pinned_personas_equal_recomputation_at_every_window() {
     let mut state = PinState::default();
     let mut changed = 0;
     for w in 0..WINDOWS {
-        let mut window: Vec<(String, u32)> = input
+        let mut window: Vec<(UserId, u32)> = input
             .iter()
             .filter(|(_, t)| *t == w)
             .map(|(((u, _), p), _)| (u.clone(), *p))
             .collect();
         window.sort();
-        let want: BTreeSet<(String, u32)> = pin_window(&mut state, w, &window, pin)
+        let want: BTreeSet<(UserId, u32)> = pin_window(&mut state, w, &window, pin)
             .into_iter()
             .collect();
         changed += want.iter().filter(|x| !window.contains(x)).count();
@@ -481,7 +481,7 @@ fn drift_resumes_exactly_from_snapshots_on_another_number_of_workers() {
             let (config, s) = (config.clone(), snapshots.clone());
             let input = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, members) =
-                    scope.new_collection::<((Scope, String), ScopeMember), isize>();
+                    scope.new_collection::<((Scope, UserId), ScopeMember), isize>();
                 members
                     .detect_drift(config, scaling(), initial, Some(s))
                     .inspect(move |(e, t, r)| {

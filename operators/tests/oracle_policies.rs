@@ -35,7 +35,7 @@ fn random_parts(seed: u64) -> Vec<(UserWindow, PolicyPart)> {
             if rng.random_bool(0.3) {
                 continue;
             }
-            let key = (format!("u{u:02}"), w);
+            let key = (format!("u{u:02}").into(), w);
             let known = (u % 4 == 0).then(|| SEGMENTS[u % 3].to_string());
             parts.push((
                 key.clone(),

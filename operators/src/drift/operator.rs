@@ -9,7 +9,7 @@ use crate::window::features::{Fnv, CALENDAR_START, FEATURES, NUM_BASE_FEATURES};
 const CALENDAR_FEATURES: usize = NUM_BASE_FEATURES - CALENDAR_START;
 use crate::drift::scaling::{recommend, DemandForecast, DemandHistory, Scaling, ScalingConfig};
 use crate::ops::batch::BatchByWindow;
-use crate::ops::{worker_of, Snapshots};
+use crate::ops::{worker_of, Snapshots, UserId};
 use crate::vector::{Score, Vector};
 use crate::Error;
 use differential_dataflow::VecCollection;
@@ -197,7 +197,7 @@ impl DriftState {
 pub fn window_drift(
     state: &mut DriftState,
     window: u64,
-    members: &[((Scope, String), ScopeMember)],
+    members: &[((Scope, UserId), ScopeMember)],
     config: &DriftConfig,
     scaling: &ScalingConfig,
 ) -> Vec<DriftEvent> {
@@ -332,6 +332,7 @@ pub trait DetectDrift<'scope> {
     /// use personaflow_operators::drift::DriftConfig;
     /// use personaflow_operators::drift::operator::{DetectDrift, Scope, ScopeMember};
     /// use personaflow_operators::drift::scaling::ScalingConfig;
+    /// use personaflow_operators::ops::UserId;
     /// use personaflow_operators::vector::Vector;
     /// use std::sync::{Arc, Mutex};
     /// let found = Arc::new(Mutex::new(Vec::new()));
@@ -339,7 +340,7 @@ pub trait DetectDrift<'scope> {
     /// // A short baseline and current window, and 3 confirming windows, for a quick example.
     /// let config = DriftConfig { baseline: 20, recent: 5, confirm: 3, ..DriftConfig::default() };
     /// timely::example(move |scope| {
-    ///     let (mut input, members) = scope.new_collection::<((Scope, String), ScopeMember), isize>();
+    ///     let (mut input, members) = scope.new_collection::<((Scope, UserId), ScopeMember), isize>();
     ///     members
     ///         .detect_drift(config, ScalingConfig::default(), None, None)
     ///         .inspect(move |((s, e), t, _)| sink.lock().unwrap().push((s.clone(), *t, e.onset, e.action())));
@@ -347,7 +348,7 @@ pub trait DetectDrift<'scope> {
     ///         for u in 0..20 {
     ///             let x = if w < 40 { 0.0 } else { 5.0 } + (u % 5) as f32 * 0.1;
     ///             let m = ScopeMember { embedding: Vector(vec![x]), features: Vector(vec![x]), requests: 1, forecast: None };
-    ///             input.insert(((Scope::Persona(0), format!("u{u}")), m));
+    ///             input.insert(((Scope::Persona(0), format!("u{u}").into()), m));
     ///         }
     ///         input.advance_to(w + 1);
     ///     }
@@ -366,7 +367,7 @@ pub trait DetectDrift<'scope> {
 }
 
 impl<'scope> DetectDrift<'scope>
-    for VecCollection<'scope, u64, ((Scope, String), ScopeMember), isize>
+    for VecCollection<'scope, u64, ((Scope, UserId), ScopeMember), isize>
 {
     fn detect_drift(
         self,
@@ -384,7 +385,7 @@ impl<'scope> DetectDrift<'scope>
         }
         self.fold_by_window(
             Exchange::new(
-                |(((s, _), _), _, _): &(((Scope, String), ScopeMember), u64, isize)| scope_hash(s),
+                |(((s, _), _), _, _): &(((Scope, UserId), ScopeMember), u64, isize)| scope_hash(s),
             ),
             "DetectDrift",
             move |window, members, out| {

@@ -85,7 +85,7 @@ pub trait EmbedProfiles<'scope> {
     ///         .window_aggregate(WindowSpec::default())
     ///         .sequences(16)
     ///         .embed_profiles(Box::new(StandardisedEmbedder::default()), 64, ErrorSlot::default())
-    ///         .inspect(|(((u, w), p), t, r)| assert!(u == "u" && *w == 0 && *t == 0 && *r == 1 && p.history_windows == 0));
+    ///         .inspect(|(((u, w), p), t, r)| assert!(&**u == "u" && *w == 0 && *t == 0 && *r == 1 && p.history_windows == 0));
     /// });
     /// ```
     fn embed_profiles(
@@ -261,7 +261,7 @@ mod tests {
             .filter(|(_, p)| p.windows_embedding.is_some())
             .map(|(k, _)| k)
             .collect();
-        assert_eq!(some, [&("u".to_string(), 8), &("u".to_string(), 10)]);
+        assert_eq!(some, [&("u".into(), 8), &("u".into(), 10)]);
         // Not asked for: none.
         let without = profiles_with(SequenceSpec::active(4, 100), false);
         assert!(without.values().all(|p| p.windows_embedding.is_none()));

@@ -29,7 +29,7 @@ pub trait ForecastDemand<'scope> {
     ///         .window_aggregate(WindowSpec::default())
     ///         .sequences(16)
     ///         .forecast_demand(Box::new(PersistenceForecaster::try_new(3).unwrap()), 64, ErrorSlot::default())
-    ///         .inspect(|(((u, w), f), t, r)| assert!(u == "u" && *w == 0 && *t == 0 && *r == 1 && f.horizon() == 3 && f.at(3) == Some((2.0, 0.0))));
+    ///         .inspect(|(((u, w), f), t, r)| assert!(&**u == "u" && *w == 0 && *t == 0 && *r == 1 && f.horizon() == 3 && f.at(3) == Some((2.0, 0.0))));
     /// });
     /// ```
     fn forecast_demand(
@@ -140,7 +140,7 @@ mod tests {
     fn forecasts_are_keyed_in_batch_order() {
         let mut p = PersistenceForecaster::try_new(2).unwrap();
         let out = forecast_chunk(&mut p, &chunk()).unwrap();
-        let users: Vec<&str> = out.iter().map(|((u, _), _)| u.as_str()).collect();
+        let users: Vec<&str> = out.iter().map(|((u, _), _)| &**u).collect();
         assert_eq!(users, vec!["u", "v"]);
         assert_eq!(out[0].1.requests, vec![Score(1.0); 2]);
     }

@@ -1,7 +1,7 @@
 //! `forecast_error`: every demand forecast against what the user then did, window by window.
 
 use crate::forecast::{forecast_error, Forecast, ForecastResidual};
-use crate::ops::UserWindow;
+use crate::ops::{UserId, UserWindow};
 use crate::sequences::Sequence;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::hashable::Hashable;
@@ -20,7 +20,7 @@ enum Observed {
     /// A user's demand in a window, from their sequence there (for the worker of the user's
     /// sequences).
     Demand {
-        user: String,
+        user: UserId,
         window: u64,
         events: u64,
         bytes: u64,
@@ -78,7 +78,7 @@ pub trait ForecastErrors<'scope> {
     ///         .forecast_demand(Box::new(PersistenceForecaster::try_new(2).unwrap()), 64, ErrorSlot::default())
     ///         .forecast_error(sequences)
     ///         .inspect(move |(((u, w), e), t, r)| {
-    ///             assert!(u == "u" && *w == e.target() && t == w && *r == 1 && *w <= 3);
+    ///             assert!(&**u == "u" && *w == e.target() && t == w && *r == 1 && *w <= 3);
     ///             assert_eq!(e.actual_requests, if *w < 3 { 1 } else { 0 });
     ///             count.fetch_add(1, Ordering::SeqCst);
     ///         });
@@ -133,7 +133,7 @@ pub trait ForecastErrorsBy<'scope, D> {
     ///             |e, name: &String| (name.clone(), e.actual_requests),
     ///         )
     ///         .inspect(move |(((user, w), scored), _, _)| {
-    ///             out.lock().unwrap().push((user.clone(), *w, scored.clone()))
+    ///             out.lock().unwrap().push((user.to_string(), *w, scored.clone()))
     ///         });
     /// });
     /// // Made at 0 for "u", scored at 1 against its one event there; window 2 has no data.
@@ -164,12 +164,12 @@ struct Made<P> {
     /// The last target window of any of the forecasts.
     last: u64,
     /// User, forecast and payload.
-    forecasts: Vec<(String, Forecast, P)>,
+    forecasts: Vec<(UserId, Forecast, P)>,
 }
 
 type Pending<D> = BTreeMap<u64, (Capability<u64>, Vec<(D, isize)>)>;
 /// Per window: (user, events, bytes) updates.
-type DemandUpdates = BTreeMap<u64, Vec<((String, u64, u64), isize)>>;
+type DemandUpdates = BTreeMap<u64, Vec<((UserId, u64, u64), isize)>>;
 
 impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, Forecast), isize> {
     fn forecast_error(
@@ -263,7 +263,7 @@ where
                             }
                             let (mut cap, mut updates) = entry.remove();
                             consolidate(&mut updates);
-                            let forecasts: Vec<(String, Forecast, P)> = updates
+                            let forecasts: Vec<(UserId, Forecast, P)> = updates
                                 .into_iter()
                                 .filter(|(((_, w), _), r)| *r > 0 && *w == window)
                                 .map(|(((user, _), d), _)| {
@@ -343,7 +343,7 @@ where
 }
 
 /// Each user's (events, bytes) in a window, from the window's updates.
-fn net_demand(mut updates: Vec<((String, u64, u64), isize)>) -> HashMap<String, (u64, u64)> {
+fn net_demand(mut updates: Vec<((UserId, u64, u64), isize)>) -> HashMap<UserId, (u64, u64)> {
     consolidate(&mut updates);
     updates
         .into_iter()

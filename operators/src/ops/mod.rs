@@ -32,8 +32,13 @@ pub use crate::window::aggregate::WindowAggregate;
 pub use hold::Hold;
 pub use join::JoinWindow;
 
+/// A user id inside the dataflow: made once per user and window from the events' `String`
+/// (`window_aggregate`) and shared by every copy of the records keyed by it (a stream's
+/// records are copied for each of its consumers). Hashes, orders and prints as the string.
+pub type UserId = std::sync::Arc<str>;
+
 /// A user and a window index: the key of per-user, per-window records.
-pub type UserWindow = (String, u64);
+pub type UserWindow = (UserId, u64);
 
 /// An operator's state after each window it processed, kept for checkpoints. A stateful
 /// operator given snapshots inserts its state at the window it resumes after (its `initial`

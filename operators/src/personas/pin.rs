@@ -7,7 +7,7 @@
 //! for `pin` windows; then the user's assignment at that window pins it again.
 
 use crate::ops::batch::BatchByWindow;
-use crate::ops::{worker_of, Snapshots, UserWindow};
+use crate::ops::{worker_of, Snapshots, UserId, UserWindow};
 use crate::window::features::Fnv;
 use crate::{Error, Result};
 use differential_dataflow::VecCollection;
@@ -19,7 +19,7 @@ use timely::dataflow::channels::pact::Exchange;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinState {
     /// User -> (persona, window pinned at).
-    pub pins: BTreeMap<String, (u32, u64)>,
+    pub pins: BTreeMap<UserId, (u32, u64)>,
 }
 
 /// Pin states after each window, for checkpoints (this worker's users).
@@ -73,9 +73,10 @@ impl PinState {
 /// was taken at; a user without a live pin is pinned to its assignment now.
 ///
 /// ```
+/// use personaflow_operators::ops::UserId;
 /// use personaflow_operators::personas::pin::{pin_window, PinState};
 /// let mut state = PinState::default();
-/// let a = |p: u32| vec![("u".to_string(), p)];
+/// let a = |p: u32| -> Vec<(UserId, u32)> { vec![("u".into(), p)] };
 /// assert_eq!(pin_window(&mut state, 0, &a(3), 10), a(3));
 /// // Re-assigned at window 5: still counted for persona 3 until window 10.
 /// assert_eq!(pin_window(&mut state, 5, &a(1), 10), a(3));
@@ -84,9 +85,9 @@ impl PinState {
 pub fn pin_window(
     state: &mut PinState,
     window: u64,
-    assignments: &[(String, u32)],
+    assignments: &[(UserId, u32)],
     pin: u64,
-) -> Vec<(String, u32)> {
+) -> Vec<(UserId, u32)> {
     let pin = pin.max(1);
     // Expired pins behave as absent ones; dropping them now and then bounds the state.
     if window.is_multiple_of(pin) {
@@ -118,17 +119,18 @@ pub trait PinPersonas<'scope> {
     ///
     /// ```
     /// use differential_dataflow::input::Input;
+    /// use personaflow_operators::ops::UserId;
     /// use personaflow_operators::personas::pin::PinPersonas;
     /// use std::sync::{Arc, Mutex};
     /// let seen = Arc::new(Mutex::new(Vec::new()));
     /// let sink = seen.clone();
     /// timely::example(move |scope| {
-    ///     let (mut input, assignments) = scope.new_collection::<((String, u64), u32), isize>();
+    ///     let (mut input, assignments) = scope.new_collection::<((UserId, u64), u32), isize>();
     ///     assignments
     ///         .pin_personas(2, None, None)
     ///         .inspect(move |(((_, w), p), _, _)| sink.lock().unwrap().push((*w, *p)));
     ///     for (w, p) in [(0u64, 7u32), (1, 4), (2, 4)] {
-    ///         input.insert((("u1".to_string(), w), p));
+    ///         input.insert((("u1".into(), w), p));
     ///         input.advance_to(w + 1);
     ///     }
     /// });
@@ -166,7 +168,7 @@ impl<'scope> PinPersonas<'scope> for VecCollection<'scope, u64, (UserWindow, u32
                 if resume_after.is_some_and(|r| window <= r) {
                     return;
                 }
-                let plain: Vec<(String, u32)> = assignments
+                let plain: Vec<(UserId, u32)> = assignments
                     .into_iter()
                     .map(|((user, _), persona)| (user, persona))
                     .collect();
@@ -190,8 +192,8 @@ mod tests {
     #[test]
     fn pins_last_their_length_per_user_and_expired_ones_are_dropped() {
         let mut s = PinState::default();
-        let a = |xs: &[(&str, u32)]| -> Vec<(String, u32)> {
-            xs.iter().map(|(u, p)| (u.to_string(), *p)).collect()
+        let a = |xs: &[(&str, u32)]| -> Vec<(UserId, u32)> {
+            xs.iter().map(|(u, p)| ((*u).into(), *p)).collect()
         };
         assert_eq!(pin_window(&mut s, 0, &a(&[("a", 1)]), 3), a(&[("a", 1)]));
         // "b" is first seen at window 2: its pin runs 2..5, independent of "a"'s 0..3.

@@ -3,7 +3,7 @@
 use crate::embed::operator::Profile;
 use crate::forecast::Forecast;
 use crate::ops::batch::BatchByWindow;
-use crate::ops::UserWindow;
+use crate::ops::{UserId, UserWindow};
 use crate::personas::operator::PersonaAssignment;
 use crate::policies::blend::{blend, persona_distribution, DemandOutlook, Policy, PolicyConfig};
 use crate::policies::catalogue::PersonaCatalogue;
@@ -85,7 +85,7 @@ impl PolicyPart {
 /// Everything known of one user in one window, gathered from the parts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 struct Gathered {
-    user: String,
+    user: UserId,
     anomaly_score: Option<Score>,
     segment: Option<String>,
     events: u64,
@@ -141,7 +141,7 @@ pub trait ShapePolicies<'scope> {
     ///         .inspect(|(((u, w), shaped), _, _)| {
     ///             let (p, s) = &**shaped;
     ///             // No resonance: all to default; 1 Mbit/s now, x 1.25.
-    ///             assert!(u == "u" && *w == 0 && p.persona == "default" && p.allocated_bps == 1_250_000);
+    ///             assert!(&**u == "u" && *w == 0 && p.persona == "default" && p.allocated_bps == 1_250_000);
     ///             assert_eq!(s.request_type.name(), "streaming");
     ///         });
     /// });

@@ -259,7 +259,7 @@ mod tests {
                         for u in 0..rng.random_range(0..8) {
                             let p = profile(&mut rng);
                             let r = if rng.random_bool(0.1) { -1 } else { 1 };
-                            input.update(((format!("u{u}"), t), p), r);
+                            input.update(((format!("u{u}").into(), t), p), r);
                         }
                     }
                 }

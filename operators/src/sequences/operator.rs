@@ -73,7 +73,7 @@ impl<'scope> Sequences<'scope> for VecCollection<'scope, u64, (UserWindow, Windo
             let mut pushes = Vec::new();
             out.extend(records.into_iter().map(|((user, window), summary)| {
                 if log.is_some() {
-                    pushes.push((user.clone(), HeldWindow::from(&summary)));
+                    pushes.push((user.to_string(), HeldWindow::from(&summary)));
                 }
                 let seq = histories.push(&user, window, summary);
                 ((user, window), seq)

@@ -30,7 +30,7 @@ pub trait WindowAggregate<'scope> {
     ///         .to_stream(scope)
     ///         .container::<Vec<_>>()
     ///         .window_aggregate(WindowSpec::default())
-    ///         .inspect(|(((user, w), s), t, r)| assert!(user == "u" && *w == 0 && s.events == 2 && *t == 0 && *r == 1));
+    ///         .inspect(|(((user, w), s), t, r)| assert!(&**user == "u" && *w == 0 && s.events == 2 && *t == 0 && *r == 1));
     /// });
     /// ```
     fn window_aggregate(
@@ -82,6 +82,8 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, u64, Event> {
                         let mut session = output.session(&cap);
                         for (user, agg) in users {
                             let summary = WindowSummary::new(&agg, window, &spec);
+                            // The key's one allocation: every copy downstream shares it.
+                            let user: std::sync::Arc<str> = user.into();
                             session.give((((user, window), summary), window, 1isize));
                         }
                     }

@@ -841,7 +841,7 @@ fn policy_rows(
         let window_end = spec.end_ms(w);
         sockets.push(SocketProfileRow {
             window_end,
-            user_id: user.clone(),
+            user_id: user.to_string(),
             predicted_bytes_per_s: s.predicted_bytes_per_s.0,
             predicted_requests_per_s: s.predicted_requests_per_s.0,
             request_type: s.request_type.name().to_string(),
@@ -856,7 +856,7 @@ fn policy_rows(
         let (personas, probabilities) = p.personas.into_iter().map(|(n, x)| (n, x.0)).unzip();
         policies.push(PolicyRow {
             window_end,
-            user_id: user,
+            user_id: user.to_string(),
             persona: p.persona,
             personas,
             probabilities,
@@ -908,7 +908,7 @@ fn feedback_rows(
         );
         ShapingFeedbackRow {
             window_end: spec.end_ms(*w),
-            user_id: user.clone(),
+            user_id: user.to_string(),
             made_at_window_end: spec.end_ms(f.made_at),
             persona: a.persona.clone(),
             allocated_bps: a.allocated_bps,
@@ -966,7 +966,7 @@ fn assignment_rows(
     xs.sort_by(|a, b| a.0.cmp(&b.0));
     out.extend(xs.iter().map(|((user, w), a)| PersonaAssignmentRow {
         window_end: spec.end_ms(*w),
-        user_id: user.clone(),
+        user_id: user.to_string(),
         persona_id: a.persona,
         distance: a.distance.0,
         persona_ids: a.ids.clone(),
@@ -1049,7 +1049,7 @@ fn features_rows(
     seqs.sort_by(|a, b| a.0.cmp(&b.0));
     out.extend(seqs.iter().map(|((user, w), seq)| FeatureRow {
         window_end: spec.end_ms(*w),
-        user_id: user.clone(),
+        user_id: user.to_string(),
         events: seq.events,
         bytes: seq.bytes,
         authenticated: seq.authenticated,
@@ -1072,7 +1072,7 @@ fn forecast_rows(
             let (requests, bytes) = f.at(h).expect("h is within the horizon");
             rows.push(ForecastRow {
                 window_end: spec.end_ms(*w),
-                user_id: user.clone(),
+                user_id: user.to_string(),
                 forecaster: forecaster.to_string(),
                 horizon: h as u32,
                 target_window_end: spec.end_ms(*w + h as u64),
@@ -1093,7 +1093,7 @@ fn forecast_error_rows(
     out.extend(errors.iter().map(|((user, w), e)| {
         ForecastErrorRow::new(
             spec.end_ms(*w),
-            user.clone(),
+            user.to_string(),
             forecaster.to_string(),
             spec.end_ms(e.made_at),
             e.horizon,
@@ -1112,7 +1112,7 @@ fn profile_rows(
     profiles.sort_by(|a, b| a.0.cmp(&b.0));
     out.extend(profiles.iter().map(|((user, w), p)| ProfileRow {
         window_end: spec.end_ms(*w),
-        user_id: user.clone(),
+        user_id: user.to_string(),
         embedder: embedder.to_string(),
         embedding: p.embedding.0.clone(),
         anomaly_score: p.anomaly_score.map(|s| s.0),
@@ -1137,7 +1137,7 @@ fn resonance_rows(
         for (i, s) in r.scores.iter().enumerate() {
             rows.push(ResonanceRow {
                 window_end: spec.end_ms(*w),
-                user_id: user.clone(),
+                user_id: user.to_string(),
                 segment: s.segment.clone(),
                 cosine: s.cosine.0,
                 probability: s.probability.0,

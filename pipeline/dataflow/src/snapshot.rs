@@ -316,7 +316,7 @@ mod tests {
     fn state(window: u64, users: &[&str], model: bool) -> OperatorState {
         let mut pins = PinState::default();
         for (i, u) in users.iter().enumerate() {
-            pins.pins.insert(u.to_string(), (i as u32, window));
+            pins.pins.insert((*u).into(), (i as u32, window));
         }
         OperatorState {
             window,
@@ -383,7 +383,7 @@ mod tests {
                         requests: u as u64 + 1,
                         forecast: Some(Vector(vec![x * 3.0; 4])),
                     };
-                    members.push(((Scope::Segment(s.into()), format!("u{u}")), m));
+                    members.push(((Scope::Segment(s.into()), format!("u{u}").into()), m));
                 }
             }
             window_drift(&mut state, w, &members, &config, &scaling);
