@@ -20,9 +20,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// free and allocate again buffers of a similar size (encoded pages, compressed chunks) with
 /// every file, every second or so; at 1 s much of that memory went back to the system and was
 /// faulted in again, and zeroed, often as 2 MiB pages: about 60,000 page faults and 5% of a
-/// model-free backfill's time on the columnar bench's million events, against 4,000–8,000 at
-/// 10 s, for 4% more resident memory (BENCHMARKS.md, "The allocator's purge delay"). Memory
-/// freed for good still goes back, 10 s later.
+/// model-free backfill's time on the columnar bench's million events, against 4,000–9,000 at
+/// 10 s, for 4–7% more resident memory (BENCHMARKS.md, "The allocator's purge delay, shared
+/// user ids"). Memory freed for good still goes back, 10 s later.
 pub const PURGE_DELAY_MS: c_long = 10_000;
 
 /// mimalloc v3's `mi_option_purge_delay`: its index in `mi_option_t`, for which
