@@ -1,7 +1,7 @@
 //! `window_aggregate`: events to per-user, per-window feature summaries (DESIGN.md step 2).
 
 use crate::event::Event;
-use crate::ops::UserWindow;
+use crate::ops::{UserId, UserWindow};
 use crate::window::features::{Fnv, WindowAgg, WindowSummary};
 use crate::window::WindowSpec;
 use differential_dataflow::{AsCollection, VecCollection};
@@ -83,7 +83,7 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, u64, Event> {
                         for (user, agg) in users {
                             let summary = WindowSummary::new(&agg, window, &spec);
                             // The key's one allocation: every copy downstream shares it.
-                            let user: std::sync::Arc<str> = user.into();
+                            let user: UserId = user.into();
                             session.give((((user, window), summary), window, 1isize));
                         }
                     }
