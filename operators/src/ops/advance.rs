@@ -3,6 +3,7 @@
 //! production driver (`personaflow_dataflow::driver`) and the operators' oracle tests both
 //! advance through [`advance_input`].
 
+use std::time::Duration;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
@@ -24,9 +25,16 @@ impl OutputFrontier for ProbeHandle<u64> {
 /// whatever the input's speed.
 pub const FLOW_CONTROL_WINDOWS: u64 = 2;
 
+/// How long a feeder waiting for the outputs parks when its worker has nothing to do: it is
+/// waiting for another worker, whose messages wake it sooner. Stepping without a pause spun
+/// the core, taking CPU from the other workers (and, in the continuous job, from the broker
+/// client's threads) while they did the work it waited for.
+pub const SETTLE_PARK: Duration = Duration::from_millis(1);
+
 /// Advances `input` to `window` if that is later than its time, then steps `worker` until
-/// `probe` (the outputs' frontier) is within [`FLOW_CONTROL_WINDOWS`] of it or `stop` says so.
-/// Returns whether the input moved.
+/// `probe` (the outputs' frontier) is within [`FLOW_CONTROL_WINDOWS`] of it or `stop` says so,
+/// parking up to [`SETTLE_PARK`] whenever the worker has nothing to do. Returns whether the
+/// input moved.
 ///
 /// ```
 /// use personaflow_operators::ops::advance::advance_input;
@@ -73,7 +81,7 @@ pub fn advance_input_settling<D: Clone + 'static>(
     input.advance_to(window);
     let settled = settled.min(window.saturating_sub(FLOW_CONTROL_WINDOWS));
     while probe.less_than(&settled) && !stop() {
-        worker.step();
+        worker.step_or_park(Some(SETTLE_PARK));
     }
     true
 }

@@ -37,7 +37,7 @@
 
 use crate::graph::{DataflowHandles, SinkReport, StateSnapshots};
 use crate::{Error, Result};
-use personaflow_operators::ops::advance::{advance_input_settling, OutputFrontier};
+use personaflow_operators::ops::advance::{advance_input_settling, OutputFrontier, SETTLE_PARK};
 use personaflow_operators::ops::ErrorSlot;
 use personaflow_operators::Event;
 use std::cell::RefCell;
@@ -226,6 +226,13 @@ impl Driver {
     /// One step of the worker.
     pub fn step(&mut self, worker: &mut Worker) {
         worker.step();
+    }
+
+    /// One step of the worker, parking up to [`SETTLE_PARK`] if it has nothing to do: for a
+    /// caller with no new input this round, whose windows in flight wait on another worker
+    /// (whose messages wake it sooner).
+    pub fn step_or_park(&mut self, worker: &mut Worker) {
+        worker.step_or_park(Some(SETTLE_PARK));
     }
 
     /// Whether a sink or the embedder failed (the failure stays for [`take_failure`](Self::take_failure)).

@@ -925,7 +925,14 @@ impl WorkerContext {
                     driver.close();
                 }
             }
-            driver.step(worker);
+            // Without new input, wait for the other workers parked rather than spinning: on a
+            // machine the job shares with its brokers and its Kafka clients' threads, a spinning
+            // worker takes the CPU they need.
+            if batch.is_empty() {
+                driver.step_or_park(worker);
+            } else {
+                driver.step(worker);
+            }
             if let Some(e) = driver.take_failure() {
                 self.fail(e.into());
                 break;
