@@ -25,16 +25,18 @@ impl OutputFrontier for ProbeHandle<u64> {
 /// whatever the input's speed.
 pub const FLOW_CONTROL_WINDOWS: u64 = 2;
 
-/// How long a feeder waiting for the outputs parks when its worker has nothing to do: it is
-/// waiting for another worker, whose messages wake it sooner. Stepping without a pause spun
-/// the core, taking CPU from the other workers (and, in the continuous job, from the broker
-/// client's threads) while they did the work it waited for.
+/// How long the continuous job's workers park, waiting for the outputs or another worker,
+/// when they have nothing to do (a message from another worker wakes them sooner): stepping
+/// without a pause spun the core, taking CPU from the other worker, the broker client's
+/// threads and the brokers that share the machine. A backfill's workers step without a pause
+/// instead (`park` of [`advance_input_settling`] `None`): each has a core, and waking from a
+/// park made a sparse run of many small windows about 5% slower (BENCHMARKS.md, "Workers park
+/// while they wait").
 pub const SETTLE_PARK: Duration = Duration::from_millis(1);
 
 /// Advances `input` to `window` if that is later than its time, then steps `worker` until
-/// `probe` (the outputs' frontier) is within [`FLOW_CONTROL_WINDOWS`] of it or `stop` says so,
-/// parking up to [`SETTLE_PARK`] whenever the worker has nothing to do. Returns whether the
-/// input moved.
+/// `probe` (the outputs' frontier) is within [`FLOW_CONTROL_WINDOWS`] of it or `stop` says so.
+/// Returns whether the input moved.
 ///
 /// ```
 /// use personaflow_operators::ops::advance::advance_input;
@@ -61,18 +63,20 @@ pub fn advance_input<D: Clone + 'static>(
     stop: &dyn Fn() -> bool,
 ) -> bool {
     let settled = window.saturating_sub(FLOW_CONTROL_WINDOWS);
-    advance_input_settling(worker, input, probe, window, settled, stop)
+    advance_input_settling(worker, input, probe, window, settled, None, stop)
 }
 
 /// Like [`advance_input`], but steps `worker` until the outputs have passed `settled` (at
 /// most [`FLOW_CONTROL_WINDOWS`] before `window`): for a feeder that bounds the work in flight
-/// otherwise, e.g. by its events.
+/// otherwise, e.g. by its events. With `park`, a step that finds nothing to do parks the
+/// worker up to that long ([`SETTLE_PARK`]); without, it steps again at once.
 pub fn advance_input_settling<D: Clone + 'static>(
     worker: &mut Worker,
     input: &mut InputHandleVec<u64, D>,
     probe: &impl OutputFrontier,
     window: u64,
     settled: u64,
+    park: Option<Duration>,
     stop: &dyn Fn() -> bool,
 ) -> bool {
     if window <= *input.time() {
@@ -81,7 +85,14 @@ pub fn advance_input_settling<D: Clone + 'static>(
     input.advance_to(window);
     let settled = settled.min(window.saturating_sub(FLOW_CONTROL_WINDOWS));
     while probe.less_than(&settled) && !stop() {
-        worker.step_or_park(Some(SETTLE_PARK));
+        match park {
+            Some(bound) => {
+                worker.step_or_park(Some(bound));
+            }
+            None => {
+                worker.step();
+            }
+        }
     }
     true
 }

@@ -37,7 +37,7 @@
 
 use crate::graph::{DataflowHandles, SinkReport, StateSnapshots};
 use crate::{Error, Result};
-use personaflow_operators::ops::advance::{advance_input_settling, OutputFrontier, SETTLE_PARK};
+use personaflow_operators::ops::advance::{advance_input_settling, OutputFrontier};
 use personaflow_operators::ops::ErrorSlot;
 use personaflow_operators::Event;
 use std::cell::RefCell;
@@ -127,6 +127,9 @@ pub struct Driver {
     /// False once events have been sent through [`Driver::input`] (not counted): then only
     /// [`FLOW_CONTROL_WINDOWS`] bounds the lag.
     counted: bool,
+    /// How long a step with nothing to do parks the worker ([`Driver::park_when_idle`]);
+    /// `None`: it steps again at once.
+    park: Option<Duration>,
 }
 
 impl Driver {
@@ -147,8 +150,17 @@ impl Driver {
             in_flight: Default::default(),
             sent: 0,
             counted: true,
+            park: None,
         };
         (driver, snapshots)
+    }
+
+    /// From now on, a step with nothing to do (the worker waits for the outputs or another
+    /// worker) parks the worker up to `bound` ([`SETTLE_PARK`](personaflow_operators::ops::advance::SETTLE_PARK)),
+    /// in [`advance`](Self::advance) and [`step_or_park`](Self::step_or_park), instead of
+    /// stepping again at once: for a job that shares its cores with other processes.
+    pub fn park_when_idle(&mut self, bound: Duration) {
+        self.park = Some(bound);
     }
 
     /// The input's time (the first window still open), `None` once the input is closed.
@@ -194,7 +206,8 @@ impl Driver {
             window
         };
         let outputs = Outputs(&self.report);
-        let moved = advance_input_settling(worker, input, &outputs, window, settled, stop);
+        let moved =
+            advance_input_settling(worker, input, &outputs, window, settled, self.park, stop);
         // The windows the outputs have passed are no longer in flight.
         let frontier = self.report.borrow().output_frontier();
         while let Some(&(w, _)) = self.in_flight.front() {
@@ -228,11 +241,18 @@ impl Driver {
         worker.step();
     }
 
-    /// One step of the worker, parking up to [`SETTLE_PARK`] if it has nothing to do: for a
-    /// caller with no new input this round, whose windows in flight wait on another worker
-    /// (whose messages wake it sooner).
+    /// One step of the worker, parking it as [`park_when_idle`](Self::park_when_idle) set if
+    /// it has nothing to do (a plain step if that was never called): for a caller with no new
+    /// input this round, whose windows in flight wait on another worker.
     pub fn step_or_park(&mut self, worker: &mut Worker) {
-        worker.step_or_park(Some(SETTLE_PARK));
+        match self.park {
+            Some(bound) => {
+                worker.step_or_park(Some(bound));
+            }
+            None => {
+                worker.step();
+            }
+        }
     }
 
     /// Whether a sink or the embedder failed (the failure stays for [`take_failure`](Self::take_failure)).

@@ -39,6 +39,7 @@ use personaflow_dataflow::snapshot;
 use personaflow_io::atomic_file::write_parquet_atomically;
 use personaflow_io::source::{JsonRecordDecoder, RecordError};
 use personaflow_io::tables::{LateRow, Table, TableRow};
+use personaflow_operators::ops::advance::SETTLE_PARK;
 use personaflow_operators::sequences::SequenceLog;
 use personaflow_operators::{Event, WindowSpec};
 use rdkafka::config::ClientConfig;
@@ -822,6 +823,9 @@ impl WorkerContext {
         let sc = &job.config.stream;
         let shared = &*self.shared;
         let (mut driver, snapshots) = Driver::new(handles);
+        // The job shares its cores with the broker client's threads (and often the brokers):
+        // a worker waiting on another parks rather than spinning.
+        driver.park_when_idle(SETTLE_PARK);
         let snapshots = snapshots.expect("the continuous job keeps operator snapshots");
         let partitions: Vec<i32> = shared
             .tracks
