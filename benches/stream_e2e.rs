@@ -15,7 +15,9 @@
 //!    measured throughput, default 0.5, for `PF_BENCH_PACED_SECS` seconds, default 20, of
 //!    the events from the start) while the job runs;
 //!    once the producer is done and the job caught up, SIGTERM; the close-to-output latency
-//!    p50/p99 come from `run.json`.
+//!    p50/p99 come from `run.json`. Then the same on another fresh topic with the consumers'
+//!    `stream.fetch_wait` set to `PF_BENCH_FETCH_WAIT` (default `10ms`; empty: skipped), for
+//!    brokers that hold a fetch to its limit (tansu does).
 //!
 //! Prints one table; the numbers are from one run (the machine is shared and noisy).
 
@@ -124,6 +126,7 @@ fn start_job(
     out: &Path,
     log: &Path,
     extra: &[&str],
+    envs: &[(&str, &str)],
 ) -> (Child, String) {
     let mut child = personaflow()
         .args([
@@ -139,6 +142,7 @@ fn start_job(
         .arg(out)
         .args(["--metrics-addr", "127.0.0.1:0"])
         .args(extra)
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -215,7 +219,7 @@ pub fn main() {
     // Throughput and memory over the whole topic.
     let out = tmp.path().join("out");
     let log = tmp.path().join("run.log");
-    let (mut job, addr) = start_job(&brokers, "events", &out, &log, &["--until-end"]);
+    let (mut job, addr) = start_job(&brokers, "events", &out, &log, &["--until-end"], &[]);
     let pid = job.id();
     let (mut first_wm, mut rss_1h, mut rss_max) = (None::<f64>, None::<u64>, 0u64);
     let mut samples = Vec::new();
@@ -267,51 +271,65 @@ pub fn main() {
         files.sort();
         files
     };
-    broker.create_topic("paced", PARTITIONS);
     let rate = (events_per_sec * paced_share).max(100.0);
     let paced_events = (total_events as f64).min(rate * paced_secs) as u64;
-    let out2 = tmp.path().join("out-paced");
-    let log2 = tmp.path().join("paced.log");
-    let (mut job2, addr2) = start_job(&brokers, "paced", &out2, &log2, &[]);
-    let mut producer = personaflow()
-        .args(["produce", "--brokers", &brokers, "--topic", "paced"])
-        .args([
-            "--rate",
-            &rate.to_string(),
-            "--limit",
-            &paced_events.to_string(),
-        ])
-        .arg("--input")
-        .args(&paced_files)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(producer.wait().unwrap().success());
-    // Wait until the job has consumed everything (lag 0), then stop it.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let text = http_get(&addr2, "/metrics").unwrap_or_default();
-        let lag: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("personaflow_consumer_lag{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        let consumed = metric(&text, "personaflow_events_consumed_total").unwrap_or(0.0);
-        if lag == 0.0 && consumed >= paced_events as f64 || Instant::now() > deadline {
-            break;
+    // One paced run on `topic`, the job's environment `envs` added; its `run.json`.
+    let paced_run = |topic: &str, envs: &[(&str, &str)]| -> serde_json::Value {
+        broker.create_topic(topic, PARTITIONS);
+        let out2 = tmp.path().join(format!("out-{topic}"));
+        let log2 = tmp.path().join(format!("{topic}.log"));
+        let (mut job2, addr2) = start_job(&brokers, topic, &out2, &log2, &[], envs);
+        let mut producer = personaflow()
+            .args(["produce", "--brokers", &brokers, "--topic", topic])
+            .args([
+                "--rate",
+                &rate.to_string(),
+                "--limit",
+                &paced_events.to_string(),
+            ])
+            .arg("--input")
+            .args(&paced_files)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(producer.wait().unwrap().success());
+        // Wait until the job has consumed everything (lag 0), then stop it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = http_get(&addr2, "/metrics").unwrap_or_default();
+            let lag: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("personaflow_consumer_lag{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            let consumed = metric(&text, "personaflow_events_consumed_total").unwrap_or(0.0);
+            if lag == 0.0 && consumed >= paced_events as f64 || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Command::new("kill")
-        .args(["-TERM", &job2.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(
-        job2.wait().unwrap().success(),
-        "{}",
-        std::fs::read_to_string(&log2).unwrap()
-    );
-    let paced = run_json(&out2);
+        Command::new("kill")
+            .args(["-TERM", &job2.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(
+            job2.wait().unwrap().success(),
+            "{}",
+            std::fs::read_to_string(&log2).unwrap()
+        );
+        run_json(&out2)
+    };
+    let paced = paced_run("paced", &[]);
+    // Again with the consumers' `stream.fetch_wait` lowered: tansu holds every fetch to its
+    // limit (the default 100 ms) even while messages arrive, so the job's events come in
+    // steps of it (BENCHMARKS.md, "The consumers' fetch wait").
+    let fetch_wait = std::env::var("PF_BENCH_FETCH_WAIT").unwrap_or_else(|_| "10ms".into());
+    let paced_fetch = (!fetch_wait.is_empty()).then(|| {
+        paced_run(
+            "paced-fetch",
+            &[("PERSONAFLOW__STREAM__FETCH_WAIT", fetch_wait.as_str())],
+        )
+    });
 
     let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
     let ms = |v: &serde_json::Value| {
@@ -349,6 +367,14 @@ pub fn main() {
         ms(&paced["latency_p99_secs"]),
         paced["status"]["windows_emitted"]
     );
+    if let Some(p) = &paced_fetch {
+        println!(
+            "  the same with stream.fetch_wait = {fetch_wait}: p50 {}, p99 {} over {} windows",
+            ms(&p["latency_p50_secs"]),
+            ms(&p["latency_p99_secs"]),
+            p["status"]["windows_emitted"]
+        );
+    }
     // The first sample at or after each whole hour of event time.
     let mut curve: Vec<String> = Vec::new();
     let mut next_hour = 1.0;

@@ -54,6 +54,7 @@
 //! # output = "/data/personaflow"
 //! allowed_lateness = "5m"  # watermark = newest event time of a partition minus this
 //! idle_timeout = "30s"     # a partition silent this long stops holding the watermark back
+//! fetch_wait = "100ms"     # longest a broker may hold a fetch without new messages
 //! output_topic_prefix = "personaflow."
 //! output_topics = ["profiles", "segment_profiles", "resonance", "forecasts", "policies"]
 //! dead_letter_topic = "personaflow.dead_letter"
@@ -500,6 +501,13 @@ pub const DEFAULT_ALLOWED_LATENESS_MS: i64 = 5 * 60_000;
 /// Default idle timeout: a partition silent this long (processing time) stops holding the
 /// watermark back.
 pub const DEFAULT_IDLE_TIMEOUT_MS: i64 = 30_000;
+/// Default longest time a broker may hold a fetch of the continuous job's consumers that has
+/// no new messages yet (librdkafka's `fetch.wait.max.ms`). A broker that answers as soon as
+/// it has a message (Kafka) delivers at once whatever this is; one that holds every fetch to
+/// its limit (tansu) delivers events in steps of it, which then set the closes' latency.
+pub const DEFAULT_FETCH_WAIT_MS: i64 = 100;
+/// The upper bound of `stream.fetch_wait`: librdkafka's for `fetch.wait.max.ms`.
+pub const MAX_FETCH_WAIT_MS: i64 = 300_000;
 
 /// Default output topics of the continuous job (table names; prefixed with
 /// [`StreamConfig::output_topic_prefix`]).
@@ -533,6 +541,10 @@ pub struct StreamConfig {
     pub allowed_lateness: Millis,
     /// A partition silent this long (processing time) stops holding the watermark back.
     pub idle_timeout: Millis,
+    /// The longest a broker may hold a consumer's fetch that has no new messages
+    /// ([`DEFAULT_FETCH_WAIT_MS`]): lower it for a broker that holds every fetch to this
+    /// limit; an idle job then sends more fetches.
+    pub fetch_wait: Millis,
     /// Prefix of the output topics.
     pub output_topic_prefix: String,
     /// Tables published to Kafka, one topic each (`{prefix}{table}`); empty: none.
@@ -553,6 +565,7 @@ impl Default for StreamConfig {
             output: None,
             allowed_lateness: Millis(DEFAULT_ALLOWED_LATENESS_MS),
             idle_timeout: Millis(DEFAULT_IDLE_TIMEOUT_MS),
+            fetch_wait: Millis(DEFAULT_FETCH_WAIT_MS),
             output_topic_prefix: DEFAULT_OUTPUT_TOPIC_PREFIX.into(),
             output_topics: DEFAULT_OUTPUT_TOPICS
                 .iter()
@@ -721,12 +734,13 @@ pub const SIZE_LIMITS: [(&str, u64); 33] = [
 pub const UNBOUNDED_KEYS: [&str; 2] = ["personas.seed", "drift.seed"];
 
 /// The upper bound of every duration key, ms.
-pub const DURATION_LIMITS: [(&str, i64); 5] = [
+pub const DURATION_LIMITS: [(&str, i64); 6] = [
     ("window.length", 366 * 86_400_000),
     ("sequence.max_idle", 3_660 * 86_400_000),
     ("ingest.max_out_of_order", 3_660 * 86_400_000),
     ("stream.allowed_lateness", 30 * 86_400_000),
     ("stream.idle_timeout", 86_400_000),
+    ("stream.fetch_wait", MAX_FETCH_WAIT_MS),
 ];
 
 /// Where each configured key came from: the file, or the variable that set it.
@@ -867,6 +881,7 @@ impl Config {
         for (key, value) in [
             ("stream.allowed_lateness", self.stream.allowed_lateness.0),
             ("stream.idle_timeout", self.stream.idle_timeout.0),
+            ("stream.fetch_wait", self.stream.fetch_wait.0),
         ] {
             if value < 0 {
                 return bad(key, "must not be negative".into());
@@ -1218,6 +1233,30 @@ mod tests {
         std::fs::write(&path, "[sequence]\nmax_idle = \"0s\"\n").unwrap();
         let err = Config::load(Some(&path), vec![]).unwrap_err().to_string();
         assert!(err.contains("sequence.max_idle"), "{err}");
+    }
+
+    #[test]
+    fn the_fetch_wait_is_a_bounded_duration() {
+        assert_eq!(
+            Config::default().stream.fetch_wait,
+            Millis(DEFAULT_FETCH_WAIT_MS)
+        );
+        let env = |v: &str| vec![("PERSONAFLOW__STREAM__FETCH_WAIT".to_string(), v.to_string())];
+        let c = Config::load(None, env("10ms")).unwrap();
+        assert_eq!(c.stream.fetch_wait, Millis(10));
+        let c = Config::load(None, env("0")).unwrap();
+        assert_eq!(
+            c.stream.fetch_wait,
+            Millis(0),
+            "0: the broker answers at once"
+        );
+        let err = Config::load(None, env("6m")).unwrap_err().to_string();
+        assert!(
+            err.contains("stream.fetch_wait") && err.contains("5m"),
+            "{err}"
+        );
+        let err = Config::load(None, env("-5")).unwrap_err().to_string();
+        assert!(err.contains("stream.fetch_wait"), "{err}");
     }
 
     #[test]

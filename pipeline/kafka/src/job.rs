@@ -271,7 +271,10 @@ fn consumer_config(job: &StreamJob) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("allow.auto.create.topics", "false")
-        .set("fetch.wait.max.ms", "100")
+        .set(
+            "fetch.wait.max.ms",
+            job.config.stream.fetch_wait.0.to_string(),
+        )
         .set("enable.partition.eof", "false");
     c
 }
@@ -1240,6 +1243,35 @@ impl WorkerContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_consumers_fetch_wait_is_the_configured_one() {
+        let mut job = StreamJob {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "events".into(),
+            group: "g".into(),
+            output: PathBuf::from("out"),
+            config: Config::default(),
+            until_end: false,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            observer: None,
+        };
+        let wait = |job: &StreamJob| {
+            consumer_config(job)
+                .get("fetch.wait.max.ms")
+                .map(str::to_string)
+        };
+        assert_eq!(
+            wait(&job).as_deref(),
+            Some(
+                personaflow_dataflow::config::DEFAULT_FETCH_WAIT_MS
+                    .to_string()
+                    .as_str()
+            )
+        );
+        job.config.stream.fetch_wait = personaflow_dataflow::config::Millis(10);
+        assert_eq!(wait(&job).as_deref(), Some("10"));
+    }
 
     #[test]
     fn commits_point_at_the_first_unemitted_event_and_rewinds_keep_the_history() {
