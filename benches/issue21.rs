@@ -2,7 +2,7 @@
 //! process, so one sitting of one machine gives all the numbers.
 //!
 //! Run with `TMPDIR=/dev/shm cargo bench --bench issue21` (it does nothing under `cargo
-//! test`). About twenty minutes on a 2-core machine, most of it the million users. In order:
+//! test`). About ten minutes on a 2-core machine, most of it the million users. In order:
 //!
 //! 1. points 1 and 2, [`columnar`](../columnar/index.html): the simulated dense day
 //!    (`PF_BENCH_USERS` [5,000] users, about a million events) through the Polars script, the
@@ -14,7 +14,8 @@
 //!    (`PF_BENCH_USER_COUNTS`), peak RSS and cost per event;
 //! 4. point 5, `stream_e2e`: `PF_BENCH_STREAM_USERS` [3,000] users over `PF_BENCH_HOURS` [10]
 //!    hours through the tansu broker (`PF_BENCH_BROKER`), the continuous job's catch-up against
-//!    the backfill of the same events, then close-to-output latency at half its rate;
+//!    the backfill of the same events, then close-to-output latency at half its rate, with
+//!    the default `stream.fetch_wait` and with `PF_BENCH_FETCH_WAIT` [10ms];
 //! 5. point 6, `inference`: the models' sequences per second by batch size
 //!    (`PF_BENCH_PROVIDER` [cpu]; `cuda` where a GPU is lent).
 //!
