@@ -85,14 +85,20 @@ pub fn advance_input_settling<D: Clone + 'static>(
     input.advance_to(window);
     let settled = settled.min(window.saturating_sub(FLOW_CONTROL_WINDOWS));
     while probe.less_than(&settled) && !stop() {
-        match park {
-            Some(bound) => {
-                worker.step_or_park(Some(bound));
-            }
-            None => {
-                worker.step();
-            }
-        }
+        step(worker, park);
     }
     true
+}
+
+/// One step of `worker`; with `park`, a step that finds nothing to do parks the worker up to
+/// that long (a message from another worker wakes it sooner), without, it returns at once.
+pub fn step(worker: &mut Worker, park: Option<Duration>) {
+    match park {
+        Some(bound) => {
+            worker.step_or_park(Some(bound));
+        }
+        None => {
+            worker.step();
+        }
+    }
 }

@@ -37,7 +37,7 @@
 
 use crate::graph::{DataflowHandles, SinkReport, StateSnapshots};
 use crate::{Error, Result};
-use personaflow_operators::ops::advance::{advance_input_settling, OutputFrontier};
+use personaflow_operators::ops::advance::{self, advance_input_settling, OutputFrontier};
 use personaflow_operators::ops::ErrorSlot;
 use personaflow_operators::Event;
 use std::cell::RefCell;
@@ -245,14 +245,7 @@ impl Driver {
     /// it has nothing to do (a plain step if that was never called): for a caller with no new
     /// input this round, whose windows in flight wait on another worker.
     pub fn step_or_park(&mut self, worker: &mut Worker) {
-        match self.park {
-            Some(bound) => {
-                worker.step_or_park(Some(bound));
-            }
-            None => {
-                worker.step();
-            }
-        }
+        advance::step(worker, self.park);
     }
 
     /// Whether a sink or the embedder failed (the failure stays for [`take_failure`](Self::take_failure)).
