@@ -262,7 +262,7 @@ fn oracle(
             let e = embedder.embed_batch(&[seq]).unwrap().remove(0);
             profiles.push((
                 key.clone(),
-                Profile {
+                Profile::new(ProfileData {
                     embedding: e.vector.into(),
                     anomaly_score: None,
                     history_windows: seq.history_windows,
@@ -273,7 +273,7 @@ fn oracle(
                     features: seq.current().to_vec().into(),
                     demand: seq.demand.clone(),
                     windows_embedding: None,
-                },
+                }),
             ));
         }
         profiles_by_window.insert(t, profiles.clone());

@@ -10,7 +10,8 @@ use personaflow_operators::drift::scaling::ScalingConfig;
 use personaflow_operators::drift::DriftConfig;
 use personaflow_operators::event::Context;
 use personaflow_operators::ops::{
-    state_through, ClusterPersonas, PinPersonas, Profile, Snapshots, UserId, UserWindow,
+    state_through, ClusterPersonas, PinPersonas, Profile, ProfileData, Snapshots, UserId,
+    UserWindow,
 };
 use personaflow_operators::personas::operator::model_worker;
 use personaflow_operators::personas::operator::{window_personas, Persona, PersonaAssignment};
@@ -48,7 +49,7 @@ fn random_profiles(seed: u64) -> Vec<(UserWindow, Profile)> {
             let features: Vec<f32> = (0..33).map(|_| rng.random_range(0.0..1.0)).collect();
             out.push((
                 (format!("u{u:02}").into(), w),
-                Profile {
+                Profile::new(ProfileData {
                     embedding: Vector(embedding),
                     anomaly_score: None,
                     history_windows: 0,
@@ -59,7 +60,7 @@ fn random_profiles(seed: u64) -> Vec<(UserWindow, Profile)> {
                     features: Vector(features),
                     demand: Default::default(),
                     windows_embedding: None,
-                },
+                }),
             ));
         }
     }

@@ -12,7 +12,9 @@ use crate::window::features::NUM_FEATURES;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
+use std::ops::Deref;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// Default largest batch handed to an embedder (and to a forecaster) at once. With one intra-op
 /// thread per session (the default) the recurrent models run fastest per sequence at about
@@ -24,9 +26,46 @@ pub const DEFAULT_MAX_BATCH: usize = 64;
 /// Where an operator that cannot return errors leaves the first one for the runtime to report.
 pub type ErrorSlot = Rc<RefCell<Option<crate::Error>>>;
 
-/// A user's latent profile in one window.
+/// A user's latent profile in one window: a shared handle that reads as its [`ProfileData`].
+/// Timely hands every consumer of a stream its own copy of each record, and the profiles go to
+/// half a dozen (segments, resonance, personas, drift, policies, the sink): a copy of a
+/// `Profile` is a pointer, not its vectors and strings. It serialises as its data.
+///
+/// ```
+/// use personaflow_operators::ops::{Profile, ProfileData};
+/// let p = Profile::new(ProfileData { events: 3, ..ProfileData::default() });
+/// let q = p.clone();
+/// assert_eq!(q.events, 3);
+/// assert!(std::ptr::eq(&*p, &*q));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Profile {
+#[serde(transparent)]
+pub struct Profile(Arc<ProfileData>);
+
+impl Profile {
+    /// The handle of `data`.
+    pub fn new(data: ProfileData) -> Self {
+        Profile(Arc::new(data))
+    }
+}
+
+impl From<ProfileData> for Profile {
+    fn from(data: ProfileData) -> Self {
+        Profile::new(data)
+    }
+}
+
+impl Deref for Profile {
+    type Target = ProfileData;
+
+    fn deref(&self) -> &ProfileData {
+        &self.0
+    }
+}
+
+/// What a [`Profile`] holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProfileData {
     /// The embedding.
     pub embedding: Vector,
     /// Anomaly score, when the embedder provides one.
@@ -53,7 +92,7 @@ pub struct Profile {
     pub windows_embedding: Option<Vector>,
 }
 
-impl Profile {
+impl ProfileData {
     /// The embedding of the user's last `L` windows, whichever history the sequences keep.
     /// Drift compares these: an active history reaches back over a user's idle time, so after
     /// a change in behaviour it would mix the sessions before the change with those after it
@@ -174,7 +213,7 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
                 let features = all[all.len().saturating_sub(NUM_FEATURES)..].to_vec();
                 profiles.push((
                     key,
-                    Profile {
+                    Profile::new(ProfileData {
                         embedding: Vector(emb.vector),
                         anomaly_score: emb.anomaly_score.map(Score),
                         history_windows: seq.history_windows,
@@ -185,7 +224,7 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
                         features: Vector(features),
                         demand: seq.demand,
                         windows_embedding,
-                    },
+                    }),
                 ));
             }
         })

@@ -19,7 +19,7 @@ pub mod hold;
 pub mod join;
 
 pub use crate::drift::operator::DetectDrift;
-pub use crate::embed::operator::{EmbedProfiles, ErrorSlot, Profile};
+pub use crate::embed::operator::{EmbedProfiles, ErrorSlot, Profile, ProfileData};
 pub use crate::forecast::demand::ForecastDemand;
 pub use crate::forecast::residuals::{ForecastErrors, ForecastErrorsBy};
 pub use crate::personas::operator::ClusterPersonas;

@@ -71,7 +71,9 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
                                     if r <= 0 || !p.authenticated {
                                         continue;
                                     }
-                                    let Some(segment) = p.segment else { continue };
+                                    let Some(segment) = p.segment.clone() else {
+                                        continue;
+                                    };
                                     let sum =
                                         SegmentSum::of_profile(p.embedding.as_slice(), &p.context)
                                             .multiply(&r);
@@ -172,7 +174,7 @@ impl RollingSums {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::operator::Profile;
+    use crate::embed::operator::{Profile, ProfileData};
     use crate::ops::Hold;
     use crate::policies::socket::WindowDemand;
     use crate::vector::Vector;
@@ -191,7 +193,7 @@ mod tests {
             xs.get(i).map(|s| s.to_string())
         };
         let segments = ["gamer", "streamer", "office"];
-        Profile {
+        Profile::new(ProfileData {
             embedding: Vector(
                 (0..3)
                     .map(|_| rng.random_range(-4..=4) as f32 * 0.25)
@@ -210,7 +212,7 @@ mod tests {
             features: Vector(vec![]),
             demand: WindowDemand::default(),
             windows_embedding: None,
-        }
+        })
     }
 
     /// The rolling sums as they were first written: the profiles held for `window` windows,
