@@ -234,15 +234,77 @@ pub fn silhouette(points: &[Vec<f32>], labels: &[usize], k: usize) -> f64 {
     if points.len() < 2 || k < 2 {
         return 0.0;
     }
+    silhouette_of(&Distances::between(points), labels, k)
+}
+
+/// The Euclidean distances between every two of a set of points, computed once: the
+/// silhouettes of several labellings of the same points ([`choose_k`] scores one per `k`)
+/// share them.
+///
+/// ```
+/// use personaflow_operators::personas::{silhouette, silhouette_of, Distances};
+/// let points = vec![vec![0.0, 0.0], vec![0.0, 1.0], vec![5.0, 0.0], vec![5.0, 1.0]];
+/// let d = Distances::between(&points);
+/// assert_eq!(d.get(0, 2), 5.0);
+/// let labels = [0, 0, 1, 1];
+/// assert_eq!(silhouette_of(&d, &labels, 2), silhouette(&points, &labels, 2));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Distances {
+    n: usize,
+    /// Row-major `n x n`, symmetric, zero on the diagonal.
+    d: Vec<f64>,
+}
+
+impl Distances {
+    /// The distances between every two of `points`. `d(i, j)` is `d(j, i)` bit for bit (a
+    /// difference and its negation square to the same value), so each pair is computed once.
+    pub fn between(points: &[Vec<f32>]) -> Self {
+        let n = points.len();
+        let mut d = vec![0.0f64; n * n];
+        for i in 0..n {
+            for j in i + 1..n {
+                let x = sq_dist(&points[i], &points[j]).sqrt();
+                d[i * n + j] = x;
+                d[j * n + i] = x;
+            }
+        }
+        Distances { n, d }
+    }
+
+    /// The distance between points `i` and `j`.
+    pub fn get(&self, i: usize, j: usize) -> f64 {
+        self.d[i * self.n + j]
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether there are no points.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// [`silhouette`] of the points whose [`Distances`] are `distances`: the same value, bit for
+/// bit.
+pub fn silhouette_of(distances: &Distances, labels: &[usize], k: usize) -> f64 {
+    let n = distances.len();
+    if n < 2 || k < 2 {
+        return 0.0;
+    }
     let mut sizes = vec![0usize; k];
     for l in labels {
         sizes[*l] += 1;
     }
     let mut total = 0.0;
-    for (i, p) in points.iter().enumerate() {
-        let mut sums = vec![0.0f64; k];
-        for (q, l) in points.iter().zip(labels) {
-            sums[*l] += sq_dist(p, q).sqrt();
+    let mut sums = vec![0.0f64; k];
+    for (i, row) in distances.d.chunks_exact(n).enumerate() {
+        sums.fill(0.0);
+        for (d, l) in row.iter().zip(labels) {
+            sums[*l] += d;
         }
         let own = labels[i];
         if sizes[own] <= 1 {
@@ -257,7 +319,7 @@ pub fn silhouette(points: &[Vec<f32>], labels: &[usize], k: usize) -> f64 {
             total += (b - a) / a.max(b);
         }
     }
-    total / points.len() as f64
+    total / n as f64
 }
 
 /// Chooses k in `k_min..=k_max` by the silhouette of a batch k-means run on (a seeded sample of
@@ -278,6 +340,8 @@ pub fn choose_k(
     idx.truncate(sample.max(2));
     idx.sort_unstable();
     let sampled: Vec<Vec<f32>> = idx.iter().map(|&i| points[i].clone()).collect();
+    // Every k's labelling of the sample is scored on the same distances.
+    let distances = Distances::between(&sampled);
     let mut best: Option<(f64, usize, BatchKMeans)> = None;
     for k in k_min..=k_max {
         let run = batch_kmeans(points, k, restarts, rng);
@@ -285,7 +349,7 @@ pub fn choose_k(
             .iter()
             .map(|p| nearest(p, &run.centroids).0)
             .collect();
-        let score = silhouette(&sampled, &labels, run.centroids.len());
+        let score = silhouette_of(&distances, &labels, run.centroids.len());
         if best.as_ref().is_none_or(|(s, _, _)| score > *s + 1e-9) {
             best = Some((score, k, run));
         }
@@ -840,6 +904,65 @@ mod tests {
                 permutations(m, n, cur, f);
                 cur.pop();
             }
+        }
+    }
+
+    /// The silhouette as first written, a distance at a time: the oracle of
+    /// [`silhouette_of`] over shared [`Distances`].
+    fn silhouette_pointwise(points: &[Vec<f32>], labels: &[usize], k: usize) -> f64 {
+        if points.len() < 2 || k < 2 {
+            return 0.0;
+        }
+        let mut sizes = vec![0usize; k];
+        for l in labels {
+            sizes[*l] += 1;
+        }
+        let mut total = 0.0;
+        for (i, p) in points.iter().enumerate() {
+            let mut sums = vec![0.0f64; k];
+            for (q, l) in points.iter().zip(labels) {
+                sums[*l] += sq_dist(p, q).sqrt();
+            }
+            let own = labels[i];
+            if sizes[own] <= 1 {
+                continue;
+            }
+            let a = sums[own] / (sizes[own] - 1) as f64;
+            let b = (0..k)
+                .filter(|&j| j != own && sizes[j] > 0)
+                .map(|j| sums[j] / sizes[j] as f64)
+                .fold(f64::INFINITY, f64::min);
+            if b.is_finite() && a.max(b) > 0.0 {
+                total += (b - a) / a.max(b);
+            }
+        }
+        total / points.len() as f64
+    }
+
+    #[test]
+    fn shared_distances_give_the_pointwise_silhouette_bit_for_bit() {
+        let mut rng = rng_for(11, 0, 0);
+        for case in 0..200 {
+            let n = rng.random_range(0..60);
+            let dims = rng.random_range(1..20);
+            let k = rng.random_range(1..9);
+            let points: Vec<Vec<f32>> = (0..n)
+                .map(|_| (0..dims).map(|_| rng.random_range(-50.0..50.0)).collect())
+                .collect();
+            let labels: Vec<usize> = (0..n).map(|_| rng.random_range(0..k)).collect();
+            let d = Distances::between(&points);
+            for i in 0..n {
+                for j in 0..n {
+                    assert_eq!(d.get(i, j).to_bits(), d.get(j, i).to_bits());
+                }
+            }
+            let want = silhouette_pointwise(&points, &labels, k);
+            assert_eq!(
+                silhouette_of(&d, &labels, k).to_bits(),
+                want.to_bits(),
+                "case {case}"
+            );
+            assert_eq!(silhouette(&points, &labels, k).to_bits(), want.to_bits());
         }
     }
 

@@ -403,16 +403,18 @@ fn assemble<S: StepSource>(
     }
     slots[len - 1]?;
     let mut features = vec![0f32; len * NUM_FEATURES];
-    let mut prev: Option<&S> = None;
+    // The previous active step's `ln1p` of events and bytes: each step's are taken once.
+    let mut prev: Option<(f32, f32)> = None;
     for (slot, x) in slots.iter().zip(features.chunks_exact_mut(NUM_FEATURES)) {
         if let Some((_, s)) = slot {
             let base = s.base();
             x[..base.len()].copy_from_slice(base);
-            if let Some(p) = prev {
-                x[VELOCITY_EVENTS] = ln1p(s.events()) - ln1p(p.events());
-                x[VELOCITY_BYTES] = ln1p(s.bytes()) - ln1p(p.bytes());
+            let logs = (ln1p(s.events()), ln1p(s.bytes()));
+            if let Some((events, bytes)) = prev {
+                x[VELOCITY_EVENTS] = logs.0 - events;
+                x[VELOCITY_BYTES] = logs.1 - bytes;
             }
-            prev = Some(*s);
+            prev = Some(logs);
         }
     }
     let active: Vec<bool> = slots.iter().map(Option::is_some).collect();
