@@ -67,7 +67,7 @@ fn batches(
         let top = rng.random_range(0..5);
         profiles.push(ProfileRow {
             window_end: w,
-            user_id: u.clone(),
+            user_id: u.as_str().into(),
             embedder: "rnn-vae-v1".into(),
             embedding: (0..16).map(|_| rng.random_range(-2.0..2.0)).collect(),
             anomaly_score: Some(rng.random()),
@@ -82,7 +82,7 @@ fn batches(
         for (s, name) in SEGMENTS.iter().enumerate() {
             resonance.push(ResonanceRow {
                 window_end: w,
-                user_id: u.clone(),
+                user_id: u.as_str().into(),
                 segment: (*name).into(),
                 cosine: rng.random_range(-1.0..1.0),
                 probability: if s == top { 0.9 } else { 0.025 },
@@ -93,7 +93,7 @@ fn batches(
         }
         assignments.push(PersonaAssignmentRow {
             window_end: w,
-            user_id: u.clone(),
+            user_id: u.as_str().into(),
             persona_id: top as u32,
             distance: rng.random(),
             persona_ids: (0..7).collect(),
@@ -101,7 +101,7 @@ fn batches(
         });
         policies.push(PolicyRow {
             window_end: w,
-            user_id: u.clone(),
+            user_id: u.as_str().into(),
             persona: SEGMENTS[top].into(),
             personas: vec![SEGMENTS[top].into(), "default".into()],
             probabilities: vec![0.9, 0.1],
@@ -122,8 +122,8 @@ fn batches(
             send_buffer_max: 4_194_304,
             receive_buffer_min: 65_536,
             receive_buffer_max: 8_388_608,
-            authentication: "password".into(),
-            inspection: "metadata".into(),
+            authentication: "password",
+            inspection: "metadata",
             allowed_app_classes: vec!["video".into(), "web".into()],
             allowed_ports: vec!["443".into(), "80".into(), "1935".into()],
             vpn_required: false,
@@ -132,22 +132,22 @@ fn batches(
         });
         sockets.push(SocketProfileRow {
             window_end: w,
-            user_id: u.clone(),
+            user_id: u.as_str().into(),
             predicted_bytes_per_s: rng.random_range(0.0..3e6),
             predicted_requests_per_s: rng.random_range(0.0..20.0),
-            request_type: "streaming".into(),
+            request_type: "streaming",
             risk: Some(rng.random()),
             rtt_ms: 50.0,
             send_buffer: 1_048_576,
             receive_buffer: 2_097_152,
             rate_limit_bytes_per_s: 3_750_000,
-            security_level: "standard".into(),
+            security_level: "standard",
             endpoint: "cdn-edge".into(),
         });
         for h in 1..=4u32 {
             forecasts.push(ForecastRow {
                 window_end: w,
-                user_id: u.clone(),
+                user_id: u.as_str().into(),
                 forecaster: "lstm-v1".into(),
                 horizon: h,
                 target_window_end: w + i64::from(h) * 60_000,

@@ -839,7 +839,7 @@ fn the_redis_sink_mirrors_each_users_latest_persona_resonance_and_policy() {
         let before = client.hgetall(&key).unwrap();
         let row = |window_end: i64| ResonanceRow {
             window_end,
-            user_id: user.clone(),
+            user_id: user.as_str().into(),
             segment: "zz_test".into(),
             cosine: 1.0,
             probability: 1.0,

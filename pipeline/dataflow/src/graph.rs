@@ -475,7 +475,7 @@ pub fn build_with(
     let index = worker.index();
     let spec = config.window_spec();
     let embedder = make_embedder(config, stats)?;
-    let embedder_name = embedder.name().to_string();
+    let embedder_name: Arc<str> = embedder.name().into();
     let forecaster = make_forecaster(config, stats)?;
     let catalogue = match config.policy.enabled {
         true => Some(Arc::new(config.catalogue()?)),
@@ -553,7 +553,7 @@ pub fn build_with(
         let mut forecast_requests = None;
         let mut forecast_parts = None;
         if let Some(forecaster) = forecaster {
-            let name = forecaster.name().to_string();
+            let name: Arc<str> = forecaster.name().into();
             let forecasts = sequences.clone().forecast_demand(
                 forecaster,
                 config.forecaster.max_batch,
@@ -841,22 +841,22 @@ fn policy_rows(
         let window_end = spec.end_ms(w);
         sockets.push(SocketProfileRow {
             window_end,
-            user_id: user.to_string(),
+            user_id: user.clone(),
             predicted_bytes_per_s: s.predicted_bytes_per_s.0,
             predicted_requests_per_s: s.predicted_requests_per_s.0,
-            request_type: s.request_type.name().to_string(),
+            request_type: s.request_type.name(),
             risk: s.risk.map(|r| r.0),
             rtt_ms: s.rtt_ms.0,
             send_buffer: s.send_buffer,
             receive_buffer: s.receive_buffer,
             rate_limit_bytes_per_s: s.rate_limit_bytes_per_s,
-            security_level: s.security_level.name().to_string(),
+            security_level: s.security_level.name(),
             endpoint: s.endpoint,
         });
         let (personas, probabilities) = p.personas.into_iter().map(|(n, x)| (n, x.0)).unzip();
         policies.push(PolicyRow {
             window_end,
-            user_id: user.to_string(),
+            user_id: user.clone(),
             persona: p.persona,
             personas,
             probabilities,
@@ -877,8 +877,8 @@ fn policy_rows(
             send_buffer_max: p.send_buffer[1],
             receive_buffer_min: p.receive_buffer[0],
             receive_buffer_max: p.receive_buffer[1],
-            authentication: p.authentication.name().to_string(),
-            inspection: p.inspection.name().to_string(),
+            authentication: p.authentication.name(),
+            inspection: p.inspection.name(),
             allowed_app_classes: p.allowed_app_classes,
             allowed_ports: p.allowed_ports.iter().map(|r| r.to_string()).collect(),
             vpn_required: p.vpn_required,
@@ -908,7 +908,7 @@ fn feedback_rows(
         );
         ShapingFeedbackRow {
             window_end: spec.end_ms(*w),
-            user_id: user.to_string(),
+            user_id: user.clone(),
             made_at_window_end: spec.end_ms(f.made_at),
             persona: a.persona.clone(),
             allocated_bps: a.allocated_bps,
@@ -966,7 +966,7 @@ fn assignment_rows(
     xs.sort_by(|a, b| a.0.cmp(&b.0));
     out.extend(xs.iter().map(|((user, w), a)| PersonaAssignmentRow {
         window_end: spec.end_ms(*w),
-        user_id: user.to_string(),
+        user_id: user.clone(),
         persona_id: a.persona,
         distance: a.distance.0,
         persona_ids: a.ids.clone(),
@@ -1049,7 +1049,7 @@ fn features_rows(
     seqs.sort_by(|a, b| a.0.cmp(&b.0));
     out.extend(seqs.iter().map(|((user, w), seq)| FeatureRow {
         window_end: spec.end_ms(*w),
-        user_id: user.to_string(),
+        user_id: user.clone(),
         events: seq.events,
         bytes: seq.bytes,
         authenticated: seq.authenticated,
@@ -1061,7 +1061,7 @@ fn features_rows(
 
 fn forecast_rows(
     spec: &WindowSpec,
-    forecaster: &str,
+    forecaster: &Arc<str>,
     forecasts: &mut [(UserWindow, Forecast)],
     rows: &mut Vec<ForecastRow>,
 ) {
@@ -1072,8 +1072,8 @@ fn forecast_rows(
             let (requests, bytes) = f.at(h).expect("h is within the horizon");
             rows.push(ForecastRow {
                 window_end: spec.end_ms(*w),
-                user_id: user.to_string(),
-                forecaster: forecaster.to_string(),
+                user_id: user.clone(),
+                forecaster: forecaster.clone(),
                 horizon: h as u32,
                 target_window_end: spec.end_ms(*w + h as u64),
                 predicted_requests: requests,
@@ -1085,7 +1085,7 @@ fn forecast_rows(
 
 fn forecast_error_rows(
     spec: &WindowSpec,
-    forecaster: &str,
+    forecaster: &Arc<str>,
     errors: &mut [(UserWindow, ForecastResidual)],
     out: &mut Vec<ForecastErrorRow>,
 ) {
@@ -1093,8 +1093,8 @@ fn forecast_error_rows(
     out.extend(errors.iter().map(|((user, w), e)| {
         ForecastErrorRow::new(
             spec.end_ms(*w),
-            user.to_string(),
-            forecaster.to_string(),
+            user.clone(),
+            forecaster.clone(),
             spec.end_ms(e.made_at),
             e.horizon,
             (e.predicted_requests.0, e.actual_requests),
@@ -1105,24 +1105,24 @@ fn forecast_error_rows(
 
 fn profile_rows(
     spec: &WindowSpec,
-    embedder: &str,
+    embedder: &Arc<str>,
     profiles: &mut [(UserWindow, Profile)],
     out: &mut Vec<ProfileRow>,
 ) {
     profiles.sort_by(|a, b| a.0.cmp(&b.0));
     out.extend(profiles.iter().map(|((user, w), p)| ProfileRow {
         window_end: spec.end_ms(*w),
-        user_id: user.to_string(),
-        embedder: embedder.to_string(),
+        user_id: user.clone(),
+        embedder: embedder.clone(),
         embedding: p.embedding.0.clone(),
         anomaly_score: p.anomaly_score.map(|s| s.0),
         history_windows: p.history_windows,
         events: p.events,
         authenticated: p.authenticated,
         segment: p.segment.clone(),
-        device: p.context.device.as_deref().map(str::to_string),
-        os: p.context.os.as_deref().map(str::to_string),
-        country: p.context.country.as_deref().map(str::to_string),
+        device: p.context.device.clone(),
+        os: p.context.os.clone(),
+        country: p.context.country.clone(),
     }));
 }
 
@@ -1137,7 +1137,7 @@ fn resonance_rows(
         for (i, s) in r.scores.iter().enumerate() {
             rows.push(ResonanceRow {
                 window_end: spec.end_ms(*w),
-                user_id: user.to_string(),
+                user_id: user.clone(),
                 segment: s.segment.clone(),
                 cosine: s.cosine.0,
                 probability: s.probability.0,

@@ -186,7 +186,7 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
             let seq = build_sequence_with(&config.sequence_spec(), t, &history).unwrap();
             features.push(FeatureRow {
                 window_end: spec.end_ms(*w),
-                user_id: user.clone(),
+                user_id: user.as_str().into(),
                 events: seq.events,
                 bytes: seq.bytes,
                 authenticated: seq.authenticated,
@@ -197,17 +197,17 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
             let e = embedder.embed_batch(&[&seq]).unwrap().remove(0);
             profiles.push(ProfileRow {
                 window_end: spec.end_ms(*w),
-                user_id: user.clone(),
-                embedder: embedder.name().to_string(),
+                user_id: user.as_str().into(),
+                embedder: embedder.name().into(),
                 embedding: e.vector.clone(),
                 anomaly_score: e.anomaly_score,
                 history_windows: seq.history_windows,
                 events: seq.events,
                 authenticated: seq.authenticated,
                 segment: seq.segment.clone(),
-                device: seq.context.device.as_deref().map(str::to_string),
-                os: seq.context.os.as_deref().map(str::to_string),
-                country: seq.context.country.as_deref().map(str::to_string),
+                device: seq.context.device.clone(),
+                os: seq.context.os.clone(),
+                country: seq.context.country.clone(),
             });
             if let (true, Some(segment)) = (seq.authenticated, &seq.segment) {
                 let one = SegmentSum::of_profile(&e.vector, &seq.context);
@@ -228,8 +228,8 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                 let (requests, bytes) = forecast.at(h).unwrap();
                 forecasts.push(ForecastRow {
                     window_end: spec.end_ms(*w),
-                    user_id: user.clone(),
-                    forecaster: forecaster.name().to_string(),
+                    user_id: user.as_str().into(),
+                    forecaster: forecaster.name().into(),
                     horizon: h as u32,
                     target_window_end: spec.end_ms(*w + h as u64),
                     predicted_requests: requests,
@@ -242,8 +242,8 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                         .map_or((0, 0), |s| (s.events, s.bytes));
                     errors.push(ForecastErrorRow::new(
                         spec.end_ms(target),
-                        user.clone(),
-                        forecaster.name().to_string(),
+                        user.as_str().into(),
+                        forecaster.name().into(),
                         spec.end_ms(*w),
                         h as u32,
                         (requests, actual.0),
@@ -330,7 +330,7 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                 );
                 policy_rows.push(PolicyRow {
                     window_end: spec.end_ms(t),
-                    user_id: user.clone(),
+                    user_id: user.as_str().into(),
                     persona: p.persona.clone(),
                     personas: p.personas.iter().map(|(n, _)| n.clone()).collect(),
                     probabilities: p.personas.iter().map(|(_, x)| x.0).collect(),
@@ -351,8 +351,8 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                     send_buffer_max: p.send_buffer[1],
                     receive_buffer_min: p.receive_buffer[0],
                     receive_buffer_max: p.receive_buffer[1],
-                    authentication: p.authentication.name().to_string(),
-                    inspection: p.inspection.name().to_string(),
+                    authentication: p.authentication.name(),
+                    inspection: p.inspection.name(),
                     allowed_app_classes: p.allowed_app_classes.clone(),
                     allowed_ports: p.allowed_ports.iter().map(|r| r.to_string()).collect(),
                     vpn_required: p.vpn_required,
@@ -361,16 +361,16 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                 });
                 socket_rows.push(SocketProfileRow {
                     window_end: spec.end_ms(t),
-                    user_id: user.clone(),
+                    user_id: user.as_str().into(),
                     predicted_bytes_per_s: so.predicted_bytes_per_s.0,
                     predicted_requests_per_s: so.predicted_requests_per_s.0,
-                    request_type: so.request_type.name().to_string(),
+                    request_type: so.request_type.name(),
                     risk: so.risk.map(|r| r.0),
                     rtt_ms: so.rtt_ms.0,
                     send_buffer: so.send_buffer,
                     receive_buffer: so.receive_buffer,
                     rate_limit_bytes_per_s: so.rate_limit_bytes_per_s,
-                    security_level: so.security_level.name().to_string(),
+                    security_level: so.security_level.name(),
                     endpoint: so.endpoint.clone(),
                 });
                 // Judged in the next window, when it has data anywhere.
@@ -389,7 +389,7 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                     );
                     feedback_rows.push(ShapingFeedbackRow {
                         window_end: spec.end_ms(t + 1),
-                        user_id: user.clone(),
+                        user_id: user.as_str().into(),
                         made_at_window_end: spec.end_ms(t),
                         persona: p.persona.clone(),
                         allocated_bps: p.allocated_bps,
@@ -413,7 +413,7 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
             for (i, s) in r.scores.iter().enumerate() {
                 resonance_rows.push(ResonanceRow {
                     window_end: spec.end_ms(t),
-                    user_id: user.clone(),
+                    user_id: user.as_str().into(),
                     segment: s.segment.clone(),
                     cosine: s.cosine.0,
                     probability: s.probability.0,

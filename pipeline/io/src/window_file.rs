@@ -202,7 +202,7 @@ mod tests {
         let rows: Vec<ResonanceRow> = (0..rows)
             .map(|i| ResonanceRow {
                 window_end: end,
-                user_id: format!("u{i}"),
+                user_id: format!("u{i}").into(),
                 segment: "gamer".into(),
                 cosine: 0.5,
                 probability: 0.9,

@@ -640,7 +640,7 @@ mod tests {
                 for (s, r) in SEGMENTS.iter().zip(&raw) {
                     rows.push(ResonanceRow {
                         window_end: w * 60_000,
-                        user_id: format!("u{u}"),
+                        user_id: format!("u{u}").into(),
                         segment: s.to_string(),
                         cosine: 0.0,
                         probability: (r / total) as f32,
@@ -793,8 +793,8 @@ mod tests {
                     let actual = rng.below(6);
                     rows.push(ForecastErrorRow::new(
                         w * 60_000,
-                        format!("u{u}"),
-                        f.to_string(),
+                        format!("u{u}").into(),
+                        f.into(),
                         (w - 1) * 60_000,
                         1,
                         (predicted as f32, actual),
@@ -813,7 +813,7 @@ mod tests {
             for (i, w) in s.forecast_error.window_end.iter().enumerate() {
                 let rs: Vec<_> = rows
                     .iter()
-                    .filter(|r| r.window_end == *w && r.forecaster == series.name)
+                    .filter(|r| r.window_end == *w && *r.forecaster == *series.name)
                     .collect();
                 let want = rs.iter().map(|r| r.abs_error_requests).sum::<f64>() / rs.len() as f64;
                 assert!((series.values[i].unwrap() - want).abs() < 1e-9);

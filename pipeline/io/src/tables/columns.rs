@@ -65,13 +65,18 @@ scalar_kind!(
     |b, v| b.append_value(*v), |n| TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC")
 );
 scalar_kind!(
-    /// `String` as `Utf8`.
-    Utf8, String, StringBuilder, DataType::Utf8, false,
+    /// Text as `Utf8`: a field of any type that derefs to `str` (`String`, `Arc<str>`).
+    Utf8, str, StringBuilder, DataType::Utf8, false,
     |b, v| b.append_value(v), |_n| StringBuilder::new()
 );
 scalar_kind!(
     /// `Option<String>` as nullable `Utf8`.
     OptUtf8, Option<String>, StringBuilder, DataType::Utf8, true,
+    |b, v| b.append_option(v.as_deref()), |_n| StringBuilder::new()
+);
+scalar_kind!(
+    /// `Option<Arc<str>>` (shared text) as nullable `Utf8`.
+    OptSharedUtf8, Option<Arc<str>>, StringBuilder, DataType::Utf8, true,
     |b, v| b.append_option(v.as_deref()), |_n| StringBuilder::new()
 );
 scalar_kind!(

@@ -1,6 +1,9 @@
 //! Every output table's row type, field by field: a field is a column (name, Rust type, and
 //! the [`columns`](super::columns) kind that gives its Arrow type). The field order is the
-//! column order.
+//! column order. User ids are shared (`Arc<str>`): the pipeline's keys hold them, and a row
+//! takes a pointer, not a copy.
+
+use std::sync::Arc;
 
 table_rows! {
     /// A row of `features`: one user's window.
@@ -8,7 +11,7 @@ table_rows! {
         /// Window end, ms.
         window_end: i64 => Timestamp,
         /// User.
-        user_id: String => Utf8,
+        user_id: Arc<str> => Utf8,
         /// Events in the window.
         events: u64 => U64,
         /// Bytes in + out in the window.
@@ -28,9 +31,9 @@ table_rows! {
         /// Window end, ms.
         window_end: i64 => Timestamp,
         /// User.
-        user_id: String => Utf8,
+        user_id: Arc<str> => Utf8,
         /// Embedder name.
-        embedder: String => Utf8,
+        embedder: Arc<str> => Utf8,
         /// Embedding.
         embedding: Vec<f32> => ListF32,
         /// Anomaly score.
@@ -44,11 +47,11 @@ table_rows! {
         /// Known segment.
         segment: Option<String> => OptUtf8,
         /// Device.
-        device: Option<String> => OptUtf8,
+        device: Option<Arc<str>> => OptSharedUtf8,
         /// Os.
-        os: Option<String> => OptUtf8,
+        os: Option<Arc<str>> => OptSharedUtf8,
         /// Country.
-        country: Option<String> => OptUtf8,
+        country: Option<Arc<str>> => OptSharedUtf8,
     }
 
     /// A row of `segment_profiles`.
@@ -68,7 +71,7 @@ table_rows! {
         /// Window end, ms.
         window_end: i64 => Timestamp,
         /// User.
-        user_id: String => Utf8,
+        user_id: Arc<str> => Utf8,
         /// Segment.
         segment: String => Utf8,
         /// Centred cosine similarity.
@@ -89,9 +92,9 @@ table_rows! {
         /// End of the window the forecast was made at, ms.
         window_end: i64 => Timestamp,
         /// User.
-        user_id: String => Utf8,
+        user_id: Arc<str> => Utf8,
         /// Forecaster name.
-        forecaster: String => Utf8,
+        forecaster: Arc<str> => Utf8,
         /// Windows ahead, 1-based.
         horizon: u32 => U32,
         /// End of the window predicted, ms.
@@ -108,9 +111,9 @@ table_rows! {
         /// End of the target window, ms.
         window_end: i64 => Timestamp,
         /// User.
-        user_id: String => Utf8,
+        user_id: Arc<str> => Utf8,
         /// Forecaster name.
-        forecaster: String => Utf8,
+        forecaster: Arc<str> => Utf8,
         /// End of the window the forecast was made at, ms.
         made_at_window_end: i64 => Timestamp,
         /// Windows ahead, 1-based.
@@ -154,7 +157,7 @@ table_rows! {
         /// Window end, ms.
         window_end: i64 => Timestamp,
         /// User.
-        user_id: String => Utf8,
+        user_id: Arc<str> => Utf8,
         /// Nearest persona.
         persona_id: u32 => U32,
         /// Distance to it.
@@ -234,7 +237,7 @@ table_rows! {
         /// Window end, ms.
         window_end: i64 => Timestamp,
         /// User.
-        user_id: String => Utf8,
+        user_id: Arc<str> => Utf8,
         /// The most probable catalogue entry.
         persona: String => Utf8,
         /// Catalogue entries with a positive probability, most probable first.
@@ -276,9 +279,9 @@ table_rows! {
         /// Blended receive buffer maximum, bytes.
         receive_buffer_max: u64 => U64,
         /// Strictest authentication: `none`, `password`, `mfa` or `certificate`.
-        authentication: String => Utf8,
+        authentication: &'static str => Utf8,
         /// Deepest inspection: `none`, `metadata` or `full`.
-        inspection: String => Utf8,
+        inspection: &'static str => Utf8,
         /// Application classes allowed.
         allowed_app_classes: Vec<String> => ListUtf8,
         /// Ports allowed (`443`, `27000-27050`).
@@ -297,13 +300,13 @@ table_rows! {
         /// Window end, ms.
         window_end: i64 => Timestamp,
         /// User.
-        user_id: String => Utf8,
+        user_id: Arc<str> => Utf8,
         /// Predicted bytes/s in the next window.
         predicted_bytes_per_s: f32 => F32,
         /// Predicted requests/s in the next window.
         predicted_requests_per_s: f32 => F32,
         /// `streaming`, `bulk`, `transactional` or `control`.
-        request_type: String => Utf8,
+        request_type: &'static str => Utf8,
         /// Anomaly score quantile in the segment's recent scores, [0, 1] (null: no score).
         risk: Option<f32> => OptF32,
         /// Round trip the buffers are sized for, ms.
@@ -315,7 +318,7 @@ table_rows! {
         /// Rate limit, bytes/s.
         rate_limit_bytes_per_s: u64 => U64,
         /// `standard`, `elevated` or `strict`.
-        security_level: String => Utf8,
+        security_level: &'static str => Utf8,
         /// Endpoint class for the request type.
         endpoint: String => Utf8,
     }
@@ -326,7 +329,7 @@ table_rows! {
         /// End of the window judged, ms.
         window_end: i64 => Timestamp,
         /// User.
-        user_id: String => Utf8,
+        user_id: Arc<str> => Utf8,
         /// End of the window whose policy made the allocation, ms.
         made_at_window_end: i64 => Timestamp,
         /// The policy's most probable catalogue entry.
@@ -413,8 +416,8 @@ impl ForecastErrorRow {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         window_end: i64,
-        user_id: String,
-        forecaster: String,
+        user_id: Arc<str>,
+        forecaster: Arc<str>,
         made_at_window_end: i64,
         horizon: u32,
         (predicted_requests, actual_requests): (f32, u64),
