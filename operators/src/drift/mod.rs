@@ -69,7 +69,7 @@ pub const DEFAULT_PERSONA_PIN_STEPS: u64 = 1440;
 #[serde(rename_all = "snake_case")]
 pub enum DriftPoints {
     /// The embedding of the user's last `L` windows
-    /// ([`Profile::windows_embedding`](crate::embed::operator::Profile::windows_embedding)):
+    /// ([`ProfileData::windows_embedding`](crate::embed::operator::ProfileData::windows_embedding)):
     /// with active-history sequences, a second embedding of each user whose last `L` windows
     /// differ from their active history (on the demo's dense day with the RNN-VAE, the
     /// backfill takes about a third longer).

@@ -88,7 +88,7 @@ pub struct ProfileData {
     /// With active history ([`crate::sequences::SequenceHistory::Active`]): the embedding of
     /// the user's last `L` windows ([`Sequence::windows_view`]) where it differs from the
     /// active history's; `None` where they are the same (window history, or a user active in
-    /// each of the last `L` windows). See [`Profile::windows_embedding`].
+    /// each of the last `L` windows). See [`ProfileData::windows_embedding`].
     pub windows_embedding: Option<Vector>,
 }
 
@@ -108,7 +108,7 @@ pub trait EmbedProfiles<'scope> {
     /// `((user, w), Profile)` at `w`. All sequences of a window on this worker are embedded
     /// together, in batches of at most `max_batch`, once the window is complete; with active
     /// history, the [distinct windows views](Sequence::distinct_windows_view) too, after them
-    /// (for [`Profile::windows_embedding`]; a batch of views alone goes to
+    /// (for [`ProfileData::windows_embedding`]; a batch of views alone goes to
     /// [`Embedder::embed_vectors`]). If the embedder fails, the error goes to `errors`
     /// and the window yields no profiles; the runtime reports it and stops.
     ///
@@ -141,7 +141,7 @@ pub trait EmbedProfiles<'scope> {
 
     /// As [`embed_profiles`](Self::embed_profiles); the windows views of active histories
     /// are embedded only if `windows_views` (without them every
-    /// [`Profile::windows_embedding`] is the profile's own embedding).
+    /// [`ProfileData::windows_embedding`] is the profile's own embedding).
     fn embed_profiles_with(
         self,
         embedder: Box<dyn Embedder>,

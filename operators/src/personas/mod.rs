@@ -306,20 +306,26 @@ pub fn silhouette_of(distances: &Distances, labels: &[usize], k: usize) -> f64 {
         for (d, l) in row.iter().zip(labels) {
             sums[*l] += d;
         }
-        let own = labels[i];
-        if sizes[own] <= 1 {
-            continue;
-        }
-        let a = sums[own] / (sizes[own] - 1) as f64;
-        let b = (0..k)
-            .filter(|&j| j != own && sizes[j] > 0)
-            .map(|j| sums[j] / sizes[j] as f64)
-            .fold(f64::INFINITY, f64::min);
-        if b.is_finite() && a.max(b) > 0.0 {
-            total += (b - a) / a.max(b);
+        if let Some(s) = point_silhouette(&sums, &sizes, labels[i]) {
+            total += s;
         }
     }
     total / n as f64
+}
+
+/// One point's silhouette from its summed distances to each cluster (`sums`, itself
+/// included at distance 0), the clusters' `sizes` and its own cluster: `None` when it is alone
+/// in its cluster or no other cluster has points.
+fn point_silhouette(sums: &[f64], sizes: &[usize], own: usize) -> Option<f64> {
+    if sizes[own] <= 1 {
+        return None;
+    }
+    let a = sums[own] / (sizes[own] - 1) as f64;
+    let b = (0..sizes.len())
+        .filter(|&j| j != own && sizes[j] > 0)
+        .map(|j| sums[j] / sizes[j] as f64)
+        .fold(f64::INFINITY, f64::min);
+    (b.is_finite() && a.max(b) > 0.0).then(|| (b - a) / a.max(b))
 }
 
 /// Chooses k in `k_min..=k_max` by the silhouette of a batch k-means run on (a seeded sample of
@@ -907,8 +913,9 @@ mod tests {
         }
     }
 
-    /// The silhouette as first written, a distance at a time: the oracle of
-    /// [`silhouette_of`] over shared [`Distances`].
+    /// The silhouette as first written, a distance at a time (each point's term as
+    /// [`point_silhouette`] gives it): the oracle of [`silhouette_of`] over shared
+    /// [`Distances`].
     fn silhouette_pointwise(points: &[Vec<f32>], labels: &[usize], k: usize) -> f64 {
         if points.len() < 2 || k < 2 {
             return 0.0;
@@ -923,17 +930,8 @@ mod tests {
             for (q, l) in points.iter().zip(labels) {
                 sums[*l] += sq_dist(p, q).sqrt();
             }
-            let own = labels[i];
-            if sizes[own] <= 1 {
-                continue;
-            }
-            let a = sums[own] / (sizes[own] - 1) as f64;
-            let b = (0..k)
-                .filter(|&j| j != own && sizes[j] > 0)
-                .map(|j| sums[j] / sizes[j] as f64)
-                .fold(f64::INFINITY, f64::min);
-            if b.is_finite() && a.max(b) > 0.0 {
-                total += (b - a) / a.max(b);
+            if let Some(s) = point_silhouette(&sums, &sizes, labels[i]) {
+                total += s;
             }
         }
         total / points.len() as f64
