@@ -231,86 +231,61 @@ pub fn batch_kmeans(
 /// distance to its own cluster and `b` the smallest mean distance to another cluster; points
 /// alone in their cluster score 0. Quadratic in the number of points.
 pub fn silhouette(points: &[Vec<f32>], labels: &[usize], k: usize) -> f64 {
-    if points.len() < 2 || k < 2 {
-        return 0.0;
-    }
-    silhouette_of(&Distances::between(points), labels, k)
+    silhouettes(points, &[(labels, k)])[0]
 }
 
-/// The Euclidean distances between every two of a set of points, computed once: the
-/// silhouettes of several labellings of the same points ([`choose_k`] scores one per `k`)
-/// share them.
+/// [`silhouette`] of each of several labellings `(labels, k)` of the same points, bit for bit,
+/// in one pass: each point's distances to the others are computed once for all of them
+/// ([`choose_k`] scores one labelling per `k`), in memory linear in the points.
 ///
 /// ```
-/// use personaflow_operators::personas::{silhouette, silhouette_of, Distances};
+/// use personaflow_operators::personas::{silhouette, silhouettes};
 /// let points = vec![vec![0.0, 0.0], vec![0.0, 1.0], vec![5.0, 0.0], vec![5.0, 1.0]];
-/// let d = Distances::between(&points);
-/// assert_eq!(d.get(0, 2), 5.0);
-/// let labels = [0, 0, 1, 1];
-/// assert_eq!(silhouette_of(&d, &labels, 2), silhouette(&points, &labels, 2));
+/// let (two, one) = ([0, 0, 1, 1], [0, 0, 0, 0]);
+/// let s = silhouettes(&points, &[(&two, 2), (&one, 1)]);
+/// assert_eq!(s, vec![silhouette(&points, &two, 2), 0.0]);
+/// assert!(s[0] > 0.7);
 /// ```
-#[derive(Clone, Debug)]
-pub struct Distances {
-    n: usize,
-    /// Row-major `n x n`, symmetric, zero on the diagonal.
-    d: Vec<f64>,
-}
-
-impl Distances {
-    /// The distances between every two of `points`. `d(i, j)` is `d(j, i)` bit for bit (a
-    /// difference and its negation square to the same value), so each pair is computed once.
-    pub fn between(points: &[Vec<f32>]) -> Self {
-        let n = points.len();
-        let mut d = vec![0.0f64; n * n];
-        for i in 0..n {
-            for j in i + 1..n {
-                let x = sq_dist(&points[i], &points[j]).sqrt();
-                d[i * n + j] = x;
-                d[j * n + i] = x;
+pub fn silhouettes(points: &[Vec<f32>], labellings: &[(&[usize], usize)]) -> Vec<f64> {
+    let n = points.len();
+    let scored = |k: usize| n >= 2 && k >= 2;
+    let sizes: Vec<Vec<usize>> = labellings
+        .iter()
+        .map(|(labels, k)| {
+            let mut sizes = vec![0usize; *k];
+            if scored(*k) {
+                for l in labels.iter() {
+                    sizes[*l] += 1;
+                }
+            }
+            sizes
+        })
+        .collect();
+    let mut totals = vec![0.0f64; labellings.len()];
+    if !labellings.iter().any(|(_, k)| scored(*k)) {
+        return totals;
+    }
+    let mut row = vec![0.0f64; n];
+    let mut sums = Vec::new();
+    for (i, p) in points.iter().enumerate() {
+        for (d, q) in row.iter_mut().zip(points) {
+            *d = sq_dist(p, q).sqrt();
+        }
+        for (((labels, k), sizes), total) in labellings.iter().zip(&sizes).zip(&mut totals) {
+            if !scored(*k) {
+                continue;
+            }
+            sums.clear();
+            sums.resize(*k, 0.0f64);
+            for (d, l) in row.iter().zip(labels.iter()) {
+                sums[*l] += d;
+            }
+            if let Some(s) = point_silhouette(&sums, sizes, labels[i]) {
+                *total += s;
             }
         }
-        Distances { n, d }
     }
-
-    /// The distance between points `i` and `j`.
-    pub fn get(&self, i: usize, j: usize) -> f64 {
-        self.d[i * self.n + j]
-    }
-
-    /// Number of points.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// Whether there are no points.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-}
-
-/// [`silhouette`] of the points whose [`Distances`] are `distances`: the same value, bit for
-/// bit.
-pub fn silhouette_of(distances: &Distances, labels: &[usize], k: usize) -> f64 {
-    let n = distances.len();
-    if n < 2 || k < 2 {
-        return 0.0;
-    }
-    let mut sizes = vec![0usize; k];
-    for l in labels {
-        sizes[*l] += 1;
-    }
-    let mut total = 0.0;
-    let mut sums = vec![0.0f64; k];
-    for (i, row) in distances.d.chunks_exact(n).enumerate() {
-        sums.fill(0.0);
-        for (d, l) in row.iter().zip(labels) {
-            sums[*l] += d;
-        }
-        if let Some(s) = point_silhouette(&sums, &sizes, labels[i]) {
-            total += s;
-        }
-    }
-    total / n as f64
+    totals.iter().map(|t| t / n.max(1) as f64).collect()
 }
 
 /// One point's silhouette from its summed distances to each cluster (`sums`, itself
@@ -346,16 +321,27 @@ pub fn choose_k(
     idx.truncate(sample.max(2));
     idx.sort_unstable();
     let sampled: Vec<Vec<f32>> = idx.iter().map(|&i| points[i].clone()).collect();
-    // Every k's labelling of the sample is scored on the same distances.
-    let distances = Distances::between(&sampled);
+    let runs: Vec<(usize, BatchKMeans)> = (k_min..=k_max)
+        .map(|k| (k, batch_kmeans(points, k, restarts, rng)))
+        .collect();
+    let labels: Vec<Vec<usize>> = runs
+        .iter()
+        .map(|(_, run)| {
+            sampled
+                .iter()
+                .map(|p| nearest(p, &run.centroids).0)
+                .collect()
+        })
+        .collect();
+    // Every k's labelling of the sample is scored in one pass over its distances.
+    let labellings: Vec<(&[usize], usize)> = labels
+        .iter()
+        .zip(&runs)
+        .map(|(l, (_, run))| (l.as_slice(), run.centroids.len()))
+        .collect();
+    let scores = silhouettes(&sampled, &labellings);
     let mut best: Option<(f64, usize, BatchKMeans)> = None;
-    for k in k_min..=k_max {
-        let run = batch_kmeans(points, k, restarts, rng);
-        let labels: Vec<usize> = sampled
-            .iter()
-            .map(|p| nearest(p, &run.centroids).0)
-            .collect();
-        let score = silhouette_of(&distances, &labels, run.centroids.len());
+    for ((k, run), score) in runs.into_iter().zip(scores) {
         if best.as_ref().is_none_or(|(s, _, _)| score > *s + 1e-9) {
             best = Some((score, k, run));
         }
@@ -913,9 +899,9 @@ mod tests {
         }
     }
 
-    /// The silhouette as first written, a distance at a time (each point's term as
-    /// [`point_silhouette`] gives it): the oracle of [`silhouette_of`] over shared
-    /// [`Distances`].
+    /// The silhouette as first written, one labelling at a time (each point's term as
+    /// [`point_silhouette`] gives it): the oracle of [`silhouettes`], which scores several in
+    /// one pass.
     fn silhouette_pointwise(points: &[Vec<f32>], labels: &[usize], k: usize) -> f64 {
         if points.len() < 2 || k < 2 {
             return 0.0;
@@ -938,29 +924,32 @@ mod tests {
     }
 
     #[test]
-    fn shared_distances_give_the_pointwise_silhouette_bit_for_bit() {
+    fn one_pass_gives_each_labellings_pointwise_silhouette_bit_for_bit() {
         let mut rng = rng_for(11, 0, 0);
         for case in 0..200 {
             let n = rng.random_range(0..60);
             let dims = rng.random_range(1..20);
-            let k = rng.random_range(1..9);
             let points: Vec<Vec<f32>> = (0..n)
                 .map(|_| (0..dims).map(|_| rng.random_range(-50.0..50.0)).collect())
                 .collect();
-            let labels: Vec<usize> = (0..n).map(|_| rng.random_range(0..k)).collect();
-            let d = Distances::between(&points);
-            for i in 0..n {
-                for j in 0..n {
-                    assert_eq!(d.get(i, j).to_bits(), d.get(j, i).to_bits());
-                }
+            let labellings: Vec<(Vec<usize>, usize)> = (0..rng.random_range(1..6))
+                .map(|_| {
+                    let k = rng.random_range(1..9);
+                    ((0..n).map(|_| rng.random_range(0..k)).collect(), k)
+                })
+                .collect();
+            let each: Vec<(&[usize], usize)> =
+                labellings.iter().map(|(l, k)| (l.as_slice(), *k)).collect();
+            let got = silhouettes(&points, &each);
+            for (j, (labels, k)) in labellings.iter().enumerate() {
+                let want = silhouette_pointwise(&points, labels, *k);
+                assert_eq!(
+                    got[j].to_bits(),
+                    want.to_bits(),
+                    "case {case}, labelling {j}"
+                );
+                assert_eq!(silhouette(&points, labels, *k).to_bits(), want.to_bits());
             }
-            let want = silhouette_pointwise(&points, &labels, k);
-            assert_eq!(
-                silhouette_of(&d, &labels, k).to_bits(),
-                want.to_bits(),
-                "case {case}"
-            );
-            assert_eq!(silhouette(&points, &labels, k).to_bits(), want.to_bits());
         }
     }
 
