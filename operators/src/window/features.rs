@@ -305,12 +305,27 @@ pub fn mix_bucket(name: &str) -> usize {
 /// value), which is commutative and associative.
 pub type Latest<T> = Option<(i64, T)>;
 
-fn merge_latest<T: Ord + Clone>(into: &mut Latest<T>, other: &Latest<T>) {
-    if let Some(o) = other {
-        match into {
-            Some(cur) if (cur.0, &cur.1) >= (o.0, &o.1) => {}
-            _ => *into = Some(o.clone()),
+fn merge_latest(into: &mut Latest<String>, other: &Latest<String>) {
+    if let Some((ts, v)) = other {
+        offer_latest(into, *ts, v);
+    }
+}
+
+/// Merges the value `v` seen at `ts` into `into` (as [`merge_latest`] would), reusing the kept
+/// text's buffer: a user's device, os, country and segment rarely change, so an event that
+/// only moves the time allocates nothing.
+fn offer_latest(into: &mut Latest<String>, ts: i64, v: &str) {
+    match into {
+        Some((cur_ts, cur)) => {
+            if (*cur_ts, cur.as_str()) < (ts, v) {
+                *cur_ts = ts;
+                if cur != v {
+                    cur.clear();
+                    cur.push_str(v);
+                }
+            }
         }
+        None => *into = Some((ts, v.to_owned())),
     }
 }
 
@@ -404,11 +419,16 @@ impl WindowAgg {
             insert_session(&mut self.sessions, Fnv::hash_str(s));
         }
         self.authenticated |= e.authenticated;
-        let latest = |v: &Option<String>| v.as_ref().map(|v| (e.ts_ms, v.clone()));
-        merge_latest(&mut self.segment, &latest(&e.segment));
-        merge_latest(&mut self.device, &latest(&e.device));
-        merge_latest(&mut self.os, &latest(&e.os));
-        merge_latest(&mut self.country, &latest(&e.country));
+        for (into, v) in [
+            (&mut self.segment, &e.segment),
+            (&mut self.device, &e.device),
+            (&mut self.os, &e.os),
+            (&mut self.country, &e.country),
+        ] {
+            if let Some(v) = v {
+                offer_latest(into, e.ts_ms, v);
+            }
+        }
     }
 
     /// Merges another aggregate in (commutative and associative; sums saturate).
@@ -626,6 +646,42 @@ mod tests {
             Some("tv"),
             "latest device wins"
         );
+    }
+
+    #[test]
+    fn the_latest_context_is_the_largest_time_and_value_in_any_order() {
+        use rand::seq::SliceRandom;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        let devices = ["tv", "mobile", "desktop", "tablet"];
+        for _ in 0..300 {
+            let n = rng.random_range(1..12);
+            let mut events: Vec<Event> = (0..n)
+                .map(|_| {
+                    let mut e = ev(rng.random_range(0..4) * 1_000, "a");
+                    e.device = rng
+                        .random_bool(0.8)
+                        .then(|| devices[rng.random_range(0..devices.len())].to_string());
+                    e
+                })
+                .collect();
+            // The oracle: the largest (time, value) of the events that have one.
+            let want = events
+                .iter()
+                .filter_map(|e| Some((e.ts_ms, e.device.clone()?)))
+                .max();
+            events.shuffle(&mut rng);
+            let mut folded = WindowAgg::empty();
+            events.iter().for_each(|e| folded.add(e));
+            assert_eq!(folded.device, want, "{events:?}");
+            let (a, b) = events.split_at(n / 2);
+            let mut merged = WindowAgg::empty();
+            a.iter().for_each(|e| merged.add(e));
+            let mut rest = WindowAgg::empty();
+            b.iter().for_each(|e| rest.add(e));
+            merged.merge(&rest);
+            assert_eq!(merged, folded);
+        }
     }
 
     #[test]
