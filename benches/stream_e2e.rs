@@ -19,6 +19,10 @@
 //!    `stream.fetch_wait` set to `PF_BENCH_FETCH_WAIT` (default `10ms`; empty: skipped), for
 //!    brokers that hold a fetch to its limit (tansu does).
 //!
+//! 4. With `PF_BENCH_BREAKDOWN` set, where the time goes: 2 and 3 again (3 with
+//!    `PF_BENCH_FETCH_WAIT`) with `stream.fsync = false`, then without the output topics
+//!    (`stream.output_topics = []`).
+//!
 //! Prints one table; the numbers are from one run (the machine is shared and noisy).
 
 #[path = "../tests/cli/broker.rs"]
@@ -123,6 +127,7 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 fn start_job(
     brokers: &str,
     topic: &str,
+    group: &str,
     out: &Path,
     log: &Path,
     extra: &[&str],
@@ -136,7 +141,7 @@ fn start_job(
             "--topic",
             topic,
             "--group",
-            topic,
+            group,
         ])
         .arg("--output")
         .arg(out)
@@ -219,7 +224,15 @@ pub fn main() {
     // Throughput and memory over the whole topic.
     let out = tmp.path().join("out");
     let log = tmp.path().join("run.log");
-    let (mut job, addr) = start_job(&brokers, "events", &out, &log, &["--until-end"], &[]);
+    let (mut job, addr) = start_job(
+        &brokers,
+        "events",
+        "events",
+        &out,
+        &log,
+        &["--until-end"],
+        &[],
+    );
     let pid = job.id();
     let (mut first_wm, mut rss_1h, mut rss_max) = (None::<f64>, None::<u64>, 0u64);
     let mut samples = Vec::new();
@@ -278,7 +291,7 @@ pub fn main() {
         broker.create_topic(topic, PARTITIONS);
         let out2 = tmp.path().join(format!("out-{topic}"));
         let log2 = tmp.path().join(format!("{topic}.log"));
-        let (mut job2, addr2) = start_job(&brokers, topic, &out2, &log2, &[], envs);
+        let (mut job2, addr2) = start_job(&brokers, topic, topic, &out2, &log2, &[], envs);
         let mut producer = personaflow()
             .args(["produce", "--brokers", &brokers, "--topic", topic])
             .args([
@@ -331,6 +344,53 @@ pub fn main() {
         )
     });
 
+    // Where the stream's time goes (`PF_BENCH_BREAKDOWN`): the same catch-up and paced runs
+    // without fsync, and without the output topics (the job then only writes files).
+    let variants: [(&str, (&str, &str)); 2] = [
+        (
+            "stream.fsync = false",
+            ("PERSONAFLOW__STREAM__FSYNC", "false"),
+        ),
+        (
+            "no output topics",
+            ("PERSONAFLOW__STREAM__OUTPUT_TOPICS", "[]"),
+        ),
+    ];
+    let breakdown: Vec<(&str, f64, serde_json::Value)> =
+        if std::env::var_os("PF_BENCH_BREAKDOWN").is_some() {
+            variants
+                .iter()
+                .enumerate()
+                .map(|(i, (name, env))| {
+                    let group = format!("events-{i}");
+                    let out3 = tmp.path().join(format!("out-{group}"));
+                    let log3 = tmp.path().join(format!("{group}.log"));
+                    let (mut job3, _) = start_job(
+                        &brokers,
+                        "events",
+                        &group,
+                        &out3,
+                        &log3,
+                        &["--until-end"],
+                        &[*env],
+                    );
+                    assert!(
+                        job3.wait().unwrap().success(),
+                        "{}",
+                        std::fs::read_to_string(&log3).unwrap()
+                    );
+                    let eps = run_json(&out3)["events_per_sec"].as_f64().unwrap();
+                    let mut envs = vec![*env];
+                    if !fetch_wait.is_empty() {
+                        envs.push(("PERSONAFLOW__STREAM__FETCH_WAIT", fetch_wait.as_str()));
+                    }
+                    (*name, eps, paced_run(&format!("paced-{i}"), &envs))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+
     let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
     let ms = |v: &serde_json::Value| {
         v.as_f64()
@@ -373,6 +433,14 @@ pub fn main() {
             ms(&p["latency_p50_secs"]),
             ms(&p["latency_p99_secs"]),
             p["status"]["windows_emitted"]
+        );
+    }
+    for (name, eps, paced) in &breakdown {
+        println!(
+            "  with {name}: sustained {eps:.0} events/s ({:.2} of the backfill's); paced (fetch wait {fetch_wait}) p50 {}, p99 {}",
+            eps / backfill_eps,
+            ms(&paced["latency_p50_secs"]),
+            ms(&paced["latency_p99_secs"]),
         );
     }
     // The first sample at or after each whole hour of event time.
