@@ -652,7 +652,8 @@ mod tests {
     fn the_latest_context_is_the_largest_time_and_value_in_any_order() {
         use rand::seq::SliceRandom;
         use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        // ChaCha8, as the crate's other seeded tests: the same cases on every rand version.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
         let devices = ["tv", "mobile", "desktop", "tablet"];
         for _ in 0..300 {
             let n = rng.random_range(1..12);
