@@ -13,10 +13,12 @@
 //!   files with idempotent names, one per run of windows a sink completes together
 //!   ([`personaflow_io::window_file`]: the group commit of a job catching up), and published
 //!   to the output topics.
-//! - **Delivery.** Once every sink has written every window before `d`, the output producer
-//!   is flushed, the checkpoint (`_checkpoint.json`: windows emitted, rewind offsets) is written
-//!   and each partition's offset is committed: the first offset whose event is in a window not
-//!   yet emitted. Before the checkpoint names a window, every worker has stored the state of
+//! - **Delivery.** Once every sink has written every window before `d`, the job's settler
+//!   thread waits until the brokers have acknowledged every message sent for those windows
+//!   (and every dead letter sent before; the workers go on meanwhile, their new messages in
+//!   the producer's next epoch: [`crate::output::Deliveries`]); then the workers write the
+//!   checkpoint (`_checkpoint.json`: windows emitted, rewind offsets) and commit each
+//!   partition's offset: the first offset whose event is in a window not yet emitted. Before the checkpoint names a window, every worker has stored the state of
 //!   its persona, pin and drift operators as of that window ([`personaflow_dataflow::snapshot`]). On restart
 //!   the job removes (or cuts) files of windows the checkpoint does not cover, resumes that operator
 //!   state (split between the workers, whose number may have changed), rewinds each partition
@@ -65,6 +67,8 @@ pub const MAX_POLL_BATCH: usize = 4096;
 pub const CATCH_UP_SETTLE_INTERVAL: Duration = Duration::from_millis(500);
 /// How often consumer lag is refreshed and progress reported.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+/// Longest wait of the settler between two looks at whether it should stop.
+pub const SETTLER_WAIT: Duration = Duration::from_millis(100);
 
 /// A continuous job.
 #[derive(Clone, Debug)]
@@ -235,7 +239,82 @@ struct Shared {
     first_event: std::sync::OnceLock<Instant>,
     metrics: Arc<Metrics>,
     publisher: Option<Arc<Publisher>>,
+    /// What the settler has settled: every window before `.0` is written and every output
+    /// message of it acknowledged, as is every message of the producer's epochs up to `.1`.
+    settled: Mutex<(Option<u64>, Option<u64>)>,
+    /// Tells the settler to stop.
+    settler_stop: AtomicBool,
     failure: Mutex<Option<Error>>,
+}
+
+impl Shared {
+    /// Records the first failure and stops the job.
+    fn fail(&self, e: Error, shutdown: &AtomicBool) {
+        self.failure.lock().expect("failure lock").get_or_insert(e);
+        shutdown.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The settler thread, stopped (and joined) when dropped.
+struct Settler {
+    shared: Arc<Shared>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Settler {
+    fn spawn(shared: &Arc<Shared>, job: &StreamJob) -> Result<Settler> {
+        let (s, shutdown) = (shared.clone(), job.shutdown.clone());
+        let handle = std::thread::Builder::new()
+            .name("personaflow-settler".into())
+            .spawn(move || settler(&s, &shutdown))
+            .map_err(|e| Error::io(&job.output, e))?;
+        Ok(Settler {
+            shared: shared.clone(),
+            handle: Some(handle),
+        })
+    }
+
+    /// Stops the thread and waits for it; false if it panicked.
+    fn stop(&mut self) -> bool {
+        self.shared.settler_stop.store(true, Ordering::SeqCst);
+        self.shared.progress.poke();
+        self.handle.take().is_none_or(|h| h.join().is_ok())
+    }
+}
+
+impl Drop for Settler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The settler: whenever the sinks report progress (or a worker sent dead letters), ends the
+/// producer's epoch, waits for its acknowledgements and publishes what is settled (and the
+/// close-to-output latency of the windows it covers), so that the workers never wait on the
+/// brokers. Without output topics a window is settled once it is written.
+fn settler(shared: &Shared, shutdown: &AtomicBool) {
+    let mut seen = 0;
+    while !shared.settler_stop.load(Ordering::SeqCst) {
+        seen = shared.progress.wait_change(seen, SETTLER_WAIT);
+        // Read before the epoch ends: every message of these windows is counted by then.
+        let durable = shared.progress.durable();
+        let epoch = match &shared.publisher {
+            Some(p) => match p.settle() {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    shared.fail(e, shutdown);
+                    return;
+                }
+            },
+            None => None,
+        };
+        *shared.settled.lock().expect("settled lock") = (durable, epoch);
+        if let Some(d) = durable.filter(|d| *d != u64::MAX) {
+            for secs in shared.progress.take_latencies(d) {
+                shared.metrics.observe_latency(secs);
+            }
+        }
+    }
 }
 
 /// Writes late rows, one file per partition named by its first offset (idempotent).
@@ -489,8 +568,11 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         first_event: std::sync::OnceLock::new(),
         metrics: metrics.clone(),
         publisher: publisher.clone(),
+        settled: Mutex::new((None, None)),
+        settler_stop: AtomicBool::new(false),
         failure: Mutex::new(None),
     });
+    let mut settler = Settler::spawn(&shared, job)?;
     reporter.started(&StartInfo {
         partitions,
         resumed_after: emitted_through.and_then(|e| rfc3339(spec.end_ms(e))),
@@ -563,6 +645,16 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
                 );
             }
         }
+    }
+    // The workers are done: stop the settler (the last windows are settled below).
+    if !settler.stop() {
+        shared.fail(
+            personaflow_dataflow::Error::WorkerPanicked {
+                message: "the settler panicked".into(),
+            }
+            .into(),
+            &job.shutdown,
+        );
     }
     if let Some(e) = first_error.or_else(|| shared.failure.lock().expect("failure lock").take()) {
         return Err(e);
@@ -807,12 +899,7 @@ fn commit_partitions(
 
 impl WorkerContext {
     fn fail(&self, e: Error) {
-        self.shared
-            .failure
-            .lock()
-            .expect("failure lock")
-            .get_or_insert(e);
-        self.job.shutdown.store(true, Ordering::SeqCst);
+        self.shared.fail(e, &self.job.shutdown);
     }
 
     fn drive(
@@ -862,6 +949,9 @@ impl WorkerContext {
         let mut last_settle = Instant::now();
         let mut by_signal = false;
         let mut batch: Vec<Polled> = Vec::new();
+        // The epoch of the last dead letter this worker sent: its offsets are committed once
+        // the settler has settled that epoch.
+        let mut dead_letters: Option<u64> = None;
         loop {
             if job.shutdown.load(Ordering::SeqCst) {
                 by_signal = true;
@@ -903,7 +993,7 @@ impl WorkerContext {
             } else {
                 std::thread::sleep(POLL_WAIT);
             }
-            if let Err(e) = self.ingest(&batch, driver.input(), &mut late) {
+            if let Err(e) = self.ingest(&batch, driver.input(), &mut late, &mut dead_letters) {
                 self.fail(e);
                 break;
             }
@@ -944,12 +1034,15 @@ impl WorkerContext {
                 self.fail(e.into());
                 break;
             }
-            // Commit what is durable: as soon as it is once caught up, at most every
-            // CATCH_UP_SETTLE_INTERVAL while catching up (each settle waits for the brokers).
+            // Commit what is settled: as soon as it is once caught up, at most every
+            // CATCH_UP_SETTLE_INTERVAL while catching up.
             let catching_up = batch.len() >= MAX_POLL_BATCH;
-            if let Some(d) = shared.progress.durable() {
+            let (settled, epoch) = *shared.settled.lock().expect("settled lock");
+            let letters_delivered = dead_letters.is_none_or(|x| epoch.is_some_and(|e| x <= e));
+            if let Some(d) = settled {
                 if d > last_durable
                     && d != u64::MAX
+                    && letters_delivered
                     && (!catching_up || last_settle.elapsed() >= CATCH_UP_SETTLE_INTERVAL)
                 {
                     last_settle = Instant::now();
@@ -1011,6 +1104,7 @@ impl WorkerContext {
         batch: &[Polled],
         mut input: Option<&mut timely::dataflow::InputHandleVec<u64, Event>>,
         late: &mut Vec<LateRow>,
+        dead_letters: &mut Option<u64>,
     ) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -1047,13 +1141,16 @@ impl WorkerContext {
                             &shared.publisher,
                             self.job.config.stream.dead_letter_topic.is_empty(),
                         ) {
-                            pb.dead_letter(
+                            let epoch = pb.dead_letter(
                                 &self.job.config.stream.dead_letter_topic,
                                 key.as_deref(),
                                 payload,
                                 &err,
                                 &format!("{}/{p}/{offset}", self.job.topic),
                             )?;
+                            *dead_letters = Some(epoch);
+                            // The settler ends the epoch even if no window completes.
+                            shared.progress.poke();
                         }
                     }
                     continue;
@@ -1109,9 +1206,9 @@ impl WorkerContext {
         Ok(())
     }
 
-    /// Every window before `durable` is written: flush the producer, write late rows, commit
-    /// this worker's partitions (worker 0 writes the checkpoint once every worker has stored
-    /// its operator state: [`advance_checkpoint`](Self::advance_checkpoint)).
+    /// Every window before `durable` is settled (written, its messages acknowledged): write
+    /// late rows, commit this worker's partitions (worker 0 writes the checkpoint once every
+    /// worker has stored its operator state: [`advance_checkpoint`](Self::advance_checkpoint)).
     fn checkpoint(
         &self,
         index: usize,
@@ -1122,7 +1219,6 @@ impl WorkerContext {
         late: &mut Vec<LateRow>,
     ) -> Result<()> {
         let shared = &*self.shared;
-        settle(shared, durable, self.emitted_through)?;
         write_late(&self.job.output, late, self.job.config.stream.fsync)?;
         if index == 0 {
             let from = before
@@ -1133,9 +1229,6 @@ impl WorkerContext {
                 .metrics
                 .windows_emitted
                 .fetch_add(newly, Ordering::Relaxed);
-            for secs in shared.progress.take_latencies(durable) {
-                shared.metrics.observe_latency(secs);
-            }
         }
         commit_partitions(
             consumer,

@@ -5,6 +5,7 @@
 //! the same tables published as JSON messages to Kafka topics, and the bookkeeping that says
 //! up to which window every output is durable (so offsets can be committed).
 
+use crate::json_rows::JsonRows;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 use arrow_array::{Array, RecordBatch, StringArray};
@@ -21,7 +22,7 @@ use rdkafka::ClientContext;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a flush of the output producer may take before the job fails.
@@ -43,6 +44,9 @@ pub struct SinkProgress {
     expected: usize,
     frontiers: Mutex<HashMap<(usize, Table), u64>>,
     closes: Mutex<BTreeMap<u64, Instant>>,
+    /// Bumped by every report and [`poke`](Self::poke), for [`wait_change`](Self::wait_change).
+    generation: Mutex<u64>,
+    changed: Condvar,
 }
 
 impl SinkProgress {
@@ -52,13 +56,35 @@ impl SinkProgress {
             expected,
             frontiers: Mutex::new(HashMap::new()),
             closes: Mutex::new(BTreeMap::new()),
+            generation: Mutex::new(0),
+            changed: Condvar::new(),
         })
     }
 
     fn set(&self, worker: usize, table: Table, frontier: u64) {
-        let mut f = self.frontiers.lock().expect("progress lock");
-        let e = f.entry((worker, table)).or_insert(frontier);
-        *e = (*e).max(frontier);
+        {
+            let mut f = self.frontiers.lock().expect("progress lock");
+            let e = f.entry((worker, table)).or_insert(frontier);
+            *e = (*e).max(frontier);
+        }
+        self.poke();
+    }
+
+    /// Wakes whoever waits in [`wait_change`](Self::wait_change) (a report does too).
+    pub fn poke(&self) {
+        *self.generation.lock().expect("progress lock") += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until something reported or poked since generation `seen` (at most `timeout`);
+    /// returns the generation now.
+    pub fn wait_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let g = self.generation.lock().expect("progress lock");
+        let (g, _) = self
+            .changed
+            .wait_timeout_while(g, timeout, |g| *g == seen)
+            .expect("progress lock");
+        *g
     }
 
     /// Every window before the returned one is durable in every sink (`None` until every
@@ -208,22 +234,79 @@ impl WindowSink for WindowFileSink {
     }
 }
 
-/// Counts failed deliveries of the output producer.
+/// The producer's messages not yet acknowledged, by the epoch they were sent in: a settle
+/// ends the current epoch ([`cut`](Deliveries::cut)) and waits until every message of it and
+/// of earlier ones is acknowledged, while the workers go on sending in the next epoch. (A
+/// flush instead waits for every message sent, those of windows still being written
+/// included: while a job keeps producing it waits on its own new messages.)
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    ledger: Mutex<Ledger>,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    epoch: u64,
+    /// Messages sent and not acknowledged, per epoch (epochs with none are removed).
+    outstanding: BTreeMap<u64, u64>,
+}
+
+impl Deliveries {
+    /// Counts a message about to be sent; returns its epoch.
+    pub fn sending(&self) -> u64 {
+        let mut l = self.ledger.lock().expect("deliveries lock");
+        let e = l.epoch;
+        *l.outstanding.entry(e).or_insert(0) += 1;
+        e
+    }
+
+    /// A message of `epoch` was acknowledged, failed for good, or was never sent.
+    pub fn done(&self, epoch: u64) {
+        let mut l = self.ledger.lock().expect("deliveries lock");
+        if let Some(n) = l.outstanding.get_mut(&epoch) {
+            *n -= 1;
+            if *n == 0 {
+                l.outstanding.remove(&epoch);
+            }
+        }
+    }
+
+    /// Ends the current epoch: messages counted from now on are in the next one. Returns the
+    /// epoch ended (every message counted before this call is in it or an earlier one).
+    pub fn cut(&self) -> u64 {
+        let mut l = self.ledger.lock().expect("deliveries lock");
+        l.epoch += 1;
+        l.epoch - 1
+    }
+
+    /// Every message of `epoch` and of the epochs before it is done.
+    pub fn done_through(&self, epoch: u64) -> bool {
+        let l = self.ledger.lock().expect("deliveries lock");
+        l.outstanding
+            .first_key_value()
+            .is_none_or(|(e, _)| *e > epoch)
+    }
+}
+
+/// Counts the output producer's deliveries and keeps its first failure.
 #[derive(Debug, Default)]
 pub struct DeliveryContext {
     failure: Mutex<Option<(String, KafkaError)>>,
+    deliveries: Deliveries,
 }
 
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    /// The message's epoch ([`Deliveries`]).
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, epoch: usize) {
         if let Err((e, m)) = result {
             use rdkafka::Message;
             let mut f = self.failure.lock().expect("delivery lock");
             f.get_or_insert_with(|| (m.topic().to_string(), e.clone()));
         }
+        self.deliveries.done(epoch as u64);
     }
 }
 
@@ -289,46 +372,61 @@ impl Publisher {
             return Ok(());
         }
         let topic = self.topic(table);
-        let batch = &personaflow_io::tables::utc_offset_timestamps(batch);
+        let schema = batch.schema();
+        let key_col = schema
+            .index_of("user_id")
+            .or_else(|_| schema.index_of("segment"))
+            .ok()
+            .and_then(|i| batch.column(i).as_any().downcast_ref::<StringArray>());
+        let key = |row: usize| {
+            key_col
+                .filter(|c| c.is_valid(row))
+                .map(|c| c.value(row).as_bytes())
+                .unwrap_or_default()
+        };
+        if let Some(mut rows) = JsonRows::try_new(batch) {
+            let mut line = Vec::new();
+            for row in 0..batch.num_rows() {
+                line.clear();
+                rows.encode(row, &mut line);
+                self.send(
+                    BaseRecord::with_opaque_to(&topic, 0)
+                        .key(key(row))
+                        .payload(&line),
+                )?;
+                self.metrics.published.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        // A column type the row encoder does not know: Arrow's writer, whole batch.
+        let relabelled = &personaflow_io::tables::utc_offset_timestamps(batch);
         let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
         writer
-            .write(batch)
+            .write(relabelled)
             .and_then(|_| writer.finish())
             .map_err(|source| Error::Json {
                 topic: topic.clone(),
                 source,
             })?;
         let json = writer.into_inner();
-        let schema = batch.schema();
-        let key_col = schema
-            .index_of("user_id")
-            .or_else(|_| schema.index_of("segment"))
-            .ok()
-            .and_then(|i| {
-                batch
-                    .column(i)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .cloned()
-            });
         for (row, line) in json
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .enumerate()
         {
-            let key = key_col
-                .as_ref()
-                .filter(|c| c.is_valid(row))
-                .map(|c| c.value(row).as_bytes())
-                .unwrap_or_default();
-            self.send(BaseRecord::to(&topic).key(key).payload(line))?;
+            self.send(
+                BaseRecord::with_opaque_to(&topic, 0)
+                    .key(key(row))
+                    .payload(line),
+            )?;
             self.metrics.published.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// Sends a malformed message to `topic` as it came, with the error, the refused field and
-    /// its origin in headers.
+    /// its origin in headers. Returns the epoch it was sent in: it is acknowledged once a
+    /// [`settle`](Self::settle) returns that epoch or a later one.
     pub fn dead_letter(
         &self,
         topic: &str,
@@ -336,7 +434,7 @@ impl Publisher {
         payload: &[u8],
         error: &RecordError,
         source: &str,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let reason = error.to_string();
         let mut headers = OwnedHeaders::new()
             .insert(Header {
@@ -353,26 +451,72 @@ impl Publisher {
                 value: Some(field.as_str()),
             });
         }
-        let mut record = BaseRecord::to(topic).payload(payload).headers(headers);
+        let mut record = BaseRecord::with_opaque_to(topic, 0)
+            .payload(payload)
+            .headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
         self.send(record)
     }
 
-    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    /// Sends `record` in the current epoch (its opaque is set here); returns the epoch.
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8], usize>) -> Result<u64> {
+        let deliveries = &self.producer.context().deliveries;
+        let epoch = deliveries.sending();
+        record.delivery_opaque = epoch as usize;
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(epoch),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     self.producer.poll(Duration::from_millis(50));
                 }
                 Err((e, r)) => {
+                    deliveries.done(epoch);
                     return Err(Error::kafka(format!("producing to {}", r.topic), e));
                 }
             }
         }
+    }
+
+    /// Ends the current epoch and waits until every message sent in it or before is
+    /// acknowledged (messages sent meanwhile, in the next epoch, are not waited for); an error
+    /// if one failed or [`FLUSH_TIMEOUT`] passes. Returns the epoch settled.
+    pub fn settle(&self) -> Result<u64> {
+        let deliveries = &self.producer.context().deliveries;
+        let epoch = deliveries.cut();
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        let mut pause = FLUSH_PAUSE_MIN;
+        while !deliveries.done_through(epoch) {
+            if Instant::now() >= deadline {
+                return Err(Error::kafka(
+                    "waiting for the output producer's acknowledgements",
+                    KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+                ));
+            }
+            // Ask librdkafka to send what lingers now (a flush that does not wait: see
+            // `flush`); it says "timed out" while anything, of any epoch, is in flight.
+            let _ = self.producer.flush(Duration::ZERO);
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(FLUSH_PAUSE_MAX);
+        }
+        self.failed()?;
+        Ok(epoch)
+    }
+
+    fn failed(&self) -> Result<()> {
+        if let Some((topic, source)) = self
+            .producer
+            .context()
+            .failure
+            .lock()
+            .expect("delivery lock")
+            .clone()
+        {
+            return Err(Error::Delivery { topic, source });
+        }
+        Ok(())
     }
 
     /// Waits until every message sent is acknowledged; an error if one failed.
@@ -396,17 +540,7 @@ impl Publisher {
                 Err(e) => return Err(Error::kafka("flushing the output producer", e)),
             }
         }
-        if let Some((topic, source)) = self
-            .producer
-            .context()
-            .failure
-            .lock()
-            .expect("delivery lock")
-            .clone()
-        {
-            return Err(Error::Delivery { topic, source });
-        }
-        Ok(())
+        self.failed()
     }
 }
 
@@ -534,6 +668,55 @@ pub(crate) mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn an_epoch_is_done_once_its_messages_and_earlier_ones_are_whatever_comes_after() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..200 {
+            let d = Deliveries::default();
+            // Oracle: the epoch of every message not yet done, and the epochs cut.
+            let mut outstanding: Vec<u64> = Vec::new();
+            let mut cut: Vec<u64> = Vec::new();
+            for _ in 0..rng.random_range(1..60) {
+                match rng.random_range(0..3) {
+                    0 => outstanding.push(d.sending()),
+                    1 if !outstanding.is_empty() => {
+                        let i = rng.random_range(0..outstanding.len());
+                        d.done(outstanding.swap_remove(i));
+                    }
+                    _ => {
+                        let e = d.cut();
+                        assert!(cut.last().is_none_or(|c| e == c + 1), "epochs follow");
+                        assert!(outstanding.iter().all(|o| *o <= e), "sent before the cut");
+                        cut.push(e);
+                    }
+                }
+                for e in &cut {
+                    assert_eq!(d.done_through(*e), outstanding.iter().all(|o| o > e));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_report_or_a_poke_wakes_the_waiter_and_nothing_else_does() {
+        let p = SinkProgress::new(1);
+        let g = p.wait_change(0, Duration::ZERO);
+        assert_eq!(
+            g, 0,
+            "nothing happened: the wait times out on the same generation"
+        );
+        let waiter = {
+            let p = p.clone();
+            std::thread::spawn(move || p.wait_change(0, Duration::from_secs(600)))
+        };
+        p.set(0, Table::Resonance, 4);
+        assert!(waiter.join().unwrap() >= 1, "woken by the report");
+        p.poke();
+        assert_eq!(p.wait_change(1, Duration::from_secs(600)), 2);
+        assert_eq!(p.durable(), Some(4));
     }
 
     #[test]
