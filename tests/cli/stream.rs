@@ -72,11 +72,13 @@ pub fn assert_same_tables(stream: &Path, backfill: &Path) {
 // matches the backfill on them only by resuming their checkpointed state.
 
 /// Configuration of the restart tests: a small rolling window (W = 8) so that a restart
-/// rewinds part of the topic only, and persona and drift settings that find personas and
-/// (mostly false) drift alarms among their few users.
+/// rewinds part of the topic only, persona and drift settings that find personas and
+/// (mostly false) drift alarms among their few users, and rounds of 64 messages, which fill
+/// (the workers' catch-up path).
 const RESTART_CONFIG: &str = "[segments]\nwindow = 8\n[personas]\nmin_users = 3\n\
                               [drift]\nbaseline = 10\nrecent = 5\nmin_points = 3\n\
-                              z = 0.1\nmin_effect = 0.01\nalpha = 0.5\npermutations = 99\n";
+                              z = 0.1\nmin_effect = 0.01\nalpha = 0.5\npermutations = 99\n\
+                              [stream]\npoll_batch = 64\n";
 
 /// Asserts that the backfill `back` has persona and drift rows: a restart test that compares
 /// the stream with it on them is not vacuous.
@@ -191,11 +193,14 @@ fn the_continuous_job_writes_exactly_what_the_backfill_writes() {
     backfill(&events, &back, &[]).ok();
     assert_same_tables(&out, &back);
 
-    // Personas, drift and scaling, on so few users only with smaller minimums and windows.
+    // Personas, drift and scaling, on so few users only with smaller minimums and windows;
+    // and rounds of 64 messages, which fill: the workers catch up, each keeping its previous
+    // round's windows in flight while it takes the next.
     let config = tmp.path().join("small.toml");
     std::fs::write(
         &config,
-        "[personas]\nmin_users = 3\n[drift]\nbaseline = 10\nrecent = 5\nmin_points = 3\n",
+        "[personas]\nmin_users = 3\n[drift]\nbaseline = 10\nrecent = 5\nmin_points = 3\n\
+         [stream]\npoll_batch = 64\n",
     )
     .unwrap();
     let c = ["--config", config.to_str().unwrap()];

@@ -55,6 +55,7 @@
 //! allowed_lateness = "5m"  # watermark = newest event time of a partition minus this
 //! idle_timeout = "30s"     # a partition silent this long stops holding the watermark back
 //! fetch_wait = "100ms"     # longest a broker may hold a fetch without new messages
+//! poll_batch = 4096        # most messages a worker takes before it steps the dataflow
 //! output_topic_prefix = "personaflow."
 //! output_topics = ["profiles", "segment_profiles", "resonance", "forecasts", "policies"]
 //! dead_letter_topic = "personaflow.dead_letter"
@@ -508,6 +509,10 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: i64 = 30_000;
 pub const DEFAULT_FETCH_WAIT_MS: i64 = 100;
 /// The upper bound of `stream.fetch_wait`: librdkafka's for `fetch.wait.max.ms`.
 pub const MAX_FETCH_WAIT_MS: i64 = 300_000;
+/// Default most messages a worker of the continuous job takes in one round before it steps
+/// the dataflow. A round that fills it means the worker is catching up (BENCHMARKS.md, "The
+/// settler, the row encoder and rounds kept in flight": 1,024 and 16,384 were slower).
+pub const DEFAULT_POLL_BATCH: usize = 4096;
 
 /// Default output topics of the continuous job (table names; prefixed with
 /// [`StreamConfig::output_topic_prefix`]).
@@ -545,6 +550,10 @@ pub struct StreamConfig {
     /// ([`DEFAULT_FETCH_WAIT_MS`]): lower it for a broker that holds every fetch to this
     /// limit; an idle job then sends more fetches.
     pub fetch_wait: Millis,
+    /// Most messages a worker takes in one round before it steps the dataflow
+    /// ([`DEFAULT_POLL_BATCH`]); a worker whose round fills it is catching up: it commits at
+    /// most every 500 ms and keeps its previous round in flight while it takes the next.
+    pub poll_batch: usize,
     /// Prefix of the output topics.
     pub output_topic_prefix: String,
     /// Tables published to Kafka, one topic each (`{prefix}{table}`); empty: none.
@@ -566,6 +575,7 @@ impl Default for StreamConfig {
             allowed_lateness: Millis(DEFAULT_ALLOWED_LATENESS_MS),
             idle_timeout: Millis(DEFAULT_IDLE_TIMEOUT_MS),
             fetch_wait: Millis(DEFAULT_FETCH_WAIT_MS),
+            poll_batch: DEFAULT_POLL_BATCH,
             output_topic_prefix: DEFAULT_OUTPUT_TOPIC_PREFIX.into(),
             output_topics: DEFAULT_OUTPUT_TOPICS
                 .iter()
@@ -691,7 +701,7 @@ pub const SECTIONS: [&str; 16] = [
 
 /// The upper bound of every size key (counts of windows, rows, users, threads...), checked
 /// at start: a size far beyond these is a typo, and would run out of memory or time.
-pub const SIZE_LIMITS: [(&str, u64); 33] = [
+pub const SIZE_LIMITS: [(&str, u64); 34] = [
     ("sequence.length", 1_024),
     ("segments.window", 100_000),
     ("resonance.cold_start_windows", 1_024),
@@ -723,6 +733,7 @@ pub const SIZE_LIMITS: [(&str, u64); 33] = [
     ("drift.persona_pin", 10_000_000),
     ("scaling.calibration_windows", 100_000),
     ("policy.horizon", 1_024),
+    ("stream.poll_batch", 1_000_000),
     ("policy.risk_windows", 100_000),
     (
         "scaling.horizon",
@@ -873,6 +884,7 @@ impl Config {
             ("models.intra_threads", self.models.intra_threads as u64),
             ("runtime.workers", self.runtime.workers as u64),
             ("output.row_group_rows", self.output.row_group_rows as u64),
+            ("stream.poll_batch", self.stream.poll_batch as u64),
         ] {
             if value == 0 {
                 return bad(key, "must be at least 1".into());

@@ -189,6 +189,20 @@ impl Driver {
     /// within [`FLOW_CONTROL_WINDOWS`] of it or `stop` says so ([`settle_target`]). Returns
     /// whether the input moved.
     pub fn advance(&mut self, worker: &mut Worker, window: u64, stop: &dyn Fn() -> bool) -> bool {
+        self.advance_waiting_for(worker, window, u64::MAX, stop)
+    }
+
+    /// As [`advance`](Self::advance), but waits at most until the outputs pass `wait_for`
+    /// when that is earlier: a caller that feeds the input in large rounds (a continuous job
+    /// catching up) passes the previous round's window, so that one round stays in flight
+    /// while it takes the next, instead of draining the dataflow at every round.
+    pub fn advance_waiting_for(
+        &mut self,
+        worker: &mut Worker,
+        window: u64,
+        wait_for: u64,
+        stop: &dyn Fn() -> bool,
+    ) -> bool {
         let Some(input) = self.input.as_mut() else {
             return false;
         };
@@ -204,7 +218,8 @@ impl Driver {
             settle_target(&self.in_flight, window)
         } else {
             window
-        };
+        }
+        .min(wait_for);
         let outputs = Outputs(&self.report);
         let moved =
             advance_input_settling(worker, input, &outputs, window, settled, self.park, stop);

@@ -59,11 +59,9 @@ use std::time::{Duration, Instant};
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one poll waits for a message when none is buffered.
 pub const POLL_WAIT: Duration = Duration::from_millis(50);
-/// Most messages taken in one go before the dataflow is stepped.
-pub const MAX_POLL_BATCH: usize = 4096;
-/// How often at most a worker that is catching up (its last poll filled a whole batch)
-/// settles its durable windows: flushes the output producer, writes late rows and commits its
-/// partitions. A worker that has caught up settles every window as it becomes durable.
+/// How often at most a worker that is catching up (its last round filled
+/// `stream.poll_batch`) commits its settled windows: writes late rows and commits its
+/// partitions. A worker that has caught up commits every window as it is settled.
 pub const CATCH_UP_SETTLE_INTERVAL: Duration = Duration::from_millis(500);
 /// How often consumer lag is refreshed and progress reported.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
@@ -952,6 +950,8 @@ impl WorkerContext {
         // The epoch of the last dead letter this worker sent: its offsets are committed once
         // the settler has settled that epoch.
         let mut dead_letters: Option<u64> = None;
+        // The window of the last advance.
+        let mut last_target: Option<u64> = None;
         loop {
             if job.shutdown.load(Ordering::SeqCst) {
                 by_signal = true;
@@ -974,7 +974,7 @@ impl WorkerContext {
                 } else {
                     POLL_WAIT
                 };
-                while batch.len() < MAX_POLL_BATCH {
+                while batch.len() < sc.poll_batch {
                     match consumer.poll(wait) {
                         Some(Ok(m)) => batch.push((
                             m.partition(),
@@ -1008,9 +1008,17 @@ impl WorkerContext {
                 let target = self.spec.index(wm).unwrap_or(0).max(self.first_needed);
                 if target > time {
                     // The close is timed from here; the driver then lets the outputs catch
-                    // up before more input is taken.
+                    // up before more input is taken: while catching up, up to the previous
+                    // round's window (that round stays in flight while this worker takes the
+                    // next, so the other worker has work meanwhile), else up to this one.
                     shared.progress.closed(target);
-                    driver.advance(worker, target, &|| job.shutdown.load(Ordering::SeqCst));
+                    let wait_for = match (batch.len() >= sc.poll_batch, last_target) {
+                        (true, Some(last)) => last,
+                        _ => target,
+                    };
+                    let stop = || job.shutdown.load(Ordering::SeqCst);
+                    driver.advance_waiting_for(worker, target, wait_for, &stop);
+                    last_target = Some(target);
                 }
             }
             if job.until_end {
@@ -1036,7 +1044,7 @@ impl WorkerContext {
             }
             // Commit what is settled: as soon as it is once caught up, at most every
             // CATCH_UP_SETTLE_INTERVAL while catching up.
-            let catching_up = batch.len() >= MAX_POLL_BATCH;
+            let catching_up = batch.len() >= sc.poll_batch;
             let (settled, epoch) = *shared.settled.lock().expect("settled lock");
             let letters_delivered = dead_letters.is_none_or(|x| epoch.is_some_and(|e| x <= e));
             if let Some(d) = settled {
