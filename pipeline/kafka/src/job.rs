@@ -18,8 +18,9 @@
 //!   (and every dead letter sent before; the workers go on meanwhile, their new messages in
 //!   the producer's next epoch: [`crate::output::Deliveries`]); then the workers write the
 //!   checkpoint (`_checkpoint.json`: windows emitted, rewind offsets) and commit each
-//!   partition's offset: the first offset whose event is in a window not yet emitted. Before the checkpoint names a window, every worker has stored the state of
-//!   its persona, pin and drift operators as of that window ([`personaflow_dataflow::snapshot`]). On restart
+//!   partition's offset: the first offset whose event is in a window not yet emitted.
+//!   Before the checkpoint names a window, every worker has stored the state of its persona,
+//!   pin and drift operators as of that window ([`personaflow_dataflow::snapshot`]). On restart
 //!   the job removes (or cuts) files of windows the checkpoint does not cover, resumes that operator
 //!   state (split between the workers, whose number may have changed), rewinds each partition
 //!   to the first event of the `L + W` windows the next window's windowed state depends on,
@@ -993,6 +994,8 @@ impl WorkerContext {
             } else {
                 std::thread::sleep(POLL_WAIT);
             }
+            // A round that filled the batch: the worker is catching up.
+            let catching_up = batch.len() >= sc.poll_batch;
             if let Err(e) = self.ingest(&batch, driver.input(), &mut late, &mut dead_letters) {
                 self.fail(e);
                 break;
@@ -1012,7 +1015,7 @@ impl WorkerContext {
                     // round's window (that round stays in flight while this worker takes the
                     // next, so the other worker has work meanwhile), else up to this one.
                     shared.progress.closed(target);
-                    let wait_for = match (batch.len() >= sc.poll_batch, last_target) {
+                    let wait_for = match (catching_up, last_target) {
                         (true, Some(last)) => last,
                         _ => target,
                     };
@@ -1044,7 +1047,6 @@ impl WorkerContext {
             }
             // Commit what is settled: as soon as it is once caught up, at most every
             // CATCH_UP_SETTLE_INTERVAL while catching up.
-            let catching_up = batch.len() >= sc.poll_batch;
             let (settled, epoch) = *shared.settled.lock().expect("settled lock");
             let letters_delivered = dead_letters.is_none_or(|x| epoch.is_some_and(|e| x <= e));
             if let Some(d) = settled {

@@ -144,8 +144,8 @@ impl<'a> ValueJson<'a> {
             ValueJson::UInt32(a) => integer(a.value(row), out),
             ValueJson::Int64(a) => integer(a.value(row), out),
             ValueJson::Int32(a) => integer(a.value(row), out),
-            ValueJson::Float32(a) => float(a.value(row), out),
-            ValueJson::Float64(a) => float(a.value(row), out),
+            ValueJson::Float32(a) => float(a.value(row), a.value(row).is_finite(), out),
+            ValueJson::Float64(a) => float(a.value(row), a.value(row).is_finite(), out),
             ValueJson::Timestamp(a, last) => {
                 let ms = a.value(row);
                 if last.as_ref().is_none_or(|(m, _)| *m != ms) {
@@ -187,30 +187,13 @@ fn integer<N: lexical_core::ToLexical>(n: N, out: &mut Vec<u8>) {
     out.extend_from_slice(lexical_core::write(n, &mut buf));
 }
 
-/// A finite float in the shortest form that reads back the same; `null` otherwise.
-fn float<N: lexical_core::ToLexical + num_like::Finite>(n: N, out: &mut Vec<u8>) {
-    if n.finite() {
+/// A float in the shortest form that reads back the same when `finite`; `null` otherwise.
+fn float<N: lexical_core::ToLexical>(n: N, finite: bool, out: &mut Vec<u8>) {
+    if finite {
         let mut buf = [0u8; lexical_core::BUFFER_SIZE];
         out.extend_from_slice(lexical_core::write(n, &mut buf));
     } else {
         out.extend_from_slice(b"null");
-    }
-}
-
-mod num_like {
-    /// Whether a float is neither infinite nor NaN.
-    pub trait Finite {
-        fn finite(&self) -> bool;
-    }
-    impl Finite for f32 {
-        fn finite(&self) -> bool {
-            self.is_finite()
-        }
-    }
-    impl Finite for f64 {
-        fn finite(&self) -> bool {
-            self.is_finite()
-        }
     }
 }
 

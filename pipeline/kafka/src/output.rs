@@ -252,20 +252,20 @@ struct Ledger {
 }
 
 impl Deliveries {
-    /// Counts a message about to be sent; returns its epoch.
-    pub fn sending(&self) -> u64 {
+    /// Counts `n` messages about to be sent (a batch's rows at once); returns their epoch.
+    pub fn sending(&self, n: u64) -> u64 {
         let mut l = self.ledger.lock().expect("deliveries lock");
         let e = l.epoch;
-        *l.outstanding.entry(e).or_insert(0) += 1;
+        *l.outstanding.entry(e).or_insert(0) += n;
         e
     }
 
-    /// A message of `epoch` was acknowledged, failed for good, or was never sent.
-    pub fn done(&self, epoch: u64) {
+    /// `n` messages of `epoch` were acknowledged, failed for good, or were never sent.
+    pub fn done(&self, epoch: u64, n: u64) {
         let mut l = self.ledger.lock().expect("deliveries lock");
-        if let Some(n) = l.outstanding.get_mut(&epoch) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(left) = l.outstanding.get_mut(&epoch) {
+            *left = left.saturating_sub(n);
+            if *left == 0 {
                 l.outstanding.remove(&epoch);
             }
         }
@@ -306,7 +306,7 @@ impl ProducerContext for DeliveryContext {
             let mut f = self.failure.lock().expect("delivery lock");
             f.get_or_insert_with(|| (m.topic().to_string(), e.clone()));
         }
-        self.deliveries.done(epoch as u64);
+        self.deliveries.done(epoch as u64, 1);
     }
 }
 
@@ -384,44 +384,54 @@ impl Publisher {
                 .map(|c| c.value(row).as_bytes())
                 .unwrap_or_default()
         };
-        if let Some(mut rows) = JsonRows::try_new(batch) {
-            let mut line = Vec::new();
-            for row in 0..batch.num_rows() {
-                line.clear();
-                rows.encode(row, &mut line);
-                self.send(
-                    BaseRecord::with_opaque_to(&topic, 0)
-                        .key(key(row))
-                        .payload(&line),
-                )?;
-                self.metrics.published.fetch_add(1, Ordering::Relaxed);
-            }
-            return Ok(());
-        }
-        // A column type the row encoder does not know: Arrow's writer, whole batch.
-        let relabelled = &personaflow_io::tables::utc_offset_timestamps(batch);
-        let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
-        writer
-            .write(relabelled)
-            .and_then(|_| writer.finish())
-            .map_err(|source| Error::Json {
-                topic: topic.clone(),
-                source,
-            })?;
-        let json = writer.into_inner();
-        for (row, line) in json
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .enumerate()
-        {
-            self.send(
-                BaseRecord::with_opaque_to(&topic, 0)
-                    .key(key(row))
-                    .payload(line),
-            )?;
+        // Every row is counted in the current epoch at once (one lock per batch); the rows
+        // not sent when one fails are released.
+        let deliveries = &self.producer.context().deliveries;
+        let rows = batch.num_rows() as u64;
+        let epoch = deliveries.sending(rows);
+        let mut sent = 0;
+        let mut send_row = |row: usize, line: &[u8]| -> Result<()> {
+            let record = BaseRecord::with_opaque_to(&topic, epoch as usize)
+                .key(key(row))
+                .payload(line);
+            self.send_counted(record)?;
+            sent += 1;
             self.metrics.published.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
+        let result = match JsonRows::try_new(batch) {
+            Some(mut encoder) => {
+                let mut line = Vec::new();
+                (0..batch.num_rows()).try_for_each(|row| {
+                    line.clear();
+                    encoder.encode(row, &mut line);
+                    send_row(row, &line)
+                })
+            }
+            // A column type the row encoder does not know: Arrow's writer, whole batch.
+            None => {
+                let relabelled = &personaflow_io::tables::utc_offset_timestamps(batch);
+                let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
+                writer
+                    .write(relabelled)
+                    .and_then(|_| writer.finish())
+                    .map_err(|source| Error::Json {
+                        topic: topic.clone(),
+                        source,
+                    })
+                    .and_then(|_| {
+                        let json = writer.into_inner();
+                        json.split(|b| *b == b'\n')
+                            .filter(|l| !l.is_empty())
+                            .enumerate()
+                            .try_for_each(|(row, line)| send_row(row, line))
+                    })
+            }
+        };
+        if result.is_err() {
+            deliveries.done(epoch, rows - sent);
         }
-        Ok(())
+        result
     }
 
     /// Sends a malformed message to `topic` as it came, with the error, the refused field and
@@ -451,29 +461,30 @@ impl Publisher {
                 value: Some(field.as_str()),
             });
         }
-        let mut record = BaseRecord::with_opaque_to(topic, 0)
+        let deliveries = &self.producer.context().deliveries;
+        let epoch = deliveries.sending(1);
+        let mut record = BaseRecord::with_opaque_to(topic, epoch as usize)
             .payload(payload)
             .headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
-        self.send(record)
+        self.send_counted(record)
+            .inspect_err(|_| deliveries.done(epoch, 1))?;
+        Ok(epoch)
     }
 
-    /// Sends `record` in the current epoch (its opaque is set here); returns the epoch.
-    fn send(&self, mut record: BaseRecord<'_, [u8], [u8], usize>) -> Result<u64> {
-        let deliveries = &self.producer.context().deliveries;
-        let epoch = deliveries.sending();
-        record.delivery_opaque = epoch as usize;
+    /// Sends `record`, already counted in [`Deliveries`] under the epoch its opaque holds,
+    /// waiting while the producer's queue is full.
+    fn send_counted(&self, mut record: BaseRecord<'_, [u8], [u8], usize>) -> Result<()> {
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(epoch),
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     self.producer.poll(Duration::from_millis(50));
                 }
                 Err((e, r)) => {
-                    deliveries.done(epoch);
                     return Err(Error::kafka(format!("producing to {}", r.topic), e));
                 }
             }
@@ -681,10 +692,14 @@ pub(crate) mod tests {
             let mut cut: Vec<u64> = Vec::new();
             for _ in 0..rng.random_range(1..60) {
                 match rng.random_range(0..3) {
-                    0 => outstanding.push(d.sending()),
+                    0 => {
+                        let n = rng.random_range(1..4);
+                        let e = d.sending(n);
+                        outstanding.extend(std::iter::repeat_n(e, n as usize));
+                    }
                     1 if !outstanding.is_empty() => {
                         let i = rng.random_range(0..outstanding.len());
-                        d.done(outstanding.swap_remove(i));
+                        d.done(outstanding.swap_remove(i), 1);
                     }
                     _ => {
                         let e = d.cut();
