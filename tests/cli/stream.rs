@@ -436,6 +436,21 @@ fn sigterm_flushes_commits_and_a_restart_resumes_without_emitting_twice() {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap();
     assert!(consumed > 0, "{metrics}");
+    // Lag starts at the partitions' ends (every event was produced before the job started)
+    // and is refreshed off the workers: once every event is read it falls to 0.
+    let lag = |text: &str| -> Option<i64> {
+        let values: Vec<i64> = text
+            .lines()
+            .filter(|l| l.starts_with("personaflow_consumer_lag{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lag(&http_get(addr, "/metrics")) != Some(0) {
+        assert!(Instant::now() < deadline, "lag never fell to 0");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     sigterm(&job);
     let status = wait_for(&mut job, Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "SIGTERM exits 0");

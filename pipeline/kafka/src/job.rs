@@ -287,6 +287,73 @@ impl Drop for Settler {
     }
 }
 
+/// Consumer lag (each partition's end offset less the next offset to read), refreshed every
+/// [`STATUS_INTERVAL`] on a thread of its own: asking the brokers for a partition's end is a
+/// round trip, which on a worker would hold back that worker's windows and, at the next
+/// window, every other worker. Stopped (and joined) when dropped.
+struct LagWatcher {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LagWatcher {
+    fn spawn(admin: BaseConsumer, shared: &Arc<Shared>, job: &StreamJob) -> Result<LagWatcher> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, flag, topic) = (shared.clone(), stop.clone(), job.topic.clone());
+        let handle = std::thread::Builder::new()
+            .name("personaflow-lag".into())
+            .spawn(move || watch_lag(&admin, &s, &topic, &flag))
+            .map_err(|e| Error::io(&job.output, e))?;
+        Ok(LagWatcher {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for LagWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+fn watch_lag(admin: &BaseConsumer, shared: &Shared, topic: &str, stop: &AtomicBool) {
+    loop {
+        let until = Instant::now() + STATUS_INTERVAL;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::park_timeout(left);
+        }
+        let partitions: Vec<i32> = shared
+            .tracks
+            .lock()
+            .expect("tracks lock")
+            .keys()
+            .copied()
+            .collect();
+        for p in partitions {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Ok((_, high)) = admin.fetch_watermarks(topic, p, Duration::from_secs(1)) {
+                let next = shared.tracks.lock().expect("tracks lock")[&p].next;
+                shared
+                    .metrics
+                    .lag
+                    .lock()
+                    .expect("lag lock")
+                    .insert(p, (high - next).max(0));
+            }
+        }
+    }
+}
+
 /// The settler: whenever the sinks report progress (or a worker sent dead letters), ends the
 /// producer's epoch, waits for its acknowledgements and publishes what is settled (and the
 /// close-to-output latency of the windows it covers), so that the workers never wait on the
@@ -512,6 +579,11 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
             .fetch_watermarks(&job.topic, p, BROKER_TIMEOUT)
             .map_err(|e| Error::kafka(format!("offsets of {}/{p}", job.topic), e))?;
         let start = start.unwrap_or(low).max(low);
+        metrics
+            .lag
+            .lock()
+            .expect("lag lock")
+            .insert(p, (high - start).max(0));
         tracks.insert(
             p,
             PartitionTrack {
@@ -524,7 +596,6 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
             },
         );
     }
-    drop(admin);
 
     let server = if sc.metrics_addr.is_empty() {
         None
@@ -572,6 +643,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         failure: Mutex::new(None),
     });
     let mut settler = Settler::spawn(&shared, job)?;
+    let _lag = LagWatcher::spawn(admin, &shared, job)?;
     reporter.started(&StartInfo {
         partitions,
         resumed_after: emitted_through.and_then(|e| rfc3339(spec.end_ms(e))),
@@ -942,8 +1014,6 @@ impl WorkerContext {
         driver.advance_without_waiting(self.first_needed);
         let mut late: Vec<LateRow> = Vec::new();
         let mut last_durable = self.first_needed;
-        // Lag is known from the first round on.
-        self.refresh_lag(&consumer, &partitions);
         let mut last_status = Instant::now();
         let mut last_settle = Instant::now();
         let mut by_signal = false;
@@ -1080,7 +1150,6 @@ impl WorkerContext {
             }
             if last_status.elapsed() >= STATUS_INTERVAL {
                 last_status = Instant::now();
-                self.refresh_lag(&consumer, &partitions);
                 if index == 0 {
                     self.reporter.status(&status_of(&shared.metrics));
                 }
@@ -1324,22 +1393,6 @@ impl WorkerContext {
             }
         }
         Ok(())
-    }
-
-    fn refresh_lag(&self, consumer: &BaseConsumer, partitions: &[i32]) {
-        for p in partitions {
-            if let Ok((_, high)) =
-                consumer.fetch_watermarks(&self.job.topic, *p, Duration::from_secs(1))
-            {
-                let next = self.shared.tracks.lock().expect("tracks lock")[p].next;
-                self.shared
-                    .metrics
-                    .lag
-                    .lock()
-                    .expect("lag lock")
-                    .insert(*p, (high - next).max(0));
-            }
-        }
     }
 }
 
