@@ -7,8 +7,8 @@
 //! ([`cut_window_file`]).
 //!
 //! A job that catches up closes many windows at once; one file per window then costs a file
-//! creation, an fsync and a Parquet writer (a zstd context per column) per table, worker and
-//! window, whatever its rows. Writing the windows a sink completes together as one file is the
+//! creation, an fsync and a Parquet writer (its column writers, a footer) per table, worker
+//! and window, whatever its rows. Writing the windows a sink completes together as one file is the
 //! group commit of the continuous job.
 //!
 //! ```
