@@ -479,6 +479,57 @@ fn sigterm_flushes_commits_and_a_restart_resumes_without_emitting_twice() {
     assert_same_tables(&out, &back);
 }
 
+/// `stream.checkpoint_interval` holds checkpoints back: with an hour, a live job's checkpoint
+/// stays at its first durable window while it emits 20 more; killed (SIGKILL), it restarts
+/// from that old checkpoint, redoes every window after it (files cut or removed, state
+/// resumed as of then) and ends with exactly the backfill's tables.
+#[test]
+fn a_checkpoint_interval_holds_checkpoints_back_and_a_crash_redoes_what_followed() {
+    use personaflow_operators::WindowSpec;
+    let tmp = tempfile::tempdir().unwrap();
+    let events = small_sim(tmp.path(), 40, 0.1);
+    let (_cluster, brokers) = cluster(2);
+    run_cmd(&mut produce_cmd(&brokers, &events)).ok();
+    let out = tmp.path().join("stream");
+    let config = tmp.path().join("job.toml");
+    std::fs::write(
+        &config,
+        format!("{RESTART_CONFIG}checkpoint_interval = \"1h\"\n"),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let mut job = spawn_quiet(&mut run_job_cmd(&brokers, &out, &["--config", cfg]));
+    let through = wait_for_checkpoint_after(&out, None, &mut job, CHECKPOINT_DEADLINE);
+    let checkpoint_end = WindowSpec::default().end_ms(through);
+    // Wait for 20 windows emitted after the checkpoint's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while windows(&out, "features")
+        .range(checkpoint_end + 1..)
+        .count()
+        < 20
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no 20 windows after the checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        checkpointed_through(&out),
+        Some(through),
+        "no second checkpoint within the interval"
+    );
+    job.kill().unwrap(); // SIGKILL
+    job.wait().unwrap();
+    let run = restart_until_end(&brokers, &out, cfg);
+    assert!(run.stderr.contains("resuming after"), "{}", run.stderr);
+    let back = tmp.path().join("backfill");
+    backfill(&events, &back, &["--config", cfg]).ok();
+    assert_has_derived_rows(&back);
+    assert_same_tables(&out, &back);
+    assert_eq!(windows(&out, "features"), windows(&back, "features"));
+}
+
 /// Restarts the job on `out` with `--until-end` and checks that it resumed its operator state.
 fn restart_until_end(brokers: &str, out: &Path, cfg: &str) -> Run {
     let run = run_cmd(&mut run_job_cmd(

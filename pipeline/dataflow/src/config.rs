@@ -56,6 +56,7 @@
 //! idle_timeout = "30s"     # a partition silent this long stops holding the watermark back
 //! fetch_wait = "100ms"     # longest a broker may hold a fetch without new messages
 //! poll_batch = 4096        # most messages a worker takes before it steps the dataflow
+//! checkpoint_interval = "1s"  # least time between two checkpoints (operator state stored)
 //! output_topic_prefix = "personaflow."
 //! output_topics = ["profiles", "segment_profiles", "resonance", "forecasts", "policies"]
 //! dead_letter_topic = "personaflow.dead_letter"
@@ -509,6 +510,12 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: i64 = 30_000;
 pub const DEFAULT_FETCH_WAIT_MS: i64 = 100;
 /// The upper bound of `stream.fetch_wait`: librdkafka's for `fetch.wait.max.ms`.
 pub const MAX_FETCH_WAIT_MS: i64 = 300_000;
+/// Default least time between two checkpoints of the continuous job (the state request of
+/// one and the next): each asks every worker to store its operator state (the persona model,
+/// pins, drift detectors and sequence rings: about 1.5 MB for 3,000 users), which a live job
+/// otherwise did about every other window. A crash re-emits the windows after the last
+/// checkpoint, so this bounds, in time, what a restart does again.
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: i64 = 1_000;
 /// Default most messages a worker of the continuous job takes in one round before it steps
 /// the dataflow. A round that fills it means the worker is catching up (BENCHMARKS.md, "The
 /// settler, the row encoder and rounds kept in flight": 1,024 and 16,384 were slower).
@@ -554,6 +561,9 @@ pub struct StreamConfig {
     /// ([`DEFAULT_POLL_BATCH`]); a worker whose round fills it is catching up: it commits at
     /// most every 500 ms and keeps its previous round in flight while it takes the next.
     pub poll_batch: usize,
+    /// Least time between two checkpoints ([`DEFAULT_CHECKPOINT_INTERVAL_MS`]; 0: as often as
+    /// the workers store their state).
+    pub checkpoint_interval: Millis,
     /// Prefix of the output topics.
     pub output_topic_prefix: String,
     /// Tables published to Kafka, one topic each (`{prefix}{table}`); empty: none.
@@ -576,6 +586,7 @@ impl Default for StreamConfig {
             idle_timeout: Millis(DEFAULT_IDLE_TIMEOUT_MS),
             fetch_wait: Millis(DEFAULT_FETCH_WAIT_MS),
             poll_batch: DEFAULT_POLL_BATCH,
+            checkpoint_interval: Millis(DEFAULT_CHECKPOINT_INTERVAL_MS),
             output_topic_prefix: DEFAULT_OUTPUT_TOPIC_PREFIX.into(),
             output_topics: DEFAULT_OUTPUT_TOPICS
                 .iter()
@@ -745,13 +756,14 @@ pub const SIZE_LIMITS: [(&str, u64); 34] = [
 pub const UNBOUNDED_KEYS: [&str; 2] = ["personas.seed", "drift.seed"];
 
 /// The upper bound of every duration key, ms.
-pub const DURATION_LIMITS: [(&str, i64); 6] = [
+pub const DURATION_LIMITS: [(&str, i64); 7] = [
     ("window.length", 366 * 86_400_000),
     ("sequence.max_idle", 3_660 * 86_400_000),
     ("ingest.max_out_of_order", 3_660 * 86_400_000),
     ("stream.allowed_lateness", 30 * 86_400_000),
     ("stream.idle_timeout", 86_400_000),
     ("stream.fetch_wait", MAX_FETCH_WAIT_MS),
+    ("stream.checkpoint_interval", 86_400_000),
 ];
 
 /// Where each configured key came from: the file, or the variable that set it.
@@ -894,6 +906,10 @@ impl Config {
             ("stream.allowed_lateness", self.stream.allowed_lateness.0),
             ("stream.idle_timeout", self.stream.idle_timeout.0),
             ("stream.fetch_wait", self.stream.fetch_wait.0),
+            (
+                "stream.checkpoint_interval",
+                self.stream.checkpoint_interval.0,
+            ),
         ] {
             if value < 0 {
                 return bad(key, "must not be negative".into());
@@ -1245,6 +1261,35 @@ mod tests {
         std::fs::write(&path, "[sequence]\nmax_idle = \"0s\"\n").unwrap();
         let err = Config::load(Some(&path), vec![]).unwrap_err().to_string();
         assert!(err.contains("sequence.max_idle"), "{err}");
+    }
+
+    #[test]
+    fn the_checkpoint_interval_is_a_bounded_duration_and_0_means_always() {
+        assert_eq!(
+            Config::default().stream.checkpoint_interval,
+            Millis(DEFAULT_CHECKPOINT_INTERVAL_MS)
+        );
+        let env = |v: &str| {
+            vec![(
+                "PERSONAFLOW__STREAM__CHECKPOINT_INTERVAL".to_string(),
+                v.to_string(),
+            )]
+        };
+        assert_eq!(
+            Config::load(None, env("250ms"))
+                .unwrap()
+                .stream
+                .checkpoint_interval,
+            Millis(250)
+        );
+        for zero in ["0", "0s"] {
+            let c = Config::load(None, env(zero)).unwrap();
+            assert_eq!(c.stream.checkpoint_interval, Millis(0), "{zero}");
+        }
+        for bad in ["2d", "-1"] {
+            let err = Config::load(None, env(bad)).unwrap_err().to_string();
+            assert!(err.contains("stream.checkpoint_interval"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -235,6 +235,8 @@ struct Shared {
     state_requests: Mutex<Vec<u64>>,
     /// Per worker: the last request it stored its operator state for.
     states_written: Vec<AtomicU64>,
+    /// When the last state request was made (`stream.checkpoint_interval` apart at least).
+    last_state_request: Mutex<Option<Instant>>,
     first_event: std::sync::OnceLock<Instant>,
     metrics: Arc<Metrics>,
     publisher: Option<Arc<Publisher>>,
@@ -632,6 +634,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
         min_window: AtomicU64::new(u64::MAX),
         checkpointed: AtomicU64::new(emitted_through.map_or(0, |e| e + 1)),
         state_requests: Mutex::new(Vec::new()),
+        last_state_request: Mutex::new(None),
         states_written: (0..workers)
             .map(|_| AtomicU64::new(emitted_through.map_or(0, |e| e + 1)))
             .collect(),
@@ -1369,7 +1372,8 @@ impl WorkerContext {
     }
 
     /// Worker 0: writes the checkpoint once every worker has stored its operator state for the
-    /// outstanding request, then asks for the state as of the last durable window.
+    /// outstanding request, then asks for the state as of the last durable window (at least
+    /// `stream.checkpoint_interval` after the last request).
     fn advance_checkpoint(&self) -> Result<()> {
         let shared = &*self.shared;
         let stored = shared
@@ -1388,8 +1392,13 @@ impl WorkerContext {
         if let Some(d) = shared.progress.durable() {
             let mut requests = shared.state_requests.lock().expect("requests lock");
             let checkpointed = shared.checkpointed.load(Ordering::SeqCst);
-            if requests.is_empty() && d != u64::MAX && d > checkpointed {
+            let mut last = shared.last_state_request.lock().expect("request time lock");
+            let interval =
+                Duration::from_millis(self.job.config.stream.checkpoint_interval.0 as u64);
+            let due = last.is_none_or(|t| t.elapsed() >= interval);
+            if requests.is_empty() && d != u64::MAX && d > checkpointed && due {
                 requests.push(d);
+                *last = Some(Instant::now());
             }
         }
         Ok(())
