@@ -365,19 +365,47 @@ fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn spawn_quiet(cmd: &mut Command) -> Child {
-    cmd.stdout(Stdio::null())
+/// A job process that is killed (and reaped) when dropped, so that a test that fails while
+/// its job runs does not leave the job behind.
+struct Job(Child);
+
+impl std::ops::Deref for Job {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Job {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+}
+
+fn spawn_quiet(cmd: &mut Command) -> Job {
+    Job(cmd
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap())
 }
 
 /// Spawns `cmd` with its stdout discarded and its stderr written to `log`.
-fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
-    cmd.stdout(Stdio::null())
+fn spawn_logged(cmd: &mut Command, log: &Path) -> Job {
+    Job(cmd
+        .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap())
 }
 
 /// Windows (by end) in `table` of `out`.
