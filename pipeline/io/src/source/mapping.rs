@@ -203,6 +203,9 @@ pub(crate) struct SourceColumn {
 pub(crate) struct Compiled {
     /// Source column per canonical column (None when a constant provides it).
     pub sources: [Option<SourceColumn>; N_FIELDS],
+    /// Some source column is a dotted path (JSON objects are then looked up through a
+    /// `serde_json::Value`).
+    pub dotted_sources: bool,
     /// Row converter.
     pub converter: Converter,
     /// Field delimiter, if set.
@@ -382,8 +385,10 @@ impl IngestMapping {
                 self.config_error("text.has_header = false needs text.column_names".to_owned())
             );
         }
+        let dotted_sources = sources.iter().flatten().any(|s| s.name.contains('.'));
         Ok(Compiled {
             sources,
+            dotted_sources,
             converter,
             delimiter,
             has_header: self.text.has_header,

@@ -14,7 +14,7 @@ use personaflow_operators::Event;
 use serde_json::{Map, Value};
 
 use super::convert::{Cell, Cells, N_FIELDS};
-use super::mapping::Compiled;
+use super::mapping::{Compiled, SourceColumn};
 use super::{
     missing_column, null_cells, open_text, push_row, record_error, Chunk, EventReader, FieldError,
 };
@@ -230,8 +230,8 @@ struct Fields<'de> {
     duplicate: Option<String>,
 }
 
-/// Deserializes [`Fields`] for the source names `names` (indexed like `CANONICAL_COLUMNS`).
-struct FieldsSeed<'n>(&'n [Option<&'n str>; N_FIELDS]);
+/// Deserializes [`Fields`] for a mapping's source columns (indexed like `CANONICAL_COLUMNS`).
+struct FieldsSeed<'n>(&'n [Option<SourceColumn>; N_FIELDS]);
 
 impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
     type Value = Fields<'de>;
@@ -239,7 +239,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
         self,
         d: D,
     ) -> std::result::Result<Fields<'de>, D::Error> {
-        struct Visitor<'n>(&'n [Option<&'n str>; N_FIELDS]);
+        struct Visitor<'n>(&'n [Option<SourceColumn>; N_FIELDS]);
         impl<'de> serde::de::Visitor<'de> for Visitor<'_> {
             type Value = Fields<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -267,8 +267,8 @@ impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
                             fields.duplicate = Some(key.to_string());
                         }
                     }
-                    for (slot, name) in fields.values.iter_mut().zip(self.0) {
-                        if *name == Some(&*key) {
+                    for (slot, source) in fields.values.iter_mut().zip(self.0) {
+                        if source.as_ref().is_some_and(|s| s.name == *key) {
                             *slot = Some(value.clone());
                         }
                     }
@@ -294,12 +294,11 @@ impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
 /// through the `Value`).
 fn decode_object_fields(
     bytes: &[u8],
-    names: &[Option<&str>; N_FIELDS],
     compiled: &Compiled,
 ) -> std::result::Result<Event, FieldError> {
     use serde::de::DeserializeSeed;
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let fields = FieldsSeed(names)
+    let fields = FieldsSeed(&compiled.sources)
         .deserialize(&mut de)
         .and_then(|f| de.end().map(|_| f));
     match fields {
@@ -332,14 +331,10 @@ pub(crate) fn decode_object(
     bytes: &[u8],
     compiled: &Compiled,
 ) -> std::result::Result<Event, FieldError> {
-    let names = compiled
-        .sources
-        .each_ref()
-        .map(|s| s.as_ref().map(|s| s.name.as_str()));
-    if names.iter().flatten().any(|n| n.contains('.')) {
+    if compiled.dotted_sources {
         decode_object_value(bytes, compiled)
     } else {
-        decode_object_fields(bytes, &names, compiled)
+        decode_object_fields(bytes, compiled)
     }
 }
 
@@ -701,11 +696,7 @@ mod tests {
             let bytes = random_json(&mut rng);
             for mapping in &mappings {
                 let compiled = mapping.compile().unwrap();
-                let names = compiled
-                    .sources
-                    .each_ref()
-                    .map(|s| s.as_ref().map(|s| s.name.as_str()));
-                let fast = decode_object_fields(&bytes, &names, &compiled);
+                let fast = decode_object_fields(&bytes, &compiled);
                 let slow = decode_object_value(&bytes, &compiled);
                 assert_eq!(fast, slow, "{}", String::from_utf8_lossy(&bytes));
                 assert_eq!(fast, decode_object(&bytes, &compiled));
