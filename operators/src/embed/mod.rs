@@ -75,24 +75,56 @@ impl StandardisedEmbedder {
     }
 
     /// Embeds one sequence.
+    ///
+    /// Every feature of each active step is standardised and summed, the calendar ones
+    /// included (left out at the end): a loop over the whole row, which the compiler turns
+    /// into vector instructions, where picking the behavioural features inside the loop kept
+    /// it scalar. Each kept feature's sum takes the same operations in the same order either
+    /// way, so the embedding is the same to the bit (tested against the per-feature loop).
     pub fn embed_one(&self, seq: &Sequence) -> Vec<f32> {
-        let dims: Vec<usize> = Self::behavioural().collect();
-        let mut acc = vec![0f64; dims.len()];
+        let mut acc = [0f64; NUM_FEATURES];
         let mut active = 0usize;
         for step in seq.active_steps() {
             active += 1;
-            for (slot, &i) in acc.iter_mut().zip(&dims) {
-                let def = &FEATURES[i];
-                *slot += f64::from((step[i] - def.reference_mean) / def.reference_scale);
+            let step = &step[..NUM_FEATURES];
+            for (((slot, x), mean), scale) in acc
+                .iter_mut()
+                .zip(step)
+                .zip(&REFERENCE_MEAN)
+                .zip(&REFERENCE_SCALE)
+            {
+                *slot += f64::from((x - mean) / scale);
             }
         }
         let n = active.max(1) as f64;
-        let mut out: Vec<f32> = acc.into_iter().map(|v| (v / n) as f32).collect();
+        let mut out: Vec<f32> = Self::behavioural().map(|i| (acc[i] / n) as f32).collect();
         let share = active as f32 / seq.len().max(1) as f32;
         out.push((share - ACTIVITY_MEAN) / ACTIVITY_SCALE);
         out
     }
 }
+
+/// Each feature's reference mean ([`FEATURES`]), as one array.
+const REFERENCE_MEAN: [f32; NUM_FEATURES] = {
+    let mut m = [0f32; NUM_FEATURES];
+    let mut i = 0;
+    while i < NUM_FEATURES {
+        m[i] = FEATURES[i].reference_mean;
+        i += 1;
+    }
+    m
+};
+
+/// Each feature's reference scale ([`FEATURES`]), as one array.
+const REFERENCE_SCALE: [f32; NUM_FEATURES] = {
+    let mut m = [0f32; NUM_FEATURES];
+    let mut i = 0;
+    while i < NUM_FEATURES {
+        m[i] = FEATURES[i].reference_scale;
+        i += 1;
+    }
+    m
+};
 
 impl Embedder for StandardisedEmbedder {
     fn name(&self) -> &str {
@@ -120,6 +152,69 @@ mod tests {
     use crate::sequences::build_sequence;
     use crate::window::features::{WindowAgg, WindowSummary};
     use crate::{Event, WindowSpec};
+
+    /// The embedding as it was computed before the whole-row loop: the behavioural features
+    /// picked one by one.
+    fn embed_one_per_feature(seq: &Sequence) -> Vec<f32> {
+        let dims: Vec<usize> = StandardisedEmbedder::behavioural().collect();
+        let mut acc = vec![0f64; dims.len()];
+        let mut active = 0usize;
+        for step in seq.active_steps() {
+            active += 1;
+            for (slot, &i) in acc.iter_mut().zip(&dims) {
+                let def = &FEATURES[i];
+                *slot += f64::from((step[i] - def.reference_mean) / def.reference_scale);
+            }
+        }
+        let n = active.max(1) as f64;
+        let mut out: Vec<f32> = acc.into_iter().map(|v| (v / n) as f32).collect();
+        let share = active as f32 / seq.len().max(1) as f32;
+        out.push((share - ACTIVITY_MEAN) / ACTIVITY_SCALE);
+        out
+    }
+
+    #[test]
+    fn the_whole_row_loop_gives_the_per_feature_embedding_to_the_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+        let embedder = StandardisedEmbedder::default();
+        for case in 0..500 {
+            let len = rng.random_range(1..=24);
+            let mut features = vec![0f32; len * NUM_FEATURES];
+            let active: Vec<bool> = (0..len)
+                .map(|i| i == len - 1 || rng.random_bool(0.6))
+                .collect();
+            for (step, row) in features.chunks_mut(NUM_FEATURES).enumerate() {
+                if active[step] {
+                    for x in row {
+                        // Wide and awkward values: tiny, huge, negative, subnormal.
+                        *x = match rng.random_range(0..4) {
+                            0 => rng.random_range(-3.0f32..3.0),
+                            1 => rng.random_range(-1e30f32..1e30),
+                            2 => rng.random_range(-1e-38f32..1e-38),
+                            _ => rng.random_range(0.0f32..20.0),
+                        };
+                    }
+                }
+            }
+            // A real sequence's other fields; its matrix and mask replaced.
+            let spec = WindowSpec::default();
+            let one = WindowSummary::new(&WindowAgg::of(&Event::new(0, "u", "a")), 0, &spec);
+            let mut seq = build_sequence(0, len, &[(0, &one)]).unwrap();
+            seq.features = std::sync::Arc::new(crate::vector::Vector(features));
+            seq.active = active;
+            let got = embedder.embed_one(&seq);
+            let want = embed_one_per_feature(&seq);
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "case {case}: {got:?} against {want:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn embedding_averages_active_windows() {
