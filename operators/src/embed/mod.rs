@@ -87,11 +87,8 @@ impl StandardisedEmbedder {
         for step in seq.active_steps() {
             active += 1;
             let step = &step[..NUM_FEATURES];
-            for (((slot, x), mean), scale) in acc
-                .iter_mut()
-                .zip(step)
-                .zip(&REFERENCE_MEAN)
-                .zip(&REFERENCE_SCALE)
+            for (((slot, x), mean), scale) in
+                acc.iter_mut().zip(step).zip(&REFERENCE.0).zip(&REFERENCE.1)
             {
                 *slot += f64::from((x - mean) / scale);
             }
@@ -104,26 +101,16 @@ impl StandardisedEmbedder {
     }
 }
 
-/// Each feature's reference mean ([`FEATURES`]), as one array.
-const REFERENCE_MEAN: [f32; NUM_FEATURES] = {
-    let mut m = [0f32; NUM_FEATURES];
+/// Each feature's reference mean and scale ([`FEATURES`]), as two arrays.
+const REFERENCE: ([f32; NUM_FEATURES], [f32; NUM_FEATURES]) = {
+    let (mut mean, mut scale) = ([0f32; NUM_FEATURES], [0f32; NUM_FEATURES]);
     let mut i = 0;
     while i < NUM_FEATURES {
-        m[i] = FEATURES[i].reference_mean;
+        mean[i] = FEATURES[i].reference_mean;
+        scale[i] = FEATURES[i].reference_scale;
         i += 1;
     }
-    m
-};
-
-/// Each feature's reference scale ([`FEATURES`]), as one array.
-const REFERENCE_SCALE: [f32; NUM_FEATURES] = {
-    let mut m = [0f32; NUM_FEATURES];
-    let mut i = 0;
-    while i < NUM_FEATURES {
-        m[i] = FEATURES[i].reference_scale;
-        i += 1;
-    }
-    m
+    (mean, scale)
 };
 
 impl Embedder for StandardisedEmbedder {
