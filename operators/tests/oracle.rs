@@ -43,6 +43,8 @@ fn random_events(p: &Params, spec: &WindowSpec) -> Vec<Event> {
 }
 
 type Updates<D> = Arc<Mutex<Vec<(D, u64, isize)>>>;
+/// Windows handed to a sink after the frontier it was told of, with that frontier.
+type Late = Arc<Mutex<Vec<(u64, Option<u64>)>>>;
 
 struct Captured {
     summaries: Updates<(UserWindow, WindowSummary)>,
@@ -52,6 +54,33 @@ struct Captured {
     resonance: Updates<(UserWindow, Resonance)>,
     forecasts: Updates<(UserWindow, Forecast)>,
     forecast_errors: Updates<(UserWindow, ForecastResidual)>,
+    /// The same errors handed to a sink (`forecast_error_by_into`), at their target windows.
+    errors_into: Updates<(UserWindow, ForecastResidual)>,
+    /// Windows a sink was handed after it had been told of a frontier past them.
+    late: Late,
+}
+
+/// Records what `forecast_error_by_into` hands it, and any window handed over after the
+/// frontier it was told of passed it (`None`: after the end).
+struct IntoSink {
+    out: Updates<(UserWindow, ForecastResidual)>,
+    late: Late,
+    frontier: Option<Option<u64>>,
+}
+
+impl ScoredSink<ForecastResidual> for IntoSink {
+    fn window(&mut self, window: u64, facts: Vec<(UserWindow, ForecastResidual)>) {
+        if let Some(f) = self.frontier {
+            if f.is_none_or(|f| window < f) {
+                self.late.lock().unwrap().push((window, f));
+            }
+        }
+        let mut out = self.out.lock().unwrap();
+        out.extend(facts.into_iter().map(|fact| (fact, window, 1)));
+    }
+    fn frontier(&mut self, frontier: Option<u64>) {
+        self.frontier = Some(frontier);
+    }
 }
 
 fn run_dataflow(
@@ -68,7 +97,10 @@ fn run_dataflow(
         resonance: Default::default(),
         forecasts: Default::default(),
         forecast_errors: Default::default(),
+        errors_into: Default::default(),
+        late: Default::default(),
     };
+    let (into_c, late_c) = (cap.errors_into.clone(), cap.late.clone());
     let (sum_c, seq_c, prof_c, seg_c, res_c, fc_c, fe_c) = (
         cap.summaries.clone(),
         cap.sequences.clone(),
@@ -94,6 +126,7 @@ fn run_dataflow(
             fc_c.clone(),
             fe_c.clone(),
         );
+        let (into_c, late_c) = (into_c.clone(), late_c.clone());
         let cfg = cfg.clone();
         // The outputs' frontier, for the flow control of `advance_input`.
         let probe = timely::dataflow::ProbeHandle::new();
@@ -103,13 +136,26 @@ fn run_dataflow(
             let summaries = events.window_aggregate(spec).inspect(tap(&sum_c));
             let sequences = summaries.sequences(seq_len).inspect(tap(&seq_c));
             let forecaster = PersistenceForecaster::try_new(horizon).unwrap();
-            sequences
+            let forecasts = sequences
                 .clone()
                 .forecast_demand(Box::new(forecaster), 5, ErrorSlot::default())
-                .inspect(tap(&fc_c))
+                .inspect(tap(&fc_c));
+            forecasts
+                .clone()
                 .forecast_error(sequences.clone())
                 .inspect(tap(&fe_c))
                 .probe_with(&p);
+            let sink = IntoSink {
+                out: into_c,
+                late: late_c,
+                frontier: None,
+            };
+            forecasts.forecast_error_by_into(
+                sequences.clone(),
+                |f| (f, ()),
+                |e, _| e,
+                Box::new(sink),
+            );
             let profiles = sequences
                 .embed_profiles(
                     Box::new(StandardisedEmbedder::default()),
@@ -396,6 +442,16 @@ fn check(p: Params) {
         "forecast errors",
         &got.forecast_errors,
         &want.forecast_errors,
+    );
+    check_updates(
+        "forecast errors handed to a sink",
+        &got.errors_into,
+        &want.forecast_errors,
+    );
+    let late = got.late.lock().unwrap();
+    assert!(
+        late.is_empty(),
+        "windows handed over past the frontier: {late:?}"
     );
     // Meaningful only if forecasts were scored against both active and inactive windows, and
     // some targets fell after the last window with data.

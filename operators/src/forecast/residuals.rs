@@ -151,12 +151,76 @@ pub trait ForecastErrorsBy<'scope, D> {
         O: Clone + 'static,
         F: FnMut(D) -> (Forecast, P) + 'static,
         G: FnMut(ForecastResidual, &P) -> O + 'static;
+
+    /// As [`forecast_error_by`](Self::forecast_error_by), but the facts go to `sink`, each
+    /// target window's once it is complete, instead of into a collection at their target
+    /// window. Scoring at `w + h` in a collection puts times into the dataflow that windows
+    /// without data would not (the operator holds a capability at each next target, the sink
+    /// after it sees each target's time); a sparse run, where the windows after one with data
+    /// mostly have none, put up to `H` more times per window with data through them. The sink
+    /// is told the inputs' frontier after each activation, as a sink operator reading the
+    /// collection would see it.
+    ///
+    /// ```
+    /// use personaflow_operators::forecast::Forecast;
+    /// use personaflow_operators::forecast::residuals::ScoredSink;
+    /// use personaflow_operators::ops::*;
+    /// use personaflow_operators::{Event, WindowSpec};
+    /// use std::sync::{Arc, Mutex};
+    /// use timely::dataflow::operators::ToStream;
+    /// struct Seen(Arc<Mutex<Vec<(u64, usize)>>>);
+    /// impl ScoredSink<u64> for Seen {
+    ///     fn window(&mut self, w: u64, facts: Vec<(UserWindow, u64)>) {
+    ///         self.0.lock().unwrap().push((w, facts.len()));
+    ///     }
+    ///     fn frontier(&mut self, _: Option<u64>) {}
+    /// }
+    /// let events = vec![Event::new(1_000, "u", "a"), Event::new(61_000, "u", "a")];
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Seen(seen.clone());
+    /// timely::example(move |scope| {
+    ///     let sequences = events
+    ///         .to_stream(scope)
+    ///         .container::<Vec<_>>()
+    ///         .window_aggregate(WindowSpec::default())
+    ///         .sequences(16);
+    ///     sequences.clone().forecast_error_by_into(
+    ///         sequences,
+    ///         |_| (Forecast::try_new(vec![3.0], vec![0.0]).unwrap(), ()),
+    ///         |e, _| e.actual_requests,
+    ///         Box::new(sink),
+    ///     );
+    /// });
+    /// // Made at 0, scored at 1 (one event there); made at 1, window 2 never happened.
+    /// assert_eq!(*seen.lock().unwrap(), vec![(1, 1)]);
+    /// ```
+    fn forecast_error_by_into<P, O, F, G>(
+        self,
+        sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
+        split: F,
+        join: G,
+        sink: Box<dyn ScoredSink<O>>,
+    ) where
+        P: Clone + 'static,
+        O: Clone + 'static,
+        F: FnMut(D) -> (Forecast, P) + 'static,
+        G: FnMut(ForecastResidual, &P) -> O + 'static;
+}
+
+/// Where [`ForecastErrorsBy::forecast_error_by_into`] hands the facts it scores: a sink that
+/// writes them labelled with their target window, without a dataflow time of their own.
+pub trait ScoredSink<O> {
+    /// The facts scored for `window` (complete), all of this worker's at once, in no
+    /// particular order.
+    fn window(&mut self, window: u64, facts: Vec<(UserWindow, O)>);
+    /// Called after each activation with the earlier of the two inputs' frontiers (`None`:
+    /// both ended): every window before it that has facts has been handed to
+    /// [`window`](Self::window).
+    fn frontier(&mut self, frontier: Option<u64>);
 }
 
 /// The forecasts made at one window, waiting for their targets.
 struct Made<P> {
-    /// Capability at `next`.
-    cap: Capability<u64>,
     /// The window the forecasts were made at.
     made_at: u64,
     /// The next target window to score.
@@ -167,9 +231,144 @@ struct Made<P> {
     forecasts: Vec<(UserId, Forecast, P)>,
 }
 
+/// One worker's scoring state, whichever way its facts leave: the forecasts waiting for their
+/// targets (by the window they were made at), the actuals of windows not yet complete and the
+/// largest window that has a sequence on some worker.
+struct Scorer<P> {
+    made: BTreeMap<u64, Made<P>>,
+    demand: DemandUpdates,
+    last_window: Option<u64>,
+}
+
+impl<P> Scorer<P> {
+    fn new() -> Self {
+        Scorer {
+            made: BTreeMap::new(),
+            demand: BTreeMap::new(),
+            last_window: None,
+        }
+    }
+
+    fn observe(&mut self, observed: Observed, r: isize) {
+        match observed {
+            Observed::Window(w) if r > 0 => self.last_window = self.last_window.max(Some(w)),
+            Observed::Window(_) => {}
+            Observed::Demand {
+                user,
+                window,
+                events,
+                bytes,
+            } => self
+                .demand
+                .entry(window)
+                .or_default()
+                .push(((user, events, bytes), r)),
+        }
+    }
+
+    /// The forecast facts of `window`, complete: those that look ahead wait for their targets.
+    /// Returns the first target, if any does.
+    fn made<D>(
+        &mut self,
+        window: u64,
+        mut updates: Vec<((UserWindow, D), isize)>,
+        split: &mut impl FnMut(D) -> (Forecast, P),
+    ) -> Option<u64>
+    where
+        D: Ord,
+    {
+        consolidate(&mut updates);
+        let forecasts: Vec<(UserId, Forecast, P)> = updates
+            .into_iter()
+            .filter(|(((_, w), _), r)| *r > 0 && *w == window)
+            .map(|(((user, _), d), _)| {
+                let (f, p) = split(d);
+                (user, f, p)
+            })
+            .collect();
+        let h = forecasts.iter().map(|(_, f, _)| f.horizon()).max()?;
+        (h > 0).then(|| {
+            let next = window + 1;
+            self.made.insert(
+                window,
+                Made {
+                    made_at: window,
+                    next,
+                    last: window + h as u64,
+                    forecasts,
+                },
+            );
+            next
+        })
+    }
+
+    /// Scores targets in window order while their window is `complete` and known to exist:
+    /// for each target and each window whose forecasts target it (in that order), `each(made
+    /// at, target, facts, next target of those forecasts if any)`. Forgets the actuals of
+    /// complete windows, and, once the inputs have `ended`, the forecasts left.
+    fn score<O>(
+        &mut self,
+        complete: impl Fn(u64) -> bool,
+        ended: bool,
+        join: &mut impl FnMut(ForecastResidual, &P) -> O,
+        mut each: impl FnMut(u64, u64, Vec<(UserWindow, O)>, Option<u64>),
+    ) {
+        while let Some(target) = self.made.values().map(|m| m.next).min() {
+            // While the input is open, a complete window has passed in event time (the source
+            // moved beyond it), data or not; waiting for a later sequence there would stall a
+            // source that waits for the outputs before it sends more. At the end, the windows
+            // after the last one with data never happened.
+            if !complete(target) || (ended && self.last_window.is_none_or(|l| l < target)) {
+                break;
+            }
+            let actuals = net_demand(self.demand.remove(&target).unwrap_or_default());
+            for m in self.made.values_mut().filter(|m| m.next == target) {
+                let facts = m
+                    .forecasts
+                    .iter()
+                    .filter_map(|(user, f, p)| {
+                        let actual = actuals.get(user).copied().unwrap_or((0, 0));
+                        let e = forecast_error(m.made_at, f, target, actual)?;
+                        Some(((user.clone(), target), join(e, p)))
+                    })
+                    .collect();
+                m.next += 1;
+                each(
+                    m.made_at,
+                    target,
+                    facts,
+                    (m.next <= m.last).then_some(m.next),
+                );
+            }
+            self.made.retain(|_, m| m.next <= m.last);
+        }
+        // The actuals of a complete window left over are not needed: nothing targets the
+        // window (a target with actuals is never after the last window with data, which every
+        // worker sends once it is complete).
+        while let Some(entry) = self.demand.first_entry() {
+            if !complete(*entry.key()) {
+                break;
+            }
+            entry.remove();
+        }
+        // End of input: the targets left are after the last window with data.
+        if ended {
+            self.made.clear();
+        }
+    }
+}
+
 type Pending<D> = BTreeMap<u64, (Capability<u64>, Vec<(D, isize)>)>;
 /// Per window: (user, events, bytes) updates.
 type DemandUpdates = BTreeMap<u64, Vec<((UserId, u64, u64), isize)>>;
+
+/// How the error operator's facts leave it: as a collection, each at its target window (the
+/// operator holds a capability at the next target of each window's forecasts), or into a
+/// sink, labelled with their target window (no capability held beyond the inputs' windows).
+enum Delivery<O> {
+    Collection,
+    Sink(Box<dyn ScoredSink<O>>),
+}
 
 impl<'scope> ForecastErrors<'scope> for VecCollection<'scope, u64, (UserWindow, Forecast), isize> {
     fn forecast_error(
@@ -187,8 +386,8 @@ where
     fn forecast_error_by<P, O, F, G>(
         self,
         sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
-        mut split: F,
-        mut join: G,
+        split: F,
+        join: G,
     ) -> VecCollection<'scope, u64, (UserWindow, O), isize>
     where
         P: Clone + 'static,
@@ -196,150 +395,137 @@ where
         F: FnMut(D) -> (Forecast, P) + 'static,
         G: FnMut(ForecastResidual, &P) -> O + 'static,
     {
-        let observed = observe(sequences);
-        // The forecasts go to the worker of their user's sequences (the sequences operator
-        // places users by differential's hash of the user id); the observations carry the
-        // worker they are for.
-        let to_user =
-            Exchange::new(|(((user, _), _), _, _): &((UserWindow, D), u64, isize)| user.hashed());
-        let to_worker = Exchange::new(|(worker, _, _): &(u64, Observed, isize)| *worker);
-        self.inner
-            .binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
-                observed,
-                to_user,
-                to_worker,
-                "ForecastResidual",
-                move |_cap, _info| {
-                    let mut pending: Pending<(UserWindow, D)> = BTreeMap::new();
-                    let mut made: BTreeMap<u64, Made<P>> = BTreeMap::new();
-                    let mut demand: DemandUpdates = BTreeMap::new();
-                    // The largest window that has a sequence on some worker.
-                    let mut last_window: Option<u64> = None;
-                    move |(forecast_input, forecast_frontier),
-                          (observed_input, observed_frontier),
-                          output| {
-                        forecast_input.for_each_time(|cap, data| {
-                            for batch in data {
-                                for (d, t, r) in batch.drain(..) {
-                                    pending
-                                        .entry(t)
-                                        .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
-                                        .1
-                                        .push((d, r));
-                                }
+        score(self, sequences, split, join, Delivery::Collection).as_collection()
+    }
+
+    fn forecast_error_by_into<P, O, F, G>(
+        self,
+        sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
+        split: F,
+        join: G,
+        sink: Box<dyn ScoredSink<O>>,
+    ) where
+        P: Clone + 'static,
+        O: Clone + 'static,
+        F: FnMut(D) -> (Forecast, P) + 'static,
+        G: FnMut(ForecastResidual, &P) -> O + 'static,
+    {
+        score(self, sequences, split, join, Delivery::Sink(sink));
+    }
+}
+
+/// The error operator of [`ForecastErrorsBy`], its facts delivered as `delivery` says.
+fn score<'scope, D, P, O, F, G>(
+    facts: VecCollection<'scope, u64, (UserWindow, D), isize>,
+    sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
+    mut split: F,
+    mut join: G,
+    mut delivery: Delivery<O>,
+) -> StreamVec<'scope, u64, ((UserWindow, O), u64, isize)>
+where
+    D: ExchangeData,
+    P: Clone + 'static,
+    O: Clone + 'static,
+    F: FnMut(D) -> (Forecast, P) + 'static,
+    G: FnMut(ForecastResidual, &P) -> O + 'static,
+{
+    let observed = observe(sequences);
+    // The forecasts go to the worker of their user's sequences (the sequences operator
+    // places users by differential's hash of the user id); the observations carry the
+    // worker they are for.
+    let to_user =
+        Exchange::new(|(((user, _), _), _, _): &((UserWindow, D), u64, isize)| user.hashed());
+    let to_worker = Exchange::new(|(worker, _, _): &(u64, Observed, isize)| *worker);
+    facts
+        .inner
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
+            observed,
+            to_user,
+            to_worker,
+            "ForecastResidual",
+            move |_cap, _info| {
+                let mut pending: Pending<(UserWindow, D)> = BTreeMap::new();
+                let mut scorer: Scorer<P> = Scorer::new();
+                // Collection: a capability at the next target of each window's forecasts.
+                let mut holds: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
+                // Sink: the facts of each target scored in this activation.
+                let mut scored: BTreeMap<u64, Vec<(UserWindow, O)>> = BTreeMap::new();
+                move |(forecast_input, forecast_frontier),
+                      (observed_input, observed_frontier),
+                      output| {
+                    forecast_input.for_each_time(|cap, data| {
+                        for batch in data {
+                            for (d, t, r) in batch.drain(..) {
+                                pending
+                                    .entry(t)
+                                    .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                                    .1
+                                    .push((d, r));
                             }
-                        });
-                        observed_input.for_each_time(|_cap, data| {
-                            for batch in data {
-                                for (_, observed, r) in batch.drain(..) {
-                                    match observed {
-                                        Observed::Window(w) if r > 0 => {
-                                            last_window = last_window.max(Some(w));
-                                        }
-                                        Observed::Window(_) => {}
-                                        Observed::Demand {
-                                            user,
-                                            window,
-                                            events,
-                                            bytes,
-                                        } => {
-                                            demand
-                                                .entry(window)
-                                                .or_default()
-                                                .push(((user, events, bytes), r));
-                                        }
-                                    }
-                                }
+                        }
+                    });
+                    observed_input.for_each_time(|_cap, data| {
+                        for batch in data {
+                            for (_, observed, r) in batch.drain(..) {
+                                scorer.observe(observed, r);
                             }
-                        });
-                        let complete = |t: u64| {
-                            !forecast_frontier.less_equal(&t) && !observed_frontier.less_equal(&t)
-                        };
-                        // Forecasts of a complete window are final: wait for their targets.
-                        while let Some(entry) = pending.first_entry() {
-                            let window = *entry.key();
-                            if forecast_frontier.less_equal(&window) {
-                                break;
-                            }
-                            let (mut cap, mut updates) = entry.remove();
-                            consolidate(&mut updates);
-                            let forecasts: Vec<(UserId, Forecast, P)> = updates
-                                .into_iter()
-                                .filter(|(((_, w), _), r)| *r > 0 && *w == window)
-                                .map(|(((user, _), d), _)| {
-                                    let (f, p) = split(d);
-                                    (user, f, p)
-                                })
-                                .collect();
-                            let horizon = forecasts.iter().map(|(_, f, _)| f.horizon()).max();
-                            if let Some(h @ 1..) = horizon {
-                                let next = window + 1;
+                        }
+                    });
+                    // Forecasts of a complete window are final: they wait for their targets.
+                    while let Some(entry) = pending.first_entry() {
+                        let window = *entry.key();
+                        if forecast_frontier.less_equal(&window) {
+                            break;
+                        }
+                        let (mut cap, updates) = entry.remove();
+                        if let Some(next) = scorer.made(window, updates, &mut split) {
+                            if let Delivery::Collection = delivery {
                                 cap.downgrade(&next);
-                                made.insert(
-                                    window,
-                                    Made {
-                                        cap,
-                                        made_at: window,
-                                        next,
-                                        last: window + h as u64,
-                                        forecasts,
-                                    },
-                                );
+                                holds.insert(window, cap);
                             }
-                        }
-                        // Score targets in window order, while their window is complete and
-                        // known to exist.
-                        let ended = forecast_frontier.is_empty() && observed_frontier.is_empty();
-                        while let Some(target) = made.values().map(|m| m.next).min() {
-                            // While the input is open, a complete window has passed in event
-                            // time (the source moved beyond it), data or not; waiting for a
-                            // later sequence there would stall a source that waits for the
-                            // outputs before it sends more. At the end, the windows after the
-                            // last one with data never happened.
-                            if !complete(target)
-                                || (ended && last_window.is_none_or(|l| l < target))
-                            {
-                                break;
-                            }
-                            let actuals = net_demand(demand.remove(&target).unwrap_or_default());
-                            for m in made.values_mut().filter(|m| m.next == target) {
-                                let mut session = output.session(&m.cap);
-                                for (user, f, p) in &m.forecasts {
-                                    let actual = actuals.get(user).copied().unwrap_or((0, 0));
-                                    if let Some(e) = forecast_error(m.made_at, f, target, actual) {
-                                        session.give((
-                                            ((user.clone(), target), join(e, p)),
-                                            target,
-                                            1isize,
-                                        ));
-                                    }
-                                }
-                                drop(session);
-                                m.next += 1;
-                                if m.next <= m.last {
-                                    m.cap.downgrade(&m.next);
-                                }
-                            }
-                            made.retain(|_, m| m.next <= m.last);
-                        }
-                        // The actuals of a complete window left over are not needed: nothing
-                        // targets the window (a target with actuals is never after the last
-                        // window with data, which every worker sends once it is complete).
-                        while let Some(entry) = demand.first_entry() {
-                            if !complete(*entry.key()) {
-                                break;
-                            }
-                            entry.remove();
-                        }
-                        // End of input: the targets left are after the last window with data.
-                        if ended {
-                            made.clear();
                         }
                     }
-                },
-            )
-            .as_collection()
-    }
+                    let complete = |t: u64| {
+                        !forecast_frontier.less_equal(&t) && !observed_frontier.less_equal(&t)
+                    };
+                    let ended = forecast_frontier.is_empty() && observed_frontier.is_empty();
+                    scorer.score(
+                        complete,
+                        ended,
+                        &mut join,
+                        |made_at, target, facts, next| match &delivery {
+                            Delivery::Collection => {
+                                let cap = holds.get_mut(&made_at).expect("a held window");
+                                output
+                                    .session(cap)
+                                    .give_iterator(facts.into_iter().map(|f| (f, target, 1)));
+                                match next {
+                                    Some(next) => cap.downgrade(&next),
+                                    None => drop(holds.remove(&made_at)),
+                                }
+                            }
+                            Delivery::Sink(_) => scored.entry(target).or_default().extend(facts),
+                        },
+                    );
+                    if ended {
+                        holds.clear();
+                    }
+                    if let Delivery::Sink(sink) = &mut delivery {
+                        for (target, facts) in std::mem::take(&mut scored) {
+                            sink.window(target, facts);
+                        }
+                        let frontier = match (
+                            forecast_frontier.frontier().first().copied(),
+                            observed_frontier.frontier().first().copied(),
+                        ) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        sink.frontier(frontier);
+                    }
+                }
+            },
+        )
 }
 
 /// Each user's (events, bytes) in a window, from the window's updates.

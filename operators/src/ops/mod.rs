@@ -21,7 +21,7 @@ pub mod join;
 pub use crate::drift::operator::DetectDrift;
 pub use crate::embed::operator::{EmbedProfiles, ErrorSlot, Profile, ProfileData};
 pub use crate::forecast::demand::ForecastDemand;
-pub use crate::forecast::residuals::{ForecastErrors, ForecastErrorsBy};
+pub use crate::forecast::residuals::{ForecastErrors, ForecastErrorsBy, ScoredSink};
 pub use crate::personas::operator::ClusterPersonas;
 pub use crate::personas::pin::PinPersonas;
 pub use crate::policies::operator::ShapePolicies;

@@ -17,6 +17,11 @@
 //!      (gathered by user; risk calibrated by segment)                  └─> shaping_feedback
 //!                                                   (allocation at w against demand at w + 1)
 //! ```
+//!
+//! The two scored tables, `forecast_errors` and `shaping_feedback`, are written from inside
+//! the operator that scores them
+//! ([`forecast_error_by_into`](personaflow_operators::ops::ForecastErrorsBy::forecast_error_by_into)),
+//! each row in its target window, without a dataflow time of that window's own.
 
 use crate::config::{Config, EmbedderKind, ForecasterKind};
 use crate::{Error, Result};
@@ -559,7 +564,6 @@ pub fn build_with(
                 config.forecaster.max_batch,
                 embed_errors.clone(),
             );
-            let errors = forecasts.clone().forecast_error(sequences.clone());
             forecast_parts = Some(forecasts.clone().map(|(k, f)| (k, PolicyPart::Forecast(f))));
             forecast_requests = Some(forecasts.clone().map(|(k, f)| {
                 let requests = f.requests.iter().map(|s| s.0).collect();
@@ -568,7 +572,7 @@ pub fn build_with(
             let n = name.clone();
             let accuracy = report.clone();
             sink_facts(
-                forecasts,
+                forecasts.clone(),
                 "SinkForecasts",
                 writer(Table::Forecasts),
                 report.clone(),
@@ -576,8 +580,11 @@ pub fn build_with(
                     forecast_rows(&spec, &n, fs, out)
                 },
             );
-            sink_facts(
-                errors,
+            sink_scored(
+                forecasts,
+                sequences.clone(),
+                |f| (f, ()),
+                |e, _| e,
                 "SinkForecastErrors",
                 writer(Table::ForecastErrors),
                 report.clone(),
@@ -663,22 +670,18 @@ pub fn build_with(
                 parts = parts.concat(f);
             }
             let policies = parts.policies(catalogue, config.policy_config(), spec);
-            let feedback = shaping_feedback(policies.clone(), sequences.clone(), &spec);
+            sink_shaping_feedback(
+                policies.clone(),
+                sequences.clone(),
+                &spec,
+                writer(Table::ShapingFeedback),
+                report.clone(),
+            );
             sink_policies(
                 policies,
                 [writer(Table::Policies), writer(Table::SocketProfiles)],
                 spec,
                 report.clone(),
-            );
-            sink_facts(
-                feedback,
-                "SinkShapingFeedback",
-                writer(Table::ShapingFeedback),
-                report.clone(),
-                move |fs: &mut Vec<(UserWindow, FeedbackRecord)>,
-                      out: &mut Vec<ShapingFeedbackRow>| {
-                    feedback_rows(&spec, fs, out)
-                },
             );
         }
         sink_facts(
@@ -773,16 +776,20 @@ struct FeedbackRecord {
     demand_requests: u64,
 }
 
-/// Each policy's allocation at window `w` against the user's demand in window `w + 1` (zero
-/// when the user was inactive), as a fact at `w + 1`. The allocation goes through the
-/// forecast-error operator as a one-window "forecast" of the bytes and requests it allows
+/// Sinks each policy's allocation at window `w` against the user's demand in window `w + 1`
+/// (zero when the user was inactive), as a row of window `w + 1`. The allocation goes through
+/// the forecast-error operator as a one-window "forecast" of the bytes and requests it allows
 /// (with the allocation's other terms as its payload), which scores it once `w + 1` is
-/// complete, with the zeros of inactive users.
-fn shaping_feedback<'scope>(
+/// complete, with the zeros of inactive users, and hands the rows to the sink itself
+/// ([`sink_scored`]).
+fn sink_shaping_feedback<'scope>(
     policies: VecCollection<'scope, u64, (UserWindow, Shaped), isize>,
     sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
     spec: &WindowSpec,
-) -> VecCollection<'scope, u64, (UserWindow, FeedbackRecord), isize> {
+    writer: Box<dyn WindowSink>,
+    report: Rc<RefCell<SinkReport>>,
+) {
+    let spec = *spec;
     let secs = spec.len_ms() as f64 / 1_000.0;
     let allowed = move |shaped: Shaped| {
         let p = &shaped.0;
@@ -799,14 +806,24 @@ fn shaping_feedback<'scope>(
         };
         (f, a)
     };
-    policies.forecast_error_by(sequences, allowed, |e, allocation: &Allocation| {
-        FeedbackRecord {
-            made_at: e.made_at,
-            allocation: allocation.clone(),
-            demand_bytes: e.actual_bytes,
-            demand_requests: e.actual_requests,
-        }
-    })
+    let scored = |e: ForecastResidual, allocation: &Allocation| FeedbackRecord {
+        made_at: e.made_at,
+        allocation: allocation.clone(),
+        demand_bytes: e.actual_bytes,
+        demand_requests: e.actual_requests,
+    };
+    sink_scored(
+        policies,
+        sequences,
+        allowed,
+        scored,
+        "SinkShapingFeedback",
+        writer,
+        report,
+        move |fs: &mut Vec<(UserWindow, FeedbackRecord)>, out: &mut Vec<ShapingFeedbackRow>| {
+            feedback_rows(&spec, fs, out)
+        },
+    );
 }
 
 /// Sinks policies and socket profiles, both tables from the same records.
@@ -1216,27 +1233,16 @@ fn sink_windows<'scope, D, G, F>(
 fn sink_windows_to<'scope, D, G, F>(
     collection: VecCollection<'scope, u64, D, isize>,
     name: &str,
-    mut sinks: Vec<Box<dyn WindowSink>>,
+    sinks: Vec<Box<dyn WindowSink>>,
     report: Rc<RefCell<SinkReport>>,
-    mut to_rows: F,
+    to_rows: F,
 ) where
     D: Clone + 'static,
     G: GatherRows + 'static,
     F: FnMut(u64, Vec<(D, isize)>, &mut G) + 'static,
 {
-    assert_eq!(sinks.len(), G::TABLES, "a sink per table of the rows");
     let mut pending: BTreeMap<u64, Vec<(D, isize)>> = BTreeMap::new();
-    let mut finished = false;
-    let mut advanced: Option<u64> = None;
-    let mut rows = G::default();
-    // Each sink's gathered windows and their rows, in window order.
-    let mut windows: Vec<Vec<(u64, usize)>> = vec![Vec::new(); sinks.len()];
-    // This operator's slot in the report's frontiers, held at the first window until it runs.
-    let slot = {
-        let mut r = report.borrow_mut();
-        r.frontiers.push((name.to_string(), Some(0)));
-        r.frontiers.len() - 1
-    };
+    let mut out = SinkWindows::new(name, sinks, report, to_rows);
     collection
         .inner
         .sink(Pipeline, name, move |(input, frontier)| {
@@ -1252,62 +1258,110 @@ fn sink_windows_to<'scope, D, G, F>(
                 if frontier.less_equal(&window) {
                     break;
                 }
-                let before = rows.counts();
-                to_rows(window, entry.remove(), &mut rows);
-                let after = rows.counts();
-                for (i, ws) in windows.iter_mut().enumerate() {
-                    if after[i] > before[i] {
-                        ws.push((window, after[i] - before[i]));
-                    }
-                }
-                if after.iter().any(|n| *n >= SINK_GATHER_ROWS) {
-                    write_gathered(&mut sinks, &mut rows, &mut windows, &report);
-                }
+                out.window(window, entry.remove());
             }
-            write_gathered(&mut sinks, &mut rows, &mut windows, &report);
-            let moved = if frontier.is_empty() {
-                (!finished).then(|| {
-                    finished = true;
-                    None
-                })
-            } else {
-                frontier
-                    .frontier()
-                    .first()
-                    .copied()
-                    .filter(|f| advanced != Some(*f))
-                    .map(|f| {
-                        advanced = Some(f);
-                        Some(f)
-                    })
-            };
-            if let Some(to) = moved {
-                for sink in sinks.iter_mut() {
-                    let table = sink.table();
-                    record(&report, table, sink.advance(to).map(|_| 0));
-                }
-            }
-            // After the sinks have written and heard of the move: the frontier says what the
-            // outputs hold.
-            report.borrow_mut().frontiers[slot].1 = frontier.frontier().first().copied();
+            out.settle(frontier.frontier().first().copied());
         });
 }
 
-/// Writes each sink's gathered windows as one batch.
-fn write_gathered<G: GatherRows>(
-    sinks: &mut [Box<dyn WindowSink>],
-    rows: &mut G,
-    windows: &mut [Vec<(u64, usize)>],
-    report: &Rc<RefCell<SinkReport>>,
-) {
-    for (i, (sink, ws)) in sinks.iter_mut().zip(windows.iter_mut()).enumerate() {
-        if ws.is_empty() {
-            continue;
+/// What a sink operator does with the complete windows it is handed ([`sink_windows_to`],
+/// [`sink_scored`]): `to_rows` turns each window's updates into rows, gathered over the
+/// windows complete at once ([`SINK_GATHER_ROWS`]) and written as one batch, each window's
+/// rows named ([`write_windows`](WindowSink::write_windows)); after each activation the sinks
+/// hear of every frontier move, and of the end, and the report holds the sink's frontier.
+struct SinkWindows<G, F> {
+    sinks: Vec<Box<dyn WindowSink>>,
+    report: Rc<RefCell<SinkReport>>,
+    to_rows: F,
+    rows: G,
+    /// Each sink's gathered windows and their rows, in window order.
+    windows: Vec<Vec<(u64, usize)>>,
+    finished: bool,
+    advanced: Option<u64>,
+    /// This sink's slot in the report's frontiers, held at the first window until it runs.
+    slot: usize,
+}
+
+impl<G: GatherRows, F> SinkWindows<G, F> {
+    fn new(
+        name: &str,
+        sinks: Vec<Box<dyn WindowSink>>,
+        report: Rc<RefCell<SinkReport>>,
+        to_rows: F,
+    ) -> Self {
+        assert_eq!(sinks.len(), G::TABLES, "a sink per table of the rows");
+        let slot = {
+            let mut r = report.borrow_mut();
+            r.frontiers.push((name.to_string(), Some(0)));
+            r.frontiers.len() - 1
+        };
+        SinkWindows {
+            windows: vec![Vec::new(); sinks.len()],
+            sinks,
+            report,
+            to_rows,
+            rows: G::default(),
+            finished: false,
+            advanced: None,
+            slot,
         }
-        let batch = rows.take_batch(i);
-        let result = sink.write_windows(ws, &batch);
-        record(report, sink.table(), result);
-        ws.clear();
+    }
+
+    /// The updates of a complete window (windows come in order).
+    fn window<D>(&mut self, window: u64, updates: Vec<(D, isize)>)
+    where
+        F: FnMut(u64, Vec<(D, isize)>, &mut G),
+    {
+        let before = self.rows.counts();
+        (self.to_rows)(window, updates, &mut self.rows);
+        let after = self.rows.counts();
+        for (i, ws) in self.windows.iter_mut().enumerate() {
+            if after[i] > before[i] {
+                ws.push((window, after[i] - before[i]));
+            }
+        }
+        if after.iter().any(|n| *n >= SINK_GATHER_ROWS) {
+            self.write();
+        }
+    }
+
+    /// After an activation whose input frontier is `frontier` (`None`: the input ended), every
+    /// window before it handed over: writes what is gathered and tells the sinks and the report.
+    fn settle(&mut self, frontier: Option<u64>) {
+        self.write();
+        let moved = match frontier {
+            None => (!self.finished).then(|| {
+                self.finished = true;
+                None
+            }),
+            Some(f) => (self.advanced != Some(f)).then(|| {
+                self.advanced = Some(f);
+                Some(f)
+            }),
+        };
+        if let Some(to) = moved {
+            for sink in self.sinks.iter_mut() {
+                let table = sink.table();
+                record(&self.report, table, sink.advance(to).map(|_| 0));
+            }
+        }
+        // After the sinks have written and heard of the move: the frontier says what the
+        // outputs hold.
+        self.report.borrow_mut().frontiers[self.slot].1 = frontier;
+    }
+
+    /// Writes each sink's gathered windows as one batch.
+    fn write(&mut self) {
+        let (sinks, windows) = (&mut self.sinks, &mut self.windows);
+        for (i, (sink, ws)) in sinks.iter_mut().zip(windows.iter_mut()).enumerate() {
+            if ws.is_empty() {
+                continue;
+            }
+            let batch = self.rows.take_batch(i);
+            let result = sink.write_windows(ws, &batch);
+            record(&self.report, sink.table(), result);
+            ws.clear();
+        }
     }
 }
 
@@ -1319,29 +1373,75 @@ fn sink_facts<'scope, D, R, F>(
     name: &str,
     writer: Box<dyn WindowSink>,
     report: Rc<RefCell<SinkReport>>,
-    mut to_rows: F,
+    to_rows: F,
 ) where
     D: Ord + Clone + 'static,
     R: TableRow + 'static,
     F: FnMut(&mut Vec<D>, &mut Vec<R>) + 'static,
 {
-    sink_windows(
-        collection,
-        name,
-        writer,
-        report,
-        move |_window, mut updates, out: &mut Vec<R>| {
-            consolidate(&mut updates);
-            let mut records: Vec<D> = updates
-                .into_iter()
-                .filter(|(_, r)| *r > 0)
-                .map(|(d, _)| d)
-                .collect();
-            if !records.is_empty() {
-                to_rows(&mut records, out);
-            }
-        },
-    );
+    sink_windows(collection, name, writer, report, fact_rows(to_rows));
+}
+
+/// A window's rows of facts: its updates consolidated, the records with a positive net count
+/// handed to `to_rows` (if any).
+fn fact_rows<D: Ord, R>(
+    mut to_rows: impl FnMut(&mut Vec<D>, &mut Vec<R>),
+) -> impl FnMut(u64, Vec<(D, isize)>, &mut Vec<R>) {
+    move |_window, mut updates, out| {
+        consolidate(&mut updates);
+        let mut records: Vec<D> = updates
+            .into_iter()
+            .filter(|(_, r)| *r > 0)
+            .map(|(d, _)| d)
+            .collect();
+        if !records.is_empty() {
+            to_rows(&mut records, out);
+        }
+    }
+}
+
+/// Scores `facts` as forecasts against `sequences` ([`ForecastErrorsBy::forecast_error_by`])
+/// and sinks the scored facts as [`sink_facts`] would sink that collection, the same rows in
+/// the same windows, with the sink inside the scoring operator
+/// ([`forecast_error_by_into`](ForecastErrorsBy::forecast_error_by_into)): scored facts in a
+/// collection put a time of their own (the target window's) through the scoring operator and
+/// the sink for each window with data whose next window has none, which on a sparse run is
+/// most of them, and each time costs timely's progress tracking.
+#[allow(clippy::too_many_arguments)]
+fn sink_scored<'scope, D, P, O, R, S, J, F>(
+    facts: VecCollection<'scope, u64, (UserWindow, D), isize>,
+    sequences: VecCollection<'scope, u64, (UserWindow, Sequence), isize>,
+    split: S,
+    join: J,
+    name: &str,
+    writer: Box<dyn WindowSink>,
+    report: Rc<RefCell<SinkReport>>,
+    to_rows: F,
+) where
+    D: differential_dataflow::ExchangeData,
+    P: Clone + 'static,
+    O: Ord + Clone + 'static,
+    R: TableRow + 'static,
+    S: FnMut(D) -> (Forecast, P) + 'static,
+    J: FnMut(ForecastResidual, &P) -> O + 'static,
+    F: FnMut(&mut Vec<(UserWindow, O)>, &mut Vec<R>) + 'static,
+{
+    struct Rows<G, F>(SinkWindows<G, F>);
+    impl<O, G, F> ScoredSink<O> for Rows<G, F>
+    where
+        G: GatherRows,
+        F: FnMut(u64, Vec<((UserWindow, O), isize)>, &mut G),
+    {
+        fn window(&mut self, window: u64, facts: Vec<(UserWindow, O)>) {
+            self.0
+                .window(window, facts.into_iter().map(|f| (f, 1)).collect());
+        }
+        fn frontier(&mut self, frontier: Option<u64>) {
+            self.0.settle(frontier);
+        }
+    }
+    let out = SinkWindows::new(name, vec![writer], report, fact_rows(to_rows));
+    facts.forecast_error_by_into(sequences, split, join, Box::new(Rows(out)));
 }
 
 /// Sinks segment profiles: the collection is the current state of every segment, so at each
