@@ -10,7 +10,8 @@
 //!
 //! Environment variables (defaults in brackets): `PF_BENCH_PROVIDER` [`cpu`] (`cpu`, `cuda` or
 //! `auto`; the provider that really ran is printed), `PF_BENCH_THREADS` [1] onnxruntime
-//! intra-op threads. Writes the results as JSON to `<target>/bench-data/inference-<provider>-
+//! intra-op threads, `PF_BENCH_MODELS` [`models/onnx`] the directory of the models (to compare
+//! model sets, e.g. retrained at another size, in one sitting). Writes the results as JSON to `<target>/bench-data/inference-<provider>-
 //! t<threads>.json`. The onnxruntime library is found as by the binary (`.venv` or
 //! `ORT_DYLIB_PATH`).
 
@@ -72,7 +73,9 @@ pub fn main() {
         provider,
         intra_threads: threads,
     };
-    let onnx = root().join("models/onnx");
+    let onnx = std::env::var_os("PF_BENCH_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models/onnx"));
     let mut enc = VaeEncoder::open(&onnx.join(ENCODER_FILE), &options).expect("encoder");
     let mut mean = VaeEncoder::open(&onnx.join(ENCODER_FILE), &options)
         .and_then(|e| {
@@ -85,8 +88,12 @@ pub fn main() {
     let (l, c) = (x.steps, x.context_width);
     let step = l * NUM_FEATURES;
     println!(
-        "inference on {} (requested {provider}), {threads} intra-op thread(s), L = {l}, F = {NUM_FEATURES}",
-        enc.provider()
+        "inference on {} (requested {provider}), {threads} intra-op thread(s), L = {l}, F = {NUM_FEATURES}; \
+         {}: encoder hidden {}, forecaster hidden {}",
+        enc.provider(),
+        onnx.display(),
+        enc.info().training["hidden"],
+        fc.info().training["hidden"]
     );
     println!(
         "{:>6} {:>16} {:>16} {:>16}",
@@ -144,6 +151,9 @@ pub fn main() {
         "provider": enc.provider(),
         "requested_provider": provider.to_string(),
         "intra_threads": threads,
+        "models": onnx.display().to_string(),
+        "encoder_hidden": enc.info().training["hidden"],
+        "forecaster_hidden": fc.info().training["hidden"],
         "onnxruntime": personaflow_models::runtime::library_path().map(|p| p.display().to_string()),
         "sequence_len": l,
         "features": NUM_FEATURES,
