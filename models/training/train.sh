@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Retrains and re-exports every personaflow model (one command):
-#   models/training/train.sh [--epochs N]
+#   models/training/train.sh [--epochs N] [--hidden N] [--forecast-hidden N] [--keep-forecaster]
+# (--keep-forecaster retrains the VAE only, as the committed models were made; see
+# models/README.md, "Retraining").
 # Sets up .venv-train from models/training/requirements.txt (PyTorch from PyPI, ~3 GB, once),
 # builds the release binary (the training data comes from `personaflow simulate` and
 # `personaflow backfill`), then runs train.py, which writes models/onnx/*.onnx,
 # models/onnx/training_report.json and models/tests/fixtures/. Seeded (data, splits,
 # initialisation, batches); bit-for-bit equality across machines or thread counts is not
-# promised. About 10 minutes on 2 cores once the venv exists, no GPU needed.
+# promised. About 5 minutes on 2 cores once the venv exists, no GPU needed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=".venv-train"
