@@ -457,11 +457,20 @@ fn synth_is_seeded_follows_the_decoder_and_shifts_along_a_drift() {
             wp.get(&(first + k)).cloned().unwrap_or_default(),
             ws.get(&(first + k)).cloned().unwrap_or_default(),
         );
-        if f >= 1.0 {
-            assert!(p.is_subset(&s), "window {k}: factor {f} removed users");
-        } else {
-            assert!(s.is_subset(&p), "window {k}: factor {f} added users");
-        }
+        // Which users show events: in the first window every active user decodes its first
+        // step in both runs, so the sets nest exactly. After it, a user's active windows step
+        // through its decoded sequence in turn: an extra (or a missing) window earlier moves
+        // its later steps, and a step may decode no events, so a few users may cross (one of
+        // 110 in window 5 with the models of b3063cb). Independent draws would cross most.
+        let (fewer, more) = if f >= 1.0 { (&p, &s) } else { (&s, &p) };
+        let crossed = fewer.difference(more).count();
+        let allowed = if k == 0 { 0 } else { fewer.len() / 10 };
+        assert!(
+            crossed <= allowed,
+            "window {k}: factor {f}: {crossed} of {} users of the run with fewer active users \
+             show no events in the other (at most {allowed})",
+            fewer.len()
+        );
         // Expected active users (an active user with no decoded events shows no events,
         // so the count is at most this; within 5 standard deviations of it, less those).
         let mean: f64 = activity.iter().map(|a| (a * f).min(1.0)).sum();
