@@ -5,7 +5,8 @@
 //! came, and the feedback it gives ([`link`]); a policy as a tc script and an nftables rule set
 //! ([`render`]).
 //!
-//! Its operator: [`operator::ShapePolicies`].
+//! Its operator: [`operator::ShapePolicies`] (parts gathered by user, risk calibrated by
+//! segment, policies blended back on the user's worker).
 
 pub mod blend;
 pub mod catalogue;

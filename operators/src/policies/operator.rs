@@ -7,18 +7,19 @@ use crate::ops::{UserId, UserWindow};
 use crate::personas::operator::PersonaAssignment;
 use crate::policies::blend::{blend, persona_distribution, DemandOutlook, Policy, PolicyConfig};
 use crate::policies::catalogue::PersonaCatalogue;
-use crate::policies::socket::{
-    socket_profile, RiskBySegment, RiskCalibration, SocketProfile, WindowDemand,
-};
+use crate::policies::socket::{socket_profile, RiskBySegment, SocketProfile, WindowDemand};
 use crate::policies::Shaped;
 use crate::resonance::Resonance;
 use crate::vector::Score;
 use crate::window::features::Fnv;
 use crate::WindowSpec;
-use differential_dataflow::VecCollection;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
 
 /// One of the things a policy is made from, for one user and window.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -114,11 +115,16 @@ pub trait ShapePolicies<'scope> {
     /// present (resonance, forecast and persona parts are optional) as
     /// [`blend`](crate::policies::blend) and [`socket`](crate::policies::socket) say.
     ///
-    /// Parts travel to a worker by user and are gathered once their window is complete; the
-    /// gathered users then travel by the segment their risk is calibrated in, whose worker
-    /// keeps that segment's anomaly scores of the last `policy.risk_windows` windows (so the
-    /// results do not depend on the number of workers). That is the operator's only state, and
-    /// it is windowed: a restarted job rebuilds it from the windows it replays.
+    /// Parts travel to the worker of their user (the one that holds the user's sequences and
+    /// profiles, so those parts stay where they are) and are gathered once their window is
+    /// complete; the gathered users then travel by the segment their risk is calibrated in,
+    /// whose worker keeps that segment's anomaly scores of the last `policy.risk_windows`
+    /// windows (so the results do not depend on the number of workers), and come back to
+    /// their user's worker with their risk, where their policy is blended and sunk. So the
+    /// blending, the larger part of the work, is spread by user even when one segment holds
+    /// every user (a log without segments). The risk calibrations are the operator's only
+    /// state, and they are windowed: a restarted job rebuilds them from the windows it
+    /// replays.
     ///
     /// ```
     /// use personaflow_operators::{Event, WindowSpec};
@@ -161,34 +167,54 @@ impl<'scope> ShapePolicies<'scope> for VecCollection<'scope, u64, (UserWindow, P
         config: PolicyConfig,
         spec: WindowSpec,
     ) -> VecCollection<'scope, u64, (UserWindow, Shaped), isize> {
+        let to_user = |user: &UserId| user.hashed();
         let gathered = self.fold_by_window(
             Exchange::new(
-                |(((user, _), _), _, _): &((UserWindow, PolicyPart), u64, isize)| {
-                    Fnv::hash_str(user)
+                move |(((user, _), _), _, _): &((UserWindow, PolicyPart), u64, isize)| {
+                    to_user(user)
                 },
             ),
             "GatherPolicyParts",
             |_window, parts, out| out.extend(gather(parts)),
         );
-        let window_secs = spec.len_ms() as f64 / 1_000.0;
         let mut risk = RiskBySegment::new();
-        gathered.fold_by_window(
+        let risk_windows = config.risk_windows.max(1);
+        let calibrated = gathered.fold_by_window(
             Exchange::new(|(g, _, _): &(Gathered, u64, isize)| Fnv::hash_str(g.risk_segment())),
-            "ShapePolicies",
-            move |window, users, out| {
-                shape_window(
-                    &catalogue,
-                    &config,
-                    window_secs,
-                    &mut risk,
-                    window,
-                    users,
-                    out,
-                )
-            },
-        )
+            "CalibrateRisk",
+            move |window, users, out| calibrate_window(&mut risk, risk_windows, window, users, out),
+        );
+        let window_secs = spec.len_ms() as f64 / 1_000.0;
+        calibrated
+            .inner
+            .unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
+                Exchange::new(move |((g, _), _, _): &(Risked, u64, isize)| to_user(&g.user)),
+                "BlendPolicies",
+                move |_cap, _info| {
+                    move |input, output| {
+                        input.for_each_time(|time, data| {
+                            let mut session = output.session(&time);
+                            for batch in data {
+                                session.give_iterator(batch.drain(..).map(
+                                    |((mut g, r), window, diff)| {
+                                        let shaped =
+                                            policy_of(&catalogue, &config, window_secs, &g, r);
+                                        let key = (std::mem::take(&mut g.user), window);
+                                        ((key, Arc::new(shaped)), window, diff)
+                                    },
+                                ));
+                            }
+                        });
+                    }
+                },
+            )
+            .as_collection()
     }
 }
+
+/// A gathered user and its risk (the quantile of its anomaly score in its segment's
+/// calibration), as [`calibrate_window`] hands it on.
+type Risked = (Gathered, Option<f64>);
 
 /// The users of one window, their parts gathered (parts sorted by key, as `fold_by_window`
 /// hands them, so each user's parts are consecutive); users without a profile part are
@@ -236,48 +262,38 @@ fn gather(parts: Vec<(UserWindow, PolicyPart)>) -> Vec<Gathered> {
 }
 
 /// Scores one window's users (of the segments this worker holds) against their segments'
-/// recent anomaly scores, then adds theirs; blends each user's policy and socket profile.
-fn shape_window(
-    catalogue: &PersonaCatalogue,
-    config: &PolicyConfig,
-    window_secs: f64,
+/// recent anomaly scores (the last `risk_windows` windows), after adding theirs: each user
+/// with its risk.
+fn calibrate_window(
     risk: &mut RiskBySegment,
+    risk_windows: u64,
     window: u64,
     users: Vec<Gathered>,
-    out: &mut Vec<(UserWindow, Shaped)>,
+    out: &mut Vec<Risked>,
 ) {
     // By segment (a stable sort: users keep their order within one).
     let mut users = users;
     users.sort_by(|a, b| a.risk_segment().cmp(b.risk_segment()));
     out.reserve(users.len());
-    let mut rest = &mut users[..];
-    while !rest.is_empty() {
-        let n = rest
-            .iter()
-            .take_while(|g| g.risk_segment() == rest[0].risk_segment())
-            .count();
-        let (same, next) = std::mem::take(&mut rest).split_at_mut(n);
-        let segment = same[0].risk_segment();
-        if !risk.contains_key(segment) {
-            risk.insert(segment.to_string(), RiskCalibration::default());
+    let mut users = users.into_iter().peekable();
+    while let Some(first) = users.peek() {
+        let segment = first.risk_segment().to_string();
+        let mut same = Vec::new();
+        while let Some(g) = users.next_if(|g| g.risk_segment() == segment) {
+            same.push(g);
         }
-        let calibration = risk.get_mut(segment).expect("inserted");
+        let calibration = risk.entry(segment).or_default();
         calibration.push(
             window,
             same.iter()
                 .filter_map(|g| g.anomaly_score.map(|s| s.0))
                 .collect(),
-            config.risk_windows.max(1),
+            risk_windows,
         );
-        for g in same.iter_mut() {
+        out.extend(same.into_iter().map(|g| {
             let r = g.anomaly_score.and_then(|s| calibration.quantile(s.0));
-            let (policy, socket) = policy_of(catalogue, config, window_secs, g, r);
-            out.push((
-                (std::mem::take(&mut g.user), window),
-                Arc::new((policy, socket)),
-            ));
-        }
-        rest = next;
+            (g, r)
+        }));
     }
 }
 
