@@ -1,10 +1,9 @@
 //! `forecast_error`: every demand forecast against what the user then did, window by window.
 
 use crate::forecast::{forecast_error, Forecast, ForecastResidual};
-use crate::ops::{UserId, UserWindow};
+use crate::ops::{user_hash, UserId, UserWindow};
 use crate::sequences::Sequence;
 use differential_dataflow::consolidation::consolidate;
-use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -434,7 +433,7 @@ where
     // places users by differential's hash of the user id); the observations carry the
     // worker they are for.
     let to_user =
-        Exchange::new(|(((user, _), _), _, _): &((UserWindow, D), u64, isize)| user.hashed());
+        Exchange::new(|(((user, _), _), _, _): &((UserWindow, D), u64, isize)| user_hash(user));
     let to_worker = Exchange::new(|(worker, _, _): &(u64, Observed, isize)| *worker);
     facts
         .inner

@@ -46,6 +46,17 @@ pub trait JoinWindow<'scope, K, A> {
     ) -> VecCollection<'scope, u64, (K, (A, B)), isize>
     where
         B: ExchangeData;
+
+    /// As [`join_window`](Self::join_window), but records travel to the worker of
+    /// `place(key)` (equal keys must place alike): e.g. [`by_user`](crate::ops::by_user), so
+    /// that facts keyed by user and window stay on the worker that already holds the user.
+    fn join_window_placed<B>(
+        self,
+        other: VecCollection<'scope, u64, (K, B), isize>,
+        place: fn(&K) -> u64,
+    ) -> VecCollection<'scope, u64, (K, (A, B)), isize>
+    where
+        B: ExchangeData;
 }
 
 /// Updates of one window: a record and its count.
@@ -69,8 +80,19 @@ where
     where
         B: ExchangeData,
     {
-        let left = Exchange::new(|((k, _), _, _): &((K, A), u64, isize)| k.hashed().into());
-        let right = Exchange::new(|((k, _), _, _): &((K, B), u64, isize)| k.hashed().into());
+        self.join_window_placed(other, |k| k.hashed().into())
+    }
+
+    fn join_window_placed<B>(
+        self,
+        other: VecCollection<'scope, u64, (K, B), isize>,
+        place: fn(&K) -> u64,
+    ) -> VecCollection<'scope, u64, (K, (A, B)), isize>
+    where
+        B: ExchangeData,
+    {
+        let left = Exchange::new(move |((k, _), _, _): &((K, A), u64, isize)| place(k));
+        let right = Exchange::new(move |((k, _), _, _): &((K, B), u64, isize)| place(k));
         self.inner
             .binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
                 other.inner,
@@ -197,7 +219,15 @@ mod tests {
                 }
             }
             type Out = BTreeMap<u64, Vec<(((u64, u8), (u16, u16)), isize)>>;
-            let run = |held: bool| -> Out {
+            // Differential's held join; ours, records placed by the key's hash; ours, placed
+            // by the key's second part alone (equal keys still meet).
+            #[derive(Clone, Copy)]
+            enum How {
+                Held,
+                Hashed,
+                Placed,
+            }
+            let run = |how: How| -> Out {
                 let got = Arc::new(Mutex::new(Vec::new()));
                 let sink = got.clone();
                 let facts = facts.clone();
@@ -207,11 +237,13 @@ mod tests {
                     let (mut l, mut r) = worker.dataflow::<u64, _, _>(|scope| {
                         let (l_in, l) = scope.new_collection::<((u64, u8), u16), isize>();
                         let (r_in, r) = scope.new_collection::<((u64, u8), u16), isize>();
-                        let joined = if held {
-                            use crate::ops::Hold;
-                            l.hold_for(1).join(r.hold_for(1))
-                        } else {
-                            l.join_window(r)
+                        let joined = match how {
+                            How::Held => {
+                                use crate::ops::Hold;
+                                l.hold_for(1).join(r.hold_for(1))
+                            }
+                            How::Hashed => l.join_window(r),
+                            How::Placed => l.join_window_placed(r, |(_, k)| u64::from(*k)),
                         };
                         joined.inspect(move |(d, t, diff)| {
                             sink.lock().unwrap().push((*t, *d, *diff))
@@ -242,12 +274,13 @@ mod tests {
                 by_window.retain(|_, u| !u.is_empty());
                 by_window
             };
-            let (want, got) = (run(true), run(false));
+            let (want, got) = (run(How::Held), run(How::Hashed));
             assert!(
                 want.values().map(Vec::len).sum::<usize>() > 20,
                 "seed {seed}: too few matches"
             );
             assert_eq!(got, want, "seed {seed}");
+            assert_eq!(run(How::Placed), want, "seed {seed}, placed");
         }
     }
 }

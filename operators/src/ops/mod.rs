@@ -74,6 +74,29 @@ pub fn prune_snapshots<S>(snapshots: &Snapshots<S>, window: u64) {
     }
 }
 
+/// The exchange hash of a user's records: every operator that places records by user uses it
+/// (differential's hash of the id), so a user's records stay on one worker from the window
+/// aggregate through the sequences, profiles, persona pins and policies to the sinks, and
+/// only the operators that place by something else (segment, persona model, scope) move them.
+///
+/// ```
+/// use differential_dataflow::hashable::Hashable;
+/// use personaflow_operators::ops::{user_hash, UserId};
+/// let user: UserId = "u1".into();
+/// assert_eq!(user_hash("u1"), user.hashed());
+/// assert_eq!(user_hash("u1"), String::from("u1").hashed());
+/// ```
+pub fn user_hash(user: &str) -> u64 {
+    use differential_dataflow::hashable::Hashable;
+    user.hashed()
+}
+
+/// The exchange hash of a record keyed by user and window: its user's ([`user_hash`]), for
+/// [`JoinWindow::join_window_placed`](join::JoinWindow::join_window_placed).
+pub fn by_user((user, _): &UserWindow) -> u64 {
+    user_hash(user)
+}
+
 /// The worker, of `peers`, that a record with exchange hash `hash` goes to (timely's exchange
 /// takes the hash modulo the number of workers). Keyed operator state is split between workers
 /// by it when a checkpoint is loaded, possibly by a different number of workers.

@@ -7,8 +7,7 @@
 //! for `pin` windows; then the user's assignment at that window pins it again.
 
 use crate::ops::batch::BatchByWindow;
-use crate::ops::{worker_of, Snapshots, UserId, UserWindow};
-use crate::window::features::Fnv;
+use crate::ops::{user_hash, worker_of, Snapshots, UserId, UserWindow};
 use crate::{Error, Result};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
@@ -24,10 +23,6 @@ pub struct PinState {
 
 /// Pin states after each window, for checkpoints (this worker's users).
 pub type PinSnapshots = Snapshots<PinState>;
-
-fn user_hash(user: &str) -> u64 {
-    Fnv::hash_str(user)
-}
 
 impl PinState {
     /// The pins of the users worker `index` of `peers` keeps ([`PinPersonas::pin_personas`]

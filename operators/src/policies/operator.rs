@@ -3,7 +3,7 @@
 use crate::embed::operator::Profile;
 use crate::forecast::Forecast;
 use crate::ops::batch::BatchByWindow;
-use crate::ops::{UserId, UserWindow};
+use crate::ops::{user_hash, UserId, UserWindow};
 use crate::personas::operator::PersonaAssignment;
 use crate::policies::blend::{blend, persona_distribution, DemandOutlook, Policy, PolicyConfig};
 use crate::policies::catalogue::PersonaCatalogue;
@@ -13,7 +13,6 @@ use crate::resonance::Resonance;
 use crate::vector::Score;
 use crate::window::features::Fnv;
 use crate::WindowSpec;
-use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -167,11 +166,10 @@ impl<'scope> ShapePolicies<'scope> for VecCollection<'scope, u64, (UserWindow, P
         config: PolicyConfig,
         spec: WindowSpec,
     ) -> VecCollection<'scope, u64, (UserWindow, Shaped), isize> {
-        let to_user = |user: &UserId| user.hashed();
         let gathered = self.fold_by_window(
             Exchange::new(
                 move |(((user, _), _), _, _): &((UserWindow, PolicyPart), u64, isize)| {
-                    to_user(user)
+                    user_hash(user)
                 },
             ),
             "GatherPolicyParts",
@@ -188,7 +186,7 @@ impl<'scope> ShapePolicies<'scope> for VecCollection<'scope, u64, (UserWindow, P
         calibrated
             .inner
             .unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
-                Exchange::new(move |((g, _), _, _): &(Risked, u64, isize)| to_user(&g.user)),
+                Exchange::new(move |((g, _), _, _): &(Risked, u64, isize)| user_hash(&g.user)),
                 "BlendPolicies",
                 move |_cap, _info| {
                     move |input, output| {

@@ -8,14 +8,13 @@
 pub mod operator;
 
 use crate::event::Context;
-use crate::ops::worker_of;
+use crate::ops::{user_hash, worker_of};
 use crate::policies::socket::WindowDemand;
 use crate::vector::Vector;
 use crate::window::features::{
     WindowSummary, NUM_BASE_FEATURES, NUM_FEATURES, VELOCITY_BYTES, VELOCITY_EVENTS,
 };
 use crate::{Error, Result};
-use differential_dataflow::hashable::Hashable;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -640,7 +639,7 @@ impl SequenceState {
             users: self
                 .users
                 .iter()
-                .filter(|(u, _)| worker_of(u.hashed(), peers) == index)
+                .filter(|(u, _)| worker_of(user_hash(u), peers) == index)
                 .map(|(u, r)| (u.clone(), r.clone()))
                 .collect(),
             swept: self.swept,

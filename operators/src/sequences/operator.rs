@@ -1,12 +1,11 @@
 //! `sequences`: each active user's last `L` windows (DESIGN.md step 3).
 
 use crate::ops::batch::BatchByWindow;
-use crate::ops::UserWindow;
+use crate::ops::{user_hash, UserWindow};
 use crate::sequences::{
     HeldWindow, Sequence, SequenceHistories, SequenceSnapshots, SequenceSpec, SequenceState,
 };
 use crate::window::features::WindowSummary;
-use differential_dataflow::hashable::Hashable;
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Exchange;
 
@@ -65,7 +64,7 @@ impl<'scope> Sequences<'scope> for VecCollection<'scope, u64, (UserWindow, Windo
         log: Option<SequenceSnapshots>,
     ) -> VecCollection<'scope, u64, (UserWindow, Sequence), isize> {
         let exchange = Exchange::new(
-            |(((user, _), _), _, _): &((UserWindow, WindowSummary), u64, isize)| user.hashed(),
+            |(((user, _), _), _, _): &((UserWindow, WindowSummary), u64, isize)| user_hash(user),
         );
         let mut histories = SequenceHistories::from_state(spec, initial.unwrap_or_default());
         // Windows in order, each once complete: a user's history is pushed in window order.

@@ -1,8 +1,8 @@
 //! `window_aggregate`: events to per-user, per-window feature summaries (DESIGN.md step 2).
 
 use crate::event::Event;
-use crate::ops::{UserId, UserWindow};
-use crate::window::features::{Fnv, WindowAgg, WindowSummary};
+use crate::ops::{user_hash, UserId, UserWindow};
+use crate::window::features::{WindowAgg, WindowSummary};
 use crate::window::WindowSpec;
 use differential_dataflow::{AsCollection, VecCollection};
 use std::collections::{BTreeMap, HashMap};
@@ -46,7 +46,7 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, u64, Event> {
         self,
         spec: WindowSpec,
     ) -> VecCollection<'scope, u64, (UserWindow, WindowSummary), isize> {
-        let exchange = Exchange::new(|e: &Event| Fnv::hash_str(&e.user_id));
+        let exchange = Exchange::new(|e: &Event| user_hash(&e.user_id));
         self.unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
             exchange,
             "WindowAggregate",

@@ -615,7 +615,7 @@ pub fn build_with(
         let members = match forecast_requests {
             Some(requests) => profiles
                 .clone()
-                .join_window(requests)
+                .join_window_placed(requests, by_user)
                 .map(|(k, (p, f))| (k, (p, Some(f)))),
             None => profiles.clone().map(|(k, p)| (k, (p, None))),
         };
@@ -632,7 +632,7 @@ pub fn build_with(
                 init_pins,
                 snaps.as_ref().map(|s| s.pins.clone()),
             )
-            .join_window(members)
+            .join_window_placed(members, by_user)
             .map(|((user, _), (persona, (p, f)))| {
                 ((Scope::Persona(persona), user), scope_member(&p, f))
             });
