@@ -4,8 +4,12 @@ use crate::common::*;
 use anyhow::Result;
 use clap::Args;
 use personaflow_dataflow::backfill::{self, Backfill};
+use personaflow_dataflow::operator_times;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Operator-time lines the summary prints (`run.json` has them all).
+const OPERATOR_TIMES_SHOWN: usize = 30;
 
 #[derive(Args, Debug)]
 pub(crate) struct BackfillArgs {
@@ -49,6 +53,13 @@ pub(crate) fn cmd_backfill(args: BackfillArgs, quiet: bool) -> Result<()> {
         );
         for (table, rows) in &summary.rows_written {
             eprintln!("  {table:<19} {rows:>12} rows");
+        }
+        if !summary.operator_times.is_empty() {
+            eprintln!(
+                "operator times (runtime.operator_times; all {} rows in run.json):\n{}",
+                summary.operator_times.len(),
+                operator_times::table(&summary.operator_times, OPERATOR_TIMES_SHOWN)
+            );
         }
     }
     Ok(())

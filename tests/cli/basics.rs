@@ -216,3 +216,59 @@ fn errors_state_their_cause_once() {
         assert_eq!(repeated_parts(&line), Vec::<&str>::new(), "{line}");
     }
 }
+
+#[test]
+fn operator_times_name_every_stage_on_each_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = tmp.path().join("sim");
+    simulate(&sim, 60, 0.05, 3, &[]).ok();
+    let out = tmp.path().join("out");
+    let mut cmd = personaflow();
+    cmd.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
+        .env("PERSONAFLOW__FORECASTER__KIND", "persistence");
+    backfill_cmd(&mut cmd, &sim.join("events"), &out, &[])
+        .env("PERSONAFLOW__RUNTIME__OPERATOR_TIMES", "true");
+    let run = run_cmd(&mut cmd).ok();
+    assert!(run.stderr.contains("operator times"), "{}", run.stderr);
+
+    let json = run_json(&out);
+    let rows = json["operator_times"].as_array().expect("operator_times");
+    let row = |worker: u64, name: &str| {
+        rows.iter()
+            .find(|r| r["worker"] == worker && r["name"] == name)
+    };
+    for worker in 0..2 {
+        // The stages that place users by user run on both workers.
+        for name in [
+            "WindowAggregate",
+            "Sequences",
+            "EmbedProfiles",
+            "SinkProfiles",
+        ] {
+            let r = row(worker, name).unwrap_or_else(|| panic!("{name} on {worker}: {rows:#?}"));
+            assert!(r["activations"].as_u64().unwrap() > 0, "{r}");
+        }
+        // The dataflow contains them: its time is at least theirs, its own time the rest.
+        let dataflow = row(worker, "Dataflow").expect("the dataflow");
+        let inside: f64 = rows
+            .iter()
+            .filter(|r| r["worker"] == worker && r["address"].as_array().unwrap().len() == 2)
+            .map(|r| r["secs"].as_f64().unwrap())
+            .sum();
+        let (secs, own) = (
+            dataflow["secs"].as_f64().unwrap(),
+            dataflow["own_secs"].as_f64().unwrap(),
+        );
+        assert!(
+            secs >= inside * 0.999 && (own - (secs - inside)).abs() < 1e-6,
+            "{dataflow}"
+        );
+    }
+    // Off by default: no rows.
+    let plain = tmp.path().join("plain");
+    let mut cmd = personaflow();
+    cmd.env("PERSONAFLOW__EMBEDDER__KIND", "standardised")
+        .env("PERSONAFLOW__FORECASTER__KIND", "persistence");
+    run_cmd(backfill_cmd(&mut cmd, &sim.join("events"), &plain, &[])).ok();
+    assert!(run_json(&plain).get("operator_times").is_none());
+}

@@ -20,6 +20,7 @@
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::graph::{self, DataflowHandles};
+use crate::operator_times::{with_own_times, OperatorTime, OperatorTimes};
 use crate::{Error, Result};
 use personaflow_io::output_dir::{self, StagedOutput};
 use personaflow_io::source::{
@@ -163,6 +164,10 @@ pub struct RunSummary {
     /// Wall time to process each block of [`TIMING_BLOCK_WINDOWS`] windows, in input order:
     /// shows whether the cost of a window grows with history.
     pub window_blocks: Vec<WindowBlock>,
+    /// Each operator's activations and time, per worker, most time first: only with
+    /// `runtime.operator_times` ([`crate::operator_times`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub operator_times: Vec<OperatorTime>,
     /// The effective configuration.
     pub config: Config,
 }
@@ -388,6 +393,10 @@ fn run_in(
     let worker_stats = model_stats.clone();
     let observer = job.observer.clone();
     let guards = timely::execute(timely_config, move |worker| {
+        let times = worker_config
+            .runtime
+            .operator_times
+            .then(|| OperatorTimes::register(worker));
         let handles = graph::build(
             worker,
             &worker_config,
@@ -400,11 +409,17 @@ fn run_in(
         } else {
             None
         };
-        drive(worker, handles, receiver, &worker_abort)
+        let report = drive(worker, handles, receiver, &worker_abort);
+        let operator_times = times.map(|t| t.report(worker)).unwrap_or_default();
+        report.map(|r| WorkerReport {
+            operator_times,
+            ..r
+        })
     })
     .map_err(Error::Dataflow)?;
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
     let mut window_blocks = Vec::new();
+    let mut operator_times = Vec::new();
     let mut forecast_errors: BTreeMap<u32, graph::HorizonAccuracy> = BTreeMap::new();
     let mut first_error = None;
     for result in guards.join() {
@@ -417,6 +432,7 @@ fn run_in(
                     forecast_errors.entry(*h).or_default().merge(e);
                 }
                 window_blocks.extend(report.blocks);
+                operator_times.extend(report.operator_times);
             }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
@@ -468,6 +484,7 @@ fn run_in(
         workers,
         peak_rss_bytes: None,
         window_blocks,
+        operator_times: with_own_times(operator_times),
         config,
     })
 }
@@ -547,6 +564,7 @@ fn drive(
         rows: report.rows,
         forecast_errors: report.forecast_errors,
         blocks,
+        operator_times: Vec::new(),
     })
 }
 
@@ -555,6 +573,8 @@ struct WorkerReport {
     rows: BTreeMap<Table, u64>,
     forecast_errors: BTreeMap<u32, graph::HorizonAccuracy>,
     blocks: Vec<WindowBlock>,
+    /// Its operators' times (with `runtime.operator_times`).
+    operator_times: Vec<OperatorTime>,
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -43,6 +43,7 @@
 //! [runtime]
 //! workers = 2
 //! progress = "auto"        # "eager" | "demand"; auto: eager up to 4 workers
+//! operator_times = false   # backfill: each operator's activations and time, per worker
 //!
 //! [output]
 //! row_group_rows = 131072  # rows per Parquet row group
@@ -421,12 +422,16 @@ pub struct RuntimeConfig {
     pub workers: usize,
     /// How the workers tell each other their progress.
     pub progress: ProgressMode,
+    /// Whether a backfill keeps each operator's activations and time, per worker
+    /// ([`crate::operator_times`]), for `run.json` and the backfill's summary.
+    pub operator_times: bool,
 }
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             workers: DEFAULT_WORKERS,
             progress: ProgressMode::default(),
+            operator_times: false,
         }
     }
 }
