@@ -92,7 +92,7 @@ pub fn user_hash(user: &str) -> u64 {
 }
 
 /// The exchange hash of a record keyed by user and window: its user's ([`user_hash`]), for
-/// [`JoinWindow::join_window_placed`](join::JoinWindow::join_window_placed).
+/// [`JoinWindow::join_window_placed`].
 pub fn by_user((user, _): &UserWindow) -> u64 {
     user_hash(user)
 }
