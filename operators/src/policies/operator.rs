@@ -7,7 +7,9 @@ use crate::ops::{user_hash, UserId, UserWindow};
 use crate::personas::operator::PersonaAssignment;
 use crate::policies::blend::{blend, persona_distribution, DemandOutlook, Policy, PolicyConfig};
 use crate::policies::catalogue::PersonaCatalogue;
-use crate::policies::socket::{socket_profile, RiskBySegment, SocketProfile, WindowDemand};
+use crate::policies::socket::{
+    socket_profile, RiskBySegment, RiskCalibration, SocketProfile, WindowDemand,
+};
 use crate::policies::Shaped;
 use crate::resonance::Resonance;
 use crate::vector::Score;
@@ -168,9 +170,7 @@ impl<'scope> ShapePolicies<'scope> for VecCollection<'scope, u64, (UserWindow, P
     ) -> VecCollection<'scope, u64, (UserWindow, Shaped), isize> {
         let gathered = self.fold_by_window(
             Exchange::new(
-                move |(((user, _), _), _, _): &((UserWindow, PolicyPart), u64, isize)| {
-                    user_hash(user)
-                },
+                |(((user, _), _), _, _): &((UserWindow, PolicyPart), u64, isize)| user_hash(user),
             ),
             "GatherPolicyParts",
             |_window, parts, out| out.extend(gather(parts)),
@@ -272,15 +272,19 @@ fn calibrate_window(
     // By segment (a stable sort: users keep their order within one).
     let mut users = users;
     users.sort_by(|a, b| a.risk_segment().cmp(b.risk_segment()));
-    out.reserve(users.len());
-    let mut users = users.into_iter().peekable();
-    while let Some(first) = users.peek() {
-        let segment = first.risk_segment().to_string();
-        let mut same = Vec::new();
-        while let Some(g) = users.next_if(|g| g.risk_segment() == segment) {
-            same.push(g);
+    let mut risks = Vec::with_capacity(users.len());
+    let mut rest = &users[..];
+    while let Some(first) = rest.first() {
+        let segment = first.risk_segment();
+        let n = rest
+            .iter()
+            .take_while(|g| g.risk_segment() == segment)
+            .count();
+        let (same, next) = rest.split_at(n);
+        if !risk.contains_key(segment) {
+            risk.insert(segment.to_string(), RiskCalibration::default());
         }
-        let calibration = risk.entry(segment).or_default();
+        let calibration = risk.get_mut(segment).expect("inserted");
         calibration.push(
             window,
             same.iter()
@@ -288,11 +292,13 @@ fn calibrate_window(
                 .collect(),
             risk_windows,
         );
-        out.extend(same.into_iter().map(|g| {
-            let r = g.anomaly_score.and_then(|s| calibration.quantile(s.0));
-            (g, r)
-        }));
+        risks.extend(
+            same.iter()
+                .map(|g| g.anomaly_score.and_then(|s| calibration.quantile(s.0))),
+        );
+        rest = next;
     }
+    out.extend(users.into_iter().zip(risks));
 }
 
 /// One user's policy and socket profile.
