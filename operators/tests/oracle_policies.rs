@@ -2,13 +2,15 @@
 //! scores and demand, resonance, forecasts, persona probabilities), on two workers in a seeded
 //! random order, against a from-scratch recomputation with the plain functions (`blend`,
 //! `socket_profile`, and the risk quantile counted afresh over each segment's last
-//! `risk_windows` windows), compared at every window.
+//! `risk_windows` windows), compared at every window; the parts fed as one collection and as
+//! one collection per kind of part (as the pipeline's graph feeds them).
 
 use differential_dataflow::input::Input;
 use personaflow_operators::forecast::Forecast;
 use personaflow_operators::ops::{ShapePolicies, UserWindow};
 use personaflow_operators::policies::blend::{blend, persona_distribution, DemandOutlook};
 use personaflow_operators::policies::catalogue::PersonaCatalogue;
+use personaflow_operators::policies::operator::{policies_from, PolicyInput};
 use personaflow_operators::policies::socket::socket_profile;
 use personaflow_operators::policies::{PolicyConfig, PolicyPart, Shaped, WindowDemand};
 use personaflow_operators::vector::Score;
@@ -110,7 +112,25 @@ fn catalogue() -> PersonaCatalogue {
     c
 }
 
-fn run(parts: &[(UserWindow, PolicyPart)], config: &PolicyConfig, seed: u64) -> Out {
+/// How the parts reach the policies operator: one collection of parts (`policies`), or one
+/// collection per kind of part (`policies_from`, as the pipeline's graph feeds it).
+#[derive(Clone, Copy, Debug)]
+enum Inputs {
+    One,
+    ByKind,
+}
+
+/// The kind of a part: the input it goes to with [`Inputs::ByKind`].
+fn kind(p: &PolicyPart) -> usize {
+    match p {
+        PolicyPart::Profile { .. } => 0,
+        PolicyPart::Resonance { .. } => 1,
+        PolicyPart::Personas(_) => 2,
+        PolicyPart::Forecast(_) => 3,
+    }
+}
+
+fn run(parts: &[(UserWindow, PolicyPart)], config: &PolicyConfig, seed: u64, how: Inputs) -> Out {
     let seen: Arc<Mutex<Vec<(Fact, u64, isize)>>> = Arc::default();
     let s = seen.clone();
     let mut shuffled = parts.to_vec();
@@ -119,20 +139,53 @@ fn run(parts: &[(UserWindow, PolicyPart)], config: &PolicyConfig, seed: u64) -> 
     let catalogue = Arc::new(catalogue());
     timely::execute(timely::Config::process(2), move |worker| {
         let (s, config, catalogue) = (s.clone(), config.clone(), catalogue.clone());
-        let mut input = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, parts) = scope.new_collection::<(UserWindow, PolicyPart), isize>();
-            parts
-                .policies(catalogue, config, WindowSpec::default())
-                .inspect(move |x| s.lock().unwrap().push(x.clone()));
-            input
+        let mut inputs = worker.dataflow::<u64, _, _>(|scope| {
+            let spec = WindowSpec::default();
+            let (inputs, policies) = match how {
+                Inputs::One => {
+                    let (input, parts) = scope.new_collection::<(UserWindow, PolicyPart), isize>();
+                    (vec![input], parts.policies(catalogue, config, spec))
+                }
+                Inputs::ByKind => {
+                    let (inputs, parts): (Vec<_>, Vec<_>) = (0..4)
+                        .map(|_| {
+                            let (input, parts) =
+                                scope.new_collection::<(UserWindow, PolicyPart), isize>();
+                            (input, PolicyInput::new(parts))
+                        })
+                        .unzip();
+                    (inputs, policies_from(parts, catalogue, config, spec))
+                }
+            };
+            policies.inspect(move |x| s.lock().unwrap().push(x.clone()));
+            inputs
         });
+        // Window by window, each worker its share of the parts; then the inputs advance past
+        // the window in a seeded random order with a few steps between them, so that one kind
+        // of part can be complete for a window while another is still on its way.
         let me = worker.index();
-        for (i, (key, part)) in shuffled.iter().enumerate() {
-            if i % 2 == me {
-                input.update_at((key.clone(), part.clone()), key.1, 1);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed + 2 + me as u64);
+        for w in 0..WINDOWS {
+            for (i, (key, part)) in shuffled.iter().enumerate() {
+                if i % 2 == me && key.1 == w {
+                    let input = match how {
+                        Inputs::One => 0,
+                        Inputs::ByKind => kind(part),
+                    };
+                    inputs[input].update_at((key.clone(), part.clone()), w, 1);
+                }
+            }
+            let mut order: Vec<usize> = (0..inputs.len()).collect();
+            order.shuffle(&mut rng);
+            for i in order {
+                inputs[i].advance_to(w + 1);
+                inputs[i].flush();
+                for _ in 0..rng.random_range(0..4) {
+                    worker.step();
+                }
             }
         }
-        input.close();
+        inputs.into_iter().for_each(|i| i.close());
     })
     .unwrap();
     let mut out = Out::new();
@@ -274,11 +327,17 @@ fn policies_equal_recomputation_at_every_window() {
             ..PolicyConfig::default()
         };
         let parts = random_parts(seed);
-        let got = run(&parts, &config, seed);
         let want = oracle(&parts, &config);
         assert!(want.values().map(BTreeSet::len).sum::<usize>() > 500);
-        for w in 0..WINDOWS {
-            assert_eq!(got.get(&w), want.get(&w), "seed {seed}, window {w}");
+        for how in [Inputs::One, Inputs::ByKind] {
+            let got = run(&parts, &config, seed, how);
+            for w in 0..WINDOWS {
+                assert_eq!(
+                    got.get(&w),
+                    want.get(&w),
+                    "seed {seed}, {how:?}, window {w}"
+                );
+            }
         }
         // Risk was really calibrated: some users are above the elevated threshold.
         let elevated = want

@@ -15,12 +15,17 @@ use crate::resonance::Resonance;
 use crate::vector::Score;
 use crate::window::features::Fnv;
 use crate::WindowSpec;
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::Capability;
+use timely::progress::frontier::MutableAntichain;
 
 /// One of the things a policy is made from, for one user and window.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -168,46 +173,227 @@ impl<'scope> ShapePolicies<'scope> for VecCollection<'scope, u64, (UserWindow, P
         config: PolicyConfig,
         spec: WindowSpec,
     ) -> VecCollection<'scope, u64, (UserWindow, Shaped), isize> {
-        let gathered = self.fold_by_window(
-            Exchange::new(
-                |(((user, _), _), _, _): &((UserWindow, PolicyPart), u64, isize)| user_hash(user),
-            ),
-            "GatherPolicyParts",
-            |_window, parts, out| out.extend(gather(parts)),
-        );
-        let mut risk = RiskBySegment::new();
-        let risk_windows = config.risk_windows.max(1);
-        let calibrated = gathered.fold_by_window(
-            Exchange::new(|(g, _, _): &(Gathered, u64, isize)| Fnv::hash_str(g.risk_segment())),
-            "CalibrateRisk",
-            move |window, users, out| calibrate_window(&mut risk, risk_windows, window, users, out),
-        );
-        let window_secs = spec.len_ms() as f64 / 1_000.0;
-        calibrated
-            .inner
-            .unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
-                Exchange::new(move |((g, _), _, _): &(Risked, u64, isize)| user_hash(&g.user)),
-                "BlendPolicies",
-                move |_cap, _info| {
-                    move |input, output| {
-                        input.for_each_time(|time, data| {
-                            let mut session = output.session(&time);
-                            for batch in data {
-                                session.give_iterator(batch.drain(..).map(
-                                    |((mut g, r), window, diff)| {
-                                        let shaped =
-                                            policy_of(&catalogue, &config, window_secs, &g, r);
-                                        let key = (std::mem::take(&mut g.user), window);
-                                        ((key, Arc::new(shaped)), window, diff)
-                                    },
-                                ));
-                            }
-                        });
-                    }
-                },
-            )
-            .as_collection()
+        policies_from(vec![PolicyInput::new(self)], catalogue, config, spec)
     }
+}
+
+/// What a [`PolicyPart`] is made from: a profile, a resonance, a persona assignment, a
+/// forecast, or a part itself.
+pub trait IntoPolicyPart {
+    /// The part.
+    fn into_policy_part(self) -> PolicyPart;
+}
+
+impl IntoPolicyPart for PolicyPart {
+    fn into_policy_part(self) -> PolicyPart {
+        self
+    }
+}
+
+impl IntoPolicyPart for Profile {
+    fn into_policy_part(self) -> PolicyPart {
+        PolicyPart::of_profile(&self)
+    }
+}
+
+impl IntoPolicyPart for Resonance {
+    fn into_policy_part(self) -> PolicyPart {
+        PolicyPart::of_resonance(&self)
+    }
+}
+
+impl IntoPolicyPart for PersonaAssignment {
+    fn into_policy_part(self) -> PolicyPart {
+        PolicyPart::of_assignment(&self)
+    }
+}
+
+impl IntoPolicyPart for Forecast {
+    fn into_policy_part(self) -> PolicyPart {
+        PolicyPart::Forecast(self)
+    }
+}
+
+/// The parts of each window on this worker, not yet complete: the window's capability and its
+/// updates.
+type PendingParts = BTreeMap<u64, (Capability<u64>, Vec<((UserWindow, PolicyPart), isize)>)>;
+
+/// Moves what arrived at one input of the gathering operator into the pending parts.
+type Drain = Box<dyn FnMut(&mut PendingParts)>;
+
+/// One input of [`policies_from`]: a collection of facts of users and windows, each of which
+/// becomes one [`PolicyPart`] ([`IntoPolicyPart`]) as it arrives at the gathering operator.
+pub struct PolicyInput<'scope>(Box<dyn AttachParts<'scope> + 'scope>);
+
+impl<'scope> PolicyInput<'scope> {
+    /// An input of facts of type `D`.
+    pub fn new<D>(facts: VecCollection<'scope, u64, (UserWindow, D), isize>) -> Self
+    where
+        D: ExchangeData + IntoPolicyPart,
+    {
+        PolicyInput(Box::new(Parts(facts)))
+    }
+}
+
+impl std::fmt::Debug for PolicyInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PolicyInput")
+    }
+}
+
+/// An input of the gathering operator, typed.
+struct Parts<'scope, D: 'static>(VecCollection<'scope, u64, (UserWindow, D), isize>);
+
+/// Adds an input to the gathering operator; returns what moves its records into the pending
+/// parts, as parts.
+trait AttachParts<'scope> {
+    fn attach(self: Box<Self>, builder: &mut OperatorBuilder<'scope, u64>) -> Drain;
+    fn scope(&self) -> timely::dataflow::Scope<'scope, u64>;
+}
+
+impl<'scope, D> AttachParts<'scope> for Parts<'scope, D>
+where
+    D: ExchangeData + IntoPolicyPart,
+{
+    fn attach(self: Box<Self>, builder: &mut OperatorBuilder<'scope, u64>) -> Drain {
+        // Each part goes to the worker of its user (where its profile already is).
+        let to_user =
+            Exchange::new(|(((user, _), _), _, _): &((UserWindow, D), u64, isize)| user_hash(user));
+        let mut input = builder.new_input(self.0.inner, to_user);
+        Box::new(move |pending: &mut PendingParts| {
+            input.for_each_time(|cap, data| {
+                for batch in data {
+                    for ((key, fact), time, diff) in batch.drain(..) {
+                        pending
+                            .entry(time)
+                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                            .1
+                            .push(((key, fact.into_policy_part()), diff));
+                    }
+                }
+            })
+        })
+    }
+
+    fn scope(&self) -> timely::dataflow::Scope<'scope, u64> {
+        self.0.inner.scope()
+    }
+}
+
+/// [`ShapePolicies::policies`] of the parts made from several collections (at least one):
+/// one operator gathers them all (`GatherPolicyParts`, an input per collection), so that the
+/// parts of a window do not each pass through an operator that makes them parts and another
+/// that concatenates them, which on a sparse log cost a time at each of those operators for
+/// every window with data. The same policies as `policies` of the concatenation of the
+/// collections made into parts.
+///
+/// ```
+/// use personaflow_operators::{Event, WindowSpec};
+/// use personaflow_operators::embed::StandardisedEmbedder;
+/// use personaflow_operators::ops::*;
+/// use personaflow_operators::policies::operator::{policies_from, PolicyInput};
+/// use personaflow_operators::policies::{PolicyConfig, PersonaCatalogue};
+/// use std::sync::Arc;
+/// use timely::dataflow::operators::ToStream;
+/// timely::example(move |scope| {
+///     let profiles = vec![Event::new(1_000, "u", "page_view")]
+///         .to_stream(scope)
+///         .container::<Vec<_>>()
+///         .window_aggregate(WindowSpec::default())
+///         .sequences(16)
+///         .embed_profiles(Box::new(StandardisedEmbedder::default()), 64, ErrorSlot::default());
+///     let catalogue = Arc::new(PersonaCatalogue::example());
+///     policies_from(vec![PolicyInput::new(profiles)], catalogue, PolicyConfig::default(), WindowSpec::default())
+///         .inspect(|(((u, w), shaped), _, _)| assert!(&**u == "u" && *w == 0 && shaped.0.persona == "default"));
+/// });
+/// ```
+pub fn policies_from<'scope>(
+    inputs: Vec<PolicyInput<'scope>>,
+    catalogue: Arc<PersonaCatalogue>,
+    config: PolicyConfig,
+    spec: WindowSpec,
+) -> VecCollection<'scope, u64, (UserWindow, Shaped), isize> {
+    let scope = inputs
+        .first()
+        .expect("policies_from needs at least one input")
+        .0
+        .scope();
+    let mut builder = OperatorBuilder::new("GatherPolicyParts".to_owned(), scope);
+    let mut drains: Vec<Drain> = inputs
+        .into_iter()
+        .map(|input| input.0.attach(&mut builder))
+        .collect();
+    let (output, gathered) = builder.new_output::<Vec<(Gathered, u64, isize)>>();
+    let mut output = OutputBuilder::<u64, CapacityContainerBuilder<Vec<_>>>::from(output);
+    builder.build(move |_capabilities| {
+        let mut pending = PendingParts::new();
+        move |frontiers: &[MutableAntichain<u64>]| {
+            for drain in drains.iter_mut() {
+                drain(&mut pending);
+            }
+            let mut output = output.activate();
+            while let Some(entry) = pending.first_entry() {
+                let time = *entry.key();
+                if frontiers.iter().any(|f| f.less_equal(&time)) {
+                    break;
+                }
+                let (cap, mut updates) = entry.remove();
+                // Net the window's updates: only parts inserted at this window (and not
+                // retracted within it) are gathered, in key order.
+                consolidate(&mut updates);
+                let parts = updates
+                    .into_iter()
+                    .filter(|(_, r)| *r > 0)
+                    .map(|(d, _)| d)
+                    .collect();
+                output
+                    .session(&cap)
+                    .give_iterator(gather(parts).into_iter().map(|g| (g, time, 1isize)));
+            }
+        }
+    });
+    shape(gathered.as_collection(), catalogue, config, spec)
+}
+
+/// The gathered users' risk calibrated by segment, and their policies blended on their own
+/// worker (see [`ShapePolicies::policies`]).
+fn shape<'scope>(
+    gathered: VecCollection<'scope, u64, Gathered, isize>,
+    catalogue: Arc<PersonaCatalogue>,
+    config: PolicyConfig,
+    spec: WindowSpec,
+) -> VecCollection<'scope, u64, (UserWindow, Shaped), isize> {
+    let mut risk = RiskBySegment::new();
+    let risk_windows = config.risk_windows.max(1);
+    let calibrated = gathered.fold_by_window(
+        Exchange::new(|(g, _, _): &(Gathered, u64, isize)| Fnv::hash_str(g.risk_segment())),
+        "CalibrateRisk",
+        move |window, users, out| calibrate_window(&mut risk, risk_windows, window, users, out),
+    );
+    let window_secs = spec.len_ms() as f64 / 1_000.0;
+    calibrated
+        .inner
+        .unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
+            Exchange::new(move |((g, _), _, _): &(Risked, u64, isize)| user_hash(&g.user)),
+            "BlendPolicies",
+            move |_cap, _info| {
+                move |input, output| {
+                    input.for_each_time(|time, data| {
+                        let mut session = output.session(&time);
+                        for batch in data {
+                            session.give_iterator(batch.drain(..).map(
+                                |((mut g, r), window, diff)| {
+                                    let shaped = policy_of(&catalogue, &config, window_secs, &g, r);
+                                    let key = (std::mem::take(&mut g.user), window);
+                                    ((key, Arc::new(shaped)), window, diff)
+                                },
+                            ));
+                        }
+                    });
+                }
+            },
+        )
+        .as_collection()
 }
 
 /// A gathered user and its risk (the quantile of its anomaly score in its segment's

@@ -53,7 +53,8 @@ use personaflow_operators::personas::operator::{
 use personaflow_operators::personas::pin::{PinSnapshots, PinState};
 use personaflow_operators::personas::PersonaModel;
 use personaflow_operators::policies::link::feedback;
-use personaflow_operators::policies::{PolicyPart, Shaped};
+use personaflow_operators::policies::operator::{policies_from, PolicyInput};
+use personaflow_operators::policies::Shaped;
 use personaflow_operators::resonance::Resonance;
 use personaflow_operators::segments::SegmentSum;
 use personaflow_operators::sequences::{
@@ -564,7 +565,7 @@ pub fn build_with(
                 config.forecaster.max_batch,
                 embed_errors.clone(),
             );
-            forecast_parts = Some(forecasts.clone().map(|(k, f)| (k, PolicyPart::Forecast(f))));
+            forecast_parts = Some(forecasts.clone());
             forecast_requests = Some(forecasts.clone().map(|(k, f)| {
                 let requests = f.requests.iter().map(|s| s.0).collect();
                 (k, Vector(requests))
@@ -612,18 +613,7 @@ pub fn build_with(
         );
         // Facts of a window are joined within it (`join_window`): no arrangement, and no
         // retraction a window later for every operator downstream to process.
-        let members = match forecast_requests {
-            Some(requests) => profiles
-                .clone()
-                .join_window_placed(requests, by_user)
-                .map(|(k, (p, f))| (k, (p, Some(f)))),
-            None => profiles.clone().map(|(k, p)| (k, (p, None))),
-        };
-        let segment_members = members.clone().flat_map(|((user, _), (p, f))| {
-            let segment = p.segment.clone().filter(|_| p.authenticated)?;
-            Some(((Scope::Segment(segment), user), scope_member(&p, f)))
-        });
-        let persona_members = personas
+        let pinned = personas
             .assignments
             .clone()
             .map(|(k, a)| (k, a.persona))
@@ -631,12 +621,15 @@ pub fn build_with(
                 config.drift.persona_pin,
                 init_pins,
                 snaps.as_ref().map(|s| s.pins.clone()),
-            )
-            .join_window_placed(members, by_user)
-            .map(|((user, _), (persona, (p, f)))| {
-                ((Scope::Persona(persona), user), scope_member(&p, f))
-            });
-        let drift = segment_members.concat(persona_members).detect_drift(
+            );
+        let members = match forecast_requests {
+            Some(requests) => drift_members(
+                profiles.clone().join_window_placed(requests, by_user),
+                pinned,
+            ),
+            None => drift_members(profiles.clone(), pinned),
+        };
+        let drift = members.detect_drift(
             config.drift.clone(),
             config.scaling.clone(),
             init_drift,
@@ -652,24 +645,17 @@ pub fn build_with(
             },
         );
         if let Some(catalogue) = catalogue {
-            let mut parts = profiles
-                .clone()
-                .map(|(k, p)| (k, PolicyPart::of_profile(&p)))
-                .concat(
-                    resonance
-                        .clone()
-                        .map(|(k, r)| (k, PolicyPart::of_resonance(&r))),
-                )
-                .concat(
-                    personas
-                        .assignments
-                        .clone()
-                        .map(|(k, a)| (k, PolicyPart::of_assignment(&a))),
-                );
+            // One operator gathers the parts from each collection (no map and concatenation
+            // of each, which cost a time at each of them for every window with data).
+            let mut parts = vec![
+                PolicyInput::new(profiles.clone()),
+                PolicyInput::new(resonance.clone()),
+                PolicyInput::new(personas.assignments.clone()),
+            ];
             if let Some(f) = forecast_parts {
-                parts = parts.concat(f);
+                parts.push(PolicyInput::new(f));
             }
-            let policies = parts.policies(catalogue, config.policy_config(), spec);
+            let policies = policies_from(parts, catalogue, config.policy_config(), spec);
             sink_shaping_feedback(
                 policies.clone(),
                 sequences.clone(),
@@ -940,6 +926,49 @@ fn feedback_rows(
             within_target: judged.within_target,
         }
     }));
+}
+
+/// What a member of a drift scope is made from: a profile, with the requests it was forecast
+/// to make when there is a forecaster.
+trait MemberOf {
+    fn profile(&self) -> &Profile;
+    fn into_member(self) -> ScopeMember;
+}
+
+impl MemberOf for Profile {
+    fn profile(&self) -> &Profile {
+        self
+    }
+    fn into_member(self) -> ScopeMember {
+        scope_member(&self, None)
+    }
+}
+
+impl MemberOf for (Profile, Vector) {
+    fn profile(&self) -> &Profile {
+        &self.0
+    }
+    fn into_member(self) -> ScopeMember {
+        scope_member(&self.0, Some(self.1))
+    }
+}
+
+/// The members of the drift scopes: each authenticated user of a known segment in its
+/// segment, each user with a (pinned) persona in its persona. `members` go to both without a
+/// map of their own first (each operator costs a time for every window with data).
+fn drift_members<'scope, M: differential_dataflow::ExchangeData + MemberOf>(
+    members: VecCollection<'scope, u64, (UserWindow, M), isize>,
+    pinned: VecCollection<'scope, u64, (UserWindow, u32), isize>,
+) -> VecCollection<'scope, u64, ((Scope, UserId), ScopeMember), isize> {
+    let segment_members = members.clone().flat_map(|((user, _), m)| {
+        let p = m.profile();
+        let segment = p.segment.clone().filter(|_| p.authenticated)?;
+        Some(((Scope::Segment(segment), user), m.into_member()))
+    });
+    let persona_members = pinned
+        .join_window_placed(members, by_user)
+        .map(|((user, _), (persona, m))| ((Scope::Persona(persona), user), m.into_member()));
+    segment_members.concat(persona_members)
 }
 
 fn scope_member(p: &Profile, forecast: Option<Vector>) -> ScopeMember {
