@@ -20,7 +20,7 @@
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::graph::{self, DataflowHandles};
-use crate::operator_times::{with_own_times, OperatorTime, OperatorTimes};
+use crate::operator_times::{sort_by_time, OperatorTime, OperatorTimes};
 use crate::{Error, Result};
 use personaflow_io::output_dir::{self, StagedOutput};
 use personaflow_io::source::{
@@ -444,6 +444,8 @@ fn run_in(
             }
         }
     }
+    // Each worker's rows carry their own times already; the merged report is sorted anew.
+    sort_by_time(&mut operator_times);
     abort.abort();
     let _ = reader.join();
     if let Some(e) = first_error {
@@ -484,7 +486,7 @@ fn run_in(
         workers,
         peak_rss_bytes: None,
         window_blocks,
-        operator_times: with_own_times(operator_times),
+        operator_times,
         config,
     })
 }

@@ -162,12 +162,26 @@ pub fn with_own_times(mut rows: Vec<OperatorTime>) -> Vec<OperatorTime> {
             .unwrap_or(0.0);
         r.own_secs = (r.secs - children).max(0.0);
     }
+    sort_by_time(&mut rows);
+    rows
+}
+
+/// Sorts rows by time, most first (then by worker and address): how [`with_own_times`] and
+/// [`OperatorTimes::report`] hand them on, and how the workers' reports merge.
+///
+/// ```
+/// use personaflow_dataflow::operator_times::{sort_by_time, OperatorTime};
+/// let row = |worker: usize, secs: f64| OperatorTime { worker, secs, ..Default::default() };
+/// let mut rows = vec![row(0, 1.0), row(1, 3.0), row(0, 3.0)];
+/// sort_by_time(&mut rows);
+/// assert_eq!(rows.iter().map(|r| (r.worker, r.secs)).collect::<Vec<_>>(), [(0, 3.0), (1, 3.0), (0, 1.0)]);
+/// ```
+pub fn sort_by_time(rows: &mut [OperatorTime]) {
     rows.sort_by(|a, b| {
         b.secs
             .total_cmp(&a.secs)
             .then_with(|| (a.worker, &a.address).cmp(&(b.worker, &b.address)))
     });
-    rows
 }
 
 /// The rows as a table, one line an operator and worker, most time first; at most `limit`
