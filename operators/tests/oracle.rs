@@ -29,6 +29,9 @@ struct Params {
     seq_len: usize,
     segment_window: u64,
     horizon: usize,
+    /// Windows sent at one input time: the input's time moves only to a multiple of it (1: a
+    /// window at a time), as a feeder that sends runs of windows at one time does.
+    run: u64,
 }
 
 fn random_events(p: &Params, spec: &WindowSpec) -> Vec<Event> {
@@ -110,8 +113,13 @@ fn run_dataflow(
         cap.forecasts.clone(),
         cap.forecast_errors.clone(),
     );
-    let (seq_len, segment_window, disorder, horizon) =
-        (p.seq_len, p.segment_window, p.disorder, p.horizon);
+    let (seq_len, segment_window, disorder, horizon, run) = (
+        p.seq_len,
+        p.segment_window,
+        p.disorder,
+        p.horizon,
+        p.run.max(1),
+    );
     timely::execute(timely::Config::process(2), move |worker| {
         fn tap<D: Clone + 'static>(c: &Updates<D>) -> impl FnMut(&(D, u64, isize)) + 'static {
             let c = c.clone();
@@ -180,7 +188,7 @@ fn run_dataflow(
             max_seen = max_seen.max(w);
             let epoch = max_seen.saturating_sub(disorder);
             assert!(w >= epoch, "arrival order respects the disorder bound");
-            advance_input(worker, &mut input, &probe, epoch, &|| false);
+            advance_input(worker, &mut input, &probe, epoch / run * run, &|| false);
             if i % peers == index {
                 input.send(e.clone());
             }
@@ -492,7 +500,27 @@ fn incremental_equals_recomputation_at_every_window() {
         seq_len: 4,
         segment_window: 10,
         horizon: personaflow_operators::forecast::DEFAULT_FORECAST_HORIZON,
+        run: 1,
     });
+}
+
+/// The events of runs of windows sent at one input time (a backfill's driver does): every
+/// collection still equals the recomputation at every window.
+#[test]
+fn incremental_equals_recomputation_with_runs_of_windows_at_one_time() {
+    for (seed, run) in [(8, 4), (9, 16)] {
+        check(Params {
+            seed,
+            users: 24,
+            windows: 40,
+            events: 1_500,
+            disorder: 3,
+            seq_len: 4,
+            segment_window: 10,
+            horizon: personaflow_operators::forecast::DEFAULT_FORECAST_HORIZON,
+            run,
+        });
+    }
 }
 
 #[test]
@@ -506,6 +534,7 @@ fn incremental_equals_recomputation_with_long_windows_and_sparse_users() {
         seq_len: 16,
         segment_window: 60,
         horizon: 7,
+        run: 1,
     });
 }
 
@@ -520,5 +549,6 @@ fn forecasts_and_errors_equal_recomputation_with_horizon_past_the_end() {
         seq_len: 4,
         segment_window: 8,
         horizon: 20,
+        run: 1,
     });
 }

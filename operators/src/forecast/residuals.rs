@@ -457,7 +457,7 @@ where
                             for (d, t, r) in batch.drain(..) {
                                 pending
                                     .entry(t)
-                                    .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                                    .or_insert_with(|| (crate::ops::held(&cap), Vec::new()))
                                     .1
                                     .push((d, r));
                             }
@@ -509,6 +509,10 @@ where
                     if ended {
                         holds.clear();
                     }
+                    crate::ops::follow_frontier(
+                        pending.values_mut().map(|(cap, _)| cap),
+                        crate::ops::earliest([forecast_frontier, observed_frontier]),
+                    );
                     if let Delivery::Sink(sink) = &mut delivery {
                         for (target, facts) in std::mem::take(&mut scored) {
                             sink.window(target, facts);
@@ -568,8 +572,10 @@ fn observe<'scope>(
                                         bytes: s.bytes,
                                     };
                                     session.give((me, demand, r));
-                                    counts.entry(t).or_insert_with(|| (cap.delayed(&t, 0), 0)).1 +=
-                                        r;
+                                    counts
+                                        .entry(t)
+                                        .or_insert_with(|| (crate::ops::held(&cap), 0))
+                                        .1 += r;
                                 }
                             }
                         }
@@ -593,6 +599,10 @@ fn observe<'scope>(
                             session.give((worker, Observed::Window(window), 1));
                         }
                     }
+                    crate::ops::follow_frontier(
+                        counts.values_mut().map(|(cap, _)| cap),
+                        crate::ops::earliest([frontier]),
+                    );
                 }
             },
         )

@@ -74,7 +74,7 @@ impl<'scope, D: Ord + Clone + 'static> BatchByWindow<'scope, D>
                                 for (record, time, diff) in batch.drain(..) {
                                     pending
                                         .entry(time)
-                                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                                        .or_insert_with(|| (super::held(&cap), Vec::new()))
                                         .1
                                         .push((record, diff));
                                 }
@@ -99,6 +99,10 @@ impl<'scope, D: Ord + Clone + 'static> BatchByWindow<'scope, D>
                                 .session(&cap)
                                 .give_iterator(produced.drain(..).map(|o| (o, time, 1isize)));
                         }
+                        super::follow_frontier(
+                            pending.values_mut().map(|(cap, _)| cap),
+                            super::earliest([frontier]),
+                        );
                     }
                 },
             )

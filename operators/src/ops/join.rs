@@ -125,6 +125,10 @@ where
                                     .give_iterator(joined.into_iter().map(|(d, r)| (d, time, r)));
                             }
                         }
+                        super::follow_frontier(
+                            pending.values_mut().map(|(cap, _, _)| cap),
+                            super::earliest([frontier1, frontier2]),
+                        );
                     }
                 },
             )
@@ -132,7 +136,7 @@ where
     }
 }
 
-/// Window `time`'s entry, created with a capability for it from `cap`.
+/// Window `time`'s entry, created with a capability for it from `cap` ([`super::held`]).
 fn window<'a, K, A, B>(
     pending: &'a mut Pending<K, A, B>,
     time: u64,
@@ -140,7 +144,7 @@ fn window<'a, K, A, B>(
 ) -> &'a mut Window<K, A, B> {
     pending
         .entry(time)
-        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new(), Vec::new()))
+        .or_insert_with(|| (super::held(cap), Vec::new(), Vec::new()))
 }
 
 /// The join of one window's updates on each side: both netted, records with a positive count

@@ -2,6 +2,19 @@
 //! place (each operator lives with its stage: [`crate::window::aggregate`],
 //! [`crate::sequences::operator`], ...). Timestamps are window indexes (`u64`).
 //!
+//! A record's own time (differential's `(data, time, diff)`) is always the window it belongs
+//! to; the timely time of the message carrying it may be earlier. A feeder may send the
+//! events of a run of windows at one input time, the first window of the run (the backfill
+//! does, so that timely tracks the progress of one time per run and not of every window with
+//! data: see `personaflow_dataflow::driver`). So every operator buffers records by their own
+//! time and handles a window once its input frontier has passed it, holds capabilities at
+//! the times its messages came at (`held`), not at the windows, and after each activation
+//! moves the capabilities it still holds up to its input frontier (`follow_frontier`), so
+//! that what follows it never waits for a window it has no more records of. Fed a window at a
+//! time, that comes to a capability at each window, as before runs; the continuous job sends
+//! the events of each poll round at one time, which may also span windows. The oracle tests
+//! feed both ways.
+//!
 //! Most collections here are *facts*: a record is inserted at the window it describes and is
 //! never retracted by its producer. [`hold::Hold::hold_for`] gives facts a lifetime (inserted
 //! at `w`, retracted at `w + n`), which is how every piece of state stays windowed: arrangements
@@ -12,6 +25,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::progress::frontier::MutableAntichain;
 
 pub mod advance;
 pub(crate) mod batch;
@@ -71,6 +86,42 @@ pub fn prune_snapshots<S>(snapshots: &Snapshots<S>, window: u64) {
     let mut s = snapshots.borrow_mut();
     if let Some(&keep) = s.range(..=window).next_back().map(|(w, _)| w) {
         *s = s.split_off(&keep);
+    }
+}
+
+/// A capability for the records of a window that came in a message with capability `cap`: at
+/// the message's time, which is at or before the window (see the [module](self)). Outputs for
+/// the window are sent with it, each record at its window.
+pub(crate) fn held(cap: &InputCapability<u64>) -> Capability<u64> {
+    cap.retain(0)
+}
+
+/// The earliest time any of `frontiers` may still deliver (`None`: every input has ended).
+pub(crate) fn earliest<'a>(
+    frontiers: impl IntoIterator<Item = &'a MutableAntichain<u64>>,
+) -> Option<u64> {
+    frontiers
+        .into_iter()
+        .filter_map(|f| f.frontier().first().copied())
+        .min()
+}
+
+/// After an activation: moves each capability still `held` for a window the inputs have not
+/// passed up to `frontier` (the inputs' [`earliest`] time), which is at or before every such
+/// window; so an operator holding records of a later window (a fact's retraction, a forecast's
+/// target) does not hold back what follows it in the windows before. With no frontier (every
+/// input ended) nothing is held back any more and the capabilities stay as they are.
+pub(crate) fn follow_frontier<'a>(
+    held: impl IntoIterator<Item = &'a mut Capability<u64>>,
+    frontier: Option<u64>,
+) {
+    let Some(f) = frontier else {
+        return;
+    };
+    for cap in held {
+        if *cap.time() < f {
+            cap.downgrade(&f);
+        }
     }
 }
 

@@ -266,7 +266,7 @@ where
                     for ((key, fact), time, diff) in batch.drain(..) {
                         pending
                             .entry(time)
-                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                            .or_insert_with(|| (crate::ops::held(&cap), Vec::new()))
                             .1
                             .push(((key, fact.into_policy_part()), diff));
                     }
@@ -350,6 +350,10 @@ pub fn policies_from<'scope>(
                     .session(&cap)
                     .give_iterator(gather(parts).into_iter().map(|g| (g, time, 1isize)));
             }
+            crate::ops::follow_frontier(
+                pending.values_mut().map(|(cap, _)| cap),
+                crate::ops::earliest(frontiers),
+            );
         }
     });
     shape(gathered.as_collection(), catalogue, config, spec)

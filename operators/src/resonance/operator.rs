@@ -83,7 +83,7 @@ impl<'scope> Resonate<'scope> for VecCollection<'scope, u64, (UserWindow, Profil
                                 for (d, t, r) in batch.drain(..) {
                                     profiles
                                         .entry(t)
-                                        .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                                        .or_insert_with(|| (crate::ops::held(&cap), Vec::new()))
                                         .1
                                         .push((d, r));
                                 }
@@ -141,6 +141,10 @@ impl<'scope> Resonate<'scope> for VecCollection<'scope, u64, (UserWindow, Profil
                                 }
                             }
                         }
+                        crate::ops::follow_frontier(
+                            profiles.values_mut().map(|(cap, _)| cap),
+                            crate::ops::earliest([profile_frontier, table_frontier]),
+                        );
                     }
                 },
             )

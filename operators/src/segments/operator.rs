@@ -81,12 +81,15 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
                                 }
                             }
                         });
-                        while let Some((cap, changes)) = rolling.complete(frontier.frontier()) {
-                            let t = *cap.time();
+                        while let Some((cap, t, changes)) = rolling.complete(frontier.frontier()) {
                             output
                                 .session(&cap)
                                 .give_iterator(changes.into_iter().map(|(d, r)| (d, t, r)));
                         }
+                        crate::ops::follow_frontier(
+                            rolling.pending.values_mut().map(|(cap, _)| cap),
+                            crate::ops::earliest([frontier]),
+                        );
                     }
                 },
             )
@@ -98,7 +101,7 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
 #[derive(Default)]
 struct RollingSums {
     totals: HashMap<String, SegmentSum>,
-    /// Per window: a capability there and the sums that enter (profiles of the window) or leave
+    /// Per window: a capability for it (at or before it, [`crate::ops::held`]) and the sums that enter (profiles of the window) or leave
     /// (negated: profiles of `window` windows before) at it.
     pending: BTreeMap<u64, (Capability<u64>, Vec<SegmentChange>)>,
 }
@@ -123,25 +126,27 @@ impl RollingSums {
         let until = t + window;
         self.pending
             .entry(until)
-            .or_insert_with(|| (cap.delayed(&until, 0), Vec::new()))
+            .or_insert_with(|| (crate::ops::held(cap), Vec::new()))
             .1
             .push((segment.clone(), gone));
         self.pending
             .entry(t)
-            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+            .or_insert_with(|| (crate::ops::held(cap), Vec::new()))
             .1
             .push((segment, sum));
     }
 
-    /// The earliest pending window the frontier has passed, with the changes of the segments
+    /// The earliest pending window the frontier has passed (a capability for it, and the
+    /// window), with the changes of the segments
     /// whose sum it changes: the old sum retracted, the new one inserted (a zero sum is
     /// neither), as differential's `count_total` of the same sums would give them.
     fn complete(
         &mut self,
         frontier: AntichainRef<'_, u64>,
-    ) -> Option<(Capability<u64>, Vec<SumUpdate>)> {
+    ) -> Option<(Capability<u64>, u64, Vec<SumUpdate>)> {
         let entry = self.pending.first_entry()?;
-        if frontier.less_equal(entry.key()) {
+        let window = *entry.key();
+        if frontier.less_equal(&window) {
             return None;
         }
         let (cap, mut sums) = entry.remove();
@@ -167,7 +172,7 @@ impl RollingSums {
                 self.totals.insert(segment.clone(), new);
             }
         }
-        Some((cap, changes))
+        Some((cap, window, changes))
     }
 }
 

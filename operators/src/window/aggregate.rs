@@ -19,7 +19,8 @@ pub trait WindowAggregate<'scope> {
     /// `((user, window), WindowSummary)` at time `window`.
     ///
     /// Events must be sent at a timely time no later than their window
-    /// ([`WindowSpec::index`] of their `ts_ms`); they are exchanged by user.
+    /// ([`WindowSpec::index`] of their `ts_ms`), possibly the events of many windows at one
+    /// time; they are exchanged by user.
     ///
     /// ```
     /// use personaflow_operators::{Event, WindowSpec};
@@ -62,7 +63,7 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, u64, Event> {
                                     .max(*cap.time());
                                 let (_, users) = open
                                     .entry(window)
-                                    .or_insert_with(|| (cap.delayed(&window, 0), HashMap::new()));
+                                    .or_insert_with(|| (crate::ops::held(&cap), HashMap::new()));
                                 match users.get_mut(event.user_id.as_str()) {
                                     Some(agg) => agg.add(&event),
                                     None => {
@@ -87,6 +88,10 @@ impl<'scope> WindowAggregate<'scope> for StreamVec<'scope, u64, Event> {
                             session.give((((user, window), summary), window, 1isize));
                         }
                     }
+                    crate::ops::follow_frontier(
+                        open.values_mut().map(|(cap, _)| cap),
+                        crate::ops::earliest([frontier]),
+                    );
                 }
             },
         )

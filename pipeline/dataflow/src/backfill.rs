@@ -18,7 +18,7 @@
 //! on SIGINT and SIGTERM).
 
 use crate::config::Config;
-use crate::driver::Driver;
+use crate::driver::{Driver, RunBudget};
 use crate::graph::{self, DataflowHandles};
 use crate::operator_times::{sort_by_time, OperatorTime, OperatorTimes};
 use crate::{Error, Result};
@@ -500,6 +500,8 @@ fn drive(
     abort: &Stop,
 ) -> Result<WorkerReport> {
     let (mut driver, _) = Driver::new(handles);
+    // A backfill reads as fast as it can: the events of a run of windows go in at one time.
+    driver.windows_in_runs(RunBudget::default());
     let mut failure = None;
     let mut blocks: Vec<WindowBlock> = Vec::new();
     let mut block_start: Option<(u64, Instant, u64)> = None;

@@ -130,6 +130,67 @@ pub struct Driver {
     /// How long a step with nothing to do parks the worker ([`Driver::park_when_idle`]);
     /// `None`: it steps again at once.
     park: Option<Duration>,
+    /// With [`Driver::windows_in_runs`]: the run of windows being sent at the input's time.
+    run: Option<Run>,
+}
+
+/// How much a run of windows sent at one input time ([`Driver::windows_in_runs`]) may hold.
+/// The default is the budget of the windows in flight: [`FLOW_CONTROL_EVENTS`] events and
+/// [`FLOW_CONTROL_MAX_WINDOWS`] windows with events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunBudget {
+    /// Events a run may hold before it ends.
+    pub events: u64,
+    /// Windows with events a run may hold before it ends.
+    pub windows: usize,
+}
+
+impl Default for RunBudget {
+    fn default() -> Self {
+        RunBudget {
+            events: FLOW_CONTROL_EVENTS,
+            windows: FLOW_CONTROL_MAX_WINDOWS,
+        }
+    }
+}
+
+impl RunBudget {
+    /// Whether a run that holds `events` events in `windows` windows with events may take
+    /// another window.
+    ///
+    /// ```
+    /// use personaflow_dataflow::driver::RunBudget;
+    /// let budget = RunBudget::default();
+    /// assert!(budget.continues(3, 2), "a sparse run: one time for many windows");
+    /// assert!(!budget.continues(5_000, 1), "a dense window: a time of its own");
+    /// assert!(!budget.continues(300, 257), "at most 256 windows with events");
+    /// ```
+    pub fn continues(&self, events: u64, windows: usize) -> bool {
+        events <= self.events && windows <= self.windows
+    }
+}
+
+/// The run of windows sent at one input time ([`Driver::windows_in_runs`]).
+#[derive(Debug)]
+struct Run {
+    budget: RunBudget,
+    /// The window the input has been advanced to, past its time; `None`: none past it.
+    window: Option<u64>,
+    /// Windows of the run with events, before `window`.
+    windows: usize,
+    /// Events sent since the input was last advanced.
+    window_events: u64,
+}
+
+impl Run {
+    fn new(budget: RunBudget) -> Self {
+        Run {
+            budget,
+            window: None,
+            windows: 0,
+            window_events: 0,
+        }
+    }
 }
 
 impl Driver {
@@ -151,6 +212,7 @@ impl Driver {
             sent: 0,
             counted: true,
             park: None,
+            run: None,
         };
         (driver, snapshots)
     }
@@ -163,9 +225,48 @@ impl Driver {
         self.park = Some(bound);
     }
 
-    /// The input's time (the first window still open), `None` once the input is closed.
+    /// From now on, the events of a run of windows are sent at one input time, the run's
+    /// first window: [`advance`](Self::advance) moves the input's time only once the run
+    /// holds more than `budget` allows ([`RunBudget::continues`]), then waits for the outputs
+    /// to pass the run before it (so one run is in flight while the next is sent). The
+    /// records keep their windows (the operators handle a window once their input frontier
+    /// has passed it, whatever time its records came at: see `personaflow_operators::ops`),
+    /// so the outputs are the same; what changes is that timely tracks the progress of a time
+    /// per run and not of every window with events, which on a sparse log (a window with an
+    /// event or two) was most of the cost of a window. For a backfill, which reads as fast as
+    /// it can: a window's outputs wait until its run ends, so a continuous job, whose outputs
+    /// should follow each window, sends a window at a time.
+    pub fn windows_in_runs(&mut self, budget: RunBudget) {
+        self.run = Some(Run::new(budget));
+    }
+
+    /// The window the input has been advanced to (the first window still open), `None` once
+    /// the input is closed. With [`windows_in_runs`](Self::windows_in_runs) the input's
+    /// timely time may be earlier: the first window of the run being sent.
     pub fn time(&self) -> Option<u64> {
-        self.input.as_ref().map(|i| *i.time())
+        let time = *self.input.as_ref()?.time();
+        let run = self.run.as_ref().and_then(|r| r.window);
+        Some(run.unwrap_or(time).max(time))
+    }
+
+    /// Whether the run being sent ([`windows_in_runs`](Self::windows_in_runs)) takes `window`
+    /// (the input's time stays where it is); false without runs, or once the run is over its
+    /// budget: then the caller moves the input's time to `window`, where the next run starts.
+    fn run_takes(&mut self, window: u64) -> bool {
+        let (counted, sent) = (self.counted, self.sent);
+        let Some(run) = self.run.as_mut() else {
+            return false;
+        };
+        if run.window_events > 0 {
+            run.windows += 1;
+            run.window_events = 0;
+        }
+        if counted && run.budget.continues(sent, run.windows) {
+            run.window = Some(window);
+            return true;
+        }
+        *run = Run::new(run.budget);
+        false
     }
 
     /// The input, while it is open (for callers that route events themselves).
@@ -180,6 +281,9 @@ impl Driver {
         if let Some(input) = self.input.as_mut() {
             input.send(event);
             self.sent += 1;
+            if let Some(run) = self.run.as_mut() {
+                run.window_events += 1;
+            }
         }
     }
 
@@ -203,18 +307,25 @@ impl Driver {
         wait_for: u64,
         stop: &dyn Fn() -> bool,
     ) -> bool {
+        if self.time().is_none_or(|time| window <= time) {
+            return false;
+        }
+        if self.run_takes(window) {
+            return true;
+        }
         let Some(input) = self.input.as_mut() else {
             return false;
         };
         let time = *input.time();
-        if window <= time {
-            return false;
-        }
         if self.sent > 0 {
             self.in_flight.push_back((time, self.sent));
             self.sent = 0;
         }
-        let settled = if self.counted {
+        let settled = if self.run.is_some() {
+            // The run just sent stays in flight while the next one is sent: the outputs
+            // must have passed the runs before it.
+            time
+        } else if self.counted {
             settle_target(&self.in_flight, window)
         } else {
             window
@@ -235,20 +346,28 @@ impl Driver {
     }
 
     /// Advances the input to `window` if that is later, without waiting for the outputs.
+    ///
+    /// With [`windows_in_runs`](Self::windows_in_runs), the run being sent takes `window`
+    /// unless it is over its budget.
     pub fn advance_without_waiting(&mut self, window: u64) {
+        if self.time().is_none_or(|time| window <= time) || self.run_takes(window) {
+            return;
+        }
         if let Some(input) = self.input.as_mut() {
-            if window > *input.time() {
-                input.advance_to(window);
+            let time = *input.time();
+            if self.sent > 0 {
+                self.in_flight.push_back((time, self.sent));
+                self.sent = 0;
             }
+            input.advance_to(window);
         }
     }
 
     /// Whether the outputs have not yet passed every window the input has passed: the
     /// dataflow has work in flight, and a caller waiting for input should step it instead.
     pub fn behind(&self) -> bool {
-        self.input
-            .as_ref()
-            .is_some_and(|i| Outputs(&self.report).less_than(i.time()))
+        self.time()
+            .is_some_and(|t| Outputs(&self.report).less_than(&t))
     }
 
     /// One step of the worker.

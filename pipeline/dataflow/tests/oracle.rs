@@ -13,7 +13,7 @@ use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
 use differential_dataflow::difference::Semigroup;
 use personaflow_dataflow::config::{Config, EmbedderKind, ForecasterKind, Millis, SequenceHistory};
-use personaflow_dataflow::driver::Driver;
+use personaflow_dataflow::driver::{Driver, RunBudget};
 use personaflow_dataflow::graph::{self, ModelStats, StateMode};
 use personaflow_io::tables::{
     FeatureRow, ForecastErrorRow, ForecastRow, PolicyRow, ProfileRow, ResonanceRow,
@@ -105,11 +105,14 @@ fn config() -> Config {
 }
 
 /// Runs the production graph on two workers, feeding `arrival` through the driver and
-/// advancing the input to `disorder` windows behind the newest window seen.
+/// advancing the input to `disorder` windows behind the newest window seen; with `runs`, the
+/// driver sends runs of windows at one time ([`Driver::windows_in_runs`], as the backfill
+/// does).
 fn run_graph(
     config: &Config,
     arrival: Vec<Event>,
     disorder: u64,
+    runs: Option<RunBudget>,
 ) -> BTreeMap<Table, Vec<Vec<String>>> {
     let captured: Captured = Arc::default();
     let sinks = Capture(captured.clone());
@@ -125,6 +128,9 @@ fn run_graph(
         )
         .unwrap();
         let (mut driver, _) = Driver::new(handles);
+        if let Some(budget) = runs {
+            driver.windows_in_runs(budget);
+        }
         let spec = config.window_spec();
         let (index, peers) = (worker.index(), worker.peers());
         let mut newest = 0u64;
@@ -463,6 +469,19 @@ fn at<'a>(rows: &'a [Vec<String>], window: &str) -> Vec<&'a Vec<String>> {
 }
 
 fn check(config: Config, seed: u64, users: usize, windows: u64, n: usize, disorder: u64) {
+    check_fed(config, seed, users, windows, n, disorder, None);
+}
+
+/// As [`check`], the driver sending runs of windows at one time when `runs` is given.
+fn check_fed(
+    config: Config,
+    seed: u64,
+    users: usize,
+    windows: u64,
+    n: usize,
+    disorder: u64,
+    runs: Option<RunBudget>,
+) {
     let spec = config.window_spec();
     let events = RandomEvents {
         seed,
@@ -477,7 +496,7 @@ fn check(config: Config, seed: u64, users: usize, windows: u64, n: usize, disord
         out_of_order(&arrival),
         "the input really arrives out of order"
     );
-    let got = run_graph(&config, arrival, disorder);
+    let got = run_graph(&config, arrival, disorder, runs);
     let want = recompute(&config, &events);
     for (table, want_rows) in &want {
         let got_rows = got.get(table).cloned().unwrap_or_default();
@@ -522,4 +541,21 @@ fn the_production_graph_equals_recomputation_with_active_history_sequences() {
     config.sequence.history = SequenceHistory::Active;
     config.sequence.max_idle = Millis(9 * config.window.length.0);
     check(config, 13, 60, 40, 900, 4);
+}
+
+/// The driver sending runs of windows at one input time, as the backfill does: small runs
+/// (a few windows, ending at random places in the arrival), and one run for everything (the
+/// default budget holds all of these events). Every table still equals the recomputation.
+#[test]
+fn the_production_graph_equals_recomputation_with_windows_sent_in_runs() {
+    let small = RunBudget {
+        events: 20,
+        windows: 3,
+    };
+    check_fed(config(), 14, 24, 30, 1_500, 3, Some(small));
+    check_fed(config(), 15, 60, 40, 900, 6, Some(RunBudget::default()));
+    let mut active = config();
+    active.sequence.history = SequenceHistory::Active;
+    active.sequence.max_idle = Millis(9 * active.window.length.0);
+    check_fed(active, 16, 60, 40, 900, 4, Some(small));
 }
