@@ -249,6 +249,13 @@ impl Driver {
         Some(run.unwrap_or(time).max(time))
     }
 
+    /// The input's timely time, at which events are sent: [`time`](Self::time), or with
+    /// [`windows_in_runs`](Self::windows_in_runs) the first window of the run being sent;
+    /// `None` once the input is closed.
+    pub fn input_time(&self) -> Option<u64> {
+        self.input.as_ref().map(|i| *i.time())
+    }
+
     /// Whether the run being sent ([`windows_in_runs`](Self::windows_in_runs)) takes `window`
     /// (the input's time stays where it is); false without runs, or once the run is over its
     /// budget: then the caller moves the input's time to `window`, where the next run starts.
@@ -456,6 +463,7 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use personaflow_io::tables::Table;
     use rand::{Rng, SeedableRng};
     use std::collections::VecDeque;
 
@@ -475,6 +483,60 @@ mod tests {
         } else {
             in_flight[0].0
         }
+    }
+
+    /// A run takes windows while its events and windows with events are within the budget;
+    /// the window that would go over it starts the next run, at its own time.
+    #[test]
+    fn a_run_of_windows_stays_at_its_first_window_until_over_its_budget() {
+        use crate::config::{Config, EmbedderKind, ForecasterKind};
+        use crate::graph::{self, ModelStats, StateMode};
+        use personaflow_io::writer::PartitionedSinks;
+        let out = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.embedder.kind = EmbedderKind::Standardised;
+        config.forecaster.kind = ForecasterKind::None;
+        let sinks = PartitionedSinks {
+            root: out.path().into(),
+            spec: config.window_spec(),
+            row_group_rows: 1024,
+            observer: None,
+        };
+        let times = timely::execute_directly(move |worker| {
+            let handles = graph::build_with(
+                worker,
+                &config,
+                &sinks,
+                &ModelStats::default(),
+                StateMode::Off,
+            )
+            .unwrap();
+            let (mut driver, _) = Driver::new(handles);
+            driver.windows_in_runs(RunBudget {
+                events: 5,
+                windows: 2,
+            });
+            let mut times = Vec::new();
+            // Windows 0..4 with one event each, window 4 with six, then 5..7 with one.
+            for (window, events) in [(0, 1), (1, 1), (2, 1), (3, 1), (4, 6), (5, 1), (6, 1)] {
+                driver.advance(worker, window, &|| false);
+                for i in 0..events {
+                    let ts = window as i64 * 60_000 + i;
+                    driver.send(Event::new(ts, "u1", "page_view"));
+                }
+                times.push((driver.time().unwrap(), driver.input_time().unwrap()));
+            }
+            driver.drain(worker, &mut || {});
+            assert_eq!(driver.finish().unwrap().rows[&Table::Features], 7);
+            times
+        });
+        // (window, input time): windows 0..2 go at 0 (two windows with events before window
+        // 2); window 3 would make a third, so it starts a run; window 4's six events are over
+        // the event budget, so window 5 starts a run, which takes window 6.
+        assert_eq!(
+            times,
+            vec![(0, 0), (1, 0), (2, 0), (3, 3), (4, 3), (5, 5), (6, 5)]
+        );
     }
 
     #[test]
