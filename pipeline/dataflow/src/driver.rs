@@ -139,9 +139,9 @@ pub struct Driver {
 /// [`FLOW_CONTROL_MAX_WINDOWS`] windows with events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunBudget {
-    /// Events a run may hold before it ends.
+    /// A run takes another window while it holds at most this many events.
     pub events: u64,
-    /// Windows with events a run may hold before it ends.
+    /// A run takes another window while it holds at most this many windows with events.
     pub windows: usize,
 }
 
