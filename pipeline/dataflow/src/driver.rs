@@ -6,7 +6,9 @@
 //! steps, and at the end the input is closed and the dataflow drained (with a watchdog that
 //! names the stages holding it back). The backfill drives it from its file readers, the
 //! continuous job from Kafka, the oracle tests from vectors of events; each decides *when* to
-//! advance, the driver does the rest the same way for all of them.
+//! advance, the driver does the rest the same way for all of them. The backfill has the
+//! driver send runs of windows at one input time ([`Driver::windows_in_runs`]): the records
+//! keep their windows, and timely tracks a time per run instead of one per window with events.
 //!
 //! ```
 //! use personaflow_dataflow::config::{Config, EmbedderKind, ForecasterKind};
