@@ -489,10 +489,11 @@ fn check_updates<D: Ord + Clone + std::fmt::Debug>(
     assert!(!want.is_empty(), "{name}: nothing to compare");
 }
 
-#[test]
-fn incremental_equals_recomputation_at_every_window() {
-    check(Params {
-        seed: 7,
+/// 24 users over 40 windows, 1,500 events arriving up to 3 windows out of order, the input's
+/// time moved only to multiples of `run` windows.
+fn dense(seed: u64, run: u64) -> Params {
+    Params {
+        seed,
         users: 24,
         windows: 40,
         events: 1_500,
@@ -500,8 +501,13 @@ fn incremental_equals_recomputation_at_every_window() {
         seq_len: 4,
         segment_window: 10,
         horizon: personaflow_operators::forecast::DEFAULT_FORECAST_HORIZON,
-        run: 1,
-    });
+        run,
+    }
+}
+
+#[test]
+fn incremental_equals_recomputation_at_every_window() {
+    check(dense(7, 1));
 }
 
 /// The events of runs of windows sent at one input time (a backfill's driver does): every
@@ -509,17 +515,7 @@ fn incremental_equals_recomputation_at_every_window() {
 #[test]
 fn incremental_equals_recomputation_with_runs_of_windows_at_one_time() {
     for (seed, run) in [(8, 4), (9, 16)] {
-        check(Params {
-            seed,
-            users: 24,
-            windows: 40,
-            events: 1_500,
-            disorder: 3,
-            seq_len: 4,
-            segment_window: 10,
-            horizon: personaflow_operators::forecast::DEFAULT_FORECAST_HORIZON,
-            run,
-        });
+        check(dense(seed, run));
     }
 }
 
