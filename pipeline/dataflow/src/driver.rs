@@ -180,8 +180,9 @@ struct Run {
     window: Option<u64>,
     /// Windows of the run with events, before `window`.
     windows: usize,
-    /// Events sent since the input was last advanced.
-    window_events: u64,
+    /// The run's events (the driver's events sent at the input's time) when the input was
+    /// last advanced: more since, and the window advanced from had events.
+    sent_before: u64,
 }
 
 impl Run {
@@ -190,7 +191,7 @@ impl Run {
             budget,
             window: None,
             windows: 0,
-            window_events: 0,
+            sent_before: 0,
         }
     }
 }
@@ -266,9 +267,9 @@ impl Driver {
         let Some(run) = self.run.as_mut() else {
             return false;
         };
-        if run.window_events > 0 {
+        if sent > run.sent_before {
             run.windows += 1;
-            run.window_events = 0;
+            run.sent_before = sent;
         }
         if counted && run.budget.continues(sent, run.windows) {
             run.window = Some(window);
@@ -290,9 +291,6 @@ impl Driver {
         if let Some(input) = self.input.as_mut() {
             input.send(event);
             self.sent += 1;
-            if let Some(run) = self.run.as_mut() {
-                run.window_events += 1;
-            }
         }
     }
 
@@ -322,14 +320,12 @@ impl Driver {
         if self.run_takes(window) {
             return true;
         }
+        let Some(time) = self.input_moves() else {
+            return false;
+        };
         let Some(input) = self.input.as_mut() else {
             return false;
         };
-        let time = *input.time();
-        if self.sent > 0 {
-            self.in_flight.push_back((time, self.sent));
-            self.sent = 0;
-        }
         let settled = if self.run.is_some() {
             // The run just sent stays in flight while the next one is sent: the outputs
             // must have passed the runs before it.
@@ -362,14 +358,22 @@ impl Driver {
         if self.time().is_none_or(|time| window <= time) || self.run_takes(window) {
             return;
         }
-        if let Some(input) = self.input.as_mut() {
-            let time = *input.time();
-            if self.sent > 0 {
-                self.in_flight.push_back((time, self.sent));
-                self.sent = 0;
+        if self.input_moves().is_some() {
+            if let Some(input) = self.input.as_mut() {
+                input.advance_to(window);
             }
-            input.advance_to(window);
         }
+    }
+
+    /// Before the input's time moves: the events sent at it become a window in flight.
+    /// Returns the input's time (`None`: the input is closed).
+    fn input_moves(&mut self) -> Option<u64> {
+        let time = self.input_time()?;
+        if self.sent > 0 {
+            self.in_flight.push_back((time, self.sent));
+            self.sent = 0;
+        }
+        Some(time)
     }
 
     /// Whether the outputs have not yet passed every window the input has passed: the
