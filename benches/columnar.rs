@@ -12,29 +12,22 @@
 //! 3. runs `personaflow backfill` on the same files model-free (standardised embedder, no
 //!    forecaster) and with the default models, once each;
 //! 4. (point 2) times a bare Parquet scan of the events (every column decoded to Arrow) and
-//!    bare onnxruntime inference of as many sequences at the same batch sizes as the backfill
-//!    with the models ran: its `features` table has one row per sequence; each window's
-//!    sequences are split between the backfill's workers (`runtime.workers`, 2) as evenly as
-//!    its hash split would be on average and cut into batches of `max_batch` (64), and each
-//!    worker's share runs the encoder and the forecaster on a thread of its own, with one
-//!    intra-op thread as the backfill's sessions. The encoder also embeds the windows views
-//!    of active histories, after each window's sequences and in the same batches, a batch of
-//!    views alone with the mean-only encoder, as the backfill does: how many the backfill
-//!    embedded is in its `run.json` (what the encoders ran beyond the sequences), spread over
-//!    the windows in proportion to their sequences. The inputs are fixture sequences (the
-//!    models' cost does not depend on the values).
+//!    bare onnxruntime inference of the batches the backfill with the models ran: its
+//!    `run.json` counts each model's session runs by their number of rows
+//!    (`inference.*.batch_sizes`: the encoder's, the mean-only encoder's for batches of windows
+//!    views alone, the forecaster's), and the bench runs as many batches of each size, dealt in
+//!    turn to the backfill's workers (`runtime.workers`, 2), each on a thread of its own with one
+//!    intra-op thread as the backfill's sessions. The inputs are fixture sequences (the models'
+//!    cost does not depend on the values).
 //!
 //! It prints each one's seconds and events/s, the backfills' times over the script's, and the
 //! backfill with the models over scan + inference.
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use personaflow_models::encoder::{VaeEncoder, ENCODER_FILE, ENCODER_MEAN_FILE};
 use personaflow_models::forecaster::{OnnxForecaster, FORECASTER_FILE};
 use personaflow_models::SessionOptions;
 use personaflow_operators::window::features::NUM_FEATURES;
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,8 +43,6 @@ mod inputs;
 
 /// The backfill's workers (`runtime.workers`' default).
 const WORKERS: usize = 2;
-/// The backfill's batch cap (`embedder.max_batch` and `forecaster.max_batch`' default).
-const MAX_BATCH: usize = personaflow_operators::embed::operator::DEFAULT_MAX_BATCH;
 
 /// The release binary `cargo bench` builds for this target.
 const BINARY: &str = env!("CARGO_BIN_EXE_personaflow");
@@ -146,43 +137,63 @@ pub fn main() {
     }
     let (models_secs, out) = with_models.expect("the backfill with the models ran");
     let scan = parquet_scan(&parquet_files(&events));
-    let windows = sequences_per_window(&out.join("features"));
-    let sequences: usize = windows.iter().sum();
-    let views = views_embedded(&out.join("run.json"), sequences);
-    let inference = bare_inference(&with_views(&windows, views));
+    let batches = batches_run(&out.join("run.json"));
+    let count = |model: usize| batches.iter().filter(|(m, _)| *m == model).count();
+    let sequences = |model: usize| -> usize {
+        batches
+            .iter()
+            .filter(|(m, _)| *m == model)
+            .map(|(_, b)| b)
+            .sum()
+    };
+    let inference = bare_inference(&batches);
     println!(
-        "columnar: bare Parquet scan {scan:.2} s; bare inference of {sequences} sequences and \
-         {views} windows views (encoder + forecaster, {WORKERS} threads, batches of <= \
-         {MAX_BATCH}) {inference:.2} s; the backfill with the models is {:.2}x scan + inference",
+        "columnar: bare Parquet scan {scan:.2} s; bare inference of the backfill's batches \
+         (encoder {} batches of {} sequences, mean-only encoder {} of {}, forecaster {} of {}; \
+         {WORKERS} threads) {inference:.2} s; the backfill with the models is {:.2}x scan + \
+         inference",
+        count(ENCODER),
+        sequences(ENCODER),
+        count(MEAN),
+        sequences(MEAN),
+        count(FORECASTER),
+        sequences(FORECASTER),
         models_secs / (scan + inference)
     );
 }
 
-/// The windows views the backfill embedded: what its encoders (the encoder and the mean-only
-/// one) ran beyond the `sequences` of its `features` table, from its `run.json`.
-fn views_embedded(run_json: &Path, sequences: usize) -> usize {
+/// The models of [`batches_run`]'s batches.
+const ENCODER: usize = 0;
+const MEAN: usize = 1;
+const FORECASTER: usize = 2;
+
+/// The batches the backfill ran, `(model, rows)`, from its `run.json`'s
+/// `inference.{encoder, encoder_mean, forecaster}.batch_sizes`, by model and size: dealt out
+/// in turn, each worker gets its share of each model's batches of each size.
+fn batches_run(run_json: &Path) -> Vec<(usize, usize)> {
     let text = std::fs::read_to_string(run_json).expect("the backfill's run.json");
     let run: serde_json::Value = serde_json::from_str(&text).expect("run.json is JSON");
-    let ran = |model: &str| run["inference"][model]["sequences"].as_u64().unwrap_or(0) as usize;
-    (ran("encoder") + ran("encoder_mean"))
-        .checked_sub(sequences)
-        .expect("the encoders ran at least every sequence")
-}
-
-/// `(sequences, views)` of each window: `views` spread over the windows in proportion to
-/// their sequences (the totals exact).
-fn with_views(windows: &[usize], views: usize) -> Vec<(usize, usize)> {
-    let total: usize = windows.iter().sum::<usize>().max(1);
-    let mut before = 0;
-    windows
-        .iter()
-        .map(|&n| {
-            let share = |upto: usize| upto * views / total;
-            let v = share(before + n) - share(before);
-            before += n;
-            (n, v)
-        })
-        .collect()
+    let mut batches = Vec::new();
+    for (model, name) in [
+        (ENCODER, "encoder"),
+        (MEAN, "encoder_mean"),
+        (FORECASTER, "forecaster"),
+    ] {
+        let Some(sizes) = run["inference"][name]["batch_sizes"].as_object() else {
+            continue;
+        };
+        for (size, n) in sizes {
+            let size: usize = size.parse().expect("a batch size");
+            let n = n.as_u64().expect("a count") as usize;
+            batches.extend(std::iter::repeat_n((model, size), n));
+        }
+    }
+    assert!(
+        batches.iter().any(|(m, _)| *m == ENCODER),
+        "the backfill's run.json counts the encoder's batches by size"
+    );
+    batches.sort_unstable();
+    batches
 }
 
 /// Decodes every column of every file into Arrow record batches; returns the seconds.
@@ -200,41 +211,11 @@ fn parquet_scan(files: &[PathBuf]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// The number of sequences of each window: rows of the `features` table by `window_end`.
-fn sequences_per_window(features: &Path) -> Vec<usize> {
-    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
-    for path in parquet_files(features) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).expect("opens"))
-            .expect("reads the footer")
-            .build()
-            .expect("builds the reader");
-        for batch in reader {
-            let batch = batch.expect("decodes a batch");
-            let column = batch
-                .column_by_name("window_end")
-                .expect("a window_end column");
-            let ends: Vec<i64> = if let Some(a) = column.as_primitive_opt::<Int64Type>() {
-                a.values().to_vec()
-            } else {
-                let a = column
-                    .as_primitive_opt::<TimestampMillisecondType>()
-                    .expect("window_end is an integer or a millisecond timestamp");
-                a.values().to_vec()
-            };
-            for end in ends {
-                *counts.entry(end).or_default() += 1;
-            }
-        }
-    }
-    counts.into_values().collect()
-}
-
-/// Seconds to run the encoder and the forecaster over `windows`' sequences and the encoders
-/// over their views (`(sequences, views)` of each window), each window split between
-/// [`WORKERS`] threads and cut into batches of at most [`MAX_BATCH`] as the backfill cuts them:
-/// a worker's views follow its sequences, a batch of views alone goes to the mean-only encoder.
-fn bare_inference(windows: &[(usize, usize)]) -> f64 {
-    let x = inputs::inputs(MAX_BATCH);
+/// Seconds to run `batches` (`(model, rows)`, [`batches_run`]): the `i`-th on worker
+/// `i % WORKERS`, each worker a thread with its own sessions, as the backfill's workers.
+fn bare_inference(batches: &[(usize, usize)]) -> f64 {
+    let largest = batches.iter().map(|(_, b)| *b).max().unwrap_or(1);
+    let x = inputs::inputs(largest);
     let (l, c) = (x.steps, x.context_width);
     let step = l * NUM_FEATURES;
     let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/onnx");
@@ -255,32 +236,19 @@ fn bare_inference(windows: &[(usize, usize)]) -> f64 {
                     .expect("encoder");
                 let mut fc =
                     OnnxForecaster::open(&onnx.join(FORECASTER_FILE), options).expect("forecaster");
-                // This worker's share of `n`: the first `n % WORKERS` workers take one more.
-                let share = |n: usize| n / WORKERS + usize::from(worker < n % WORKERS);
-                for &(n, v) in windows {
-                    let (seqs, views) = (share(n), share(v));
-                    let mut start = 0;
-                    while start < seqs + views {
-                        let b = (seqs + views - start).min(MAX_BATCH);
-                        let (xs, m, ctx) = (
-                            &x.features[..b * step],
-                            &x.mask[..b * l],
-                            &x.context[..b * c],
-                        );
-                        if start >= seqs {
+                for &(model, b) in batches.iter().skip(worker).step_by(WORKERS) {
+                    let (xs, m, ctx) = (
+                        &x.features[..b * step],
+                        &x.mask[..b * l],
+                        &x.context[..b * c],
+                    );
+                    match model {
+                        ENCODER => drop(enc.run(b, l, xs, m, ctx).expect("encoder run")),
+                        MEAN => drop(
                             enc.run_mean(b, l, xs, m, ctx)
-                                .expect("mean-only encoder run");
-                        } else {
-                            enc.run(b, l, xs, m, ctx).expect("encoder run");
-                        }
-                        start += b;
-                    }
-                    let mut left = seqs;
-                    while left > 0 {
-                        let b = left.min(MAX_BATCH);
-                        fc.run(b, l, &x.features[..b * step], &x.mask[..b * l])
-                            .expect("forecaster run");
-                        left -= b;
+                                .expect("mean-only encoder run"),
+                        ),
+                        _ => drop(fc.run(b, l, xs, m).expect("forecaster run")),
                     }
                 }
             });

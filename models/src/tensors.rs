@@ -100,6 +100,10 @@ pub(crate) fn run(
         .collect()
 }
 
+/// How many copies of a single row a model runs ([`Model::run`]): the smallest batch whose
+/// kernels give each row the bits every larger batch gives it.
+pub(crate) const SINGLE_ROW_COPIES: usize = 2;
+
 /// An open model: the session (reused for every batch), its checked metadata, the execution
 /// provider it runs on and where its inference time goes. Each model type wraps one.
 #[derive(Debug)]
@@ -129,6 +133,13 @@ impl Model {
 
     /// Runs a batch of `rows` rows (timed into the stats); returns the named outputs' values,
     /// each checked to hold `rows * width` values.
+    ///
+    /// A row's outputs do not depend on the batch it runs in: onnxruntime's CPU kernels give a
+    /// row the same bits in a batch of any size from two up, but take another path for a
+    /// single row (a recurrent step's matrix product becomes a matrix-vector one) whose last
+    /// bits differ. So a batch of one runs as two copies of its row ([`SINGLE_ROW_COPIES`]),
+    /// and how the pipeline cuts its batches (by window, by run of windows, by worker) never
+    /// shows in its outputs.
     pub fn run(
         &mut self,
         rows: usize,
@@ -137,7 +148,34 @@ impl Model {
     ) -> Result<Vec<Vec<f32>>> {
         let started = std::time::Instant::now();
         let names: Vec<&str> = outputs.iter().map(|(n, _)| *n).collect();
-        let values = run(&mut self.session, &self.path, inputs, &names)?;
+        let copies = match rows == 1 && inputs.iter().all(|(_, s, _)| s.first() == Some(&1)) {
+            true => SINGLE_ROW_COPIES,
+            false => 1,
+        };
+        let values = if copies == 1 {
+            run(&mut self.session, &self.path, inputs, &names)?
+        } else {
+            let repeated: Vec<(Vec<usize>, Vec<f32>)> = inputs
+                .iter()
+                .map(|(_, shape, data)| {
+                    let mut shape = shape.clone();
+                    shape[0] = copies;
+                    (shape, data.repeat(copies))
+                })
+                .collect();
+            let padded: Vec<(&str, Vec<usize>, &[f32])> = inputs
+                .iter()
+                .zip(&repeated)
+                .map(|((name, _, _), (shape, data))| (*name, shape.clone(), data.as_slice()))
+                .collect();
+            let mut values = run(&mut self.session, &self.path, &padded, &names)?;
+            for (v, (_, width)) in values.iter_mut().zip(outputs) {
+                if v.1.len() == copies * width {
+                    v.1.truncate(*width);
+                }
+            }
+            values
+        };
         self.stats.record(rows, started.elapsed());
         values
             .into_iter()

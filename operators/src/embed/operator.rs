@@ -1,5 +1,5 @@
-//! `embed_profiles`: sequences to latent profiles through an [`Embedder`], batched per window
-//! (DESIGN.md step 4).
+//! `embed_profiles`: sequences to latent profiles through an [`Embedder`], batched by the
+//! windows complete at once (DESIGN.md step 4).
 
 use crate::embed::{Embedder, Embedding};
 use crate::event::Context;
@@ -19,8 +19,8 @@ use std::sync::Arc;
 /// Default largest batch handed to an embedder (and to a forecaster) at once. With one intra-op
 /// thread per session (the default) the recurrent models run fastest per sequence at about
 /// this size: larger batches' recurrent state leaves the caches (BENCHMARKS.md, "Inference").
-/// Results depend on it only in the last bits: onnxruntime's kernels take other paths for
-/// other batch shapes, so a sequence's outputs may differ by an ulp between batch sizes.
+/// Results do not depend on it: the ONNX models give a sequence the same outputs in any batch
+/// (`personaflow_models`, which runs a batch of one as two copies of its row).
 pub const DEFAULT_MAX_BATCH: usize = 64;
 
 /// Where an operator that cannot return errors leaves the first one for the runtime to report.
@@ -105,12 +105,15 @@ impl ProfileData {
 /// Embeds sequences.
 pub trait EmbedProfiles<'scope> {
     /// For each sequence whose net update at window `w` is an insertion, one fact
-    /// `((user, w), Profile)` at `w`. All sequences of a window on this worker are embedded
-    /// together, in batches of at most `max_batch`, once the window is complete; with active
-    /// history, the [distinct windows views](Sequence::distinct_windows_view) too, after them
-    /// (for [`ProfileData::windows_embedding`]; a batch of views alone goes to
-    /// [`Embedder::embed_vectors`]). If the embedder fails, the error goes to `errors`
-    /// and the window yields no profiles; the runtime reports it and stops.
+    /// `((user, w), Profile)` at `w`. The sequences of every window this worker finds complete
+    /// at once (one window, or a run of windows sent at one time) are embedded together, in
+    /// batches of at most `max_batch`, in window order; with active history, the [distinct
+    /// windows views](Sequence::distinct_windows_view) too, after them (for
+    /// [`ProfileData::windows_embedding`]; a batch of views alone goes to
+    /// [`Embedder::embed_vectors`]). An embedder's outputs for a sequence must not depend on
+    /// the batch it comes in (the ONNX models' do not: `personaflow_models`). If the embedder
+    /// fails, the error goes to `errors` and those windows yield no profiles; the runtime
+    /// reports it and stops.
     ///
     /// ```
     /// use personaflow_operators::{Event, WindowSpec};
@@ -160,9 +163,14 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
         windows_views: bool,
     ) -> VecCollection<'scope, u64, (UserWindow, Profile), isize> {
         let max_batch = max_batch.max(1);
-        self.batch_by_window("EmbedProfiles", move |records, profiles| {
+        self.batch_by_windows("EmbedProfiles", move |windows, profiles| {
+            // Every window complete now is embedded together: a run of windows fills the
+            // batches one window would leave part empty. (Each sequence's embedding is the same
+            // whatever batch it is in.) Each key names its window.
+            let records: Vec<(UserWindow, Sequence)> =
+                windows.into_iter().flat_map(|(_, r)| r).collect();
             // Active histories that differ from their last `L` windows are embedded twice:
-            // the views go after the window's sequences, in the same batches.
+            // the views go after the windows' sequences, in the same batches.
             let views: Vec<(usize, Sequence)> = records
                 .iter()
                 .enumerate()
@@ -212,19 +220,22 @@ impl<'scope> EmbedProfiles<'scope> for VecCollection<'scope, u64, (UserWindow, S
                 let all = &seq.features.0;
                 let features = all[all.len().saturating_sub(NUM_FEATURES)..].to_vec();
                 profiles.push((
-                    key,
-                    Profile::new(ProfileData {
-                        embedding: Vector(emb.vector),
-                        anomaly_score: emb.anomaly_score.map(Score),
-                        history_windows: seq.history_windows,
-                        events: seq.events,
-                        authenticated: seq.authenticated,
-                        segment: seq.segment,
-                        context: seq.context,
-                        features: Vector(features),
-                        demand: seq.demand,
-                        windows_embedding,
-                    }),
+                    key.1,
+                    (
+                        key,
+                        Profile::new(ProfileData {
+                            embedding: Vector(emb.vector),
+                            anomaly_score: emb.anomaly_score.map(Score),
+                            history_windows: seq.history_windows,
+                            events: seq.events,
+                            authenticated: seq.authenticated,
+                            segment: seq.segment,
+                            context: seq.context,
+                            features: Vector(features),
+                            demand: seq.demand,
+                            windows_embedding,
+                        }),
+                    ),
                 ));
             }
         })
@@ -334,18 +345,21 @@ mod tests {
     }
 
     #[test]
-    fn batches_of_views_alone_take_the_vectors_path_and_every_batch_keeps_its_shape() {
+    fn batches_span_the_windows_complete_at_once_and_views_alone_take_the_vectors_path() {
         let spec = SequenceSpec::active(4, 100);
         let want = profiles(spec);
         let (b, v) = ("batch", "vectors");
-        // Windows 3 (u), 8 (u and u's view), 9 (d) and 10 (d, u and u's view).
+        // Every window is complete at once here (the events are sent at one time): the
+        // sequences of windows 3 (u), 8 (u), 9 (d) and 10 (d, u), then the views of u at 8
+        // and at 10.
         for (max_batch, expected) in [
             (
                 1,
-                vec![(b, 1), (b, 1), (v, 1), (b, 1), (b, 1), (b, 1), (v, 1)],
+                vec![(b, 1), (b, 1), (b, 1), (b, 1), (b, 1), (v, 1), (v, 1)],
             ),
-            (2, vec![(b, 1), (b, 2), (b, 1), (b, 2), (v, 1)]),
-            (3, vec![(b, 1), (b, 2), (b, 1), (b, 3)]),
+            (2, vec![(b, 2), (b, 2), (b, 2), (v, 1)]),
+            (3, vec![(b, 3), (b, 3), (v, 1)]),
+            (64, vec![(b, 7)]),
         ] {
             let calls = Arc::new(Mutex::new(Vec::new()));
             let sink = calls.clone();

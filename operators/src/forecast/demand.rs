@@ -1,5 +1,5 @@
 //! `forecast_demand`: sequences to demand forecasts for the next `H` windows through a
-//! [`Forecaster`], batched per window.
+//! [`Forecaster`], batched by the windows complete at once.
 
 use crate::forecast::{Forecast, Forecaster};
 use crate::ops::batch::BatchByWindow;
@@ -12,8 +12,9 @@ use differential_dataflow::VecCollection;
 pub trait ForecastDemand<'scope> {
     /// For each sequence whose net update at window `w` is an insertion, one fact
     /// `((user, w), Forecast)` at `w`: the user's predicted requests and bytes for windows
-    /// `w + 1 ..= w + H`. All sequences of a window on this worker are forecast together, in
-    /// batches of at most `max_batch`, once the window is complete. If the forecaster fails, or
+    /// `w + 1 ..= w + H`. The sequences of every window this worker finds complete at once (one
+    /// window, or a run of windows sent at one time) are forecast together, in batches of at
+    /// most `max_batch`, in window order. If the forecaster fails, or
     /// returns a number of forecasts or a horizon other than it should, the error goes to
     /// `errors` and that batch yields no forecasts; the runtime reports it and stops.
     ///
@@ -48,10 +49,13 @@ impl<'scope> ForecastDemand<'scope> for VecCollection<'scope, u64, (UserWindow, 
         errors: ErrorSlot,
     ) -> VecCollection<'scope, u64, (UserWindow, Forecast), isize> {
         let max_batch = max_batch.max(1);
-        self.batch_by_window("ForecastDemand", move |records, forecasts| {
+        self.batch_by_windows("ForecastDemand", move |windows, forecasts| {
+            // Every window complete now is forecast together (each key names its window).
+            let records: Vec<(UserWindow, Sequence)> =
+                windows.into_iter().flat_map(|(_, r)| r).collect();
             for chunk in records.chunks(max_batch) {
                 match forecast_chunk(forecaster.as_mut(), chunk) {
-                    Ok(out) => forecasts.extend(out),
+                    Ok(out) => forecasts.extend(out.into_iter().map(|f| (f.0 .1, f))),
                     Err(e) => {
                         errors.borrow_mut().get_or_insert(e);
                     }
