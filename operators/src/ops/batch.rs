@@ -166,15 +166,18 @@ mod tests {
     use differential_dataflow::input::Input;
     use std::sync::{Arc, Mutex};
 
+    /// What one call was handed.
+    type Windows = Vec<(u64, Vec<&'static str>)>;
+
     #[test]
     fn hands_on_each_complete_window_netted_once() {
-        let calls: Arc<Mutex<Vec<Vec<(u64, Vec<&str>)>>>> = Arc::default();
+        let calls: Arc<Mutex<Vec<Windows>>> = Arc::default();
         let outputs: Arc<Mutex<Vec<(usize, u64, isize)>>> = Arc::default();
         let (c, o) = (calls.clone(), outputs.clone());
         timely::example(move |scope| {
             let (mut input, records) = scope.new_collection::<&'static str, isize>();
             records
-                .batch_by_windows("Test", move |windows: Vec<(u64, Vec<&str>)>, out| {
+                .batch_by_windows("Test", move |windows: Windows, out| {
                     out.extend(windows.iter().map(|(w, batch)| (*w, batch.len())));
                     c.lock().unwrap().push(windows);
                 })
