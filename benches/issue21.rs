@@ -9,7 +9,8 @@
 //!    backfill model-free and with the models, a bare Parquet scan and bare inference of the
 //!    same sequences at the same batch sizes;
 //! 2. point 3, `sparse_windows`: the CDNOW log spread over its days, backfilled with 1-minute
-//!    and 1-day windows, alternated, `PF_BENCH_ROUNDS` [5] rounds;
+//!    and 1-day windows, alternated, `PF_BENCH_ROUNDS` [5] rounds, model-free and then with
+//!    the default models (only the one `PF_BENCH_MODELS` names, where it is set);
 //! 3. point 4, `users`: 11,000, 110,000 and 1,100,000 simulated sparse users over a day
 //!    (`PF_BENCH_USER_COUNTS`), peak RSS and cost per event;
 //! 4. point 5, `stream_e2e`: `PF_BENCH_STREAM_USERS` [3,000] users over `PF_BENCH_HOURS` [10]
@@ -61,6 +62,13 @@ fn main() {
     columnar::main();
     part("point 3: sparse_windows");
     sparse_windows::main();
+    // The same with the default configuration's models (unless asked for alone).
+    if std::env::var_os("PF_BENCH_MODELS").is_none() {
+        part("point 3 with the default models: sparse_windows");
+        std::env::set_var("PF_BENCH_MODELS", "1");
+        sparse_windows::main();
+        std::env::remove_var("PF_BENCH_MODELS");
+    }
     part("point 4: users");
     users::main();
     part("point 5: stream_e2e");
