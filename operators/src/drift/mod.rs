@@ -293,8 +293,10 @@ impl PartialEq for MeansCache {
 
 /// Each unit's kept points over a run of steps that gain steps at the back and lose them at
 /// the front, in step order, with each unit's mean kept until its points change: what
-/// [`unit_means`] gives for the same steps, bit for bit (each unit's sum is recomputed in step
-/// order when it changes), at the cost of the units of the steps that came and went.
+/// [`unit_means`] gives for the same steps, bit for bit (a unit's sum always equals its sum
+/// afresh in step order: points that join extend it, points that leave are subtracted when
+/// that is exact and otherwise the sum is recomputed), at the cost of the points of the steps
+/// that came and went.
 #[derive(Debug, Default)]
 struct UnitMeans {
     steps: VecDeque<Arc<Step>>,
@@ -304,13 +306,85 @@ struct UnitMeans {
 }
 
 /// A unit's points (step serial, index in the step), oldest first, their sum in that order
-/// while no point has left (a point that joins at the back extends it: the same additions in
-/// the same order as summing afresh), and its mean if current.
+/// (a point that joins at the back extends it: the same additions in the same order as
+/// summing afresh; one that leaves at the front is subtracted only while [`Span`] proves every
+/// partial sum exact, and otherwise drops the sum), and its mean if current.
 #[derive(Debug, Default)]
 struct Unit {
     points: VecDeque<(u64, usize)>,
     sum: Option<Vec<f64>>,
+    /// The binary span of every point added to `sum` since it was last summed afresh.
+    span: Span,
     mean: Option<Vec<f32>>,
+}
+
+/// The binary span of a set of `f32` values: the exponent of the largest magnitude's leading
+/// bit (`hi`) and of the lowest set bit of any value (`lo`), zeros left out. Every value is a
+/// multiple of `2^lo` below `2^(hi + 1)` in magnitude, so while `n` such values are summed in
+/// `f64` with `hi + 1 + ceil(log2 n) - lo <= 53` every partial sum, in any order and of any
+/// subset, is an integer multiple of `2^lo` below `2^53 * 2^lo`: exactly representable. Each
+/// addition and subtraction is then exact, and a sum kept by adding and removing values is
+/// the sum afresh in step order bit for bit (both are the exact sum; neither is ever `-0.0`,
+/// as the sum afresh starts at `+0.0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    hi: i32,
+    lo: i32,
+}
+
+impl Default for Span {
+    /// The span of no values (or only zeros): any count of them sums exactly.
+    fn default() -> Self {
+        Span {
+            hi: i32::MIN / 4,
+            lo: i32::MAX / 4,
+        }
+    }
+}
+
+impl Span {
+    /// A span that no count fits: values that are not finite.
+    const UNBOUNDED: Span = Span {
+        hi: i32::MAX / 4,
+        lo: i32::MIN / 4,
+    };
+
+    /// Widens the span by the values of `point`.
+    fn add(&mut self, point: &[f32]) {
+        for x in point {
+            let bits = x.to_bits();
+            let exp = ((bits >> 23) & 0xff) as i32;
+            let mantissa = bits & 0x7f_ffff;
+            let (hi, lo) = match exp {
+                0 if mantissa == 0 => continue,
+                // Subnormal: `mantissa * 2^-149`.
+                0 => (
+                    -149 + 31 - mantissa.leading_zeros() as i32,
+                    -149 + mantissa.trailing_zeros() as i32,
+                ),
+                0xff => {
+                    *self = Span::UNBOUNDED;
+                    return;
+                }
+                // Normal: `(2^23 + mantissa) * 2^(exp - 150)`.
+                _ => (
+                    exp - 127,
+                    exp - 150 + (mantissa | 1 << 23).trailing_zeros() as i32,
+                ),
+            };
+            self.hi = self.hi.max(hi);
+            self.lo = self.lo.min(lo);
+        }
+    }
+
+    /// Whether sums of up to `n` values of this span are exact in `f64`.
+    fn exact_for(&self, n: usize) -> bool {
+        if self.hi < self.lo {
+            return true;
+        }
+        let log2_n = n.max(1).next_power_of_two().trailing_zeros() as i64;
+        i64::from(self.hi) + 1 + log2_n - i64::from(self.lo) <= i64::from(f64::MANTISSA_DIGITS)
+    }
 }
 
 impl UnitMeans {
@@ -337,13 +411,20 @@ impl UnitMeans {
         };
         for _ in 0..stale {
             let step = self.steps.pop_front().expect("a step to drop");
-            for key in &step.keys {
+            for (key, point) in step.keys.iter().zip(&step.points) {
                 let unit = self
                     .units
                     .get_mut(key)
                     .expect("a dropped step's unit is kept");
+                // Exact while the span holds for the points summed so far (this one included).
+                if unit.span.exact_for(unit.points.len()) {
+                    if let Some(sum) = unit.sum.as_mut() {
+                        sub_point(sum, point);
+                    }
+                } else {
+                    unit.sum = None;
+                }
                 unit.points.pop_front();
-                unit.sum = None;
                 unit.mean = None;
                 if unit.points.is_empty() {
                     self.units.remove(key);
@@ -357,6 +438,7 @@ impl UnitMeans {
                 let unit = self.units.entry(*key).or_default();
                 if let Some(sum) = unit.sum.as_mut() {
                     add_point(sum, &step.points[i]);
+                    unit.span.add(&step.points[i]);
                 }
                 unit.points.push_back((serial, i));
                 unit.mean = None;
@@ -367,15 +449,17 @@ impl UnitMeans {
         self.units
             .values_mut()
             .map(|unit| {
-                let (points, sum) = (&unit.points, &mut unit.sum);
+                let (points, sum, span) = (&unit.points, &mut unit.sum, &mut unit.span);
                 let mean = unit.mean.get_or_insert_with(|| {
                     let sum = sum.get_or_insert_with(|| {
                         let point = |&(serial, i): &(u64, usize)| -> &[f32] {
                             &steps[(serial - front) as usize].points[i]
                         };
                         let mut sum = vec![0.0f64; points.front().map_or(0, |p| point(p).len())];
+                        *span = Span::default();
                         for p in points {
                             add_point(&mut sum, point(p));
+                            span.add(point(p));
                         }
                         sum
                     });
@@ -392,6 +476,13 @@ impl UnitMeans {
 fn add_point(sum: &mut [f64], point: &[f32]) {
     for (a, x) in sum.iter_mut().zip(point) {
         *a += f64::from(*x);
+    }
+}
+
+/// Takes `point` off a unit's running `sum` (as far as both reach).
+fn sub_point(sum: &mut [f64], point: &[f32]) {
+    for (a, x) in sum.iter_mut().zip(point) {
+        *a -= f64::from(*x);
     }
 }
 
@@ -913,6 +1004,105 @@ mod tests {
             let got: Vec<Vec<f32>> = kept.sync(&want).into_iter().map(<[f32]>::to_vec).collect();
             assert_eq!(got, unit_means(&plain), "round {round}: steps {from}..{to}");
         }
+    }
+
+    /// The kept means stay the recomputed ones when most subtractions are exact and some are
+    /// not: units whose values span from 1e-12 to 1e12 (no sum of them is exact) beside units
+    /// of ordinary values, with repeated, zero and subnormal values.
+    #[test]
+    fn kept_unit_means_are_recomputed_ones_whatever_the_values_span() {
+        let mut rng = rng_for(13, 0, 0);
+        let noise = Normal::new(0.0f32, 1.0).unwrap();
+        let steps: Vec<Arc<Step>> = (0..200u64)
+            .map(|t| {
+                let n = rng.random_range(0..24);
+                let keys: Vec<u64> = (0..n).map(|_| rng.random_range(0..16)).collect();
+                let pts: Vec<Vec<f32>> = keys
+                    .iter()
+                    .map(|k| {
+                        (0..3)
+                            .map(|_| match k % 4 {
+                                0 => {
+                                    noise.sample(&mut rng) * 10f32.powi(rng.random_range(-12..=12))
+                                }
+                                1 => [0.0, -0.0, 1e-40, 0.5][rng.random_range(0..4)],
+                                _ => noise.sample(&mut rng),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let refs: Vec<&[f32]> = pts.iter().map(Vec::as_slice).collect();
+                Arc::new(Step::new(t, &refs, &keys, &refs, 16, 1))
+            })
+            .collect();
+        let mut kept = UnitMeans::default();
+        for end in 0..=steps.len() {
+            let from = end.saturating_sub(30);
+            let want: Vec<&Arc<Step>> = steps[from..end].iter().collect();
+            let plain: Vec<&Step> = want.iter().map(|s| &***s).collect();
+            let got: Vec<Vec<u32>> = kept
+                .sync(&want)
+                .into_iter()
+                .map(|m| m.iter().map(|x| x.to_bits()).collect())
+                .collect();
+            let fresh: Vec<Vec<u32>> = unit_means(&plain)
+                .into_iter()
+                .map(|m| m.iter().map(|x| x.to_bits()).collect())
+                .collect();
+            assert_eq!(got, fresh, "steps {from}..{end}");
+        }
+    }
+
+    /// Sums of values whose span fits are the same bits in any order, by adding or by
+    /// subtracting from a larger sum; the span of values that do not fit says so.
+    #[test]
+    fn a_span_that_fits_makes_every_sum_exact() {
+        let mut rng = rng_for(14, 0, 0);
+        let noise = Normal::new(0.0f32, 1.0).unwrap();
+        let (mut fits, mut does_not) = (0, 0);
+        for round in 0..2000 {
+            let n = rng.random_range(1..80);
+            let scale = 10f32.powi(rng.random_range(-6..=6));
+            let values: Vec<f32> = (0..n)
+                .map(|_| match rng.random_range(0..20) {
+                    0 => 0.0,
+                    1 => noise.sample(&mut rng) * 1e-9,
+                    _ => noise.sample(&mut rng) * scale,
+                })
+                .collect();
+            let mut span = Span::default();
+            for v in &values {
+                span.add(std::slice::from_ref(v));
+            }
+            if !span.exact_for(n) {
+                does_not += 1;
+                continue;
+            }
+            fits += 1;
+            let forward = values.iter().fold(0.0f64, |a, x| a + f64::from(*x));
+            let backward = values.iter().rev().fold(0.0f64, |a, x| a + f64::from(*x));
+            assert_eq!(forward.to_bits(), backward.to_bits(), "round {round}");
+            // Dropping the first k by subtraction is the rest summed afresh.
+            let mut kept = forward;
+            for k in 0..n {
+                kept -= f64::from(values[k]);
+                let rest = values[k + 1..]
+                    .iter()
+                    .fold(0.0f64, |a, x| a + f64::from(*x));
+                assert_eq!(kept.to_bits(), rest.to_bits(), "round {round}, {k} dropped");
+            }
+        }
+        assert!(
+            fits > 500 && does_not > 100,
+            "fits {fits}, does not {does_not}"
+        );
+        let mut wide = Span::default();
+        wide.add(&[1e12, 1e-12]);
+        assert!(!wide.exact_for(2));
+        let mut odd = Span::default();
+        odd.add(&[1.0, f32::NAN]);
+        assert!(!odd.exact_for(1));
+        assert!(Span::default().exact_for(1000));
     }
 
     /// Welch's statistic summed over dimensions, each side's sums taken over its own points:
