@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use differential_dataflow::difference::{Abelian, Semigroup};
 use personaflow_operators::drift::operator::{window_drift, DriftState, Scope, ScopeMember};
 use personaflow_operators::drift::scaling::{DemandHistory, ScalingConfig};
-use personaflow_operators::drift::{permutation_p_value, DriftConfig};
+use personaflow_operators::drift::{permutation_p_value, DriftConfig, DriftDetector, Step};
 use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::ops::UserId;
 use personaflow_operators::personas::{batch_kmeans, rng_for, PersonaConfig, PersonaModel};
@@ -20,6 +20,7 @@ use personaflow_operators::sequences::{build_sequence, DEFAULT_SEQUENCE_LEN};
 use personaflow_operators::vector::Vector;
 use personaflow_operators::window::features::{window_features, WindowAgg, WindowSummary};
 use personaflow_operators::{Context, Event, WindowSpec};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
@@ -418,6 +419,9 @@ const PROFILE_CLUSTERS: usize = 6;
 /// Segments and members per segment and window in the drift bench.
 const DRIFT_SCOPES: usize = 5;
 const DRIFT_MEMBERS: usize = 40;
+/// Steps and users of the scope in the sliding detector bench (a day of 1-minute windows).
+const DRIFT_SLIDING_STEPS: u64 = 1_440;
+const DRIFT_SCOPE_USERS: u64 = 500;
 
 /// `n` profiles drawn around `PROFILE_CLUSTERS` random centres (spread 0.3 around them).
 fn clustered_profiles(rng: &mut ChaCha8Rng, n: usize) -> Vec<Vec<f32>> {
@@ -541,6 +545,40 @@ fn bench_drift(c: &mut Criterion) {
                 ))
             },
             BatchSize::SmallInput,
+        )
+    });
+    // A scope's detector over a day's run of steps (its baseline and current window
+    // sliding by one step each): 64 kept points a step, of 120 users active in each window
+    // out of the scope's 500, so a user's points recur across the kept steps.
+    let steps: Vec<Step> = (0..DRIFT_SLIDING_STEPS)
+        .map(|t| {
+            let mut users: Vec<u64> = (0..DRIFT_SCOPE_USERS).collect();
+            users.shuffle(&mut rng);
+            users.truncate(120);
+            let points: Vec<Vec<f32>> = users
+                .iter()
+                .map(|_| {
+                    (0..PROFILE_DIMS)
+                        .map(|_| rng.random_range(-2.0..2.0))
+                        .collect()
+                })
+                .collect();
+            let refs: Vec<&[f32]> = points.iter().map(Vec::as_slice).collect();
+            Step::new(t, &refs, &users, &[], config.max_points, SEED)
+        })
+        .collect();
+    group.throughput(Throughput::Elements(DRIFT_SLIDING_STEPS));
+    group.bench_function("detector_sliding/per_step", |b| {
+        b.iter_batched(
+            || steps.clone(),
+            |steps| {
+                let mut detector = DriftDetector::default();
+                for step in steps {
+                    black_box(detector.observe(step, &config));
+                }
+                detector
+            },
+            BatchSize::LargeInput,
         )
     });
     // The permutation test a distance above the threshold runs: one scope's users, a
