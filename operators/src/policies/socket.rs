@@ -297,12 +297,16 @@ pub fn socket_profile(
 
 /// The recent anomaly scores of one segment, window by window: a user's risk is its score's
 /// mid-rank quantile among them.
+///
+/// Every score held is also kept in one sorted run (`held`), so a quantile is two binary
+/// searches whatever the number of windows, and a window's push is a merge of its scores in
+/// and of the forgotten windows' out (linear in the scores held).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RiskCalibration {
     /// (window, that window's scores, sorted), oldest first.
     windows: VecDeque<(u64, Vec<f32>)>,
-    /// Scores held.
-    len: usize,
+    /// Every score of `windows`, sorted by [`f32::total_cmp`].
+    held: Vec<f32>,
 }
 
 impl RiskCalibration {
@@ -310,15 +314,18 @@ impl RiskCalibration {
     pub fn push(&mut self, window: u64, mut scores: Vec<f32>, keep: u64) {
         scores.retain(|s| s.is_finite());
         scores.sort_by(f32::total_cmp);
-        self.len += scores.len();
+        self.held = merge_sorted(&self.held, &scores);
         self.windows.push_back((window, scores));
-        while let Some((w, s)) = self.windows.front() {
-            if *w + keep <= window {
-                self.len -= s.len();
-                self.windows.pop_front();
-            } else {
+        let mut gone: Vec<f32> = Vec::new();
+        while let Some((w, _)) = self.windows.front() {
+            if *w + keep > window {
                 break;
             }
+            let (_, s) = self.windows.pop_front().expect("a front window");
+            gone = merge_sorted(&gone, &s);
+        }
+        if !gone.is_empty() {
+            self.held = remove_sorted(&self.held, &gone);
         }
     }
 
@@ -335,18 +342,49 @@ impl RiskCalibration {
     /// assert_eq!(r.quantile(5.0), Some(0.5));
     /// ```
     pub fn quantile(&self, score: f32) -> Option<f64> {
-        if self.len == 0 {
+        if self.held.is_empty() {
             return None;
         }
-        let (mut below, mut equal) = (0usize, 0usize);
-        for (_, s) in &self.windows {
-            let lo = s.partition_point(|x| *x < score);
-            let hi = s.partition_point(|x| *x <= score);
-            below += lo;
-            equal += hi - lo;
-        }
-        Some((below as f64 + 0.5 * equal as f64) / self.len as f64)
+        // `held` is sorted by `total_cmp`, which orders finite values as `<` does (and -0.0
+        // before 0.0, which `<` and `<=` treat alike): both predicates are monotone on it.
+        let below = self.held.partition_point(|x| *x < score);
+        let equal = self.held.partition_point(|x| *x <= score) - below;
+        Some((below as f64 + 0.5 * equal as f64) / self.held.len() as f64)
     }
+}
+
+/// The sorted union (with repeats) of two runs sorted by [`f32::total_cmp`].
+fn merge_sorted(a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if b[j].total_cmp(&a[i]).is_lt() {
+            out.push(b[j]);
+            j += 1;
+        } else {
+            out.push(a[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// `held` without one occurrence of each of `gone`'s values (both sorted by
+/// [`f32::total_cmp`]; `gone` is part of `held`, bit for bit).
+fn remove_sorted(held: &[f32], gone: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(held.len().saturating_sub(gone.len()));
+    let mut j = 0;
+    for x in held {
+        if j < gone.len() && gone[j].total_cmp(x).is_eq() {
+            j += 1;
+        } else {
+            out.push(*x);
+        }
+    }
+    debug_assert_eq!(j, gone.len(), "forgotten scores that were not held");
+    out
 }
 
 /// Risk calibrations by segment.
@@ -387,6 +425,53 @@ mod tests {
                     (below + 0.5 * equal) / held.len() as f64
                 });
                 assert_eq!(r.quantile(probe), want, "window {w}, probe {probe}");
+            }
+        }
+    }
+
+    /// The same oracle with signed zeros, repeats, scores that are not finite (dropped),
+    /// several windows forgotten at once and other lengths of memory; the sorted run of every
+    /// held score is the windows' scores sorted, bit for bit.
+    #[test]
+    fn risk_quantiles_match_a_recount_with_zeros_gaps_and_non_finite_scores() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let values = [
+            -0.0f32,
+            0.0,
+            1.5,
+            -2.25,
+            3.0,
+            f32::NAN,
+            f32::INFINITY,
+            1e-30,
+        ];
+        for keep in [1u64, 3, 20] {
+            let mut r = RiskCalibration::default();
+            let mut all: Vec<(u64, f32)> = Vec::new();
+            let mut w = 0u64;
+            for _ in 0..80 {
+                w += rng.random_range(1..=2 * keep); // gaps that forget several windows at once
+                let scores: Vec<f32> = (0..rng.random_range(0..12))
+                    .map(|_| values[rng.random_range(0..values.len())])
+                    .collect();
+                all.extend(scores.iter().filter(|s| s.is_finite()).map(|s| (w, *s)));
+                r.push(w, scores, keep);
+                let mut held: Vec<f32> = all
+                    .iter()
+                    .filter(|(x, _)| x + keep > w)
+                    .map(|(_, s)| *s)
+                    .collect();
+                held.sort_by(f32::total_cmp);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&r.held), bits(&held), "keep {keep}, window {w}");
+                for probe in [-0.0f32, 0.0, 1.5, -3.0, 2.0, 1e-30, 5.0] {
+                    let want = (!held.is_empty()).then(|| {
+                        let below = held.iter().filter(|s| **s < probe).count() as f64;
+                        let equal = held.iter().filter(|s| **s == probe).count() as f64;
+                        (below + 0.5 * equal) / held.len() as f64
+                    });
+                    assert_eq!(r.quantile(probe), want, "keep {keep}, window {w}, {probe}");
+                }
             }
         }
     }
