@@ -39,6 +39,12 @@ const ACTIVE_SHARE: f64 = 0.6;
 const PROFILES: usize = 1_000;
 /// Users scored per iteration in the resonance benches.
 const USERS: usize = 1_000;
+/// Windows of one segment's risk calibration (a day of 1-minute windows).
+const RISK_STEPS: usize = 1_440;
+/// Scored users of the segment in each window (a fifth of a dense day's ~385 a window).
+const RISK_USERS_PER_WINDOW: usize = 77;
+/// Windows a calibration keeps (the default `policy.risk_windows`, `segments.window`).
+const RISK_WINDOWS: u64 = 60;
 /// Segment table sizes of the resonance benches.
 const SEGMENT_COUNTS: [usize; 2] = [5, 50];
 /// Profiles summed into each segment of a resonance table.
@@ -703,6 +709,34 @@ fn bench_policies(c: &mut Criterion) {
                 black_box((p, s));
             }
         })
+    });
+    // A segment's risk calibration over a day of windows, as `CalibrateRisk` runs it: each
+    // window's users' anomaly scores pushed, then each user's quantile among the last
+    // `RISK_WINDOWS` windows' scores.
+    use personaflow_operators::policies::socket::RiskCalibration;
+    let windows: Vec<Vec<f32>> = (0..RISK_STEPS)
+        .map(|_| {
+            (0..RISK_USERS_PER_WINDOW)
+                .map(|_| rng.random_range(0.0..4.0f32))
+                .collect()
+        })
+        .collect();
+    group.throughput(Throughput::Elements(RISK_STEPS as u64));
+    group.bench_function("risk_calibration/per_window", |b| {
+        b.iter_batched(
+            || windows.clone(),
+            |windows| {
+                let mut r = RiskCalibration::default();
+                for (w, scores) in windows.into_iter().enumerate() {
+                    r.push(w as u64, scores.clone(), RISK_WINDOWS);
+                    for s in &scores {
+                        black_box(r.quantile(*s));
+                    }
+                }
+                r
+            },
+            BatchSize::LargeInput,
+        )
     });
     group.finish();
 }
