@@ -15,7 +15,8 @@
 //!    (`PF_BENCH_USER_COUNTS`), peak RSS and cost per event;
 //! 4. point 5, `stream_e2e`: `PF_BENCH_STREAM_USERS` [3,000] users over `PF_BENCH_HOURS` [10]
 //!    hours through the tansu broker (`PF_BENCH_BROKER`), the continuous job's catch-up against
-//!    the backfill of the same events, then close-to-output latency at half its rate, with
+//!    the backfill of the same events (`PF_BENCH_STREAM_ROUNDS` [3] alternated pairs, the median
+//!    ratio), then close-to-output latency at half its rate, with
 //!    the default `stream.fetch_wait` and with `PF_BENCH_FETCH_WAIT` [10ms];
 //! 5. point 6, `inference`: the models' sequences per second by batch size
 //!    (`PF_BENCH_PROVIDER` [cpu]; `cuda` where a GPU is lent).

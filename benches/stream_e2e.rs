@@ -11,8 +11,12 @@
 //!    (the job consumes as fast as it can), scraping `/metrics` for the watermark and reading
 //!    the process's resident memory (`VmRSS`) as it goes: the RSS when the watermark passes 1
 //!    hour of event time and at the end (10 hours). Sustained events/s come from `run.json`.
+//!    Then `PF_BENCH_STREAM_ROUNDS` - 1 more rounds (default 3 in all), each a catch-up of
+//!    the same topic by a fresh consumer group and the backfill of the same events right
+//!    after it: the throughput ratio is the median of the rounds' ratios, each measured
+//!    within minutes on the same machine (one pair alone moved by ±0.08 run to run).
 //! 3. **Latency**: a fresh topic is fed by a paced producer (`PF_BENCH_PACED_SHARE` of the
-//!    measured throughput, default 0.5, for `PF_BENCH_PACED_SECS` seconds, default 20, of
+//!    median sustained throughput, default 0.5, for `PF_BENCH_PACED_SECS` seconds, default 20, of
 //!    the events from the start) while the job runs;
 //!    once the producer is done and the job caught up, SIGTERM; the close-to-output latency
 //!    p50/p99 come from `run.json`. Then the same on another fresh topic with the consumers'
@@ -124,6 +128,20 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// Starts `personaflow run` with its stderr in `log`, and waits for its metrics address.
+/// Rounds of the catch-up and the backfill (`PF_BENCH_STREAM_ROUNDS`).
+const STREAM_ROUNDS: usize = 3;
+
+/// The median of `v` (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn start_job(
     brokers: &str,
     topic: &str,
@@ -269,8 +287,44 @@ pub fn main() {
             .arg(&back),
     );
     let backfill_eps = run_json(&back)["events_per_sec"].as_f64().unwrap();
-    let events_per_sec = summary["events_per_sec"].as_f64().unwrap();
+    let first_eps = summary["events_per_sec"].as_f64().unwrap();
     let total_events = summary["status"]["events"].as_u64().unwrap();
+    // More rounds of the pair: a catch-up by a fresh group, then the backfill again.
+    let mut rounds = vec![(first_eps, backfill_eps)];
+    for r in 1..env_or("PF_BENCH_STREAM_ROUNDS", STREAM_ROUNDS).max(1) {
+        let group = format!("events-round-{r}");
+        let out_r = tmp.path().join(format!("out-{group}"));
+        let log_r = tmp.path().join(format!("{group}.log"));
+        let (mut job_r, _) = start_job(
+            &brokers,
+            "events",
+            &group,
+            &out_r,
+            &log_r,
+            &["--until-end"],
+            &[],
+        );
+        assert!(
+            job_r.wait().unwrap().success(),
+            "{}",
+            std::fs::read_to_string(&log_r).unwrap()
+        );
+        let back_r = tmp.path().join(format!("backfill-{r}"));
+        check(
+            personaflow()
+                .args(["backfill", "--input"])
+                .arg(&events)
+                .arg("--output")
+                .arg(&back_r),
+        );
+        rounds.push((
+            run_json(&out_r)["events_per_sec"].as_f64().unwrap(),
+            run_json(&back_r)["events_per_sec"].as_f64().unwrap(),
+        ));
+    }
+    let events_per_sec = median(rounds.iter().map(|r| r.0).collect());
+    let ratio = median(rounds.iter().map(|(s, b)| s / b).collect());
+    let backfill_median = median(rounds.iter().map(|r| r.1).collect());
 
     // Latency under a paced producer: the events from the start, for
     // `PF_BENCH_PACED_SECS` seconds at the paced rate (at most all of them), long enough for
@@ -401,13 +455,24 @@ pub fn main() {
         "  input: {users} users, {hours} h of event time, {total_events} events, {PARTITIONS} partitions; produced in {produce_secs:.1}s"
     );
     println!(
-        "  sustained (catch-up over the whole topic, 2 workers): {events_per_sec:.0} events/s, {:.1}s",
+        "  sustained (catch-up over the whole topic, 2 workers): {first_eps:.0} events/s, {:.1}s",
         summary["elapsed_secs"].as_f64().unwrap()
     );
     println!(
         "  backfill of the same events: {backfill_eps:.0} events/s; stream / backfill = {:.2}",
-        events_per_sec / backfill_eps
+        first_eps / backfill_eps
     );
+    if rounds.len() > 1 {
+        let each: Vec<String> = rounds
+            .iter()
+            .map(|(s, b)| format!("{s:.0} / {b:.0} = {:.2}", s / b))
+            .collect();
+        println!(
+            "  {} rounds (stream / backfill events/s): {}; median stream / backfill = {ratio:.2}, median sustained {events_per_sec:.0} events/s",
+            rounds.len(),
+            each.join(", ")
+        );
+    }
     let state_files = summary["state_files"].as_u64().unwrap_or(0);
     let state_bytes = summary["state_bytes"].as_u64().unwrap_or(0);
     println!(
@@ -437,8 +502,8 @@ pub fn main() {
     }
     for (name, eps, paced) in &breakdown {
         println!(
-            "  with {name}: sustained {eps:.0} events/s ({:.2} of the backfill's); paced (fetch wait {fetch_wait}) p50 {}, p99 {}",
-            eps / backfill_eps,
+            "  with {name}: sustained {eps:.0} events/s ({:.2} of the backfill's median); paced (fetch wait {fetch_wait}) p50 {}, p99 {}",
+            eps / backfill_median,
             ms(&paced["latency_p50_secs"]),
             ms(&paced["latency_p99_secs"]),
         );
