@@ -527,12 +527,14 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
     let publisher = if other_topics.is_empty() {
         None
     } else {
-        Some(Arc::new(Publisher::new(
+        let p = Publisher::new(
             &job.brokers,
             &sc.output_topic_prefix,
             out_tables,
             metrics.clone(),
-        )?))
+        )?;
+        p.warm_up(&other_topics, BROKER_TIMEOUT)?;
+        Some(Arc::new(p))
     };
 
     // Where each partition starts: the checkpoint's rewind offset; for a partition it does
