@@ -128,6 +128,20 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// Starts `personaflow run` with its stderr in `log`, and waits for its metrics address.
+/// A catch-up of the whole `events` topic by consumer group `group` (`personaflow run
+/// --until-end`, the job's environment `envs` added, its files under `dir`): its events/s.
+fn catch_up(brokers: &str, dir: &Path, group: &str, envs: &[(&str, &str)]) -> f64 {
+    let out = dir.join(format!("out-{group}"));
+    let log = dir.join(format!("{group}.log"));
+    let (mut job, _) = start_job(brokers, "events", group, &out, &log, &["--until-end"], envs);
+    assert!(
+        job.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    run_json(&out)["events_per_sec"].as_f64().unwrap()
+}
+
 /// Rounds of the catch-up and the backfill (`PF_BENCH_STREAM_ROUNDS`).
 const STREAM_ROUNDS: usize = 3;
 
@@ -292,23 +306,7 @@ pub fn main() {
     // More rounds of the pair: a catch-up by a fresh group, then the backfill again.
     let mut rounds = vec![(first_eps, backfill_eps)];
     for r in 1..env_or("PF_BENCH_STREAM_ROUNDS", STREAM_ROUNDS).max(1) {
-        let group = format!("events-round-{r}");
-        let out_r = tmp.path().join(format!("out-{group}"));
-        let log_r = tmp.path().join(format!("{group}.log"));
-        let (mut job_r, _) = start_job(
-            &brokers,
-            "events",
-            &group,
-            &out_r,
-            &log_r,
-            &["--until-end"],
-            &[],
-        );
-        assert!(
-            job_r.wait().unwrap().success(),
-            "{}",
-            std::fs::read_to_string(&log_r).unwrap()
-        );
+        let stream_eps = catch_up(&brokers, tmp.path(), &format!("events-round-{r}"), &[]);
         let back_r = tmp.path().join(format!("backfill-{r}"));
         check(
             personaflow()
@@ -318,7 +316,7 @@ pub fn main() {
                 .arg(&back_r),
         );
         rounds.push((
-            run_json(&out_r)["events_per_sec"].as_f64().unwrap(),
+            stream_eps,
             run_json(&back_r)["events_per_sec"].as_f64().unwrap(),
         ));
     }
@@ -416,24 +414,7 @@ pub fn main() {
                 .iter()
                 .enumerate()
                 .map(|(i, (name, env))| {
-                    let group = format!("events-{i}");
-                    let out3 = tmp.path().join(format!("out-{group}"));
-                    let log3 = tmp.path().join(format!("{group}.log"));
-                    let (mut job3, _) = start_job(
-                        &brokers,
-                        "events",
-                        &group,
-                        &out3,
-                        &log3,
-                        &["--until-end"],
-                        &[*env],
-                    );
-                    assert!(
-                        job3.wait().unwrap().success(),
-                        "{}",
-                        std::fs::read_to_string(&log3).unwrap()
-                    );
-                    let eps = run_json(&out3)["events_per_sec"].as_f64().unwrap();
+                    let eps = catch_up(&brokers, tmp.path(), &format!("events-{i}"), &[*env]);
                     let mut envs = vec![*env];
                     if !fetch_wait.is_empty() {
                         envs.push(("PERSONAFLOW__STREAM__FETCH_WAIT", fetch_wait.as_str()));
