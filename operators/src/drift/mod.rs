@@ -308,14 +308,18 @@ struct UnitMeans {
 /// A unit's points (step serial, index in the step), oldest first, their sum in that order
 /// (a point that joins at the back extends it: the same additions in the same order as
 /// summing afresh; one that leaves at the front is subtracted only while [`Span`] proves every
-/// partial sum exact, and otherwise drops the sum), and its mean if current.
+/// partial sum exact, and otherwise drops the sum), and its mean.
 #[derive(Debug, Default)]
 struct Unit {
     points: VecDeque<(u64, usize)>,
     sum: Option<Vec<f64>>,
     /// The binary span of every point added to `sum` since it was last summed afresh.
     span: Span,
-    mean: Option<Vec<f32>>,
+    /// The mean of `points`, when `mean_current`; otherwise a buffer its next mean is
+    /// computed into (a unit's mean changes nearly every window: a fresh vector each time
+    /// was 1% of a model-free run's samples in the allocator).
+    mean: Vec<f32>,
+    mean_current: bool,
 }
 
 /// The binary span of a set of `f32` values: the exponent of the largest magnitude's leading
@@ -425,7 +429,7 @@ impl UnitMeans {
                     unit.sum = None;
                 }
                 unit.points.pop_front();
-                unit.mean = None;
+                unit.mean_current = false;
                 if unit.points.is_empty() {
                     self.units.remove(key);
                 }
@@ -441,7 +445,7 @@ impl UnitMeans {
                     unit.span.add(&step.points[i]);
                 }
                 unit.points.push_back((serial, i));
-                unit.mean = None;
+                unit.mean_current = false;
             }
             self.steps.push_back(Arc::clone(step));
         }
@@ -450,7 +454,7 @@ impl UnitMeans {
             .values_mut()
             .map(|unit| {
                 let (points, sum, span) = (&unit.points, &mut unit.sum, &mut unit.span);
-                let mean = unit.mean.get_or_insert_with(|| {
+                if !unit.mean_current {
                     let sum = sum.get_or_insert_with(|| {
                         let point = |&(serial, i): &(u64, usize)| -> &[f32] {
                             &steps[(serial - front) as usize].points[i]
@@ -464,9 +468,11 @@ impl UnitMeans {
                         sum
                     });
                     let n = points.len() as f64;
-                    sum.iter().map(|x| (x / n) as f32).collect()
-                });
-                mean.as_slice()
+                    unit.mean.clear();
+                    unit.mean.extend(sum.iter().map(|x| (x / n) as f32));
+                    unit.mean_current = true;
+                }
+                unit.mean.as_slice()
             })
             .collect()
     }
