@@ -197,8 +197,17 @@ impl IntoPolicyPart for Profile {
 }
 
 impl IntoPolicyPart for Resonance {
+    /// [`PolicyPart::of_resonance`], the segment names moved rather than copied.
     fn into_policy_part(self) -> PolicyPart {
-        PolicyPart::of_resonance(&self)
+        let top = self.top_segment().to_string();
+        PolicyPart::Resonance {
+            scores: self
+                .scores
+                .into_iter()
+                .map(|s| (s.segment, s.probability))
+                .collect(),
+            top,
+        }
     }
 }
 
@@ -539,4 +548,37 @@ fn policy_of(
         config,
     );
     (policy, socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resonance::SegmentScore;
+    use rand::{Rng, SeedableRng};
+
+    /// A resonance made a part by value is the part made from it by reference, on seeded
+    /// random resonances (the top anywhere, names repeated or empty).
+    #[test]
+    fn a_resonance_moved_into_its_part_is_the_part_of_it() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(18);
+        for _ in 0..200 {
+            let n = rng.random_range(1..6);
+            let scores: Vec<SegmentScore> = (0..n)
+                .map(|i| SegmentScore {
+                    segment: ["", "gamer", "video", "web"][rng.random_range(0..4)]
+                        .repeat(i % 2 + 1),
+                    cosine: Score(rng.random_range(-1.0..1.0)),
+                    probability: Score(rng.random_range(0.0..1.0)),
+                    resonating: rng.random_bool(0.5),
+                })
+                .collect();
+            let r = Resonance {
+                window: rng.random_range(0..100),
+                top: rng.random_range(0..n),
+                scores,
+                cold_start: rng.random_bool(0.5),
+            };
+            assert_eq!(r.clone().into_policy_part(), PolicyPart::of_resonance(&r));
+        }
+    }
 }
