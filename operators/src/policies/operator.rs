@@ -65,18 +65,6 @@ impl PolicyPart {
         }
     }
 
-    /// A resonance's part.
-    pub fn of_resonance(r: &Resonance) -> Self {
-        PolicyPart::Resonance {
-            scores: r
-                .scores
-                .iter()
-                .map(|s| (s.segment.clone(), s.probability))
-                .collect(),
-            top: r.top_segment().to_string(),
-        }
-    }
-
     /// A persona assignment's part.
     pub fn of_assignment(a: &PersonaAssignment) -> Self {
         PolicyPart::Personas(
@@ -197,7 +185,7 @@ impl IntoPolicyPart for Profile {
 }
 
 impl IntoPolicyPart for Resonance {
-    /// [`PolicyPart::of_resonance`], the segment names moved rather than copied.
+    /// Each segment's probability and the top segment, the names moved rather than copied.
     fn into_policy_part(self) -> PolicyPart {
         let top = self.top_segment().to_string();
         PolicyPart::Resonance {
@@ -556,10 +544,11 @@ mod tests {
     use crate::resonance::SegmentScore;
     use rand::{Rng, SeedableRng};
 
-    /// A resonance made a part by value is the part made from it by reference, on seeded
-    /// random resonances (the top anywhere, names repeated or empty).
+    /// A resonance's part holds each segment's name and probability, in order, and the top
+    /// segment's name, on seeded random resonances (the top anywhere, names repeated or
+    /// empty).
     #[test]
-    fn a_resonance_moved_into_its_part_is_the_part_of_it() {
+    fn a_resonance_moved_into_its_part_keeps_its_segments_and_top() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(18);
         for _ in 0..200 {
             let n = rng.random_range(1..6);
@@ -578,7 +567,15 @@ mod tests {
                 scores,
                 cold_start: rng.random_bool(0.5),
             };
-            assert_eq!(r.clone().into_policy_part(), PolicyPart::of_resonance(&r));
+            let want = PolicyPart::Resonance {
+                scores: r
+                    .scores
+                    .iter()
+                    .map(|s| (s.segment.clone(), s.probability))
+                    .collect(),
+                top: r.scores[r.top].segment.clone(),
+            };
+            assert_eq!(r.into_policy_part(), want);
         }
     }
 }
