@@ -127,7 +127,6 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Starts `personaflow run` with its stderr in `log`, and waits for its metrics address.
 /// A catch-up of the whole `events` topic by consumer group `group` (`personaflow run
 /// --until-end`, the job's environment `envs` added, its files under `dir`): its events/s.
 fn catch_up(brokers: &str, dir: &Path, group: &str, envs: &[(&str, &str)]) -> f64 {
@@ -156,6 +155,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The backfill of `events` into `out`: its events/s.
+fn backfill(events: &Path, out: &Path) -> f64 {
+    check(
+        personaflow()
+            .args(["backfill", "--input"])
+            .arg(events)
+            .arg("--output")
+            .arg(out),
+    );
+    run_json(out)["events_per_sec"].as_f64().unwrap()
+}
+
+/// Starts `personaflow run` with its stderr in `log`, and waits for its metrics address.
 fn start_job(
     brokers: &str,
     topic: &str,
@@ -292,33 +304,15 @@ pub fn main() {
     let summary = run_json(&out);
     let rss_end = samples.last().map(|s| s.1);
     // The backfill of the same events, for the ratio.
-    let back = tmp.path().join("backfill");
-    check(
-        personaflow()
-            .args(["backfill", "--input"])
-            .arg(&events)
-            .arg("--output")
-            .arg(&back),
-    );
-    let backfill_eps = run_json(&back)["events_per_sec"].as_f64().unwrap();
+    let backfill_eps = backfill(&events, &tmp.path().join("backfill"));
     let first_eps = summary["events_per_sec"].as_f64().unwrap();
     let total_events = summary["status"]["events"].as_u64().unwrap();
     // More rounds of the pair: a catch-up by a fresh group, then the backfill again.
     let mut rounds = vec![(first_eps, backfill_eps)];
     for r in 1..env_or("PF_BENCH_STREAM_ROUNDS", STREAM_ROUNDS).max(1) {
         let stream_eps = catch_up(&brokers, tmp.path(), &format!("events-round-{r}"), &[]);
-        let back_r = tmp.path().join(format!("backfill-{r}"));
-        check(
-            personaflow()
-                .args(["backfill", "--input"])
-                .arg(&events)
-                .arg("--output")
-                .arg(&back_r),
-        );
-        rounds.push((
-            stream_eps,
-            run_json(&back_r)["events_per_sec"].as_f64().unwrap(),
-        ));
+        let back_eps = backfill(&events, &tmp.path().join(format!("backfill-{r}")));
+        rounds.push((stream_eps, back_eps));
     }
     let events_per_sec = median(rounds.iter().map(|r| r.0).collect());
     let ratio = median(rounds.iter().map(|(s, b)| s / b).collect());
