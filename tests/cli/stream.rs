@@ -5,6 +5,7 @@
 
 use crate::broker::{Tansu, OUTPUT_TOPICS};
 use crate::support::*;
+use personaflow_dataflow::config::DEFAULT_OUTPUT_TOPICS;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -124,6 +125,13 @@ fn assert_same(stream: &Path, backfill: &Path, tables: &[&str]) {
     }
 }
 
+/// A message read back: its key, payload and headers.
+struct Read {
+    key: String,
+    payload: Vec<u8>,
+    headers: BTreeMap<String, String>,
+}
+
 /// Messages on `topic` (all partitions), read from the beginning until `expected` arrived or
 /// the time ran out.
 fn consume_all(
@@ -131,6 +139,44 @@ fn consume_all(
     topic: &str,
     expected: usize,
 ) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+    if expected == 0 {
+        return Vec::new();
+    }
+    let mut n = 0;
+    consume_until(brokers, topic, |_| {
+        n += 1;
+        n >= expected
+    })
+    .into_iter()
+    .map(|m| (m.payload, m.headers))
+    .collect()
+}
+
+/// The messages of an output topic published a message per key and window (the default):
+/// each a JSON array of rows, read until they hold `rows` rows or the time ran out.
+fn consume_row_arrays(
+    brokers: &str,
+    topic: &str,
+    rows: usize,
+) -> Vec<(String, Vec<serde_json::Value>)> {
+    let arrays = |m: &Read| {
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&m.payload)
+            .unwrap_or_else(|e| panic!("{topic}: not an array of rows ({e}): {:?}", m.payload));
+        (m.key.clone(), v)
+    };
+    let mut n = 0;
+    consume_until(brokers, topic, |m| {
+        n += arrays(m).1.len();
+        n >= rows
+    })
+    .iter()
+    .map(arrays)
+    .collect()
+}
+
+/// Messages on `topic` (all partitions), read from the beginning until `enough` says so of the
+/// last one read, or the time ran out.
+fn consume_until(brokers: &str, topic: &str, mut enough: impl FnMut(&Read) -> bool) -> Vec<Read> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "test-reader")
@@ -148,7 +194,8 @@ fn consume_all(
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while out.len() < expected && Instant::now() < deadline {
+    let mut done = false;
+    while !done && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let headers = m
                 .headers()
@@ -163,7 +210,13 @@ fn consume_all(
                         .collect()
                 })
                 .unwrap_or_default();
-            out.push((m.payload().unwrap_or_default().to_vec(), headers));
+            let read = Read {
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            };
+            done = enough(&read);
+            out.push(read);
         }
     }
     out
@@ -179,7 +232,7 @@ fn small_sim(dir: &Path, users: u32, days: f64) -> PathBuf {
 fn the_continuous_job_writes_exactly_what_the_backfill_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let events = small_sim(tmp.path(), 60, 0.1);
-    let (_cluster, brokers) = cluster(3);
+    let (mock, brokers) = cluster(3);
     run_cmd(&mut produce_cmd(&brokers, &events)).ok();
     let out = tmp.path().join("stream");
     let run = run_cmd(&mut run_job_cmd(&brokers, &out, &["--until-end"])).ok();
@@ -200,9 +253,12 @@ fn the_continuous_job_writes_exactly_what_the_backfill_writes() {
     std::fs::write(
         &config,
         "[personas]\nmin_users = 3\n[drift]\nbaseline = 10\nrecent = 5\nmin_points = 3\n\
-         [stream]\npoll_batch = 64\n",
+         [stream]\npoll_batch = 64\noutput_topic_prefix = \"key.\"\noutput_message = \"key\"\n",
     )
     .unwrap();
+    for t in DEFAULT_OUTPUT_TOPICS {
+        mock.create_topic(&format!("key.{t}"), 1, 1).unwrap();
+    }
     let c = ["--config", config.to_str().unwrap()];
     let out2 = tmp.path().join("stream-derived");
     // A group of its own: the first run's group has committed its offsets at the end.
@@ -259,15 +315,24 @@ fn the_continuous_job_writes_exactly_what_the_backfill_writes() {
         last
     );
 
-    // The resonance topic carries every resonance row, as JSON keyed by user.
+    // The resonance topic carries every resonance row, as JSON keyed by user: by default a
+    // message per row, a JSON object.
     let rows = output_table(&out, "resonance").len();
-    let msgs = consume_all(&brokers, "personaflow.resonance", rows);
+    let msgs = consume_until(&brokers, "personaflow.resonance", {
+        let mut n = 0;
+        move |_| {
+            n += 1;
+            n >= rows
+        }
+    });
     assert_eq!(msgs.len(), rows);
-    let first: serde_json::Value = serde_json::from_slice(&msgs[0].0).unwrap();
-    assert!(
-        first["user_id"].is_string() && first["probability"].is_number(),
-        "{first}"
-    );
+    for m in &msgs {
+        let row: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert!(
+            row["user_id"] == m.key.as_str() && row["probability"].is_number(),
+            "{row}"
+        );
+    }
     // And the policies topic every policy row.
     let rows = output_table(&out, "policies").len();
     let msgs = consume_all(&brokers, "personaflow.policies", rows);
@@ -277,6 +342,50 @@ fn the_continuous_job_writes_exactly_what_the_backfill_writes() {
         first["user_id"].is_string()
             && first["allocated_bps"].is_number()
             && first["dscp"].is_number(),
+        "{first}"
+    );
+    // With `output_message = "key"` (the derived run) a message per user and window: the
+    // user's rows of the window (one per segment) as a JSON array, keyed by the user.
+    let ms = |r: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(r["window_end"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let table = output_table(&out2, "resonance");
+    let (u, w) = (table.col("user_id"), table.col("window_end"));
+    let mut expected: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for row in &table.rows {
+        *expected
+            .entry((row[u].str().to_string(), row[w].int()))
+            .or_default() += 1;
+    }
+    let mut got: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for (key, rows) in consume_row_arrays(&brokers, "key.resonance", table.len()) {
+        let window = ms(&rows[0]);
+        assert!(
+            rows.iter().all(|r| r["user_id"] == key.as_str()
+                && ms(r) == window
+                && r["probability"].is_number()),
+            "{key}: {rows:?}"
+        );
+        let again = got.insert((key.clone(), window), rows.len());
+        assert!(again.is_none(), "{key}: two messages for window {window}");
+    }
+    assert_eq!(
+        got, expected,
+        "a message per user and window, with each of its rows"
+    );
+    assert!(
+        expected.values().any(|n| *n > 1),
+        "users resonate with several segments"
+    );
+    // Policies: one per user and window, arrays of one.
+    let rows = output_table(&out2, "policies").len();
+    let msgs = consume_row_arrays(&brokers, "key.policies", rows);
+    assert_eq!(msgs.len(), rows);
+    let (key, first) = (&msgs[0].0, &msgs[0].1[0]);
+    assert!(
+        first["user_id"] == key.as_str() && first["allocated_bps"].is_number(),
         "{first}"
     );
 }

@@ -60,6 +60,7 @@
 //! checkpoint_interval = "1s"  # least time between two checkpoints (operator state stored)
 //! output_topic_prefix = "personaflow."
 //! output_topics = ["profiles", "segment_profiles", "resonance", "forecasts", "policies"]
+//! output_message = "row"   # a row per message; "key": a message per key and window (a JSON array)
 //! dead_letter_topic = "personaflow.dead_letter"
 //! metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; "" turns it off
 //! fsync = true             # fsync window files and the checkpoint before committing offsets
@@ -535,6 +536,22 @@ pub const DEFAULT_OUTPUT_TOPICS: [&str; 5] = [
     "forecasts",
     "policies",
 ];
+/// `stream.output_message`: what one message of an output topic holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMessage {
+    /// The default: one row per message, a JSON object.
+    #[default]
+    Row,
+    /// Every row of one key (the row's user, or its segment for tables without a user; a
+    /// table with neither has one key) in one window, as a JSON array of the row objects,
+    /// split only where one message would pass 512 KiB. A compacted topic then keeps a key's
+    /// whole latest window (a resonance row per segment, a forecast per horizon), not its last
+    /// row; and the job sends 2.7 times fewer messages for the default topics, about 3% less
+    /// of its CPU (BENCHMARKS.md, "A message per key and window").
+    Key,
+}
+
 /// Default prefix of the continuous job's output topics.
 pub const DEFAULT_OUTPUT_TOPIC_PREFIX: &str = "personaflow.";
 /// Default dead-letter topic of the continuous job.
@@ -573,6 +590,8 @@ pub struct StreamConfig {
     pub output_topic_prefix: String,
     /// Tables published to Kafka, one topic each (`{prefix}{table}`); empty: none.
     pub output_topics: Vec<String>,
+    /// What one message of an output topic holds ([`OutputMessage`]).
+    pub output_message: OutputMessage,
     /// Topic of malformed messages (empty: only counted and logged).
     pub dead_letter_topic: String,
     /// Address of the Prometheus `/metrics` endpoint (empty: off; port 0: any free port).
@@ -597,6 +616,7 @@ impl Default for StreamConfig {
                 .iter()
                 .map(|t| t.to_string())
                 .collect(),
+            output_message: OutputMessage::default(),
             dead_letter_topic: DEFAULT_DEAD_LETTER_TOPIC.into(),
             metrics_addr: DEFAULT_METRICS_ADDR.into(),
             fsync: true,

@@ -531,6 +531,7 @@ pub fn run(job: &StreamJob, reporter: Arc<dyn StreamReporter>) -> Result<StreamS
             &job.brokers,
             &sc.output_topic_prefix,
             out_tables,
+            sc.output_message,
             metrics.clone(),
         )?;
         p.warm_up(&other_topics, BROKER_TIMEOUT)?;

@@ -1,8 +1,9 @@
-//! Rows of a table as JSON objects, one per output message: the bytes Arrow's JSON writer
-//! gives for each row (`arrow_json::LineDelimitedWriter` over the batch with its timestamps
-//! relabelled `+00:00`, nulls left out), encoded row by row without the writer's per-value
-//! dispatch, the copy of the batch it needs and the split of its lines. A window's rows share
-//! their `window_end`, so a timestamp is formatted once per value met, not once per row.
+//! Rows of a table as JSON objects (an output message holds one, or a key's rows in an array:
+//! [`crate::messages`]): the bytes Arrow's JSON writer gives for each row
+//! (`arrow_json::LineDelimitedWriter` over the batch with its timestamps relabelled `+00:00`,
+//! nulls left out), encoded row by row without the writer's per-value dispatch, the copy of
+//! the batch it needs and the split of its lines. A window's rows share their `window_end`, so
+//! a timestamp is formatted once per value met, not once per row.
 //!
 //! The column types of personaflow's tables are encoded here; a batch with any other type is
 //! refused by [`JsonRows::try_new`] (the caller then uses Arrow's writer).

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod job;
 pub mod json_rows;
+pub mod messages;
 pub mod metrics;
 pub mod output;
 pub mod produce;

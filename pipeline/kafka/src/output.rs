@@ -6,9 +6,11 @@
 //! up to which window every output is durable (so offsets can be committed).
 
 use crate::json_rows::JsonRows;
+use crate::messages::{key_groups, send_arrays, MAX_MESSAGE_BYTES};
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 use arrow_array::{Array, RecordBatch, StringArray};
+use personaflow_dataflow::config::OutputMessage;
 use personaflow_io::source::RecordError;
 use personaflow_io::tables::Table;
 use personaflow_io::window_file::write_window_file;
@@ -310,13 +312,14 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// The job's producer: output topics (JSON rows keyed by user or segment) and the
-/// dead-letter topic. Idempotent (`enable.idempotence`), so retries never duplicate a message
-/// within a run.
+/// The job's producer: output topics (JSON keyed by user or segment: [`Publisher::publish`])
+/// and the dead-letter topic. Idempotent (`enable.idempotence`), so retries never duplicate a
+/// message within a run.
 pub struct Publisher {
     producer: ThreadedProducer<DeliveryContext>,
     prefix: String,
     tables: HashSet<Table>,
+    message: OutputMessage,
     metrics: Arc<Metrics>,
 }
 
@@ -325,16 +328,18 @@ impl std::fmt::Debug for Publisher {
         f.debug_struct("Publisher")
             .field("prefix", &self.prefix)
             .field("tables", &self.tables)
+            .field("message", &self.message)
             .finish_non_exhaustive()
     }
 }
 
 impl Publisher {
-    /// A producer to `brokers` publishing `tables` as `{prefix}{table}`.
+    /// A producer to `brokers` publishing `tables` as `{prefix}{table}`, `message` a message.
     pub fn new(
         brokers: &str,
         prefix: &str,
         tables: HashSet<Table>,
+        message: OutputMessage,
         metrics: Arc<Metrics>,
     ) -> Result<Publisher> {
         let producer = ClientConfig::new()
@@ -349,6 +354,7 @@ impl Publisher {
             producer,
             prefix: prefix.to_string(),
             tables,
+            message,
             metrics,
         })
     }
@@ -380,8 +386,10 @@ impl Publisher {
         t
     }
 
-    /// Publishes the rows of `batch` if `table` is published: one JSON object per row, keyed
-    /// by `user_id` (or `segment` where there is no user).
+    /// Publishes the rows of `batch` if `table` is published, keyed by `user_id` (or
+    /// `segment` where there is no user): a JSON array of each key's rows per message
+    /// ([`OutputMessage::Key`], [`crate::messages`]), or one JSON object per row
+    /// ([`OutputMessage::Row`]).
     pub fn publish(&self, table: Table, batch: &RecordBatch) -> Result<()> {
         if !self.tables.contains(&table) {
             return Ok(());
@@ -399,31 +407,10 @@ impl Publisher {
                 .map(|c| c.value(row).as_bytes())
                 .unwrap_or_default()
         };
-        // Every row is counted in the current epoch at once (one lock per batch); the rows
-        // not sent when one fails are released.
-        let deliveries = &self.producer.context().deliveries;
-        let rows = batch.num_rows() as u64;
-        let epoch = deliveries.sending(rows);
-        let mut sent = 0;
-        let mut send_row = |row: usize, line: &[u8]| -> Result<()> {
-            let record = BaseRecord::with_opaque_to(&topic, epoch as usize)
-                .key(key(row))
-                .payload(line);
-            self.send_counted(record)?;
-            sent += 1;
-            self.metrics.published.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        };
-        let result = match JsonRows::try_new(batch) {
-            Some(mut encoder) => {
-                let mut line = Vec::new();
-                (0..batch.num_rows()).try_for_each(|row| {
-                    line.clear();
-                    encoder.encode(row, &mut line);
-                    send_row(row, &line)
-                })
-            }
-            // A column type the row encoder does not know: Arrow's writer, whole batch.
+        // A column type the row encoder does not know: Arrow's writer, whole batch, its lines.
+        let mut encoder = JsonRows::try_new(batch);
+        let arrow_json = match encoder {
+            Some(_) => Vec::new(),
             None => {
                 let relabelled = &personaflow_io::tables::utc_offset_timestamps(batch);
                 let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
@@ -433,17 +420,49 @@ impl Publisher {
                     .map_err(|source| Error::Json {
                         topic: topic.clone(),
                         source,
-                    })
-                    .and_then(|_| {
-                        let json = writer.into_inner();
-                        json.split(|b| *b == b'\n')
-                            .filter(|l| !l.is_empty())
-                            .enumerate()
-                            .try_for_each(|(row, line)| send_row(row, line))
-                    })
+                    })?;
+                writer.into_inner()
             }
         };
-        if result.is_err() {
+        let lines: Vec<&[u8]> = arrow_json
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut encode = |row: usize, out: &mut Vec<u8>| match &mut encoder {
+            Some(e) => e.encode(row, out),
+            None => out.extend_from_slice(lines[row]),
+        };
+        // At most a message per row: every row is counted in the current epoch at once (one
+        // lock per batch), and what was not sent (rows that share a message, or are left
+        // after a failure) is released.
+        let deliveries = &self.producer.context().deliveries;
+        let rows = batch.num_rows() as u64;
+        let epoch = deliveries.sending(rows);
+        let mut sent = 0;
+        let mut send = |first_row: usize, payload: &[u8]| -> Result<()> {
+            let record = BaseRecord::with_opaque_to(&topic, epoch as usize)
+                .key(key(first_row))
+                .payload(payload);
+            self.send_counted(record)?;
+            sent += 1;
+            self.metrics.published.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        };
+        let result = match self.message {
+            OutputMessage::Key => {
+                let groups = key_groups(batch.num_rows(), key);
+                send_arrays(&groups, &mut encode, MAX_MESSAGE_BYTES, &mut send).map(|_| ())
+            }
+            OutputMessage::Row => {
+                let mut line = Vec::new();
+                (0..batch.num_rows()).try_for_each(|row| {
+                    line.clear();
+                    encode(row, &mut line);
+                    send(row, &line)
+                })
+            }
+        };
+        if rows > sent {
             deliveries.done(epoch, rows - sent);
         }
         result
@@ -584,6 +603,7 @@ pub(crate) mod tests {
             "127.0.0.1:1",
             "pf.",
             HashSet::from([Table::Profiles]),
+            OutputMessage::Key,
             Metrics::new(),
         )
         .unwrap();
