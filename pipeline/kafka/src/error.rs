@@ -61,6 +61,19 @@ pub enum Error {
         /// The producer's error.
         source: rdkafka::error::KafkaError,
     },
+    /// Messages the producer could not deliver, even after librdkafka's retries: they are not
+    /// on the topic.
+    #[error("{failed} of {sent} messages to {topic} were not delivered (the first: {first})")]
+    Undelivered {
+        /// The topic.
+        topic: String,
+        /// Messages not delivered.
+        failed: u64,
+        /// Messages sent.
+        sent: u64,
+        /// The first failure's error.
+        first: rdkafka::error::KafkaError,
+    },
     /// A table's rows could not be encoded as JSON messages.
     #[error("{topic}: rows to JSON")]
     Json {

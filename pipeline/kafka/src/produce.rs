@@ -9,7 +9,10 @@ use personaflow_io::source::{check_input, open_reader, resolve_inputs, IngestMap
 use personaflow_operators::Event;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Rows per read chunk of `produce`.
@@ -46,8 +49,32 @@ pub struct ProduceSummary {
 /// Publishes events to a topic as the canonical JSON events `run` reads, keyed by user, with
 /// the event time as the message timestamp (idempotent, acks from all replicas).
 pub struct EventPublisher {
-    producer: BaseProducer,
+    producer: BaseProducer<Deliveries>,
     topic: String,
+}
+
+/// Counts the producer's messages whose delivery failed for good (librdkafka has given up its
+/// retries: the message is not on the topic) and keeps the first failure.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    first: Mutex<Option<KafkaError>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.first
+                .lock()
+                .expect("deliveries lock")
+                .get_or_insert_with(|| e.clone());
+        }
+    }
 }
 
 impl std::fmt::Debug for EventPublisher {
@@ -61,12 +88,12 @@ impl std::fmt::Debug for EventPublisher {
 impl EventPublisher {
     /// Connects to `brokers` and checks that `topic` exists.
     pub fn connect(brokers: &str, topic: &str) -> Result<Self> {
-        let producer: BaseProducer = ClientConfig::new()
+        let producer: BaseProducer<Deliveries> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "10")
-            .create()
+            .create_with_context(Deliveries::default())
             .map_err(|e| Error::kafka("creating the producer", e))?;
         let md = producer
             .client()
@@ -97,7 +124,10 @@ impl EventPublisher {
             .timestamp(e.ts_ms);
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.producer.context().sent.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     self.producer.poll(Duration::from_millis(20));
@@ -117,11 +147,22 @@ impl EventPublisher {
         self.producer.poll(d);
     }
 
-    /// Waits until every queued message is delivered (up to two minutes).
+    /// Waits until every queued message is delivered (up to two minutes); an error if any
+    /// message sent so far was not (a flush returns once librdkafka has given up on them).
     pub fn flush(&self) -> Result<()> {
         self.producer
             .flush(Duration::from_secs(120))
-            .map_err(|e| Error::kafka(format!("flushing messages to {}", self.topic), e))
+            .map_err(|e| Error::kafka(format!("flushing messages to {}", self.topic), e))?;
+        let d = self.producer.context();
+        match d.first.lock().expect("deliveries lock").clone() {
+            None => Ok(()),
+            Some(first) => Err(Error::Undelivered {
+                topic: self.topic.clone(),
+                failed: d.failed.load(Ordering::Relaxed),
+                sent: d.sent.load(Ordering::Relaxed),
+                first,
+            }),
+        }
     }
 }
 
@@ -206,5 +247,34 @@ mod tests {
         let d = JsonRecordDecoder::new(&IngestMapping::identity()).unwrap();
         let back = d.decode(event_json(&e).to_string().as_bytes()).unwrap();
         assert_eq!(back, e);
+    }
+
+    /// A message the brokers refuse for good (librdkafka gives up on it) makes the flush an
+    /// error that counts it: before, the producer said every event was written.
+    #[test]
+    fn a_refused_message_fails_the_flush_and_is_counted() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("events", 1, 1).unwrap();
+        let mut p = EventPublisher::connect(&mock.bootstrap_servers(), "events").unwrap();
+        p.send(&Event::new(1, "u1", "play")).unwrap();
+        p.flush().unwrap();
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+        );
+        p.send(&Event::new(2, "u2", "play")).unwrap();
+        match p.flush() {
+            Err(Error::Undelivered {
+                topic,
+                failed,
+                sent,
+                first,
+            }) => {
+                assert_eq!((topic.as_str(), failed, sent), ("events", 1, 2), "{first}");
+            }
+            other => panic!("expected the refused message to fail the flush: {other:?}"),
+        }
     }
 }
