@@ -447,7 +447,13 @@ fn run_in(
     // Each worker's rows carry their own times already; the merged report is sorted anew.
     sort_by_time(&mut operator_times);
     abort.abort();
-    let _ = reader.join();
+    // A reader that panicked dropped its channel as if the input had ended: the workers
+    // finished with what it had sent, so the run must fail, not write part of the input.
+    if let Err(panic) = reader.join() {
+        first_error.get_or_insert(Error::ReaderPanicked {
+            message: panic_message(panic.as_ref()),
+        });
+    }
     if let Some(e) = first_error {
         return Err(e);
     }
@@ -701,9 +707,79 @@ fn read_all(
     Ok(())
 }
 
+/// The message of a panic's payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Progress that panics at its `n`-th update (on the reader's thread).
+    struct PanicsAtUpdate {
+        n: usize,
+        seen: AtomicUsize,
+    }
+
+    impl Progress for PanicsAtUpdate {
+        fn start(&self, _: u64, _: usize) {}
+        fn update(&self, _: &ProgressUpdate) {
+            if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
+                panic!("update {} refused", self.n);
+            }
+        }
+        fn finish(&self) {}
+    }
+
+    /// A reader that panics after it has sent part of the input fails the run, and nothing
+    /// is written: before, the workers took the closed channel for the input's end and the
+    /// run wrote what they had, as if it were all.
+    #[test]
+    fn a_reader_that_panics_fails_the_run_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("events.ndjson");
+        let lines: String = (0..200)
+            .map(|i| {
+                format!(
+                    "{{\"ts\": {}, \"user_id\": \"u{}\", \"action\": \"x\"}}\n",
+                    i * 1_000,
+                    i % 7
+                )
+            })
+            .collect();
+        std::fs::write(&input, lines).unwrap();
+        let mut config = Config::default();
+        config.embedder.kind = crate::config::EmbedderKind::Standardised;
+        config.forecaster.kind = crate::config::ForecasterKind::None;
+        config.ingest.chunk_rows = 16;
+        let job = Backfill {
+            inputs: vec![input.display().to_string()],
+            output: dir.path().join("out"),
+            config,
+            overwrite: false,
+            interrupt: None,
+            observer: None,
+        };
+        // The whole input reads in without the panic.
+        let whole = run(&job, Arc::new(NoProgress)).unwrap();
+        assert_eq!(whole.events, 200);
+        std::fs::remove_dir_all(&job.output).unwrap();
+        let progress = Arc::new(PanicsAtUpdate {
+            n: 3,
+            seen: AtomicUsize::new(0),
+        });
+        let e = run(&job, progress).unwrap_err();
+        assert!(
+            matches!(&e, Error::ReaderPanicked { message } if message == "update 3 refused"),
+            "{e}"
+        );
+        assert!(!job.output.exists(), "nothing is written");
+    }
 
     #[test]
     fn the_event_clock_follows_the_kth_newest_window_and_never_goes_back() {

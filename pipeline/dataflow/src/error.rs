@@ -33,6 +33,13 @@ pub enum Error {
         /// The panic's message.
         message: String,
     },
+    /// The thread that reads the input panicked (with this message): the input was not read
+    /// to its end, and nothing is written.
+    #[error("input reader panicked: {message}")]
+    ReaderPanicked {
+        /// The panic's message.
+        message: String,
+    },
     /// The dataflow could not be run (timely's error).
     #[error("dataflow: {0}")]
     Dataflow(String),
