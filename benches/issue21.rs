@@ -17,7 +17,8 @@
 //!    hours through the tansu broker (`PF_BENCH_BROKER`), the continuous job's catch-up against
 //!    the backfill of the same events (`PF_BENCH_STREAM_ROUNDS` [3] alternated pairs, the median
 //!    ratio), then close-to-output latency at half its rate, with
-//!    the default `stream.fetch_wait` and with `PF_BENCH_FETCH_WAIT` [10ms];
+//!    the default `stream.fetch_wait` and with `PF_BENCH_FETCH_WAIT` [10ms]; then all of it
+//!    again with the output topics as Arrow IPC (`stream.output_message = "arrow"`);
 //! 5. point 6, `inference`: the models' sequences per second by batch size
 //!    (`PF_BENCH_PROVIDER` [cpu]; `cuda` where a GPU is lent).
 //!
@@ -81,6 +82,11 @@ fn main() {
         .unwrap_or(STREAM_USERS);
     std::env::set_var("PF_BENCH_USERS", stream_users.to_string());
     stream_e2e::main();
+    // The same with the output topics as Arrow IPC (the jobs it starts read the variable).
+    part("point 5 with `stream.output_message = \"arrow\"`: stream_e2e");
+    std::env::set_var("PERSONAFLOW__STREAM__OUTPUT_MESSAGE", "arrow");
+    stream_e2e::main();
+    std::env::remove_var("PERSONAFLOW__STREAM__OUTPUT_MESSAGE");
     part("point 6: inference");
     inference::main();
     println!(

@@ -388,6 +388,87 @@ fn the_continuous_job_writes_exactly_what_the_backfill_writes() {
         first["user_id"] == key.as_str() && first["allocated_bps"].is_number(),
         "{first}"
     );
+
+    // With `output_message = "arrow"` a window's rows in Arrow IPC streams, keyed by the
+    // window's end: read back, the resonance table's rows.
+    let arrow = tmp.path().join("arrow.toml");
+    std::fs::write(
+        &arrow,
+        "[stream]\noutput_topic_prefix = \"arrow.\"\noutput_message = \"arrow\"\n",
+    )
+    .unwrap();
+    for t in DEFAULT_OUTPUT_TOPICS {
+        mock.create_topic(&format!("arrow.{t}"), 1, 1).unwrap();
+    }
+    let out3 = tmp.path().join("stream-arrow");
+    let mut job = personaflow();
+    job.args(["run", "--brokers", &brokers, "--topic", "events"])
+        .args(["--group", "pf-arrow", "--output"])
+        .arg(&out3)
+        .args([
+            "--workers",
+            WORKERS,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--until-end",
+        ])
+        .args(["--config", arrow.to_str().unwrap()]);
+    run_cmd(&mut job).ok();
+    let table = output_table(&out3, "resonance");
+    let (u, w, sg) = (
+        table.col("user_id"),
+        table.col("window_end"),
+        table.col("segment"),
+    );
+    let mut expected: Vec<(String, i64, String)> = table
+        .rows
+        .iter()
+        .map(|r| (r[u].str().to_string(), r[w].int(), r[sg].str().to_string()))
+        .collect();
+    let mut n = 0;
+    let mut got: Vec<(String, i64, String)> = Vec::new();
+    for m in consume_until(&brokers, "arrow.resonance", |m| {
+        n += arrow_batches(&m.payload)
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>();
+        n >= expected.len()
+    }) {
+        for b in arrow_batches(&m.payload) {
+            use arrow_array::cast::AsArray;
+            use arrow_array::types::TimestampMillisecondType;
+            let users = b.column_by_name("user_id").unwrap().as_string::<i32>();
+            let ends = b
+                .column_by_name("window_end")
+                .unwrap()
+                .as_primitive::<TimestampMillisecondType>();
+            let segments = b.column_by_name("segment").unwrap().as_string::<i32>();
+            for r in 0..b.num_rows() {
+                let key = chrono::DateTime::parse_from_rfc3339(&m.key).unwrap();
+                assert_eq!(key.timestamp_millis(), ends.value(r), "keyed by the window");
+                got.push((
+                    users.value(r).to_string(),
+                    ends.value(r),
+                    segments.value(r).to_string(),
+                ));
+            }
+        }
+    }
+    expected.sort();
+    got.sort();
+    assert_eq!(
+        got, expected,
+        "the arrow messages hold the resonance table's rows"
+    );
+}
+
+/// The record batches of one Arrow IPC stream (an output message with `output_message =
+/// "arrow"`).
+fn arrow_batches(payload: &[u8]) -> Vec<arrow_array::RecordBatch> {
+    arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(payload), None)
+        .expect("an Arrow IPC stream")
+        .map(|b| b.expect("a record batch"))
+        .collect()
 }
 
 #[test]

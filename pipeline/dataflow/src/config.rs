@@ -60,7 +60,8 @@
 //! checkpoint_interval = "1s"  # least time between two checkpoints (operator state stored)
 //! output_topic_prefix = "personaflow."
 //! output_topics = ["profiles", "segment_profiles", "resonance", "forecasts", "policies"]
-//! output_message = "row"   # a row per message; "key": a message per key and window (a JSON array)
+//! output_message = "row"   # a row per message; "key": a key's rows of a window (a JSON array);
+//!                          # "arrow": Arrow IPC streams of a window's rows
 //! dead_letter_topic = "personaflow.dead_letter"
 //! metrics_addr = "127.0.0.1:9464"   # Prometheus /metrics; "" turns it off
 //! fsync = true             # fsync window files and the checkpoint before committing offsets
@@ -550,6 +551,11 @@ pub enum OutputMessage {
     /// row; and the job sends 2.7 times fewer messages for the default topics, about 3% less
     /// of its CPU (BENCHMARKS.md, "A message per key and window").
     Key,
+    /// A window's rows in Arrow IPC streams, each the table's schema and a record batch of as
+    /// many rows as fit in 512 KiB, keyed by the window's end (RFC 3339): for consumers that
+    /// read columns (pyarrow, Spark, DuckDB), at a fraction of JSON's bytes and encoding.
+    /// Not for compacted topics (a key is a window, not a user).
+    Arrow,
 }
 
 /// Default prefix of the continuous job's output topics.

@@ -82,6 +82,14 @@ pub enum Error {
         /// The encoder's error.
         source: arrow_schema::ArrowError,
     },
+    /// A table's rows could not be encoded as Arrow IPC messages.
+    #[error("{topic}: rows to Arrow IPC")]
+    Ipc {
+        /// The output topic.
+        topic: String,
+        /// The encoder's error.
+        source: arrow_schema::ArrowError,
+    },
     /// The metrics endpoint could not be served.
     #[error("metrics endpoint {addr}")]
     Metrics {

@@ -198,15 +198,21 @@ fn float<N: lexical_core::ToLexical>(n: N, finite: bool, out: &mut Vec<u8>) {
     }
 }
 
-/// A UTC timestamp in milliseconds as Arrow's writer formats it, quoted: RFC 3339 with as
-/// many fractional digits as needed.
-fn timestamp(ms: i64) -> Vec<u8> {
-    let text = match DateTime::from_timestamp_millis(ms) {
+/// A UTC timestamp in milliseconds as Arrow's writer formats it, unquoted: RFC 3339 with as
+/// many fractional digits as needed, `+00:00`.
+pub(crate) fn timestamp_text(ms: i64) -> String {
+    match DateTime::from_timestamp_millis(ms) {
         Some(t) => t
             .with_timezone(&chrono::FixedOffset::east_opt(0).expect("zero offset"))
             .to_rfc3339_opts(SecondsFormat::AutoSi, true),
         None => format!("ERROR: timestamp {ms} out of range"),
-    };
+    }
+}
+
+/// A UTC timestamp in milliseconds as Arrow's writer formats it, quoted: RFC 3339 with as
+/// many fractional digits as needed.
+fn timestamp(ms: i64) -> Vec<u8> {
+    let text = timestamp_text(ms);
     let mut out = Vec::with_capacity(text.len() + 2);
     string(&text, &mut out);
     out

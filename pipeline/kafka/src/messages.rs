@@ -32,8 +32,17 @@
 //! );
 //! ```
 //!
+//! With `stream.output_message = "arrow"` ([`OutputMessage::Arrow`]) a window's rows are
+//! instead Arrow IPC streams ([`ipc_messages`]): the table's schema and a record batch of as
+//! many rows as fit in [`MAX_MESSAGE_BYTES`], each message readable alone (`pyarrow.ipc
+//! .open_stream(message.value())`).
+//!
 //! [`OutputMessage::Key`]: personaflow_dataflow::config::OutputMessage::Key
+//! [`OutputMessage::Arrow`]: personaflow_dataflow::config::OutputMessage::Arrow
 
+use arrow_array::RecordBatch;
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::ArrowError;
 use std::collections::{HashMap, HashSet};
 
 /// Most bytes of one message that holds several rows: a key's rows that would pass it go on
@@ -148,6 +157,49 @@ pub fn send_arrays<E>(
         messages += 1;
     }
     Ok(messages)
+}
+
+/// `batch` as Arrow IPC streams, each the schema and one record batch of consecutive rows,
+/// in order: as few as keep each within `max_bytes` (a row larger alone is a stream of its
+/// own). Returns each stream with its first row.
+pub fn ipc_messages(
+    batch: &RecordBatch,
+    max_bytes: usize,
+) -> Result<Vec<(usize, Vec<u8>)>, ArrowError> {
+    let mut out = Vec::new();
+    let rows = batch.num_rows();
+    if rows == 0 {
+        return Ok(out);
+    }
+    let whole = ipc_stream(batch)?;
+    if whole.len() <= max_bytes || rows == 1 {
+        out.push((0, whole));
+        return Ok(out);
+    }
+    // Slices of about the rows that fit, each halved while its stream does not.
+    let per = (rows as u128 * max_bytes as u128 / whole.len() as u128).max(1) as usize;
+    let mut start = 0;
+    while start < rows {
+        let mut len = per.min(rows - start);
+        loop {
+            let stream = ipc_stream(&batch.slice(start, len))?;
+            if stream.len() <= max_bytes || len == 1 {
+                out.push((start, stream));
+                break;
+            }
+            len /= 2;
+        }
+        start += len;
+    }
+    Ok(out)
+}
+
+/// One Arrow IPC stream: `batch`'s schema, the batch, the end marker.
+fn ipc_stream(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+    let mut w = StreamWriter::try_new(Vec::new(), batch.schema_ref())?;
+    w.write(batch)?;
+    w.finish()?;
+    w.into_inner()
 }
 
 #[cfg(test)]
@@ -279,5 +331,52 @@ mod tests {
         );
         assert_eq!(r, Err("refused"));
         assert_eq!(tries, 2);
+    }
+
+    /// Read back, the streams are the batch's rows in order, each within the limit unless it
+    /// holds one row.
+    #[test]
+    fn ipc_streams_read_back_to_the_batch_and_keep_within_the_limit() {
+        use arrow_array::{ArrayRef, Float32Array, StringArray};
+        use std::sync::Arc;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+        for _ in 0..60 {
+            let rows = rng.random_range(0..400);
+            let users: Vec<String> = (0..rows)
+                .map(|r| format!("u{r}-{}", "x".repeat(rng.random_range(0..40))))
+                .collect();
+            let values: Vec<Option<f32>> = (0..rows)
+                .map(|_| rng.random_bool(0.9).then(|| rng.random()))
+                .collect();
+            let batch = RecordBatch::try_from_iter([
+                ("user_id", Arc::new(StringArray::from(users)) as ArrayRef),
+                ("value", Arc::new(Float32Array::from(values)) as ArrayRef),
+            ])
+            .unwrap();
+            let max = rng.random_range(200..20_000);
+            let streams = ipc_messages(&batch, max).unwrap();
+            let mut next = 0;
+            let mut back = Vec::new();
+            for (first, bytes) in &streams {
+                assert_eq!(*first, next, "in order, none left out");
+                let reader =
+                    arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+                        .unwrap();
+                let read: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+                assert_eq!(read.len(), 1, "one batch a stream");
+                assert!(
+                    bytes.len() <= max || read[0].num_rows() == 1,
+                    "{} > {max}",
+                    bytes.len()
+                );
+                next += read[0].num_rows();
+                back.push(read[0].clone());
+            }
+            assert_eq!(next, rows);
+            if rows > 0 {
+                let back = arrow_select::concat::concat_batches(&batch.schema(), &back).unwrap();
+                assert_eq!(back, batch);
+            }
+        }
     }
 }

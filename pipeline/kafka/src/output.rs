@@ -6,7 +6,7 @@
 //! up to which window every output is durable (so offsets can be committed).
 
 use crate::json_rows::JsonRows;
-use crate::messages::{key_groups, send_arrays, MAX_MESSAGE_BYTES};
+use crate::messages::{ipc_messages, key_groups, send_arrays, MAX_MESSAGE_BYTES};
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 use arrow_array::{Array, RecordBatch, StringArray};
@@ -395,6 +395,9 @@ impl Publisher {
             return Ok(());
         }
         let topic = self.topic(table);
+        if self.message == OutputMessage::Arrow {
+            return self.publish_ipc(&topic, batch);
+        }
         let schema = batch.schema();
         let key_col = schema
             .index_of("user_id")
@@ -453,7 +456,8 @@ impl Publisher {
                 let groups = key_groups(batch.num_rows(), key);
                 send_arrays(&groups, &mut encode, MAX_MESSAGE_BYTES, &mut send).map(|_| ())
             }
-            OutputMessage::Row => {
+            // (Arrow's messages were sent above.)
+            OutputMessage::Row | OutputMessage::Arrow => {
                 let mut line = Vec::new();
                 (0..batch.num_rows()).try_for_each(|row| {
                     line.clear();
@@ -464,6 +468,44 @@ impl Publisher {
         };
         if rows > sent {
             deliveries.done(epoch, rows - sent);
+        }
+        result
+    }
+
+    /// Publishes `batch` (one window's rows) as Arrow IPC streams ([`ipc_messages`]), keyed by
+    /// the window's end.
+    fn publish_ipc(&self, topic: &str, batch: &RecordBatch) -> Result<()> {
+        let messages = ipc_messages(batch, MAX_MESSAGE_BYTES).map_err(|source| Error::Ipc {
+            topic: topic.to_string(),
+            source,
+        })?;
+        let key = batch
+            .column_by_name("window_end")
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<arrow_array::TimestampMillisecondArray>()
+            })
+            .filter(|c| !c.is_empty() && c.is_valid(0))
+            .map(|c| crate::json_rows::timestamp_text(c.value(0)))
+            .unwrap_or_default();
+        let deliveries = &self.producer.context().deliveries;
+        let n = messages.len() as u64;
+        let epoch = deliveries.sending(n);
+        let mut sent = 0;
+        let mut result = Ok(());
+        for (_, payload) in &messages {
+            let record = BaseRecord::with_opaque_to(topic, epoch as usize)
+                .key(key.as_bytes())
+                .payload(payload.as_slice());
+            if let Err(e) = self.send_counted(record) {
+                result = Err(e);
+                break;
+            }
+            sent += 1;
+            self.metrics.published.fetch_add(1, Ordering::Relaxed);
+        }
+        if n > sent {
+            deliveries.done(epoch, n - sent);
         }
         result
     }
