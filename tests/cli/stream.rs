@@ -45,6 +45,12 @@ pub fn produce_cmd(brokers: &str, events: &Path) -> Command {
 
 /// `personaflow run` on the `events` topic into `out`, with `extra` flags.
 pub fn run_job_cmd(brokers: &str, out: &Path, extra: &[&str]) -> Command {
+    run_group_cmd(brokers, "pf", out, extra)
+}
+
+/// `personaflow run` on the `events` topic as consumer group `group` into `out`, with `extra`
+/// flags.
+pub fn run_group_cmd(brokers: &str, group: &str, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = personaflow();
     cmd.args([
         "run",
@@ -53,7 +59,7 @@ pub fn run_job_cmd(brokers: &str, out: &Path, extra: &[&str]) -> Command {
         "--topic",
         "events",
         "--group",
-        "pf",
+        group,
     ])
     .arg("--output")
     .arg(out)
@@ -262,27 +268,8 @@ fn the_continuous_job_writes_exactly_what_the_backfill_writes() {
     let c = ["--config", config.to_str().unwrap()];
     let out2 = tmp.path().join("stream-derived");
     // A group of its own: the first run's group has committed its offsets at the end.
-    let mut job = personaflow();
-    job.args([
-        "run",
-        "--brokers",
-        &brokers,
-        "--topic",
-        "events",
-        "--group",
-        "pf-derived",
-    ])
-    .arg("--output")
-    .arg(&out2)
-    .args([
-        "--workers",
-        WORKERS,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--until-end",
-    ])
-    .args(c);
-    run_cmd(&mut job).ok();
+    let mut job = run_group_cmd(&brokers, "pf-derived", &out2, &["--until-end"]);
+    run_cmd(job.args(c)).ok();
     let back2 = tmp.path().join("backfill-derived");
     backfill(&events, &back2, &c).ok();
     assert!(output_table(&back2, "persona_assignments").len() > 0);
@@ -401,19 +388,14 @@ fn the_continuous_job_writes_exactly_what_the_backfill_writes() {
         mock.create_topic(&format!("arrow.{t}"), 1, 1).unwrap();
     }
     let out3 = tmp.path().join("stream-arrow");
-    let mut job = personaflow();
-    job.args(["run", "--brokers", &brokers, "--topic", "events"])
-        .args(["--group", "pf-arrow", "--output"])
-        .arg(&out3)
-        .args([
-            "--workers",
-            WORKERS,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--until-end",
-        ])
-        .args(["--config", arrow.to_str().unwrap()]);
-    run_cmd(&mut job).ok();
+    let arrow_flags = ["--until-end", "--config", arrow.to_str().unwrap()];
+    run_cmd(&mut run_group_cmd(
+        &brokers,
+        "pf-arrow",
+        &out3,
+        &arrow_flags,
+    ))
+    .ok();
     let table = output_table(&out3, "resonance");
     let (u, w, sg) = (
         table.col("user_id"),
