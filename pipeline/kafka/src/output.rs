@@ -438,41 +438,23 @@ impl Publisher {
             Some(e) => e.encode(row, out),
             None => out.extend_from_slice(lines[row]),
         };
-        // At most a message per row: every row is counted in the current epoch at once (one
-        // lock per batch), and what was not sent (rows that share a message, or are left
-        // after a failure) is released.
-        let deliveries = &self.producer.context().deliveries;
-        let rows = batch.num_rows() as u64;
-        let epoch = deliveries.sending(rows);
-        let mut sent = 0;
-        let mut send = |first_row: usize, payload: &[u8]| -> Result<()> {
-            let record = BaseRecord::with_opaque_to(&topic, epoch as usize)
-                .key(key(first_row))
-                .payload(payload);
-            self.send_counted(record)?;
-            sent += 1;
-            self.metrics.published.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        };
-        let result = match self.message {
-            OutputMessage::Key => {
-                let groups = key_groups(batch.num_rows(), key);
-                send_arrays(&groups, &mut encode, MAX_MESSAGE_BYTES, &mut send).map(|_| ())
+        let rows = batch.num_rows();
+        // At most a message per row.
+        self.send_batch(&topic, rows as u64, |send| {
+            if self.message == OutputMessage::Key {
+                let groups = key_groups(rows, key);
+                let mut send_group =
+                    |first_row: usize, payload: &[u8]| send(key(first_row), payload);
+                return send_arrays(&groups, &mut encode, MAX_MESSAGE_BYTES, &mut send_group)
+                    .map(|_| ());
             }
-            // (Arrow's messages were sent above.)
-            OutputMessage::Row | OutputMessage::Arrow => {
-                let mut line = Vec::new();
-                (0..batch.num_rows()).try_for_each(|row| {
-                    line.clear();
-                    encode(row, &mut line);
-                    send(row, &line)
-                })
-            }
-        };
-        if rows > sent {
-            deliveries.done(epoch, rows - sent);
-        }
-        result
+            let mut line = Vec::new();
+            (0..rows).try_for_each(|row| {
+                line.clear();
+                encode(row, &mut line);
+                send(key(row), &line)
+            })
+        })
     }
 
     /// Publishes `batch` (one window's rows) as Arrow IPC streams ([`ipc_messages`]), keyed by
@@ -491,24 +473,36 @@ impl Publisher {
             .filter(|c| !c.is_empty() && c.is_valid(0))
             .map(|c| crate::json_rows::timestamp_text(c.value(0)))
             .unwrap_or_default();
+        self.send_batch(topic, messages.len() as u64, |send| {
+            messages
+                .iter()
+                .try_for_each(|(_, payload)| send(key.as_bytes(), payload))
+        })
+    }
+
+    /// Sends to `topic` the messages (key, payload) that `produce` gives its sender, at most
+    /// `most` of them: all counted in the current epoch at once (one lock per batch), and
+    /// those not sent (fewer messages than counted, or left after a failure) released after.
+    fn send_batch(
+        &self,
+        topic: &str,
+        most: u64,
+        produce: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
         let deliveries = &self.producer.context().deliveries;
-        let n = messages.len() as u64;
-        let epoch = deliveries.sending(n);
+        let epoch = deliveries.sending(most);
         let mut sent = 0;
-        let mut result = Ok(());
-        for (_, payload) in &messages {
+        let result = produce(&mut |key, payload| {
             let record = BaseRecord::with_opaque_to(topic, epoch as usize)
-                .key(key.as_bytes())
-                .payload(payload.as_slice());
-            if let Err(e) = self.send_counted(record) {
-                result = Err(e);
-                break;
-            }
+                .key(key)
+                .payload(payload);
+            self.send_counted(record)?;
             sent += 1;
             self.metrics.published.fetch_add(1, Ordering::Relaxed);
-        }
-        if n > sent {
-            deliveries.done(epoch, n - sent);
+            Ok(())
+        });
+        if most > sent {
+            deliveries.done(epoch, most - sent);
         }
         result
     }

@@ -49,22 +49,22 @@ pub struct ProduceSummary {
 /// Publishes events to a topic as the canonical JSON events `run` reads, keyed by user, with
 /// the event time as the message timestamp (idempotent, acks from all replicas).
 pub struct EventPublisher {
-    producer: BaseProducer<Deliveries>,
+    producer: BaseProducer<DeliveryFailures>,
     topic: String,
 }
 
 /// Counts the producer's messages whose delivery failed for good (librdkafka has given up its
 /// retries: the message is not on the topic) and keeps the first failure.
 #[derive(Debug, Default)]
-pub struct Deliveries {
+pub struct DeliveryFailures {
     sent: AtomicU64,
     failed: AtomicU64,
     first: Mutex<Option<KafkaError>>,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for DeliveryFailures {}
 
-impl ProducerContext for Deliveries {
+impl ProducerContext for DeliveryFailures {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
@@ -88,12 +88,12 @@ impl std::fmt::Debug for EventPublisher {
 impl EventPublisher {
     /// Connects to `brokers` and checks that `topic` exists.
     pub fn connect(brokers: &str, topic: &str) -> Result<Self> {
-        let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        let producer: BaseProducer<DeliveryFailures> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "10")
-            .create_with_context(Deliveries::default())
+            .create_with_context(DeliveryFailures::default())
             .map_err(|e| Error::kafka("creating the producer", e))?;
         let md = producer
             .client()
