@@ -229,6 +229,18 @@ impl Step {
             feature_std: stats.std(),
         }
     }
+
+    /// Makes the features in `range` count as 0 in every row: their mean and standard
+    /// deviation 0, exactly what zeroing them in the rows before [`Step::new`] gives (each
+    /// feature's statistics are its column's alone), without copying the rows.
+    pub fn ignore_features(&mut self, range: std::ops::Range<usize>) {
+        for stats in [&mut self.feature_mean, &mut self.feature_std] {
+            let end = range.end.min(stats.len());
+            if let Some(ignored) = stats.get_mut(range.start.min(end)..end) {
+                ignored.fill(0.0);
+            }
+        }
+    }
 }
 
 /// A detected drift.
@@ -856,6 +868,59 @@ mod tests {
                 Step::new(t, &refs, &keys, &refs, DEFAULT_MAX_POINTS, 1)
             })
             .collect()
+    }
+
+    /// Ignoring features gives, bit for bit, the step made from rows with those features
+    /// zeroed (what the drift operator did before: a copy of every row), on seeded random
+    /// rows of random widths, non-finite values among them, and ranges past the rows' end.
+    #[test]
+    fn ignored_features_are_the_zeroed_rows_step() {
+        use rand::Rng;
+        let mut rng = rng_for(31, 0, 0);
+        for case in 0..500 {
+            let (n, width) = (rng.random_range(0..40), rng.random_range(0..12));
+            let specials = [f32::NAN, f32::INFINITY, -1e30, 0.0];
+            let rows: Vec<Vec<f32>> = (0..n)
+                .map(|_| {
+                    (0..width)
+                        .map(|_| match rng.random_range(0..20) {
+                            0 => specials[rng.random_range(0..specials.len())],
+                            _ => rng.random_range(-5.0..5.0),
+                        })
+                        .collect()
+                })
+                .collect();
+            let start = rng.random_range(0..14);
+            let range = start..start + rng.random_range(0..6);
+            let zeroed: Vec<Vec<f32>> = rows
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    for x in r.iter_mut().skip(range.start).take(range.len()) {
+                        *x = 0.0;
+                    }
+                    r
+                })
+                .collect();
+            let raw: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+            let zeroed: Vec<&[f32]> = zeroed.iter().map(Vec::as_slice).collect();
+            let keys: Vec<u64> = (0..n as u64).collect();
+            let expected = Step::new(case, &raw, &keys, &zeroed, 16, 3);
+            let mut got = Step::new(case, &raw, &keys, &raw, 16, 3);
+            got.ignore_features(range.clone());
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&got.feature_mean),
+                bits(&expected.feature_mean),
+                "case {case}"
+            );
+            assert_eq!(
+                bits(&got.feature_std),
+                bits(&expected.feature_std),
+                "case {case}"
+            );
+            assert_eq!((got.n, &got.keys), (expected.n, &expected.keys));
+        }
     }
 
     fn alarms(steps: Vec<Step>, config: &DriftConfig) -> Vec<Alarm> {

@@ -220,19 +220,8 @@ pub fn window_drift(
         let keys: Vec<u64> = keyed.iter().map(|(k, _)| *k).collect();
         let group: Vec<&ScopeMember> = keyed.iter().map(|(_, m)| *m).collect();
         let points: Vec<&[f32]> = group.iter().map(|m| m.embedding.as_slice()).collect();
-        // Calendar features say what time it is, not how users behave: they always "move".
-        let behaviour: Vec<Vec<f32>> = group
-            .iter()
-            .map(|m| {
-                let mut f = m.features.0.clone();
-                for x in f.iter_mut().skip(CALENDAR_START).take(CALENDAR_FEATURES) {
-                    *x = 0.0;
-                }
-                f
-            })
-            .collect();
-        let features: Vec<&[f32]> = behaviour.iter().map(Vec::as_slice).collect();
-        let step = Step::new(
+        let features: Vec<&[f32]> = group.iter().map(|m| m.features.0.as_slice()).collect();
+        let mut step = Step::new(
             window,
             &points,
             &keys,
@@ -240,6 +229,8 @@ pub fn window_drift(
             config.max_points,
             config.seed,
         );
+        // Calendar features say what time it is, not how users behave: they always "move".
+        step.ignore_features(CALENDAR_START..CALENDAR_START + CALENDAR_FEATURES);
         let current: f64 = group.iter().map(|m| m.requests as f64).sum();
         let horizon = group
             .iter()
