@@ -25,8 +25,9 @@ use crate::policies::catalogue::{
 use crate::vector::Score;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Default `policy.security_floor`: entries with at least this probability shape security.
 pub const DEFAULT_SECURITY_FLOOR: f64 = 0.2;
@@ -159,15 +160,15 @@ impl DemandOutlook {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Policy {
     /// Catalogue entries with a positive probability, most probable first (ties by name).
-    pub personas: Vec<(String, Score)>,
+    pub personas: Vec<(Arc<str>, Score)>,
     /// The most probable entry.
-    pub persona: String,
+    pub persona: Arc<str>,
     /// Its RFC 4594 class.
-    pub diffserv_class: String,
+    pub diffserv_class: Arc<str>,
     /// Its DSCP.
     pub dscp: u8,
     /// Its endpoint class.
-    pub endpoint_class: String,
+    pub endpoint_class: Arc<str>,
     /// Blended floor bandwidth, bits/s.
     pub floor_bps: u64,
     /// Blended static reservation, bits/s.
@@ -198,7 +199,7 @@ pub struct Policy {
     /// Deepest inspection among them.
     pub inspection: Inspection,
     /// Application classes all of them allow.
-    pub allowed_app_classes: Vec<String>,
+    pub allowed_app_classes: Vec<Arc<str>>,
     /// Ports all of them allow.
     pub allowed_ports: Vec<PortRange>,
     /// Any of them requires a VPN.
@@ -212,7 +213,8 @@ pub struct Policy {
 /// A user's probabilities over catalogue entries: `segments` (segment, probability) mapped
 /// through the catalogue when there are any, else `personas` (clustered persona id,
 /// probability); unmapped mass, and mass missing from a distribution summing to less than 1,
-/// goes to `default`. Entries come out by name, probabilities summing to 1.
+/// goes to `default`. Entries come out by name, probabilities summing to 1. For many users,
+/// [`Blender::distribution`] does the same without resolving the catalogue each time.
 ///
 /// ```
 /// use personaflow_operators::policies::blend::persona_distribution;
@@ -227,31 +229,18 @@ pub fn persona_distribution<'c, S: AsRef<str>>(
     segments: &[(S, f64)],
     personas: &[(u32, f64)],
 ) -> Vec<(&'c str, f64)> {
-    let mut mass: BTreeMap<&'c str, f64> = BTreeMap::new();
-    let clean = |p: f64| if p.is_finite() && p > 0.0 { p } else { 0.0 };
-    if !segments.is_empty() {
-        for (s, p) in segments {
-            *mass
-                .entry(catalogue.entry_of_segment(s.as_ref()))
-                .or_default() += clean(*p);
-        }
-    } else {
-        for (id, p) in personas {
-            *mass.entry(catalogue.entry_of_persona(*id)).or_default() += clean(*p);
-        }
-    }
-    let total: f64 = mass.values().sum();
-    if total > 1.0 {
-        mass.values_mut().for_each(|p| *p /= total);
-    } else if total < 1.0 {
-        *mass.entry(DEFAULT_PERSONA).or_default() += 1.0 - total;
-    }
-    mass.into_iter().filter(|(_, p)| *p > 0.0).collect()
+    let names: Vec<&str> = catalogue.personas.keys().map(String::as_str).collect();
+    Blender::new(catalogue)
+        .distribution(segments, personas)
+        .into_iter()
+        .map(|(i, p)| (names[i], p))
+        .collect()
 }
 
 /// The policy of a user whose probabilities over catalogue entries are `distribution` (as
 /// [`persona_distribution`] makes it; entries not in the catalogue count as `default`) and
-/// whose demand is `demand`, for windows of `window_secs` seconds.
+/// whose demand is `demand`, for windows of `window_secs` seconds. For many users,
+/// [`Blender::blend`] does the same without resolving the catalogue each time.
 ///
 /// ```
 /// use personaflow_operators::policies::blend::{blend, DemandOutlook, PolicyConfig};
@@ -270,123 +259,257 @@ pub fn blend(
     window_secs: f64,
     config: &PolicyConfig,
 ) -> Policy {
-    let default = catalogue
-        .get(DEFAULT_PERSONA)
-        .expect("a validated catalogue has a default entry");
-    let mut entries: Vec<(&str, &PersonaEntry, f64)> = distribution
+    let blender = Blender::new(catalogue);
+    let indexed: Vec<(usize, f64)> = distribution
         .iter()
-        .filter(|(_, p)| p.is_finite() && *p > 0.0)
-        .map(|(n, p)| match catalogue.personas.get_key_value(*n) {
-            Some((name, e)) => (name.as_str(), e, *p),
-            None => (DEFAULT_PERSONA, default, *p),
-        })
+        .map(|(n, p)| (blender.index_of(n), *p))
         .collect();
-    if entries.is_empty() {
-        entries.push((DEFAULT_PERSONA, default, 1.0));
-    }
-    // Merge duplicates (entries mapped to default), then most probable first, ties by name.
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries.dedup_by(|b, a| {
-        if a.0 == b.0 {
-            a.2 += b.2;
-            true
-        } else {
-            false
+    blender.blend(&indexed, demand, window_secs, config)
+}
+
+/// A (validated) catalogue made ready to blend many users' policies: its entries numbered in
+/// name order, each mapping resolved to an entry once, the text a policy copies from an entry
+/// shared (`Arc<str>`: a policy costs no allocation per name or class) and each entry's ports
+/// merged once. What it makes is exactly what [`persona_distribution`] and [`blend`] make.
+///
+/// ```
+/// use personaflow_operators::policies::blend::{Blender, DemandOutlook, PolicyConfig};
+/// use personaflow_operators::policies::catalogue::PersonaCatalogue;
+/// let c = PersonaCatalogue::example();
+/// let b = Blender::new(&c);
+/// let d = b.distribution(&[("gamer", 0.7), ("video", 0.3)], &[]);
+/// assert_eq!(d, vec![(b.index_of("default"), 0.3), (b.index_of("gamer"), 0.7)]);
+/// let p = b.blend(&d, &DemandOutlook::default(), 60.0, &PolicyConfig::default());
+/// assert_eq!(&*p.persona, "gamer");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Blender {
+    /// The entries in name order.
+    entries: Vec<BlendEntry>,
+    /// `default`'s index.
+    default: usize,
+    /// Segment name -> entry index.
+    segments: HashMap<String, usize>,
+    /// Clustered persona id -> entry index.
+    personas: HashMap<u32, usize>,
+}
+
+/// One catalogue entry, as [`Blender`] uses it.
+#[derive(Clone, Debug)]
+struct BlendEntry {
+    name: Arc<str>,
+    entry: PersonaEntry,
+    diffserv_class: Arc<str>,
+    endpoint_class: Arc<str>,
+    app_classes: Vec<Arc<str>>,
+    /// The allowed ports, sorted and merged.
+    ports: Vec<PortRange>,
+}
+
+impl Blender {
+    /// Resolves `catalogue`, which must have a `default` entry (a validated one does).
+    pub fn new(catalogue: &PersonaCatalogue) -> Blender {
+        let entries: Vec<BlendEntry> = catalogue
+            .personas
+            .iter()
+            .map(|(name, e)| BlendEntry {
+                name: name.as_str().into(),
+                entry: e.clone(),
+                diffserv_class: e.diffserv_class.as_str().into(),
+                endpoint_class: e.endpoint_class.as_str().into(),
+                app_classes: e
+                    .security
+                    .allowed_app_classes
+                    .iter()
+                    .map(|c| c.as_str().into())
+                    .collect(),
+                ports: normalise_ports(&e.security.allowed_ports),
+            })
+            .collect();
+        let default = entries
+            .iter()
+            .position(|e| &*e.name == DEFAULT_PERSONA)
+            .expect("a validated catalogue has a default entry");
+        let mut blender = Blender {
+            entries,
+            default,
+            segments: HashMap::new(),
+            personas: HashMap::new(),
+        };
+        for (segment, entry) in &catalogue.mapping.segments {
+            let i = blender.index_of(entry);
+            blender.segments.insert(segment.clone(), i);
         }
-    });
-    let total: f64 = entries.iter().map(|e| e.2).sum();
-    entries.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(b.0)));
-    let weighted = |f: &dyn Fn(&PersonaEntry) -> f64| -> f64 {
-        let v = entries.iter().map(|(_, e, p)| p * f(e)).sum::<f64>() / total;
-        // Keep the mean inside the entries' range despite rounding.
-        let (lo, hi) = entries
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), (_, e, _)| {
-                (lo.min(f(e)), hi.max(f(e)))
-            });
-        v.clamp(lo, hi)
-    };
-    let (top_name, top, _) = entries[0];
-    let kbps = |v: f64| (v * 1_000.0).round() as u64;
-    let floor_kbps = weighted(&|e| e.bandwidth.floor_kbps);
-    let ceiling_kbps = weighted(&|e| e.bandwidth.ceiling_kbps);
-    let request_floor = weighted(&|e| e.requests.floor_per_s);
-    let request_limit = weighted(&|e| e.requests.limit_per_s);
-    let (bytes, requests) = demand.sized_for();
-    let secs = window_secs.max(f64::MIN_POSITIVE);
-    let sized_for_bps = bytes * 8.0 / secs;
-    let allocated =
-        (sized_for_bps * config.headroom).clamp(floor_kbps * 1_000.0, ceiling_kbps * 1_000.0);
-    let rate_limit = (requests / secs * config.headroom).clamp(request_floor, request_limit);
-    let buffer = |f: &dyn Fn(&PersonaEntry) -> [u64; 2]| -> [u64; 2] {
-        [
-            weighted(&|e| f(e)[0] as f64).round() as u64,
-            weighted(&|e| f(e)[1] as f64).round() as u64,
-        ]
-    };
-    // Security: the strictest among the entries at or above the floor (the top one always).
-    let secure: Vec<&PersonaEntry> = entries
-        .iter()
-        .enumerate()
-        .filter(|(i, (_, _, p))| *i == 0 || *p / total >= config.security_floor)
-        .map(|(_, (_, e, _))| *e)
-        .collect();
-    let mut app_classes: Vec<String> = top.security.allowed_app_classes.clone();
-    app_classes.retain(|c| {
-        secure
-            .iter()
-            .all(|e| e.security.allowed_app_classes.contains(c))
-    });
-    if app_classes.is_empty() {
-        app_classes = top.security.allowed_app_classes.clone();
+        // Only a key an id prints as can match it (`catalogue.entry_of_persona`).
+        for (id, entry) in &catalogue.mapping.personas {
+            if let Some(n) = id.parse::<u32>().ok().filter(|n| n.to_string() == *id) {
+                let i = blender.index_of(entry);
+                blender.personas.insert(n, i);
+            }
+        }
+        blender
     }
-    app_classes.sort();
-    app_classes.dedup();
-    let mut ports = secure
-        .iter()
-        .skip(1)
-        .fold(normalise_ports(&top.security.allowed_ports), |acc, e| {
-            intersect_ports(&acc, &normalise_ports(&e.security.allowed_ports))
+
+    /// The index of the entry called `name` (`default`'s for a name not in the catalogue).
+    pub fn index_of(&self, name: &str) -> usize {
+        self.entries
+            .binary_search_by(|e| (*e.name).cmp(name))
+            .unwrap_or(self.default)
+    }
+
+    /// The name of entry `index`.
+    pub fn name(&self, index: usize) -> &Arc<str> {
+        &self.entries[index].name
+    }
+
+    /// [`persona_distribution`], the entries by index (in name order).
+    pub fn distribution<S: AsRef<str>>(
+        &self,
+        segments: &[(S, f64)],
+        personas: &[(u32, f64)],
+    ) -> Vec<(usize, f64)> {
+        let mut mass = vec![0.0f64; self.entries.len()];
+        let clean = |p: f64| if p.is_finite() && p > 0.0 { p } else { 0.0 };
+        if !segments.is_empty() {
+            for (s, p) in segments {
+                let i = self.segments.get(s.as_ref()).copied();
+                mass[i.unwrap_or(self.default)] += clean(*p);
+            }
+        } else {
+            for (id, p) in personas {
+                let i = self.personas.get(id).copied();
+                mass[i.unwrap_or(self.default)] += clean(*p);
+            }
+        }
+        // Entries no user's mass reached add 0.0, which leaves the sum as it was.
+        let total: f64 = mass.iter().sum();
+        if total > 1.0 {
+            mass.iter_mut().for_each(|p| *p /= total);
+        } else if total < 1.0 {
+            mass[self.default] += 1.0 - total;
+        }
+        mass.into_iter()
+            .enumerate()
+            .filter(|(_, p)| *p > 0.0)
+            .collect()
+    }
+
+    /// [`blend`] of a distribution over entries by index (as
+    /// [`distribution`](Self::distribution) makes it).
+    pub fn blend(
+        &self,
+        distribution: &[(usize, f64)],
+        demand: &DemandOutlook,
+        window_secs: f64,
+        config: &PolicyConfig,
+    ) -> Policy {
+        let mut entries: Vec<(usize, f64)> = distribution
+            .iter()
+            .filter(|(i, p)| p.is_finite() && *p > 0.0 && *i < self.entries.len())
+            .copied()
+            .collect();
+        if entries.is_empty() {
+            entries.push((self.default, 1.0));
+        }
+        // Merge duplicates, then most probable first, ties by name (index order is name order).
+        entries.sort_by_key(|e| e.0);
+        entries.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 += b.1;
+                true
+            } else {
+                false
+            }
         });
-    if ports.is_empty() {
-        ports = normalise_ports(&top.security.allowed_ports);
-    }
-    Policy {
-        personas: entries
+        let total: f64 = entries.iter().map(|e| e.1).sum();
+        entries.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let entry = |i: usize| &self.entries[i].entry;
+        let weighted = |f: &dyn Fn(&PersonaEntry) -> f64| -> f64 {
+            let v = entries.iter().map(|(i, p)| p * f(entry(*i))).sum::<f64>() / total;
+            // Keep the mean inside the entries' range despite rounding.
+            let (lo, hi) = entries
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), (i, _)| {
+                    (lo.min(f(entry(*i))), hi.max(f(entry(*i))))
+                });
+            v.clamp(lo, hi)
+        };
+        let top = &self.entries[entries[0].0];
+        let kbps = |v: f64| (v * 1_000.0).round() as u64;
+        let floor_kbps = weighted(&|e| e.bandwidth.floor_kbps);
+        let ceiling_kbps = weighted(&|e| e.bandwidth.ceiling_kbps);
+        let request_floor = weighted(&|e| e.requests.floor_per_s);
+        let request_limit = weighted(&|e| e.requests.limit_per_s);
+        let (bytes, requests) = demand.sized_for();
+        let secs = window_secs.max(f64::MIN_POSITIVE);
+        let sized_for_bps = bytes * 8.0 / secs;
+        let allocated =
+            (sized_for_bps * config.headroom).clamp(floor_kbps * 1_000.0, ceiling_kbps * 1_000.0);
+        let rate_limit = (requests / secs * config.headroom).clamp(request_floor, request_limit);
+        let buffer = |f: &dyn Fn(&PersonaEntry) -> [u64; 2]| -> [u64; 2] {
+            [
+                weighted(&|e| f(e)[0] as f64).round() as u64,
+                weighted(&|e| f(e)[1] as f64).round() as u64,
+            ]
+        };
+        // Security: the strictest among the entries at or above the floor (the top one always).
+        let secure: Vec<&BlendEntry> = entries
             .iter()
-            .map(|(n, _, p)| (n.to_string(), Score((p / total) as f32)))
-            .collect(),
-        persona: top_name.to_string(),
-        diffserv_class: top.diffserv_class.clone(),
-        dscp: top.dscp,
-        endpoint_class: top.endpoint_class.clone(),
-        floor_bps: kbps(floor_kbps),
-        guaranteed_bps: kbps(weighted(&|e| e.bandwidth.guaranteed_kbps)),
-        ceiling_bps: kbps(ceiling_kbps),
-        allocated_bps: (allocated.round() as u64).clamp(kbps(floor_kbps), kbps(ceiling_kbps)),
-        sized_for_bps: sized_for_bps.round() as u64,
-        burst_bytes: kbps(weighted(&|e| e.bandwidth.burst_kb)),
-        priority_weight: Score(weighted(&|e| e.priority_weight) as f32),
-        latency_target_ms: Score(weighted(&|e| e.latency_target_ms) as f32),
-        rate_limit_rps: Score(rate_limit as f32),
-        request_limit_rps: Score(request_limit as f32),
-        send_buffer: buffer(&|e| e.socket.send_buffer),
-        receive_buffer: buffer(&|e| e.socket.receive_buffer),
-        authentication: secure
+            .enumerate()
+            .filter(|(k, (_, p))| *k == 0 || *p / total >= config.security_floor)
+            .map(|(_, (i, _))| &self.entries[*i])
+            .collect();
+        let mut app_classes: Vec<Arc<str>> = top.app_classes.clone();
+        app_classes.retain(|c| secure.iter().all(|e| e.app_classes.contains(c)));
+        if app_classes.is_empty() {
+            app_classes = top.app_classes.clone();
+        }
+        app_classes.sort();
+        app_classes.dedup();
+        let mut ports = secure
             .iter()
-            .map(|e| e.security.authentication)
-            .max()
-            .unwrap_or(top.security.authentication),
-        inspection: secure
-            .iter()
-            .map(|e| e.security.inspection)
-            .max()
-            .unwrap_or(top.security.inspection),
-        allowed_app_classes: app_classes,
-        allowed_ports: ports,
-        vpn_required: secure.iter().any(|e| e.security.vpn_required),
-        current_bytes: demand.current_bytes.max(0.0).round() as u64,
-        current_requests: demand.current_requests.max(0.0).round() as u64,
+            .skip(1)
+            .fold(top.ports.clone(), |acc, e| intersect_ports(&acc, &e.ports));
+        if ports.is_empty() {
+            ports = top.ports.clone();
+        }
+        Policy {
+            personas: entries
+                .iter()
+                .map(|(i, p)| (self.entries[*i].name.clone(), Score((p / total) as f32)))
+                .collect(),
+            persona: top.name.clone(),
+            diffserv_class: top.diffserv_class.clone(),
+            dscp: top.entry.dscp,
+            endpoint_class: top.endpoint_class.clone(),
+            floor_bps: kbps(floor_kbps),
+            guaranteed_bps: kbps(weighted(&|e| e.bandwidth.guaranteed_kbps)),
+            ceiling_bps: kbps(ceiling_kbps),
+            allocated_bps: (allocated.round() as u64).clamp(kbps(floor_kbps), kbps(ceiling_kbps)),
+            sized_for_bps: sized_for_bps.round() as u64,
+            burst_bytes: kbps(weighted(&|e| e.bandwidth.burst_kb)),
+            priority_weight: Score(weighted(&|e| e.priority_weight) as f32),
+            latency_target_ms: Score(weighted(&|e| e.latency_target_ms) as f32),
+            rate_limit_rps: Score(rate_limit as f32),
+            request_limit_rps: Score(request_limit as f32),
+            send_buffer: buffer(&|e| e.socket.send_buffer),
+            receive_buffer: buffer(&|e| e.socket.receive_buffer),
+            authentication: secure
+                .iter()
+                .map(|e| e.entry.security.authentication)
+                .max()
+                .unwrap_or(top.entry.security.authentication),
+            inspection: secure
+                .iter()
+                .map(|e| e.entry.security.inspection)
+                .max()
+                .unwrap_or(top.entry.security.inspection),
+            allowed_app_classes: app_classes,
+            allowed_ports: ports,
+            vpn_required: secure.iter().any(|e| e.entry.security.vpn_required),
+            current_bytes: demand.current_bytes.max(0.0).round() as u64,
+            current_requests: demand.current_requests.max(0.0).round() as u64,
+        }
     }
 }
 
@@ -475,7 +598,8 @@ mod tests {
             let (d, demand) = random_case(&mut rng, &c);
             let d: Vec<(&str, f64)> = d.iter().map(|(n, p)| (n.as_str(), *p)).collect();
             let p = blend(&c, &d, &demand, 60.0, &PolicyConfig::default());
-            let used: Vec<&PersonaEntry> = p.personas.iter().map(|(n, _)| &c.personas[n]).collect();
+            let used: Vec<&PersonaEntry> =
+                p.personas.iter().map(|(n, _)| &c.personas[&**n]).collect();
             let within = |v: f64, f: &dyn Fn(&PersonaEntry) -> f64, what: &str| {
                 let lo = used.iter().map(|e| f(e)).fold(f64::MAX, f64::min);
                 let hi = used.iter().map(|e| f(e)).fold(f64::MIN, f64::max);
@@ -536,7 +660,7 @@ mod tests {
                 r >= p
                     .personas
                     .iter()
-                    .map(|(n, _)| c.personas[n].requests.floor_per_s)
+                    .map(|(n, _)| c.personas[&**n].requests.floor_per_s)
                     .fold(f64::MAX, f64::min)
                     - 1e-3
             );
@@ -544,14 +668,15 @@ mod tests {
             let sum: f32 = p.personas.iter().map(|x| x.1 .0).sum();
             assert!((sum - 1.0).abs() < 1e-4);
             // Security is at least as strict as the top entry's.
-            let top = &c.personas[&p.persona];
+            let top = &c.personas[&*p.persona];
             assert!(p.authentication >= top.security.authentication);
             assert!(p.inspection >= top.security.inspection);
             assert!(p.vpn_required >= top.security.vpn_required);
-            assert!(p
+            assert!(p.allowed_app_classes.iter().all(|a| top
+                .security
                 .allowed_app_classes
                 .iter()
-                .all(|a| top.security.allowed_app_classes.contains(a)));
+                .any(|t| **t == **a)));
         }
     }
 
@@ -567,10 +692,10 @@ mod tests {
                 60.0,
                 &PolicyConfig::default(),
             );
-            assert_eq!(p.persona, *name);
-            assert_eq!(p.diffserv_class, e.diffserv_class);
+            assert_eq!(&*p.persona, name.as_str());
+            assert_eq!(&*p.diffserv_class, e.diffserv_class);
             assert_eq!(p.dscp, e.dscp);
-            assert_eq!(p.endpoint_class, e.endpoint_class);
+            assert_eq!(&*p.endpoint_class, e.endpoint_class);
             assert_eq!(p.floor_bps as f64, e.bandwidth.floor_kbps * 1e3);
             assert_eq!(p.guaranteed_bps as f64, e.bandwidth.guaranteed_kbps * 1e3);
             assert_eq!(p.ceiling_bps as f64, e.bandwidth.ceiling_kbps * 1e3);
@@ -584,7 +709,8 @@ mod tests {
             assert_eq!(p.inspection, e.security.inspection);
             let mut classes = e.security.allowed_app_classes.clone();
             classes.sort();
-            assert_eq!(p.allowed_app_classes, classes);
+            let got: Vec<&str> = p.allowed_app_classes.iter().map(|c| &**c).collect();
+            assert_eq!(got, classes);
             assert_eq!(p.allowed_ports, normalise_ports(&e.security.allowed_ports));
             assert_eq!(p.vpn_required, e.security.vpn_required);
             // No demand: the floors.
@@ -606,11 +732,11 @@ mod tests {
             60.0,
             &config,
         );
-        assert_eq!(p.persona, "gamer");
+        assert_eq!(&*p.persona, "gamer");
         assert_eq!(p.dscp, 32);
         assert_eq!(p.authentication, Authentication::Mfa);
         assert!(p.vpn_required);
-        assert_eq!(p.allowed_app_classes, vec!["web".to_string()]);
+        assert_eq!(p.allowed_app_classes, vec![Arc::from("web")]);
         assert_eq!(p.allowed_ports, vec!["443".parse().unwrap()]);
         // At 0.1 it does not count.
         let p = blend(
@@ -649,6 +775,243 @@ mod tests {
             blend(&c, &[("gamer", 1.0)], &d, 60.0, &config).allocated_bps,
             1_250_000
         );
+    }
+
+    use std::collections::BTreeMap;
+
+    // The distribution and the blend as they were computed before `Blender` (names looked up
+    // in the catalogue for every user), kept to prove the blender makes the same, bit for bit.
+    fn distribution_before<'c, S: AsRef<str>>(
+        catalogue: &'c PersonaCatalogue,
+        segments: &[(S, f64)],
+        personas: &[(u32, f64)],
+    ) -> Vec<(&'c str, f64)> {
+        let mut mass: BTreeMap<&'c str, f64> = BTreeMap::new();
+        let clean = |p: f64| if p.is_finite() && p > 0.0 { p } else { 0.0 };
+        if !segments.is_empty() {
+            for (s, p) in segments {
+                *mass
+                    .entry(catalogue.entry_of_segment(s.as_ref()))
+                    .or_default() += clean(*p);
+            }
+        } else {
+            for (id, p) in personas {
+                *mass.entry(catalogue.entry_of_persona(*id)).or_default() += clean(*p);
+            }
+        }
+        let total: f64 = mass.values().sum();
+        if total > 1.0 {
+            mass.values_mut().for_each(|p| *p /= total);
+        } else if total < 1.0 {
+            *mass.entry(DEFAULT_PERSONA).or_default() += 1.0 - total;
+        }
+        mass.into_iter().filter(|(_, p)| *p > 0.0).collect()
+    }
+
+    fn blend_before(
+        catalogue: &PersonaCatalogue,
+        distribution: &[(&str, f64)],
+        demand: &DemandOutlook,
+        window_secs: f64,
+        config: &PolicyConfig,
+    ) -> Policy {
+        let default = catalogue
+            .get(DEFAULT_PERSONA)
+            .expect("a validated catalogue has a default entry");
+        let mut entries: Vec<(&str, &PersonaEntry, f64)> = distribution
+            .iter()
+            .filter(|(_, p)| p.is_finite() && *p > 0.0)
+            .map(|(n, p)| match catalogue.personas.get_key_value(*n) {
+                Some((name, e)) => (name.as_str(), e, *p),
+                None => (DEFAULT_PERSONA, default, *p),
+            })
+            .collect();
+        if entries.is_empty() {
+            entries.push((DEFAULT_PERSONA, default, 1.0));
+        }
+        // Merge duplicates (entries mapped to default), then most probable first, ties by name.
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        entries.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.2 += b.2;
+                true
+            } else {
+                false
+            }
+        });
+        let total: f64 = entries.iter().map(|e| e.2).sum();
+        entries.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(b.0)));
+        let weighted = |f: &dyn Fn(&PersonaEntry) -> f64| -> f64 {
+            let v = entries.iter().map(|(_, e, p)| p * f(e)).sum::<f64>() / total;
+            // Keep the mean inside the entries' range despite rounding.
+            let (lo, hi) = entries
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), (_, e, _)| {
+                    (lo.min(f(e)), hi.max(f(e)))
+                });
+            v.clamp(lo, hi)
+        };
+        let (top_name, top, _) = entries[0];
+        let kbps = |v: f64| (v * 1_000.0).round() as u64;
+        let floor_kbps = weighted(&|e| e.bandwidth.floor_kbps);
+        let ceiling_kbps = weighted(&|e| e.bandwidth.ceiling_kbps);
+        let request_floor = weighted(&|e| e.requests.floor_per_s);
+        let request_limit = weighted(&|e| e.requests.limit_per_s);
+        let (bytes, requests) = demand.sized_for();
+        let secs = window_secs.max(f64::MIN_POSITIVE);
+        let sized_for_bps = bytes * 8.0 / secs;
+        let allocated =
+            (sized_for_bps * config.headroom).clamp(floor_kbps * 1_000.0, ceiling_kbps * 1_000.0);
+        let rate_limit = (requests / secs * config.headroom).clamp(request_floor, request_limit);
+        let buffer = |f: &dyn Fn(&PersonaEntry) -> [u64; 2]| -> [u64; 2] {
+            [
+                weighted(&|e| f(e)[0] as f64).round() as u64,
+                weighted(&|e| f(e)[1] as f64).round() as u64,
+            ]
+        };
+        // Security: the strictest among the entries at or above the floor (the top one always).
+        let secure: Vec<&PersonaEntry> = entries
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, _, p))| *i == 0 || *p / total >= config.security_floor)
+            .map(|(_, (_, e, _))| *e)
+            .collect();
+        let mut app_classes: Vec<String> = top.security.allowed_app_classes.clone();
+        app_classes.retain(|c| {
+            secure
+                .iter()
+                .all(|e| e.security.allowed_app_classes.contains(c))
+        });
+        if app_classes.is_empty() {
+            app_classes = top.security.allowed_app_classes.clone();
+        }
+        app_classes.sort();
+        app_classes.dedup();
+        let mut ports = secure
+            .iter()
+            .skip(1)
+            .fold(normalise_ports(&top.security.allowed_ports), |acc, e| {
+                intersect_ports(&acc, &normalise_ports(&e.security.allowed_ports))
+            });
+        if ports.is_empty() {
+            ports = normalise_ports(&top.security.allowed_ports);
+        }
+        Policy {
+            personas: entries
+                .iter()
+                .map(|(n, _, p)| ((*n).into(), Score((p / total) as f32)))
+                .collect(),
+            persona: top_name.into(),
+            diffserv_class: top.diffserv_class.as_str().into(),
+            dscp: top.dscp,
+            endpoint_class: top.endpoint_class.as_str().into(),
+            floor_bps: kbps(floor_kbps),
+            guaranteed_bps: kbps(weighted(&|e| e.bandwidth.guaranteed_kbps)),
+            ceiling_bps: kbps(ceiling_kbps),
+            allocated_bps: (allocated.round() as u64).clamp(kbps(floor_kbps), kbps(ceiling_kbps)),
+            sized_for_bps: sized_for_bps.round() as u64,
+            burst_bytes: kbps(weighted(&|e| e.bandwidth.burst_kb)),
+            priority_weight: Score(weighted(&|e| e.priority_weight) as f32),
+            latency_target_ms: Score(weighted(&|e| e.latency_target_ms) as f32),
+            rate_limit_rps: Score(rate_limit as f32),
+            request_limit_rps: Score(request_limit as f32),
+            send_buffer: buffer(&|e| e.socket.send_buffer),
+            receive_buffer: buffer(&|e| e.socket.receive_buffer),
+            authentication: secure
+                .iter()
+                .map(|e| e.security.authentication)
+                .max()
+                .unwrap_or(top.security.authentication),
+            inspection: secure
+                .iter()
+                .map(|e| e.security.inspection)
+                .max()
+                .unwrap_or(top.security.inspection),
+            allowed_app_classes: app_classes.iter().map(|c| c.as_str().into()).collect(),
+            allowed_ports: ports,
+            vpn_required: secure.iter().any(|e| e.security.vpn_required),
+            current_bytes: demand.current_bytes.max(0.0).round() as u64,
+            current_requests: demand.current_requests.max(0.0).round() as u64,
+        }
+    }
+
+    /// The blender makes exactly what the per-user lookups made: seeded random segment and
+    /// persona distributions (mapped, unmapped, repeated, non-finite and negative
+    /// probabilities, sums above and below 1), random demand and security floors, on the
+    /// example catalogue and one with more entries, ports and app classes.
+    #[test]
+    fn the_blender_makes_what_the_lookups_made() {
+        let mut streamers = catalogue();
+        streamers
+            .mapping
+            .segments
+            .insert("video".into(), "streamer".into());
+        streamers
+            .mapping
+            .personas
+            .insert("3".into(), "streamer".into());
+        streamers
+            .mapping
+            .personas
+            .insert("04".into(), "gamer".into());
+        streamers.validate().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(27);
+        for c in [PersonaCatalogue::example(), streamers] {
+            let b = Blender::new(&c);
+            let mut names: Vec<String> = c.mapping.segments.keys().cloned().collect();
+            names.extend(["unmapped".to_string(), String::new()]);
+            for case in 0..3_000 {
+                let probability = |rng: &mut ChaCha8Rng| match rng.random_range(0..12) {
+                    0 => f64::NAN,
+                    1 => -0.5,
+                    2 => f64::INFINITY,
+                    3 => 0.0,
+                    // Ties, which the most probable entry and the order break by name.
+                    4 | 5 => 0.25,
+                    _ => rng.random_range(0.0..0.9),
+                };
+                let segments: Vec<(String, f64)> = (0..rng.random_range(0..6))
+                    .map(|_| {
+                        let n = names[rng.random_range(0..names.len())].clone();
+                        (n, probability(&mut rng))
+                    })
+                    .collect();
+                let personas: Vec<(u32, f64)> = (0..rng.random_range(0..4))
+                    .map(|_| (rng.random_range(0..6), probability(&mut rng)))
+                    .collect();
+                let expected = distribution_before(&c, &segments, &personas);
+                let got = b.distribution(&segments, &personas);
+                let named: Vec<(&str, f64)> =
+                    got.iter().map(|(i, p)| (&**b.name(*i), *p)).collect();
+                let bits = |d: &[(&str, f64)]| -> Vec<(String, u64)> {
+                    d.iter()
+                        .map(|(n, p)| (n.to_string(), p.to_bits()))
+                        .collect()
+                };
+                assert_eq!(
+                    bits(&named),
+                    bits(&expected),
+                    "case {case}: {segments:?} {personas:?}"
+                );
+                let (_, demand) = random_case(&mut rng, &c);
+                let config = PolicyConfig {
+                    security_floor: rng.random_range(0.01..1.0),
+                    ..PolicyConfig::default()
+                };
+                let secs = [1.0, 60.0, 86_400.0][rng.random_range(0..3)];
+                let expected = blend_before(&c, &expected, &demand, secs, &config);
+                assert_eq!(
+                    b.blend(&got, &demand, secs, &config),
+                    expected,
+                    "case {case}"
+                );
+                assert_eq!(
+                    blend(&c, &named, &demand, secs, &config),
+                    expected,
+                    "case {case}"
+                );
+            }
+        }
     }
 
     #[test]

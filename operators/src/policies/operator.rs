@@ -5,7 +5,7 @@ use crate::forecast::Forecast;
 use crate::ops::batch::BatchByWindow;
 use crate::ops::{user_hash, UserId, UserWindow};
 use crate::personas::operator::PersonaAssignment;
-use crate::policies::blend::{blend, persona_distribution, DemandOutlook, Policy, PolicyConfig};
+use crate::policies::blend::{Blender, DemandOutlook, Policy, PolicyConfig};
 use crate::policies::catalogue::PersonaCatalogue;
 use crate::policies::socket::{
     socket_profile, RiskBySegment, RiskCalibration, SocketProfile, WindowDemand,
@@ -141,7 +141,7 @@ pub trait ShapePolicies<'scope> {
     ///         .inspect(|(((u, w), shaped), _, _)| {
     ///             let (p, s) = &**shaped;
     ///             // No resonance: all to default; 1 Mbit/s now, x 1.25.
-    ///             assert!(&**u == "u" && *w == 0 && p.persona == "default" && p.allocated_bps == 1_250_000);
+    ///             assert!(&**u == "u" && *w == 0 && &*p.persona == "default" && p.allocated_bps == 1_250_000);
     ///             assert_eq!(s.request_type.name(), "streaming");
     ///         });
     /// });
@@ -301,7 +301,7 @@ where
 ///         .embed_profiles(Box::new(StandardisedEmbedder::default()), 64, ErrorSlot::default());
 ///     let catalogue = Arc::new(PersonaCatalogue::example());
 ///     policies_from(vec![PolicyInput::new(profiles)], catalogue, PolicyConfig::default(), WindowSpec::default())
-///         .inspect(|(((u, w), shaped), _, _)| assert!(&**u == "u" && *w == 0 && shaped.0.persona == "default"));
+///         .inspect(|(((u, w), shaped), _, _)| assert!(&**u == "u" && *w == 0 && &*shaped.0.persona == "default"));
 /// });
 /// ```
 pub fn policies_from<'scope>(
@@ -372,6 +372,7 @@ fn shape<'scope>(
         move |window, users, out| calibrate_window(&mut risk, risk_windows, window, users, out),
     );
     let window_secs = spec.len_ms() as f64 / 1_000.0;
+    let blender = Blender::new(&catalogue);
     calibrated
         .inner
         .unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
@@ -384,7 +385,14 @@ fn shape<'scope>(
                         for batch in data {
                             session.give_iterator(batch.drain(..).map(
                                 |((mut g, r), window, diff)| {
-                                    let shaped = policy_of(&catalogue, &config, window_secs, &g, r);
+                                    let shaped = policy_of(
+                                        &blender,
+                                        &catalogue,
+                                        &config,
+                                        window_secs,
+                                        &g,
+                                        r,
+                                    );
                                     let key = (std::mem::take(&mut g.user), window);
                                     ((key, Arc::new(shaped)), window, diff)
                                 },
@@ -490,6 +498,7 @@ fn calibrate_window(
 
 /// One user's policy and socket profile.
 fn policy_of(
+    blender: &Blender,
     catalogue: &PersonaCatalogue,
     config: &PolicyConfig,
     window_secs: f64,
@@ -506,7 +515,7 @@ fn policy_of(
         .iter()
         .map(|(id, p)| (*id, f64::from(p.0)))
         .collect();
-    let distribution = persona_distribution(catalogue, &segments, &personas);
+    let distribution = blender.distribution(&segments, &personas);
     let horizon = |f: &Forecast| f.horizon().min(config.horizon);
     let peak = |f: &Forecast, pick: fn((f32, f32)) -> f32| {
         (1..=horizon(f))
@@ -520,7 +529,7 @@ fn policy_of(
         current_bytes: (g.demand.bytes_in + g.demand.bytes_out) as f64,
         current_requests: g.events as f64,
     };
-    let policy = blend(catalogue, &distribution, &demand, window_secs, config);
+    let policy = blender.blend(&distribution, &demand, window_secs, config);
     let next = g
         .forecast
         .as_ref()

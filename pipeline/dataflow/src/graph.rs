@@ -745,7 +745,7 @@ pub fn build_with(
 /// What a feedback row carries of the policy that made the allocation.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 struct Allocation {
-    persona: String,
+    persona: Arc<str>,
     allocated_bps: u64,
     burst_bytes: u64,
     rate_limit_rps: Score,

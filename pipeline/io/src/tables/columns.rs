@@ -171,6 +171,10 @@ list_kind!(
     /// `Vec<String>` as `List<Utf8>`.
     ListUtf8, String, StringBuilder, DataType::Utf8, |b, v| for s in v { b.append_value(s) }
 );
+list_kind!(
+    /// `Vec<Arc<str>>` (shared text) as `List<Utf8>`.
+    ListSharedUtf8, Arc<str>, StringBuilder, DataType::Utf8, |b, v| for s in v { b.append_value(s) }
+);
 
 /// The window's feature values (`Vec<f32>` of [`NUM_FEATURES`]) spread over one `Float32`
 /// column per feature, named as in [`FEATURES`]; missing values are 0.

@@ -242,12 +242,12 @@ fn policies_of_batch(
                 personas: names
                     .into_iter()
                     .enumerate()
-                    .map(|(j, n)| (n, Score(probs.value(j))))
+                    .map(|(j, n)| (n.into(), Score(probs.value(j))))
                     .collect(),
-                persona: text(2, i),
-                diffserv_class: text(5, i),
+                persona: text(2, i).into(),
+                diffserv_class: text(5, i).into(),
                 dscp: u8::try_from(dscp).map_err(|_| bad_value(path, "dscp", &dscp.to_string()))?,
-                endpoint_class: text(7, i),
+                endpoint_class: text(7, i).into(),
                 floor_bps: u64s(8, i),
                 guaranteed_bps: u64s(9, i),
                 ceiling_bps: u64s(10, i),
@@ -262,7 +262,10 @@ fn policies_of_batch(
                 receive_buffer: [u64s(20, i), u64s(21, i)],
                 authentication,
                 inspection,
-                allowed_app_classes: strings(c[24].as_ref(), i),
+                allowed_app_classes: strings(c[24].as_ref(), i)
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
                 allowed_ports: ports,
                 vpn_required: c[26].as_boolean().value(i),
                 current_bytes: u64s(27, i),

@@ -239,17 +239,17 @@ table_rows! {
         /// User.
         user_id: Arc<str> => Utf8,
         /// The most probable catalogue entry.
-        persona: String => Utf8,
+        persona: Arc<str> => Utf8,
         /// Catalogue entries with a positive probability, most probable first.
-        personas: Vec<String> => ListUtf8,
+        personas: Vec<Arc<str>> => ListSharedUtf8,
         /// Their probabilities, in the same order.
         probabilities: Vec<f32> => ListF32,
         /// RFC 4594 service class of the most probable entry.
-        diffserv_class: String => Utf8,
+        diffserv_class: Arc<str> => Utf8,
         /// Its DSCP.
         dscp: u32 => U32,
         /// Its endpoint class.
-        endpoint_class: String => Utf8,
+        endpoint_class: Arc<str> => Utf8,
         /// Blended floor bandwidth, bits/s.
         floor_bps: u64 => U64,
         /// Blended static reservation, bits/s.
@@ -283,7 +283,7 @@ table_rows! {
         /// Deepest inspection: `none`, `metadata` or `full`.
         inspection: &'static str => Utf8,
         /// Application classes allowed.
-        allowed_app_classes: Vec<String> => ListUtf8,
+        allowed_app_classes: Vec<Arc<str>> => ListSharedUtf8,
         /// Ports allowed (`443`, `27000-27050`).
         allowed_ports: Vec<String> => ListUtf8,
         /// A VPN is required.
@@ -333,7 +333,7 @@ table_rows! {
         /// End of the window whose policy made the allocation, ms.
         made_at_window_end: i64 => Timestamp,
         /// The policy's most probable catalogue entry.
-        persona: String => Utf8,
+        persona: Arc<str> => Utf8,
         /// Allocated bandwidth, bits/s.
         allocated_bps: u64 => U64,
         /// Rate limit, requests/s.
