@@ -403,6 +403,37 @@ impl Span {
     }
 }
 
+/// The mean of each of the first `dims` columns of `rows`. Rows are walked in turn, each
+/// adding to every column's sum (memory in order, the loop vectorised), which gives each
+/// column the same additions in the same order as summing the column alone: the same bits.
+fn column_means(rows: &[&[f32]], dims: usize) -> Vec<f64> {
+    let mut sums = vec![empty_sum(); dims];
+    for row in rows {
+        for (s, x) in sums.iter_mut().zip(&row[..dims]) {
+            *s += f64::from(*x);
+        }
+    }
+    sums.into_iter().map(|s| s / rows.len() as f64).collect()
+}
+
+/// For each column of `means`, the sum over `rows` of the squared deviation from its mean,
+/// row by row as [`column_means`] sums.
+fn column_squared_deviations(rows: &[&[f32]], means: &[f64]) -> Vec<f64> {
+    let mut sums = vec![empty_sum(); means.len()];
+    for row in rows {
+        for ((s, x), m) in sums.iter_mut().zip(&row[..means.len()]).zip(means) {
+            *s += (f64::from(*x) - m).powi(2);
+        }
+    }
+    sums
+}
+
+/// What `Iterator::sum` of `f64`s starts from (its sum of nothing), so a sum kept by hand
+/// adds exactly as `sum` does.
+fn empty_sum() -> f64 {
+    std::iter::empty::<f64>().sum()
+}
+
 impl UnitMeans {
     /// Moves to the steps `want` (oldest first) and returns their unit means in unit order.
     fn sync(&mut self, want: &[&Arc<Step>]) -> Vec<&[f32]> {
@@ -773,18 +804,11 @@ impl DriftDetector {
             return None;
         }
         let dims = a.iter().chain(&b).map(|p| p.len()).min().unwrap_or(0);
-        let mean = |v: &[&[f32]]| -> Vec<f64> {
-            (0..dims)
-                .map(|d| v.iter().map(|p| f64::from(p[d])).sum::<f64>() / v.len() as f64)
-                .collect()
-        };
-        let (mb, mr) = (mean(&a), mean(&b));
+        let (mb, mr) = (column_means(&a, dims), column_means(&b, dims));
         // Each dimension in units of the baseline's spread between users.
-        let spread: Vec<f64> = (0..dims)
-            .map(|d| {
-                let ss: f64 = a.iter().map(|p| (f64::from(p[d]) - mb[d]).powi(2)).sum();
-                (ss / (nb - 1) as f64).sqrt().max(MIN_SPREAD)
-            })
+        let spread: Vec<f64> = column_squared_deviations(&a, &mb)
+            .into_iter()
+            .map(|ss| (ss / (nb - 1) as f64).sqrt().max(MIN_SPREAD))
             .collect();
         let d = (0..dims)
             .map(|i| ((mr[i] - mb[i]) / spread[i]).powi(2))
@@ -920,6 +944,45 @@ mod tests {
                 "case {case}"
             );
             assert_eq!((got.n, &got.keys), (expected.n, &expected.keys));
+        }
+    }
+
+    /// Column means and squared deviations summed row by row are, bit for bit, the column by
+    /// column sums the detector took before, on seeded random rows of uneven widths.
+    #[test]
+    fn row_by_row_column_sums_are_the_column_sums() {
+        use rand::Rng;
+        let mut rng = rng_for(32, 0, 0);
+        for case in 0..300 {
+            let n = rng.random_range(1..50);
+            let rows: Vec<Vec<f32>> = (0..n)
+                .map(|_| {
+                    let width = rng.random_range(4..9);
+                    // Magnitudes far apart, so that f64 sums round and order shows.
+                    (0..width)
+                        .map(|_| {
+                            rng.random_range(-1.0..1.0) * 10f32.powi(rng.random_range(-20..20))
+                        })
+                        .collect()
+                })
+                .collect();
+            let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+            let dims = rows.iter().map(|r| r.len()).min().unwrap();
+            let means: Vec<f64> = (0..dims)
+                .map(|d| rows.iter().map(|p| f64::from(p[d])).sum::<f64>() / rows.len() as f64)
+                .collect();
+            let squares: Vec<f64> = (0..dims)
+                .map(|d| {
+                    rows.iter()
+                        .map(|p| (f64::from(p[d]) - means[d]).powi(2))
+                        .sum()
+                })
+                .collect();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let got = column_means(&rows, dims);
+            assert_eq!(bits(&got), bits(&means), "case {case}");
+            let got = column_squared_deviations(&rows, &means);
+            assert_eq!(bits(&got), bits(&squares), "case {case}");
         }
     }
 
