@@ -25,7 +25,6 @@ use crate::policies::catalogue::{
 use crate::vector::Score;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -288,10 +287,11 @@ pub struct Blender {
     entries: Vec<BlendEntry>,
     /// `default`'s index.
     default: usize,
-    /// Segment name -> entry index.
-    segments: HashMap<String, usize>,
-    /// Clustered persona id -> entry index.
-    personas: HashMap<u32, usize>,
+    /// (segment name, entry index), sorted by name (looked up by binary search: a handful of
+    /// short names, where hashing each user's every segment cost more).
+    segments: Vec<(String, usize)>,
+    /// (clustered persona id, entry index), sorted by id.
+    personas: Vec<(u32, usize)>,
 }
 
 /// One catalogue entry, as [`Blender`] uses it.
@@ -304,6 +304,58 @@ struct BlendEntry {
     app_classes: Vec<Arc<str>>,
     /// The allowed ports, sorted and merged.
     ports: Vec<PortRange>,
+    /// The numbers a policy blends, by [`Blended`].
+    numbers: [f64; BLENDED],
+}
+
+/// The value of `key` in `pairs`, sorted by key.
+fn lookup<K: Ord + ?Sized, Q: std::borrow::Borrow<K>>(
+    pairs: &[(Q, usize)],
+    key: &K,
+) -> Option<usize> {
+    pairs
+        .binary_search_by(|(k, _)| k.borrow().cmp(key))
+        .ok()
+        .map(|j| pairs[j].1)
+}
+
+/// The numbers of an entry a policy blends (probability-weighted means), as indices into
+/// [`BlendEntry::numbers`].
+#[derive(Clone, Copy, Debug)]
+enum Blended {
+    FloorKbps,
+    GuaranteedKbps,
+    CeilingKbps,
+    BurstKb,
+    PriorityWeight,
+    LatencyTargetMs,
+    RequestFloor,
+    RequestLimit,
+    SendBufferMin,
+    SendBufferMax,
+    ReceiveBufferMin,
+    ReceiveBufferMax,
+}
+
+/// How many numbers a policy blends.
+const BLENDED: usize = Blended::ReceiveBufferMax as usize + 1;
+
+/// An entry's numbers, by [`Blended`].
+fn blended_numbers(e: &PersonaEntry) -> [f64; BLENDED] {
+    let mut n = [0.0; BLENDED];
+    n[Blended::FloorKbps as usize] = e.bandwidth.floor_kbps;
+    n[Blended::GuaranteedKbps as usize] = e.bandwidth.guaranteed_kbps;
+    n[Blended::CeilingKbps as usize] = e.bandwidth.ceiling_kbps;
+    n[Blended::BurstKb as usize] = e.bandwidth.burst_kb;
+    n[Blended::PriorityWeight as usize] = e.priority_weight;
+    n[Blended::LatencyTargetMs as usize] = e.latency_target_ms;
+    n[Blended::RequestFloor as usize] = e.requests.floor_per_s;
+    n[Blended::RequestLimit as usize] = e.requests.limit_per_s;
+    n[Blended::SendBufferMin as usize] = e.socket.send_buffer[0] as f64;
+    n[Blended::SendBufferMax as usize] = e.socket.send_buffer[1] as f64;
+    n[Blended::ReceiveBufferMin as usize] = e.socket.receive_buffer[0] as f64;
+    n[Blended::ReceiveBufferMax as usize] = e.socket.receive_buffer[1] as f64;
+    n
 }
 
 impl Blender {
@@ -324,6 +376,7 @@ impl Blender {
                     .map(|c| c.as_str().into())
                     .collect(),
                 ports: normalise_ports(&e.security.allowed_ports),
+                numbers: blended_numbers(e),
             })
             .collect();
         let default = entries
@@ -333,20 +386,22 @@ impl Blender {
         let mut blender = Blender {
             entries,
             default,
-            segments: HashMap::new(),
-            personas: HashMap::new(),
+            segments: Vec::new(),
+            personas: Vec::new(),
         };
         for (segment, entry) in &catalogue.mapping.segments {
             let i = blender.index_of(entry);
-            blender.segments.insert(segment.clone(), i);
+            blender.segments.push((segment.clone(), i));
         }
         // Only a key an id prints as can match it (`catalogue.entry_of_persona`).
         for (id, entry) in &catalogue.mapping.personas {
             if let Some(n) = id.parse::<u32>().ok().filter(|n| n.to_string() == *id) {
                 let i = blender.index_of(entry);
-                blender.personas.insert(n, i);
+                blender.personas.push((n, i));
             }
         }
+        // The mapping's segments come sorted (a `BTreeMap`); ids parsed from its keys do not.
+        blender.personas.sort_unstable();
         blender
     }
 
@@ -372,12 +427,12 @@ impl Blender {
         let clean = |p: f64| if p.is_finite() && p > 0.0 { p } else { 0.0 };
         if !segments.is_empty() {
             for (s, p) in segments {
-                let i = self.segments.get(s.as_ref()).copied();
+                let i = lookup(&self.segments, s.as_ref());
                 mass[i.unwrap_or(self.default)] += clean(*p);
             }
         } else {
             for (id, p) in personas {
-                let i = self.personas.get(id).copied();
+                let i = lookup(&self.personas, id);
                 mass[i.unwrap_or(self.default)] += clean(*p);
             }
         }
@@ -423,34 +478,36 @@ impl Blender {
         });
         let total: f64 = entries.iter().map(|e| e.1).sum();
         entries.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let entry = |i: usize| &self.entries[i].entry;
-        let weighted = |f: &dyn Fn(&PersonaEntry) -> f64| -> f64 {
-            let v = entries.iter().map(|(i, p)| p * f(entry(*i))).sum::<f64>() / total;
-            // Keep the mean inside the entries' range despite rounding.
-            let (lo, hi) = entries
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(lo, hi), (i, _)| {
-                    (lo.min(f(entry(*i))), hi.max(f(entry(*i))))
-                });
-            v.clamp(lo, hi)
-        };
+        // Every blended number in one pass over the entries: for each, the probability-weighted
+        // sum in the entries' order (from what `Iterator::sum` starts from, so the same bits as
+        // summing it alone) and the entries' range.
+        let mut sums = [std::iter::empty::<f64>().sum::<f64>(); BLENDED];
+        let (mut lo, mut hi) = ([f64::MAX; BLENDED], [f64::MIN; BLENDED]);
+        for (i, p) in &entries {
+            let numbers = &self.entries[*i].numbers;
+            for k in 0..BLENDED {
+                sums[k] += p * numbers[k];
+                lo[k] = lo[k].min(numbers[k]);
+                hi[k] = hi[k].max(numbers[k]);
+            }
+        }
+        // The weighted mean, kept inside the entries' range despite rounding.
+        let weighted =
+            |n: Blended| (sums[n as usize] / total).clamp(lo[n as usize], hi[n as usize]);
         let top = &self.entries[entries[0].0];
         let kbps = |v: f64| (v * 1_000.0).round() as u64;
-        let floor_kbps = weighted(&|e| e.bandwidth.floor_kbps);
-        let ceiling_kbps = weighted(&|e| e.bandwidth.ceiling_kbps);
-        let request_floor = weighted(&|e| e.requests.floor_per_s);
-        let request_limit = weighted(&|e| e.requests.limit_per_s);
+        let floor_kbps = weighted(Blended::FloorKbps);
+        let ceiling_kbps = weighted(Blended::CeilingKbps);
+        let request_floor = weighted(Blended::RequestFloor);
+        let request_limit = weighted(Blended::RequestLimit);
         let (bytes, requests) = demand.sized_for();
         let secs = window_secs.max(f64::MIN_POSITIVE);
         let sized_for_bps = bytes * 8.0 / secs;
         let allocated =
             (sized_for_bps * config.headroom).clamp(floor_kbps * 1_000.0, ceiling_kbps * 1_000.0);
         let rate_limit = (requests / secs * config.headroom).clamp(request_floor, request_limit);
-        let buffer = |f: &dyn Fn(&PersonaEntry) -> [u64; 2]| -> [u64; 2] {
-            [
-                weighted(&|e| f(e)[0] as f64).round() as u64,
-                weighted(&|e| f(e)[1] as f64).round() as u64,
-            ]
+        let buffer = |min: Blended, max: Blended| -> [u64; 2] {
+            [weighted(min).round() as u64, weighted(max).round() as u64]
         };
         // Security: the strictest among the entries at or above the floor (the top one always).
         let secure: Vec<&BlendEntry> = entries
@@ -483,17 +540,17 @@ impl Blender {
             dscp: top.entry.dscp,
             endpoint_class: top.endpoint_class.clone(),
             floor_bps: kbps(floor_kbps),
-            guaranteed_bps: kbps(weighted(&|e| e.bandwidth.guaranteed_kbps)),
+            guaranteed_bps: kbps(weighted(Blended::GuaranteedKbps)),
             ceiling_bps: kbps(ceiling_kbps),
             allocated_bps: (allocated.round() as u64).clamp(kbps(floor_kbps), kbps(ceiling_kbps)),
             sized_for_bps: sized_for_bps.round() as u64,
-            burst_bytes: kbps(weighted(&|e| e.bandwidth.burst_kb)),
-            priority_weight: Score(weighted(&|e| e.priority_weight) as f32),
-            latency_target_ms: Score(weighted(&|e| e.latency_target_ms) as f32),
+            burst_bytes: kbps(weighted(Blended::BurstKb)),
+            priority_weight: Score(weighted(Blended::PriorityWeight) as f32),
+            latency_target_ms: Score(weighted(Blended::LatencyTargetMs) as f32),
             rate_limit_rps: Score(rate_limit as f32),
             request_limit_rps: Score(request_limit as f32),
-            send_buffer: buffer(&|e| e.socket.send_buffer),
-            receive_buffer: buffer(&|e| e.socket.receive_buffer),
+            send_buffer: buffer(Blended::SendBufferMin, Blended::SendBufferMax),
+            receive_buffer: buffer(Blended::ReceiveBufferMin, Blended::ReceiveBufferMax),
             authentication: secure
                 .iter()
                 .map(|e| e.entry.security.authentication)
@@ -954,6 +1011,18 @@ mod tests {
             .mapping
             .personas
             .insert("04".into(), "gamer".into());
+        // Numbers that are not round, so that the order of a weighted sum shows in its bits.
+        for (k, e) in streamers.personas.values_mut().enumerate() {
+            let f = 1.0 + 0.1234567 * (k + 1) as f64;
+            e.bandwidth.floor_kbps *= f;
+            e.bandwidth.guaranteed_kbps *= f;
+            e.bandwidth.ceiling_kbps *= f;
+            e.bandwidth.burst_kb *= f;
+            e.priority_weight *= f;
+            e.latency_target_ms *= f;
+            e.requests.floor_per_s *= f;
+            e.requests.limit_per_s *= f;
+        }
         streamers.validate().unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(27);
         for c in [PersonaCatalogue::example(), streamers] {
@@ -993,7 +1062,7 @@ mod tests {
                     bits(&expected),
                     "case {case}: {segments:?} {personas:?}"
                 );
-                let (_, demand) = random_case(&mut rng, &c);
+                let (every, demand) = random_case(&mut rng, &c);
                 let config = PolicyConfig {
                     security_floor: rng.random_range(0.01..1.0),
                     ..PolicyConfig::default()
@@ -1008,6 +1077,13 @@ mod tests {
                 assert_eq!(
                     blend(&c, &named, &demand, secs, &config),
                     expected,
+                    "case {case}"
+                );
+                // A distribution over every entry (up to all five at once).
+                let every: Vec<(&str, f64)> = every.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+                assert_eq!(
+                    blend(&c, &every, &demand, secs, &config),
+                    blend_before(&c, &every, &demand, secs, &config),
                     "case {case}"
                 );
             }
