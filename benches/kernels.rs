@@ -640,9 +640,7 @@ fn bench_drift(c: &mut Criterion) {
 /// probabilities, forecasts, demand and risk: the cost the policies stage adds per
 /// user-window (issue goal: at most 2 µs).
 fn bench_policies(c: &mut Criterion) {
-    use personaflow_operators::policies::blend::{
-        blend, persona_distribution, DemandOutlook, PolicyConfig,
-    };
+    use personaflow_operators::policies::blend::{Blender, DemandOutlook, PolicyConfig};
     use personaflow_operators::policies::socket::{socket_profile, WindowDemand};
     let catalogue = personaflow_dataflow::config::Config::default()
         .catalogue()
@@ -692,11 +690,13 @@ fn bench_policies(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("policies");
     group.throughput(Throughput::Elements(USERS as u64));
+    // The catalogue resolved once, as the `BlendPolicies` operator does.
+    let blender = Blender::new(&catalogue);
     group.bench_function("blend+socket_profile/per_user_window", |b| {
         b.iter(|| {
             for (probs, outlook, demand, risk) in &users {
-                let d = persona_distribution(&catalogue, probs, &[]);
-                let p = blend(&catalogue, &d, outlook, 60.0, &config);
+                let d = blender.distribution(probs, &[]);
+                let p = blender.blend(&d, outlook, 60.0, &config);
                 let s = socket_profile(
                     &p,
                     demand,
