@@ -332,49 +332,17 @@ pub fn build_sequence_with(
     assemble(spec, window, history, current)
 }
 
-/// What [`build_sequence_with`] reads of a window: its base features and the counts the
-/// velocity features compare.
-trait StepSource {
-    fn base(&self) -> &[f32];
-    fn events(&self) -> u64;
-    fn bytes(&self) -> u64;
-}
-
-impl StepSource for WindowSummary {
-    fn base(&self) -> &[f32] {
-        self.base.as_slice()
-    }
-    fn events(&self) -> u64 {
-        self.events
-    }
-    fn bytes(&self) -> u64 {
-        self.bytes
-    }
-}
-
-impl StepSource for HeldWindow {
-    fn base(&self) -> &[f32] {
-        &self.base
-    }
-    fn events(&self) -> u64 {
-        self.events
-    }
-    fn bytes(&self) -> u64 {
-        self.bytes
-    }
-}
-
 /// The sequence of [`build_sequence_with`] from the steps `history` (any order, at most one
 /// per window), with the current window's other fields from `current`.
-fn assemble<S: StepSource>(
+fn assemble(
     spec: &SequenceSpec,
     window: u64,
-    history: &[(u64, &S)],
+    history: &[(u64, &WindowSummary)],
     current: &WindowSummary,
 ) -> Option<Sequence> {
     let len = spec.len.max(1);
     let horizon = spec.horizon();
-    let mut slots: Vec<Option<(u64, &S)>> = vec![None; len];
+    let mut slots: Vec<Option<(u64, &WindowSummary)>> = vec![None; len];
     match spec.history {
         SequenceHistory::Windows => {
             for (w, s) in history {
@@ -384,7 +352,7 @@ fn assemble<S: StepSource>(
             }
         }
         SequenceHistory::Active => {
-            let mut kept: Vec<(u64, &S)> = history
+            let mut kept: Vec<(u64, &WindowSummary)> = history
                 .iter()
                 .filter(|(w, _)| *w <= window && window - *w < horizon)
                 .map(|(w, s)| (*w, *s))
@@ -406,9 +374,9 @@ fn assemble<S: StepSource>(
     let mut prev: Option<(f32, f32)> = None;
     for (slot, x) in slots.iter().zip(features.chunks_exact_mut(NUM_FEATURES)) {
         if let Some((_, s)) = slot {
-            let base = s.base();
+            let base = s.base.as_slice();
             x[..base.len()].copy_from_slice(base);
-            let logs = (ln1p(s.events()), ln1p(s.bytes()));
+            let logs = (ln1p(s.events), ln1p(s.bytes));
             if let Some((events, bytes)) = prev {
                 x[VELOCITY_EVENTS] = logs.0 - events;
                 x[VELOCITY_BYTES] = logs.1 - bytes;
@@ -475,6 +443,83 @@ impl From<&WindowSummary> for HeldWindow {
     }
 }
 
+/// A window in a user's ring: what is held of it, and the `ln1p` of its events and bytes that
+/// the velocity features of every later sequence compare (taken once, not at every window
+/// the ring is read).
+#[derive(Clone, Debug)]
+struct Ringed {
+    window: u64,
+    held: HeldWindow,
+    logs: (f32, f32),
+}
+
+impl Ringed {
+    fn new(window: u64, held: HeldWindow) -> Self {
+        let logs = (ln1p(held.events), ln1p(held.bytes));
+        Ringed { window, held, logs }
+    }
+}
+
+/// The sequence [`assemble`] makes of a user's ring ending at `window`, read straight off
+/// the ring: the ring is in window order, ends at `window`, holds at most `L` windows and none
+/// older than the spec's horizon ([`SequenceHistories::hold`] keeps it so), so each window's
+/// step is known without gathering, filtering or sorting the history, and the matrix is
+/// written once in step order (masked steps as zeros) instead of zeroed and then filled.
+fn ring_sequence(
+    spec: &SequenceSpec,
+    window: u64,
+    ring: &VecDeque<Ringed>,
+    current: WindowSummary,
+) -> Sequence {
+    let len = spec.len.max(1);
+    debug_assert!(ring.back().is_some_and(|r| r.window == window) && ring.len() <= len);
+    let mut features = Vec::with_capacity(len * NUM_FEATURES);
+    let mut active = Vec::with_capacity(len);
+    let mut step_windows = match spec.history {
+        SequenceHistory::Windows => Vec::new(),
+        SequenceHistory::Active => Vec::with_capacity(len),
+    };
+    let mut prev: Option<(f32, f32)> = None;
+    for (k, r) in ring.iter().enumerate() {
+        let pos = match spec.history {
+            SequenceHistory::Windows => len - 1 - (window - r.window) as usize,
+            SequenceHistory::Active => len - ring.len() + k,
+        };
+        // The masked steps before this one.
+        features.resize(pos * NUM_FEATURES, 0.0);
+        active.resize(pos, false);
+        if spec.history == SequenceHistory::Active {
+            step_windows.resize(pos, 0);
+        }
+        features.extend_from_slice(&r.held.base);
+        let (events, bytes) = match prev {
+            Some((events, bytes)) => (r.logs.0 - events, r.logs.1 - bytes),
+            None => (0.0, 0.0),
+        };
+        features.extend_from_slice(&[events, bytes]);
+        prev = Some(r.logs);
+        active.push(true);
+        if spec.history == SequenceHistory::Active {
+            step_windows.push(r.window);
+        }
+    }
+    debug_assert_eq!(features.len(), len * NUM_FEATURES);
+    Sequence {
+        window,
+        features: std::sync::Arc::new(Vector(features)),
+        active,
+        step_windows,
+        history: spec.history,
+        history_windows: ring.len() as u32 - 1,
+        events: current.events,
+        bytes: current.bytes,
+        authenticated: current.authenticated,
+        segment: current.segment,
+        context: current.context,
+        demand: current.demand,
+    }
+}
+
 /// Each user's window summaries a sequence may hold, in window order: the keyed ring buffer
 /// the [`Sequences`](operator::Sequences) operator keeps, so that a user's new window costs one
 /// push and one sequence, whatever the user's history or the windows in between.
@@ -504,7 +549,7 @@ impl From<&WindowSummary> for HeldWindow {
 #[derive(Clone, Debug)]
 pub struct SequenceHistories {
     spec: SequenceSpec,
-    users: HashMap<String, VecDeque<(u64, HeldWindow)>>,
+    users: HashMap<String, VecDeque<Ringed>>,
     /// The window of the last sweep of idle users.
     swept: u64,
 }
@@ -543,8 +588,7 @@ impl SequenceHistories {
     /// same user and window replaces the first.
     pub fn push(&mut self, user: &str, window: u64, summary: WindowSummary) -> Sequence {
         self.hold(user, window, HeldWindow::from(&summary), |spec, ring| {
-            let history: Vec<(u64, &HeldWindow)> = ring.iter().map(|(w, s)| (*w, s)).collect();
-            assemble(spec, window, &history, &summary).expect("the user is active in `window`")
+            ring_sequence(spec, window, ring, summary)
         })
     }
 
@@ -554,7 +598,7 @@ impl SequenceHistories {
             users: self
                 .users
                 .into_iter()
-                .map(|(u, ring)| (u, ring.into()))
+                .map(|(u, ring)| (u, ring.into_iter().map(|r| (r.window, r.held)).collect()))
                 .collect(),
             swept: self.swept,
         }
@@ -566,7 +610,10 @@ impl SequenceHistories {
             users: self
                 .users
                 .iter()
-                .map(|(u, ring)| (u.clone(), ring.iter().cloned().collect()))
+                .map(|(u, ring)| {
+                    let ring = ring.iter().map(|r| (r.window, r.held.clone())).collect();
+                    (u.clone(), ring)
+                })
                 .collect(),
             swept: self.swept,
         }
@@ -579,7 +626,10 @@ impl SequenceHistories {
         h.users = state
             .users
             .into_iter()
-            .map(|(u, ring)| (u, ring.into_iter().collect()))
+            .map(|(u, ring)| {
+                let ring = ring.into_iter().map(|(w, held)| Ringed::new(w, held));
+                (u, ring.collect())
+            })
             .collect();
         h
     }
@@ -591,32 +641,32 @@ impl SequenceHistories {
         user: &str,
         window: u64,
         held: HeldWindow,
-        then: impl FnOnce(&SequenceSpec, &VecDeque<(u64, HeldWindow)>) -> R,
+        then: impl FnOnce(&SequenceSpec, &VecDeque<Ringed>) -> R,
     ) -> R {
         let horizon = self.spec.horizon();
         if window >= self.swept + horizon {
             self.users
-                .retain(|_, ring| ring.back().is_some_and(|(w, _)| w + horizon > window));
+                .retain(|_, ring| ring.back().is_some_and(|r| r.window + horizon > window));
             self.swept = window;
         }
         let ring = match self.users.get_mut(user) {
             Some(ring) => ring,
             None => self.users.entry(user.to_string()).or_default(),
         };
-        while ring.front().is_some_and(|(w, _)| w + horizon <= window) {
+        while ring.front().is_some_and(|r| r.window + horizon <= window) {
             ring.pop_front();
         }
-        if ring.back().is_some_and(|(w, _)| *w == window) {
+        if ring.back().is_some_and(|r| r.window == window) {
             ring.pop_back();
         }
         debug_assert!(
-            ring.back().is_none_or(|(w, _)| *w < window),
+            ring.back().is_none_or(|r| r.window < window),
             "windows are pushed in order"
         );
         if ring.len() >= self.spec.len {
             ring.pop_front();
         }
-        ring.push_back((window, held));
+        ring.push_back(Ringed::new(window, held));
         then(&self.spec, ring)
     }
 }
