@@ -52,6 +52,7 @@ use personaflow_operators::personas::operator::{
 };
 use personaflow_operators::personas::pin::{PinSnapshots, PinState};
 use personaflow_operators::personas::PersonaModel;
+use personaflow_operators::policies::catalogue::PortRange;
 use personaflow_operators::policies::link::feedback;
 use personaflow_operators::policies::operator::{policies_from, PolicyInput};
 use personaflow_operators::policies::Shaped;
@@ -819,6 +820,7 @@ fn sink_policies<'scope>(
     spec: WindowSpec,
     report: Rc<RefCell<SinkReport>>,
 ) {
+    let mut ports = PortNames::default();
     sink_windows_to(
         collection,
         "SinkPolicies",
@@ -827,9 +829,33 @@ fn sink_policies<'scope>(
         move |_window, mut updates, out: &mut (Vec<PolicyRow>, Vec<SocketProfileRow>)| {
             consolidate(&mut updates);
             let records = updates.into_iter().filter(|(_, r)| *r > 0).map(|(d, _)| d);
-            policy_rows(&spec, records, out)
+            policy_rows(&spec, records, &mut ports, out)
         },
     );
+}
+
+/// Each port range's text (`443`, `27000-27050`), written once and shared by every row that
+/// allows it: a catalogue's policies name a few ranges, which every row wrote afresh (1% of a
+/// model-free run's samples went to formatting them).
+#[derive(Debug, Default)]
+struct PortNames(BTreeMap<PortRange, Arc<str>>);
+
+impl PortNames {
+    /// Ranges kept at most (the ranges of a catalogue and their intersections are far fewer;
+    /// past this, further ones are written each time).
+    const MAX: usize = 4_096;
+
+    /// `range`'s text.
+    fn name(&mut self, range: &PortRange) -> Arc<str> {
+        if let Some(name) = self.0.get(range) {
+            return Arc::clone(name);
+        }
+        let name: Arc<str> = range.to_string().into();
+        if self.0.len() < Self::MAX {
+            self.0.insert(*range, Arc::clone(&name));
+        }
+        name
+    }
 }
 
 /// The `policies` and `socket_profiles` rows of a window's records (consolidated, hence in
@@ -837,6 +863,7 @@ fn sink_policies<'scope>(
 fn policy_rows(
     spec: &WindowSpec,
     records: impl Iterator<Item = (UserWindow, Shaped)>,
+    ports: &mut PortNames,
     (policies, sockets): &mut (Vec<PolicyRow>, Vec<SocketProfileRow>),
 ) {
     for ((user, w), shaped) in records {
@@ -883,7 +910,7 @@ fn policy_rows(
             authentication: p.authentication.name(),
             inspection: p.inspection.name(),
             allowed_app_classes: p.allowed_app_classes,
-            allowed_ports: p.allowed_ports.iter().map(|r| r.to_string()).collect(),
+            allowed_ports: p.allowed_ports.iter().map(|r| ports.name(r)).collect(),
             vpn_required: p.vpn_required,
             current_bytes: p.current_bytes,
             current_requests: p.current_requests,
@@ -1533,6 +1560,27 @@ fn record(report: &Rc<RefCell<SinkReport>>, table: Table, result: personaflow_io
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    /// The names kept are the ranges' own text, for ranges seen again, new ones and ones past
+    /// the cap (seeded random ranges, many repeated).
+    #[test]
+    fn port_names_are_the_ranges_text() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut names = PortNames::default();
+        for i in 0..(PortNames::MAX * 3) {
+            let first: u16 = match i % 2 {
+                0 => rng.random_range(0..20),
+                _ => rng.random(),
+            };
+            let range = PortRange {
+                first,
+                last: first.saturating_add(rng.random_range(0..3)),
+            };
+            assert_eq!(&*names.name(&range), range.to_string(), "{range:?}");
+        }
+        assert_eq!(names.0.len(), PortNames::MAX);
+    }
 
     /// Records the sinks a dataflow asks for.
     #[derive(Default)]

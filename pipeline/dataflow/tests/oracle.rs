@@ -360,7 +360,11 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
                     authentication: p.authentication.name(),
                     inspection: p.inspection.name(),
                     allowed_app_classes: p.allowed_app_classes.clone(),
-                    allowed_ports: p.allowed_ports.iter().map(|r| r.to_string()).collect(),
+                    allowed_ports: p
+                        .allowed_ports
+                        .iter()
+                        .map(|r| r.to_string().into())
+                        .collect(),
                     vpn_required: p.vpn_required,
                     current_bytes: p.current_bytes,
                     current_requests: p.current_requests,

@@ -285,7 +285,7 @@ table_rows! {
         /// Application classes allowed.
         allowed_app_classes: Vec<Arc<str>> => ListSharedUtf8,
         /// Ports allowed (`443`, `27000-27050`).
-        allowed_ports: Vec<String> => ListUtf8,
+        allowed_ports: Vec<Arc<str>> => ListSharedUtf8,
         /// A VPN is required.
         vpn_required: bool => Bool,
         /// Bytes in + out in the window.
