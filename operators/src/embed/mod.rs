@@ -204,7 +204,7 @@ mod tests {
             let one = WindowSummary::new(&WindowAgg::of(&Event::new(0, "u", "a")), 0, &spec);
             let mut seq = build_sequence(0, len, &[(0, &one)]).unwrap();
             seq.features = std::sync::Arc::new(crate::vector::Vector(features));
-            seq.active = active;
+            seq.active = active.into();
             let got = embedder.embed_one(&seq);
             let want = embed_one_per_feature(&seq);
             assert_eq!(got.len(), want.len());

@@ -115,12 +115,12 @@ pub struct Sequence {
     /// the feature sink, ...), and each gets a copy of the stream's records; the matrix, by
     /// far their largest part, is not copied.
     pub features: std::sync::Arc<Vector>,
-    /// `active[i]`: step `i` holds a window the user had events in.
-    pub active: Vec<bool>,
+    /// `active[i]`: step `i` holds a window the user had events in. Shared, as the matrix.
+    pub active: std::sync::Arc<[bool]>,
     /// [`SequenceHistory::Active`] only: the window of each active step (0 where masked).
-    /// Empty with window history, whose step `i` is window `window - L + 1 + i` (no
-    /// allocation, and nothing to copy for each consumer, on the default path).
-    pub step_windows: Vec<u64>,
+    /// Empty with window history, whose step `i` is window `window - L + 1 + i`. Shared, as
+    /// the matrix: a consumer's copy of a sequence allocates nothing for its steps.
+    pub step_windows: std::sync::Arc<[u64]>,
     /// Which windows the steps are.
     pub history: SequenceHistory,
     /// Active windows before the current one in the sequence (0 for a user with no history).
@@ -218,8 +218,8 @@ impl Sequence {
         Cow::Owned(Sequence {
             window: self.window,
             features: std::sync::Arc::new(Vector(features)),
-            active,
-            step_windows: Vec::new(),
+            active: active.into(),
+            step_windows: Vec::new().into(),
             history: SequenceHistory::Windows,
             history_windows: placed.saturating_sub(1),
             events: self.events,
@@ -393,8 +393,8 @@ fn assemble(
     Some(Sequence {
         window,
         features: std::sync::Arc::new(Vector(features)),
-        active,
-        step_windows,
+        active: active.into(),
+        step_windows: step_windows.into(),
         history: spec.history,
         history_windows,
         events: current.events,
@@ -507,8 +507,8 @@ fn ring_sequence(
     Sequence {
         window,
         features: std::sync::Arc::new(Vector(features)),
-        active,
-        step_windows,
+        active: active.into(),
+        step_windows: step_windows.into(),
         history: spec.history,
         history_windows: ring.len() as u32 - 1,
         events: current.events,
