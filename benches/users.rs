@@ -13,7 +13,10 @@
 //! 3. backfills them with the default configuration (the models on; `PF_BENCH_MODEL_FREE=1`
 //!    for the standardised embedder and no forecaster), timing the process, and takes the
 //!    events read and the peak resident memory from the run's own `run.json` (`events`,
-//!    `peak_rss_bytes`);
+//!    `peak_rss_bytes`). A backfill shorter than `PF_BENCH_REPEAT_UNDER_SECS` [60] seconds
+//!    runs again, `PF_BENCH_USER_ROUNDS` [3] times in all, and its median time counts: a
+//!    three-second run is moved most by this shared machine's noise (the same 11,000 users
+//!    took 2.8–3.7 s), where a four-minute one averages it out;
 //! 4. removes the simulation and the output before the next count (the largest output is
 //!    about 2.5 GB).
 //!
@@ -88,6 +91,8 @@ pub fn main() {
         })
         .collect();
     let seed: u64 = env_or("PF_BENCH_SEED", 42);
+    let rounds: usize = env_or("PF_BENCH_USER_ROUNDS", 3);
+    let repeat_under: f64 = env_or("PF_BENCH_REPEAT_UNDER_SECS", 60.0);
     let model_free = env_or("PF_BENCH_MODEL_FREE", 0) == 1;
     let env: &[(&str, &str)] = if model_free {
         &[
@@ -122,29 +127,45 @@ pub fn main() {
         let events = sim.join("events");
         let (rows, distinct) = count_users(&events);
         let out = work.path().join("out");
-        let started = std::time::Instant::now();
-        run(Command::new(BINARY)
-            .args(["backfill", "-q", "--input"])
-            .arg(&events)
-            .arg("--output")
-            .arg(&out)
-            .envs(env.iter().copied()));
-        let secs = started.elapsed().as_secs_f64();
-        let report: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(out.join("run.json")).expect("the run's run.json"),
-        )
-        .expect("run.json parses");
-        let peak = report["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
-        assert_eq!(
-            report["events"].as_u64(),
-            Some(rows),
-            "the run read every event"
-        );
+        // (seconds, peak RSS) of each run; short runs again, up to `rounds`.
+        let mut runs: Vec<(f64, u64)> = Vec::new();
+        while runs.is_empty() || (runs.len() < rounds && runs[0].0 < repeat_under) {
+            let started = std::time::Instant::now();
+            run(Command::new(BINARY)
+                .args(["backfill", "-q", "--overwrite", "--input"])
+                .arg(&events)
+                .arg("--output")
+                .arg(&out)
+                .envs(env.iter().copied()));
+            let secs = started.elapsed().as_secs_f64();
+            let report: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(out.join("run.json")).expect("the run's run.json"),
+            )
+            .expect("run.json parses");
+            let peak = report["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
+            assert_eq!(
+                report["events"].as_u64(),
+                Some(rows),
+                "the run read every event"
+            );
+            runs.push((secs, peak));
+        }
+        let mut by_time = runs.clone();
+        by_time.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (secs, _) = by_time[by_time.len() / 2];
+        let peak = runs.iter().map(|r| r.1).max().expect("a run");
         let us = secs * 1e6 / rows as f64;
         per_event.push(us);
         last_peak = peak;
+        let each = match runs.len() {
+            1 => String::new(),
+            _ => {
+                let each: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.0)).collect();
+                format!(" (median of {})", each.join(", "))
+            }
+        };
         println!(
-            "| {n} | {distinct} | {rows} | {:.0} | {secs:.1} s | {us:.1} | {} MiB |",
+            "| {n} | {distinct} | {rows} | {:.0} | {secs:.1} s{each} | {us:.1} | {} MiB |",
             rows as f64 / WINDOWS_PER_DAY,
             peak >> 20
         );
