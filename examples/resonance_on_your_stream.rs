@@ -88,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         let top = &r.scores[r.top];
                         sink.lock().unwrap().insert(
                             (*window, user.to_string()),
-                            (top.segment.clone(), f64::from(top.probability.0)),
+                            (top.segment.to_string(), f64::from(top.probability.0)),
                         );
                     }
                 });

@@ -68,10 +68,10 @@ fn random_parts(seed: u64) -> Vec<(UserWindow, PolicyPart)> {
                     .map(|_| rng.random_range(0.01..1.0))
                     .collect();
                 let total: f32 = raw.iter().sum();
-                let scores: Vec<(String, Score)> = SEGMENTS
+                let scores: Vec<(std::sync::Arc<str>, Score)> = SEGMENTS
                     .iter()
                     .zip(&raw)
-                    .map(|(s, p)| (s.to_string(), Score(p / total)))
+                    .map(|(s, p)| ((*s).into(), Score(p / total)))
                     .collect();
                 let top = scores
                     .iter()
@@ -212,7 +212,7 @@ fn oracle(parts: &[(UserWindow, PolicyPart)], config: &PolicyConfig) -> Out {
             _ => None,
         });
         let top = ps.iter().find_map(|p| match p {
-            PolicyPart::Resonance { top, .. } => Some(top.clone()),
+            PolicyPart::Resonance { top, .. } => Some(top.to_string()),
             _ => None,
         });
         known.or(top).unwrap_or_default()
@@ -247,7 +247,7 @@ fn oracle(parts: &[(UserWindow, PolicyPart)], config: &PolicyConfig) -> Out {
                 PolicyPart::Resonance { scores, .. } => Some(
                     scores
                         .iter()
-                        .map(|(s, x)| (s.clone(), f64::from(x.0)))
+                        .map(|(s, x)| (s.to_string(), f64::from(x.0)))
                         .collect(),
                 ),
                 _ => None,

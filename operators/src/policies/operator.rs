@@ -44,9 +44,9 @@ pub enum PolicyPart {
     /// The resonance distribution: (segment, probability), and the top segment.
     Resonance {
         /// Segment probabilities.
-        scores: Vec<(String, Score)>,
+        scores: Vec<(Arc<str>, Score)>,
         /// Most probable segment.
-        top: String,
+        top: Arc<str>,
     },
     /// The demand forecast.
     Forecast(Forecast),
@@ -85,8 +85,8 @@ struct Gathered {
     segment: Option<String>,
     events: u64,
     demand: WindowDemand,
-    scores: Vec<(String, Score)>,
-    top: Option<String>,
+    scores: Vec<(Arc<str>, Score)>,
+    top: Option<Arc<str>>,
     forecast: Option<Forecast>,
     personas: Vec<(u32, Score)>,
 }
@@ -187,7 +187,7 @@ impl IntoPolicyPart for Profile {
 impl IntoPolicyPart for Resonance {
     /// Each segment's probability and the top segment, the names moved rather than copied.
     fn into_policy_part(self) -> PolicyPart {
-        let top = self.top_segment().to_string();
+        let top = Arc::clone(&self.scores[self.top].segment);
         PolicyPart::Resonance {
             scores: self
                 .scores
@@ -508,7 +508,7 @@ fn policy_of(
     let segments: Vec<(&str, f64)> = g
         .scores
         .iter()
-        .map(|(s, p)| (s.as_str(), f64::from(p.0)))
+        .map(|(s, p)| (&**s, f64::from(p.0)))
         .collect();
     let personas: Vec<(u32, f64)> = g
         .personas
@@ -564,7 +564,8 @@ mod tests {
             let scores: Vec<SegmentScore> = (0..n)
                 .map(|i| SegmentScore {
                     segment: ["", "gamer", "video", "web"][rng.random_range(0..4)]
-                        .repeat(i % 2 + 1),
+                        .repeat(i % 2 + 1)
+                        .into(),
                     cosine: Score(rng.random_range(-1.0..1.0)),
                     probability: Score(rng.random_range(0.0..1.0)),
                     resonating: rng.random_bool(0.5),

@@ -84,8 +84,9 @@ impl ResonanceConfig {
 /// One user's resonance to one segment.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SegmentScore {
-    /// Segment name.
-    pub segment: String,
+    /// Segment name (shared with the segment table's entry: a score's copies allocate nothing
+    /// for it).
+    pub segment: std::sync::Arc<str>,
     /// Cosine similarity (centred).
     pub cosine: Score,
     /// Probability of the segment.
@@ -178,7 +179,7 @@ pub fn resonance(
         .iter()
         .zip(cosines.iter().zip(&probs))
         .map(|(s, (c, p))| SegmentScore {
-            segment: s.name.clone(),
+            segment: std::sync::Arc::clone(&s.name),
             cosine: Score(*c),
             probability: Score(*p),
             resonating: *p >= cfg.threshold,
@@ -271,7 +272,7 @@ mod tests {
         assert!((total - 1.0).abs() < 1e-5);
         assert_eq!(r.top_segment(), "gamer");
         assert!(!r.cold_start);
-        let names: Vec<_> = r.scores.iter().map(|s| s.segment.as_str()).collect();
+        let names: Vec<_> = r.scores.iter().map(|s| &*s.segment).collect();
         assert_eq!(names, ["gamer", "video", "worker"]);
     }
 

@@ -185,8 +185,8 @@ impl Multiply<isize> for SegmentSum {
 /// One segment's profile at a point in time.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SegmentEntry {
-    /// Segment name.
-    pub name: String,
+    /// Segment name, shared with every resonance score of the segment.
+    pub name: std::sync::Arc<str>,
     /// Profiles in the rolling window.
     pub profiles: i64,
     /// Mean embedding.
@@ -256,7 +256,7 @@ impl SegmentTable {
                 context_totals[field_index(*field)] += count;
             }
             segments.push(SegmentEntry {
-                name: name.to_string(),
+                name: name.into(),
                 profiles: sum.profiles,
                 mean: Vector(sum.mean()),
                 centred_mean: Vector::default(),
@@ -342,9 +342,9 @@ mod tests {
         let small = SegmentSum::of_profile(&[4.0], &Context::default());
         let t = SegmentTable::from_sums([("z", &big), ("a", &small)], 2);
         assert_eq!(t.segments.len(), 1);
-        assert_eq!(t.segments[0].name, "z");
+        assert_eq!(&*t.segments[0].name, "z");
         let t = SegmentTable::from_sums([("z", &big), ("a", &small)], 1);
-        assert_eq!(t.segments[0].name, "a");
+        assert_eq!(&*t.segments[0].name, "a");
         assert_eq!(t.global_mean.0, vec![2.5]);
     }
 }

@@ -1206,13 +1206,13 @@ fn resonance_rows(
 ) {
     rs.sort_by(|a, b| a.0.cmp(&b.0));
     rows.reserve(rs.len() * 8);
-    // The records are the sink's, dropped after: their segment names move into the rows.
-    for ((user, w), r) in rs.iter_mut() {
-        for (i, s) in r.scores.iter_mut().enumerate() {
+    // The segment names are shared with the segment table: the rows share them too.
+    for ((user, w), r) in rs.iter() {
+        for (i, s) in r.scores.iter().enumerate() {
             rows.push(ResonanceRow {
                 window_end: spec.end_ms(*w),
                 user_id: user.clone(),
-                segment: std::mem::take(&mut s.segment),
+                segment: Arc::clone(&s.segment),
                 cosine: s.cosine.0,
                 probability: s.probability.0,
                 resonating: s.resonating,

@@ -303,7 +303,7 @@ fn recompute(config: &Config, events: &[Event]) -> BTreeMap<Table, Vec<Vec<Strin
             calibration.push(t, scores, config.policy_config().risk_windows);
             for &i in members {
                 let (user, _, _, _, seq, anomaly) = &window_profiles[i];
-                let segments: Vec<(String, f64)> = resonances[i].as_ref().map_or(vec![], |r| {
+                let segments: Vec<(Arc<str>, f64)> = resonances[i].as_ref().map_or(vec![], |r| {
                     r.scores
                         .iter()
                         .map(|s| (s.segment.clone(), f64::from(s.probability.0)))

@@ -641,7 +641,7 @@ mod tests {
                     rows.push(ResonanceRow {
                         window_end: w * 60_000,
                         user_id: format!("u{u}").into(),
-                        segment: s.to_string(),
+                        segment: (*s).into(),
                         cosine: 0.0,
                         probability: (r / total) as f32,
                         resonating: false,
@@ -659,7 +659,9 @@ mod tests {
         let mut sums: BTreeMap<(i64, String), (f64, u64, u64)> = BTreeMap::new();
         let mut users: BTreeMap<i64, u64> = BTreeMap::new();
         for r in rows {
-            let e = sums.entry((r.window_end, r.segment.clone())).or_default();
+            let e = sums
+                .entry((r.window_end, r.segment.to_string()))
+                .or_default();
             e.0 += f64::from(r.probability);
             e.1 += 1;
             e.2 += u64::from(r.top);
@@ -766,7 +768,7 @@ mod tests {
         let in_bucket = |lo: i64, hi: i64, seg: &str| {
             let rs: Vec<_> = rows
                 .iter()
-                .filter(|r| r.segment == seg && (lo..=hi).contains(&(r.window_end / 60_000)))
+                .filter(|r| &*r.segment == seg && (lo..=hi).contains(&(r.window_end / 60_000)))
                 .collect();
             rs.iter().map(|r| f64::from(r.probability)).sum::<f64>() / rs.len() as f64
         };

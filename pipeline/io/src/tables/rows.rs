@@ -73,7 +73,7 @@ table_rows! {
         /// User.
         user_id: Arc<str> => Utf8,
         /// Segment.
-        segment: String => Utf8,
+        segment: Arc<str> => Utf8,
         /// Centred cosine similarity.
         cosine: f32 => F32,
         /// Probability of the segment.
