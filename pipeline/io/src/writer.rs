@@ -229,7 +229,7 @@ pub fn writer_properties_for(schema: &Schema, row_group_rows: usize) -> WriterPr
     // context, reasons, the persona names and app classes of a policy's lists), not for
     // floats, where it only costs time. On the dense day's policies, dictionaries for the
     // three lists of strings took writing from 0.60 to 0.54 s and the files from 59 to 49 MB
-    // (BENCHMARKS.md, "Dictionaries for lists of strings").
+    // (BENCHMARKS.md, "Lists of strings as dictionaries").
     let mut props = WriterProperties::builder()
         .set_compression(OUTPUT_COMPRESSION)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
