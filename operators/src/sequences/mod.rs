@@ -473,24 +473,20 @@ fn ring_sequence(
 ) -> Sequence {
     let len = spec.len.max(1);
     debug_assert!(ring.back().is_some_and(|r| r.window == window) && ring.len() <= len);
-    let mut features = Vec::with_capacity(len * NUM_FEATURES);
-    let mut active = Vec::with_capacity(len);
-    let mut step_windows = match spec.history {
-        SequenceHistory::Windows => Vec::new(),
-        SequenceHistory::Active => Vec::with_capacity(len),
+    // Each ring window's step, in increasing order.
+    let positions = || {
+        ring.iter()
+            .enumerate()
+            .map(move |(k, r)| match spec.history {
+                SequenceHistory::Windows => (len - 1 - (window - r.window) as usize, r),
+                SequenceHistory::Active => (len - ring.len() + k, r),
+            })
     };
+    let mut features = Vec::with_capacity(len * NUM_FEATURES);
     let mut prev: Option<(f32, f32)> = None;
-    for (k, r) in ring.iter().enumerate() {
-        let pos = match spec.history {
-            SequenceHistory::Windows => len - 1 - (window - r.window) as usize,
-            SequenceHistory::Active => len - ring.len() + k,
-        };
+    for (pos, r) in positions() {
         // The masked steps before this one.
         features.resize(pos * NUM_FEATURES, 0.0);
-        active.resize(pos, false);
-        if spec.history == SequenceHistory::Active {
-            step_windows.resize(pos, 0);
-        }
         features.extend_from_slice(&r.held.base);
         let (events, bytes) = match prev {
             Some((events, bytes)) => (r.logs.0 - events, r.logs.1 - bytes),
@@ -498,17 +494,28 @@ fn ring_sequence(
         };
         features.extend_from_slice(&[events, bytes]);
         prev = Some(r.logs);
-        active.push(true);
-        if spec.history == SequenceHistory::Active {
-            step_windows.push(r.window);
-        }
     }
+    // The mask and the step windows collected straight into their shared slices (an iterator
+    // of known length: one allocation each, no vector copied).
+    let mut steps = positions().peekable();
+    let active: std::sync::Arc<[bool]> = (0..len)
+        .map(|p| steps.next_if(|(q, _)| *q == p).is_some())
+        .collect();
+    let step_windows: std::sync::Arc<[u64]> = match spec.history {
+        SequenceHistory::Windows => std::sync::Arc::new([]),
+        SequenceHistory::Active => {
+            let mut steps = positions().peekable();
+            (0..len)
+                .map(|p| steps.next_if(|(q, _)| *q == p).map_or(0, |(_, r)| r.window))
+                .collect()
+        }
+    };
     debug_assert_eq!(features.len(), len * NUM_FEATURES);
     Sequence {
         window,
         features: std::sync::Arc::new(Vector(features)),
-        active: active.into(),
-        step_windows: step_windows.into(),
+        active,
+        step_windows,
         history: spec.history,
         history_windows: ring.len() as u32 - 1,
         events: current.events,
