@@ -1,9 +1,9 @@
 //! `forecast_error`: every demand forecast against what the user then did, window by window.
 
 use crate::forecast::{forecast_error, Forecast, ForecastResidual};
+use crate::ops::consolidate;
 use crate::ops::{user_hash, UserId, UserWindow};
 use crate::sequences::Sequence;
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};

@@ -3,7 +3,7 @@
 //! [`ForecastDemand`](super::ForecastDemand)) or to a fold over windows (sequences, personas,
 //! pins, drift, the policies' calibration).
 
-use differential_dataflow::consolidation::consolidate;
+use crate::ops::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use std::collections::BTreeMap;
 use timely::container::CapacityContainerBuilder;

@@ -1,6 +1,6 @@
 //! `join_window`: joins two collections of facts within each window, with no state beyond it.
 
-use differential_dataflow::consolidation::consolidate;
+use crate::ops::consolidate;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use std::collections::BTreeMap;

@@ -30,6 +30,7 @@ use timely::progress::frontier::MutableAntichain;
 
 pub mod advance;
 pub(crate) mod batch;
+mod consolidate;
 pub mod hold;
 pub mod join;
 
@@ -44,6 +45,7 @@ pub use crate::resonance::operator::Resonate;
 pub use crate::segments::operator::SegmentProfiles;
 pub use crate::sequences::operator::Sequences;
 pub use crate::window::aggregate::WindowAggregate;
+pub use consolidate::consolidate;
 pub use hold::Hold;
 pub use join::JoinWindow;
 

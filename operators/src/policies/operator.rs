@@ -3,6 +3,7 @@
 use crate::embed::operator::Profile;
 use crate::forecast::Forecast;
 use crate::ops::batch::BatchByWindow;
+use crate::ops::consolidate;
 use crate::ops::{user_hash, UserId, UserWindow};
 use crate::personas::operator::PersonaAssignment;
 use crate::policies::blend::{Blender, DemandOutlook, Policy, PolicyConfig};
@@ -15,7 +16,6 @@ use crate::resonance::Resonance;
 use crate::vector::Score;
 use crate::window::features::Fnv;
 use crate::WindowSpec;
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

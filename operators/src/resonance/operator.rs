@@ -1,9 +1,9 @@
 //! `resonance`: each active user's probability distribution over segments (DESIGN.md step 6).
 
+use crate::ops::consolidate;
 use crate::ops::{Profile, UserWindow};
 use crate::resonance::{resonance, Resonance, ResonanceConfig};
 use crate::segments::{SegmentSum, SegmentTable};
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::{AsCollection, VecCollection};
 use std::collections::BTreeMap;

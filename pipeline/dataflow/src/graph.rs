@@ -26,7 +26,6 @@
 use crate::config::{Config, EmbedderKind, ForecasterKind};
 use crate::{Error, Result};
 use arrow_array::RecordBatch;
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::VecCollection;
 use personaflow_io::tables::{
@@ -46,6 +45,7 @@ use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::forecast::{
     Forecast, ForecastResidual, Forecaster, PersistenceForecaster, DEFAULT_FORECAST_HORIZON,
 };
+use personaflow_operators::ops::consolidate;
 use personaflow_operators::ops::*;
 use personaflow_operators::personas::operator::{
     model_worker, Persona, PersonaAssignment, PersonaSnapshots,
