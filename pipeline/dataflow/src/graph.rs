@@ -45,7 +45,6 @@ use personaflow_operators::embed::{Embedder, StandardisedEmbedder};
 use personaflow_operators::forecast::{
     Forecast, ForecastResidual, Forecaster, PersistenceForecaster, DEFAULT_FORECAST_HORIZON,
 };
-use personaflow_operators::ops::consolidate;
 use personaflow_operators::ops::*;
 use personaflow_operators::personas::operator::{
     model_worker, Persona, PersonaAssignment, PersonaSnapshots,
