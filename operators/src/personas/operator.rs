@@ -8,6 +8,7 @@ use crate::vector::{Score, Vector};
 use crate::window::features::FEATURES;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use timely::dataflow::channels::pact::Exchange;
 
 /// One persona in one window.
@@ -29,6 +30,10 @@ pub struct Persona {
 }
 
 /// A user's persona in one window.
+///
+/// Its lists are shared: the window's ids are one list for all its users, and each copy of an
+/// assignment for another consumer (the pins, the policies, the sink) shares the lists instead
+/// of allocating them again, on the one worker that makes every assignment.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PersonaAssignment {
     /// The nearest persona.
@@ -36,9 +41,9 @@ pub struct PersonaAssignment {
     /// Euclidean distance to its centroid.
     pub distance: Score,
     /// The window's persona ids, ascending.
-    pub ids: Vec<u32>,
+    pub ids: Arc<[u32]>,
     /// Probability of each of them.
-    pub probabilities: Vector,
+    pub probabilities: Arc<Vector>,
 }
 
 /// What the personas operator emits.
@@ -83,14 +88,15 @@ pub fn window_personas(
         .filter(|(_, p)| p.embedding.len() == dims)
         .map(|(_, p)| p.embedding.as_slice())
         .collect();
-    let Some(out) = model.update(window, &points, config) else {
+    let Some(mut out) = model.update(window, &points, config) else {
         return Vec::new();
     };
     let mut population = ColumnStats::default();
     let mut groups: Vec<ColumnStats> = vec![ColumnStats::default(); out.ids.len()];
     let mut members: Vec<Vec<(UserWindow, PersonaAssignment)>> = vec![Vec::new(); out.ids.len()];
+    let ids: Arc<[u32]> = out.ids.as_slice().into();
     let rows = profiles.iter().filter(|(_, p)| p.embedding.len() == dims);
-    for ((key, profile), a) in rows.zip(&out.assignments) {
+    for ((key, profile), a) in rows.zip(std::mem::take(&mut out.assignments)) {
         let slot = out.ids.iter().position(|id| *id == a.persona).unwrap_or(0);
         population.add(profile.features.as_slice());
         groups[slot].add(profile.features.as_slice());
@@ -99,8 +105,8 @@ pub fn window_personas(
             PersonaAssignment {
                 persona: a.persona,
                 distance: Score(a.distance as f32),
-                ids: out.ids.clone(),
-                probabilities: Vector(a.probabilities.clone()),
+                ids: Arc::clone(&ids),
+                probabilities: Arc::new(Vector(a.probabilities)),
             },
         ));
     }
@@ -164,7 +170,7 @@ pub trait ClusterPersonas<'scope> {
     ///     let config = PersonaConfig { k: Some(2), ..PersonaConfig::default() };
     ///     let out = profiles.personas(config, None, None);
     ///     out.personas.inspect(|((id, p), t, _)| assert!(*id < 2 && p.size == 20 && *t == 0));
-    ///     out.assignments.inspect(|((_, a), _, _)| assert_eq!(a.ids, vec![0, 1]));
+    ///     out.assignments.inspect(|((_, a), _, _)| assert_eq!(*a.ids, [0, 1]));
     /// });
     /// ```
     fn personas(

@@ -1041,7 +1041,7 @@ fn assignment_rows(
         user_id: user.clone(),
         persona_id: a.persona,
         distance: a.distance.0,
-        persona_ids: a.ids.clone(),
+        persona_ids: a.ids.to_vec(),
         probabilities: a.probabilities.0.clone(),
     }));
 }
