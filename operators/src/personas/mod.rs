@@ -61,7 +61,8 @@ pub const DISTANCE_LANES: usize = 4;
 
 /// [`sq_dist`] from `x` to each of `ys`, bit for bit: every sum is still taken dimension by
 /// dimension in order, only [`DISTANCE_LANES`] of them side by side. The k-means, the
-/// silhouettes and the assignments spend most of their time here.
+/// silhouettes and the assignments spend most of their time here. `out` has a slot for each
+/// of `ys`.
 ///
 /// ```
 /// use personaflow_operators::personas::{sq_dist, sq_dists};
@@ -74,10 +75,15 @@ pub const DISTANCE_LANES: usize = 4;
 /// }
 /// ```
 pub fn sq_dists<Y: AsRef<[f32]>>(x: &[f32], ys: &[Y], out: &mut [f64]) {
+    for_each_sq_dist(x, ys, |j, d| out[j] = d);
+}
+
+/// Hands `(j, sq_dist(x, ys[j]))` to `f` for each `j` in order, [`DISTANCE_LANES`] sums at a
+/// time (the rest one by one): what [`sq_dists`] and [`nearest`] share.
+fn for_each_sq_dist<Y: AsRef<[f32]>>(x: &[f32], ys: &[Y], mut f: impl FnMut(usize, f64)) {
     let mut chunks = ys.chunks_exact(DISTANCE_LANES);
-    let mut slots = out.chunks_exact_mut(DISTANCE_LANES);
-    for (chunk, slot) in chunks.by_ref().zip(slots.by_ref()) {
-        slot.copy_from_slice(&sq_dist_lanes(
+    for (c, chunk) in chunks.by_ref().enumerate() {
+        let lanes = sq_dist_lanes(
             x,
             [
                 chunk[0].as_ref(),
@@ -85,10 +91,14 @@ pub fn sq_dists<Y: AsRef<[f32]>>(x: &[f32], ys: &[Y], out: &mut [f64]) {
                 chunk[2].as_ref(),
                 chunk[3].as_ref(),
             ],
-        ));
+        );
+        for (i, d) in lanes.into_iter().enumerate() {
+            f(c * DISTANCE_LANES + i, d);
+        }
     }
-    for (y, slot) in chunks.remainder().iter().zip(slots.into_remainder()) {
-        *slot = sq_dist(x, y.as_ref());
+    let done = ys.len() - chunks.remainder().len();
+    for (i, y) in chunks.remainder().iter().enumerate() {
+        f(done + i, sq_dist(x, y.as_ref()));
     }
 }
 
@@ -116,22 +126,11 @@ fn sq_dist_lanes(x: &[f32], ys: [&[f32]; DISTANCE_LANES]) -> [f64; DISTANCE_LANE
 /// first of equally near ones).
 pub fn nearest(x: &[f32], centroids: &[Vec<f32>]) -> (usize, f64) {
     let mut best = (0, f64::INFINITY);
-    let mut consider = |j: usize, d: f64| {
+    for_each_sq_dist(x, centroids, |j, d| {
         if d < best.1 {
             best = (j, d);
         }
-    };
-    let mut chunks = centroids.chunks_exact(DISTANCE_LANES);
-    for (c, chunk) in chunks.by_ref().enumerate() {
-        let lanes = sq_dist_lanes(x, [&chunk[0], &chunk[1], &chunk[2], &chunk[3]]);
-        for (i, d) in lanes.into_iter().enumerate() {
-            consider(c * DISTANCE_LANES + i, d);
-        }
-    }
-    let done = centroids.len() - chunks.remainder().len();
-    for (i, c) in chunks.remainder().iter().enumerate() {
-        consider(done + i, sq_dist(x, c));
-    }
+    });
     best
 }
 
