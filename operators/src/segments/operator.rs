@@ -19,7 +19,8 @@ pub trait SegmentProfiles<'scope> {
     /// known segment is added at its window `w` and retracted at `w + window` (`window` at
     /// least 1; retractions in the input are ignored: profiles are facts). At each window the
     /// output changes only for the segments whose sum changed there: the old sum retracted,
-    /// the new one inserted. One operator, the profiles exchanged by segment; the sums are
+    /// the new one inserted. One operator, the profiles that count exchanged by segment (the
+    /// others stay on their user's worker, and are dropped there); the sums are
     /// exact (fixed point), so the order of additions does not matter. An oracle test checks
     /// it against the same sums held for `window` windows and counted by differential's
     /// `count_total` at every window.
@@ -55,8 +56,14 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
         window: u64,
     ) -> VecCollection<'scope, u64, (String, SegmentSum), isize> {
         let window = window.max(1);
-        let by_segment = Exchange::new(|((_, p), _, _): &((UserWindow, Profile), u64, isize)| {
-            p.segment.as_deref().map_or(0, Fnv::hash_str)
+        // A profile that counts goes to its segment's worker; one that does not (no known
+        // segment: about half of them on a simulated day) stays on its user's, where it is,
+        // instead of crossing to one worker to be dropped there.
+        let by_segment = Exchange::new(|((k, p), _, r): &((UserWindow, Profile), u64, isize)| {
+            match p.segment.as_deref() {
+                Some(segment) if counts(p, *r) => Fnv::hash_str(segment),
+                _ => crate::ops::by_user(k),
+            }
         });
         self.inner
             .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
@@ -68,7 +75,7 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
                         input.for_each_time(|cap, data| {
                             for batch in data {
                                 for ((_, p), t, r) in batch.drain(..) {
-                                    if r <= 0 || !p.authenticated {
+                                    if !counts(&p, r) {
                                         continue;
                                     }
                                     let Some(segment) = p.segment.clone() else {
@@ -95,6 +102,12 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
             )
             .as_collection()
     }
+}
+
+/// Whether a profile's update enters its segment's sum (if it has one): an insertion of an
+/// authenticated user's profile.
+fn counts(p: &Profile, r: isize) -> bool {
+    r > 0 && p.authenticated
 }
 
 /// The operator's state: each segment's current sum and the changes not yet applied, by window.
