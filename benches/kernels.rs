@@ -710,7 +710,7 @@ fn bench_policies(c: &mut Criterion) {
             }
         })
     });
-    // A segment's risk calibration over a day of windows, as `CalibrateRisk` runs it: each
+    // A segment's risk calibration over a day of windows, as `BlendPolicies` runs it on every worker: each
     // window's users' anomaly scores pushed, then each user's quantile among the last
     // `RISK_WINDOWS` windows' scores.
     use personaflow_operators::policies::socket::RiskCalibration;

@@ -2,29 +2,25 @@
 
 use crate::embed::operator::Profile;
 use crate::forecast::Forecast;
-use crate::ops::batch::BatchByWindow;
 use crate::ops::consolidate;
 use crate::ops::{user_hash, UserId, UserWindow};
 use crate::personas::operator::PersonaAssignment;
 use crate::policies::blend::{Blender, DemandOutlook, Policy, PolicyConfig};
 use crate::policies::catalogue::PersonaCatalogue;
-use crate::policies::socket::{
-    socket_profile, RiskBySegment, RiskCalibration, SocketProfile, WindowDemand,
-};
+use crate::policies::socket::{socket_profile, RiskBySegment, SocketProfile, WindowDemand};
 use crate::policies::Shaped;
 use crate::resonance::Resonance;
 use crate::vector::Score;
-use crate::window::features::Fnv;
 use crate::WindowSpec;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::MutableAntichain;
 
 /// One of the things a policy is made from, for one user and window.
@@ -111,14 +107,15 @@ pub trait ShapePolicies<'scope> {
     ///
     /// Parts travel to the worker of their user (the one that holds the user's sequences and
     /// profiles, so those parts stay where they are) and are gathered once their window is
-    /// complete; the gathered users then travel by the segment their risk is calibrated in,
-    /// whose worker keeps that segment's anomaly scores of the last `policy.risk_windows`
-    /// windows (so the results do not depend on the number of workers), and come back to
-    /// their user's worker with their risk, where their policy is blended and sunk. So the
-    /// blending, the larger part of the work, is spread by user even when one segment holds
-    /// every user (a log without segments). The risk calibrations are the operator's only
-    /// state, and they are windowed: a restarted job rebuilds them from the windows it
-    /// replays.
+    /// complete; there the users stay. What a user's risk needs from the other workers is the
+    /// anomaly scores of its segment: each worker sends every worker its window's scores by
+    /// segment (a few lists a window, [`SegmentScores`]), and each worker keeps every
+    /// segment's scores of the last `policy.risk_windows` windows (so the results do not
+    /// depend on the number of workers) and blends its own users' policies. So the blending
+    /// is spread by user even when one segment holds every user (a log without segments), and
+    /// no user's parts cross workers twice to learn one number. The risk calibrations are the
+    /// operator's only state, and they are windowed: a restarted job rebuilds them from the
+    /// windows it replays.
     ///
     /// ```
     /// use personaflow_operators::{Event, WindowSpec};
@@ -211,9 +208,34 @@ impl IntoPolicyPart for Forecast {
     }
 }
 
-/// The parts of each window on this worker, not yet complete: the window's capability and its
-/// updates.
-type PendingParts = BTreeMap<u64, (Capability<u64>, Vec<((UserWindow, PolicyPart), isize)>)>;
+/// The parts of each window on this worker, not yet complete: the window's capabilities (for
+/// the gathered users and for their scores, [`Held`]) and its updates.
+type PendingParts = BTreeMap<u64, (Held, Vec<((UserWindow, PolicyPart), isize)>)>;
+
+/// The gathering operator's capabilities for one window: its output of gathered users
+/// (port 0) and of their anomaly scores by segment (port 1).
+type Held = [Capability<u64>; 2];
+
+/// Both of the gathering operator's capabilities for the records of a window that came in a
+/// message with capability `cap` (as [`crate::ops::held`] for one output).
+fn held_for_both(cap: &InputCapability<u64>) -> Held {
+    [cap.retain(0), cap.retain(1)]
+}
+
+/// One worker's anomaly scores of one segment (the one its users' risk is calibrated in) in
+/// one window, addressed to one worker (`to`): every worker gets every worker's, and keeps
+/// each segment's calibration whole.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentScores {
+    /// The worker it goes to.
+    pub to: u64,
+    /// The window.
+    pub window: u64,
+    /// The segment.
+    pub segment: String,
+    /// The scores, in no particular order.
+    pub scores: Vec<f32>,
+}
 
 /// Moves what arrived at one input of the gathering operator into the pending parts.
 type Drain = Box<dyn FnMut(&mut PendingParts)>;
@@ -263,7 +285,7 @@ where
                     for ((key, fact), time, diff) in batch.drain(..) {
                         pending
                             .entry(time)
-                            .or_insert_with(|| (crate::ops::held(&cap), Vec::new()))
+                            .or_insert_with(|| (held_for_both(&cap), Vec::new()))
                             .1
                             .push(((key, fact.into_policy_part()), diff));
                     }
@@ -320,8 +342,12 @@ pub fn policies_from<'scope>(
         .into_iter()
         .map(|input| input.0.attach(&mut builder))
         .collect();
+    let peers = scope.peers() as u64;
     let (output, gathered) = builder.new_output::<Vec<(Gathered, u64, isize)>>();
     let mut output = OutputBuilder::<u64, CapacityContainerBuilder<Vec<_>>>::from(output);
+    let (scores_output, scores) = builder.new_output::<Vec<SegmentScores>>();
+    let mut scores_output =
+        OutputBuilder::<u64, CapacityContainerBuilder<Vec<_>>>::from(scores_output);
     builder.build(move |_capabilities| {
         let mut pending = PendingParts::new();
         move |frontiers: &[MutableAntichain<u64>]| {
@@ -329,12 +355,13 @@ pub fn policies_from<'scope>(
                 drain(&mut pending);
             }
             let mut output = output.activate();
+            let mut scores_output = scores_output.activate();
             while let Some(entry) = pending.first_entry() {
                 let time = *entry.key();
                 if frontiers.iter().any(|f| f.less_equal(&time)) {
                     break;
                 }
-                let (cap, mut updates) = entry.remove();
+                let ([cap, scores_cap], mut updates) = entry.remove();
                 // Net the window's updates: only parts inserted at this window (and not
                 // retracted within it) are gathered, in key order.
                 consolidate(&mut updates);
@@ -343,71 +370,150 @@ pub fn policies_from<'scope>(
                     .filter(|(_, r)| *r > 0)
                     .map(|(d, _)| d)
                     .collect();
+                let users = gather(parts);
+                let mut session = scores_output.session(&scores_cap);
+                for (segment, scores) in scores_by_segment(&users) {
+                    session.give_iterator((0..peers).map(|to| SegmentScores {
+                        to,
+                        window: time,
+                        segment: segment.to_string(),
+                        scores: scores.clone(),
+                    }));
+                }
                 output
                     .session(&cap)
-                    .give_iterator(gather(parts).into_iter().map(|g| (g, time, 1isize)));
+                    .give_iterator(users.into_iter().map(|g| (g, time, 1isize)));
             }
             crate::ops::follow_frontier(
-                pending.values_mut().map(|(cap, _)| cap),
+                pending.values_mut().flat_map(|(caps, _)| caps.iter_mut()),
                 crate::ops::earliest(frontiers),
             );
         }
     });
-    shape(gathered.as_collection(), catalogue, config, spec)
+    shape(gathered, scores, catalogue, config, spec)
 }
 
-/// The gathered users' risk calibrated by segment, and their policies blended on their own
-/// worker (see [`ShapePolicies::policies`]).
+/// The anomaly scores of `users` by the segment their risk is calibrated in
+/// ([`Gathered::risk_segment`]), segments in name order, each segment's scores in the users'
+/// order; users without a score have none to give.
+fn scores_by_segment(users: &[Gathered]) -> BTreeMap<&str, Vec<f32>> {
+    let mut by_segment: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
+    for g in users {
+        if let Some(score) = g.anomaly_score {
+            by_segment
+                .entry(g.risk_segment())
+                .or_default()
+                .push(score.0);
+        }
+    }
+    by_segment
+}
+
+/// A window of the policies' last operator, not yet complete on this worker: a capability
+/// for it once one of its users has come (none for a window of other workers' scores only),
+/// its users, and every worker's scores of it by segment.
+#[derive(Default)]
+struct ShapeWindow {
+    cap: Option<Capability<u64>>,
+    users: Vec<Gathered>,
+    scores: BTreeMap<String, Vec<f32>>,
+}
+
+/// The gathered users' risk calibrated by segment and their policies blended, each on its
+/// user's worker; `scores` brings every worker's anomaly scores by segment (see
+/// [`ShapePolicies::policies`]). A window is shaped once neither input can bring more of it,
+/// windows in order: each worker's calibrations take every window's scores in turn.
 fn shape<'scope>(
-    gathered: VecCollection<'scope, u64, Gathered, isize>,
+    gathered: timely::dataflow::StreamVec<'scope, u64, (Gathered, u64, isize)>,
+    scores: timely::dataflow::StreamVec<'scope, u64, SegmentScores>,
     catalogue: Arc<PersonaCatalogue>,
     config: PolicyConfig,
     spec: WindowSpec,
 ) -> VecCollection<'scope, u64, (UserWindow, Shaped), isize> {
     let mut risk = RiskBySegment::new();
     let risk_windows = config.risk_windows.max(1);
-    let calibrated = gathered.fold_by_window(
-        Exchange::new(|(g, _, _): &(Gathered, u64, isize)| Fnv::hash_str(g.risk_segment())),
-        "CalibrateRisk",
-        move |window, users, out| calibrate_window(&mut risk, risk_windows, window, users, out),
-    );
     let window_secs = spec.len_ms() as f64 / 1_000.0;
     let blender = Blender::new(&catalogue);
-    calibrated
-        .inner
-        .unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
-            Exchange::new(move |((g, _), _, _): &(Risked, u64, isize)| user_hash(&g.user)),
+    gathered
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<_>>, _, _, _, _>(
+            scores,
+            Pipeline,
+            Exchange::new(|s: &SegmentScores| s.to),
             "BlendPolicies",
             move |_cap, _info| {
-                move |input, output| {
-                    input.for_each_time(|time, data| {
-                        let mut session = output.session(&time);
+                let mut pending: BTreeMap<u64, ShapeWindow> = BTreeMap::new();
+                move |(users, users_frontier), (scores, scores_frontier), output| {
+                    users.for_each_time(|cap, data| {
                         for batch in data {
-                            session.give_iterator(batch.drain(..).map(
-                                |((mut g, r), window, diff)| {
-                                    let shaped = policy_of(
-                                        &blender,
-                                        &catalogue,
-                                        &config,
-                                        window_secs,
-                                        &g,
-                                        r,
-                                    );
-                                    let key = (std::mem::take(&mut g.user), window);
-                                    ((key, Arc::new(shaped)), window, diff)
-                                },
-                            ));
+                            for (g, window, diff) in batch.drain(..) {
+                                // One fact per user and window: the gathering made it.
+                                debug_assert_eq!(diff, 1);
+                                let w = pending.entry(window).or_default();
+                                w.cap.get_or_insert_with(|| crate::ops::held(&cap));
+                                w.users.push(g);
+                            }
                         }
                     });
+                    scores.for_each_time(|_cap, data| {
+                        for batch in data {
+                            for s in batch.drain(..) {
+                                let w = pending.entry(s.window).or_default();
+                                w.scores.entry(s.segment).or_default().extend(s.scores);
+                            }
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        let window = *entry.key();
+                        if users_frontier.less_equal(&window) || scores_frontier.less_equal(&window)
+                        {
+                            break;
+                        }
+                        let ShapeWindow { cap, users, scores } = entry.remove();
+                        calibrate(&mut risk, risk_windows, window, scores);
+                        let Some(cap) = cap else { continue };
+                        output
+                            .session(&cap)
+                            .give_iterator(users.into_iter().map(|mut g| {
+                                let r = risk_of(&risk, &g);
+                                let shaped =
+                                    policy_of(&blender, &catalogue, &config, window_secs, &g, r);
+                                let key = (std::mem::take(&mut g.user), window);
+                                ((key, Arc::new(shaped)), window, 1isize)
+                            }));
+                    }
+                    crate::ops::follow_frontier(
+                        pending.values_mut().filter_map(|w| w.cap.as_mut()),
+                        crate::ops::earliest([users_frontier, scores_frontier]),
+                    );
                 }
             },
         )
         .as_collection()
 }
 
-/// A gathered user and its risk (the quantile of its anomaly score in its segment's
-/// calibration), as [`calibrate_window`] hands it on.
-type Risked = (Gathered, Option<f64>);
+/// Adds a window's anomaly scores (every worker's, by segment) to each segment's calibration,
+/// which forgets the windows `risk_windows` or more windows older. A segment with no scores
+/// in the window is left as it is: the windows it would forget are forgotten at its next
+/// scores, before any quantile is read from it, so every quantile is the same.
+fn calibrate(
+    risk: &mut RiskBySegment,
+    risk_windows: u64,
+    window: u64,
+    scores: BTreeMap<String, Vec<f32>>,
+) {
+    for (segment, scores) in scores {
+        risk.entry(segment)
+            .or_default()
+            .push(window, scores, risk_windows);
+    }
+}
+
+/// A gathered user's risk: the quantile of its anomaly score among its segment's calibrated
+/// scores (`None` without a score).
+fn risk_of(risk: &RiskBySegment, g: &Gathered) -> Option<f64> {
+    let score = g.anomaly_score?;
+    risk.get(g.risk_segment())?.quantile(score.0)
+}
 
 /// The users of one window, their parts gathered (parts sorted by key, as `fold_by_window`
 /// hands them, so each user's parts are consecutive); users without a profile part are
@@ -452,48 +558,6 @@ fn gather(parts: Vec<(UserWindow, PolicyPart)>) -> Vec<Gathered> {
         .filter(|(p, _)| *p)
         .map(|(_, g)| g)
         .collect()
-}
-
-/// Scores one window's users (of the segments this worker holds) against their segments'
-/// recent anomaly scores (the last `risk_windows` windows), after adding theirs: each user
-/// with its risk.
-fn calibrate_window(
-    risk: &mut RiskBySegment,
-    risk_windows: u64,
-    window: u64,
-    users: Vec<Gathered>,
-    out: &mut Vec<Risked>,
-) {
-    // By segment (a stable sort: users keep their order within one).
-    let mut users = users;
-    users.sort_by(|a, b| a.risk_segment().cmp(b.risk_segment()));
-    let mut risks = Vec::with_capacity(users.len());
-    let mut rest = &users[..];
-    while let Some(first) = rest.first() {
-        let segment = first.risk_segment();
-        let n = rest
-            .iter()
-            .take_while(|g| g.risk_segment() == segment)
-            .count();
-        let (same, next) = rest.split_at(n);
-        if !risk.contains_key(segment) {
-            risk.insert(segment.to_string(), RiskCalibration::default());
-        }
-        let calibration = risk.get_mut(segment).expect("inserted");
-        calibration.push(
-            window,
-            same.iter()
-                .filter_map(|g| g.anomaly_score.map(|s| s.0))
-                .collect(),
-            risk_windows,
-        );
-        risks.extend(
-            same.iter()
-                .map(|g| g.anomaly_score.and_then(|s| calibration.quantile(s.0))),
-        );
-        rest = next;
-    }
-    out.extend(users.into_iter().zip(risks));
 }
 
 /// One user's policy and socket profile.
@@ -587,5 +651,85 @@ mod tests {
             };
             assert_eq!(r.into_policy_part(), want);
         }
+    }
+
+    /// A segment left alone in the windows without scores (as `calibrate` leaves it) gives
+    /// every quantile that pushing those windows' empty lists gives (as a segment's worker did
+    /// when the users travelled to it), on seeded scores with gaps of every length.
+    #[test]
+    fn calibrating_only_the_windows_with_scores_gives_the_same_quantiles() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+        const SEGMENTS: [&str; 3] = ["", "gamer", "video"];
+        for keep in [1, 3, 10] {
+            let (mut skipping, mut every) = (RiskBySegment::new(), RiskBySegment::new());
+            let mut compared = 0;
+            for window in 0..300u64 {
+                let busy = [0.1, 0.5, 0.9][(window / 50 % 3) as usize];
+                let mut scores: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+                for s in SEGMENTS {
+                    if rng.random_bool(busy) {
+                        let n = rng.random_range(1..6);
+                        let xs = (0..n).map(|_| rng.random_range(0..20) as f32 / 4.0);
+                        scores.insert(s.to_string(), xs.collect());
+                    }
+                }
+                let mut all = scores.clone();
+                for s in SEGMENTS {
+                    all.entry(s.to_string()).or_default();
+                }
+                calibrate(&mut skipping, keep, window, scores.clone());
+                calibrate(&mut every, keep, window, all);
+                for (segment, xs) in &scores {
+                    for x in xs.iter().chain(&[-1.0, 2.5, 9.0]) {
+                        assert_eq!(
+                            skipping[segment].quantile(*x),
+                            every[segment].quantile(*x),
+                            "keep {keep}, window {window}, segment {segment:?}, score {x}"
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+            assert!(compared > 1_000, "{compared}");
+        }
+    }
+
+    /// Users give their scores by the segment their risk is calibrated in (known, else the
+    /// top resonance segment, else none), users without a score none; a user's risk is its
+    /// score's quantile there, `None` without a score or a calibrated segment.
+    #[test]
+    fn scores_go_by_risk_segment_and_come_back_as_quantiles() {
+        let user = |segment: Option<&str>, top: Option<&str>, score: Option<f32>| Gathered {
+            segment: segment.map(str::to_string),
+            top: top.map(Arc::from),
+            anomaly_score: score.map(Score),
+            ..Gathered::default()
+        };
+        let users = vec![
+            user(Some("gamer"), Some("video"), Some(1.0)),
+            user(None, Some("video"), Some(2.0)),
+            user(None, None, Some(3.0)),
+            user(Some("gamer"), None, None),
+            user(Some("gamer"), None, Some(4.0)),
+        ];
+        let by_segment = scores_by_segment(&users);
+        let want: BTreeMap<&str, Vec<f32>> = [
+            ("", vec![3.0]),
+            ("gamer", vec![1.0, 4.0]),
+            ("video", vec![2.0]),
+        ]
+        .into();
+        assert_eq!(by_segment, want);
+        let mut risk = RiskBySegment::new();
+        let owned = by_segment
+            .into_iter()
+            .map(|(s, xs)| (s.to_string(), xs))
+            .collect();
+        calibrate(&mut risk, 5, 0, owned);
+        assert_eq!(risk_of(&risk, &users[0]), Some(0.25));
+        assert_eq!(risk_of(&risk, &users[4]), Some(0.75));
+        assert_eq!(risk_of(&risk, &users[1]), Some(0.5));
+        assert_eq!(risk_of(&risk, &users[3]), None);
+        assert_eq!(risk_of(&risk, &user(Some("web"), None, Some(1.0))), None);
     }
 }
