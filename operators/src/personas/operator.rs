@@ -2,14 +2,15 @@
 //! step 7).
 
 use crate::ops::batch::BatchByWindow;
-use crate::ops::{worker_of, Profile, Snapshots, UserWindow};
+use crate::ops::{user_hash, worker_of, Profile, Snapshots, UserWindow};
 use crate::personas::{distinguishing_features, ColumnStats, PersonaConfig, PersonaModel};
 use crate::vector::{Score, Vector};
 use crate::window::features::FEATURES;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Exchange as _;
 
 /// One persona in one window.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -47,7 +48,7 @@ pub struct PersonaAssignment {
 }
 
 /// What the personas operator emits.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum PersonaFact {
     Persona(Persona),
     Assignment(UserWindow, PersonaAssignment),
@@ -149,7 +150,9 @@ pub trait ClusterPersonas<'scope> {
     /// k-means++ seeding, mini-batch updates with decay, k by silhouette, ids matched across
     /// re-selections. `initial` `(w, model)` resumes from the model as of the end of window `w`,
     /// skipping windows up to `w`. With `snapshots`, the model is kept there after each window
-    /// (and the initial one at `w`), where a checkpoint takes it ([`Snapshots`]).
+    /// (and the initial one at `w`), where a checkpoint takes it ([`Snapshots`]). The personas
+    /// stay on that worker; each assignment goes on to its user's ([`user_hash`]), where every
+    /// consumer of the assignments places them.
     ///
     /// ```
     /// use personaflow_operators::personas::PersonaConfig;
@@ -215,6 +218,17 @@ impl<'scope> ClusterPersonas<'scope> for VecCollection<'scope, u64, (UserWindow,
                 }
             },
         );
+        // Each assignment to its user's worker (a persona stays with the model): every consumer
+        // of the assignments (the pins, the policies) places them by user anyway, and so the
+        // facts' split and the assignments' sink are shared by the workers instead of falling
+        // to the model's alone.
+        let facts = facts
+            .inner
+            .exchange(|(fact, _, _)| match fact {
+                PersonaFact::Persona(_) => MODEL_HASH,
+                PersonaFact::Assignment((user, _), _) => user_hash(user),
+            })
+            .as_collection();
         PersonaCollections {
             personas: facts.clone().flat_map(|f| match f {
                 PersonaFact::Persona(p) => Some((p.id, p)),
