@@ -91,6 +91,51 @@ impl SegmentSum {
         }
     }
 
+    /// Adds one profile: exactly what adding its [`of_profile`](Self::of_profile) sum gives
+    /// (`plus_equals`), without making that sum first; a context value is copied only when it
+    /// is new to this sum (three strings a profile otherwise).
+    ///
+    /// ```
+    /// use differential_dataflow::difference::Semigroup;
+    /// use personaflow_operators::segments::SegmentSum;
+    /// use personaflow_operators::Context;
+    /// let c = Context { device: Some("tv".into()), ..Context::default() };
+    /// let (mut a, mut b) = (SegmentSum::default(), SegmentSum::default());
+    /// for x in [0.5, -1.25] {
+    ///     a.add_profile(&[x, 2.0], &c);
+    ///     b.plus_equals(&SegmentSum::of_profile(&[x, 2.0], &c));
+    /// }
+    /// assert_eq!(a, b);
+    /// assert_eq!((a.profiles, a.context.len()), (2, 1));
+    /// ```
+    pub fn add_profile(&mut self, embedding: &[f32], context: &Context) {
+        self.profiles += 1;
+        if self.sum.len() < embedding.len() {
+            self.sum.resize(embedding.len(), 0);
+        }
+        for (a, x) in self.sum.iter_mut().zip(embedding) {
+            *a += to_fixed(*x);
+        }
+        if self.sum.iter().all(|s| *s == 0) {
+            self.sum.clear();
+        }
+        for field in CONTEXT_FIELDS {
+            let Some(value) = field.of(context) else {
+                continue;
+            };
+            let at = self
+                .context
+                .binary_search_by(|((f, v), _)| (*f, v.as_str()).cmp(&(field, value)));
+            match at {
+                Ok(i) if self.context[i].1 == -1 => {
+                    self.context.remove(i);
+                }
+                Ok(i) => self.context[i].1 += 1,
+                Err(i) => self.context.insert(i, ((field, value.to_string()), 1)),
+            }
+        }
+    }
+
     /// The mean embedding (empty when there are no profiles).
     pub fn mean(&self) -> Vec<f32> {
         if self.profiles <= 0 {
@@ -377,6 +422,47 @@ mod tests {
                 acc.plus_equals(&gone.multiply(&-1));
             }
             assert!(acc.is_zero(), "round {round}: every profile left");
+        }
+    }
+
+    /// `add_profile` gives to the last bit and count what adding the profile's own sum gives,
+    /// on seeded profiles (contexts with missing and repeated values, embeddings with zeros
+    /// and opposite values that cancel) added to sums that hold negative counts too.
+    #[test]
+    fn adding_a_profile_is_adding_its_sum() {
+        use rand::Rng;
+        let mut rng = crate::personas::rng_for(22, 0, 0);
+        let values = ["tv", "mobile", "DE", "FR", "ios", ""];
+        let value = |rng: &mut rand_chacha::ChaCha8Rng| {
+            rng.random_bool(0.8)
+                .then(|| std::sync::Arc::from(values[rng.random_range(0..values.len())]))
+        };
+        for round in 0..300 {
+            let (mut a, mut b) = (SegmentSum::zero(), SegmentSum::zero());
+            if rng.random_bool(0.3) {
+                // A sum with profiles leaving it (negative counts), as a retraction makes.
+                let context = Context {
+                    device: value(&mut rng),
+                    os: value(&mut rng),
+                    country: value(&mut rng),
+                };
+                let gone = SegmentSum::of_profile(&[1.5, 0.0], &context).multiply(&-2);
+                a.plus_equals(&gone);
+                b.plus_equals(&gone);
+            }
+            for _ in 0..rng.random_range(1..20) {
+                let context = Context {
+                    device: value(&mut rng),
+                    os: value(&mut rng),
+                    country: value(&mut rng),
+                };
+                let x: f32 = [0.0, 1.5, -1.5, rng.random_range(-4.0..4.0)][rng.random_range(0..4)];
+                let embedding =
+                    [x, -x, rng.random_range(-1.0..1.0)][..rng.random_range(1..4)].to_vec();
+                a.add_profile(&embedding, &context);
+                b.plus_equals(&SegmentSum::of_profile(&embedding, &context));
+                assert_eq!(a, b, "round {round}");
+            }
         }
     }
 

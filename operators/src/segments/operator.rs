@@ -8,7 +8,7 @@ use differential_dataflow::difference::{Abelian, IsZero, Multiply, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 use std::collections::{BTreeMap, HashMap};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::AntichainRef;
@@ -19,11 +19,12 @@ pub trait SegmentProfiles<'scope> {
     /// known segment is added at its window `w` and retracted at `w + window` (`window` at
     /// least 1; retractions in the input are ignored: profiles are facts). At each window the
     /// output changes only for the segments whose sum changed there: the old sum retracted,
-    /// the new one inserted. One operator, the profiles that count exchanged by segment (the
-    /// others stay on their user's worker, and are dropped there); the sums are
-    /// exact (fixed point), so the order of additions does not matter. An oracle test checks
-    /// it against the same sums held for `window` windows and counted by differential's
-    /// `count_total` at every window.
+    /// the new one inserted. Each worker sums its own profiles that count by segment and
+    /// window first (`SumSegmentProfiles`), and those sums go to their segment's worker
+    /// (`SegmentProfiles`), which keeps the rolling totals; the sums are exact (fixed point),
+    /// so the order of additions does not matter. An oracle test checks it against the same
+    /// sums held for `window` windows and counted by differential's `count_total` at every
+    /// window.
     ///
     /// ```
     /// use personaflow_operators::{Event, WindowSpec};
@@ -56,16 +57,59 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
         window: u64,
     ) -> VecCollection<'scope, u64, (String, SegmentSum), isize> {
         let window = window.max(1);
-        // A profile that counts goes to its segment's worker; one that does not (no known
-        // segment: about half of them on a simulated day) stays on its user's, where it is,
-        // instead of crossing to one worker to be dropped there.
-        let by_segment = Exchange::new(|((k, p), _, r): &((UserWindow, Profile), u64, isize)| {
-            match p.segment.as_deref() {
-                Some(segment) if counts(p, *r) => Fnv::hash_str(segment),
-                _ => crate::ops::by_user(k),
-            }
-        });
-        self.inner
+        // Each worker first sums its own profiles by segment and window (in each message that
+        // brings them): the sums are exact, so adding them up later gives the same totals,
+        // and a segment's worker receives a few sums a window instead of every profile of the
+        // segment (the profiles that do not count are dropped where they are).
+        let partial = self
+            .inner
+            .unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
+                Pipeline,
+                "SumSegmentProfiles",
+                |_cap, _info| {
+                    move |input, output| {
+                        input.for_each_time(|cap, data| {
+                            let mut sums: BTreeMap<u64, HashMap<String, SegmentSum>> =
+                                BTreeMap::new();
+                            for batch in data {
+                                for ((_, p), t, r) in batch.drain(..) {
+                                    let Some(segment) = p.segment.as_deref() else {
+                                        continue;
+                                    };
+                                    if !counts(&p, r) {
+                                        continue;
+                                    }
+                                    let by_segment = sums.entry(t).or_default();
+                                    let sum = match by_segment.get_mut(segment) {
+                                        Some(sum) => sum,
+                                        None => by_segment.entry(segment.to_string()).or_default(),
+                                    };
+                                    if r == 1 {
+                                        sum.add_profile(p.embedding.as_slice(), &p.context);
+                                    } else {
+                                        sum.plus_equals(
+                                            &SegmentSum::of_profile(
+                                                p.embedding.as_slice(),
+                                                &p.context,
+                                            )
+                                            .multiply(&r),
+                                        );
+                                    }
+                                }
+                            }
+                            output
+                                .session(&cap)
+                                .give_iterator(sums.into_iter().flat_map(|(t, by_segment)| {
+                                    by_segment.into_iter().map(move |sum| (sum, t, 1isize))
+                                }));
+                        });
+                    }
+                },
+            );
+        let by_segment = Exchange::new(
+            |((segment, _), _, _): &((String, SegmentSum), u64, isize)| Fnv::hash_str(segment),
+        );
+        partial
             .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(
                 by_segment,
                 "SegmentProfiles",
@@ -74,17 +118,8 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
                     move |(input, frontier), output| {
                         input.for_each_time(|cap, data| {
                             for batch in data {
-                                for ((_, p), t, r) in batch.drain(..) {
-                                    if !counts(&p, r) {
-                                        continue;
-                                    }
-                                    let Some(segment) = p.segment.clone() else {
-                                        continue;
-                                    };
-                                    let sum =
-                                        SegmentSum::of_profile(p.embedding.as_slice(), &p.context)
-                                            .multiply(&r);
-                                    rolling.add(&cap, t, window, segment, sum);
+                                for ((segment, sum), t, r) in batch.drain(..) {
+                                    rolling.add(&cap, t, window, segment, sum.multiply(&r));
                                 }
                             }
                         });
