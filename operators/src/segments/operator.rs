@@ -69,7 +69,8 @@ impl<'scope> SegmentProfiles<'scope> for VecCollection<'scope, u64, (UserWindow,
                 |_cap, _info| {
                     move |input, output| {
                         input.for_each_time(|cap, data| {
-                            let mut sums: BTreeMap<u64, HashMap<String, SegmentSum>> =
+                            // Ordered maps: the sums go out in the same order every run.
+                            let mut sums: BTreeMap<u64, BTreeMap<String, SegmentSum>> =
                                 BTreeMap::new();
                             for batch in data {
                                 for ((_, p), t, r) in batch.drain(..) {
